@@ -1,0 +1,83 @@
+// `npm run build`: bundle the TypeScript into one CommonJS file with esbuild, then make it a Node
+// single executable application (SEA): a copy of the pinned Node binary, stripped, with the bundle
+// and every asset (views, htmx, xterm.js, noVNC) injected by postject. Output: dist/skyhost.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { build } from 'esbuild';
+import { inject } from 'postject';
+import { checkoutRoot, listSourceAssets } from './assets.ts';
+
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+export interface BuildResult {
+  binary: string;
+  bytes: number;
+  ms: number;
+}
+
+export async function buildBinary(opts: { root?: string; quiet?: boolean } = {}): Promise<BuildResult> {
+  const started = Date.now();
+  const root = opts.root ?? checkoutRoot();
+  const dist = path.join(root, 'dist');
+  const work = path.join(dist, 'build');
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+  const say = (s: string) => opts.quiet || console.log(s);
+
+  const major = Number(process.versions.node.split('.')[0]);
+  const pinned = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')).devDependencies.node as string;
+  if (process.versions.node !== pinned) {
+    throw new Error(`build must run on the pinned Node ${pinned} (this is ${process.versions.node}): use npm run build`);
+  }
+
+  const bundle = path.join(work, 'skyhost.cjs');
+  await build({
+    entryPoints: [path.join(root, 'appliance/main.ts')],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: `node${major}`,
+    outfile: bundle,
+    minify: true,
+    legalComments: 'none',
+    logLevel: 'warning',
+    // Optional native helpers that these libraries do without.
+    external: ['bufferutil', 'utf-8-validate', 'osx-temperature-sensor', 'playwright-core', 'esbuild', 'postject'],
+    // import.meta.url has no meaning in CommonJS: give it the bundle's own URL.
+    banner: { js: 'var __skyhostMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
+    define: { 'import.meta.url': '__skyhostMetaUrl' },
+  }).catch(async () => {
+    throw new Error('esbuild failed (see above)');
+  });
+  say(`bundle: ${(statSync(bundle).size / 1e6).toFixed(1)} MB`);
+
+  const assets = Object.fromEntries(listSourceAssets(root));
+  const seaConfig = {
+    main: bundle,
+    output: path.join(work, 'sea-prep.blob'),
+    disableExperimentalSEAWarning: true,
+    useCodeCache: true,
+    assets,
+  };
+  writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));
+  execFileSync(process.execPath, ['--experimental-sea-config', path.join(work, 'sea-config.json')], {
+    stdio: opts.quiet ? 'ignore' : 'inherit',
+  });
+  say(`assets: ${Object.keys(assets).length} files`);
+
+  const tmp = path.join(dist, 'skyhost.tmp');
+  copyFileSync(process.execPath, tmp);
+  chmodSync(tmp, 0o755);
+  execFileSync('strip', ['--strip-all', tmp]);
+  await inject(tmp, 'NODE_SEA_BLOB', readFileSync(seaConfig.output), { sentinelFuse: SEA_FUSE });
+  const binary = path.join(dist, 'skyhost');
+  renameSync(tmp, binary);
+  const bytes = statSync(binary).size;
+  say(`dist/skyhost: ${(bytes / 1e6).toFixed(1)} MB in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  return { binary, bytes, ms: Date.now() - started };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  await buildBinary();
+}

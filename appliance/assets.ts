@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 /** Asset key prefix (or key) -> path in the checkout (a folder or a file). */
 export const ASSET_SOURCES: ReadonlyArray<{ key: string; source: string }> = [
   { key: 'views/', source: 'views/' },
+  { key: 'static/', source: 'views/static/' },
   { key: 'static/vendor/htmx.min.js', source: 'node_modules/htmx.org/dist/htmx.min.js' },
   { key: 'static/vendor/xterm/xterm.js', source: 'node_modules/@xterm/xterm/lib/xterm.js' },
   { key: 'static/vendor/xterm/xterm.css', source: 'node_modules/@xterm/xterm/css/xterm.css' },
@@ -31,7 +32,8 @@ export function listSourceAssets(root = checkoutRoot()): Map<string, string> {
     const abs = path.join(root, source);
     if (!existsSync(abs)) continue;
     if (statSync(abs).isDirectory()) {
-      for (const rel of walk(abs)) out.set(key + rel, path.join(abs, rel));
+      // views/static/ is served as static/, not read as a template
+      for (const rel of walk(abs)) if (!(key === 'views/' && rel.startsWith('static/'))) out.set(key + rel, path.join(abs, rel));
     } else {
       out.set(key, abs);
     }

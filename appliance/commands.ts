@@ -3,5 +3,6 @@
 import type { Command } from './cli.ts';
 import { hostSetupCommand } from './host-command.ts';
 import { controllerCommand, upCommand } from '../server/commands.ts';
+import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
 
-export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand];
+export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand];

@@ -1,0 +1,231 @@
+// Finding drives and writing an installer image to one of them: the facts come from `lsblk` and
+// `findmnt`, the decisions from the pure guards in usb-guards.ts, and the write itself opens the
+// device with O_EXCL (the kernel refuses while anything has it mounted), copies in aligned chunks
+// with progress, fsyncs, drops the device's cache and reads everything back to compare sha256s.
+import { createHash } from 'node:crypto';
+import { constants, promises as fsp } from 'node:fs';
+import { run } from '../appliance/exec.ts';
+import { Conflict, Forbidden, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
+import { checkDrive, describeDrive, hasErrors, parseLsblk, type Drive, type Finding } from './usb-guards.ts';
+
+export const LSBLK_COLUMNS = 'NAME,PATH,SIZE,TYPE,TRAN,RM,HOTPLUG,RO,MODEL,SERIAL,MOUNTPOINTS,PKNAME';
+
+/** Every block device lsblk knows: whole drives and their partitions, flattened. */
+export async function allBlockDevices(): Promise<Drive[]> {
+  const { stdout } = await run('lsblk', ['-J', '-b', '-o', LSBLK_COLUMNS], { timeout: 15_000 });
+  return parseLsblk(stdout);
+}
+
+/** Whole drives a user could write to (loop devices too when `allowLoop`), each with its findings. */
+export async function listDrives(opts: { allowLoop?: boolean; image?: string; imageSize?: number } = {}): Promise<DriveChoice[]> {
+  const drives = await allBlockDevices();
+  const imageMountpoint = opts.image ? await mountpointOf(opts.image) : undefined;
+  return drives
+    .filter((d) => d.type === 'disk' || (opts.allowLoop && d.type === 'loop' && d.size > 0))
+    .filter((d) => d.size > 0 && !/^(zram|ram)\d/.test(d.name))
+    .map((drive) => ({
+      drive,
+      findings: checkDrive(drive, {
+        imageSize: opts.imageSize ?? 0,
+        ...(imageMountpoint ? { imageMountpoint } : {}),
+        ...(opts.allowLoop ? { allowLoop: true } : {}),
+      }),
+    }));
+}
+
+export interface DriveChoice {
+  drive: Drive;
+  findings: Finding[];
+}
+
+/** The mountpoint of the filesystem that holds `file` (for the "image is on this drive" guard). */
+export async function mountpointOf(file: string): Promise<string | undefined> {
+  const r = await run('findmnt', ['-n', '-o', 'TARGET', '--target', file], { timeout: 10_000, okCodes: [1] });
+  return r.stdout.trim().split('\n')[0] || undefined;
+}
+
+/** Looks a device path up (a partition too, so that the guards can refuse it by name). */
+export async function findDrive(device: string): Promise<Drive> {
+  const real = await fsp.realpath(device).catch(() => {
+    throw new NotFound(`drive ${device}`);
+  });
+  const drive = (await allBlockDevices()).find((d) => d.path === real || d.path === device);
+  if (!drive) throw new InvalidField('device', `${device} is not a drive this computer knows (see: skyhost usb list)`);
+  return drive;
+}
+
+/** Runs every guard for writing `image` to `device`: the drive and its findings. */
+export async function checkTarget(image: string, device: string, opts: { allowLoop?: boolean } = {}): Promise<DriveChoice> {
+  const st = await fsp.stat(image).catch(() => {
+    throw new InvalidField('image', `cannot read ${image}: no such file`);
+  });
+  if (!st.isFile()) throw new InvalidField('image', `${image} is not a file`);
+  const drive = await findDrive(device);
+  const imageMountpoint = await mountpointOf(image);
+  const findings = checkDrive(drive, {
+    imageSize: st.size,
+    ...(imageMountpoint ? { imageMountpoint } : {}),
+    ...(opts.allowLoop ? { allowLoop: true } : {}),
+  });
+  return { drive, findings };
+}
+
+/** Thrown when the guards refuse a drive: carries every finding for the UI. */
+export class DriveRefused extends SkyError {
+  readonly findings: Finding[];
+  constructor(drive: Drive, findings: Finding[]) {
+    const errors = findings.filter((f) => f.level === 'error');
+    super(422, 'drive_refused', `will not write to ${describeDrive(drive)}: ${errors.map((f) => f.message).join(' ')}`, { findings });
+    this.findings = findings;
+  }
+}
+
+export interface WriteProgress {
+  phase: 'writing' | 'syncing' | 'verifying';
+  bytes: number;
+  total: number;
+}
+
+export interface WriteOptions {
+  onProgress?: (p: WriteProgress) => void;
+  /** Bytes per write; a multiple of 4096 (default 4 MiB). */
+  chunkSize?: number;
+  /** Read the device back and compare sha256 (default true). */
+  verify?: boolean;
+}
+
+export interface WriteResult {
+  bytes: number;
+  sha256: string;
+  /** Write and fsync. */
+  writeMs: number;
+  /** Read-back and compare (0 without verify). */
+  verifyMs: number;
+}
+
+export const DEFAULT_CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Copies `image` onto the block device `device` and proves it arrived. The guards are the caller's
+ * job (see `writeImageSafely`); this refuses only what the kernel refuses: a device in use (O_EXCL).
+ */
+export async function writeImage(image: string, device: string, opts: WriteOptions = {}): Promise<WriteResult> {
+  const chunk = opts.chunkSize ?? DEFAULT_CHUNK;
+  if (chunk <= 0 || chunk % 4096 !== 0) throw new InvalidField('chunkSize', 'must be a positive multiple of 4096');
+  const src = await fsp.open(image, 'r').catch((e: NodeJS.ErrnoException) => {
+    throw new InvalidField('image', `cannot read ${image}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`);
+  });
+  try {
+    const total = (await src.stat()).size;
+    const dst = await openDevice(device);
+    const started = performance.now();
+    let sha256: string;
+    try {
+      sha256 = await copyChunks(src, dst, total, chunk, (bytes) => opts.onProgress?.({ phase: 'writing', bytes, total }));
+      opts.onProgress?.({ phase: 'syncing', bytes: total, total });
+      await dst.sync();
+    } finally {
+      await dst.close();
+    }
+    const writeMs = performance.now() - started;
+    if (opts.verify === false) return { bytes: total, sha256, writeMs, verifyMs: 0 };
+    const verifyStarted = performance.now();
+    // Drop the device's page cache so that the read-back comes from the stick, not from memory.
+    await run('blockdev', ['--flushbufs', device], { timeout: 120_000 });
+    const readBack = await hashDevice(device, total, chunk, (bytes) => opts.onProgress?.({ phase: 'verifying', bytes, total }));
+    if (readBack !== sha256) {
+      throw new SkyError(503, 'verify_failed',
+        `the drive ${device} did not read back what was written (sha256 ${readBack.slice(0, 12)}... instead of ${sha256.slice(0, 12)}...): the stick may be faulty or fake; try another one`,
+        { expected: sha256, actual: readBack });
+    }
+    return { bytes: total, sha256, writeMs, verifyMs: performance.now() - verifyStarted };
+  } finally {
+    await src.close();
+  }
+}
+
+/** Checks the guards, refuses on any error, then writes. */
+export async function writeImageSafely(image: string, device: string, opts: WriteOptions & { allowLoop?: boolean } = {}): Promise<WriteResult & { drive: Drive; findings: Finding[] }> {
+  const { drive, findings } = await checkTarget(image, device, opts);
+  if (hasErrors(findings)) throw new DriveRefused(drive, findings);
+  const result = await writeImage(image, drive.path, opts);
+  return { ...result, drive, findings };
+}
+
+async function openDevice(device: string): Promise<fsp.FileHandle> {
+  let fh: fsp.FileHandle;
+  try {
+    // O_EXCL on a block device: the kernel refuses (EBUSY) while it or a partition is mounted or held.
+    fh = await fsp.open(device, constants.O_WRONLY | constants.O_EXCL);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'EBUSY') throw new Conflict(`${device} is in use (mounted or opened by another program): eject it first`);
+    if (code === 'EACCES' || code === 'EPERM') throw new Forbidden(`no permission to write ${device}: run as root (sudo)`);
+    if (code === 'ENOENT') throw new NotFound(`drive ${device}`);
+    if (code === 'EROFS') throw new Conflict(`${device} is write-protected`);
+    throw e;
+  }
+  const st = await fh.stat();
+  if (!st.isBlockDevice()) {
+    await fh.close();
+    throw new InvalidField('device', `${device} is not a drive (block device)`);
+  }
+  return fh;
+}
+
+/** Reads and writes in turn with two buffers, so the next read overlaps the current write. */
+async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: number, chunk: number, progress: (bytes: number) => void): Promise<string> {
+  const hash = createHash('sha256');
+  const buffers = [Buffer.allocUnsafeSlow(chunk), Buffer.allocUnsafeSlow(chunk)];
+  const readAt = async (buf: Buffer, pos: number): Promise<number> => {
+    const want = Math.min(chunk, total - pos);
+    let got = 0;
+    while (got < want) {
+      const { bytesRead } = await src.read(buf, got, want - got, pos + got);
+      if (bytesRead === 0) throw new SkyError(500, 'image_changed', 'the image file got shorter while it was being written');
+      got += bytesRead;
+    }
+    return got;
+  };
+  let pos = 0;
+  let i = 0;
+  let pending = total > 0 ? readAt(buffers[0]!, 0) : Promise.resolve(0);
+  while (pos < total) {
+    const buf = buffers[i % 2]!;
+    const n = await pending;
+    const next = pos + n;
+    pending = next < total ? readAt(buffers[(i + 1) % 2]!, next) : Promise.resolve(0);
+    const view = buf.subarray(0, n);
+    hash.update(view);
+    let written = 0;
+    while (written < n) {
+      const { bytesWritten } = await dst.write(view, written, n - written, pos + written);
+      if (bytesWritten === 0) throw new SkyError(507, 'device_full', 'the drive accepted no more data: it is smaller than it says');
+      written += bytesWritten;
+    }
+    pos = next;
+    i++;
+    progress(pos);
+  }
+  await pending;
+  return hash.digest('hex');
+}
+
+async function hashDevice(device: string, length: number, chunk: number, progress: (bytes: number) => void): Promise<string> {
+  const fh = await fsp.open(device, 'r');
+  try {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafeSlow(chunk);
+    let pos = 0;
+    while (pos < length) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(chunk, length - pos), pos);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+      progress(pos);
+    }
+    return hash.digest('hex');
+  } finally {
+    await fh.close();
+  }
+}

@@ -1,0 +1,50 @@
+// A real block device for tests: a sparse file in a temp folder attached with `losetup`. Call
+// `remove()` in an after hook; it detaches the device and deletes the file even after a failure.
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { run } from '../../appliance/exec.ts';
+
+export interface LoopDevice {
+  /** e.g. /dev/loop3 */
+  device: string;
+  /** Kernel name, e.g. loop3 (what the confirmation box accepts for a loop device). */
+  name: string;
+  backingFile: string;
+  remove(): Promise<void>;
+}
+
+export async function createLoopDevice(bytes: number, prefix = 'skyhost-loop-'): Promise<LoopDevice> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  const backingFile = path.join(dir, 'disk.img');
+  writeFileSync(backingFile, '');
+  truncateSync(backingFile, bytes);
+  let device: string;
+  try {
+    device = (await run('losetup', ['-f', '--show', backingFile])).stdout.trim();
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    device,
+    name: path.basename(device),
+    backingFile,
+    async remove() {
+      await run('losetup', ['-d', device]).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A file of `bytes` pseudo-random bytes (deterministic from `seed`), for images to write. */
+export function writePatternFile(file: string, bytes: number, seed = 1): void {
+  const buf = Buffer.allocUnsafe(bytes);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i + 4 <= bytes; i += 4) {
+    x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+    buf.writeUInt32LE(x, i);
+  }
+  for (let i = bytes - (bytes % 4); i < bytes; i++) buf[i] = i & 0xff;
+  writeFileSync(file, buf);
+}

@@ -1,0 +1,512 @@
+// Zero-config enrollment, the agent's side (DESIGN §6): with no controller configured, browse
+// `_skyhost._tcp`, choose the controller of our cluster (or the only one), and `POST /api/enroll`;
+// then keep watching for a new address of ours or of the controller and enroll again when one changes.
+//
+//   browse ──ads──▶ chooseController ──▶ agent URL (our address towards it) ──▶ POST /api/enroll
+//      ▲                                                                              │
+//      └──────────── every tick: re-check addresses, re-enroll while pending ◀────────┘
+//
+// Also the mDNS contract shared with server/discovery.ts (service type, TXT) and the choice of the
+// LAN address, so that advertising and enrolling never go out over a VM bridge.
+import { createSocket } from 'node:dgram';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { isIPv4 } from 'node:net';
+import { Bonjour, type Browser, type Service } from 'bonjour-service';
+import { z } from 'zod';
+import type { Logger } from '../appliance/log.ts';
+import { EnrollResponse, type EnrollRequest } from './api.ts';
+
+/** The DNS-SD service type a controller publishes (`_skyhost._tcp`). */
+export const SERVICE_TYPE = 'skyhost';
+/** The TXT `v` this code speaks. */
+export const TXT_VERSION = '1';
+/** Where the USB installer leaves the join token. */
+export const JOIN_TOKEN_FILE = '/etc/skyhost/join-token';
+
+export const ClusterId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/);
+
+/** A controller as heard on the LAN. */
+export interface ControllerAd {
+  /** DNS-SD instance name, e.g. `SkyHost controller 3f9a1c2e`. */
+  name: string;
+  clusterId: string;
+  /** Base URL to enroll with, from TXT `url` (or the sender's address when that is unusable). */
+  url: string;
+}
+
+/** What `/status` shows under `controller` (HostStatus.controller in agent/api.ts). */
+export interface ControllerState {
+  url?: string;
+  clusterId?: string;
+  state: 'searching' | 'ambiguous' | 'enrolling' | 'pending' | 'ready' | 'down' | 'draining' | 'refused' | 'unreachable';
+  message?: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pure parts: reading an advertisement, choosing a controller, choosing the LAN address.
+
+/** Reads a `_skyhost._tcp` service; undefined (with the reason) when it is not one we can use. */
+export function parseAd(service: Pick<Service, 'name' | 'port' | 'txt' | 'referer'>): ControllerAd | { invalid: string } {
+  const txt = (service.txt ?? {}) as Record<string, unknown>;
+  const str = (k: string) => (typeof txt[k] === 'string' ? (txt[k] as string) : Buffer.isBuffer(txt[k]) ? (txt[k] as Buffer).toString() : undefined);
+  const v = str('v');
+  if (v !== TXT_VERSION) return { invalid: `TXT v=${v ?? '(none)'}, this agent speaks v=${TXT_VERSION}` };
+  const cluster = ClusterId.safeParse(str('cluster'));
+  if (!cluster.success) return { invalid: 'TXT cluster missing or malformed' };
+  const sender = service.referer?.address;
+  let url: URL | undefined;
+  try {
+    url = new URL(str('url') ?? '');
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') url = undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url && sender && ['0.0.0.0', '127.0.0.1', 'localhost', '[::]', '[::1]'].includes(url.hostname)) url.hostname = sender;
+  if (!url) {
+    if (!sender || !service.port) return { invalid: 'TXT url missing and no sender address' };
+    url = new URL(`http://${sender.includes(':') ? `[${sender}]` : sender}:${service.port}`);
+  }
+  return { name: service.name, clusterId: cluster.data, url: url.href.replace(/\/$/, '') };
+}
+
+export type Choice =
+  | { kind: 'chosen'; ad: ControllerAd }
+  | { kind: 'none'; message: string }
+  | { kind: 'ambiguous'; ads: ControllerAd[]; message: string };
+
+/**
+ * Which controller to enroll with. An agent that already belongs to a cluster only ever takes that
+ * cluster's controller; one with no cluster takes the only cluster it hears, and does not guess
+ * between two.
+ */
+export function chooseController(ads: ControllerAd[], myClusterId?: string): Choice {
+  const byName = [...ads].sort((a, b) => a.name.localeCompare(b.name));
+  if (myClusterId) {
+    const mine = byName.find((a) => a.clusterId === myClusterId);
+    if (mine) return { kind: 'chosen', ad: mine };
+    const others = [...new Set(byName.map((a) => a.clusterId))];
+    return {
+      kind: 'none',
+      message: `waiting for the controller of cluster ${myClusterId}` +
+        (others.length ? `; ignoring controller(s) of other clusters: ${others.join(', ')}` : ''),
+    };
+  }
+  const clusters = [...new Set(byName.map((a) => a.clusterId))];
+  if (clusters.length === 0) return { kind: 'none', message: 'searching the LAN for a SkyHost controller (mDNS _skyhost._tcp)' };
+  if (clusters.length === 1) return { kind: 'chosen', ad: byName[0]! };
+  return {
+    kind: 'ambiguous',
+    ads: byName,
+    message: `heard ${clusters.length} SkyHost controllers of different clusters (` +
+      byName.map((a) => `${a.clusterId} at ${a.url}`).join(', ') +
+      `): not choosing one; start the agent with --controller URL`,
+  };
+}
+
+/** Interface names of VM bridges, containers and tunnels: never the LAN. */
+const NOT_LAN = /^(virbr|vnet|tap|tun|docker|br-|veth|lxcbr|lxdbr|incusbr|podman|cni|flannel|vmbr|skybr|wg)/;
+
+export interface LanChoice {
+  iface: string;
+  ip: string;
+}
+
+/**
+ * The LAN address: `lanInterface` (an interface name or one of this machine's IPv4 addresses) when
+ * set; else the interface of the default route; else the first non-internal IPv4 address that is
+ * not on a VM bridge.
+ */
+export function pickLanAddress(opts: {
+  lanInterface?: string | undefined;
+  interfaces: NodeJS.Dict<os.NetworkInterfaceInfo[]>;
+  defaultRouteIfaces: string[];
+}): LanChoice | undefined {
+  const v4 = (name: string) => (opts.interfaces[name] ?? []).find((a) => a.family === 'IPv4' && !a.internal);
+  if (opts.lanInterface) {
+    if (isIPv4(opts.lanInterface)) {
+      for (const [name, addrs] of Object.entries(opts.interfaces)) {
+        if ((addrs ?? []).some((a) => a.address === opts.lanInterface)) return { iface: name, ip: opts.lanInterface };
+      }
+      return undefined;
+    }
+    const a = v4(opts.lanInterface);
+    return a ? { iface: opts.lanInterface, ip: a.address } : undefined;
+  }
+  for (const name of opts.defaultRouteIfaces) {
+    const a = !NOT_LAN.test(name) ? v4(name) : undefined;
+    if (a) return { iface: name, ip: a.address };
+  }
+  for (const name of Object.keys(opts.interfaces).sort()) {
+    const a = !NOT_LAN.test(name) ? v4(name) : undefined;
+    if (a) return { iface: name, ip: a.address };
+  }
+  return undefined;
+}
+
+/** Interfaces carrying an IPv4 default route, lowest metric first (from /proc/net/route's text). */
+export function defaultRouteIfaces(procNetRoute: string): string[] {
+  return procNetRoute
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 8 && f[1] === '00000000' && f[7] === '00000000')
+    .sort((a, b) => Number(a[6]) - Number(b[6]))
+    .map((f) => f[0]!);
+}
+
+/** This machine's LAN address now (see pickLanAddress). */
+export function lanAddress(lanInterface?: string): LanChoice | undefined {
+  let routes = '';
+  try {
+    routes = readFileSync('/proc/net/route', 'utf8');
+  } catch {
+    // not Linux: fall back to the interface list
+  }
+  return pickLanAddress({ lanInterface, interfaces: os.networkInterfaces(), defaultRouteIfaces: defaultRouteIfaces(routes) });
+}
+
+/** The source address this machine uses to reach `url`'s host (a UDP connect: nothing is sent). */
+export function localAddressTowards(url: string): Promise<string | undefined> {
+  const { hostname, port, protocol } = new URL(url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  return new Promise((resolve) => {
+    const sock = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    const done = (v: string | undefined) => {
+      sock.close();
+      resolve(v);
+    };
+    sock.on('error', () => done(undefined));
+    sock.connect(Number(port) || (protocol === 'https:' ? 443 : 80), host, () => {
+      try {
+        done(sock.address().address);
+      } catch {
+        done(undefined);
+      }
+    });
+  });
+}
+
+/** The join token: `--join-token` / config `joinToken`, else the file the USB installer wrote. */
+export function readJoinToken(configured: string | undefined, file = JOIN_TOKEN_FILE): string | undefined {
+  if (configured) return configured;
+  try {
+    const t = readFileSync(file, 'utf8').trim();
+    return t.length >= 8 ? t : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the agent remembers after its first enrollment (DATA/enrollment.json).
+
+const Remembered = z.object({ clusterId: ClusterId, url: z.string(), agentUrl: z.string(), enrolledAt: z.string() });
+export type Remembered = z.infer<typeof Remembered>;
+
+export function enrollmentFile(dataDir: string): string {
+  return path.join(dataDir, 'enrollment.json');
+}
+
+export function loadRemembered(dataDir: string): Remembered | undefined {
+  const file = enrollmentFile(dataDir);
+  if (!existsSync(file)) return undefined;
+  try {
+    return Remembered.parse(JSON.parse(readFileSync(file, 'utf8')));
+  } catch {
+    return undefined;
+  }
+}
+
+function saveRemembered(dataDir: string, r: Remembered): void {
+  mkdirSync(dataDir, { recursive: true });
+  const file = enrollmentFile(dataDir);
+  writeFileSync(file + '.tmp', JSON.stringify(r, null, 2) + '\n', { mode: 0o600 });
+  renameSync(file + '.tmp', file);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Browsing.
+
+export interface ControllerBrowser {
+  /** Usable advertisements heard so far (a dead controller that sent no goodbye stays listed). */
+  ads(): ControllerAd[];
+  /** Asks the LAN again (`browser.update()`). */
+  query(): void;
+  stop(): Promise<void>;
+}
+
+/** Browses `_skyhost._tcp` from `lanIp` (multicast goes out of that interface only). */
+export function browseControllers(opts: { lanIp?: string | undefined; log: Logger; onChange?: () => void }): ControllerBrowser {
+  const bonjour = new Bonjour(
+    (opts.lanIp ? { interface: opts.lanIp, bind: '0.0.0.0' } : {}) as object,
+    (err: Error) => opts.log.debug('mDNS send failed', { err: err.message }),
+  );
+  quietErrors(bonjour, opts.log);
+  const browser: Browser = bonjour.find({ type: SERVICE_TYPE });
+  const warned = new Set<string>();
+  const changed = () => opts.onChange?.();
+  browser.on('up', changed);
+  browser.on('down', changed);
+  browser.on('txt-update', changed);
+  browser.on('srv-update', changed);
+  return {
+    ads() {
+      const out: ControllerAd[] = [];
+      for (const s of browser.services) {
+        const ad = parseAd(s);
+        if ('invalid' in ad) {
+          if (!warned.has(s.name)) opts.log.warn(`ignoring controller advertisement "${s.name}": ${ad.invalid}`);
+          warned.add(s.name);
+        } else out.push(ad);
+      }
+      return out;
+    },
+    query: () => browser.update(),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        browser.stop();
+        bonjour.destroy(() => resolve());
+        setTimeout(resolve, 500).unref();
+      }),
+  };
+}
+
+/** multicast-dns emits 'error' for a busy port, which would crash the process with no listener. */
+export function quietErrors(bonjour: Bonjour, log: Logger): void {
+  const mdns = (bonjour as unknown as { server?: { mdns?: NodeJS.EventEmitter } }).server?.mdns;
+  mdns?.on('error', (err: Error) => log.warn('mDNS socket error', { err: err.message }));
+  mdns?.on('warning', (err: Error) => log.debug('mDNS warning', { err: err.message }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The enroll loop.
+
+export interface DiscoveryOptions {
+  dataDir: string;
+  hostId: string;
+  hostname: string;
+  agentKey: string;
+  version: string;
+  /** The agent's own HTTP port (its URL is built from the address it uses to reach the controller). */
+  agentPort: number;
+  /** `--controller URL`: no browsing. */
+  controllerUrl?: string | undefined;
+  /** A fixed agent URL (config `agentUrl`) instead of the one worked out from our address. */
+  agentUrl?: string | undefined;
+  joinToken?: string | undefined;
+  lanInterface?: string | undefined;
+  log: Logger;
+  /** Milliseconds between checks before enrollment (after it, 5x this). Default 500. */
+  tickMs?: number;
+  /** Called whenever the state changes (e.g. to log or to refresh /status). */
+  onState?: (s: ControllerState) => void;
+}
+
+export interface Discovery {
+  /** For `/status` (HostStatus.controller). */
+  state(): ControllerState;
+  /** Resolves at the first `ready` or `pending` (or rejects after `ms`). */
+  enrolled(ms?: number): Promise<ControllerState>;
+  stop(): Promise<void>;
+}
+
+/** Enrolls this agent with its controller and keeps its record current. */
+export function startDiscovery(opts: DiscoveryOptions): Discovery {
+  const tickMs = opts.tickMs ?? 500;
+  const log = opts.log;
+  let remembered = loadRemembered(opts.dataDir);
+  let state: ControllerState = remembered
+    ? { state: 'searching', clusterId: remembered.clusterId, url: remembered.url, message: `looking for the controller of cluster ${remembered.clusterId}` }
+    : { state: 'searching', message: opts.controllerUrl ? `enrolling with ${opts.controllerUrl}` : 'searching the LAN for a SkyHost controller (mDNS _skyhost._tcp)' };
+  let browser: ControllerBrowser | undefined;
+  let browserIp: string | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running: Promise<void> | undefined;
+  let again = false;
+  let lastQuery = 0;
+  let lastEnroll: { url: string; agentUrl: string; at: number } | undefined;
+  let failures = 0;
+  const waiters = new Set<() => void>();
+
+  const setState = (next: ControllerState) => {
+    const changed = next.state !== state.state || next.message !== state.message || next.url !== state.url;
+    state = next;
+    if (!changed) return;
+    const line = `controller: ${next.state}${next.url ? ' ' + next.url : ''}${next.message ? ' — ' + next.message : ''}`;
+    if (next.state === 'ambiguous' || next.state === 'refused' || next.state === 'unreachable') log.warn(line, { clusterId: next.clusterId });
+    else log.info(line, { clusterId: next.clusterId });
+    opts.onState?.(next);
+    for (const w of waiters) w();
+  };
+
+  const kick = () => {
+    if (stopped) return;
+    if (running) {
+      again = true;
+      return;
+    }
+    clearTimeout(timer);
+    running = tick()
+      .catch((err: Error) => log.error('discovery step failed', { err }))
+      .finally(() => {
+        running = undefined;
+        if (stopped) return;
+        const settled = state.state === 'ready' || state.state === 'down' || state.state === 'draining';
+        timer = setTimeout(kick, again ? 0 : settled ? tickMs * 10 : tickMs * (failures > 3 ? 4 : 1));
+        again = false;
+      });
+  };
+
+  async function candidates(): Promise<ControllerAd[] | undefined> {
+    if (opts.controllerUrl) return [{ name: 'configured', clusterId: remembered?.clusterId ?? '', url: opts.controllerUrl.replace(/\/$/, '') }];
+    const lan = lanAddress(opts.lanInterface);
+    if (!browser || lan?.ip !== browserIp) {
+      if (browser) {
+        log.info('LAN address changed: browsing again', { from: browserIp, to: lan?.ip });
+        await browser.stop();
+      }
+      browserIp = lan?.ip;
+      browser = browseControllers({ lanIp: browserIp, log, onChange: kick });
+      lastQuery = Date.now();
+    }
+    const settled = state.state === 'ready';
+    if (Date.now() - lastQuery > (settled ? 30_000 : 2_000)) {
+      browser.query();
+      lastQuery = Date.now();
+    }
+    return browser.ads();
+  }
+
+  async function tick(): Promise<void> {
+    const ads = await candidates();
+    if (!ads) return;
+    let choice = opts.controllerUrl ? ({ kind: 'chosen', ad: ads[0]! } as Choice) : chooseController(ads, remembered?.clusterId);
+    if (choice.kind === 'ambiguous') {
+      // A controller that died without a goodbye stays advertised for hours: count only live ones.
+      const live = await filterReachable(choice.ads);
+      if (live.length > 0 && live.length < choice.ads.length) choice = chooseController(live, remembered?.clusterId);
+    }
+    if (choice.kind === 'ambiguous') {
+      setState({ state: 'ambiguous', message: choice.message });
+      return;
+    }
+    if (choice.kind === 'none') {
+      setState({ ...state, state: remembered && state.state !== 'searching' ? state.state : 'searching', message: choice.message });
+      return;
+    }
+    const ad = choice.ad;
+    const local = opts.agentUrl ? undefined : await localAddressTowards(ad.url);
+    const agentUrl = opts.agentUrl ?? (local ? `http://${local.includes(':') ? `[${local}]` : local}:${opts.agentPort}` : undefined);
+    if (!agentUrl) {
+      setState({ state: 'unreachable', url: ad.url, clusterId: ad.clusterId, message: `no route to ${ad.url}` });
+      return;
+    }
+    const changed = !lastEnroll || lastEnroll.url !== ad.url || lastEnroll.agentUrl !== agentUrl;
+    const recheck = state.state !== 'ready' && state.state !== 'down' && state.state !== 'draining';
+    if (!changed && !recheck) return;
+    if (!changed && Date.now() - lastEnroll!.at < (state.state === 'refused' ? 10_000 : 2_000)) return;
+    await enroll(ad, agentUrl);
+  }
+
+  async function enroll(ad: ControllerAd, agentUrl: string): Promise<void> {
+    if (state.state === 'searching' || state.state === 'ambiguous') setState({ state: 'enrolling', url: ad.url, clusterId: ad.clusterId || undefined });
+    const body: EnrollRequest = {
+      hostId: opts.hostId,
+      hostname: opts.hostname,
+      agentUrl,
+      agentKey: opts.agentKey,
+      version: opts.version,
+      ...(opts.joinToken ? { joinToken: opts.joinToken } : {}),
+    };
+    lastEnroll = { url: ad.url, agentUrl, at: Date.now() };
+    let res: Response;
+    try {
+      res = await fetch(ad.url + '/api/enroll', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(5000),
+      });
+    } catch (err) {
+      failures++;
+      lastEnroll = { url: ad.url, agentUrl: '', at: Date.now() };
+      setState({ state: 'unreachable', url: ad.url, clusterId: ad.clusterId || undefined, message: `cannot reach ${ad.url}: ${(err as Error).message}` });
+      return;
+    }
+    const payload = (await res.json().catch(() => undefined)) as unknown;
+    if (!res.ok) {
+      failures++;
+      const e = (payload as { error?: { message?: string } } | undefined)?.error;
+      setState({ state: 'refused', url: ad.url, clusterId: ad.clusterId || undefined, message: `controller refused enrollment (${res.status}): ${e?.message ?? res.statusText}` });
+      return;
+    }
+    const parsed = EnrollResponse.safeParse(payload);
+    if (!parsed.success) {
+      failures++;
+      setState({ state: 'refused', url: ad.url, message: 'the controller answered enrollment with something that is not an EnrollResponse' });
+      return;
+    }
+    const r = parsed.data;
+    const expected = remembered?.clusterId ?? (ad.clusterId || undefined);
+    if (expected && r.clusterId !== expected) {
+      // Someone else answered at that address: never switch clusters.
+      failures++;
+      lastEnroll = { url: ad.url, agentUrl, at: Date.now() };
+      setState({
+        state: 'refused', url: ad.url, clusterId: expected,
+        message: `${ad.url} answered for cluster ${r.clusterId}, but this host belongs to cluster ${expected}` +
+          (remembered ? ` (remove ${enrollmentFile(opts.dataDir)} to let it join another cluster)` : ''),
+      });
+      return;
+    }
+    failures = 0;
+    if (!remembered || remembered.url !== ad.url || remembered.agentUrl !== agentUrl) {
+      remembered = { clusterId: r.clusterId, url: ad.url, agentUrl, enrolledAt: new Date().toISOString() };
+      saveRemembered(opts.dataDir, remembered);
+    }
+    setState({ state: r.state, url: ad.url, clusterId: r.clusterId, ...(r.message ? { message: r.message } : { message: `enrolled as ${opts.hostId} (${agentUrl})` }) });
+  }
+
+  kick();
+  return {
+    state: () => ({ ...state }),
+    enrolled(ms = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (state.state === 'ready' || state.state === 'pending') {
+            waiters.delete(check);
+            clearTimeout(t);
+            resolve({ ...state });
+          }
+        };
+        const t = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`not enrolled after ${ms} ms: ${state.state}${state.message ? ' — ' + state.message : ''}`));
+        }, ms);
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await running;
+      await browser?.stop();
+    },
+  };
+}
+
+/** The ads whose controller answers `/healthz` within a second. */
+async function filterReachable(ads: ControllerAd[]): Promise<ControllerAd[]> {
+  const ok = await Promise.all(
+    ads.map((a) =>
+      fetch(a.url + '/healthz', { signal: AbortSignal.timeout(1000) })
+        .then((r) => r.ok)
+        .catch(() => false),
+    ),
+  );
+  return ads.filter((_, i) => ok[i]);
+}

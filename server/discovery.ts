@@ -1,0 +1,99 @@
+// Zero-config enrollment, the controller's side (DESIGN §6): publish `_skyhost._tcp` (TXT v, cluster,
+// url) and `_http._tcp` (the web page) over the LAN interface only, re-announce periodically, and say
+// goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
+import { Bonjour, type Service } from 'bonjour-service';
+import type { Logger } from '../appliance/log.ts';
+import { lanAddress, quietErrors, SERVICE_TYPE, TXT_VERSION } from '../agent/discovery.ts';
+
+export interface AdvertiseOptions {
+  clusterId: string;
+  /** Base URL agents enroll with and people open, e.g. `http://10.0.0.5:8080`. */
+  url: string;
+  port: number;
+  /** The LAN address to send from (default: the LAN address, see `lanAddress`). */
+  lanIp?: string | undefined;
+  log: Logger;
+  /** Milliseconds between re-announcements (default 60 s). */
+  reannounceMs?: number;
+  /** Say goodbye on SIGTERM/SIGINT by itself (default true). The caller still decides when to exit. */
+  handleSignals?: boolean;
+}
+
+export interface Advertisement {
+  /** The `_skyhost._tcp` instance name. */
+  name: string;
+  /** Sends goodbyes (TTL 0) and closes the mDNS socket. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/** `SkyHost controller 3f9a1c2e`: unique per cluster, so two controllers never knock each other out. */
+export function instanceName(clusterId: string): string {
+  return `SkyHost controller ${shortId(clusterId)}`;
+}
+
+function shortId(clusterId: string): string {
+  return clusterId.replace(/[^A-Za-z0-9]/g, '').slice(0, 8).toLowerCase() || 'cluster';
+}
+
+/**
+ * The base URL to advertise: `publicUrl` when set, else `http://<LAN IP>:<port>`.
+ * @example advertisedUrl({ port: 8080, lanIp: '10.0.0.5' }) // 'http://10.0.0.5:8080'
+ */
+export function advertisedUrl(opts: { publicUrl?: string | undefined; port: number; lanIp?: string | undefined }): string | undefined {
+  if (opts.publicUrl) return opts.publicUrl.replace(/\/$/, '');
+  return opts.lanIp ? `http://${opts.lanIp}:${opts.port}` : undefined;
+}
+
+/**
+ * Publishes this controller on the LAN.
+ * @example const ad = startAdvertising({ clusterId, url: 'http://10.0.0.5:8080', port: 8080, log }); ... await ad.stop();
+ */
+export function startAdvertising(opts: AdvertiseOptions): Advertisement {
+  const log = opts.log;
+  const lanIp = opts.lanIp ?? lanAddress()?.ip;
+  const short = shortId(opts.clusterId);
+  const name = instanceName(opts.clusterId);
+  const bonjour = new Bonjour(
+    (lanIp ? { interface: lanIp, bind: '0.0.0.0' } : {}) as object,
+    (err: Error) => log.debug('mDNS send failed', { err: err.message }),
+  );
+  quietErrors(bonjour, log);
+  // Our own host name (not the machine's): machines cloned from one image often share a hostname.
+  const host = `skyhost-${short}.local`;
+  const services: Service[] = [
+    bonjour.publish({
+      name, type: SERVICE_TYPE, port: opts.port, host, disableIPv6: true,
+      txt: { v: TXT_VERSION, cluster: opts.clusterId, url: opts.url },
+    }),
+    bonjour.publish({ name: `SkyHost ${short}`, type: 'http', port: opts.port, host, disableIPv6: true, txt: { path: '/' } }),
+  ];
+  for (const s of services) s.on('up', () => log.info(`advertising ${s.fqdn}`, { url: opts.url, lanIp }));
+  if (!lanIp) log.warn('no LAN address found: advertising on every interface');
+
+  // The library re-announces at 1 s, 3 s, 9 s ... then stops; an agent that boots later and misses
+  // its own query's answer (packet loss) hears us at the next announcement.
+  const mdns = (bonjour as unknown as { server: { mdns: { respond(r: unknown, cb?: () => void): void } } }).server.mdns;
+  const timer = setInterval(() => {
+    for (const s of services) if (s.published) mdns.respond(s.records());
+  }, opts.reannounceMs ?? 60_000);
+  timer.unref();
+
+  let stopping: Promise<void> | undefined;
+  const onSignal = () => void stop();
+  const stop = (): Promise<void> => {
+    stopping ??= new Promise<void>((resolve) => {
+      clearInterval(timer);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      const done = () => bonjour.destroy(() => resolve());
+      bonjour.unpublishAll(done);
+      setTimeout(resolve, 1000).unref();
+    }).then(() => log.info('mDNS advertisement withdrawn', { name }));
+    return stopping;
+  };
+  if (opts.handleSignals !== false) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+  return { name, stop };
+}

@@ -1,0 +1,176 @@
+// Join tokens (DESIGN §4, §6): the cluster token in DATA/secrets/join-token (rotatable), and
+// single-use tokens with an expiry that the "Add a host" page makes, revocable with a reason.
+// Only hashes of single-use tokens and of retired cluster tokens are kept, in
+// DATA/secrets/join-tokens.json (mode 0600), so that a refusal can say *why* a token is refused.
+//
+// Token shapes: cluster `shj_<secret>`; single-use `shs_<id>_<secret>` (the id finds the record).
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { InvalidField, NotFound } from '../appliance/errors.ts';
+
+const SingleUse = z.object({
+  id: z.string(),
+  hash: z.string(),
+  label: z.string(),
+  createdAt: z.string(),
+  expiresAt: z.string(),
+  usedBy: z.string().optional(),
+  usedAt: z.string().optional(),
+  revokedAt: z.string().optional(),
+  revokedReason: z.string().optional(),
+});
+const Retired = z.object({ hash: z.string(), retiredAt: z.string() });
+const TokenFile = z.object({ singleUse: z.array(SingleUse), retiredCluster: z.array(Retired) });
+type TokenFile = z.infer<typeof TokenFile>;
+
+/** A single-use token as the API and the hosts page show it (never the secret). */
+export interface TokenInfo {
+  id: string;
+  label: string;
+  createdAt: string;
+  expiresAt: string;
+  state: 'unused' | 'used' | 'expired' | 'revoked';
+  usedBy?: string;
+  usedAt?: string;
+  revokedReason?: string;
+}
+
+export type Verdict =
+  | { ok: true; kind: 'cluster' | 'single-use'; id?: string }
+  | { ok: false; code: 'unknown' | 'expired' | 'revoked' | 'used' | 'rotated'; message: string };
+
+/** Longest a single-use token may live: 30 days. */
+export const MAX_TTL_MINUTES = 30 * 24 * 60;
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+/** Constant-time comparison of two tokens (or two hashes). */
+function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export class JoinTokens {
+  private readonly file: string;
+  private readonly clusterFile: string;
+  private readonly now: () => Date;
+
+  /** `dataDir`'s secrets/join-token must exist (server/secrets.ts ensureSecrets makes it). */
+  constructor(opts: { dataDir: string; now?: () => Date }) {
+    const dir = path.join(opts.dataDir, 'secrets');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    this.file = path.join(dir, 'join-tokens.json');
+    this.clusterFile = path.join(dir, 'join-token');
+    this.now = opts.now ?? (() => new Date());
+  }
+
+  /** The current cluster token. */
+  clusterToken(): string {
+    return readFileSync(this.clusterFile, 'utf8').trim();
+  }
+
+  /** Replaces the cluster token; the old one is refused from now on ("rotated"). Returns the new one. */
+  rotateClusterToken(): string {
+    const data = this.load();
+    const old = existsSync(this.clusterFile) ? this.clusterToken() : '';
+    const next = 'shj_' + randomBytes(24).toString('base64url');
+    if (old) data.retiredCluster.push({ hash: sha256(old), retiredAt: this.now().toISOString() });
+    writeSecret(this.clusterFile, next + '\n');
+    this.save(data);
+    return next;
+  }
+
+  /**
+   * Makes a single-use token valid for `ttlMinutes` (default one day).
+   * @example tokens.issue({ ttlMinutes: 60, label: 'room 12 PC 3' }) // { id, token: 'shs_<id>_<secret>', expiresAt }
+   */
+  issue(opts: { ttlMinutes?: number; label?: string } = {}): { id: string; token: string; expiresAt: string } {
+    const ttl = opts.ttlMinutes ?? 24 * 60;
+    if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_MINUTES) {
+      throw new InvalidField('ttlMinutes', `must be a whole number of minutes from 1 to ${MAX_TTL_MINUTES}`);
+    }
+    const label = (opts.label ?? '').trim();
+    if (label.length > 100 || /[\u0000-\u001f]/.test(label)) throw new InvalidField('label', 'must be at most 100 printable characters');
+    const id = randomBytes(6).toString('hex');
+    const secret = randomBytes(24).toString('base64url');
+    const now = this.now();
+    const expiresAt = new Date(now.getTime() + ttl * 60_000).toISOString();
+    const data = this.load();
+    data.singleUse.push({ id, hash: sha256(secret), label, createdAt: now.toISOString(), expiresAt });
+    this.save(data);
+    return { id, token: `shs_${id}_${secret}`, expiresAt };
+  }
+
+  /** Every single-use token, newest first. */
+  list(): TokenInfo[] {
+    return this.load().singleUse.map((t) => this.info(t)).reverse();
+  }
+
+  /** Revokes a single-use token; enrolling with it is then refused with `reason`. */
+  revoke(id: string, reason: string): TokenInfo {
+    const why = reason.trim();
+    if (!why || why.length > 200) throw new InvalidField('reason', 'must be 1-200 characters');
+    const data = this.load();
+    const t = data.singleUse.find((x) => x.id === id);
+    if (!t) throw new NotFound(`join token ${id}`);
+    if (!t.revokedAt) {
+      t.revokedAt = this.now().toISOString();
+      t.revokedReason = why;
+      this.save(data);
+    }
+    return this.info(t);
+  }
+
+  /**
+   * Checks a token for host `hostId` and, for a single-use token, uses it up. The same host may
+   * present its used token again (a reinstall from the same USB stick).
+   */
+  redeem(token: string, hostId: string): Verdict {
+    if (token.startsWith('shs_')) {
+      const m = /^shs_([0-9a-f]{12})_([A-Za-z0-9_-]+)$/.exec(token);
+      const data = this.load();
+      const t = m ? data.singleUse.find((x) => x.id === m[1]) : undefined;
+      if (!m || !t || !sameSecret(t.hash, sha256(m[2]!))) return { ok: false, code: 'unknown', message: 'join token is not known to this controller' };
+      if (t.revokedAt) return { ok: false, code: 'revoked', message: `join token ${t.id} was revoked at ${t.revokedAt}: ${t.revokedReason}` };
+      if (t.usedBy && t.usedBy !== hostId) return { ok: false, code: 'used', message: `join token ${t.id} was already used by host ${t.usedBy} at ${t.usedAt}` };
+      if (!t.usedBy && Date.parse(t.expiresAt) <= this.now().getTime()) return { ok: false, code: 'expired', message: `join token ${t.id} expired at ${t.expiresAt}` };
+      if (!t.usedBy) {
+        t.usedBy = hostId;
+        t.usedAt = this.now().toISOString();
+        this.save(data);
+      }
+      return { ok: true, kind: 'single-use', id: t.id };
+    }
+    if (existsSync(this.clusterFile) && sameSecret(token, this.clusterToken())) return { ok: true, kind: 'cluster' };
+    const retired = this.load().retiredCluster.find((r) => sameSecret(r.hash, sha256(token)));
+    if (retired) return { ok: false, code: 'rotated', message: `this cluster join token was replaced at ${retired.retiredAt}; use the current one from the hosts page` };
+    return { ok: false, code: 'unknown', message: 'join token is not known to this controller' };
+  }
+
+  private info(t: z.infer<typeof SingleUse>): TokenInfo {
+    const state = t.revokedAt ? 'revoked' : t.usedBy ? 'used' : Date.parse(t.expiresAt) <= this.now().getTime() ? 'expired' : 'unused';
+    return {
+      id: t.id, label: t.label, createdAt: t.createdAt, expiresAt: t.expiresAt, state,
+      ...(t.usedBy ? { usedBy: t.usedBy, usedAt: t.usedAt! } : {}),
+      ...(t.revokedReason ? { revokedReason: t.revokedReason } : {}),
+    };
+  }
+
+  private load(): TokenFile {
+    if (!existsSync(this.file)) return { singleUse: [], retiredCluster: [] };
+    return TokenFile.parse(JSON.parse(readFileSync(this.file, 'utf8')));
+  }
+
+  private save(data: TokenFile): void {
+    writeSecret(this.file, JSON.stringify(data, null, 2) + '\n');
+  }
+}
+
+/** Writes a 0600 file atomically (a crash leaves the old or the new content, never half). */
+function writeSecret(file: string, content: string): void {
+  writeFileSync(file + '.tmp', content, { mode: 0o600 });
+  chmodSync(file + '.tmp', 0o600);
+  renameSync(file + '.tmp', file);
+}

@@ -2,7 +2,7 @@
 // missing Debian/Ubuntu packages with apt, starts libvirtd and virtlogd (with -d where there is no
 // systemd), and finds out whether hardware acceleration really works by booting a tiny guest.
 // `npm start` and `npm test` call it too, so a fresh machine needs nothing done by hand.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -93,17 +93,48 @@ export function decideAccel(p: {
 }
 
 const KVM_PROBE_MS = 8000;
-const TCG_PROBE_MS = 15000;
+const TCG_PROBE_MS = 30000;
 
-/** Boots the probe sector under one accelerator and watches the serial line for the marker. */
-export async function probeBoot(accel: 'kvm' | 'tcg', timeoutMs: number): Promise<'ok' | 'timeout' | 'error'> {
+/** The kernel the probe boots: this machine's own, newest first (Ubuntu and Debian hosts have one). */
+export function findProbeKernel(bootDir = '/boot'): string | undefined {
+  try {
+    const kernels = readdirSync(bootDir).filter((f) => /^vmlinuz-/.test(f)).sort().reverse();
+    for (const k of kernels) {
+      const file = path.join(bootDir, k);
+      try {
+        accessSync(file, constants.R_OK);
+        return file;
+      } catch {
+        // unreadable as this user: try the next
+      }
+    }
+  } catch {
+    // no /boot
+  }
+  return undefined;
+}
+
+/** What a probe boot must print: a kernel that reached its root-mount panic ran its whole early boot. */
+export const KERNEL_MARKER = 'Kernel panic';
+
+/**
+ * Boots a tiny guest under one accelerator and watches the serial line. With a kernel it boots that
+ * kernel with no root disk, which ends in a panic after the whole early boot (about 4 s under TCG);
+ * that catches the KVM of these machines, where real mode runs but a Linux guest hangs. Without one
+ * it boots the probe sector (real mode only: weaker).
+ */
+export async function probeBoot(accel: 'kvm' | 'tcg', timeoutMs: number, kernel?: string): Promise<'ok' | 'timeout' | 'error'> {
   const dir = mkdtempIn(os.tmpdir(), 'skyhost-probe-');
   const disk = path.join(dir, 'boot.img');
   writeFileSync(disk, probeBootSector());
+  const guest = kernel
+    ? ['-kernel', kernel, '-append', 'console=ttyS0 quiet panic=-1']
+    : ['-drive', `file=${disk},format=raw,if=ide`];
+  const marker = kernel ? KERNEL_MARKER : ACCEL_MARKER;
   const child = execa(
     'qemu-system-x86_64',
-    ['-accel', accel, '-machine', 'pc', '-m', '16', '-nodefaults', '-display', 'none', '-monitor', 'none',
-      '-serial', 'stdio', '-drive', `file=${disk},format=raw,if=ide`, '-no-reboot'],
+    ['-accel', accel, '-machine', 'pc', '-m', '128', '-nodefaults', '-display', 'none', '-monitor', 'none',
+      '-serial', 'stdio', ...guest, '-no-reboot'],
     { reject: false, stdin: 'ignore', env: { LC_ALL: 'C' }, buffer: false },
   );
   try {
@@ -112,14 +143,14 @@ export async function probeBoot(accel: 'kvm' | 'tcg', timeoutMs: number): Promis
       const timer = setTimeout(() => resolve('timeout'), timeoutMs);
       child.stdout?.on('data', (chunk: Buffer) => {
         seen += chunk.toString('latin1');
-        if (seen.includes(ACCEL_MARKER)) {
+        if (seen.includes(marker)) {
           clearTimeout(timer);
           resolve('ok');
         }
       });
       child.on('exit', () => {
         clearTimeout(timer);
-        resolve(seen.includes(ACCEL_MARKER) ? 'ok' : 'error');
+        resolve(seen.includes(marker) ? 'ok' : 'error');
       });
       child.on('error', () => {
         clearTimeout(timer);
@@ -139,7 +170,7 @@ function mkdtempIn(base: string, prefix: string): string {
   return dir;
 }
 
-const ACCEL_CACHE = '/run/skyhost/accel.json';
+const ACCEL_CACHE = '/run/skyhost/accel-v2.json';
 
 /**
  * Whether KVM really works here, else TCG, else none. The answer is cached for this boot of the
@@ -161,9 +192,11 @@ export async function detectAccel(opts: { fresh?: boolean } = {}): Promise<Accel
   }
   const qemuPresent = await execa('qemu-system-x86_64', ['--version'], { reject: false }).then((r) => r.exitCode === 0);
   const kvmDevice = existsSync('/dev/kvm');
-  const kvmBoot = qemuPresent && kvmDevice ? await probeBoot('kvm', KVM_PROBE_MS) : undefined;
-  const tcgBoot = qemuPresent && kvmBoot !== 'ok' ? await probeBoot('tcg', TCG_PROBE_MS) : undefined;
-  const report = decideAccel({ qemuPresent, kvmDevice, ...(kvmBoot ? { kvmBoot } : {}), ...(tcgBoot ? { tcgBoot } : {}) });
+  const kernel = findProbeKernel();
+  const kvmBoot = qemuPresent && kvmDevice ? await probeBoot('kvm', KVM_PROBE_MS, kernel) : undefined;
+  const tcgBoot = qemuPresent && kvmBoot !== 'ok' ? await probeBoot('tcg', TCG_PROBE_MS, kernel) : undefined;
+  const decided = decideAccel({ qemuPresent, kvmDevice, ...(kvmBoot ? { kvmBoot } : {}), ...(tcgBoot ? { tcgBoot } : {}) });
+  const report = kernel || !qemuPresent ? decided : { ...decided, reason: `${decided.reason} (real-mode probe only: no kernel in /boot)` };
   if (qemuPresent) {
     try {
       mkdirSync(path.dirname(ACCEL_CACHE), { recursive: true });

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { checkoutRoot } from '../../appliance/assets.ts';
-import { detectAccel, probeBoot } from '../../appliance/hostsetup.ts';
+import { detectAccel, findProbeKernel, probeBoot } from '../../appliance/hostsetup.ts';
 
 const exec = promisify(execFile);
 
@@ -15,8 +15,14 @@ describe('host setup on this machine', function () {
     expect(await probeBoot('tcg', 20_000)).to.equal('ok');
   });
 
-  it('should report a hypervisor that a real boot confirmed', async () => {
-    const r = await detectAccel();
+  it('should boot this machine\'s kernel under TCG to its root-mount panic', async () => {
+    const kernel = findProbeKernel();
+    expect(kernel, 'the test tools install a Debian kernel in /boot').to.be.a('string');
+    expect(await probeBoot('tcg', 60_000, kernel)).to.equal('ok');
+  });
+
+  it('should report a hypervisor that a real kernel boot confirmed', async () => {
+    const r = await detectAccel({ fresh: true });
     expect(['kvm', 'tcg']).to.include(r.accel);
     expect(r.reason).to.be.a('string').and.not.equal('');
   });

@@ -1,0 +1,21 @@
+// /skyhost/config.yaml on the USB, installed as /etc/skyhost/config.yaml: the keys of appliance/config.ts
+// that the installed `skyhost agent|controller` needs, checked by that same schema.
+import { stringify } from 'yaml';
+import { configSchema, type Config } from '../appliance/config.ts';
+import type { InstallerOptions } from './options.ts';
+
+export function skyhostConfig(o: InstallerOptions): Partial<Config> {
+  const config: Partial<Config> =
+    o.role === 'agent'
+      ? { ...(o.controllerUrl ? { controllerUrl: o.controllerUrl } : {}), ...(o.joinToken ? { joinToken: o.joinToken } : {}) }
+      : { advertise: true };
+  return configSchema.partial().parse(config);
+}
+
+export function renderConfigFile(o: InstallerOptions): string {
+  const body = skyhostConfig(o);
+  const header =
+    `# SkyHost ${o.role} configuration, written by the SkyHost installer USB.\n` +
+    '# Keys: see `skyhost --help`; flags and SKYHOST_* variables override them.\n';
+  return header + (Object.keys(body).length ? stringify(body) : '{}\n');
+}

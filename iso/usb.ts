@@ -4,6 +4,7 @@
 // with progress, fsyncs, drops the device's cache and reads everything back to compare sha256s.
 import { createHash } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { run } from '../appliance/exec.ts';
 import { Conflict, Forbidden, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
 import { checkDrive, describeDrive, hasErrors, parseLsblk, type Drive, type Finding } from './usb-guards.ts';
@@ -92,11 +93,14 @@ export interface WriteOptions {
   chunkSize?: number;
   /** Read the device back and compare sha256 (default true). */
   verify?: boolean;
+  /** The image's sha256 when the caller already knows it (else it is computed while verifying). */
+  imageSha256?: string;
 }
 
 export interface WriteResult {
   bytes: number;
-  sha256: string;
+  /** The sha256 the image and the drive's read-back share (absent without verify). */
+  sha256?: string;
   /** Write and fsync. */
   writeMs: number;
   /** Read-back and compare (0 without verify). */
@@ -119,20 +123,23 @@ export async function writeImage(image: string, device: string, opts: WriteOptio
     const total = (await src.stat()).size;
     const dst = await openDevice(device);
     const started = performance.now();
-    let sha256: string;
     try {
-      sha256 = await copyChunks(src, dst, total, chunk, (bytes) => opts.onProgress?.({ phase: 'writing', bytes, total }));
+      await copyChunks(src, dst, total, chunk, (bytes) => opts.onProgress?.({ phase: 'writing', bytes, total }));
       opts.onProgress?.({ phase: 'syncing', bytes: total, total });
       await dst.sync();
     } finally {
       await dst.close();
     }
     const writeMs = performance.now() - started;
-    if (opts.verify === false) return { bytes: total, sha256, writeMs, verifyMs: 0 };
+    if (opts.verify === false) return { bytes: total, writeMs, verifyMs: 0 };
     const verifyStarted = performance.now();
     // Drop the device's page cache so that the read-back comes from the stick, not from memory.
     await run('blockdev', ['--flushbufs', device], { timeout: 120_000 });
+    // The image is hashed on another core while this one reads the device back.
+    const imageHash = opts.imageSha256 ? Promise.resolve(opts.imageSha256) : hashFileInWorker(image);
+    imageHash.catch(() => undefined);
     const readBack = await hashDevice(device, total, chunk, (bytes) => opts.onProgress?.({ phase: 'verifying', bytes, total }));
+    const sha256 = await imageHash;
     if (readBack !== sha256) {
       throw new SkyError(503, 'verify_failed',
         `the drive ${device} did not read back what was written (sha256 ${readBack.slice(0, 12)}... instead of ${sha256.slice(0, 12)}...): the stick may be faulty or fake; try another one`,
@@ -174,8 +181,7 @@ async function openDevice(device: string): Promise<fsp.FileHandle> {
 }
 
 /** Reads and writes in turn with two buffers, so the next read overlaps the current write. */
-async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: number, chunk: number, progress: (bytes: number) => void): Promise<string> {
-  const hash = createHash('sha256');
+async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: number, chunk: number, progress: (bytes: number) => void): Promise<void> {
   const buffers = [Buffer.allocUnsafeSlow(chunk), Buffer.allocUnsafeSlow(chunk)];
   const readAt = async (buf: Buffer, pos: number): Promise<number> => {
     const want = Math.min(chunk, total - pos);
@@ -195,20 +201,46 @@ async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: numbe
     const n = await pending;
     const next = pos + n;
     pending = next < total ? readAt(buffers[(i + 1) % 2]!, next) : Promise.resolve(0);
-    const view = buf.subarray(0, n);
-    hash.update(view);
-    let written = 0;
-    while (written < n) {
-      const { bytesWritten } = await dst.write(view, written, n - written, pos + written);
-      if (bytesWritten === 0) throw new SkyError(507, 'device_full', 'the drive accepted no more data: it is smaller than it says');
-      written += bytesWritten;
-    }
+    await writeFully(dst, buf.subarray(0, n), pos);
     pos = next;
     i++;
     progress(pos);
   }
   await pending;
-  return hash.digest('hex');
+}
+
+// Hashing on this thread would slow the copy by a third; a worker hashes the image on another core.
+const HASH_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const { createReadStream } = require('node:fs');
+const hash = createHash('sha256');
+createReadStream(workerData.file, { highWaterMark: 4 * 1024 * 1024 })
+  .on('data', (b) => hash.update(b))
+  .on('error', (e) => parentPort.postMessage({ error: e.message }))
+  .on('end', () => parentPort.postMessage({ sha256: hash.digest('hex') }));
+`;
+
+/** The sha256 of a file, computed on a worker thread. */
+export function hashFileInWorker(file: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(HASH_WORKER, { eval: true, workerData: { file } });
+    worker.once('message', (m: { sha256?: string; error?: string }) => {
+      void worker.terminate();
+      if (m.sha256) resolve(m.sha256);
+      else reject(new InvalidField('image', `cannot read ${file}: ${m.error}`));
+    });
+    worker.once('error', reject);
+  });
+}
+
+async function writeFully(dst: fsp.FileHandle, view: Buffer, pos: number): Promise<void> {
+  let written = 0;
+  while (written < view.length) {
+    const { bytesWritten } = await dst.write(view, written, view.length - written, pos + written);
+    if (bytesWritten === 0) throw new SkyError(507, 'device_full', 'the drive accepted no more data: it is smaller than it says');
+    written += bytesWritten;
+  }
 }
 
 async function hashDevice(device: string, length: number, chunk: number, progress: (bytes: number) => void): Promise<string> {

@@ -14,8 +14,9 @@ export interface LoopDevice {
   remove(): Promise<void>;
 }
 
-export async function createLoopDevice(bytes: number, prefix = 'skyhost-loop-'): Promise<LoopDevice> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+/** `parent`: where the backing file goes (e.g. /dev/shm for a device that is as fast as memory). */
+export async function createLoopDevice(bytes: number, prefix = 'skyhost-loop-', parent = os.tmpdir()): Promise<LoopDevice> {
+  const dir = mkdtempSync(path.join(parent, prefix));
   const backingFile = path.join(dir, 'disk.img');
   writeFileSync(backingFile, '');
   truncateSync(backingFile, bytes);

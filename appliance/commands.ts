@@ -3,6 +3,8 @@
 import type { Command } from './cli.ts';
 import { hostSetupCommand } from './host-command.ts';
 import { controllerCommand, upCommand } from '../server/commands.ts';
+import { AGENT_COMMANDS } from '../agent/commands.ts';
 import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
+import { isoBuildCommand } from '../iso/commands.ts';
 
-export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand];
+export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, ...AGENT_COMMANDS];

@@ -206,6 +206,7 @@ export async function inspectUbuntuIso(iso: string): Promise<UbuntuIsoInfo> {
   }
   const files = new Set(listing.split('\n').map((l) => /^'(.*)'$/.exec(l.trim())?.[1]).filter((f): f is string => !!f));
   const volumeId = /^Volume Id\s*:\s*(.*)$/m.exec(listing)?.[1]?.trim() ?? '';
+  if (files.size === 0) throw notUbuntu('it is not an ISO 9660 image (xorriso finds no files in it)');
   for (const needed of ['/.disk/info', '/boot/grub/grub.cfg']) {
     if (!files.has(needed)) throw notUbuntu(`it has no ${needed}`);
   }

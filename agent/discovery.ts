@@ -300,6 +300,12 @@ export interface DiscoveryOptions {
   log: Logger;
   /** Milliseconds between checks before enrollment (after it, 5x this). Default 500. */
   tickMs?: number;
+  /**
+   * With no cluster yet, how long to listen after the first query before choosing, so that a second
+   * controller's answer is heard before the first one is taken. Default 800 ms (responders answer
+   * within 20-120 ms, RFC 6762 §6).
+   */
+  settleMs?: number;
   /** Called whenever the state changes (e.g. to log or to refresh /status). */
   onState?: (s: ControllerState) => void;
 }
@@ -327,6 +333,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   let running: Promise<void> | undefined;
   let again = false;
   let lastQuery = 0;
+  let browsingSince = 0;
   let lastEnroll: { url: string; agentUrl: string; at: number } | undefined;
   let failures = 0;
   const waiters = new Set<() => void>();
@@ -370,7 +377,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       }
       browserIp = lan?.ip;
       browser = browseControllers({ lanIp: browserIp, log, onChange: kick });
-      lastQuery = Date.now();
+      lastQuery = browsingSince = Date.now();
     }
     const settled = state.state === 'ready';
     if (Date.now() - lastQuery > (settled ? 30_000 : 2_000)) {
@@ -383,6 +390,12 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   async function tick(): Promise<void> {
     const ads = await candidates();
     if (!ads) return;
+    const listening = Date.now() - browsingSince;
+    const settle = opts.settleMs ?? 800;
+    if (!opts.controllerUrl && !remembered && listening < settle) {
+      await new Promise((r) => setTimeout(r, settle - listening));
+      return tick();
+    }
     let choice = opts.controllerUrl ? ({ kind: 'chosen', ad: ads[0]! } as Choice) : chooseController(ads, remembered?.clusterId);
     if (choice.kind === 'ambiguous') {
       // A controller that died without a goodbye stays advertised for hours: count only live ones.

@@ -7,6 +7,7 @@
 //                      ├─ veth ── ns <run>-2: eth0 10.x.y.12/24
 //                      └─ ...
 import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { run } from '../../appliance/exec.ts';
@@ -155,10 +156,90 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     try {
       const v = await check();
       if (v !== undefined && v !== false) return v;
+      last = undefined;
     } catch (e) {
       last = e;
     }
     if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, every));
   }
+}
+
+/** avahi-daemon with a private D-Bus system bus, inside one host of a TestLan. */
+export interface TestAvahi {
+  /** Environment that points avahi-* tools at this daemon's bus. */
+  env: Record<string, string>;
+  /** `avahi-browse -rpt TYPE` (resolved, parsable, terminate after the cache is dumped). */
+  browse(type: string): Promise<AvahiService[]>;
+  /** `avahi-publish -s NAME TYPE PORT TXT...`: runs until the LAN is destroyed or `stop()`. */
+  publish(name: string, type: string, port: number, txt: string[]): { stop(): void };
+}
+
+export interface AvahiService {
+  iface: string;
+  name: string;
+  type: string;
+  host: string;
+  address: string;
+  port: number;
+  txt: string[];
+}
+
+/** Starts dbus-daemon + avahi-daemon in host `name`'s namespace (files under `dir`). */
+export async function startAvahi(lan: TestLan, name: string, dir: string): Promise<TestAvahi> {
+  mkdirSync(dir, { recursive: true });
+  const bus = path.join(dir, 'bus');
+  writeFileSync(path.join(dir, 'bus.conf'), `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=${bus}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <allow own="*"/>
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow receive_sender="*"/>
+  </policy>
+</busconfig>
+`);
+  writeFileSync(path.join(dir, 'avahi.conf'), [
+    '[server]', `host-name=skyt-avahi-${lan.runId}`, 'use-ipv4=yes', 'use-ipv6=no', 'allow-interfaces=eth0', 'enable-dbus=yes',
+    'ratelimit-interval-usec=1000000', 'ratelimit-burst=1000',
+    '[wide-area]', 'enable-wide-area=no', '[publish]', 'publish-hinfo=no', 'publish-workstation=no', '',
+  ].join('\n'));
+  const env = { DBUS_SYSTEM_BUS_ADDRESS: `unix:path=${bus}` };
+  lan.spawn(name, 'dbus-daemon', ['--config-file', path.join(dir, 'bus.conf'), '--nofork']);
+  await waitFor('dbus-daemon socket', () => existsSync(bus), 5000, 50);
+  // avahi-daemon's pid file path is fixed: give it a private /run/avahi-daemon. `ip netns exec` already
+  // runs in its own mount namespace, so the tmpfs never shows outside. No user text reaches the shell.
+  await run('mkdir', ['-p', '/run/avahi-daemon']);
+  const daemon = lan.spawn(name, 'sh', ['-c', 'mount -t tmpfs tmpfs /run/avahi-daemon && exec "$@"', 'sh',
+    'avahi-daemon', '-f', path.join(dir, 'avahi.conf'), '--no-drop-root', '--no-chroot', '--no-rlimits', '--no-proc-title'], { env });
+  let log = '';
+  daemon.stderr!.on('data', (d: Buffer) => (log += String(d)));
+  await waitFor('avahi-daemon startup', () => /Server startup complete/.test(log) || (daemon.exitCode !== null ? Promise.reject(new Error(log)) : false), 10_000, 50);
+  return {
+    env,
+    async browse(type) {
+      const r = await run('ip', ['netns', 'exec', lan.host(name).ns, 'avahi-browse', '-rpt', type], { env, timeout: 15_000 });
+      return parseAvahiBrowse(r.stdout);
+    },
+    publish(svcName, type, port, txt) {
+      const child = lan.spawn(name, 'avahi-publish', ['-s', svcName, type, String(port), ...txt], { env });
+      return { stop: () => void child.kill('SIGTERM') };
+    },
+  };
+}
+
+/** Parses `avahi-browse -p` lines of resolved services (`=;iface;proto;name;type;domain;host;addr;port;"txt" ...`). */
+export function parseAvahiBrowse(out: string): AvahiService[] {
+  return out.split('\n').filter((l) => l.startsWith('=;')).map((l) => {
+    const f = l.split(';');
+    const unescape = (s: string) => s.replace(/\\(\d{3})/g, (_, d: string) => String.fromCharCode(Number(d)));
+    return {
+      iface: f[1]!, name: unescape(f[3]!), type: f[4]!, host: f[6]!, address: f[7]!, port: Number(f[8]),
+      txt: [...(f.slice(9).join(';').matchAll(/"((?:[^"\\]|\\.)*)"/g))].map((m) => unescape(m[1]!)),
+    };
+  });
 }

@@ -1,0 +1,139 @@
+// mDNS across network namespaces, for real: bonjour-service on both sides, Avahi (with its own
+// D-Bus) as a third party. The controller and agents here are test/support/discovery-peer.ts
+// processes running the real advertise/browse/enroll code against a small enroll endpoint; the
+// whole cluster with the real controller and agent is in discovery-cluster.test.ts.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { ResultPromise } from 'execa';
+import { startAvahi, TestLan, waitFor, type TestAvahi } from '../support/netns.ts';
+
+const PEER = 'test/support/discovery-peer.ts';
+const TOKEN = 'shj_test-token-0001';
+
+describe('discovery over real multicast (network namespaces)', function () {
+  this.timeout(120_000);
+  const lan = new TestLan();
+  let tmp: string;
+  let avahi: TestAvahi;
+  const logs = new Map<string, string>();
+  const procs = new Map<string, ResultPromise>();
+
+  const watch = (who: string, child: ResultPromise) => {
+    logs.set(who, '');
+    procs.set(who, child);
+    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    return child;
+  };
+  const controller = (host: string, cluster: string, extra: string[] = []) => {
+    const ip = lan.host(host).ip;
+    return watch(host, lan.spawnNode(host, PEER, ['advertise', '--cluster', cluster, '--url', `http://${ip}:8080`, '--port', '8080', '--token', TOKEN, ...extra]));
+  };
+  const agent = (host: string, extra: string[] = []) =>
+    watch(host, lan.spawnNode(host, PEER, ['agent', '--host-id', `id-${host}`, '--data', path.join(tmp, host), '--port', '8081', ...extra]));
+  const status = async (host: string) => {
+    const r = await fetchIn('c1', `http://${lan.host(host).ip}:8081/status`);
+    return (JSON.parse(r) as { controller: { state: string; url?: string; clusterId?: string; message?: string } }).controller;
+  };
+  const fetchIn = async (from: string, url: string) => (await lan.exec(from, 'curl', ['-sf', '--max-time', '2', url])).stdout;
+  const hostsOf = async (c: string) => JSON.parse(await fetchIn(c, `http://${lan.host(c).ip}:8080/api/hosts`)) as { hostId: string; agentUrl: string; state: string }[];
+
+  before(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-disc-'));
+    await lan.create();
+    for (const h of ['c1', 'c2', 'a1', 'a2', 'a3', 'av']) await lan.addHost(h);
+    avahi = await startAvahi(lan, 'av', path.join(tmp, 'avahi'));
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') for (const [k, v] of logs) console.log(`--- ${k}\n${v.slice(-3000)}`);
+  });
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should enroll an agent with no configuration: ready with the join token, pending without, over its LAN address', async () => {
+    controller('c1', 'cluster-one', ['--enroll-endpoint']);
+    agent('a1', ['--join-token', TOKEN]);
+    agent('a2');
+    const s1 = await waitFor('a1 ready', async () => ((await status('a1')).state === 'ready' ? status('a1') : undefined));
+    expect(s1).to.deep.include({ url: `http://${lan.host('c1').ip}:8080`, clusterId: 'cluster-one' });
+    await waitFor('a2 pending', async () => (await status('a2')).state === 'pending');
+    const hosts = await hostsOf('c1');
+    expect(hosts.map((h) => [h.hostId, h.state, h.agentUrl]).sort()).to.deep.equal([
+      ['id-a1', 'ready', `http://${lan.host('a1').ip}:8081`],
+      ['id-a2', 'pending', `http://${lan.host('a2').ip}:8081`],
+    ]);
+  });
+
+  it('should be seen by Avahi: _skyhost._tcp with v, cluster and url, and _http._tcp', async () => {
+    const sky = await waitFor('avahi sees _skyhost._tcp', async () => {
+      const s = await avahi.browse('_skyhost._tcp');
+      return s.length > 0 ? s : undefined;
+    });
+    expect(sky[0]).to.deep.include({ name: 'SkyHost controller clustero', address: lan.host('c1').ip, port: 8080 });
+    expect(sky[0]!.txt).to.include.members(['v=1', 'cluster=cluster-one', `url=http://${lan.host('c1').ip}:8080`]);
+    const http = await avahi.browse('_http._tcp');
+    expect(http.map((s) => [s.name, s.address, s.port])).to.deep.include(['SkyHost clustero', lan.host('c1').ip, 8080]);
+  });
+
+  it('should keep enrolled agents with their cluster when a second controller advertises, and not guess for a new one', async () => {
+    controller('c2', 'cluster-two', ['--enroll-endpoint']);
+    await waitFor('avahi sees both controllers', async () => (await avahi.browse('_skyhost._tcp')).length === 2);
+    agent('a3', ['--join-token', TOKEN]);
+    const s3 = await waitFor('a3 says it will not choose', async () => {
+      const s = await status('a3');
+      return s.state === 'ambiguous' ? s : undefined;
+    });
+    expect(s3.message).to.match(/2 SkyHost controllers.*cluster-one.*cluster-two.*not choosing/);
+    expect(logs.get('a3')).to.match(/controller: ambiguous/);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(await status('a1')).to.deep.include({ state: 'ready', clusterId: 'cluster-one' });
+    expect(await status('a2')).to.deep.include({ state: 'pending', clusterId: 'cluster-one' });
+    expect(await hostsOf('c2')).to.deep.equal([]);
+  });
+
+  it('should say goodbye on SIGTERM: Avahi drops the controller at once', async () => {
+    expect((await avahi.browse('_skyhost._tcp')).map((s) => s.name)).to.include('SkyHost controller clustert');
+    procs.get('c2')!.kill('SIGTERM');
+    await procs.get('c2');
+    expect(logs.get('c2')).to.match(/advertisement withdrawn/);
+    await waitFor('avahi forgets the second controller', async () => {
+      const names = (await avahi.browse('_skyhost._tcp')).map((s) => s.name);
+      return names.length === 1 && names[0] === 'SkyHost controller clustero';
+    }, 5000);
+    // The agent that would not guess now hears one cluster only, and joins it.
+    await waitFor('a3 ready with cluster-one', async () => {
+      const s = await status('a3');
+      return s.state === 'ready' && s.clusterId === 'cluster-one';
+    });
+  });
+});
+
+describe('discovery with an Avahi-published controller', function () {
+  this.timeout(60_000);
+  const lan = new TestLan();
+  let tmp: string;
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should enroll an agent with a controller advertised by avahi-publish', async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-disc-'));
+    await lan.create();
+    const c = await lan.addHost('c');
+    await lan.addHost('a');
+    const avahi = await startAvahi(lan, 'c', path.join(tmp, 'avahi'));
+    lan.spawnNode('c', PEER, ['advertise', '--no-mdns', '--cluster', 'avahi-cluster', '--port', '8080', '--token', TOKEN]);
+    avahi.publish('SkyHost controller via avahi', '_skyhost._tcp', 8080, ['v=1', 'cluster=avahi-cluster', `url=http://${c.ip}:8080`]);
+    lan.spawnNode('a', PEER, ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join-token', TOKEN]);
+    const s = await waitFor('agent ready', async () => {
+      const r = await lan.exec('c', 'curl', ['-sf', '--max-time', '2', `http://${lan.host('a').ip}:8081/status`]);
+      const st = (JSON.parse(r.stdout) as { controller: { state: string } }).controller;
+      return st.state === 'ready' ? st : undefined;
+    }, 20_000);
+    expect(s).to.deep.include({ url: `http://${c.ip}:8080`, clusterId: 'avahi-cluster' });
+  });
+});

@@ -2,7 +2,7 @@
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
 import type { HostStatus, Hypervisor } from '../../agent/api.ts';
-import { FEASIBILITY, type Need, type Held } from './feasibility.ts';
+import { feasibility, NOTHING_HELD, type Need, type Held } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
 
@@ -128,15 +128,10 @@ export function place(
   let bestScore = -1;
   let bestTie = 0;
   for (const host of hosts) {
-    const held = heldBy?.get(host.id) ?? NOTHING_HELD;
     // Feasibility first: the first failing check names the reason the host is left out.
-    let rejection: Rejection | undefined;
-    for (const check of FEASIBILITY) {
-      rejection = check(host, need, held);
-      if (rejection) break;
-    }
-    if (rejection) {
-      rejected.push(rejection);
+    const held = feasibility(host, need, heldBy);
+    if ('reason' in held) {
+      rejected.push(held);
       continue;
     }
     // Then a bounded score; equal scores go to the host with the lower seeded tie key.
@@ -175,8 +170,6 @@ export function place(
     rejected,
   };
 }
-
-const NOTHING_HELD: Held = { vcpus: 0, memoryMiB: 0, diskGiB: 0, count: 0 };
 
 function holdings(inFlight: readonly InFlight[]): Map<string, Held> | undefined {
   if (inFlight.length === 0) return undefined;

@@ -1,0 +1,22 @@
+// The registry of bench groups, in the order they run. Each group is its own file in bench/; to add or
+// replace one, change only its file and, for a new group, one line here.
+import type { Group } from './group.ts';
+import { binaryGroup } from './binary.ts';
+import { cloneGroup } from './clone.ts';
+import { schedulerGroup } from './scheduler.ts';
+import { controllerGroup } from './controller.ts';
+import { agentGroup } from './agent.ts';
+import { vmGroup } from './vm.ts';
+import { discoveryGroup } from './discovery.ts';
+import { isoGroup } from './iso.ts';
+
+export const GROUPS: readonly Group[] = [
+  schedulerGroup,
+  binaryGroup,
+  cloneGroup,
+  controllerGroup,
+  agentGroup,
+  vmGroup,
+  discoveryGroup,
+  isoGroup,
+];

@@ -1,0 +1,52 @@
+// `npm run bench [-- --only GROUP] [-- --json FILE]`: runs the groups of DESIGN §9, prints the table on
+// stdout (progress on stderr) and writes the JSON. A group that fails reports its ids as null with the
+// error as the note, and the others still run.
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { GROUPS } from './groups.ts';
+import { completeFigures, ROOT, type BenchContext } from './group.ts';
+import { formatTable, writeJson, type Figure } from './stats.ts';
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { only: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(`usage: npm run bench [-- --only GROUP] [-- --json FILE]\ngroups: ${GROUPS.map((g) => g.name).join(', ')}`);
+    return 0;
+  }
+  const groups = values.only ? GROUPS.filter((g) => g.name === values.only) : GROUPS;
+  if (groups.length === 0) {
+    console.error(`bench: unknown group "${values.only}" (groups: ${GROUPS.map((g) => g.name).join(', ')})`);
+    return 2;
+  }
+  const cacheDir = path.join(ROOT, '.cache', 'bench');
+  mkdirSync(cacheDir, { recursive: true });
+  const ctx: BenchContext = { root: ROOT, cacheDir, say: (m) => process.stderr.write(`bench: ${m}\n`) };
+
+  const figures: Figure[] = [];
+  const started = Date.now();
+  for (const group of groups) {
+    const t0 = Date.now();
+    ctx.say(`${group.name} ...`);
+    try {
+      figures.push(...completeFigures(group, await group.run(ctx), `the ${group.name} group did not report it`));
+    } catch (err) {
+      const why = `failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+      ctx.say(`${group.name} ${why}`);
+      figures.push(...completeFigures(group, [], why));
+    }
+    ctx.say(`${group.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  console.log(formatTable(figures));
+  ctx.say(`all done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (values.json) {
+    writeJson(values.json, figures);
+    ctx.say(`wrote ${values.json}`);
+  }
+  return 0;
+}
+
+process.exitCode = await main();

@@ -1,0 +1,95 @@
+import { expect } from 'chai';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { completeFigures, pendingGroup, type Group } from '../../bench/group.ts';
+import { figure, formatTable, median, notMeasured, quantile, round, summarize, toJson, writeJson, type Figure } from '../../bench/stats.ts';
+
+describe('bench statistics', () => {
+  it('should take the median of odd and even sample counts, whatever their order', () => {
+    expect(median([3, 1, 2])).to.equal(2);
+    expect(median([4, 1, 3, 2])).to.equal(2.5);
+    expect(median([7])).to.equal(7);
+    expect(median([])).to.be.NaN;
+  });
+
+  it('should interpolate quantiles linearly and clamp q to 0..1', () => {
+    const xs = [10, 20, 30, 40, 50];
+    expect(quantile(xs, 0)).to.equal(10);
+    expect(quantile(xs, 1)).to.equal(50);
+    expect(quantile(xs, 0.25)).to.equal(20);
+    expect(quantile(xs, 0.1)).to.be.closeTo(14, 1e-9);
+    expect(quantile(xs, -1)).to.equal(10);
+    expect(quantile(xs, 2)).to.equal(50);
+  });
+
+  it('should summarize runs as median and interquartile range, and refuse no runs', () => {
+    expect(summarize([5, 1, 4, 2, 3])).to.deep.equal({ median: 3, spread: 2, runs: 5 });
+    expect(summarize([9, 9, 9])).to.deep.equal({ median: 9, spread: 0, runs: 3 });
+    expect(() => summarize([])).to.throw(RangeError);
+  });
+
+  it('should not let one outlier move the median', () => {
+    expect(summarize([10, 11, 10, 12, 5000]).median).to.equal(11);
+  });
+
+  it('should round to three significant digits and keep large numbers whole', () => {
+    expect(round(123456.7)).to.equal(123457);
+    expect(round(12.345)).to.equal(12.3);
+    expect(round(0.012345)).to.equal(0.0123);
+    expect(round(0)).to.equal(0);
+    expect(round(-1.2345)).to.equal(-1.23);
+  });
+
+  it('should build a figure with its baseline measured from its own samples', () => {
+    const f = figure('clone.overlay_ms', 'ms', [20, 22, 21], { baseline: [1500, 1400, 1600], note: 'n' });
+    expect(f).to.deep.equal({ id: 'clone.overlay_ms', value: 21, unit: 'ms', spread: 1, runs: 3, baseline: 1500, note: 'n' });
+  });
+});
+
+describe('bench output', () => {
+  const figures: Figure[] = [
+    { id: 'scheduler.fill_pct', value: 91, unit: '%', baseline: 36.3, spread: 3.1, runs: 21, note: 'mixed' },
+    notMeasured('vm.request_to_running_ms', 'ms', 'not measured yet: needs the agent'),
+  ];
+
+  it('should write the JSON of DESIGN §9 keyed by id, null values with their reason', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bench-test-'));
+    try {
+      const file = path.join(dir, 'nested', 'out.json');
+      writeJson(file, figures);
+      const json = JSON.parse(readFileSync(file, 'utf8'));
+      expect(json).to.deep.equal({
+        'scheduler.fill_pct': { value: 91, unit: '%', baseline: 36.3, spread: 3.1, runs: 21, note: 'mixed' },
+        'vm.request_to_running_ms': { value: null, unit: 'ms', note: 'not measured yet: needs the agent' },
+      });
+      expect(json).to.deep.equal(toJson(figures));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('should print one aligned row per figure under a header', () => {
+    const lines = formatTable(figures).split('\n');
+    expect(lines[0]).to.match(/^id\s+value\s+unit\s+baseline\s+spread\s+note$/);
+    expect(lines).to.have.length(4);
+    expect(lines[2]).to.match(/^scheduler\.fill_pct\s+91\s+%\s+36\.3\s+3\.1\s+mixed$/);
+    expect(lines[3]).to.match(/^vm\.request_to_running_ms\s+null\s+ms\s+not measured yet/);
+    expect(lines[2]!.indexOf('91')).to.equal(lines[3]!.indexOf('null'));
+  });
+
+  it('should report every id of a pending group as null with the reason', async () => {
+    const g = pendingGroup('iso', [['iso.remaster_s', 's'], ['iso.copy_s', 's']], 'needs the bootstrapper');
+    const out = await g.run({ root: '/', cacheDir: '/tmp', say: () => undefined });
+    expect(out).to.deep.equal([
+      { id: 'iso.remaster_s', value: null, unit: 's', note: 'needs the bootstrapper' },
+      { id: 'iso.copy_s', value: null, unit: 's', note: 'needs the bootstrapper' },
+    ]);
+  });
+
+  it('should fill the ids a group did not produce, keeping the listed order and any extras', () => {
+    const g: Group = { name: 'x', ids: [['x.a', 'ms'], ['x.b', 'ms']], run: async () => [] };
+    const done = completeFigures(g, [{ id: 'x.b', value: 2, unit: 'ms' }, { id: 'x.c', value: 3, unit: 'ms' }], 'failed: boom');
+    expect(done.map((f) => [f.id, f.value, f.note])).to.deep.equal([['x.a', null, 'failed: boom'], ['x.b', 2, undefined], ['x.c', 3, undefined]]);
+  });
+});

@@ -1,0 +1,208 @@
+// Server-rendered pages: Handlebars templates read through the asset table (so they work inside the
+// single executable), compiled once and cached. One call renders either the whole page (layout +
+// page template) or, for an htmx request, only the partial that the page swaps; the page template
+// includes that same partial, so both answers come from one template.
+//
+//   render(req, res, { page: 'vms', partial: 'vm-list', title: 'My VMs', data: { vms } });
+import Handlebars from 'handlebars';
+import type { ErrorRequestHandler, Request, Response } from 'express';
+import { assetKeys, readTextAsset } from '../../appliance/assets.ts';
+import { toSkyError } from '../../appliance/errors.ts';
+import type { Logger } from '../../appliance/log.ts';
+
+const hbs = Handlebars.create();
+
+/** What every page knows about the signed-in user (absent on the login page). */
+export interface Viewer {
+  name: string;
+  admin: boolean;
+  csrf: string;
+}
+
+export interface View {
+  /** `views/pages/<page>.hbs` for a whole page. */
+  page: string;
+  /** `views/partials/<partial>.hbs`: the answer to an htmx request (HX-Request) instead of the page. */
+  partial?: string;
+  title: string;
+  status?: number;
+  data?: object;
+  /** Extra module scripts and stylesheets of this page (local /static/ paths only). */
+  scripts?: string[];
+  styles?: string[];
+}
+
+const compiled = new Map<string, Handlebars.TemplateDelegate>();
+let partialsLoaded = false;
+
+function template(key: string): Handlebars.TemplateDelegate {
+  let t = compiled.get(key);
+  if (!t) {
+    loadPartials();
+    const source = readTextAsset(key);
+    if (source === undefined) throw new Error(`view ${key} is missing`);
+    t = hbs.compile(source, { strict: false, preventIndent: true });
+    compiled.set(key, t);
+  }
+  return t;
+}
+
+/** Registers every `views/partials/*.hbs` under its base name (`{{> vm-list}}`), precompiled. */
+function loadPartials(): void {
+  if (partialsLoaded) return;
+  partialsLoaded = true;
+  for (const key of assetKeys()) {
+    const m = /^views\/partials\/([a-z0-9-]+)\.hbs$/.exec(key);
+    if (m) hbs.registerPartial(m[1]!, hbs.compile(readTextAsset(key) ?? '', { preventIndent: true }));
+  }
+}
+
+/** Forgets compiled templates (tests that edit views; development restarts do the same). */
+export function clearTemplateCache(): void {
+  compiled.clear();
+  partialsLoaded = false;
+  for (const name of Object.keys(hbs.partials)) hbs.unregisterPartial(name);
+}
+
+/** Compiles every view now, so a broken template fails at start and the first request is fast. */
+export function precompileViews(): number {
+  let n = 0;
+  for (const key of assetKeys()) {
+    if (/^views\/(pages|partials|layouts)\/[a-z0-9-]+\.hbs$/.test(key)) {
+      template(key);
+      n++;
+    }
+  }
+  return n;
+}
+
+export function isHtmx(req: Request): boolean {
+  return req.get('HX-Request') === 'true' && req.get('HX-Boosted') !== 'true';
+}
+
+/** Renders `view` as the whole page or (htmx) its partial. Always varies on HX-Request. */
+export function render(req: Request, res: Response, view: View): void {
+  const viewer = res.locals.viewer as Viewer | undefined;
+  const context = { ...view.data, me: viewer, csrf: viewer?.csrf, title: view.title, path: req.path };
+  res.setHeader('Vary', 'HX-Request');
+  res.setHeader('Cache-Control', 'no-store');
+  res.status(view.status ?? 200).type('html');
+  if (view.partial && isHtmx(req)) {
+    res.send(template(`views/partials/${view.partial}.hbs`)(context));
+    return;
+  }
+  const body = template(`views/pages/${view.page}.hbs`)(context);
+  res.send(template('views/layouts/main.hbs')({
+    ...context,
+    body,
+    nav: navFor(viewer, req.path),
+    scripts: view.scripts ?? [],
+    styles: view.styles ?? [],
+  }));
+}
+
+const NAV = [
+  { href: '/', label: 'Dashboard' },
+  { href: '/vms', label: 'My VMs' },
+  { href: '/templates', label: 'Templates' },
+  { href: '/hosts', label: 'Hosts', admin: true },
+  { href: '/admin/users', label: 'Users', admin: true },
+  { href: '/admin/events', label: 'Events', admin: true },
+];
+
+function navFor(viewer: Viewer | undefined, current: string) {
+  if (!viewer) return [];
+  return NAV.filter((n) => !n.admin || viewer.admin).map((n) => ({
+    ...n,
+    current: n.href === '/' ? current === '/' : current === n.href || current.startsWith(n.href + '/'),
+  }));
+}
+
+/**
+ * Page errors as a friendly HTML page: the message for a 4xx, a generic text for a 5xx (logged, never
+ * shown). For htmx requests the message goes into the layout's #flash area instead of the target.
+ */
+export function pageErrors(log: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    const sky = toSkyError(err);
+    if (sky.status >= 500) log.error('page failed', { method: req.method, path: req.path, err });
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    if (sky.status === 401 && req.method === 'GET' && !isHtmx(req)) {
+      res.redirect(303, '/login?next=' + encodeURIComponent(req.originalUrl));
+      return;
+    }
+    if (sky.status === 401 && isHtmx(req)) {
+      res.setHeader('HX-Redirect', '/login');
+    }
+    const message = sky.status >= 500
+      ? 'Something went wrong on the controller. The error was logged; try again, or ask your admin to look at the events page.'
+      : sky.message;
+    if (isHtmx(req)) {
+      res.setHeader('HX-Retarget', '#flash');
+      res.setHeader('HX-Reswap', 'innerHTML');
+    }
+    render(req, res, {
+      page: 'error',
+      partial: 'flash',
+      title: sky.status === 404 ? 'Not found' : 'Error',
+      status: sky.status,
+      data: { status: sky.status, message, kind: 'error' },
+    });
+  };
+}
+
+// ---- helpers available in every template ----
+
+hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
+hbs.registerHelper('not', (a: unknown) => !a);
+hbs.registerHelper('or', (...args: unknown[]) => args.slice(0, -1).some(Boolean));
+hbs.registerHelper('and', (...args: unknown[]) => args.slice(0, -1).every(Boolean));
+
+/** Whole percent of `part` in `whole`, 0..100. */
+export function pct(part: unknown, whole: unknown): number {
+  const p = Number(part);
+  const w = Number(whole);
+  if (!Number.isFinite(p) || !Number.isFinite(w) || w <= 0) return 0;
+  return Math.max(0, Math.min(100, Math.round((p / w) * 100)));
+}
+hbs.registerHelper('pct', pct);
+
+/** The colour class of a load bar. */
+hbs.registerHelper('level', (percent: unknown) => {
+  const p = Number(percent);
+  return p >= 90 ? 'bad' : p >= 70 ? 'warn' : 'ok';
+});
+
+/** MiB as a short human size: 512 MiB, 1.5 GiB. */
+export function mib(v: unknown): string {
+  const n = Number(v);
+  if (!Number.isFinite(n)) return '?';
+  if (n < 1024) return `${Math.round(n)} MiB`;
+  const g = n / 1024;
+  return `${g >= 100 ? Math.round(g) : Math.round(g * 10) / 10} GiB`;
+}
+hbs.registerHelper('mib', mib);
+
+/** An ISO time as "12:03:04" today, else "2026-11-22 12:03". */
+export function shortTime(v: unknown): string {
+  if (typeof v !== 'string' || v.length < 16) return '';
+  const today = new Date().toISOString().slice(0, 10);
+  return v.startsWith(today) ? v.slice(11, 19) : `${v.slice(0, 10)} ${v.slice(11, 16)}`;
+}
+hbs.registerHelper('time', shortTime);
+
+/** Relative "3 s ago" / "5 min ago" for a last-seen time. */
+export function ago(v: unknown, now = Date.now()): string {
+  if (typeof v !== 'string') return 'never';
+  const t = Date.parse(v);
+  if (!Number.isFinite(t)) return 'never';
+  const s = Math.max(0, Math.round((now - t) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+hbs.registerHelper('ago', (v: unknown) => ago(v));

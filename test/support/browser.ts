@@ -1,0 +1,63 @@
+// Headless Debian chromium through playwright-core, for every browser test: one launch recipe, a
+// fresh profile folder per launch, removed on close.
+//
+//   const b = await launchBrowser();
+//   try { const page = await b.newPage({ width: 375, height: 800 }); await page.goto(url); } finally { await b.close(); }
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+
+export const CHROMIUM = '/usr/bin/chromium';
+
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run',
+];
+
+export interface TestBrowser {
+  context: BrowserContext;
+  /** A new tab; `viewport` defaults to a desktop 1280x800. */
+  newPage(viewport?: { width: number; height: number }): Promise<Page>;
+  /** Page errors and console errors seen so far, for asserting a page ran cleanly. */
+  errors: string[];
+  close(): Promise<void>;
+}
+
+/** Launches chromium with a fresh `--user-data-dir` (playwright passes it for a persistent context). */
+export async function launchBrowser(opts: { timeoutMs?: number } = {}): Promise<TestBrowser> {
+  const profile = mkdtempSync(path.join(tmpdir(), 'skyhost-chromium-'));
+  let context: BrowserContext;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ARGS,
+      viewport: { width: 1280, height: 800 },
+      timeout: opts.timeoutMs ?? 30_000,
+    });
+  } catch (err) {
+    rmSync(profile, { recursive: true, force: true });
+    throw err;
+  }
+  context.setDefaultTimeout(15_000);
+  const errors: string[] = [];
+  const watch = (page: Page) => {
+    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(`console: ${m.text()}`); });
+  };
+  context.on('page', watch);
+  return {
+    context,
+    errors,
+    async newPage(viewport) {
+      const page = await context.newPage();
+      if (viewport) await page.setViewportSize(viewport);
+      return page;
+    },
+    async close() {
+      await context.close().catch(() => {});
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}

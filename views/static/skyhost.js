@@ -1,0 +1,61 @@
+// SkyHost's page glue (no framework): copy buttons that work on plain http (a school LAN has no
+// TLS, where navigator.clipboard is missing), and the #flash notices that htmx errors land in.
+(function () {
+  'use strict';
+
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    return new Promise(function (resolve, reject) {
+      var area = document.createElement('textarea');
+      area.value = text;
+      area.setAttribute('readonly', '');
+      area.style.position = 'fixed';
+      area.style.opacity = '0';
+      document.body.appendChild(area);
+      area.select();
+      var ok = false;
+      try { ok = document.execCommand('copy'); } catch (e) { ok = false; }
+      area.remove();
+      if (ok) resolve(); else reject(new Error('copy failed'));
+    });
+  }
+  window.skyhostCopy = copyText;
+
+  document.addEventListener('click', function (ev) {
+    var button = ev.target.closest && ev.target.closest('[data-copy]');
+    if (button) {
+      var source = document.getElementById(button.getAttribute('data-copy'));
+      if (!source) return;
+      var label = button.textContent;
+      copyText(source.textContent.trim()).then(function () {
+        button.textContent = 'Copied';
+      }, function () {
+        button.textContent = 'Select and copy';
+        var range = document.createRange();
+        range.selectNodeContents(source);
+        var sel = window.getSelection();
+        sel.removeAllRanges();
+        sel.addRange(range);
+      });
+      setTimeout(function () { button.textContent = label; }, 1500);
+      return;
+    }
+    var note = ev.target.closest && ev.target.closest('#flash .flash');
+    if (note) note.remove();
+  });
+
+  // A notice in #flash goes away by itself after a while.
+  document.addEventListener('htmx:afterSwap', function (ev) {
+    if (ev.detail && ev.detail.target && ev.detail.target.id === 'flash') {
+      var note = ev.detail.target.firstElementChild;
+      setTimeout(function () { if (note && note.parentNode) note.remove(); }, 8000);
+    }
+  });
+  // A lost connection shows once instead of failing silently.
+  document.addEventListener('htmx:sendError', function () {
+    var flash = document.getElementById('flash');
+    if (flash && !flash.firstElementChild) {
+      flash.innerHTML = '<div class="flash error" role="alert">The controller does not answer. Retrying&hellip;</div>';
+    }
+  });
+})();

@@ -1,22 +1,55 @@
-// The controller's Express app, built from its dependencies so that tests run it in-process.
-import express, { type Express } from 'express';
+// The controller's Express app, built from its services so that tests run it in-process; listening
+// (and the console WebSocket upgrade, server/console/proxy.ts) live in server/commands.ts.
+//
+//   request ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
+//           ─▶ CSRF ─▶ /metrics, /api/openapi.json ─▶ JSON API (server/api) ─▶ pages ─▶ errors
+import express, { type Express, type RequestHandler } from 'express';
 import { VERSION } from '../appliance/version.ts';
 import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
+import { openApiDocument } from './api/openapi.ts';
+import { apiRoutes } from './api/routes.ts';
+import { Metrics } from './metrics.ts';
+import type { ControllerServices } from './services.ts';
 import { staticAssets } from './static.ts';
+import { authenticate, csrfProtect } from './users/auth.ts';
 
 export interface ControllerDeps {
   log: Logger;
+  services: ControllerServices;
+  /** The page routes (server/pages), mounted after the API; absent in API-only tests. */
+  pages?: RequestHandler;
+  /** Largest JSON body (default 1 MiB); bigger ones get 413. */
+  jsonLimit?: string;
 }
 
+/** The controller app. `app.locals.services` is `deps.services`. */
 export function buildApp(deps: ControllerDeps): Express {
+  const { services, log } = deps;
   const app = express();
   app.disable('x-powered-by');
+  app.set('etag', false);
+  app.locals.services = services;
+  const metrics = new Metrics();
+  app.use(metrics.middleware());
   app.get('/healthz', (_req, res) => {
-    res.json({ ok: true, version: VERSION });
+    res.json({ ok: true, version: VERSION, clusterId: services.clusterId });
   });
   app.use('/static', staticAssets());
+  app.use(express.json({ limit: deps.jsonLimit ?? '1mb' }));
+  app.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 100 }));
+  app.use(authenticate(services.users));
+  app.use(csrfProtect());
+  app.get('/metrics', (_req, res) => {
+    res.type('text/plain; version=0.0.4').send(metrics.render(services));
+  });
+  app.get('/api/openapi.json', (_req, res) => {
+    res.json(openApiDocument());
+  });
+  app.use(apiRoutes(services));
+  app.use('/api', notFoundRoute);
+  if (deps.pages) app.use(deps.pages);
   app.use(notFoundRoute);
-  app.use(jsonErrors(deps.log));
+  app.use(jsonErrors(log));
   return app;
 }

@@ -1,16 +1,16 @@
-import { createServer } from 'node:http';
+// `skyhost controller` and `skyhost up` (DESIGN §3).
 import type { Command, CommandContext } from '../appliance/cli.ts';
-import { close, listen, untilSignal } from '../appliance/http.ts';
-import { buildApp } from './app.ts';
+import { untilSignal } from '../appliance/http.ts';
+import { startController } from './controller.ts';
+import { servicesOptions } from './services.ts';
 
-async function serveController(ctx: CommandContext): Promise<number> {
-  const app = buildApp({ log: ctx.log });
-  const server = createServer(app);
-  const port = await listen(server, ctx.config.port, ctx.config.listen);
-  ctx.log.info(`controller listening on http://${ctx.config.listen}:${port}`, { dataDir: ctx.config.dataDir });
+async function serveController(ctx: CommandContext, withAgent: boolean): Promise<number> {
+  const controller = await startController({ ...servicesOptions(ctx.config, ctx.log), port: ctx.config.port, listen: ctx.config.listen });
+  ctx.log.info(`controller listening on http://${ctx.config.listen}:${controller.port}`, { dataDir: ctx.config.dataDir });
+  if (withAgent) ctx.log.warn('the local agent is not built in yet: this runs the controller only');
   const sig = await untilSignal();
   ctx.log.info(`stopping on ${sig}`);
-  await close(server);
+  await controller.stop();
   return 0;
 }
 
@@ -21,12 +21,12 @@ export const upCommand: Command = {
   name: 'up',
   summary: 'controller + local agent on this machine, enrolled automatically (npm start runs this)',
   flags: { data: dataFlag, port: portFlag },
-  run: serveController,
+  run: (ctx) => serveController(ctx, true),
 };
 
 export const controllerCommand: Command = {
   name: 'controller',
   summary: 'run the controller only: web UI, JSON API, scheduler, host registry',
   flags: { data: dataFlag, port: portFlag },
-  run: serveController,
+  run: (ctx) => serveController(ctx, false),
 };

@@ -1,0 +1,56 @@
+// Runs the controller: services + app + HTTP server (with the console WebSocket upgrade), and stops
+// it cleanly. `skyhost controller`, `skyhost up` and the tests all start it through here.
+import { createServer, type Server } from 'node:http';
+import type { RequestHandler } from 'express';
+import { close, listen } from '../appliance/http.ts';
+import type { Logger } from '../appliance/log.ts';
+import { buildApp } from './app.ts';
+import { consoleUpgrade } from './console/proxy.ts';
+import { createServices, type ControllerServices, type ServicesOptions } from './services.ts';
+
+export interface StartOptions extends ServicesOptions {
+  port: number;
+  listen: string;
+  /** Start the periodic polls (default true). */
+  poll?: boolean;
+  pages?: (services: ControllerServices) => RequestHandler;
+}
+
+export interface RunningController {
+  services: ControllerServices;
+  server: Server;
+  port: number;
+  /** e.g. `http://127.0.0.1:8080` */
+  url: string;
+  stop(): Promise<void>;
+}
+
+export async function startController(opts: StartOptions): Promise<RunningController> {
+  const log: Logger = opts.log;
+  const services = await createServices(opts);
+  const app = buildApp({ log, services, ...(opts.pages ? { pages: opts.pages(services) } : {}) });
+  const server = createServer(app);
+  server.on('upgrade', consoleUpgrade(services, log));
+  server.headersTimeout = 20_000;
+  server.requestTimeout = 0;
+  let port: number;
+  try {
+    port = await listen(server, opts.port, opts.listen);
+  } catch (err) {
+    await services.stop();
+    throw err;
+  }
+  if (opts.poll !== false) services.start();
+  const host = opts.listen === '0.0.0.0' || opts.listen === '::' ? '127.0.0.1' : opts.listen;
+  let stopping: Promise<void> | undefined;
+  return {
+    services, server, port, url: `http://${host}:${port}`,
+    stop() {
+      stopping ??= (async () => {
+        await close(server);
+        await services.stop();
+      })();
+      return stopping;
+    },
+  };
+}

@@ -1,0 +1,91 @@
+// The controller's durable state: one SQLite file (node:sqlite, no native addon) in WAL mode with
+// numbered migrations. Every write that an API answer depends on is committed before the answer is
+// sent, so a crash or `kill -9` never loses an answered request.
+import { chmodSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import { MIGRATIONS } from './migrations.ts';
+
+export type Row = Record<string, unknown>;
+export type Param = null | number | bigint | string | Uint8Array;
+
+/** A thin wrapper over DatabaseSync: cached prepared statements, transactions, migrations. */
+export class Store {
+  readonly db: DatabaseSync;
+  readonly file: string;
+  private readonly statements = new Map<string, StatementSync>();
+  private depth = 0;
+
+  /** Opens (creating if needed) `file`, or an in-memory database for `:memory:`. */
+  constructor(file: string) {
+    this.file = file;
+    if (file !== ':memory:') mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new DatabaseSync(file);
+    // It holds agent keys and session hashes: readable by the controller only.
+    if (file !== ':memory:') chmodSync(file, 0o600);
+    this.db.exec('PRAGMA journal_mode = WAL');
+    // FULL: a committed transaction is on disk before the answer leaves, even across a power cut.
+    this.db.exec('PRAGMA synchronous = FULL');
+    this.db.exec('PRAGMA foreign_keys = ON');
+    this.db.exec('PRAGMA busy_timeout = 5000');
+    this.migrate();
+  }
+
+  /** The schema version (the number of migrations applied). */
+  version(): number {
+    return Number((this.db.prepare('PRAGMA user_version').get() as Row).user_version);
+  }
+
+  private migrate(): void {
+    const from = this.version();
+    for (let v = from; v < MIGRATIONS.length; v++) {
+      this.tx(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  private stmt(sql: string): StatementSync {
+    let s = this.statements.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.statements.set(sql, s);
+    }
+    return s;
+  }
+
+  all<T = Row>(sql: string, ...params: Param[]): T[] {
+    return this.stmt(sql).all(...params) as T[];
+  }
+
+  get<T = Row>(sql: string, ...params: Param[]): T | undefined {
+    return this.stmt(sql).get(...params) as T | undefined;
+  }
+
+  run(sql: string, ...params: Param[]): { changes: number; lastInsertRowid: number } {
+    const r = this.stmt(sql).run(...params);
+    return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
+  }
+
+  /** Runs `fn` in one transaction (nested calls join the outer one); rolls back if it throws. */
+  tx<T>(fn: () => T): T {
+    if (this.depth > 0) return fn();
+    this.db.exec('BEGIN IMMEDIATE');
+    this.depth++;
+    try {
+      const out = fn();
+      this.db.exec('COMMIT');
+      return out;
+    } catch (err) {
+      this.db.exec('ROLLBACK');
+      throw err;
+    } finally {
+      this.depth--;
+    }
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}

@@ -1,0 +1,170 @@
+// The event log: what the controller did and what agents reported, kept in SQLite and streamed live.
+// Writes are batched (one transaction per 200 ms), so a burst of log lines costs one disk sync; ids
+// are assigned at once, so live subscribers and later queries agree on them.
+import { EventEmitter } from 'node:events';
+import { z } from 'zod';
+import { addSink, LEVELS, type Level, type LogRecord } from '../../appliance/log.ts';
+import type { Row, Store } from '../db/store.ts';
+
+export const EventLevel = z.enum(LEVELS);
+
+/** One entry of the event log as the API returns it. */
+export const Event = z.object({
+  id: z.number().int(),
+  time: z.string(),
+  level: EventLevel,
+  /** Who wrote it: a controller component (`registry`, `vms`, `users`...) or `agent`. */
+  source: z.string(),
+  hostId: z.string().optional(),
+  vmId: z.string().optional(),
+  msg: z.string(),
+  data: z.record(z.string(), z.unknown()).optional(),
+});
+export type Event = z.infer<typeof Event>;
+
+export interface EventInput {
+  level?: Level;
+  source: string;
+  msg: string;
+  hostId?: string | undefined;
+  vmId?: string | undefined;
+  data?: Record<string, unknown> | undefined;
+  time?: string | undefined;
+}
+
+/** `GET /api/events` filters. */
+export const EventQuery = z.strictObject({
+  source: z.string().max(64).optional(),
+  /** The lowest level to include. */
+  level: EventLevel.optional(),
+  hostId: z.string().max(64).optional(),
+  vmId: z.string().max(64).optional(),
+  /** Only events with an id greater than this (for polling a live tail). */
+  after: z.coerce.number().int().min(0).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+export type EventQuery = z.input<typeof EventQuery>;
+
+const KEEP = 50_000;
+
+/**
+ * The event log service. `record()` stores an event; `on('event', fn)` gets each new one as it is
+ * recorded (for a live tail over SSE or htmx polling); `list()` queries, newest first.
+ *
+ *   services.events.record({ source: 'vms', msg: 'VM created', vmId });
+ *   services.events.on('event', (e) => res.write(`data: ${JSON.stringify(e)}\n\n`));
+ */
+export class EventLog extends EventEmitter<{ event: [Event] }> {
+  private readonly store: Store;
+  private nextId: number;
+  private pending: Event[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private unsink: (() => void) | undefined;
+
+  constructor(store: Store) {
+    super();
+    this.setMaxListeners(0);
+    this.store = store;
+    this.nextId = Number(store.get<Row>('SELECT COALESCE(MAX(id), 0) AS m FROM events')?.m ?? 0) + 1;
+  }
+
+  record(input: EventInput): Event {
+    const event: Event = {
+      id: this.nextId++,
+      time: input.time ?? new Date().toISOString(),
+      level: input.level ?? 'info',
+      source: input.source,
+      msg: input.msg.slice(0, 2000),
+      ...(input.hostId ? { hostId: input.hostId } : {}),
+      ...(input.vmId ? { vmId: input.vmId } : {}),
+      ...(input.data && Object.keys(input.data).length > 0 ? { data: input.data } : {}),
+    };
+    this.pending.push(event);
+    this.timer ??= setTimeout(() => this.flush(), 200);
+    this.emit('event', event);
+    return event;
+  }
+
+  /** Writes buffered events now (called on a timer and on close). */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.pending.length === 0) return;
+    const batch = this.pending;
+    this.pending = [];
+    this.store.tx(() => {
+      for (const e of batch) {
+        this.store.run('INSERT INTO events (id, time, level, source, host_id, vm_id, msg, data_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+          e.id, e.time, e.level, e.source, e.hostId ?? null, e.vmId ?? null, e.msg, e.data ? safeJson(e.data) : null);
+      }
+      if (batch[batch.length - 1]!.id % 1000 < batch.length) {
+        this.store.run('DELETE FROM events WHERE id <= ?', batch[batch.length - 1]!.id - KEEP);
+      }
+    });
+  }
+
+  /** Events matching `query`, newest first. */
+  list(query: EventQuery = {}): Event[] {
+    const q = EventQuery.parse(query);
+    this.flush();
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (q.source) { where.push('source = ?'); params.push(q.source); }
+    if (q.hostId) { where.push('host_id = ?'); params.push(q.hostId); }
+    if (q.vmId) { where.push('vm_id = ?'); params.push(q.vmId); }
+    if (q.after !== undefined) { where.push('id > ?'); params.push(q.after); }
+    if (q.level) {
+      const levels = LEVELS.slice(LEVELS.indexOf(q.level));
+      where.push(`level IN (${levels.map(() => '?').join(', ')})`);
+      params.push(...levels);
+    }
+    const sql = `SELECT * FROM events ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY id DESC LIMIT ?`;
+    return this.store.all(sql, ...params, q.limit).map(rowToEvent);
+  }
+
+  /**
+   * Records every log line at `info` or above from this process (the controller's components and,
+   * in `skyhost up`, the in-process agent) as an event. Returns the removal.
+   */
+  captureLogs(): () => void {
+    this.unsink?.();
+    const sink = (r: LogRecord) => {
+      if (r.level === 'debug' || r.noEvent) return;
+      const { time, level, component, msg, hostId, vmId, ...rest } = r;
+      this.record({ time, level, source: component, msg, hostId: str(hostId), vmId: str(vmId), data: rest });
+    };
+    this.unsink = addSink(sink);
+    return () => this.unsink?.();
+  }
+
+  close(): void {
+    this.unsink?.();
+    this.flush();
+  }
+}
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+function safeJson(v: unknown): string {
+  try {
+    const text = JSON.stringify(v);
+    return text.length <= 20_000 ? text : JSON.stringify({ truncated: true });
+  } catch {
+    return '{}';
+  }
+}
+
+function rowToEvent(r: Row): Event {
+  return {
+    id: Number(r.id),
+    time: String(r.time),
+    level: r.level as Level,
+    source: String(r.source),
+    msg: String(r.msg),
+    ...(r.host_id ? { hostId: String(r.host_id) } : {}),
+    ...(r.vm_id ? { vmId: String(r.vm_id) } : {}),
+    ...(r.data_json ? { data: JSON.parse(String(r.data_json)) as Record<string, unknown> } : {}),
+  };
+}

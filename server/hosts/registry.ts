@@ -1,0 +1,357 @@
+// The host registry: enrollment, approval and draining, and the poll of every agent's `/status`.
+// Host records and each host's latest status live in memory (read on every page and API call) and
+// every change of a record is written through to SQLite.
+//
+//   enroll ──▶ pending ──approve──▶ ready ◀──undrain── draining
+//                  (join token) ─────▲  │ ───drain──────▲
+//                                    │  ▼ 3 missed polls
+//                                    └─ down (VMs unknown; on return the agent's VM list wins)
+import { EventEmitter } from 'node:events';
+import { z } from 'zod';
+import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../agent/api.ts';
+import { Conflict, InvalidField, NotFound, SkyError } from '../../appliance/errors.ts';
+import type { Logger } from '../../appliance/log.ts';
+import type { Row, Store } from '../db/store.ts';
+import { sameSecret } from '../secrets.ts';
+import { AgentClient } from './agent-client.ts';
+import { MAC_RE, sendWake } from './wol.ts';
+
+export const HostState = z.enum(['pending', 'ready', 'down', 'draining']);
+export type HostState = z.infer<typeof HostState>;
+
+/** The enrollment body: the agent's `EnrollRequest`, plus the host's MAC (for Wake-on-LAN) if it sends one. */
+export const ControllerEnrollRequest = EnrollRequest.extend({
+  mac: z.string().regex(MAC_RE, 'must be a MAC address like aa:bb:cc:dd:ee:ff').optional(),
+});
+
+/** A host as the API returns it (never its agent key). */
+export const Host = z.object({
+  id: z.string(),
+  hostname: z.string(),
+  /** The agent's base URL, e.g. `http://10.0.0.12:8081`. */
+  url: z.string(),
+  state: HostState,
+  version: z.string(),
+  mac: z.string().optional(),
+  enrolledAt: z.string(),
+  lastSeen: z.string().optional(),
+  /** Polls missed in a row (3 make the host `down`). */
+  missedPolls: z.number().int(),
+  hypervisor: z.enum(['kvm', 'tcg', 'none']).optional(),
+  cpuModel: z.string().optional(),
+  capacity: z.object({ threads: z.number(), memoryMiB: z.number(), diskGiB: z.number() }).optional(),
+  usage: z.object({
+    cpuPct: z.number(), load1: z.number(), memoryUsedMiB: z.number(), memoryFreeMiB: z.number(), vmMemoryMiB: z.number(),
+    diskFreeGiB: z.number(), vmsRunning: z.number(), vmsTotal: z.number(), vcpus: z.number(),
+  }).optional(),
+  templates: z.array(z.string()),
+});
+export type Host = z.infer<typeof Host>;
+
+/** A host's record in memory: the stored fields plus its latest status. */
+export interface HostRecord {
+  id: string;
+  hostname: string;
+  agentUrl: string;
+  agentKey: string;
+  state: HostState;
+  version: string;
+  mac?: string | undefined;
+  enrolledAt: string;
+  lastSeen?: string | undefined;
+  /** Drained before it went down: it comes back `draining`. */
+  drained: boolean;
+  missedPolls: number;
+  status: HostStatus | null;
+}
+
+/** Checks a join token for a host (server/tokens.ts `JoinTokens.redeem`). */
+export type RedeemJoinToken = (token: string, hostId: string) =>
+  { ok: true } | { ok: false; code: string; message: string };
+
+export interface RegistryOptions {
+  clusterId: string;
+  redeemJoinToken: RedeemJoinToken;
+  log: Logger;
+  /** Per-poll timeout (default 3000 ms). */
+  pollTimeoutMs?: number;
+  /** Polls running at once (default 16). */
+  pollConcurrency?: number;
+}
+
+export interface RegistryEvents {
+  /** A poll answered: `startedAt` is when the poll was sent (ms since epoch). */
+  status: [host: HostRecord, status: HostStatus, startedAt: number];
+  /** The host missed its third poll in a row. */
+  down: [host: HostRecord];
+  /** The host was removed from the registry. */
+  removed: [hostId: string];
+}
+
+export const MISSED_POLLS_FOR_DOWN = 3;
+
+function rowToHost(r: Row): HostRecord {
+  return {
+    id: String(r.id),
+    hostname: String(r.hostname),
+    agentUrl: String(r.agent_url),
+    agentKey: String(r.agent_key),
+    state: r.state as HostState,
+    version: String(r.version),
+    mac: r.mac ? String(r.mac) : undefined,
+    enrolledAt: String(r.enrolled_at),
+    lastSeen: r.last_seen ? String(r.last_seen) : undefined,
+    drained: Number(r.drained) === 1,
+    missedPolls: 0,
+    status: null,
+  };
+}
+
+/**
+ * Hosts: `list()` / `get()` read memory; `enroll`, `approve`, `drain`, `undrain`, `wake`, `remove`
+ * change records; `pollAll()` asks every agent for its status (run on a schedule by the controller).
+ */
+export class HostRegistry extends EventEmitter<RegistryEvents> {
+  private readonly store: Store;
+  private readonly opts: RegistryOptions;
+  private readonly log: Logger;
+  private readonly hosts = new Map<string, HostRecord>();
+  private polling: Promise<void> | undefined;
+
+  constructor(store: Store, opts: RegistryOptions) {
+    super();
+    this.store = store;
+    this.opts = opts;
+    this.log = opts.log;
+    for (const r of store.all('SELECT * FROM hosts ORDER BY id')) {
+      const h = rowToHost(r);
+      this.hosts.set(h.id, h);
+    }
+  }
+
+  /** Every host record (in memory), sorted by hostname. */
+  records(): HostRecord[] {
+    return [...this.hosts.values()].sort((a, b) => a.hostname.localeCompare(b.hostname) || a.id.localeCompare(b.id));
+  }
+
+  record(id: string): HostRecord | undefined {
+    return this.hosts.get(id);
+  }
+
+  /** A host record, or a 404. */
+  require(id: string): HostRecord {
+    const h = this.hosts.get(id);
+    if (!h) throw new NotFound(`host "${id}"`);
+    return h;
+  }
+
+  list(): Host[] {
+    return this.records().map(toApiHost);
+  }
+
+  get(id: string): Host {
+    return toApiHost(this.require(id));
+  }
+
+  /** A client for the host's agent. */
+  client(id: string): AgentClient {
+    return new AgentClient(this.require(id));
+  }
+
+  /**
+   * An agent enrolls (`POST /api/enroll`). The host is its `hostId`: enrolling again updates the
+   * record (a new DHCP address, a new version) and never duplicates it. A valid join token makes
+   * the host `ready`; without one it waits `pending`. A re-enrollment with a different agent key
+   * and no join token puts an approved host back to `pending`, so nobody can take over a host by
+   * knowing its id.
+   */
+  enroll(input: unknown): EnrollResponse {
+    const req = ControllerEnrollRequest.parse(input);
+    if (req.joinToken !== undefined) {
+      const verdict = this.opts.redeemJoinToken(req.joinToken, req.hostId);
+      if (!verdict.ok) throw new SkyError(403, `join_token_${verdict.code}`, verdict.message, { fields: [{ field: 'joinToken', message: verdict.message }] });
+    }
+    const trusted = req.joinToken !== undefined;
+    const now = new Date().toISOString();
+    const existing = this.hosts.get(req.hostId);
+    let state: HostState;
+    if (!existing) {
+      state = trusted ? 'ready' : 'pending';
+    } else if (existing.state === 'pending') {
+      state = trusted ? 'ready' : 'pending';
+    } else if (!trusted && !sameSecret(existing.agentKey, req.agentKey)) {
+      state = 'pending';
+    } else {
+      state = existing.drained || existing.state === 'draining' ? 'draining' : 'ready';
+    }
+    const record: HostRecord = {
+      id: req.hostId,
+      hostname: req.hostname,
+      agentUrl: req.agentUrl,
+      agentKey: req.agentKey,
+      state,
+      version: req.version,
+      mac: req.mac ?? existing?.mac,
+      enrolledAt: existing?.enrolledAt ?? now,
+      lastSeen: existing?.lastSeen,
+      drained: state === 'draining',
+      missedPolls: 0,
+      status: existing?.status ?? null,
+    };
+    this.store.run(`INSERT INTO hosts (id, hostname, agent_url, agent_key, state, version, mac, enrolled_at, drained)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, agent_url = excluded.agent_url, agent_key = excluded.agent_key,
+        state = excluded.state, version = excluded.version, mac = excluded.mac, drained = excluded.drained`,
+      record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
+      record.drained ? 1 : 0);
+    this.hosts.set(record.id, record);
+    this.log.info(existing ? `host ${record.hostname} enrolled again (${state})` : `host ${record.hostname} enrolled (${state})`,
+      { hostId: record.id, url: record.agentUrl });
+    return {
+      hostId: record.id,
+      state,
+      clusterId: this.opts.clusterId,
+      message: state === 'pending' ? 'waiting for an admin to approve this host' : `joined cluster ${this.opts.clusterId}`,
+    };
+  }
+
+  /** pending -> ready. */
+  approve(id: string): Host {
+    const h = this.require(id);
+    if (h.state !== 'pending') throw new Conflict(`host ${h.hostname} is ${h.state}, not pending`);
+    this.setState(h, h.missedPolls >= MISSED_POLLS_FOR_DOWN ? 'down' : 'ready', false);
+    this.log.info(`host ${h.hostname} approved`, { hostId: id });
+    return toApiHost(h);
+  }
+
+  /** Takes no new VMs; running VMs stay. */
+  drain(id: string): Host {
+    const h = this.require(id);
+    if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
+    this.setState(h, h.state === 'down' ? 'down' : 'draining', true);
+    this.log.info(`host ${h.hostname} draining`, { hostId: id });
+    return toApiHost(h);
+  }
+
+  undrain(id: string): Host {
+    const h = this.require(id);
+    if (h.state !== 'draining' && !(h.state === 'down' && h.drained)) throw new Conflict(`host ${h.hostname} is ${h.state}, not draining`);
+    this.setState(h, h.state === 'down' ? 'down' : 'ready', false);
+    this.log.info(`host ${h.hostname} back in service`, { hostId: id });
+    return toApiHost(h);
+  }
+
+  /** Sends a Wake-on-LAN packet to the host's MAC (or `mac`, which is then remembered). */
+  async wake(id: string, mac?: string): Promise<{ host: Host; sent: boolean; mac: string }> {
+    const h = this.require(id);
+    const target = mac ?? h.mac;
+    if (!target) throw new InvalidField('mac', 'this host\'s MAC address is not known: give it as { "mac": "aa:bb:cc:dd:ee:ff" }');
+    if (!MAC_RE.test(target)) throw new InvalidField('mac', 'must be a MAC address like aa:bb:cc:dd:ee:ff');
+    if (mac && mac !== h.mac) {
+      h.mac = mac;
+      this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', mac, id);
+    }
+    await sendWake(target);
+    this.log.info(`Wake-on-LAN sent to ${h.hostname} (${target})`, { hostId: id });
+    return { host: toApiHost(h), sent: true, mac: target };
+  }
+
+  /** Forgets a host (its VMs' records are the VM service's business: see `removed`). */
+  remove(id: string): void {
+    const h = this.require(id);
+    this.store.run('DELETE FROM hosts WHERE id = ?', id);
+    this.hosts.delete(id);
+    this.log.info(`host ${h.hostname} removed`, { hostId: id });
+    this.emit('removed', id);
+  }
+
+  /** Finds the host an agent key belongs to (agents authenticate with it when they send events). */
+  byAgentKey(key: string): HostRecord | undefined {
+    for (const h of this.hosts.values()) if (sameSecret(h.agentKey, key)) return h;
+    return undefined;
+  }
+
+  /** Polls every host once, `pollConcurrency` at a time; concurrent calls share one round. */
+  pollAll(): Promise<void> {
+    this.polling ??= this.pollRound().finally(() => {
+      this.polling = undefined;
+    });
+    return this.polling;
+  }
+
+  private async pollRound(): Promise<void> {
+    const queue = [...this.hosts.values()];
+    const workers = Array.from({ length: Math.min(this.opts.pollConcurrency ?? 16, queue.length) }, async () => {
+      for (let h = queue.shift(); h; h = queue.shift()) await this.pollOne(h);
+    });
+    await Promise.all(workers);
+  }
+
+  /** Polls one host and applies the result (missed poll, down, back). */
+  async pollOne(h: HostRecord): Promise<void> {
+    const startedAt = Date.now();
+    let status: HostStatus;
+    try {
+      status = await new AgentClient(h).status({ timeoutMs: this.opts.pollTimeoutMs ?? 3000 });
+      if (status.hostId !== h.id) throw new Error(`answered as host ${status.hostId}`);
+    } catch (err) {
+      if (this.hosts.get(h.id) !== h) return;
+      h.missedPolls++;
+      this.log.debug(`poll of ${h.hostname} failed`, { hostId: h.id, err: (err as Error).message });
+      if (h.missedPolls === MISSED_POLLS_FOR_DOWN && (h.state === 'ready' || h.state === 'draining')) {
+        this.setState(h, 'down', h.state === 'draining');
+        this.log.warn(`host ${h.hostname} is down: ${MISSED_POLLS_FOR_DOWN} polls missed (${(err as Error).message})`, { hostId: h.id });
+        this.emit('down', h);
+      }
+      return;
+    }
+    if (this.hosts.get(h.id) !== h) return;
+    h.missedPolls = 0;
+    h.status = status;
+    h.lastSeen = new Date().toISOString();
+    if (h.state === 'down') {
+      this.setState(h, h.drained ? 'draining' : 'ready', h.drained);
+      this.log.info(`host ${h.hostname} is back`, { hostId: h.id });
+    }
+    this.emit('status', h, status, startedAt);
+  }
+
+  private setState(h: HostRecord, state: HostState, drained: boolean): void {
+    h.state = state;
+    h.drained = drained;
+    this.store.run('UPDATE hosts SET state = ?, drained = ?, last_seen = ? WHERE id = ?', state, drained ? 1 : 0, h.lastSeen ?? null, h.id);
+  }
+
+  /** Writes every host's last-seen time (on a slow schedule and at shutdown). */
+  persistLastSeen(): void {
+    this.store.tx(() => {
+      for (const h of this.hosts.values()) if (h.lastSeen) this.store.run('UPDATE hosts SET last_seen = ? WHERE id = ?', h.lastSeen, h.id);
+    });
+  }
+}
+
+/** The API view of a host record. */
+export function toApiHost(h: HostRecord): Host {
+  const s = h.status;
+  return {
+    id: h.id,
+    hostname: h.hostname,
+    url: h.agentUrl,
+    state: h.state,
+    version: h.version,
+    ...(h.mac ? { mac: h.mac } : {}),
+    enrolledAt: h.enrolledAt,
+    ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}),
+    missedPolls: h.missedPolls,
+    ...(s ? {
+      hypervisor: s.hypervisor,
+      cpuModel: s.cpu.model,
+      capacity: { threads: s.cpu.threads, memoryMiB: s.memory.totalMiB, diskGiB: s.disk.totalGiB },
+      usage: {
+        cpuPct: s.cpu.loadPct, load1: s.cpu.load1, memoryUsedMiB: s.memory.totalMiB - s.memory.freeMiB, memoryFreeMiB: s.memory.freeMiB,
+        vmMemoryMiB: s.memory.usedByVmsMiB, diskFreeGiB: s.disk.freeGiB, vmsRunning: s.vms.running, vmsTotal: s.vms.total, vcpus: s.vms.vcpus,
+      },
+    } : {}),
+    templates: s ? s.templates.map((t) => t.name) : [],
+  };
+}

@@ -1,0 +1,70 @@
+// `/metrics` in the Prometheus text format: HTTP requests and latencies, hosts and VMs by state,
+// polls, and the process's memory. Counters live in memory; gauges are read when scraped.
+import type { RequestHandler } from 'express';
+import type { ControllerServices } from './services.ts';
+
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export class Metrics {
+  private readonly requests = new Map<string, number>();
+  private readonly histogram = new Map<string, { buckets: number[]; sum: number; count: number }>();
+
+  /** Counts every request by method, route pattern and status, and times it. */
+  middleware(): RequestHandler {
+    return (req, res, next) => {
+      const start = process.hrtime.bigint();
+      res.on('finish', () => {
+        const route = req.route?.path ? `${req.baseUrl}${String(req.route.path)}` : res.statusCode === 404 ? 'unmatched' : req.baseUrl || 'other';
+        const key = `method="${req.method}",route="${escape(route)}",status="${res.statusCode}"`;
+        this.requests.set(key, (this.requests.get(key) ?? 0) + 1);
+        const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+        const hk = `method="${req.method}",route="${escape(route)}"`;
+        let h = this.histogram.get(hk);
+        if (!h) this.histogram.set(hk, h = { buckets: BUCKETS.map(() => 0), sum: 0, count: 0 });
+        for (let i = 0; i < BUCKETS.length; i++) if (seconds <= BUCKETS[i]!) h.buckets[i]!++;
+        h.sum += seconds;
+        h.count++;
+      });
+      next();
+    };
+  }
+
+  /** The whole exposition text. */
+  render(services: ControllerServices): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string, lines: string[]) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`, ...lines);
+    };
+    metric('skyhost_http_requests_total', 'counter', 'HTTP requests answered', [...this.requests].map(([k, v]) => `skyhost_http_requests_total{${k}} ${v}`));
+    const hl: string[] = [];
+    for (const [k, h] of this.histogram) {
+      BUCKETS.forEach((b, i) => hl.push(`skyhost_http_request_duration_seconds_bucket{${k},le="${b}"} ${h.buckets[i]}`));
+      hl.push(`skyhost_http_request_duration_seconds_bucket{${k},le="+Inf"} ${h.count}`);
+      hl.push(`skyhost_http_request_duration_seconds_sum{${k}} ${h.sum}`, `skyhost_http_request_duration_seconds_count{${k}} ${h.count}`);
+    }
+    metric('skyhost_http_request_duration_seconds', 'histogram', 'time to answer an HTTP request', hl);
+    const hostStates: Record<string, number> = { pending: 0, ready: 0, down: 0, draining: 0 };
+    let memTotal = 0;
+    let memFree = 0;
+    for (const h of services.hosts.records()) {
+      hostStates[h.state] = (hostStates[h.state] ?? 0) + 1;
+      if (h.status && h.state !== 'down') {
+        memTotal += h.status.memory.totalMiB;
+        memFree += h.status.memory.freeMiB;
+      }
+    }
+    metric('skyhost_hosts', 'gauge', 'hosts by state', Object.entries(hostStates).map(([s, n]) => `skyhost_hosts{state="${s}"} ${n}`));
+    const vmStates: Record<string, number> = { creating: 0, running: 0, shutoff: 0, paused: 0, unknown: 0, error: 0, deleting: 0, ...services.vms.counts() };
+    metric('skyhost_vms', 'gauge', 'VMs by state', Object.entries(vmStates).map(([s, n]) => `skyhost_vms{state="${s}"} ${n}`));
+    metric('skyhost_cluster_memory_mib', 'gauge', 'memory of hosts that answer polls', [
+      `skyhost_cluster_memory_mib{kind="total"} ${memTotal}`, `skyhost_cluster_memory_mib{kind="free"} ${memFree}`]);
+    const mem = process.memoryUsage();
+    metric('process_resident_memory_bytes', 'gauge', 'resident memory of the controller', [`process_resident_memory_bytes ${mem.rss}`]);
+    metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use', [`nodejs_heap_used_bytes ${mem.heapUsed}`]);
+    return out.join('\n') + '\n';
+  }
+}
+
+function escape(s: string): string {
+  return s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
+}

@@ -1,0 +1,128 @@
+// The controller's services, made once and shared by the JSON API, the pages and the console proxy.
+// Page routes take what they need from here (`app.locals.services` holds the same object):
+//
+//   services.users      accounts, sessions, API tokens, self-registration   (server/users/users.ts)
+//   services.hosts      host registry: enroll, approve, drain, poll          (server/hosts/registry.ts)
+//   services.vms        VM records and requests, per-user visibility         (server/vms/vms.ts)
+//   services.templates  templates across hosts, import/upload/delete        (server/templates/templates.ts)
+//   services.events     event log; `events.on('event', fn)` for a live tail  (server/events/events.ts)
+//   services.joinTokens cluster and single-use join tokens                   (server/tokens.ts)
+import path from 'node:path';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { Config } from '../appliance/config.ts';
+import type { Logger } from '../appliance/log.ts';
+import { Store } from './db/store.ts';
+import { EventLog } from './events/events.ts';
+import { HostRegistry } from './hosts/registry.ts';
+import type { Policy } from './scheduler/index.ts';
+import { ensureSecrets, type ControllerSecrets } from './secrets.ts';
+import { Templates } from './templates/templates.ts';
+import { JoinTokens } from './tokens.ts';
+import { Users, type User } from './users/users.ts';
+import { VmService } from './vms/vms.ts';
+
+export interface ServicesOptions {
+  dataDir: string;
+  log: Logger;
+  schedulerPolicy?: Policy;
+  /** Self-registration when the setting was never changed (config `selfRegistration`). */
+  selfRegistration?: boolean;
+  /** Seconds between polls of every agent (config `pollIntervalSeconds`, default 5). */
+  pollIntervalSeconds?: number;
+  pollTimeoutMs?: number;
+  pollConcurrency?: number;
+  /** How long VM creation waits for the agent before answering 202 (default 5000 ms). */
+  answerWithinMs?: number;
+  /** Record every log line of this process in the event log (default true). */
+  captureLogs?: boolean;
+}
+
+export interface ControllerServices {
+  store: Store;
+  secrets: ControllerSecrets;
+  clusterId: string;
+  users: Users;
+  hosts: HostRegistry;
+  vms: VmService;
+  templates: Templates;
+  events: EventLog;
+  joinTokens: JoinTokens;
+  /** Starts the periodic jobs (polls, lease expiry). */
+  start(): void;
+  /** Stops the jobs and closes the database. */
+  stop(): Promise<void>;
+  /** The built-in system user periodic jobs act as. */
+  system: User;
+}
+
+/** `servicesOptions(config, log)`: the options of `createServices` from the loaded configuration. */
+export function servicesOptions(config: Config, log: Logger): ServicesOptions {
+  return {
+    dataDir: config.dataDir, log, schedulerPolicy: config.schedulerPolicy, selfRegistration: config.selfRegistration,
+    pollIntervalSeconds: config.pollIntervalSeconds,
+  };
+}
+
+/**
+ * Opens `DATA/skyhost.db`, makes the secrets on first start (and says where they are), and builds
+ * every service. Call `start()` to begin polling and `stop()` at shutdown.
+ */
+export async function createServices(opts: ServicesOptions): Promise<ControllerServices> {
+  const log = opts.log;
+  const secrets = ensureSecrets(opts.dataDir);
+  const store = new Store(path.join(opts.dataDir, 'skyhost.db'));
+  const events = new EventLog(store);
+  const uncapture = opts.captureLogs === false ? () => {} : events.captureLogs();
+  const users = new Users(store);
+  await users.ensureAdmin(secrets.adminToken);
+  users.ensureToken('admin', 'admin token (DATA/secrets/admin-token)', secrets.adminToken);
+  if (store.get('SELECT 1 FROM settings WHERE key = ?', 'selfRegistration') === undefined) users.setSelfRegistration(opts.selfRegistration ?? false);
+  if (secrets.created) {
+    log.info(`first start: admin token in ${secrets.adminTokenFile}, join token in ${secrets.joinTokenFile} (both mode 0600); ` +
+      'sign in as "admin" with the admin token as a one-time password', { clusterId: secrets.clusterId });
+  } else {
+    log.info(`admin token in ${secrets.adminTokenFile}, join token in ${secrets.joinTokenFile}`, { clusterId: secrets.clusterId });
+  }
+  const joinTokens = new JoinTokens({ dataDir: opts.dataDir });
+  const hosts = new HostRegistry(store, {
+    clusterId: secrets.clusterId,
+    redeemJoinToken: (token, hostId) => joinTokens.redeem(token, hostId),
+    log: log.child({}),
+    ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
+    ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),
+  });
+  const templates = new Templates(hosts, log);
+  const vms = new VmService(store, hosts, templates, {
+    log, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
+    ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
+  });
+  const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
+  const tasks: ScheduledTask[] = [];
+
+  return {
+    store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, system,
+    start() {
+      const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
+      void hosts.pollAll();
+      tasks.push(cron.schedule(cronEvery(every), () => hosts.pollAll(), { name: 'poll-hosts', noOverlap: true }));
+      tasks.push(cron.schedule('30 * * * * *', async () => {
+        hosts.persistLastSeen();
+        await vms.expireLeases(system);
+      }, { name: 'leases', noOverlap: true }));
+    },
+    async stop() {
+      for (const t of tasks.splice(0)) await t.destroy();
+      hosts.persistLastSeen();
+      uncapture();
+      events.close();
+      store.close();
+    },
+  };
+}
+
+/** A cron expression for "every `seconds` seconds" (to the nearest form cron can express). */
+export function cronEvery(seconds: number): string {
+  if (seconds < 60) return `*/${seconds} * * * * *`;
+  const minutes = Math.max(1, Math.round(seconds / 60));
+  return minutes < 60 ? `0 */${minutes} * * * *` : '0 0 * * * *';
+}

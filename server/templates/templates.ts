@@ -1,0 +1,127 @@
+// Templates across the cluster: the union of what every host reports in `/status`, and imports,
+// uploads and deletions forwarded to the agents that hold (or should hold) the files.
+import type { Readable } from 'node:stream';
+import { z } from 'zod';
+import { TemplateName, type TemplateInfo } from '../../agent/api.ts';
+import { NotFound, Unavailable } from '../../appliance/errors.ts';
+import type { Logger } from '../../appliance/log.ts';
+import type { HostRegistry } from '../hosts/registry.ts';
+
+/** A template as the controller lists it: the manifest plus which hosts have it. */
+export const ClusterTemplate = z.object({
+  name: z.string(),
+  kind: z.enum(['disk', 'kernel']),
+  os: z.string(),
+  description: z.string().optional(),
+  minMemoryMiB: z.number().int(),
+  console: z.enum(['serial', 'vnc']),
+  needsKvm: z.boolean(),
+  /** Total size of its files. */
+  bytes: z.number().int(),
+  /** Size of its disk image in GiB (rounded up), 0 for a kernel-only template. */
+  diskGiB: z.number().int(),
+  /** Ids of the hosts that have it. */
+  hosts: z.array(z.string()),
+});
+export type ClusterTemplate = z.infer<typeof ClusterTemplate>;
+
+/** `POST /api/templates` with JSON: the agent downloads the file and checks its sha256. */
+export const TemplateImport = z.strictObject({
+  name: TemplateName,
+  url: z.url({ protocol: /^https?$/ }),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
+  kind: z.enum(['disk', 'kernel']).default('disk'),
+  os: z.string().max(64).optional(),
+  /** The host to import on (default: every ready host). */
+  host: z.string().max(64).optional(),
+});
+export type TemplateImport = z.input<typeof TemplateImport>;
+
+const GiB = 1024 ** 3;
+
+function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
+  const bytes = t.files.reduce((n, f) => n + f.bytes, 0);
+  const disk = t.files.find((f) => f.role === 'disk');
+  return {
+    name: t.name, kind: t.kind, os: t.os, ...(t.description ? { description: t.description } : {}),
+    minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, bytes,
+    diskGiB: disk ? Math.max(1, Math.ceil(disk.bytes / GiB)) : 0, hosts: [],
+  };
+}
+
+export class Templates {
+  private readonly registry: HostRegistry;
+  private readonly log: Logger;
+
+  constructor(registry: HostRegistry, log: Logger) {
+    this.registry = registry;
+    this.log = log;
+  }
+
+  /** Every template some host reports, by name, with the hosts that have it. */
+  list(): ClusterTemplate[] {
+    const byName = new Map<string, ClusterTemplate>();
+    for (const h of this.registry.records()) {
+      for (const t of h.status?.templates ?? []) {
+        let entry = byName.get(t.name);
+        if (!entry) byName.set(t.name, entry = toClusterTemplate(t));
+        entry.hosts.push(h.id);
+      }
+    }
+    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** One template by name (the first host's manifest), or undefined. */
+  find(name: string): ClusterTemplate | undefined {
+    return this.list().find((t) => t.name === name);
+  }
+
+  /** Hosts that take an import: the one named, or every ready host. */
+  private targets(host?: string): string[] {
+    if (host) return [this.registry.require(host).id];
+    const ready = this.registry.records().filter((h) => h.state === 'ready').map((h) => h.id);
+    if (ready.length === 0) throw new Unavailable('no host is ready to take the template');
+    return ready;
+  }
+
+  /** Asks the agents to download and check a template; answers each host's result. */
+  async import(input: TemplateImport): Promise<{ results: Array<{ host: string; ok: boolean; error?: string }> }> {
+    const req = TemplateImport.parse(input);
+    const { host, ...body } = req;
+    const results = await Promise.all(this.targets(host).map(async (id) => {
+      try {
+        await this.registry.client(id).importTemplate(body);
+        this.log.info(`template ${req.name} imported`, { hostId: id });
+        return { host: id, ok: true };
+      } catch (err) {
+        this.log.warn(`template ${req.name} import failed: ${(err as Error).message}`, { hostId: id });
+        return { host: id, ok: false, error: (err as Error).message };
+      }
+    }));
+    return { results };
+  }
+
+  /** Streams an upload to one host's agent (`host`, or the first ready host). */
+  async upload(query: URLSearchParams, body: Readable, contentType: string, length: string | undefined, host?: string): Promise<unknown> {
+    const id = this.targets(host)[0]!;
+    const answer = await this.registry.client(id).uploadTemplate(query, body, contentType, length);
+    this.log.info(`template ${query.get('name') ?? ''} uploaded`, { hostId: id });
+    return { host: id, result: answer };
+  }
+
+  /** Deletes a template from every host that has it. */
+  async remove(name: string): Promise<{ results: Array<{ host: string; ok: boolean; error?: string }> }> {
+    const t = this.find(name);
+    if (!t) throw new NotFound(`template "${name}"`);
+    const results = await Promise.all(t.hosts.map(async (id) => {
+      try {
+        await this.registry.client(id).deleteTemplate(name);
+        return { host: id, ok: true };
+      } catch (err) {
+        return { host: id, ok: false, error: (err as Error).message };
+      }
+    }));
+    this.log.info(`template ${name} deleted`, { results });
+    return { results };
+  }
+}

@@ -1,0 +1,213 @@
+// Users, password hashes (scrypt), browser sessions with their CSRF token, API tokens and the
+// self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
+import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { z } from 'zod';
+import { Conflict, Forbidden, NotFound, Unauthorized } from '../../appliance/errors.ts';
+import type { Row, Store } from '../db/store.ts';
+
+export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
+export const Password = z.string().min(8, 'must be at least 8 characters').max(256);
+export const Role = z.enum(['admin', 'user']);
+export type Role = z.infer<typeof Role>;
+
+/** A user as the API returns it (never a hash). */
+export const User = z.object({
+  name: UserName,
+  role: Role,
+  /** True until the first password change (the admin's first login with the admin token). */
+  mustChangePassword: z.boolean(),
+  createdAt: z.string(),
+});
+export type User = z.infer<typeof User>;
+
+export const ApiToken = z.object({ id: z.string(), label: z.string(), createdAt: z.string(), lastUsedAt: z.string().optional() });
+export type ApiToken = z.infer<typeof ApiToken>;
+
+export interface Session {
+  user: User;
+  /** Sent back with every cookie-authenticated state change (header `X-CSRF-Token` or form `_csrf`). */
+  csrfToken: string;
+  expiresAt: string;
+}
+
+const SESSION_DAYS = 7;
+const SCRYPT: ScryptOptions = { N: 16384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
+
+function scrypt(password: string, salt: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scryptCb(password, salt, 32, SCRYPT, (err, key) => (err ? reject(err) : resolve(key))));
+}
+
+/** `scrypt$N$r$p$salt$hash` (base64url). */
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const key = await scrypt(password, salt);
+  return `scrypt$${SCRYPT.N}$${SCRYPT.r}$${SCRYPT.p}$${salt.toString('base64url')}$${key.toString('base64url')}`;
+}
+
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
+  const [kind, , , , salt, hash] = stored.split('$');
+  if (kind !== 'scrypt' || !salt || !hash) return false;
+  const key = await scrypt(password, Buffer.from(salt, 'base64url'));
+  const want = Buffer.from(hash, 'base64url');
+  return want.length === key.length && timingSafeEqual(key, want);
+}
+
+/** A random secret for a cookie or a token (256 bits, base64url). */
+export function newSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+/** Tokens are high-entropy, so a plain SHA-256 is enough to keep them unusable if the DB leaks. */
+export function tokenHash(token: string): string {
+  return createHash('sha256').update(token).digest('hex');
+}
+
+function rowToUser(r: Row): User {
+  return { name: String(r.name), role: r.role as Role, mustChangePassword: Number(r.must_change_password) === 1, createdAt: String(r.created_at) };
+}
+
+/**
+ * Users and their credentials.
+ *
+ *   const { sessionId, session } = await services.users.login('alice', 'secret-pass');
+ *   const s = services.users.session(sessionId); // per request, from the cookie
+ */
+export class Users {
+  private readonly store: Store;
+
+  constructor(store: Store) {
+    this.store = store;
+  }
+
+  get(name: string): User | undefined {
+    const r = this.store.get('SELECT * FROM users WHERE name = ?', name);
+    return r ? rowToUser(r) : undefined;
+  }
+
+  list(): User[] {
+    return this.store.all('SELECT * FROM users ORDER BY name').map(rowToUser);
+  }
+
+  /** Creates a user; a duplicate name is a 409. */
+  async create(input: { name: string; password: string; role?: Role; mustChangePassword?: boolean }): Promise<User> {
+    const name = UserName.parse(input.name);
+    const hash = await hashPassword(Password.parse(input.password));
+    if (this.get(name)) throw new Conflict(`user "${name}" already exists`);
+    this.store.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES (?, ?, ?, ?, ?)',
+      name, input.role ?? 'user', hash, input.mustChangePassword ? 1 : 0, new Date().toISOString());
+    return this.get(name)!;
+  }
+
+  /** Creates the `admin` user with `password` (the admin token) as a one-time password, once. */
+  async ensureAdmin(oneTimePassword: string): Promise<void> {
+    if (this.get('admin')) return;
+    const hash = await hashPassword(oneTimePassword);
+    this.store.run(`INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES ('admin', 'admin', ?, 1, ?)`,
+      hash, new Date().toISOString());
+  }
+
+  remove(name: string): void {
+    if (name === 'admin') throw new Forbidden('the admin user cannot be removed');
+    if (this.store.run('DELETE FROM users WHERE name = ?', name).changes === 0) throw new NotFound(`user "${name}"`);
+  }
+
+  setRole(name: string, role: Role): User {
+    if (name === 'admin' && role !== 'admin') throw new Forbidden('the admin user stays an admin');
+    if (this.store.run('UPDATE users SET role = ? WHERE name = ?', role, name).changes === 0) throw new NotFound(`user "${name}"`);
+    return this.get(name)!;
+  }
+
+  /** Checks a name and password; the same 401 whether the user exists or not. */
+  async authenticate(name: string, password: string): Promise<User> {
+    const r = this.store.get('SELECT * FROM users WHERE name = ?', name);
+    const ok = r?.password_hash ? await verifyPassword(password, String(r.password_hash)) : (await hashPassword(password), false);
+    if (!r || !ok) throw new Unauthorized('wrong user name or password');
+    return rowToUser(r);
+  }
+
+  /** Logs in: a new session; `sessionId` goes into the cookie and is stored only as a hash. */
+  async login(name: string, password: string): Promise<{ sessionId: string; session: Session }> {
+    const user = await this.authenticate(name, password);
+    const sessionId = newSecret();
+    const csrfToken = newSecret();
+    const expiresAt = new Date(Date.now() + SESSION_DAYS * 86400_000).toISOString();
+    this.store.run('INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
+      tokenHash(sessionId), user.name, csrfToken, new Date().toISOString(), expiresAt);
+    return { sessionId, session: { user, csrfToken, expiresAt } };
+  }
+
+  /** The live session for a cookie value, or undefined. */
+  session(sessionId: string): Session | undefined {
+    const r = this.store.get(
+      'SELECT s.csrf, s.expires_at, u.* FROM sessions s JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?', tokenHash(sessionId));
+    if (!r) return undefined;
+    if (String(r.expires_at) < new Date().toISOString()) {
+      this.logout(sessionId);
+      return undefined;
+    }
+    return { user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) };
+  }
+
+  logout(sessionId: string): void {
+    this.store.run('DELETE FROM sessions WHERE id_hash = ?', tokenHash(sessionId));
+  }
+
+  /** Sets a new password; ends the user's other sessions. `current` is checked unless an admin resets it. */
+  async changePassword(name: string, newPassword: string, opts: { current?: string; keepSession?: string } = {}): Promise<User> {
+    if (opts.current !== undefined) await this.authenticate(name, opts.current);
+    const hash = await hashPassword(Password.parse(newPassword));
+    this.store.tx(() => {
+      if (this.store.run('UPDATE users SET password_hash = ?, must_change_password = 0 WHERE name = ?', hash, name).changes === 0) {
+        throw new NotFound(`user "${name}"`);
+      }
+      this.store.run('DELETE FROM sessions WHERE user_name = ? AND id_hash != ?', name, opts.keepSession ? tokenHash(opts.keepSession) : '');
+    });
+    return this.get(name)!;
+  }
+
+  /** Makes an API token for `name`; the token itself is returned once and stored only as a hash. */
+  createToken(name: string, label: string, token = newSecret()): { token: string; info: ApiToken } {
+    const id = randomBytes(6).toString('hex');
+    const createdAt = new Date().toISOString();
+    this.store.run('INSERT INTO api_tokens (id, user_name, token_hash, label, created_at) VALUES (?, ?, ?, ?, ?)',
+      id, name, tokenHash(token), label, createdAt);
+    return { token, info: { id, label, createdAt } };
+  }
+
+  /** Makes sure `token` is an API token of `name` (the admin token from DATA/secrets). */
+  ensureToken(name: string, label: string, token: string): void {
+    if (!this.store.get('SELECT 1 FROM api_tokens WHERE token_hash = ?', tokenHash(token))) this.createToken(name, label, token);
+  }
+
+  tokens(name: string): ApiToken[] {
+    return this.store.all('SELECT * FROM api_tokens WHERE user_name = ? ORDER BY created_at', name).map((r) => ({
+      id: String(r.id), label: String(r.label), createdAt: String(r.created_at), ...(r.last_used_at ? { lastUsedAt: String(r.last_used_at) } : {}),
+    }));
+  }
+
+  revokeToken(name: string, id: string): void {
+    if (this.store.run('DELETE FROM api_tokens WHERE id = ? AND user_name = ?', id, name).changes === 0) throw new NotFound(`token "${id}"`);
+  }
+
+  /** The user an API token belongs to, or undefined. */
+  byToken(token: string): User | undefined {
+    const r = this.store.get('SELECT u.* FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?', tokenHash(token));
+    return r ? rowToUser(r) : undefined;
+  }
+
+  /** Whether anyone may create an account on the login page (off by default). */
+  selfRegistration(): boolean {
+    return this.store.get('SELECT value FROM settings WHERE key = ?', 'selfRegistration')?.value === 'true';
+  }
+
+  setSelfRegistration(on: boolean): void {
+    this.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', 'selfRegistration', String(on));
+  }
+
+  /** Self-registration: a plain user, only while the setting is on. */
+  async register(name: string, password: string): Promise<User> {
+    if (!this.selfRegistration()) throw new Forbidden('self-registration is off: ask an admin for an account');
+    return this.create({ name, password, role: 'user' });
+  }
+}

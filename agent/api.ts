@@ -43,7 +43,16 @@ export const TemplateInfo = z.object({
   console: ConsoleKind,
   /** A desktop template is too slow without KVM: hosts on TCG refuse it. */
   needsKvm: z.boolean(),
-  files: z.array(z.object({ role: z.enum(['disk', 'kernel', 'initrd']), file: z.string(), bytes: z.number().int(), sha256: z.string().length(64) })),
+  files: z.array(z.object({
+    role: z.enum(['disk', 'kernel', 'initrd']),
+    file: z.string(),
+    bytes: z.number().int(),
+    sha256: z.string().length(64),
+    /** A disk's image format. */
+    format: z.enum(['qcow2', 'raw']).optional(),
+    /** A disk's size as the guest sees it. */
+    virtualBytes: z.number().int().optional(),
+  })),
   cmdline: z.string().max(2048).optional(),
   createdAt: z.string(),
 });
@@ -93,6 +102,28 @@ export type VmInfo = z.infer<typeof VmInfo>;
 
 export const VmAction = z.enum(['start', 'shutdown', 'poweroff', 'reboot']);
 export type VmAction = z.infer<typeof VmAction>;
+
+/** Body of `POST /vms/:id/<action>` (optional). */
+export const VmActionRequest = z.strictObject({
+  /** shutdown: how long to wait for the guest to power off after the ACPI request (default 60). */
+  timeoutSeconds: z.number().int().min(1).max(600).optional(),
+});
+export type VmActionRequest = z.infer<typeof VmActionRequest>;
+
+/** Description of a template being imported (`POST /templates`, CLI `template import`). */
+export const TemplateImportRequest = z.strictObject({
+  name: TemplateName,
+  /** Where the agent downloads the disk image (http or https), checked against `sha256`. */
+  url: z.url({ protocol: /^https?$/ }).optional(),
+  /** sha256 of the disk image (required with `url`). */
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').optional(),
+  os: z.string().regex(/^[A-Za-z0-9._ -]{1,64}$/, 'must be 1-64 letters, digits, spaces, ".", "_" or "-"').optional(),
+  description: z.string().max(500).optional(),
+  minMemoryMiB: z.number().int().min(16).max(262144).optional(),
+  console: ConsoleKind.optional(),
+  needsKvm: z.boolean().optional(),
+});
+export type TemplateImportRequest = z.infer<typeof TemplateImportRequest>;
 
 /** `GET /status`: the original design's CPU, RAM and VM count, and what a scheduler needs. */
 export const HostStatus = z.object({

@@ -1,0 +1,219 @@
+// The agent's HTTP API (DESIGN §5), built from its dependencies so tests run the real app in-process:
+// every route but /healthz needs the bearer key; input is checked with agent/api.ts; errors are
+// `{ error: { code, message } }`. Consoles are WebSocket upgrades handled by `onUpgrade`.
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import path from 'node:path';
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { WebSocketServer } from 'ws';
+import type { Logger } from '../appliance/log.ts';
+import { BadRequest, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized } from '../appliance/errors.ts';
+import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
+import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from './api.ts';
+import { bridgeVnc } from './console.ts';
+import type { StatusSampler } from './status.ts';
+import type { TemplateStore } from './templates.ts';
+import type { VmManager } from './vms.ts';
+
+export interface AgentAppDeps {
+  key: string;
+  hostId: string;
+  vms: VmManager;
+  templates: TemplateStore;
+  status: StatusSampler;
+  log: Logger;
+  /** JSON body limit (default 512 KiB; a VM's userData may be 64 KiB). */
+  bodyLimit?: string;
+  /** Largest template upload in bytes (default 64 GiB). */
+  maxUploadBytes?: number;
+}
+
+export interface AgentApp {
+  app: Express;
+  /** Handles `upgrade` events of the HTTP server: the serial and VNC console WebSockets. */
+  onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+}
+
+/** Whether an Authorization header carries the key (compared in constant time). */
+export function keyMatches(header: string | undefined, key: string): boolean {
+  const m = /^Bearer (.+)$/.exec(header ?? '');
+  if (!m) return false;
+  const a = createHash('sha256').update(m[1]!).digest();
+  const b = createHash('sha256').update(key).digest();
+  return timingSafeEqual(a, b);
+}
+
+function vmIdParam(req: Request): string {
+  const id = String(req.params.id);
+  if (!VmId.safeParse(id).success) throw new NotFound(`VM ${JSON.stringify(id.slice(0, 64))}`);
+  return id;
+}
+
+function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: import('zod').ZodError } }, value: unknown): T {
+  const r = schema.safeParse(value);
+  if (!r.success) throw fromZod(r.error);
+  return r.data;
+}
+
+/** `?name=...&sha256=...` of an upload, as the import request's types. */
+function importQuery(q: Request['query']): unknown {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(q)) {
+    if (typeof v !== 'string') throw new InvalidField(k, 'must be given once');
+    out[k] = k === 'minMemoryMiB' && /^\d+$/.test(v) ? Number(v) : k === 'needsKvm' && (v === 'true' || v === 'false') ? v === 'true' : v;
+  }
+  return out;
+}
+
+export function buildAgentApp(deps: AgentAppDeps): AgentApp {
+  const { vms, templates, log } = deps;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ ok: true, hostId: deps.hostId });
+  });
+
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(keyMatches(req.headers.authorization, deps.key) ? undefined : new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)'));
+  });
+  app.use(express.json({ limit: deps.bodyLimit ?? '512kb' }));
+
+  app.get('/status', (_req, res) => {
+    res.json(deps.status.status());
+  });
+
+  const createVm = async (req: Request, res: Response) => {
+    const body = parse(VmCreateRequest, req.body ?? {});
+    const vm = await vms.create(body);
+    deps.status.refresh().catch(() => undefined);
+    res.status(201).json(vm);
+  };
+  app.post('/start-vm', createVm);
+  app.post('/vms', createVm);
+  app.get('/vms', (_req, res) => {
+    res.json(vms.list());
+  });
+  app.get('/vms/:id', (req, res) => {
+    res.json(vms.get(vmIdParam(req)));
+  });
+  app.delete('/vms/:id', async (req, res) => {
+    await vms.delete(vmIdParam(req));
+    res.status(204).end();
+  });
+  app.get(['/vms/:id/console', '/vms/:id/vnc'], (req, res) => {
+    vms.get(vmIdParam(req));
+    res.status(426).set('Upgrade', 'websocket').json({ error: { code: 'upgrade_required', message: 'this is a WebSocket endpoint' } });
+  });
+  app.post('/vms/:id/:action', async (req, res) => {
+    const id = vmIdParam(req);
+    const action = VmAction.safeParse(req.params.action);
+    if (!action.success) throw new NotFound(`action ${JSON.stringify(String(req.params.action).slice(0, 32))} (use start, shutdown, poweroff or reboot)`);
+    const opts = parse(VmActionRequest, req.body ?? {});
+    res.json(await vms.action(id, action.data, opts));
+  });
+
+  app.get('/templates', async (_req, res) => {
+    res.json(await templates.list());
+  });
+  app.post('/templates', async (req, res) => {
+    const isUpload = req.is('application/octet-stream');
+    const desc = parse(TemplateImportRequest, isUpload ? importQuery(req.query) : (req.body ?? {}));
+    if (!isUpload && !desc.url) throw new InvalidField('url', 'give a URL to download (with sha256), or upload the image as application/octet-stream');
+    if (desc.url && !desc.sha256) throw new InvalidField('sha256', 'is required with url');
+    if (await templates.get(desc.name)) throw new SkyError(409, 'conflict', `template ${desc.name} already exists`);
+    const tmpDir = path.join(templates.dir, `.upload-${randomBytes(6).toString('hex')}`);
+    await mkdir(tmpDir, { recursive: true });
+    try {
+      const file = path.join(tmpDir, 'image');
+      if (isUpload) await receive(req, file, deps.maxUploadBytes ?? 64 * 1024 ** 3);
+      else await download(desc.url!, file);
+      const t = await templates.import({
+        name: desc.name,
+        disk: file,
+        ...(desc.sha256 ? { sha256: [desc.sha256] } : {}),
+        ...(desc.os ? { os: desc.os } : {}),
+        ...(desc.description ? { description: desc.description } : {}),
+        ...(desc.minMemoryMiB ? { minMemoryMiB: desc.minMemoryMiB } : {}),
+        ...(desc.console ? { console: desc.console } : {}),
+        ...(desc.needsKvm !== undefined ? { needsKvm: desc.needsKvm } : {}),
+      });
+      deps.status.refresh().catch(() => undefined);
+      res.status(201).json(t);
+    } finally {
+      await rm(tmpDir, { recursive: true, force: true });
+    }
+  });
+  app.delete('/templates/:name', async (req, res) => {
+    const name = String(req.params.name);
+    if (!TemplateName.safeParse(name).success) throw new NotFound(`template ${JSON.stringify(name.slice(0, 64))}`);
+    await templates.remove(name, async (n) => vms.usersOf(n));
+    deps.status.refresh().catch(() => undefined);
+    res.status(204).end();
+  });
+
+  app.use(notFoundRoute);
+  app.use(jsonErrors(log));
+
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => undefined);
+    void (async () => {
+      try {
+        if (!keyMatches(req.headers.authorization, deps.key)) throw new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)');
+        const url = new URL(req.url ?? '/', 'http://agent');
+        const m = /^\/vms\/([^/]+)\/(console|vnc)$/.exec(url.pathname);
+        if (!m) throw new NotFound(`WebSocket ${url.pathname.slice(0, 100)}`);
+        const id = decodeURIComponent(m[1]!);
+        if (!VmId.safeParse(id).success) throw new NotFound(`VM ${JSON.stringify(id.slice(0, 64))}`);
+        if (m[2] === 'console') {
+          const bridge = vms.bridge(id);
+          wss.handleUpgrade(req, socket, head, (ws) => bridge.attach(ws));
+        } else {
+          const port = await vms.vncPort(id);
+          wss.handleUpgrade(req, socket, head, (ws) => bridgeVnc(ws, port));
+        }
+      } catch (err) {
+        const sky = toSkyError(err);
+        if (sky.status >= 500) log.error('console upgrade failed', { err });
+        const body = JSON.stringify(sky.toBody());
+        socket.end(`HTTP/1.1 ${sky.status} ${sky.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+    })();
+  };
+  return { app, onUpgrade };
+}
+
+/** Streams a request body to `file`, refusing more than `limit` bytes. */
+async function receive(req: Request, file: string, limit: number): Promise<void> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > limit) throw new PayloadTooLarge(`${limit} bytes`);
+  let seen = 0;
+  await pipeline(
+    req,
+    async function* (src: AsyncIterable<Buffer>) {
+      for await (const chunk of src) {
+        seen += chunk.length;
+        if (seen > limit) throw new PayloadTooLarge(`${limit} bytes`);
+        yield chunk;
+      }
+    },
+    createWriteStream(file, { mode: 0o644 }),
+  );
+  if (seen === 0) throw new BadRequest('the upload is empty');
+}
+
+/** Downloads `url` to `file`. */
+async function download(url: string, file: string): Promise<void> {
+  const res = await fetch(url, { redirect: 'follow', signal: AbortSignal.timeout(3_600_000) }).catch((err: unknown) => {
+    throw new SkyError(502, 'download_failed', `could not download ${url}: ${(err as Error).message}`);
+  });
+  if (!res.ok || !res.body) throw new SkyError(502, 'download_failed', `could not download ${url}: HTTP ${res.status}`);
+  await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), createWriteStream(file, { mode: 0o644 }));
+}

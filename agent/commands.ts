@@ -1,0 +1,136 @@
+// The agent's commands: `skyhost agent` (the service) and `skyhost template import|list|rm`
+// (the template store of this host, usable while the agent runs or not).
+import type { Command, CommandContext } from '../appliance/cli.ts';
+import { UsageError } from '../appliance/cli.ts';
+import { untilSignal } from '../appliance/http.ts';
+import { domainName, listDomains, readRecord } from './libvirt.ts';
+import { startAgent } from './service.ts';
+import { TemplateStore } from './templates.ts';
+
+const dataFlag = { type: 'string', arg: 'DIR', key: 'dataDir', help: 'data folder (default /var/lib/skyhost as root, ./.skyhost otherwise)' } as const;
+
+export const agentCommand: Command = {
+  name: 'agent',
+  summary: 'run the host agent: VMs through libvirt/QEMU, consoles, SSH forwards, templates',
+  description:
+    'Without --controller the agent runs standalone: its key comes from --key or DATA/secrets/agent-key\n' +
+    '(created 0600). Several agents can share a machine with distinct --host-id, --data and sshPortRange.',
+  flags: {
+    data: dataFlag,
+    port: { type: 'string', arg: 'PORT', key: 'agentPort', help: 'API port (default 8081)' },
+    key: { type: 'string', arg: 'K', key: 'agentKey', help: 'bearer key every API call must carry' },
+    'host-id': { type: 'string', arg: 'ID', key: 'hostId', help: 'host identity (default /etc/machine-id)' },
+    controller: { type: 'string', arg: 'URL', key: 'controllerUrl', help: 'controller to enroll with (not yet: the agent runs standalone)' },
+    'join-token': { type: 'string', arg: 'T', key: 'joinToken', help: 'cluster join token for enrollment' },
+    'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of SSH forwards (default 20000-20999)' },
+  },
+  async run(ctx) {
+    if (ctx.config.controllerUrl || ctx.config.joinToken) {
+      ctx.log.warn('enrollment with a controller is not built into this agent yet: running standalone');
+    }
+    const agent = await startAgent({ config: ctx.config, log: ctx.log });
+    ctx.print(`agent ${agent.hostId} listening on ${agent.url}`);
+    const sig = await untilSignal();
+    ctx.log.info(`stopping on ${sig} (VMs keep running)`);
+    await agent.stop();
+    return 0;
+  },
+};
+
+function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+export const templateImportCommand: Command = {
+  name: 'template import',
+  summary: 'import a VM template: a bootable disk, or a kernel + initrd (+ disk)',
+  usage: 'NAME (--disk FILE | --kernel FILE [--initrd FILE] [--cmdline "..."] [--disk FILE])',
+  description:
+    'Copies the files into DATA/templates/NAME/ with a manifest (sha256 of every file). --sha256 checks\n' +
+    'a file: give it once per file in the order kernel, initrd, disk (a disk template: just the disk).',
+  flags: {
+    data: dataFlag,
+    disk: { type: 'string', arg: 'FILE', help: 'bootable disk image (qcow2 or raw), or the root disk of a kernel template' },
+    kernel: { type: 'string', arg: 'FILE', help: 'kernel for direct kernel boot' },
+    initrd: { type: 'string', arg: 'FILE', help: 'initrd for direct kernel boot' },
+    cmdline: { type: 'string', arg: 'ARGS', help: 'kernel command line' },
+    sha256: { type: 'string', arg: 'HEX', multiple: true, help: 'expected sha256 of a file (repeatable)' },
+    os: { type: 'string', arg: 'OS', help: 'operating system, e.g. alpine, debian, ubuntu-desktop' },
+    'min-memory': { type: 'string', arg: 'MIB', help: 'least memory a VM of this template gets (default 128)' },
+    console: { type: 'string', arg: 'KIND', help: 'serial (default) or vnc (graphical)' },
+    'needs-kvm': { type: 'boolean', help: 'refuse on hosts without KVM (desktops)' },
+    description: { type: 'string', arg: 'TEXT', help: 'one line shown with the template' },
+  },
+  async run(ctx) {
+    const [name, ...extra] = ctx.args;
+    if (!name || extra.length > 0) throw new UsageError('template import: give exactly one NAME (see skyhost template import --help)');
+    const f = ctx.flags;
+    const consoleKind = str(f.console);
+    if (consoleKind !== undefined && consoleKind !== 'serial' && consoleKind !== 'vnc') throw new UsageError('--console must be serial or vnc');
+    const minMem = str(f['min-memory']);
+    if (minMem !== undefined && !/^\d+$/.test(minMem)) throw new UsageError('--min-memory must be a whole number of MiB');
+    const store = new TemplateStore(ctx.config.dataDir);
+    const t = await store.import({
+      name,
+      ...(str(f.disk) ? { disk: str(f.disk)! } : {}),
+      ...(str(f.kernel) ? { kernel: str(f.kernel)! } : {}),
+      ...(str(f.initrd) ? { initrd: str(f.initrd)! } : {}),
+      ...(str(f.cmdline) !== undefined ? { cmdline: str(f.cmdline)! } : {}),
+      ...(Array.isArray(f.sha256) ? { sha256: f.sha256 } : {}),
+      ...(str(f.os) ? { os: str(f.os)! } : {}),
+      ...(str(f.description) ? { description: str(f.description)! } : {}),
+      ...(minMem ? { minMemoryMiB: Number(minMem) } : {}),
+      ...(consoleKind ? { console: consoleKind } : {}),
+      ...(f['needs-kvm'] === true ? { needsKvm: true } : {}),
+    });
+    ctx.print(`imported template ${t.name} (${t.kind}, ${t.files.map((x) => `${x.role} ${x.sha256.slice(0, 12)}`).join(', ')})`);
+  },
+};
+
+export const templateListCommand: Command = {
+  name: 'template list',
+  summary: 'list the VM templates on this host',
+  flags: { data: dataFlag, json: { type: 'boolean', help: 'print JSON' } },
+  async run(ctx) {
+    const list = await new TemplateStore(ctx.config.dataDir).list();
+    if (ctx.flags.json === true) {
+      ctx.print(JSON.stringify(list, null, 2));
+      return;
+    }
+    if (list.length === 0) {
+      ctx.print(`no templates in ${ctx.config.dataDir}/templates (add one: skyhost template import NAME --disk FILE)`);
+      return;
+    }
+    ctx.print(['NAME', 'KIND', 'OS', 'CONSOLE', 'MIN MiB', 'KVM', 'SIZE MiB'].join('\t'));
+    for (const t of list) {
+      const size = Math.round(t.files.reduce((s, x) => s + x.bytes, 0) / 1024 / 1024);
+      ctx.print([t.name, t.kind, t.os, t.console, t.minMemoryMiB, t.needsKvm ? 'needs' : '-', size].join('\t'));
+    }
+  },
+};
+
+/** Names of the VMs (of any agent using this data folder) whose domain uses the template. */
+async function vmsUsing(dataDir: string, template: string): Promise<string[]> {
+  const users: string[] = [];
+  for (const name of (await listDomains()).keys()) {
+    if (!name.startsWith('sky-')) continue;
+    const r = await readRecord(name);
+    if (r && r.dataDir === dataDir && r.template === template && domainName(r.hostId, r.id) === name) users.push(r.name);
+  }
+  return users;
+}
+
+export const templateRmCommand: Command = {
+  name: 'template rm',
+  summary: 'remove a VM template (refused while a VM uses it)',
+  usage: 'NAME',
+  flags: { data: dataFlag },
+  async run(ctx: CommandContext) {
+    const [name, ...extra] = ctx.args;
+    if (!name || extra.length > 0) throw new UsageError('template rm: give exactly one NAME');
+    await new TemplateStore(ctx.config.dataDir).remove(name, (n) => vmsUsing(ctx.config.dataDir, n));
+    ctx.print(`removed template ${name}`);
+  },
+};
+
+export const AGENT_COMMANDS: Command[] = [agentCommand, templateImportCommand, templateListCommand, templateRmCommand];

@@ -1,0 +1,63 @@
+// The cloud-init NoCloud seed of a VM: an ISO 9660 image with volume label `cidata` holding
+// `meta-data` and `user-data` (SSH key, the request's own #cloud-config), built with xorriso.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parse as parseYaml, stringify } from 'yaml';
+import { run } from '../appliance/exec.ts';
+import { InvalidField } from '../appliance/errors.ts';
+
+export interface SeedInput {
+  instanceId: string;
+  hostname: string;
+  sshKey?: string;
+  /** The user created for the SSH key (with sudo), as well as the image's default user. */
+  sshUser?: string;
+  /** The request's extra #cloud-config (YAML), merged under SkyHost's keys. */
+  userData?: string;
+}
+
+/** Parses the request's user-data; a YAML that is not a mapping is a 422 on `userData`. */
+export function parseUserData(text: string | undefined): Record<string, unknown> {
+  if (!text || !text.trim()) return {};
+  let data: unknown;
+  try {
+    data = parseYaml(text, { maxAliasCount: 100 });
+  } catch (err) {
+    throw new InvalidField('userData', `is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (data === null || data === undefined) return {};
+  if (typeof data !== 'object' || Array.isArray(data)) throw new InvalidField('userData', 'must be a #cloud-config mapping');
+  return data as Record<string, unknown>;
+}
+
+/** The user-data document: the request's cloud-config plus the hostname and SSH key. */
+export function userDataDocument(input: SeedInput): string {
+  const config: Record<string, unknown> = { ...parseUserData(input.userData) };
+  config.hostname = input.hostname;
+  if (input.sshKey) {
+    const keys = Array.isArray(config.ssh_authorized_keys) ? (config.ssh_authorized_keys as unknown[]) : [];
+    config.ssh_authorized_keys = [...keys, input.sshKey];
+    if (input.sshUser) {
+      const users = Array.isArray(config.users) ? (config.users as unknown[]) : ['default'];
+      config.users = [...users, { name: input.sshUser, sudo: 'ALL=(ALL) NOPASSWD:ALL', shell: '/bin/sh', ssh_authorized_keys: [input.sshKey] }];
+    }
+  }
+  return '#cloud-config\n' + stringify(config);
+}
+
+export function metaDataDocument(input: SeedInput): string {
+  return stringify({ 'instance-id': input.instanceId, 'local-hostname': input.hostname });
+}
+
+/** Writes the seed ISO to `out` (volume label `cidata`, Joliet + Rock Ridge). */
+export async function buildSeedIso(out: string, input: SeedInput): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'skyhost-seed-'));
+  try {
+    await writeFile(path.join(dir, 'user-data'), userDataDocument(input));
+    await writeFile(path.join(dir, 'meta-data'), metaDataDocument(input));
+    await run('xorriso', ['-as', 'mkisofs', '-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', dir]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

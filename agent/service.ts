@@ -1,0 +1,134 @@
+// Starting and stopping an agent: identity (host id, key), acceleration, the stores and managers,
+// adoption of this host's VMs, the HTTP server. `skyhost agent` calls this, and so will `skyhost up`
+// (in-process, next to the controller).
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { Config } from '../appliance/config.ts';
+import { Unavailable } from '../appliance/errors.ts';
+import { detectAccel, type AccelReport } from '../appliance/hostsetup.ts';
+import { close, listen } from '../appliance/http.ts';
+import type { Logger } from '../appliance/log.ts';
+import { buildAgentApp } from './app.ts';
+import { parsePortRange, PortForwarder } from './forwarder.ts';
+import { StatusSampler } from './status.ts';
+import { TemplateStore } from './templates.ts';
+import { VmManager, type CreateStep } from './vms.ts';
+
+export interface StartAgentOptions {
+  config: Config;
+  log: Logger;
+  /** The bearer key; default config.agentKey, else DATA/secrets/agent-key (created 0600). */
+  key?: string;
+  /** Default config.hostId, else /etc/machine-id. */
+  hostId?: string;
+  /** Port to listen on (default config.agentPort; 0 picks a free one). */
+  port?: number;
+  /** Address to listen on (default config.listen). */
+  listen?: string;
+  /** Force the accelerator instead of probing (tests; SKYHOST_ACCEL does the same for a process). */
+  accel?: AccelReport;
+  /** Test hook: runs after each create step (throw to inject a failure there). */
+  afterStep?: (step: CreateStep, vmId: string) => void | Promise<void>;
+}
+
+export interface RunningAgent {
+  url: string;
+  port: number;
+  key: string;
+  hostId: string;
+  vms: VmManager;
+  templates: TemplateStore;
+  stop(): Promise<void>;
+}
+
+/** This machine's id (/etc/machine-id), used when no --host-id is given. */
+export async function machineId(): Promise<string> {
+  const id = (await readFile('/etc/machine-id', 'utf8').catch(() => '')).trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
+    throw new Unavailable('this machine has no usable /etc/machine-id: give the agent --host-id ID');
+  }
+  return id;
+}
+
+/** The standalone agent's key: DATA/secrets/agent-key, created (0600) if missing. */
+export async function agentKey(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, 'secrets', 'agent-key');
+  const existing = (await readFile(file, 'utf8').catch(() => '')).trim();
+  if (existing.length >= 16) return existing;
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  const key = randomBytes(24).toString('base64url');
+  await writeFile(file, key + '\n', { mode: 0o600 });
+  await chmod(file, 0o600);
+  return key;
+}
+
+/** The address people on the LAN use to reach this host: from agentUrl, else the first LAN IPv4. */
+export function lanAddress(config: Config): string {
+  if (config.agentUrl) return new URL(config.agentUrl).hostname;
+  const ifaces = os.networkInterfaces();
+  const names = config.lanInterface ? [config.lanInterface] : Object.keys(ifaces).filter((n) => !/^(lo|virbr|skybr|docker|veth)/.test(n));
+  for (const n of names) {
+    for (const a of ifaces[n] ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+/** QEMU (libvirt-qemu) must be able to walk into the data folder to reach disks and sockets. */
+async function makeTraversable(dir: string): Promise<void> {
+  const st = await stat(dir);
+  if ((st.mode & 0o001) === 0) await chmod(dir, (st.mode & 0o7777) | 0o011);
+}
+
+/** Starts an agent: adopts this host's VMs, then serves the API. */
+export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
+  const { config, log } = opts;
+  const dataDir = config.dataDir;
+  await mkdir(dataDir, { recursive: true, mode: 0o711 });
+  await makeTraversable(dataDir);
+  const hostId = opts.hostId ?? config.hostId ?? (await machineId());
+  const key = opts.key ?? config.agentKey ?? (await agentKey(dataDir));
+  const accel = opts.accel ?? (await detectAccel());
+  const templates = new TemplateStore(dataDir);
+  const forwarder = new PortForwarder(parsePortRange(config.sshPortRange), opts.listen ?? config.listen);
+  const vms = new VmManager({
+    hostId,
+    dataDir,
+    accel: accel.accel,
+    templates,
+    forwarder,
+    sshHost: lanAddress(config),
+    log,
+    ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
+  });
+  const adopted = await vms.adopt();
+  const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log });
+  await status.start();
+  const { app, onUpgrade } = buildAgentApp({ key, hostId, vms, templates, status, log });
+  const server = createServer(app);
+  server.on('upgrade', onUpgrade);
+  const listenHost = opts.listen ?? config.listen;
+  const port = await listen(server, opts.port ?? config.agentPort, listenHost);
+  const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? lanAddress(config) : listenHost;
+  const url = config.agentUrl ?? `http://${urlHost}:${port}`;
+  log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted });
+  let stopped: Promise<void> | undefined;
+  return {
+    url,
+    port,
+    key,
+    hostId,
+    vms,
+    templates,
+    stop() {
+      stopped ??= (async () => {
+        status.stop();
+        await close(server);
+        await vms.stop();
+      })();
+      return stopped;
+    },
+  };
+}

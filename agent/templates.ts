@@ -1,0 +1,180 @@
+// The template store of a host: DATA/templates/NAME/ with the template's files and a manifest.json
+// (name, kind disk|kernel, os, minimum memory, console kind, needsKvm, every file with its sha256).
+// Import copies the files in while hashing them, checks given sha256s, and appears atomically
+// (a hidden folder renamed into place).
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { TemplateInfo, TemplateName } from './api.ts';
+import { Conflict, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
+import { imageInfo } from './disks.ts';
+
+export interface ImportOptions {
+  name: string;
+  /** A bootable disk image (qcow2 or raw), or a kernel template's optional root disk. */
+  disk?: string;
+  kernel?: string;
+  initrd?: string;
+  cmdline?: string;
+  /** Expected sha256s, in the order of the files: disk for a disk template; kernel, initrd, disk otherwise. */
+  sha256?: string[];
+  os?: string;
+  description?: string;
+  minMemoryMiB?: number;
+  console?: 'serial' | 'vnc';
+  needsKvm?: boolean;
+}
+
+type FileEntry = TemplateInfo['files'][number];
+
+export class TemplateStore {
+  readonly dir: string;
+
+  constructor(dataDir: string) {
+    this.dir = path.join(dataDir, 'templates');
+  }
+
+  /** Every template present, by name (folders without a valid manifest are skipped). */
+  async list(): Promise<TemplateInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch {
+      return [];
+    }
+    const out: TemplateInfo[] = [];
+    for (const n of names.sort()) {
+      if (n.startsWith('.')) continue;
+      const t = await this.get(n);
+      if (t) out.push(t);
+    }
+    return out;
+  }
+
+  async get(name: string): Promise<TemplateInfo | undefined> {
+    if (!TemplateName.safeParse(name).success) return undefined;
+    try {
+      const parsed = TemplateInfo.safeParse(JSON.parse(await readFile(path.join(this.dir, name, 'manifest.json'), 'utf8')));
+      return parsed.success ? parsed.data : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** The path of one of a template's files. */
+  pathOf(t: TemplateInfo, role: FileEntry['role']): string | undefined {
+    const f = t.files.find((x) => x.role === role);
+    return f ? path.join(this.dir, t.name, f.file) : undefined;
+  }
+
+  /** Imports a template from files on this machine; see ImportOptions. */
+  async import(opts: ImportOptions): Promise<TemplateInfo> {
+    const name = TemplateName.safeParse(opts.name);
+    if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
+    if (!opts.disk && !opts.kernel) throw new InvalidField('disk', 'give a disk image (--disk) or a kernel (--kernel)');
+    if (opts.initrd && !opts.kernel) throw new InvalidField('initrd', 'only goes with --kernel');
+    if (opts.cmdline !== undefined && !opts.kernel) throw new InvalidField('cmdline', 'only goes with --kernel');
+    if (opts.cmdline !== undefined && (opts.cmdline.length > 2048 || /[\x00-\x1f]/.test(opts.cmdline))) {
+      throw new InvalidField('cmdline', 'must be one line of at most 2048 characters');
+    }
+    if (await this.get(opts.name)) throw new Conflict(`template ${opts.name} already exists (remove it first: skyhost template rm ${opts.name})`);
+
+    const sources: { role: FileEntry['role']; from: string; field: string }[] = [];
+    if (opts.kernel) sources.push({ role: 'kernel', from: opts.kernel, field: 'kernel' });
+    if (opts.initrd) sources.push({ role: 'initrd', from: opts.initrd, field: 'initrd' });
+    if (opts.disk) sources.push({ role: 'disk', from: opts.disk, field: 'disk' });
+    const expected = opts.sha256 ?? [];
+    if (expected.length > sources.length) throw new InvalidField('sha256', `${expected.length} given for ${sources.length} file(s)`);
+    for (const [i, h] of expected.entries()) {
+      if (!/^[0-9a-f]{64}$/i.test(h)) throw new InvalidField('sha256', `value ${i + 1} must be 64 hex digits`);
+    }
+
+    await mkdir(this.dir, { recursive: true, mode: 0o755 });
+    const tmp = path.join(this.dir, `.import-${opts.name}-${randomBytes(4).toString('hex')}`);
+    await mkdir(tmp, { mode: 0o755 });
+    try {
+      const files: FileEntry[] = [];
+      for (const [i, src] of sources.entries()) {
+        const st = await stat(src.from).catch(() => undefined);
+        if (!st?.isFile()) throw new InvalidField(src.field, `${src.from} is not a readable file`);
+        let entry: FileEntry;
+        if (src.role === 'disk') {
+          const info = await imageInfo(src.from).catch(() => undefined);
+          if (!info || (info.format !== 'qcow2' && info.format !== 'raw')) throw new InvalidField('disk', 'must be a qcow2 or raw disk image');
+          if (info.backingFile) throw new InvalidField('disk', 'must be a standalone image (this one has a backing file)');
+          const file = `disk.${info.format}`;
+          const copied = await copyHashing(src.from, path.join(tmp, file));
+          entry = { role: 'disk', file, ...copied, format: info.format, virtualBytes: info.virtualBytes };
+        } else {
+          const file = src.role === 'kernel' ? 'vmlinuz' : 'initrd';
+          entry = { role: src.role, file, ...(await copyHashing(src.from, path.join(tmp, file))) };
+        }
+        const want = expected[i];
+        if (want && want.toLowerCase() !== entry.sha256) {
+          throw new SkyError(422, 'checksum_mismatch', `${src.field}: sha256 is ${entry.sha256}, expected ${want.toLowerCase()}`, { fields: [{ field: 'sha256', message: 'does not match' }] });
+        }
+        files.push(entry);
+      }
+      const manifest = TemplateInfo.parse({
+        name: opts.name,
+        kind: opts.kernel ? 'kernel' : 'disk',
+        os: opts.os ?? 'linux',
+        ...(opts.description ? { description: opts.description } : {}),
+        minMemoryMiB: opts.minMemoryMiB ?? 128,
+        console: opts.console ?? 'serial',
+        needsKvm: opts.needsKvm ?? false,
+        files,
+        ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}),
+        createdAt: new Date().toISOString(),
+      });
+      await writeFile(path.join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
+      try {
+        await rename(tmp, path.join(this.dir, opts.name));
+      } catch {
+        throw new Conflict(`template ${opts.name} already exists`);
+      }
+      return manifest;
+    } catch (err) {
+      await rm(tmp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Removes a template; `inUse` names the VMs that still use it (then nothing is removed). */
+  async remove(name: string, inUse: (name: string) => Promise<string[]>): Promise<void> {
+    if (!(await this.get(name))) throw new NotFound(`template ${name}`);
+    const users = await inUse(name);
+    if (users.length > 0) throw new Conflict(`template ${name} is used by VM(s) ${users.join(', ')}: delete them first`, { vms: users });
+    const trash = path.join(this.dir, `.rm-${name}-${randomBytes(4).toString('hex')}`);
+    await rename(path.join(this.dir, name), trash);
+    await rm(trash, { recursive: true, force: true });
+  }
+}
+
+/** Copies a file while hashing it; the copy is world-readable so QEMU can read it. */
+async function copyHashing(from: string, to: string): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  await pipeline(createReadStream(from, { highWaterMark: 1 << 20 }), tap, createWriteStream(to, { mode: 0o644 }));
+  await chmod(to, 0o644);
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** sha256 of a file, streamed. */
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file, { highWaterMark: 1 << 20 }), async function* (src: AsyncIterable<Buffer>) {
+    for await (const c of src) hash.update(c);
+  });
+  return hash.digest('hex');
+}

@@ -1,0 +1,82 @@
+// The pure parts of the ISO remaster: grub.cfg and md5sum.txt edits.
+import { expect } from 'chai';
+import { SkyError } from '../../appliance/errors.ts';
+import { addAutoinstallToGrub, AUTOINSTALL_ARGS } from '../../iso/grub.ts';
+import { md5, parseMd5Sums, updateMd5Sums } from '../../iso/md5sums.ts';
+
+const UBUNTU_2404 = `set timeout=30
+
+loadfont unicode
+
+menuentry "Try or Install Ubuntu Server" {
+\tset gfxpayload=keep
+\tlinux\t/casper/vmlinuz  ---
+\tinitrd\t/casper/initrd
+}
+menuentry "Ubuntu Server with the HWE kernel" {
+\tset gfxpayload=keep
+\tlinux\t/casper/hwe-vmlinuz  ---
+\tinitrd\t/casper/hwe-initrd
+}
+grub_platform
+if [ "$grub_platform" = "efi" ]; then
+menuentry 'Boot from next volume' {
+\texit 1
+}
+else
+menuentry 'Test memory' {
+\tlinux16 /boot/memtest86+x64.bin
+}
+fi
+`;
+
+const LOOPBACK_2204 = `menuentry "Try or Install Ubuntu Server" {
+\tset gfxpayload=keep
+\tlinux\t/casper/vmlinuz  iso-scan/filename=\${iso_path} --- quiet
+\tinitrd\t/casper/initrd
+}
+`;
+
+describe('grub.cfg edit', () => {
+  it('should add the autoinstall arguments before --- on every install entry, HWE included', () => {
+    const { text, entries } = addAutoinstallToGrub(UBUNTU_2404);
+    expect(entries).to.equal(2);
+    expect(text).to.contain('\tlinux\t/casper/vmlinuz autoinstall ds=nocloud\\;s=/cdrom/nocloud/ ---\n');
+    expect(text).to.contain('\tlinux\t/casper/hwe-vmlinuz autoinstall ds=nocloud\\;s=/cdrom/nocloud/ ---\n');
+    expect(text).to.contain('\tlinux16 /boot/memtest86+x64.bin\n');
+    expect(text.split('\n').length).to.equal(UBUNTU_2404.split('\n').length);
+  });
+
+  it('should keep what is before and after --- (22.04 loopback.cfg)', () => {
+    const { text } = addAutoinstallToGrub(LOOPBACK_2204);
+    expect(text).to.contain(`\tlinux\t/casper/vmlinuz iso-scan/filename=\${iso_path} ${AUTOINSTALL_ARGS} --- quiet\n`);
+  });
+
+  it('should not double the arguments when the ISO was already remastered', () => {
+    const once = addAutoinstallToGrub(UBUNTU_2404).text;
+    expect(addAutoinstallToGrub(once).text).to.equal(once);
+  });
+
+  it('should add a --- when an entry has none', () => {
+    expect(addAutoinstallToGrub('linux /casper/vmlinuz quiet\n').text).to.equal(`linux /casper/vmlinuz quiet ${AUTOINSTALL_ARGS} ---\n`);
+  });
+
+  it('should refuse a grub.cfg without a casper entry (not a live-server ISO)', () => {
+    expect(() => addAutoinstallToGrub('menuentry "Debian" {\n linux /install.amd/vmlinuz\n}\n')).to.throw(SkyError, /not an Ubuntu live-server ISO/);
+  });
+});
+
+describe('md5sum.txt update', () => {
+  const original = `${md5('a')}  ./boot/grub/grub.cfg\n${md5('k')}  ./casper/vmlinuz\n`;
+
+  it('should replace changed entries, keep the others and add new files', () => {
+    const updated = updateMd5Sums(original, new Map([['/boot/grub/grub.cfg', md5('b')], ['/nocloud/user-data', md5('u')]]));
+    expect(parseMd5Sums(updated)).to.deep.equal(new Map([
+      ['/casper/vmlinuz', md5('k')],
+      ['/boot/grub/grub.cfg', md5('b')],
+      ['/nocloud/user-data', md5('u')],
+    ]));
+    expect(updated.endsWith('\n')).to.equal(true);
+    expect(updated.split('\n').filter((l) => l.includes('grub.cfg'))).to.have.length(1);
+  });
+});

@@ -1,0 +1,248 @@
+// The second way to join (DESIGN §7): a PC that already runs Ubuntu or Debian joins the cluster with
+//   curl -fsSL http://controller:8080/install.sh | sudo sh
+// GET /install.sh answers a POSIX sh script with this controller's URL and (from `?token=`, when the
+// controller accepts it) a join token; GET /download/skyhost answers the executable itself.
+import { createHash } from 'node:crypto';
+import { createReadStream, statSync } from 'node:fs';
+import { Router, type Request } from 'express';
+import { BadRequest, Unavailable } from '../appliance/errors.ts';
+import { HOST_PACKAGES } from '../appliance/hostsetup.ts';
+import { defaultBinary } from '../iso/remaster.ts';
+
+export interface InstallDeps {
+  /** The URL agents reach this controller at (config `publicUrl`); default: the one the request used. */
+  publicUrl?: string;
+  /** Whether a join token from an install link is accepted (without using it up). */
+  checkJoinToken?: (token: string) => { ok: true } | { ok: false; message: string };
+  /** The executable to hand out; default: this executable (SEA) or the checkout's dist/skyhost. */
+  binary?: () => string;
+}
+
+/** What may appear in the script as the controller URL: scheme, host, port, a plain path. */
+const SAFE_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/;
+const SAFE_IPV6_URL = /^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/;
+/** Join tokens as the controller makes them (cluster `shj_...`, single-use `shs_..._...`). */
+const SAFE_TOKEN = /^[A-Za-z0-9._~+\/=-]{8,256}$/;
+
+/** `it's` -> `'it'\''s'`: a single-quoted sh word that means exactly `s`. */
+export function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** The controller URL an install script may carry, or a 400 naming what is wrong. */
+export function checkControllerUrl(raw: string): string {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new BadRequest(`controller URL ${JSON.stringify(raw)} is not a URL`, undefined, 'invalid_url');
+  }
+  const clean = `${url.protocol}//${url.host}${url.pathname === '/' ? '' : url.pathname.replace(/\/+$/, '')}`;
+  if (url.search || url.hash || url.username || (!SAFE_URL.test(clean) && !SAFE_IPV6_URL.test(clean))) {
+    throw new BadRequest(`controller URL ${JSON.stringify(raw)} may only hold a host name, a port and a plain path`, undefined, 'invalid_url');
+  }
+  return clean;
+}
+
+export interface ScriptOptions {
+  controllerUrl: string;
+  joinToken?: string;
+  /** sha256 of the executable /download/skyhost serves, checked after download. */
+  binarySha256?: string;
+}
+
+/** The agent's command line, as the unit runs it and as the script tells people to run it by hand. */
+function agentArgs(o: ScriptOptions): string {
+  return `agent --controller ${o.controllerUrl}${o.joinToken ? ` --join-token ${o.joinToken}` : ''}`;
+}
+
+/**
+ * The install script. Values come in checked (URL and token from a safe alphabet) and are
+ * single-quoted besides, so nothing in them can act as shell syntax.
+ * SKYHOST_ROOT=DIR installs into DIR instead of / (tests, image builders).
+ */
+export function renderInstallScript(o: ScriptOptions): string {
+  const url = checkControllerUrl(o.controllerUrl);
+  if (o.joinToken !== undefined && !SAFE_TOKEN.test(o.joinToken)) throw new BadRequest('join token has characters a token never has', undefined, 'invalid_token');
+  if (o.binarySha256 !== undefined && !/^[0-9a-f]{64}$/.test(o.binarySha256)) throw new Error('binarySha256 must be 64 hex digits');
+  const opts = { ...o, controllerUrl: url };
+  return `#!/bin/sh
+# SkyHost install script from the controller at ${url}
+# Joins this PC to the SkyHost cluster without reinstalling it: installs the packages a host needs,
+# the skyhost executable (/usr/local/bin/skyhost) and the skyhost-agent service, which enrolls.
+#   curl -fsSL ${url}/install.sh | sudo sh
+set -eu
+
+CONTROLLER_URL=${shellQuote(url)}
+JOIN_TOKEN=${shellQuote(o.joinToken ?? '')}
+BINARY_SHA256=${shellQuote(o.binarySha256 ?? '')}
+PACKAGES=${shellQuote(HOST_PACKAGES.join(' '))}
+AGENT_ARGS=${shellQuote(agentArgs(opts))}
+# SKYHOST_ROOT=DIR installs into DIR instead of this system (tests, image builders).
+ROOT="\${SKYHOST_ROOT:-}"
+UNIT=skyhost-agent.service
+
+say() { printf 'skyhost: %s\\n' "$*"; }
+die() { printf 'skyhost: error: %s\\n' "$*" >&2; exit 1; }
+
+if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+  die "run me as root: curl -fsSL $CONTROLLER_URL/install.sh | sudo sh"
+fi
+
+# 1. The packages a host needs (the same list as "skyhost host setup").
+command -v apt-get >/dev/null 2>&1 || die 'this PC has no apt-get: SkyHost hosts run Ubuntu or Debian'
+say "installing packages: $PACKAGES"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q || die 'apt-get update failed (is the school proxy set in /etc/apt/apt.conf.d?)'
+# shellcheck disable=SC2086 # PACKAGES is a list of words
+apt-get install -y -q $PACKAGES || die 'installing packages failed (see the apt-get messages above)'
+
+# 2. The skyhost executable, from the controller, checked before it replaces anything.
+BIN_DIR="$ROOT/usr/local/bin"
+mkdir -p "$BIN_DIR"
+TMP="$BIN_DIR/.skyhost.download.$$"
+trap 'rm -f "$TMP"' EXIT
+say "downloading skyhost from $CONTROLLER_URL/download/skyhost"
+if command -v curl >/dev/null 2>&1; then
+  curl -fsSL -o "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+elif command -v wget >/dev/null 2>&1; then
+  wget -q -O "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+else
+  die 'need curl or wget to download skyhost'
+fi
+if [ -n "$BINARY_SHA256" ] && command -v sha256sum >/dev/null 2>&1; then
+  GOT=$(sha256sum "$TMP" | cut -d' ' -f1)
+  [ "$GOT" = "$BINARY_SHA256" ] || die "the downloaded skyhost is damaged (sha256 $GOT, expected $BINARY_SHA256): run the script again"
+fi
+chmod 0755 "$TMP"
+"$TMP" --version >/dev/null 2>&1 || die 'the downloaded skyhost does not run on this PC (it needs 64-bit x86 Linux)'
+mv -f "$TMP" "$BIN_DIR/skyhost"
+say "installed $("$BIN_DIR/skyhost" --version) as /usr/local/bin/skyhost"
+
+# 3. The agent service: it finds the controller at CONTROLLER_URL and enrolls with JOIN_TOKEN.
+UNIT_DIR="$ROOT/etc/systemd/system"
+mkdir -p "$UNIT_DIR"
+cat > "$UNIT_DIR/$UNIT" <<UNIT_END
+[Unit]
+Description=SkyHost agent: runs VMs for the SkyHost controller at $CONTROLLER_URL
+After=network-online.target libvirtd.service
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/skyhost $AGENT_ARGS
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT_END
+chmod 0644 "$UNIT_DIR/$UNIT"
+
+STARTED=no
+if command -v systemctl >/dev/null 2>&1; then
+  if [ -n "$ROOT" ]; then
+    systemctl --root="$ROOT" enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT in $ROOT"
+  elif [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    systemctl enable --now "$UNIT" && STARTED=yes
+  else
+    systemctl enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT: it starts at the next boot"
+  fi
+fi
+
+if [ "$STARTED" = yes ]; then
+  say "the agent is running: this PC appears on $CONTROLLER_URL within a minute"
+  if [ -z "$JOIN_TOKEN" ]; then say 'an admin approves it there (Hosts page) before it gets VMs'; fi
+else
+  say 'systemd is not running here, so the agent was not started. Start it now with:'
+  say "  nohup /usr/local/bin/skyhost $AGENT_ARGS >/var/log/skyhost-agent.log 2>&1 &"
+fi
+`;
+}
+
+/** A script that only says why it cannot install (so `curl URL | sh` never runs an error page). */
+export function refusalScript(message: string): string {
+  return `#!/bin/sh\nprintf 'skyhost: error: %s\\n' ${shellQuote(message)} >&2\nexit 1\n`;
+}
+
+const hashes = new Map<string, { key: string; sha256: string }>();
+
+/** sha256 of a file, remembered while its size and mtime stay the same. */
+async function fileSha256(file: string): Promise<string> {
+  const st = statSync(file);
+  const key = `${st.size}:${st.mtimeMs}`;
+  const known = hashes.get(file);
+  if (known?.key === key) return known.sha256;
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  const sha256 = hash.digest('hex');
+  hashes.set(file, { key, sha256 });
+  return sha256;
+}
+
+function locateBinary(deps: InstallDeps): string {
+  try {
+    return (deps.binary ?? defaultBinary)();
+  } catch {
+    throw new Unavailable('this controller has no skyhost executable to hand out: build it with "npm run build" (dist/skyhost)', undefined, 'binary_missing');
+  }
+}
+
+function requestBaseUrl(req: Request): string {
+  return `${req.protocol}://${req.get('host') ?? ''}`;
+}
+
+/** `/install.sh` and `/download/skyhost`; mount at the controller's root. */
+export function installRouter(deps: InstallDeps = {}): Router {
+  const router = Router();
+  router.get('/install.sh', async (req, res, next) => {
+    try {
+      res.type('text/x-shellscript; charset=utf-8');
+      res.setHeader('Cache-Control', 'no-store');
+      const raw = req.query.token;
+      if (raw !== undefined && typeof raw !== 'string') throw new BadRequest('token: give it once', undefined, 'invalid_token');
+      let joinToken: string | undefined;
+      if (raw) {
+        if (!SAFE_TOKEN.test(raw)) {
+          res.status(400).send(refusalScript('the join token in this install link is malformed: copy the link again from the Hosts page'));
+          return;
+        }
+        const verdict = deps.checkJoinToken ? deps.checkJoinToken(raw) : { ok: false as const, message: 'this controller does not accept join tokens in install links' };
+        if (!verdict.ok) {
+          res.status(403).send(refusalScript(`the join token in this install link is not accepted: ${verdict.message}. Make a new link on the Hosts page.`));
+          return;
+        }
+        joinToken = raw;
+      }
+      let controllerUrl: string;
+      try {
+        controllerUrl = checkControllerUrl(deps.publicUrl ?? requestBaseUrl(req));
+      } catch {
+        res.status(400).send(refusalScript("the address this controller was reached at cannot go into a script: set publicUrl in the controller's config"));
+        return;
+      }
+      let binarySha256: string | undefined;
+      try {
+        binarySha256 = await fileSha256(locateBinary(deps));
+      } catch {
+        binarySha256 = undefined; // the download itself answers 503 with the reason
+      }
+      res.send(renderInstallScript({ controllerUrl, ...(joinToken ? { joinToken } : {}), ...(binarySha256 ? { binarySha256 } : {}) }));
+    } catch (e) {
+      next(e);
+    }
+  });
+  router.get('/download/skyhost', (_req, res, next) => {
+    try {
+      const file = locateBinary(deps);
+      res.setHeader('Content-Type', 'application/octet-stream');
+      res.setHeader('Content-Disposition', 'attachment; filename="skyhost"');
+      res.sendFile(file, { dotfiles: 'allow', cacheControl: false }, (err) => {
+        if (err && !res.headersSent) next(err);
+      });
+    } catch (e) {
+      next(e);
+    }
+  });
+  return router;
+}

@@ -1,0 +1,191 @@
+// The install script for real: rendered by the controller's router, `sh -n`, then run in a throwaway
+// root (SKYHOST_ROOT) where it downloads the real executable from an in-process server on loopback and
+// runs its --version. Only apt-get is a stand-in (a recorder on PATH), so the test does not install
+// packages on this machine; systemctl is the real one, used offline with --root.
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { mkdirSync, readdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { createServer, request, type Server } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import express, { type ErrorRequestHandler } from 'express';
+import { toSkyError } from '../../appliance/errors.ts';
+import { HOST_PACKAGES } from '../../appliance/hostsetup.ts';
+import { close, jsonErrors, listen } from '../../appliance/http.ts';
+import { logger } from '../../appliance/log.ts';
+import { hasCommand } from '../../appliance/exec.ts';
+import { defaultBinary } from '../../iso/remaster.ts';
+import { installRouter, renderInstallScript, shellQuote } from '../../server/install.ts';
+
+const exec = promisify(execFile);
+const GOOD = 'shj_good-token_0123456789';
+
+async function sh(args: string[], env: Record<string, string> = {}) {
+  try {
+    const r = await exec('sh', args, { env: { PATH: process.env.PATH!, ...env }, timeout: 120_000, maxBuffer: 1 << 20 });
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, stdout: x.stdout, stderr: x.stderr };
+  }
+}
+
+function get(port: number, urlPath: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; type: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: urlPath, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), type: String(res.headers['content-type']) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('install script (/install.sh and /download/skyhost)', function () {
+  this.timeout(120_000);
+  let server: Server;
+  let port: number;
+  let dir: string;
+  let binaryMissing = false;
+
+  before(async function () {
+    try {
+      defaultBinary();
+    } catch {
+      binaryMissing = true;
+    }
+    dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-install-'));
+    const app = express();
+    app.use(installRouter({ checkJoinToken: (t) => (t === GOOD ? { ok: true } : { ok: false, message: 'join token expired at 2026-01-01' }) }));
+    app.use(jsonErrors(logger('test')));
+    server = createServer(app);
+    port = await listen(server, 0, '127.0.0.1');
+  });
+  after(async () => {
+    if (server) await close(server);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  describe('given quoting', () => {
+    it('should single-quote any string so that sh reads it back unchanged', async () => {
+      for (const s of ["it's", '$(touch /tmp/x)', '`id`', 'a\nb', "'; rm -rf / #", '']) {
+        const r = await sh(['-c', `printf %s ${shellQuote(s)}`]);
+        expect(r.stdout).to.equal(s);
+      }
+    });
+    it('should refuse a token or URL that carries shell syntax instead of passing it through', () => {
+      expect(() => renderInstallScript({ controllerUrl: 'http://c:8080', joinToken: "abc'; reboot; '12345" })).to.throw(/join token/);
+      expect(() => renderInstallScript({ controllerUrl: 'http://c:8080/$(reboot)' })).to.throw(/controller URL/);
+      expect(() => renderInstallScript({ controllerUrl: 'http://c:8080/?a=1' })).to.throw(/controller URL/);
+    });
+  });
+
+  describe('given a link with a valid join token', () => {
+    let script: string;
+    before(async () => {
+      const r = await get(port, `/install.sh?token=${GOOD}`);
+      expect(r.status).to.equal(200);
+      expect(r.type).to.match(/shellscript/);
+      script = r.body;
+    });
+
+    it('should carry the controller URL and the token, shell-quoted, and pass sh -n', async () => {
+      expect(script).to.contain(`CONTROLLER_URL='http://127.0.0.1:${port}'`);
+      expect(script).to.contain(`JOIN_TOKEN='${GOOD}'`);
+      expect(script).to.contain(`PACKAGES='${HOST_PACKAGES.join(' ')}'`);
+      const file = path.join(dir, 'syntax.sh');
+      writeFileSync(file, script);
+      const r = await sh(['-n', file]);
+      expect(r.code, r.stderr).to.equal(0);
+    });
+
+    it('should install the packages, the downloaded executable and the unit into a throwaway root', async function () {
+      if (binaryMissing) this.skip(); // needs dist/skyhost: npm test builds it first
+      const root = path.join(dir, 'root');
+      const stubs = path.join(dir, 'stubs');
+      mkdirSync(root);
+      mkdirSync(stubs);
+      const aptLog = path.join(dir, 'apt.log');
+      // The only stand-in: apt-get records its arguments instead of installing on this machine.
+      writeFileSync(path.join(stubs, 'apt-get'), `#!/bin/sh\necho "$*" >> ${shellQuote(aptLog)}\n`);
+      chmodSync(path.join(stubs, 'apt-get'), 0o755);
+      const scriptFile = path.join(dir, 'install.sh');
+      writeFileSync(scriptFile, script);
+
+      const r = await sh([scriptFile], { SKYHOST_ROOT: root, PATH: `${stubs}:${process.env.PATH}` });
+      expect(r.code, r.stdout + r.stderr).to.equal(0);
+
+      expect(readFileSync(aptLog, 'utf8').split('\n')).to.include.members(['update -q', `install -y -q ${HOST_PACKAGES.join(' ')}`]);
+      const bin = path.join(root, 'usr/local/bin/skyhost');
+      const version = await exec(bin, ['--version']);
+      expect(version.stdout).to.match(/^skyhost \d+\.\d+\.\d+/);
+      expect(readFileSync(bin).equals(readFileSync(defaultBinary()))).to.equal(true);
+
+      const unit = readFileSync(path.join(root, 'etc/systemd/system/skyhost-agent.service'), 'utf8');
+      expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${port} --join-token ${GOOD}\n`);
+      expect(unit).to.contain('WantedBy=multi-user.target');
+      if (await hasCommand('systemctl')) {
+        const link = path.join(root, 'etc/systemd/system/multi-user.target.wants/skyhost-agent.service');
+        expect(readlinkSync(link)).to.equal('/etc/systemd/system/skyhost-agent.service');
+      }
+      // No systemd is running here: the script says how to start the agent by hand.
+      expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${port} --join-token ${GOOD}`);
+      expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
+    });
+  });
+
+  describe('given a link without a token', () => {
+    it('should make a script without a join token (the admin approves the host)', async () => {
+      const r = await get(port, '/install.sh');
+      expect(r.status).to.equal(200);
+      expect(r.body).to.contain("JOIN_TOKEN=''").and.contain(`AGENT_ARGS='agent --controller http://127.0.0.1:${port}'`);
+    });
+  });
+
+  describe('given a link with a token the controller does not accept', () => {
+    it('should answer 403 with a script that only explains and exits 1', async () => {
+      const r = await get(port, '/install.sh?token=shs_0123456789ab_nope');
+      expect(r.status).to.equal(403);
+      const file = path.join(dir, 'refused.sh');
+      writeFileSync(file, r.body);
+      const run = await sh([file]);
+      expect(run.code).to.equal(1);
+      expect(run.stderr).to.contain('not accepted: join token expired');
+    });
+    it('should answer 400 for a malformed token, never echoing it into the script', async () => {
+      const r = await get(port, `/install.sh?token=${encodeURIComponent("x';reboot;'yyyyyy")}`);
+      expect(r.status).to.equal(400);
+      expect(r.body).not.to.contain('reboot');
+    });
+  });
+
+  describe('given a hostile Host header', () => {
+    it('should refuse to build a script from it', async () => {
+      const r = await get(port, '/install.sh', { Host: "evil';reboot;'" });
+      expect(r.status).to.equal(400);
+      expect(r.body).not.to.contain('reboot;');
+      expect((await sh(['-c', r.body])).code).to.equal(1);
+    });
+  });
+
+  describe('given no executable to hand out', () => {
+    it('should answer /download/skyhost with a clear 503', async () => {
+      const app = express();
+      app.use(installRouter({ binary: () => { throw new Error('no'); } }));
+      // The same answer jsonErrors gives, without its error log line in the test output.
+      app.use(((err, _req, res, _next) => void res.status(toSkyError(err).status).json(toSkyError(err).toBody())) as ErrorRequestHandler);
+      const s = createServer(app);
+      const p = await listen(s, 0, '127.0.0.1');
+      try {
+        const r = await get(p, '/download/skyhost');
+        expect(r.status).to.equal(503);
+        expect(JSON.parse(r.body).error.message).to.contain('npm run build');
+      } finally {
+        await close(s);
+      }
+    });
+  });
+});
+

@@ -47,6 +47,7 @@ if (positionals[0] === 'advertise') {
         const old = hosts.get(r.hostId);
         const state = old?.state === 'ready' || (values.token && r.joinToken === values.token) ? 'ready' : 'pending';
         hosts.set(r.hostId, { hostId: r.hostId, agentUrl: r.agentUrl, state });
+        log.info(`host ${r.hostId} enrolled (${state})`, { hostId: r.hostId, agentUrl: r.agentUrl });
         return json(res, 200, { hostId: r.hostId, state, clusterId: values.cluster });
       }
       json(res, 404, { error: { code: 'not_found', message: 'not found' } });

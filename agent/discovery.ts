@@ -406,8 +406,12 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       setState({ state: 'ambiguous', message: choice.message });
       return;
     }
+    if (choice.kind === 'none' && remembered) {
+      // Not heard (yet): our cluster's last address. The answer's cluster id is checked in enroll().
+      choice = { kind: 'chosen', ad: { name: 'remembered', clusterId: remembered.clusterId, url: remembered.url } };
+    }
     if (choice.kind === 'none') {
-      setState({ ...state, state: remembered && state.state !== 'searching' ? state.state : 'searching', message: choice.message });
+      setState({ state: 'searching', message: choice.message });
       return;
     }
     const ad = choice.ad;
@@ -420,7 +424,8 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
     const changed = !lastEnroll || lastEnroll.url !== ad.url || lastEnroll.agentUrl !== agentUrl;
     const recheck = state.state !== 'ready' && state.state !== 'down' && state.state !== 'draining';
     if (!changed && !recheck) return;
-    if (!changed && Date.now() - lastEnroll!.at < (state.state === 'refused' ? 10_000 : 2_000)) return;
+    // Pending: ask again now and then to learn of the approval; refused: maybe the admin acts.
+    if (!changed && Date.now() - lastEnroll!.at < (state.state === 'refused' ? 30_000 : state.state === 'pending' ? 10_000 : 2_000)) return;
     await enroll(ad, agentUrl);
   }
 

@@ -67,6 +67,19 @@ describe('discovery over real multicast (network namespaces)', function () {
     ]);
   });
 
+  it('should keep one record per host id when an agent comes back with a new address', async () => {
+    const old = lan.host('a1').ip;
+    const ip = await lan.readdress('a1');
+    await waitFor('c1 has a1 at its new address', async () => {
+      const h = (await hostsOf('c1')).find((x) => x.hostId === 'id-a1');
+      return h?.agentUrl === `http://${ip}:8081`;
+    });
+    const hosts = await hostsOf('c1');
+    expect(hosts.filter((h) => h.hostId === 'id-a1')).to.have.length(1);
+    expect(hosts.map((h) => h.agentUrl)).not.to.include(`http://${old}:8081`);
+    expect(await status('a1')).to.deep.include({ state: 'ready', clusterId: 'cluster-one' });
+  });
+
   it('should be seen by Avahi: _skyhost._tcp with v, cluster and url, and _http._tcp', async () => {
     const sky = await waitFor('avahi sees _skyhost._tcp', async () => {
       const s = await avahi.browse('_skyhost._tcp');

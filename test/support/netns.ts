@@ -89,8 +89,9 @@ export class TestLan {
   async readdress(name: string): Promise<string> {
     const h = this.host(name);
     const ip = `${this.prefix}.${this.nextOctet++}`;
-    await run('ip', ['-n', h.ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
+    // Old one out first: deleting a primary address also deletes the secondaries of its subnet.
     await run('ip', ['-n', h.ns, 'addr', 'del', `${h.ip}/24`, 'dev', 'eth0']);
+    await run('ip', ['-n', h.ns, 'addr', 'add', `${ip}/24`, 'dev', 'eth0']);
     await run('ip', ['-n', h.ns, 'route', 'replace', 'default', 'dev', 'eth0']);
     h.ip = ip;
     return ip;

@@ -3,7 +3,8 @@
 //
 //   request ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
 //           ─▶ CSRF ─▶ /metrics, /api/openapi.json ─▶ JSON API (server/api) ─▶ pages ─▶ errors
-import express, { type Express, type RequestHandler } from 'express';
+import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
+import { SkyError } from '../appliance/errors.ts';
 import { VERSION } from '../appliance/version.ts';
 import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
@@ -50,6 +51,19 @@ export function buildApp(deps: ControllerDeps): Express {
   app.use('/api', notFoundRoute);
   if (deps.pages) app.use(deps.pages);
   app.use(notFoundRoute);
+  app.use(quietExpectedErrors(log));
   app.use(jsonErrors(log));
   return app;
+}
+
+/**
+ * 502/503 answers the controller gives on purpose (an agent is unreachable, no host fits) are
+ * logged as one warning line, not as a failure with a stack; anything else goes on to jsonErrors.
+ */
+function quietExpectedErrors(log: Logger): ErrorRequestHandler {
+  return (err, req, res, next) => {
+    if (!(err instanceof SkyError) || (err.status !== 502 && err.status !== 503) || res.headersSent) return next(err);
+    log.warn(`${req.method} ${req.path}: ${err.message}`, { code: err.code, noEvent: true });
+    res.status(err.status).json(err.toBody());
+  };
 }

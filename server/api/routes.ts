@@ -2,7 +2,7 @@
 // Handlers only translate HTTP to the services and back; the rules live in the services.
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
-import { VmAction } from '../../agent/api.ts';
+import { TemplateName, VmAction } from '../../agent/api.ts';
 import { Conflict, NotFound, Unauthorized, fromZod } from '../../appliance/errors.ts';
 import { EventQuery } from '../events/events.ts';
 import type { ControllerServices } from '../services.ts';
@@ -212,7 +212,7 @@ export function apiRoutes(services: ControllerServices): Router {
     // An upload: the file is the body, the rest is in the query (?name=...&sha256=...&host=...).
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(req.query)) if (typeof v === 'string' && k !== 'host') query.set(k, v);
-    parseBody(TemplateImport.pick({ name: true }), { name: query.get('name') ?? undefined }, 'query');
+    parseBody(TemplateName, query.get('name') ?? undefined, 'query.name');
     const host = typeof req.query.host === 'string' ? req.query.host : undefined;
     res.json(await templates.upload(query, req, req.get('content-type') ?? 'application/octet-stream', req.get('content-length'), host));
   });

@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
 import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../agent/api.ts';
-import { Conflict, InvalidField, NotFound, SkyError } from '../../appliance/errors.ts';
+import { Conflict, InvalidField, NotFound, SkyError, fromZod } from '../../appliance/errors.ts';
 import type { Logger } from '../../appliance/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../secrets.ts';
@@ -166,7 +166,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
    * knowing its id.
    */
   enroll(input: unknown): EnrollResponse {
-    const req = ControllerEnrollRequest.parse(input);
+    const parsed = ControllerEnrollRequest.safeParse(input ?? {});
+    if (!parsed.success) throw fromZod(parsed.error);
+    const req = parsed.data;
     if (req.joinToken !== undefined) {
       const verdict = this.opts.redeemJoinToken(req.joinToken, req.hostId);
       if (!verdict.ok) throw new SkyError(403, `join_token_${verdict.code}`, verdict.message, { fields: [{ field: 'joinToken', message: verdict.message }] });

@@ -2,7 +2,7 @@
 // uploads and deletions forwarded to the agents that hold (or should hold) the files.
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { TemplateName, type TemplateInfo } from '../../agent/api.ts';
+import { TemplateImportRequest, type TemplateInfo } from '../../agent/api.ts';
 import { NotFound, Unavailable } from '../../appliance/errors.ts';
 import type { Logger } from '../../appliance/log.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
@@ -18,20 +18,20 @@ export const ClusterTemplate = z.object({
   needsKvm: z.boolean(),
   /** Total size of its files. */
   bytes: z.number().int(),
-  /** Size of its disk image in GiB (rounded up), 0 for a kernel-only template. */
+  /** Size of its disk as the guest sees it, in GiB (rounded up); 0 for a kernel-only template. */
   diskGiB: z.number().int(),
   /** Ids of the hosts that have it. */
   hosts: z.array(z.string()),
 });
 export type ClusterTemplate = z.infer<typeof ClusterTemplate>;
 
-/** `POST /api/templates` with JSON: the agent downloads the file and checks its sha256. */
-export const TemplateImport = z.strictObject({
-  name: TemplateName,
+/**
+ * `POST /api/templates` with JSON: the agent's `TemplateImportRequest` (the agent downloads the
+ * file from `url` and checks its `sha256`, both required here), plus the host to import on.
+ */
+export const TemplateImport = TemplateImportRequest.extend({
   url: z.url({ protocol: /^https?$/ }),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits'),
-  kind: z.enum(['disk', 'kernel']).default('disk'),
-  os: z.string().max(64).optional(),
   /** The host to import on (default: every ready host). */
   host: z.string().max(64).optional(),
 });
@@ -45,7 +45,7 @@ function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
   return {
     name: t.name, kind: t.kind, os: t.os, ...(t.description ? { description: t.description } : {}),
     minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, bytes,
-    diskGiB: disk ? Math.max(1, Math.ceil(disk.bytes / GiB)) : 0, hosts: [],
+    diskGiB: disk ? Math.max(1, Math.ceil((disk.virtualBytes ?? disk.bytes) / GiB)) : 0, hosts: [],
   };
 }
 

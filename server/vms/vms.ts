@@ -266,7 +266,9 @@ export class VmService {
   private async callCreate(vm: VmRecord, host: HostRecord, req: ReturnType<typeof VmRequest.parse>): Promise<'ok' | SkyError> {
     try {
       const info = await this.registry.client(host.id).createVm({
-        id: vm.id, name: vm.name, template: vm.template, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB: vm.diskGiB,
+        id: vm.id, name: vm.name, template: vm.template, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB,
+        // Without a size asked for, the agent gives the template's own.
+        ...(req.diskGiB !== undefined ? { diskGiB: req.diskGiB } : {}),
         ...(req.sshKey ? { sshKey: req.sshKey } : {}), ...(req.userData ? { userData: req.userData } : {}),
         owner: vm.owner, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
       });

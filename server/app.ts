@@ -9,9 +9,11 @@ import { VERSION } from '../appliance/version.ts';
 import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
 import { openApiDocument } from './api/openapi.ts';
+import { installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
 import { Metrics } from './metrics.ts';
 import type { ControllerServices } from './services.ts';
+import { sameSecret } from './secrets.ts';
 import { staticAssets } from './static.ts';
 import { authenticate, csrfProtect } from './users/auth.ts';
 
@@ -22,6 +24,8 @@ export interface ControllerDeps {
   pages?: RequestHandler;
   /** Largest JSON body (default 1 MiB); bigger ones get 413. */
   jsonLimit?: string;
+  /** The URL agents and people reach this controller at (config `publicUrl`). */
+  publicUrl?: string | undefined;
 }
 
 /** The controller app. `app.locals.services` is `deps.services`. */
@@ -37,6 +41,11 @@ export function buildApp(deps: ControllerDeps): Express {
     res.json({ ok: true, version: VERSION, clusterId: services.clusterId });
   });
   app.use('/static', staticAssets());
+  // `curl http://controller/install.sh | sudo sh` (no auth: a join token in the link is checked, not used up).
+  app.use(installRouter({
+    ...(deps.publicUrl ? { publicUrl: deps.publicUrl } : {}),
+    checkJoinToken: (token) => usableJoinToken(services, token),
+  }));
   app.use(express.json({ limit: deps.jsonLimit ?? '1mb' }));
   app.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 100 }));
   app.use(authenticate(services.users));
@@ -66,4 +75,16 @@ function quietExpectedErrors(log: Logger): ErrorRequestHandler {
     log.warn(`${req.method} ${req.path}: ${err.message}`, { code: err.code, noEvent: true });
     res.status(err.status).json(err.toBody());
   };
+}
+
+/**
+ * Whether an install link's join token would be accepted, without using it up: the cluster token,
+ * or a single-use token that is still unused (its secret is checked when the host enrolls).
+ */
+function usableJoinToken(services: ControllerServices, token: string): { ok: true } | { ok: false; message: string } {
+  if (sameSecret(token, services.joinTokens.clusterToken())) return { ok: true };
+  const id = /^shs_([0-9a-f]{12})_/.exec(token)?.[1];
+  const info = id ? services.joinTokens.list().find((t) => t.id === id) : undefined;
+  if (info?.state === 'unused') return { ok: true };
+  return { ok: false, message: info ? `join token ${info.id} is ${info.state}` : 'join token is not known to this controller' };
 }

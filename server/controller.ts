@@ -11,6 +11,8 @@ import { createServices, type ControllerServices, type ServicesOptions } from '.
 export interface StartOptions extends ServicesOptions {
   port: number;
   listen: string;
+  /** The URL agents and people reach this controller at (config `publicUrl`). */
+  publicUrl?: string | undefined;
   /** Start the periodic polls (default true). */
   poll?: boolean;
   pages?: (services: ControllerServices) => RequestHandler;
@@ -28,7 +30,7 @@ export interface RunningController {
 export async function startController(opts: StartOptions): Promise<RunningController> {
   const log: Logger = opts.log;
   const services = await createServices(opts);
-  const app = buildApp({ log, services, ...(opts.pages ? { pages: opts.pages(services) } : {}) });
+  const app = buildApp({ log, services, publicUrl: opts.publicUrl, ...(opts.pages ? { pages: opts.pages(services) } : {}) });
   const server = createServer(app);
   server.on('upgrade', consoleUpgrade(services, log));
   server.headersTimeout = 20_000;

@@ -10,7 +10,7 @@
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../appliance/config.ts';
-import type { Logger } from '../appliance/log.ts';
+import { logger, type Logger } from '../appliance/log.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
 import { HostRegistry } from './hosts/registry.ts';
@@ -87,13 +87,13 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const hosts = new HostRegistry(store, {
     clusterId: secrets.clusterId,
     redeemJoinToken: (token, hostId) => joinTokens.redeem(token, hostId),
-    log: log.child({}),
+    log: logger('hosts'),
     ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
     ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),
   });
-  const templates = new Templates(hosts, log);
+  const templates = new Templates(hosts, logger('templates'));
   const vms = new VmService(store, hosts, templates, {
-    log, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
+    log: logger('vms'), ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };

@@ -5,6 +5,7 @@ import { hostSetupCommand } from './host-command.ts';
 import { controllerCommand, upCommand } from '../server/commands.ts';
 import { AGENT_COMMANDS } from '../agent/commands.ts';
 import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
+import { setupCommand } from './setup/commands.ts';
 import { isoBuildCommand } from '../iso/commands.ts';
 
-export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, ...AGENT_COMMANDS];
+export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS];

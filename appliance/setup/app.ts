@@ -1,0 +1,304 @@
+// `skyhost setup`: the web installer. Role -> options -> Ubuntu ISO -> build (live progress) ->
+// download, or write to a USB stick (drive list with the guards in plain words, typed confirmation,
+// progress, read-back check). htmx swaps each step into #step; every form also works without it.
+//
+//   GET  /                     role            (?controllerUrl=&joinToken= prefill, from "Add a host")
+//   GET  /options?role=        options form    POST /options -> 422 form with errors | ISO step
+//   POST /build                -> job page     (422 ISO step with errors)
+//   GET  /jobs/:id             progress / result (polled every 700 ms while it runs)
+//   GET  /jobs/:id/download    the installer ISO
+//   GET  /jobs/:id/usb         drives / write progress   POST /jobs/:id/usb -> start writing (422 when refused)
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import path from 'node:path';
+import { contentType, readAsset } from '../assets.ts';
+import { SkyError, toSkyError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { installerOptionsSchema, RELEASES, type InstallerOptionsInput } from '../../autoinstall/index.ts';
+import { checkTarget, listDrives, type DriveChoice } from '../../iso/usb.ts';
+import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors } from '../../iso/usb-guards.ts';
+import type { Job, SetupJobs, UsbWrite } from './jobs.ts';
+import {
+  checkIsoForm, checkOptionsForm, fieldOfError, hashPassword, readIsoForm, readOptionsForm,
+  toInstallerOptions, type FieldErrors, type IsoForm, type OptionsForm,
+} from './plan.ts';
+import { renderStep } from './views.ts';
+
+export interface SetupDeps {
+  log: Logger;
+  jobs: SetupJobs;
+  /** Default mirror for downloading Ubuntu (config `ubuntuMirror`). */
+  ubuntuMirror: string;
+  /** Checks an ISO is an Ubuntu live-server ISO before a build starts (iso/remaster.ts inspectUbuntuIso). */
+  inspectIso?: (file: string) => Promise<unknown>;
+  /** Offer loop devices as USB sticks (tests only). */
+  allowLoop?: boolean;
+}
+
+const ROLE_TITLES: Record<string, string> = { agent: 'host node', controller: 'controller' };
+const ROLES = [
+  { value: 'agent', title: 'Host node', button: 'Set up host nodes', text: 'A lab PC that runs VMs for students. Make one stick and boot every PC of the room from it.' },
+  { value: 'controller', title: 'Controller', button: 'Set up the controller', text: 'The one PC that serves the SkyHost web page and shares VMs out over the host nodes.' },
+];
+
+export function buildSetupApp(deps: SetupDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(express.urlencoded({ extended: false, limit: '64kb' }));
+  app.use(sameOriginPosts);
+
+  app.get('/setup.css', asset('views/setup/setup.css'));
+  app.get('/static/vendor/htmx.min.js', asset('static/vendor/htmx.min.js'));
+
+  app.get('/', (req, res) => {
+    const q = readOptionsForm(req.query);
+    renderStep(req, res, { view: 'role', title: 'Choose what to set up', data: { roles: ROLES, controllerUrl: q.controllerUrl, joinToken: q.joinToken } });
+  });
+
+  app.get('/options', (req, res) => {
+    const form = readOptionsForm(req.query);
+    if (!ROLE_TITLES[form.role]) {
+      res.redirect(303, '/');
+      return;
+    }
+    renderOptions(req, res, form, {});
+  });
+
+  app.post('/options', wrap(async (req, res) => {
+    const form = readOptionsForm(req.body);
+    const errors = checkOptionsForm(form);
+    if (Object.keys(errors).length) {
+      renderOptions(req, res, form, errors, 422);
+      return;
+    }
+    const hash = form.password ? await hashPassword(form.password) : undefined;
+    const plan = toInstallerOptions(form, hash);
+    renderIso(req, res, plan, readIsoForm({}, { ubuntuMirror: deps.ubuntuMirror }), {});
+  }));
+
+  app.post('/build', wrap(async (req, res) => {
+    const plan = readPlan(req.body);
+    if (!plan) {
+      renderStep(req, res, { view: 'error', title: 'Start again', status: 400, data: { heading: 'Start again', message: 'The options did not come through intact. Please start again from the first step.' } });
+      return;
+    }
+    const isoForm = readIsoForm(req.body, { ubuntuMirror: deps.ubuntuMirror });
+    const { source, errors } = checkIsoForm(isoForm);
+    if (!source) {
+      renderIso(req, res, plan, isoForm, errors, 422);
+      return;
+    }
+    if (source.kind === 'path' && deps.inspectIso) {
+      try {
+        await deps.inspectIso(source.path);
+      } catch (e) {
+        const f = fieldOfError(e);
+        if (!f) throw e;
+        renderIso(req, res, plan, isoForm, { isoPath: f.message.replace(/^ubuntuIso: /, '') }, 422);
+        return;
+      }
+    }
+    const job = deps.jobs.start(plan, source);
+    if (req.get('HX-Request') === 'true') {
+      res.setHeader('HX-Push-Url', `/jobs/${job.id}`);
+      renderJob(req, res, job, await usbStep(job, {}));
+    } else {
+      res.redirect(303, `/jobs/${job.id}`);
+    }
+  }));
+
+  app.get('/jobs/:id', wrap(async (req, res) => {
+    const job = findJob(deps, String(req.params.id));
+    renderJob(req, res, job, await usbStep(job, {}));
+  }));
+
+  app.get('/jobs/:id/download', (req, res, next) => {
+    const job = findJob(deps, String(req.params.id));
+    if (job.stage !== 'built' || !job.result) throw new SkyError(409, 'not_built', 'the installer is not built yet');
+    res.download(job.result.out, path.basename(job.result.out), { dotfiles: 'allow' }, (err) => {
+      if (err && !res.headersSent) next(err);
+    });
+  });
+
+  app.get('/jobs/:id/usb', wrap(async (req, res) => {
+    const job = findJob(deps, String(req.params.id));
+    renderUsb(req, res, await usbStep(job, {}));
+  }));
+
+  app.post('/jobs/:id/usb', wrap(async (req, res) => {
+    const job = findJob(deps, String(req.params.id));
+    if (job.stage !== 'built' || !job.result) throw new SkyError(409, 'not_built', 'the installer is not built yet');
+    const device = typeof req.body.device === 'string' ? req.body.device : '';
+    const confirm = typeof req.body.confirm === 'string' ? req.body.confirm : '';
+    const again = (errors: FieldErrors) => usbStep(job, { errors, selected: device, confirm }).then((v) => renderUsb(req, res, v, 422));
+    if (!device) return again({ device: 'Choose a drive first.' });
+    const choices = await drivesFor(job);
+    if (!choices.some((c) => c.drive.path === device)) return again({ device: `${device} is not one of the drives listed: press “Look again”.` });
+    const { drive, findings } = await checkTarget(job.result.out, device, deps.allowLoop ? { allowLoop: true } : {});
+    if (hasErrors(findings)) return again({ device: `SkyHost will not write to ${describeDrive(drive)}: ${findings.filter((f) => f.level === 'error').map((f) => f.message).join(' ')}` });
+    if (!confirmationMatches(drive, confirm)) {
+      return again({ confirm: `To erase ${describeDrive(drive)}, type “${confirmationWord(drive)}” exactly.` });
+    }
+    deps.jobs.writeUsb(job, drive);
+    renderUsb(req, res, await usbStep(job, {}));
+  }));
+
+  app.use((req, _res, next) => next(new SkyError(404, 'not_found', `there is no page ${req.path}`)));
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const sky = toSkyError(err);
+    if (sky.status >= 500) deps.log.error('request failed', { method: req.method, path: req.path, err });
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    renderStep(req, res, { view: 'error', title: 'Problem', status: sky.status, data: { heading: sky.status === 404 ? 'Not found' : 'Something went wrong', message: sky.message } });
+  });
+
+  function renderOptions(req: Request, res: Response, form: OptionsForm, errors: FieldErrors, status = 200): void {
+    renderStep(req, res, {
+      view: 'options',
+      title: 'Options',
+      status,
+      data: {
+        form: { ...form, password: '' },
+        errors,
+        errorCount: Object.keys(errors).length,
+        isAgent: form.role === 'agent',
+        roleTitle: ROLE_TITLES[form.role],
+        prefixPlaceholder: form.role === 'controller' ? 'skyhost-controller' : 'skyhost-host',
+        passwordHelp: errors.password ? undefined : 'At least 8 characters. Leave empty to log in with an SSH key only.' + (status === 422 ? ' (Type it again: passwords are not sent back to the page.)' : ''),
+      },
+    });
+  }
+
+  function renderIso(req: Request, res: Response, plan: InstallerOptionsInput, form: IsoForm, errors: FieldErrors, status = 200): void {
+    renderStep(req, res, { view: 'iso', title: 'Ubuntu ISO', status, data: { plan: JSON.stringify(plan), form, errors, releases: RELEASES } });
+  }
+
+  function renderJob(req: Request, res: Response, job: Job, usb: Record<string, unknown>): void {
+    const result = job.result;
+    renderStep(req, res, {
+      view: 'job',
+      title: job.stage === 'built' ? 'Installer ready' : 'Building',
+      data: {
+        id: job.id,
+        polling: job.stage === 'downloading' || job.stage === 'building',
+        downloading: job.stage === 'downloading',
+        failed: job.stage === 'failed',
+        built: job.stage === 'built',
+        error: job.error,
+        percent: Math.round(job.fraction * 100),
+        message: job.message,
+        stepNumber: job.stage === 'built' ? 4 : 3,
+        roleTitle: ROLE_TITLES[job.role],
+        fileName: result && path.basename(result.out),
+        size: result && formatBytes(result.bytes),
+        release: result?.release,
+        warnings: result?.warnings ?? [],
+        usb,
+      },
+    });
+  }
+
+  function renderUsb(req: Request, res: Response, view: Record<string, unknown>, status = 200): void {
+    renderStep(req, res, { view: 'usb', title: 'USB stick', status, data: view });
+  }
+
+  async function drivesFor(job: Job): Promise<DriveChoice[]> {
+    if (!job.result) return [];
+    return listDrives({ image: job.result.out, imageSize: job.result.bytes, ...(deps.allowLoop ? { allowLoop: true } : {}) });
+  }
+
+  /** The USB part of the result page: write progress, or the drives to choose from. */
+  async function usbStep(job: Job, form: { errors?: FieldErrors; selected?: string; confirm?: string }): Promise<Record<string, unknown>> {
+    if (job.stage !== 'built' || !job.result) return { id: job.id };
+    const usb = job.usb;
+    if (usb && ['writing', 'syncing', 'verifying'].includes(usb.stage)) {
+      return { id: job.id, writing: true, drive: describeDrive(usb.drive), percent: usbPercent(usb), phase: USB_PHASES[usb.stage] };
+    }
+    const choices = await drivesFor(job);
+    return {
+      id: job.id,
+      done: usb?.stage === 'done',
+      failure: usb?.stage === 'failed' ? usb.error : undefined,
+      drive: usb && describeDrive(usb.drive),
+      shortSha: usb?.sha256?.slice(0, 16),
+      imageSize: formatBytes(job.result.bytes),
+      errors: form.errors ?? {},
+      confirm: form.confirm ?? '',
+      drives: choices.map(({ drive, findings }) => ({
+        path: drive.path,
+        label: describeDrive(drive),
+        ok: !hasErrors(findings),
+        errors: findings.filter((f) => f.level === 'error').map((f) => f.message),
+        warnings: findings.filter((f) => f.level === 'warning').map((f) => f.message),
+        confirmWord: confirmationWord(drive),
+        selected: form.selected === drive.path,
+      })),
+    };
+  }
+
+  return app;
+}
+
+const USB_PHASES: Record<string, string> = {
+  writing: 'Writing the installer',
+  syncing: 'Making sure everything reached the stick',
+  verifying: 'Reading it back to check every byte',
+};
+
+/** One bar over the whole write: 60% writing, 5% flushing, 35% reading back. */
+function usbPercent(u: UsbWrite): number {
+  const f = u.total ? u.bytes / u.total : 0;
+  const p = u.stage === 'writing' ? 0.6 * f : u.stage === 'syncing' ? 0.6 : 0.65 + 0.35 * f;
+  return Math.round(p * 100);
+}
+
+function findJob(deps: SetupDeps, id: string | undefined): Job {
+  const job = id ? deps.jobs.get(id) : undefined;
+  if (!job) throw new SkyError(404, 'not_found', 'this build is not known (the setup program may have been restarted): start again');
+  return job;
+}
+
+/** The options carried from the options step, checked again (a hidden field is still user input). */
+function readPlan(body: unknown): InstallerOptionsInput | undefined {
+  const raw = (body as { plan?: unknown } | undefined)?.plan;
+  if (typeof raw !== 'string' || raw.length > 32_000) return undefined;
+  try {
+    const plan: unknown = JSON.parse(raw);
+    return installerOptionsSchema.safeParse(plan).success ? (plan as InstallerOptionsInput) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function asset(key: string) {
+  return (_req: Request, res: Response, next: NextFunction) => {
+    const body = readAsset(key);
+    if (!body) return next();
+    res.type(contentType(key)).setHeader('Cache-Control', 'no-cache');
+    res.send(body);
+  };
+}
+
+/** This server can erase disks: refuse form posts sent by another web site (a cross-site form). */
+function sameOriginPosts(req: Request, _res: Response, next: NextFunction): void {
+  if (req.method !== 'POST') return next();
+  const origin = req.get('Origin');
+  if (origin && origin !== 'null') {
+    let host: string;
+    try {
+      host = new URL(origin).host;
+    } catch {
+      host = '';
+    }
+    if (host !== req.get('Host')) return next(new SkyError(403, 'forbidden', 'this form was sent from another web site'));
+  }
+  next();
+}
+
+function wrap(fn: (req: Request, res: Response) => Promise<unknown>) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    fn(req, res).catch(next);
+  };
+}
+

@@ -17,7 +17,7 @@ import {
 } from './libvirt.ts';
 import { addReservation, ensureNetwork, freeIp, newMac, removeReservation, reservations, type VmNetwork } from './network.ts';
 import { Reverter } from './reverter.ts';
-import { buildSeedIso } from './seed.ts';
+import { buildSeedIso, parseUserData } from './seed.ts';
 import type { TemplateStore } from './templates.ts';
 
 export const CREATE_STEPS = ['folder', 'disk', 'seed', 'dhcp', 'define', 'forward', 'start', 'console'] as const;
@@ -241,6 +241,7 @@ export class VmManager {
     if (req.diskGiB !== undefined && disk?.virtualBytes && req.diskGiB * GiB < disk.virtualBytes) {
       throw new InvalidField('diskGiB', `must be at least the template's size (${Math.ceil(disk.virtualBytes / GiB)} GiB)`);
     }
+    parseUserData(req.userData);
     if (req.id && this.vms.has(req.id)) throw new Conflict(`VM ${req.id} already exists`);
     for (const vm of this.vms.values()) if (vm.record.name === req.name) throw new Conflict(`a VM named ${req.name} already exists on this host`);
     return t;

@@ -114,3 +114,81 @@ export async function buildTestGuest(): Promise<TestGuest> {
 export function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
+
+/** A serial console over the agent's WebSocket: collects what the guest prints, sends keystrokes. */
+export class ConsoleSession {
+  private text = '';
+  private readonly ws: import('ws').WebSocket;
+  private waiters: (() => void)[] = [];
+
+  private constructor(ws: import('ws').WebSocket) {
+    this.ws = ws;
+    ws.on('message', (d: Buffer) => {
+      this.text += d.toString('utf8');
+      for (const w of this.waiters) w();
+    });
+  }
+
+  /** Opens `GET /vms/:id/console` on an agent (or anything that speaks the same). */
+  static async open(baseUrl: string, path: string, key: string): Promise<ConsoleSession> {
+    const { WebSocket } = await import('ws');
+    const ws = new WebSocket(baseUrl.replace(/^http/, 'ws') + path, { headers: { authorization: `Bearer ${key}` } });
+    // listen before the handshake ends: the scrollback may come in the same packet as the upgrade
+    const session = new ConsoleSession(ws);
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => resolve());
+      ws.once('unexpected-response', (_q, res) => reject(new Error(`console answered HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
+    return session;
+  }
+
+  get output(): string {
+    return this.text;
+  }
+
+  send(text: string): void {
+    this.ws.send(Buffer.from(text));
+  }
+
+  /** Waits until the output from `from` on matches `re`; returns the match. */
+  async waitFor(re: RegExp, timeoutMs = 60_000, from = 0): Promise<RegExpExecArray> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.text.slice(from));
+      if (m) return m;
+      const left = until - Date.now();
+      if (left <= 0) throw new Error(`console: no ${re} within ${timeoutMs} ms; last output: ${JSON.stringify(this.text.slice(-300))}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.min(left, 500));
+        function done() {
+          clearTimeout(t);
+          resolve();
+        }
+        this.waiters.push(done);
+      });
+      this.waiters = [];
+    }
+  }
+
+  /** Gets a prompt (pressing Enter until one shows), runs `command`, and returns what it printed. */
+  async run(command: string, timeoutMs = 60_000): Promise<string> {
+    const marker = `__done_${Math.random().toString(36).slice(2, 8)}`;
+    const from = this.text.length;
+    this.send('\n');
+    await this.waitFor(new RegExp(escapeRe(GUEST_PROMPT)), timeoutMs, from);
+    const start = this.text.length;
+    // the marker is split in the command line so only its output matches
+    this.send(`${command}; echo ${marker.slice(0, 4)}""${marker.slice(4)}\n`);
+    const m = await this.waitFor(new RegExp(`([\\s\\S]*?)${marker}`), timeoutMs, start);
+    return m[1]!.replace(/\r/g, '');
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
+function escapeRe(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,0 +1,339 @@
+// The host agent against the real libvirt + QEMU (TCG) of this machine, through its HTTP API:
+// a VM from the test guest (console, a command, the SSH forward, shutdown, delete, nothing left),
+// SIGKILL and restart of the agent while the VM runs, five creates at once, a failure injected at
+// every create step, hostile input. Every libvirt object is named per run and removed in after hooks.
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { execa, type ResultPromise } from 'execa';
+import { configSchema, defaults } from '../../appliance/config.ts';
+import { SkyError } from '../../appliance/errors.ts';
+import { ensureDaemons } from '../../appliance/hostsetup.ts';
+import { logger } from '../../appliance/log.ts';
+import { hostTag, listDomains, removeDomain, virsh } from '../../agent/libvirt.ts';
+import { networkName, removeNetwork, reservations } from '../../agent/network.ts';
+import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
+import { CREATE_STEPS, type CreateStep } from '../../agent/vms.ts';
+import { agentContract, HOSTILE_STRINGS } from '../support/agent-contract.ts';
+import { buildTestGuest, ConsoleSession, GUEST_BANNER, type TestGuest } from '../support/guest.ts';
+import { freePort, waitForHttp } from '../support/net.ts';
+import { NODE, REPO } from '../support/netns.ts';
+
+const TEMPLATE = 'test-guest';
+
+interface Site {
+  hostId: string;
+  dataDir: string;
+  ports: { low: number; high: number };
+}
+
+/** A fresh data folder (traversable by libvirt-qemu) holding the test guest as a template. */
+async function newSite(guest: TestGuest, label: string): Promise<Site> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), `skyhost-agent-${label}-`));
+  chmodSync(dataDir, 0o711);
+  await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
+  const low = 30000 + Math.floor(Math.random() * 3000) * 10;
+  return { hostId: `itest-${label}-${randomBytes(3).toString('hex')}`, dataDir, ports: { low, high: low + 9 } };
+}
+
+function siteConfig(site: Site) {
+  return configSchema.parse({
+    ...defaults({ isRoot: true, cwd: REPO }),
+    dataDir: site.dataDir,
+    listen: '127.0.0.1',
+    sshPortRange: `${site.ports.low}-${site.ports.high}`,
+    logLevel: 'warn',
+  });
+}
+
+/** Removes every domain, the network and the data folder of a site. */
+async function cleanSite(site: Site | undefined): Promise<void> {
+  if (!site) return;
+  const prefix = `sky-${hostTag(site.hostId)}-`;
+  for (const name of (await listDomains().catch(() => new Map())).keys()) if (name.startsWith(prefix)) await removeDomain(name).catch(() => undefined);
+  await removeNetwork(networkName(site.hostId));
+  if (!process.env.SKYHOST_TEST_KEEP) rmSync(site.dataDir, { recursive: true, force: true });
+}
+
+async function domainsOf(site: Site): Promise<string[]> {
+  const prefix = `sky-${hostTag(site.hostId)}-`;
+  return [...(await listDomains()).keys()].filter((n) => n.startsWith(prefix));
+}
+
+function portAnswers(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Reads the first line the VM's forwarded port answers. */
+function readBanner(port: number, timeoutMs = 30_000): Promise<string> {
+  const until = Date.now() + timeoutMs;
+  const once = () =>
+    new Promise<string>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      let got = '';
+      s.on('data', (d) => (got += d.toString()));
+      s.on('close', () => resolve(got));
+      s.on('error', () => resolve(''));
+      setTimeout(() => s.destroy(), 3000);
+    });
+  return (async () => {
+    for (;;) {
+      const line = await once();
+      if (line.includes('SSH-')) return line.trim();
+      if (Date.now() > until) throw new Error(`port ${port} gave no banner within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+}
+
+/** Nothing of a site's VMs is left: no domain, no VM folder, no DHCP entry, no listening SSH port. */
+async function expectNothingLeft(site: Site): Promise<void> {
+  expect(await domainsOf(site), 'domains').to.deep.equal([]);
+  const vmsDir = path.join(site.dataDir, 'vms');
+  expect(existsSync(vmsDir) ? readdirSync(vmsDir) : [], 'VM folders').to.deep.equal([]);
+  const net = networkName(site.hostId);
+  if ((await virsh(['net-list', '--all', '--name'])).split('\n').includes(net)) {
+    expect([...(await reservations(net)).keys()], 'DHCP reservations').to.deep.equal([]);
+  }
+  for (let p = site.ports.low; p <= site.ports.high; p++) expect(await portAnswers(p), `port ${p}`).to.equal(false);
+}
+
+async function api(base: string, key: string, method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(base + p, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined };
+}
+
+describe('host agent on real libvirt/QEMU', function () {
+  this.timeout(120_000);
+  let guest: TestGuest;
+
+  before(async function () {
+    await ensureDaemons();
+    guest = await buildTestGuest();
+  });
+
+  describe('in-process agent', function () {
+    let site: Site | undefined;
+    let agent: RunningAgent | undefined;
+    let failAt: CreateStep | undefined;
+    const key = randomBytes(16).toString('hex');
+
+    before(async function () {
+      site = await newSite(guest, 'inproc');
+      agent = await startAgent({
+        config: siteConfig(site),
+        log: logger('agent-test'),
+        key,
+        hostId: site.hostId,
+        port: 0,
+        listen: '127.0.0.1',
+        accel: { accel: 'tcg', reason: 'tests run under TCG' },
+        afterStep: (step) => {
+          if (step === failAt) throw new SkyError(500, 'injected_failure', `failure injected after step ${step}`);
+        },
+      });
+    });
+
+    after(async function () {
+      await agent?.stop();
+      await cleanSite(site);
+    });
+
+    agentContract('real agent (libvirt, TCG)', async () => ({ url: `http://127.0.0.1:${agent!.port}`, key, template: TEMPLATE }));
+
+    it('should leave libvirt and the data folder untouched after hostile requests', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const before = { domains: await domainsOf(site!), files: readdirSync(site!.dataDir).sort() };
+      for (const s of HOSTILE_STRINGS) {
+        for (const field of ['name', 'template', 'owner', 'id', 'sshKey', 'userData']) {
+          if (field === 'userData' && s === '') continue; // empty user-data is fine
+          const a = await api(base, key, 'POST', '/vms', { name: 'ok-name', template: TEMPLATE, [field]: s });
+          expect(a.status, `${field}=${JSON.stringify(s)}`).to.be.within(400, 499);
+        }
+      }
+      expect(await domainsOf(site!)).to.deep.equal(before.domains);
+      expect(readdirSync(site!.dataDir).sort()).to.deep.equal(before.files);
+      expect(existsSync(path.join(site!.dataDir, 'vms')) ? readdirSync(path.join(site!.dataDir, 'vms')) : []).to.deep.equal([]);
+    });
+
+    it('should refuse a template that needs KVM on this TCG host with a clear message', async function () {
+      const store = new TemplateStore(site!.dataDir);
+      await store.import({ name: 'desktop', kernel: guest.kernel, initrd: guest.initrd, needsKvm: true, console: 'vnc', os: 'ubuntu-desktop' });
+      try {
+        const a = await api(`http://127.0.0.1:${agent!.port}`, key, 'POST', '/vms', { name: 'desk', template: 'desktop' });
+        expect(a.status).to.equal(409);
+        expect(a.body.error.code).to.equal('needs_kvm');
+        expect(a.body.error.message).to.match(/KVM/).and.to.match(/TCG/);
+        await expectNothingLeft(site!);
+      } finally {
+        await store.remove('desktop', async () => []);
+      }
+    });
+
+    for (const step of CREATE_STEPS) {
+      it(`should undo everything when create fails after step "${step}"`, async function () {
+        failAt = step;
+        try {
+          const a = await api(`http://127.0.0.1:${agent!.port}`, key, 'POST', '/vms', { name: `fail-${step}`, template: TEMPLATE });
+          expect(a.status).to.equal(500);
+          expect(a.body.error.code).to.equal('injected_failure');
+        } finally {
+          failAt = undefined;
+        }
+        expect((await api(`http://127.0.0.1:${agent!.port}`, key, 'GET', '/vms')).body).to.deep.equal([]);
+        await expectNothingLeft(site!);
+      });
+    }
+
+    it('should create five VMs at once without a clash of names, MACs, IPs or ports, then delete them all', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const answers = await Promise.all([0, 1, 2, 3, 4].map((i) => api(base, key, 'POST', '/vms', { name: `burst-${i}`, template: TEMPLATE, memoryMiB: 128 })));
+      try {
+        for (const a of answers) expect(a.status, JSON.stringify(a.body)).to.equal(201);
+        const vms = answers.map((a) => a.body);
+        for (const k of ['id', 'name', 'mac', 'ip'] as const) expect(new Set(vms.map((v) => v[k])).size, k).to.equal(5);
+        expect(new Set(vms.map((v) => v.ssh.port)).size, 'ports').to.equal(5);
+        expect(vms.every((v) => v.state === 'running')).to.equal(true);
+        expect(await domainsOf(site!)).to.have.length(5);
+        // the same name again is a conflict, not a sixth VM
+        expect((await api(base, key, 'POST', '/vms', { name: 'burst-0', template: TEMPLATE })).status).to.equal(409);
+        const status = (await api(base, key, 'GET', '/status')).body;
+        expect(status.vms.total).to.equal(5);
+      } finally {
+        const dels = await Promise.all(answers.filter((a) => a.status === 201).map((a) => api(base, key, 'DELETE', `/vms/${a.body.id}`)));
+        for (const d of dels) expect(d.status).to.equal(204);
+      }
+      await expectNothingLeft(site!);
+    });
+
+    it('should delete a VM that is still being created, and answer 404 to a second delete', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const id = 'halfmade0001';
+      const creating = api(base, key, 'POST', '/vms', { id, name: 'half-made', template: TEMPLATE });
+      let seen = await api(base, key, 'GET', `/vms/${id}`);
+      while (seen.status === 404) seen = await api(base, key, 'GET', `/vms/${id}`);
+      expect(seen.body.state).to.equal('creating');
+      const del = await api(base, key, 'DELETE', `/vms/${id}`);
+      const created = await creating;
+      expect(created.status).to.equal(201);
+      expect(del.status).to.equal(204);
+      expect((await api(base, key, 'DELETE', `/vms/${id}`)).status).to.equal(404);
+      await expectNothingLeft(site!);
+    });
+  });
+
+  describe('agent process: a VM through its life, across a SIGKILL of the agent', function () {
+    let site: Site | undefined;
+    let child: ResultPromise | undefined;
+    let port = 0;
+    const key = randomBytes(16).toString('hex');
+    let base = '';
+    let vm: any;
+    let consoleSession: ConsoleSession | undefined;
+
+    const spawnAgent = async () => {
+      child = execa(NODE, [path.join(REPO, 'appliance/main.ts'), 'agent', '--data', site!.dataDir, '--port', String(port), '--key', key,
+        '--host-id', site!.hostId, '--ssh-ports', `${site!.ports.low}-${site!.ports.high}`, '--log-level', 'warn'], {
+        env: { SKYHOST_ACCEL: 'tcg', SKYHOST_LISTEN: '127.0.0.1' },
+        reject: false,
+        stdout: 'ignore',
+        stderr: 'pipe',
+        cwd: REPO,
+      });
+      await waitForHttp(`${base}/healthz`, 30_000);
+    };
+
+    before(async function () {
+      site = await newSite(guest, 'proc');
+      port = await freePort();
+      base = `http://127.0.0.1:${port}`;
+      await spawnAgent();
+    });
+
+    after(async function () {
+      consoleSession?.close();
+      child?.kill('SIGKILL');
+      await child?.catch(() => undefined);
+      await cleanSite(site);
+    });
+
+    it('should create a VM (201, running) with an SSH port and an address of its own', async function () {
+      const a = await api(base, key, 'POST', '/start-vm', { name: 'life', template: TEMPLATE, owner: 'student1', sshKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx0ZXN0a2V5 student@lab' });
+      expect(a.status, JSON.stringify(a.body)).to.equal(201);
+      vm = a.body;
+      expect(vm.state).to.equal('running');
+      expect(vm.ssh.port).to.be.within(site!.ports.low, site!.ports.high);
+      expect(vm.ssh.command).to.equal(`ssh -p ${vm.ssh.port} sky@${vm.ssh.host}`);
+      expect(vm.hypervisor).to.equal('tcg');
+      const meta = await virsh(['metadata', `sky-${hostTag(site!.hostId)}-${vm.id}`, 'https://skyhost.dev/xmlns/vm/1']);
+      expect(meta).to.include(`<hostId>${site!.hostId}</hostId>`).and.to.include('<owner>student1</owner>');
+    });
+
+    it('should show the shell prompt on the console WebSocket and run a command', async function () {
+      consoleSession = await ConsoleSession.open(base, `/vms/${vm.id}/console`, key);
+      const out = await consoleSession.run('echo hi-$((6*7)); uname -s', 90_000);
+      expect(out).to.include('hi-42').and.to.include('Linux');
+    });
+
+    it('should reach the guest\'s port 22 through the forwarded port', async function () {
+      expect(await readBanner(vm.ssh.port)).to.equal(GUEST_BANNER);
+    });
+
+    it('should give a late viewer the scrollback', async function () {
+      const late = await ConsoleSession.open(base, `/vms/${vm.id}/console`, key);
+      try {
+        await late.waitFor(/hi-42/, 5000);
+      } finally {
+        late.close();
+      }
+    });
+
+    it('should keep the VM running through a SIGKILL of the agent and adopt it again on restart', async function () {
+      consoleSession?.close();
+      child!.kill('SIGKILL');
+      await child!.catch(() => undefined);
+      expect(await portAnswers(port)).to.equal(false);
+      const dom = `sky-${hostTag(site!.hostId)}-${vm.id}`;
+      expect((await virsh(['domstate', dom])).trim()).to.equal('running');
+      await spawnAgent();
+      const a = await api(base, key, 'GET', `/vms/${vm.id}`);
+      expect(a.status).to.equal(200);
+      expect(a.body).to.include({ id: vm.id, name: 'life', state: 'running', owner: 'student1', ip: vm.ip, mac: vm.mac });
+      expect(a.body.ssh.port).to.equal(vm.ssh.port);
+      consoleSession = await ConsoleSession.open(base, `/vms/${vm.id}/console`, key);
+      const out = await consoleSession.run('echo back-$((40+2))', 30_000);
+      expect(out).to.include('back-42');
+      expect(await readBanner(vm.ssh.port)).to.equal(GUEST_BANNER);
+    });
+
+    it('should shut the VM down through ACPI', async function () {
+      const a = await api(base, key, 'POST', `/vms/${vm.id}/shutdown`, { timeoutSeconds: 60 });
+      expect(a.status, JSON.stringify(a.body)).to.equal(200);
+      expect(a.body.state).to.equal('shutoff');
+    });
+
+    it('should delete it and leave nothing: no domain, no files, no DHCP entry, no port', async function () {
+      consoleSession?.close();
+      expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
+      expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(404);
+      await expectNothingLeft(site!);
+      expect((await api(base, key, 'GET', '/vms')).body).to.deep.equal([]);
+    });
+  });
+});

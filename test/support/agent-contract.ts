@@ -1,0 +1,264 @@
+// The agent's API contract (DESIGN §5) for everything that needs no booted guest: auth, status and
+// template shapes, validation errors naming fields, 404s, hostile strings, body limits. It speaks only
+// HTTP and WebSocket to a base URL with a key, so the real agent and a simulated one both run it:
+//
+//   agentContract('real agent', async () => ({ url, key, template: 'tiny' }));
+import { expect } from 'chai';
+import WebSocket from 'ws';
+import { HostStatus, TemplateInfo, VmInfo } from '../../agent/api.ts';
+
+export interface ContractTarget {
+  /** Base URL of the agent, e.g. http://127.0.0.1:8081 */
+  url: string;
+  key: string;
+  /** The name of a template present on the agent. */
+  template: string;
+}
+
+interface Answer {
+  status: number;
+  body: unknown;
+  headers: Headers;
+}
+
+/** Field paths named by an error answer's details. */
+export function errorFields(body: unknown): string[] {
+  const fields = (body as { error?: { details?: { fields?: { field: string }[] } } })?.error?.details?.fields ?? [];
+  return fields.map((f) => f.field);
+}
+
+/** Strings a person or a script might try in any text field. */
+export const HOSTILE_STRINGS = [
+  'a;rm -rf /',
+  '$(reboot)',
+  '`id`',
+  '<script>alert(1)</script>',
+  "x' or '1'='1",
+  '../../etc/passwd',
+  'name with spaces',
+  'ünïcødé-🚀',
+  'A'.repeat(300),
+  '',
+  'a\nb',
+  "</name><devices><disk type='file'/>",
+];
+
+export function agentContract(label: string, setup: () => Promise<ContractTarget>): void {
+  describe(`agent API contract: ${label}`, function () {
+    this.timeout(30_000);
+    let t: ContractTarget;
+
+    const call = async (method: string, path: string, opts: { body?: unknown; raw?: string; key?: string | null; type?: string } = {}): Promise<Answer> => {
+      const headers: Record<string, string> = {};
+      const key = opts.key === undefined ? t.key : opts.key;
+      if (key !== null) headers.authorization = `Bearer ${key}`;
+      let body: string | undefined;
+      if (opts.raw !== undefined) body = opts.raw;
+      else if (opts.body !== undefined) body = JSON.stringify(opts.body);
+      if (body !== undefined) headers['content-type'] = opts.type ?? 'application/json';
+      const res = await fetch(t.url + path, { method, headers, ...(body !== undefined ? { body } : {}) });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        // not JSON: kept as text
+      }
+      return { status: res.status, body: parsed, headers: res.headers };
+    };
+
+    const expectError = (a: Answer, status: number, field?: string) => {
+      expect(a.status, JSON.stringify(a.body)).to.equal(status);
+      const err = (a.body as { error?: { code?: unknown; message?: unknown } }).error;
+      expect(err, 'an { error: { code, message } } body').to.be.an('object');
+      expect(err!.code).to.be.a('string');
+      expect(err!.message).to.be.a('string');
+      expect(String(err!.message)).not.to.match(/\n\s+at /, 'no stack trace');
+      if (field) expect(errorFields(a.body), JSON.stringify(a.body)).to.include(field);
+    };
+
+    const vmNames = async () => ((await call('GET', '/vms')).body as { name: string }[]).map((v) => v.name).sort();
+
+    let startIds: string[] = [];
+    before(async function () {
+      t = await setup();
+      startIds = ((await call('GET', '/vms')).body as { id: string }[]).map((v) => v.id);
+    });
+
+    // a check that fails by creating a VM must not leave it behind for the next check
+    afterEach(async function () {
+      for (const v of (await call('GET', '/vms')).body as { id: string }[]) {
+        if (!startIds.includes(v.id)) await call('DELETE', `/vms/${v.id}`);
+      }
+    });
+
+    describe('given no key or a wrong key', function () {
+      it('should answer /healthz without a key', async function () {
+        const a = await call('GET', '/healthz', { key: null });
+        expect(a.status).to.equal(200);
+      });
+      for (const [method, path] of [['GET', '/status'], ['GET', '/vms'], ['POST', '/vms'], ['POST', '/start-vm'], ['GET', '/vms/abcdef123456'],
+        ['DELETE', '/vms/abcdef123456'], ['POST', '/vms/abcdef123456/start'], ['GET', '/templates'], ['POST', '/templates'], ['DELETE', '/templates/x']] as const) {
+        it(`should refuse ${method} ${path} with 401`, async function () {
+          expectError(await call(method, path, { key: null, ...(method === 'POST' ? { body: {} } : {}) }), 401);
+          expectError(await call(method, path, { key: 'wrong-key-0123456789', ...(method === 'POST' ? { body: {} } : {}) }), 401);
+        });
+      }
+      it('should refuse a console WebSocket without the key', async function () {
+        expect(await wsStatus(t.url, '/vms/abcdef123456/console', null)).to.equal(401);
+      });
+    });
+
+    describe('GET /status', function () {
+      it('should answer the HostStatus shape with CPU, memory, VM count, hypervisor and templates', async function () {
+        const a = await call('GET', '/status');
+        expect(a.status).to.equal(200);
+        const s = HostStatus.parse(a.body);
+        expect(s.cpu.cores).to.be.greaterThan(0);
+        expect(s.memory.totalMiB).to.be.greaterThan(0);
+        expect(['kvm', 'tcg', 'none']).to.include(s.hypervisor);
+        expect(s.templates.map((x) => x.name)).to.include(t.template);
+        expect(s.vms.total).to.equal(s.vmList.length);
+      });
+    });
+
+    describe('templates', function () {
+      it('should list the template with its manifest', async function () {
+        const a = await call('GET', '/templates');
+        expect(a.status).to.equal(200);
+        const list = (a.body as unknown[]).map((x) => TemplateInfo.parse(x));
+        const mine = list.find((x) => x.name === t.template);
+        expect(mine, 'the template').to.not.equal(undefined);
+        expect(mine!.files.length).to.be.greaterThan(0);
+        for (const f of mine!.files) expect(f.sha256).to.match(/^[0-9a-f]{64}$/);
+      });
+      it('should answer 404 when removing a template that does not exist', async function () {
+        expectError(await call('DELETE', '/templates/no-such-template'), 404);
+      });
+      it('should answer 404 for hostile template names in the path and keep every template', async function () {
+        const before = (await call('GET', '/templates')).body;
+        for (const s of ['..', '..%2F..%2Fetc', '%3Bx', 'a%20b', '%24(id)']) {
+          const a = await call('DELETE', `/templates/${s}`);
+          expect(a.status, s).to.be.within(400, 499);
+        }
+        expect((await call('GET', '/templates')).body).to.deep.equal(before);
+      });
+      it('should want a url (with sha256) or an upload to import', async function () {
+        expectError(await call('POST', '/templates', { body: { name: 'new-one' } }), 422, 'url');
+        expectError(await call('POST', '/templates', { body: { name: 'new-one', url: 'http://127.0.0.1:9/x.qcow2' } }), 422, 'sha256');
+      });
+      for (const s of HOSTILE_STRINGS) {
+        it(`should refuse the template name ${JSON.stringify(s.slice(0, 30))} with 422 naming "name"`, async function () {
+          expectError(await call('POST', '/templates', { body: { name: s, url: 'http://127.0.0.1:9/x', sha256: 'a'.repeat(64) } }), 422, 'name');
+        });
+      }
+      it('should refuse a template upload with a hostile name before reading it', async function () {
+        const a = await call('POST', `/templates?name=${encodeURIComponent('../../x')}`, { raw: 'not an image', type: 'application/octet-stream' });
+        expectError(a, 422, 'name');
+      });
+    });
+
+    describe('POST /vms validation', function () {
+      it('should name every missing field', async function () {
+        const a = await call('POST', '/vms', { body: {} });
+        expectError(a, 422);
+        expect(errorFields(a.body)).to.include.members(['name', 'template']);
+      });
+      it('should refuse an unknown template with 422 naming "template"', async function () {
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: 'no-such-template' } }), 422, 'template');
+      });
+      it('should refuse wrong types and out-of-range numbers naming the field', async function () {
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, memoryMiB: 'lots' } }), 422, 'memoryMiB');
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, vcpus: 0 } }), 422, 'vcpus');
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, vcpus: 1.5 } }), 422, 'vcpus');
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, diskGiB: -1 } }), 422, 'diskGiB');
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, expiresAt: 'tomorrow' } }), 422, 'expiresAt');
+      });
+      it('should refuse an unknown field', async function () {
+        const a = await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, cdrom: '/etc/shadow' } });
+        expectError(a, 422);
+      });
+      it('should refuse a bad SSH key naming "sshKey"', async function () {
+        for (const k of ['not a key', 'ssh-ed25519 AAAA\nssh-rsa BBBB', 'ssh-ed25519 $(id)']) {
+          expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, sshKey: k } }), 422, 'sshKey');
+        }
+      });
+      it('should refuse malformed JSON with 400', async function () {
+        expectError(await call('POST', '/vms', { raw: '{"name": "x",' }), 400);
+      });
+      it('should refuse a body that is not an object', async function () {
+        expectError(await call('POST', '/vms', { body: ['a'] }), 422);
+        const a = await call('POST', '/vms', { body: 'a string' });
+        expect(a.status).to.be.oneOf([400, 422]);
+      });
+      it('should refuse a huge body with 413 and change nothing', async function () {
+        const before = await vmNames();
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, userData: 'x'.repeat(2 * 1024 * 1024) } }), 413);
+        expect(await vmNames()).to.deep.equal(before);
+      });
+      it('should refuse userData over 64 KiB naming "userData"', async function () {
+        expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, userData: '#' + 'x'.repeat(70_000) } }), 422, 'userData');
+      });
+      for (const field of ['name', 'template', 'owner', 'id', 'sshKey'] as const) {
+        it(`should refuse hostile strings in "${field}" with 422 naming it, changing nothing`, async function () {
+          const before = await vmNames();
+          for (const s of HOSTILE_STRINGS) {
+            const body: Record<string, unknown> = { name: 'contract-a', template: t.template, [field]: s };
+            for (const path of ['/vms', '/start-vm']) expectError(await call('POST', path, { body }), 422, field);
+          }
+          expect(await vmNames()).to.deep.equal(before);
+        });
+      }
+      it('should refuse user-data that is not a #cloud-config mapping, naming "userData"', async function () {
+        for (const s of ['$(reboot)', "'", 'a: [', '- just\n- a list']) {
+          expectError(await call('POST', '/vms', { body: { name: 'contract-a', template: t.template, userData: s } }), 422, 'userData');
+        }
+      });
+    });
+
+    describe('VMs that do not exist', function () {
+      for (const id of ['abcdef123456', 'no-such-vm', '..', '%2E%2E%2Fetc', '%3Bid', 'x'.repeat(200)]) {
+        it(`should answer 404 for ${id.slice(0, 20)}`, async function () {
+          expectError(await call('GET', `/vms/${id}`), 404);
+          expectError(await call('DELETE', `/vms/${id}`), 404);
+          expectError(await call('POST', `/vms/${id}/start`), 404);
+        });
+      }
+      it('should answer 404 for an unknown action', async function () {
+        expectError(await call('POST', '/vms/abcdef123456/explode'), 404);
+      });
+      it('should answer 404 for a console of an unknown VM', async function () {
+        expect(await wsStatus(t.url, '/vms/abcdef123456/console', t.key)).to.equal(404);
+        expect(await wsStatus(t.url, '/vms/abcdef123456/vnc', t.key)).to.equal(404);
+      });
+      it('should answer 404 JSON for an unknown route', async function () {
+        expectError(await call('GET', '/no/such/route'), 404);
+      });
+    });
+
+    describe('GET /vms', function () {
+      it('should answer a list of VMs in the VmInfo shape', async function () {
+        const a = await call('GET', '/vms');
+        expect(a.status).to.equal(200);
+        expect(a.body).to.be.an('array');
+        for (const v of a.body as unknown[]) VmInfo.parse(v);
+      });
+    });
+  });
+}
+
+/** The HTTP status a WebSocket upgrade gets (101 when it opens). */
+export function wsStatus(base: string, path: string, key: string | null): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(base.replace(/^http/, 'ws') + path, key ? { headers: { authorization: `Bearer ${key}` } } : {});
+    ws.on('open', () => {
+      ws.close();
+      resolve(101);
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      res.resume();
+    });
+    ws.on('error', (err) => reject(err));
+  });
+}

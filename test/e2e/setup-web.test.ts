@@ -1,0 +1,181 @@
+// The web installer in headless Chromium, end to end with the real pieces: the real remaster
+// (xorriso) of the stand-in Ubuntu ISO, downloaded from a stand-in mirror on loopback with its
+// SHA256SUMS checked; the real download of the result; the real USB writer on a loop device.
+import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { run } from '../../appliance/exec.ts';
+import { close, listen } from '../../appliance/http.ts';
+import { logger } from '../../appliance/log.ts';
+import { buildSetupApp } from '../../appliance/setup/app.ts';
+import { downloadUbuntuIso } from '../../appliance/setup/download.ts';
+import { SetupJobs } from '../../appliance/setup/jobs.ts';
+import { buildInstallerIso, inspectUbuntuIso } from '../../iso/remaster.ts';
+import { writeImage } from '../../iso/usb.ts';
+import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { fakeUbuntuIso } from '../support/fake-ubuntu-iso.ts';
+import { startFakeMirror, type FakeMirror } from '../support/fake-ubuntu-mirror.ts';
+import { createLoopDevice, type LoopDevice } from '../support/loop-device.ts';
+
+const SCREENS = path.resolve(import.meta.dirname, '../../.cache/screens');
+const TOKEN = 'shj_e2e-join-token-0001';
+const CONTROLLER = 'http://skyhost-controller.local:8080';
+
+function sha256OfDevice(device: string, length: number): string {
+  const hash = createHash('sha256');
+  const fd = openSync(device, 'r');
+  try {
+    const buf = Buffer.alloc(4 * 1024 * 1024);
+    let pos = 0;
+    while (pos < length) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, length - pos), pos);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+describe('web installer (skyhost setup) in headless Chromium', function () {
+  this.timeout(240_000);
+  let dir: string;
+  let mirror: FakeMirror;
+  let loop: LoopDevice;
+  let server: Server;
+  let base: string;
+  let browser: TestBrowser;
+  let page: Page;
+  let downloaded: string;
+  const offsite: string[] = [];
+
+  before(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-setup-e2e-'));
+    const iso = await fakeUbuntuIso({ release: '24.04' });
+    mirror = await startFakeMirror({ iso });
+    loop = await createLoopDevice(256 * 1024 * 1024);
+    const log = logger('setup-test');
+    const jobs = new SetupJobs({ buildIso: buildInstallerIso, download: downloadUbuntuIso, writeImage, workDir: path.join(dir, 'work'), log });
+    server = createServer(buildSetupApp({ log, jobs, ubuntuMirror: 'https://releases.ubuntu.com', inspectIso: inspectUbuntuIso, allowLoop: true }));
+    base = `http://127.0.0.1:${await listen(server, 0, '127.0.0.1')}`;
+    browser = await launchBrowser();
+    page = await browser.newPage({ width: 1100, height: 900 });
+    // Everything must come from this machine: note any request elsewhere.
+    await browser.context.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.hostname !== '127.0.0.1') {
+        offsite.push(url.href);
+        return route.abort();
+      }
+      return route.continue();
+    });
+  });
+
+  after(async () => {
+    await browser?.close();
+    if (server) await close(server);
+    await mirror?.close();
+    await loop?.remove();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('should open from a controller link with its URL and join token filled in, then take the Host node role', async () => {
+    await page.goto(`${base}/?controllerUrl=${encodeURIComponent(CONTROLLER)}&joinToken=${TOKEN}`);
+    await page.click('#role-agent');
+    await page.waitForSelector('#options-form');
+    expect(await page.inputValue('input[name=controllerUrl]')).to.equal(CONTROLLER);
+    expect(await page.inputValue('input[name=joinToken]')).to.equal(TOKEN);
+    expect(page.url()).to.contain('/options?role=agent');
+  });
+
+  it('should show a bad option next to its field and keep what was typed', async () => {
+    await page.fill('input[name=hostnamePrefix]', 'Lab PC 1');
+    await page.fill('input[name=timezone]', 'Europe/Paris');
+    await page.fill('input[name=password]', 'correct horse battery');
+    await page.click('#options-next');
+    await page.waitForSelector('#error-hostnamePrefix');
+    expect(await page.textContent('#error-hostnamePrefix')).to.contain('lower-case letters');
+    expect(await page.inputValue('input[name=hostnamePrefix]')).to.equal('Lab PC 1');
+    expect(await page.inputValue('input[name=timezone]')).to.equal('Europe/Paris');
+    expect(await page.inputValue('input[name=joinToken]')).to.equal(TOKEN);
+    mkdirSync(SCREENS, { recursive: true });
+    await page.screenshot({ path: path.join(SCREENS, 'setup-options-error.png'), fullPage: true });
+
+    await page.fill('input[name=hostnamePrefix]', 'lab');
+    await page.fill('input[name=password]', 'correct horse battery');
+    await page.click('#options-next');
+    await page.waitForSelector('#iso-form');
+  });
+
+  it('should download Ubuntu from the mirror, check SHA256SUMS, and build with a progress bar that reaches done', async () => {
+    await page.check('input[name=source][value=download]');
+    await page.fill('input[name=ubuntuMirror]', mirror.url);
+    await page.selectOption('select[name=release]', '24.04');
+    await page.click('#build');
+    await page.waitForSelector('#build-progress');
+    const seen = new Set<string>();
+    const poll = setInterval(() => {
+      void page.textContent('#job h1').then((t) => t && seen.add(t.trim()), () => undefined);
+    }, 100);
+    try {
+      await page.waitForSelector('#download', { timeout: 180_000 });
+    } finally {
+      clearInterval(poll);
+    }
+    expect(seen.has('Downloading Ubuntu') || seen.has('Building the installer')).to.equal(true);
+    expect(mirror.requests).to.include.members(['/24.04/SHA256SUMS', `/24.04/${mirror.name}`]);
+    expect(await page.textContent('#job')).to.contain('ERASES THE LARGEST DISK');
+    expect(page.url()).to.match(/\/jobs\/[0-9a-f]{16}$/);
+  });
+
+  it('should download the installer, with the controller URL and join token inside', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    downloaded = path.join(dir, 'installer.iso');
+    await download.saveAs(downloaded);
+    expect(download.suggestedFilename()).to.match(/^skyhost-agent-.*\.iso$/);
+    const extract = async (isoPath: string) => {
+      const out = path.join(dir, path.basename(isoPath));
+      await run('xorriso', ['-osirrox', 'on', '-indev', downloaded, '-extract', isoPath, out]);
+      return readFileSync(out, 'utf8');
+    };
+    expect(await extract('/nocloud/user-data')).to.match(/^#cloud-config/).and.contain('hostname');
+    expect(await extract('/skyhost/config.yaml')).to.contain(TOKEN).and.contain(CONTROLLER);
+  });
+
+  it('should explain refused drives, refuse a wrong confirmation, then write the loop device and verify it', async () => {
+    await page.click('button:has-text("Look again")');
+    const radio = `input[name=device][value="${loop.device}"]`;
+    await page.waitForSelector(radio);
+    const refusedRoot = await page.locator('.drive.refused', { hasText: 'running from' }).count();
+    const rootDisk = (await run('findmnt', ['-n', '-o', 'SOURCE', '/'])).stdout.trim();
+    if (rootDisk.startsWith('/dev/')) expect(refusedRoot).to.be.greaterThan(0);
+
+    await page.check(radio);
+    await page.fill('input[name=confirm]', 'not-the-name');
+    await page.click('#usb-write');
+    await page.waitForSelector('#error-confirm');
+    expect(await page.textContent('#error-confirm')).to.contain(`type “${loop.name}”`);
+    expect(await page.isChecked(radio)).to.equal(true);
+
+    await page.fill('input[name=confirm]', loop.name);
+    await page.click('#usb-write');
+    await page.waitForSelector('#usb-done', { timeout: 180_000 });
+    await page.screenshot({ path: path.join(SCREENS, 'setup-usb-done.png'), fullPage: true });
+    const size = statSync(downloaded).size;
+    const expected = createHash('sha256').update(readFileSync(downloaded)).digest('hex');
+    expect(sha256OfDevice(loop.device, size)).to.equal(expected);
+    expect(await page.textContent('#usb-done')).to.contain(expected.slice(0, 16));
+  });
+
+  it('should have loaded nothing from outside this machine and logged no page errors', () => {
+    expect(offsite).to.deep.equal([]);
+    // Chromium logs every 4xx answer; the 422s of the two validation steps above are expected.
+    expect(browser.errors.filter((e) => !/status of 422/.test(e))).to.deep.equal([]);
+  });
+});

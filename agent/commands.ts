@@ -4,6 +4,7 @@ import type { Command, CommandContext } from '../appliance/cli.ts';
 import { UsageError } from '../appliance/cli.ts';
 import { untilSignal } from '../appliance/http.ts';
 import { domainName, listDomains, readRecord } from './libvirt.ts';
+import { browseControllers, lanAddress } from './discovery.ts';
 import { startAgent } from './service.ts';
 import { TemplateStore } from './templates.ts';
 
@@ -13,22 +14,23 @@ export const agentCommand: Command = {
   name: 'agent',
   summary: 'run the host agent: VMs through libvirt/QEMU, consoles, SSH forwards, templates',
   description:
-    'Without --controller the agent runs standalone: its key comes from --key or DATA/secrets/agent-key\n' +
+    'Without --controller the agent finds one on the LAN (mDNS) and enrolls; either way it serves its API\n' +
+    'with the key from --key or DATA/secrets/agent-key\n' +
     '(created 0600). Several agents can share a machine with distinct --host-id, --data and sshPortRange.',
   flags: {
     data: dataFlag,
     port: { type: 'string', arg: 'PORT', key: 'agentPort', help: 'API port (default 8081)' },
     key: { type: 'string', arg: 'K', key: 'agentKey', help: 'bearer key every API call must carry' },
     'host-id': { type: 'string', arg: 'ID', key: 'hostId', help: 'host identity (default /etc/machine-id)' },
-    controller: { type: 'string', arg: 'URL', key: 'controllerUrl', help: 'controller to enroll with (not yet: the agent runs standalone)' },
+    controller: { type: 'string', arg: 'URL', key: 'controllerUrl', help: 'controller to enroll with (default: found on the LAN by mDNS)' },
     'join-token': { type: 'string', arg: 'T', key: 'joinToken', help: 'cluster join token for enrollment' },
     'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of SSH forwards (default 20000-20999)' },
   },
   async run(ctx) {
-    if (ctx.config.controllerUrl || ctx.config.joinToken) {
-      ctx.log.warn('enrollment with a controller is not built into this agent yet: running standalone');
-    }
-    const agent = await startAgent({ config: ctx.config, log: ctx.log });
+    // Browse for the controller while the agent starts (adoption, first status sample).
+    const browser = ctx.config.controllerUrl ? undefined : browseControllers({ lanIp: lanAddress(ctx.config.lanInterface)?.ip, log: ctx.log });
+    const agent = await startAgent({ config: ctx.config, log: ctx.log, enroll: true, ...(browser ? { browser } : {}) })
+      .catch(async (err: unknown) => { await browser?.stop(); throw err; });
     ctx.print(`agent ${agent.hostId} listening on ${agent.url}`);
     const sig = await untilSignal();
     ctx.log.info(`stopping on ${sig} (VMs keep running)`);

@@ -230,6 +230,12 @@ function saveRemembered(dataDir: string, r: Remembered): void {
 // Browsing.
 
 export interface ControllerBrowser {
+  /** The address it browses from. */
+  readonly lanIp: string | undefined;
+  /** When browsing started (ms since the epoch). */
+  readonly since: number;
+  /** Called when an advertisement comes, changes or goes. */
+  onChange: (() => void) | undefined;
   /** Usable advertisements heard so far (a dead controller that sent no goodbye stays listed). */
   ads(): ControllerAd[];
   /** Asks the LAN again (`browser.update()`). */
@@ -246,12 +252,10 @@ export function browseControllers(opts: { lanIp?: string | undefined; log: Logge
   quietErrors(bonjour, opts.log);
   const browser: Browser = bonjour.find({ type: SERVICE_TYPE });
   const warned = new Set<string>();
-  const changed = () => opts.onChange?.();
-  browser.on('up', changed);
-  browser.on('down', changed);
-  browser.on('txt-update', changed);
-  browser.on('srv-update', changed);
-  return {
+  const self: ControllerBrowser = {
+    lanIp: opts.lanIp,
+    since: Date.now(),
+    onChange: opts.onChange,
     ads() {
       const out: ControllerAd[] = [];
       for (const s of browser.services) {
@@ -271,6 +275,12 @@ export function browseControllers(opts: { lanIp?: string | undefined; log: Logge
         setTimeout(resolve, 500).unref();
       }),
   };
+  const changed = () => self.onChange?.();
+  browser.on('up', changed);
+  browser.on('down', changed);
+  browser.on('txt-update', changed);
+  browser.on('srv-update', changed);
+  return self;
 }
 
 /** multicast-dns emits 'error' for a busy port, which would crash the process with no listener. */
@@ -297,12 +307,14 @@ export interface DiscoveryOptions {
   agentUrl?: string | undefined;
   joinToken?: string | undefined;
   lanInterface?: string | undefined;
+  /** A browser started earlier (while the agent was still starting), to hear answers sooner. */
+  browser?: ControllerBrowser | undefined;
   log: Logger;
   /** Milliseconds between checks before enrollment (after it, 5x this). Default 500. */
   tickMs?: number;
   /**
    * With no cluster yet, how long to listen after the first query before choosing, so that a second
-   * controller's answer is heard before the first one is taken. Default 800 ms (responders answer
+   * controller's answer is heard before the first one is taken. Default 500 ms (responders answer
    * within 20-120 ms, RFC 6762 §6).
    */
   settleMs?: number;
@@ -326,14 +338,15 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   let state: ControllerState = remembered
     ? { state: 'searching', clusterId: remembered.clusterId, url: remembered.url, message: `looking for the controller of cluster ${remembered.clusterId}` }
     : { state: 'searching', message: opts.controllerUrl ? `enrolling with ${opts.controllerUrl}` : 'searching the LAN for a SkyHost controller (mDNS _skyhost._tcp)' };
-  let browser: ControllerBrowser | undefined;
-  let browserIp: string | undefined;
+  let browser: ControllerBrowser | undefined = opts.browser;
+  let browserIp: string | undefined = browser?.lanIp;
+  if (browser) browser.onChange = () => kick();
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let running: Promise<void> | undefined;
   let again = false;
   let lastQuery = 0;
-  let browsingSince = 0;
+  let browsingSince = browser?.since ?? 0;
   let lastEnroll: { url: string; agentUrl: string; at: number } | undefined;
   let failures = 0;
   const waiters = new Set<() => void>();
@@ -391,7 +404,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
     const ads = await candidates();
     if (!ads) return;
     const listening = Date.now() - browsingSince;
-    const settle = opts.settleMs ?? 800;
+    const settle = opts.settleMs ?? 500;
     if (!opts.controllerUrl && !remembered && listening < settle) {
       await new Promise((r) => setTimeout(r, settle - listening));
       return tick();
@@ -429,7 +442,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
     await enroll(ad, agentUrl);
   }
 
-  async function enroll(ad: ControllerAd, agentUrl: string): Promise<void> {
+  async function enroll(ad: ControllerAd, agentUrl: string, withToken = true): Promise<void> {
     if (state.state === 'searching' || state.state === 'ambiguous') setState({ state: 'enrolling', url: ad.url, clusterId: ad.clusterId || undefined });
     const body: EnrollRequest = {
       hostId: opts.hostId,
@@ -437,7 +450,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       agentUrl,
       agentKey: opts.agentKey,
       version: opts.version,
-      ...(opts.joinToken ? { joinToken: opts.joinToken } : {}),
+      ...(opts.joinToken && withToken ? { joinToken: opts.joinToken } : {}),
     };
     lastEnroll = { url: ad.url, agentUrl, at: Date.now() };
     let res: Response;
@@ -455,10 +468,15 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       return;
     }
     const payload = (await res.json().catch(() => undefined)) as unknown;
+    if (res.status === 403 && body.joinToken && remembered?.clusterId === ad.clusterId) {
+      // Already a member (our key proves it): a token rotated or used up since must not lock us out.
+      log.info('join token refused; enrolling again as a known host, without it', { reason: errorMessage(payload) });
+      lastEnroll = undefined;
+      return enroll(ad, agentUrl, false);
+    }
     if (!res.ok) {
       failures++;
-      const e = (payload as { error?: { message?: string } } | undefined)?.error;
-      setState({ state: 'refused', url: ad.url, clusterId: ad.clusterId || undefined, message: `controller refused enrollment (${res.status}): ${e?.message ?? res.statusText}` });
+      setState({ state: 'refused', url: ad.url, clusterId: ad.clusterId || undefined, message: `controller refused enrollment (${res.status}): ${errorMessage(payload) ?? res.statusText}` });
       return;
     }
     const parsed = EnrollResponse.safeParse(payload);
@@ -515,6 +533,11 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       await browser?.stop();
     },
   };
+}
+
+/** The message of an `{ error: { message } }` answer. */
+function errorMessage(payload: unknown): string | undefined {
+  return (payload as { error?: { message?: string } } | undefined)?.error?.message;
 }
 
 /** The ads whose controller answers `/healthz` within a second. */

@@ -11,7 +11,9 @@ import { Unavailable } from '../appliance/errors.ts';
 import { detectAccel, type AccelReport } from '../appliance/hostsetup.ts';
 import { close, listen } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
+import { VERSION } from '../appliance/version.ts';
 import { buildAgentApp } from './app.ts';
+import { readJoinToken, startDiscovery, type ControllerBrowser, type Discovery } from './discovery.ts';
 import { parsePortRange, PortForwarder } from './forwarder.ts';
 import { StatusSampler } from './status.ts';
 import { TemplateStore } from './templates.ts';
@@ -30,6 +32,10 @@ export interface StartAgentOptions {
   listen?: string;
   /** Force the accelerator instead of probing (tests; SKYHOST_ACCEL does the same for a process). */
   accel?: AccelReport;
+  /** Find the controller (mDNS, or config controllerUrl) and enroll: `skyhost agent` does. */
+  enroll?: boolean;
+  /** With `enroll`: an mDNS browser started before this, so that answers arrive while the agent starts. */
+  browser?: ControllerBrowser;
   /** Test hook: runs after each create step (throw to inject a failure there). */
   afterStep?: (step: CreateStep, vmId: string) => void | Promise<void>;
 }
@@ -41,6 +47,8 @@ export interface RunningAgent {
   hostId: string;
   vms: VmManager;
   templates: TemplateStore;
+  /** Enrollment with the controller, when started with `enroll`. */
+  discovery?: Discovery;
   stop(): Promise<void>;
 }
 
@@ -104,7 +112,8 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
   });
   const adopted = await vms.adopt();
-  const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log });
+  let discovery: Discovery | undefined;
+  const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log, controller: () => discovery?.state() });
   await status.start();
   const { app, onUpgrade } = buildAgentApp({ key, hostId, vms, templates, status, log });
   const server = createServer(app);
@@ -114,6 +123,13 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? lanAddress(config) : listenHost;
   const url = config.agentUrl ?? `http://${urlHost}:${port}`;
   log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted });
+  if (opts.enroll) {
+    discovery = startDiscovery({
+      dataDir, hostId, hostname: os.hostname(), agentKey: key, version: VERSION, agentPort: port, log,
+      controllerUrl: config.controllerUrl, agentUrl: config.agentUrl, joinToken: readJoinToken(config.joinToken), lanInterface: config.lanInterface,
+      browser: opts.browser,
+    });
+  }
   let stopped: Promise<void> | undefined;
   return {
     url,
@@ -122,8 +138,10 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     hostId,
     vms,
     templates,
+    ...(discovery ? { discovery } : {}),
     stop() {
       stopped ??= (async () => {
+        await discovery?.stop();
         status.stop();
         await close(server);
         await vms.stop();

@@ -21,6 +21,8 @@ export interface StatusDeps {
   vms: VmManager;
   templates: TemplateStore;
   log: Logger;
+  /** Which controller this agent belongs to (agent/discovery.ts), for `/status`. */
+  controller?: () => HostStatus['controller'];
   /** How often the background sample runs (default 5 s). */
   intervalMs?: number;
 }
@@ -127,6 +129,7 @@ export class StatusSampler {
   status(): HostStatus {
     const vmList = this.deps.vms.list();
     const running = vmList.filter((v) => v.state === 'running');
+    const controller = this.deps.controller?.();
     return {
       hostId: this.deps.hostId,
       hostname: os.hostname(),
@@ -142,6 +145,7 @@ export class StatusSampler {
       ...(this.sample.qemuVersion ? { qemuVersion: this.sample.qemuVersion } : {}),
       templates: this.sample.templates,
       vmList,
+      ...(controller ? { controller } : {}),
       uptimeS: Math.round(process.uptime()),
       sampledAt: this.sample.sampledAt,
     };

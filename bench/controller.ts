@@ -1,8 +1,184 @@
-// Group `controller`: 200 simulated hosts, 2,000 VMs, 50 concurrent clients (autocannon, second process).
-import { pendingGroup } from './group.ts';
+// Group `controller`: the real controller (`skyhost controller`, its own process) with 200 simulated
+// hosts and 2,000 VMs (simulated agents in this process, enrolled with the join token, VMs adopted
+// from their polls), loaded by 50 concurrent clients from a third process (autocannon). Targets
+// (issue 4): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { run } from '../appliance/exec.ts';
+import { SimFleet } from '../test/support/sim-agent.ts';
+import type { Group } from './group.ts';
+import { figure, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
 
-export const controllerGroup = pendingGroup('controller', [
-  ['controller.dashboard_p99_ms', 'ms'],
-  ['controller.api_vms_p99_ms', 'ms'],
-  ['controller.rss_mb', 'MB'],
-], 'not measured yet: needs `skyhost controller` with enrollment');
+const HOSTS = 200;
+const VMS_PER_HOST = 10;
+const CLIENTS = 50;
+const RUNS = 3;
+const SECONDS_PER_RUN = 5;
+
+/** A free TCP port on loopback. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` every 200 ms until it returns true; rejects with `what` after `ms`. */
+export async function waitUntil(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > until) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Resident memory of process `pid` in MB, from /proc. */
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+interface LoadRun {
+  p99: number;
+  rps: number;
+  non2xx: number;
+  errors: number;
+  maxRssMb: number;
+}
+
+/** One autocannon run (a separate process) against `url`, sampling the controller's RSS meanwhile. */
+async function load(root: string, url: string, token: string, pid: number): Promise<LoadRun> {
+  let maxRssMb = rssMb(pid);
+  const sampler = setInterval(() => { maxRssMb = Math.max(maxRssMb, rssMb(pid)); }, 200);
+  try {
+    const { stdout } = await run(path.join(root, 'node_modules', '.bin', 'autocannon'), [
+      '-c', String(CLIENTS), '-d', String(SECONDS_PER_RUN), '-j', '-n', '-H', `authorization=Bearer ${token}`, url,
+    ], { timeout: (SECONDS_PER_RUN + 30) * 1000 });
+    const r = JSON.parse(stdout) as { latency: { p99: number }; requests: { average: number }; non2xx: number; errors: number; timeouts: number };
+    return { p99: r.latency.p99, rps: r.requests.average, non2xx: r.non2xx, errors: r.errors + r.timeouts, maxRssMb };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+/** The p99 figure of several load runs, or null with the reason when the page did not answer 2xx. */
+function p99Figure(id: string, runs: LoadRun[], what: string, probeStatus: number, bodyBytes: number): Figure {
+  const bad = runs.find((r) => r.non2xx > 0 || r.errors > 0);
+  if (probeStatus < 200 || probeStatus >= 300 || bad) {
+    return notMeasured(id, 'ms', `${what} answered HTTP ${probeStatus}${bad ? ` (${bad.non2xx} non-2xx, ${bad.errors} errors under load)` : ''}: not measured`);
+  }
+  const rps = Math.round(runs.reduce((s, r) => s + r.rps, 0) / runs.length);
+  const f = figure(id, 'ms', runs.map((r) => r.p99), {
+    note: `${what} (${Math.round(bodyBytes / 1024)} KiB): p99 of ${CLIENTS} concurrent clients (autocannon, own process) for ${SECONDS_PER_RUN} s, ${runs.length} runs, ~${rps} req/s; ${HOSTS} simulated hosts, ${HOSTS * VMS_PER_HOST} VMs`,
+  });
+  return withTarget(f, { below: 50 });
+}
+
+export const controllerGroup: Group = {
+  name: 'controller',
+  ids: [
+    ['controller.dashboard_p99_ms', 'ms'],
+    ['controller.api_vms_p99_ms', 'ms'],
+    ['controller.rss_mb', 'MB'],
+    ['controller.class_burst_30_ms', 'ms'],
+  ],
+  async run(ctx) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-controller-'));
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    let child: ResultPromise | undefined;
+    let fleet: SimFleet | undefined;
+    try {
+      child = execa(path.join(ctx.root, 'node_modules', '.bin', 'node'), ['appliance/main.ts', 'controller', '--data', dir, '--port', String(port)], {
+        cwd: ctx.root,
+        env: { SKYHOST_LISTEN: '127.0.0.1', SKYHOST_ADVERTISE: 'false', SKYHOST_LOG_LEVEL: 'warn' },
+        reject: false,
+        stdin: 'ignore',
+        stdout: 'ignore',
+        stderr: 'pipe',
+      });
+      let stderr = '';
+      child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + String(d)).slice(-4000); });
+      const pid = child.pid!;
+      await waitUntil('the controller to answer /healthz', 30_000, async () => {
+        if (child?.exitCode !== null && child?.exitCode !== undefined) throw new Error(`controller exited: ${stderr.trim().split('\n').pop()}`);
+        return (await fetch(`${url}/healthz`)).ok;
+      }).catch((err: Error) => {
+        throw new Error(`${err.message}${stderr ? ` (controller said: ${stderr.trim().split('\n').slice(-2).join(' | ')})` : ''}`);
+      });
+      const token = readFileSync(path.join(dir, 'secrets', 'admin-token'), 'utf8').trim();
+      const joinToken = readFileSync(path.join(dir, 'secrets', 'join-token'), 'utf8').trim();
+      const auth = { authorization: `Bearer ${token}` };
+      const get = (p: string) => fetch(url + p, { headers: auth, signal: AbortSignal.timeout(10_000) });
+
+      ctx.say(`controller: starting ${HOSTS} simulated agents with ${VMS_PER_HOST} VMs each`);
+      fleet = await SimFleet.start(HOSTS, (i) => ({
+        memoryMiB: [8192, 16384, 32768][i % 3]!, threads: [4, 8, 16][i % 3]!, hypervisor: i % 5 === 0 ? 'tcg' : 'kvm', vms: VMS_PER_HOST,
+      }));
+      await fleet.enroll(url, joinToken);
+      const vmTotal = fleet.vmCount;
+      await waitUntil(`the controller to list ${vmTotal} VMs`, 90_000, async () => {
+        const body = (await (await get('/api/vms')).json()) as { vms?: unknown[] };
+        return (body.vms?.length ?? 0) >= vmTotal;
+      });
+      ctx.say(`controller: ${HOSTS} hosts ready, ${vmTotal} VMs listed; loading with ${CLIENTS} clients`);
+
+      const dashboardAnswer = await get('/');
+      const dashboardProbe = dashboardAnswer.status;
+      const dashboardBytes = (await dashboardAnswer.arrayBuffer()).byteLength;
+      const apiAnswer = await get('/api/vms');
+      const apiProbe = apiAnswer.status;
+      const apiBytes = (await apiAnswer.arrayBuffer()).byteLength;
+      const dashboard: LoadRun[] = [];
+      const apiVms: LoadRun[] = [];
+      for (let i = 0; i < RUNS; i++) {
+        if (dashboardProbe < 300) dashboard.push(await load(ctx.root, `${url}/`, token, pid));
+        apiVms.push(await load(ctx.root, `${url}/api/vms`, token, pid));
+      }
+      const all = [...dashboard, ...apiVms];
+
+      // A class of 30 pressing "Request VM" at once, 3 times.
+      const bursts: number[] = [];
+      for (let b = 0; b < 3; b++) {
+        const t0 = process.hrtime.bigint();
+        const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => fetch(`${url}/api/vms`, {
+          method: 'POST',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `class-${b}-${i}`, template: 'alpine', memoryMiB: 256, diskGiB: 2 }),
+          signal: AbortSignal.timeout(30_000),
+        })));
+        bursts.push(msSince(t0));
+        const bad = answers.filter((a) => a.status !== 201 && a.status !== 202);
+        if (bad.length > 0) throw new Error(`class burst: ${bad.length} of 30 requests answered ${bad[0]!.status}: ${await bad[0]!.text()}`);
+      }
+
+      return [
+        p99Figure('controller.dashboard_p99_ms', dashboard, 'dashboard /', dashboardProbe, dashboardBytes),
+        p99Figure('controller.api_vms_p99_ms', apiVms, 'GET /api/vms (admin: every VM)', apiProbe, apiBytes),
+        withTarget(figure('controller.rss_mb', 'MB', all.map((r) => r.maxRssMb), {
+          note: `peak resident memory of the controller process during each load run (${HOSTS} hosts polled every 5 s, ${vmTotal} VMs)`,
+        }), { below: 150 }),
+        figure('controller.class_burst_30_ms', 'ms', bursts, {
+          note: '30 POST /api/vms at once (a class pressing "Request VM"), until the last answer; simulated agents answer at once, so this is the controller\'s own cost',
+        }),
+      ];
+    } finally {
+      if (child) {
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => child?.kill('SIGKILL'), 5000);
+        await child.catch(() => undefined);
+        clearTimeout(killer);
+      }
+      await fleet?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+};

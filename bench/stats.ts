@@ -69,6 +69,19 @@ export function notMeasured(id: string, unit: string, why: string): Figure {
   return { id, value: null, unit, note: why };
 }
 
+/**
+ * The figure with its target's verdict appended to the note: met, or missed and by how much.
+ * @example withTarget(f, { below: 50 }) // "...; target < 50 ms MISSED by 2.1x"
+ */
+export function withTarget(f: Figure, target: { below: number } | { atLeast: number }): Figure {
+  if (f.value === null) return f;
+  const [met, text, ratio] = 'below' in target
+    ? [f.value < target.below, `< ${target.below} ${f.unit}`, f.value / target.below]
+    : [f.value >= target.atLeast, `>= ${target.atLeast} ${f.unit}`, target.atLeast / f.value];
+  const verdict = met ? `target ${text} met` : `target ${text} MISSED by ${ratio.toFixed(1)}x`;
+  return { ...f, note: f.note ? `${f.note}; ${verdict}` : verdict };
+}
+
 /** Three significant digits, whole numbers kept whole. */
 export function round(x: number): number {
   if (!Number.isFinite(x) || x === 0) return x;

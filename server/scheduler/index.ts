@@ -2,7 +2,7 @@
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
 import type { HostStatus, Hypervisor } from '../../agent/api.ts';
-import { feasibility, NOTHING_HELD, type Need, type Held } from './feasibility.ts';
+import { check, heldOn, holdings, NOTHING_HELD, rejection, type Need, type Held } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
 
@@ -122,20 +122,24 @@ export function place(
   const heldBy = holdings(inFlight);
   const seed = requestSeed(request, options.seed ?? DEFAULTS.seed);
 
-  const rejected: Rejection[] = [];
-  let best: SchedulerHost | undefined;
-  let bestHeld: Held = NOTHING_HELD;
+  // Hosts left out are kept as (index, reason) in the loop; their sentences are built when read.
+  const leftOut: number[] = [];
+  const reasons: RejectReason[] = [];
+  const found = { held: NOTHING_HELD };
+  let best = -1;
   let bestScore = -1;
   let bestTie = 0;
-  for (const host of hosts) {
+  for (let i = 0; i < hosts.length; i++) {
+    const host = hosts[i]!;
     // Feasibility first: the first failing check names the reason the host is left out.
-    const held = feasibility(host, need, heldBy);
-    if ('reason' in held) {
-      rejected.push(held);
+    const reason = check(host, need, heldBy, found);
+    if (reason !== null) {
+      leftOut.push(i);
+      reasons.push(reason);
       continue;
     }
     // Then a bounded score; equal scores go to the host with the lower seeded tie key.
-    const score = scoreOf(host.status!, need, held);
+    const score = scoreOf(host.status!, need, found.held);
     if (score < bestScore) continue;
     if (score === bestScore) {
       const tie = hostTieKey(seed, host.id);
@@ -144,14 +148,14 @@ export function place(
     } else {
       bestTie = hostTieKey(seed, host.id);
     }
-    best = host;
-    bestHeld = held;
+    best = i;
     bestScore = score;
   }
 
-  if (!best) {
+  const rejectedOf = () => leftOut.map((i, k) => rejection(hosts[i]!, need, heldBy, reasons[k]!));
+  if (best < 0) {
     const counts = new Map<RejectReason, number>();
-    for (const r of rejected) counts.set(r.reason, (counts.get(r.reason) ?? 0) + 1);
+    for (const r of reasons) counts.set(r, (counts.get(r) ?? 0) + 1);
     const summary = [...counts].map(([reason, n]) => `${n} ${reason}`).join(', ');
     return {
       ok: false,
@@ -159,33 +163,21 @@ export function place(
       explanation: hosts.length === 0
         ? 'no host fits: the cluster has no hosts yet'
         : `no host fits ${need.vcpus} vCPU / ${need.memoryMiB} MiB / ${need.diskGiB} GiB of "${need.template}": ${summary}`,
-      rejected,
+      rejected: rejectedOf(),
     };
   }
+  const chosen = hosts[best]!;
+  let rejected: Rejection[] | undefined;
   return {
     ok: true,
-    host: best.id,
+    host: chosen.id,
     score: bestScore,
-    explanation: describeScore(policy, best, need, bestHeld, bestScore, hosts.length - rejected.length, rejected.length),
-    rejected,
+    explanation: describeScore(policy, chosen, need, heldOn(heldBy, chosen), bestScore, hosts.length - leftOut.length, leftOut.length),
+    // Built on first read (a getter JSON.stringify includes): most decisions never show them.
+    get rejected() {
+      return (rejected ??= rejectedOf());
+    },
   };
-}
-
-function holdings(inFlight: readonly InFlight[]): Map<string, Held> | undefined {
-  if (inFlight.length === 0) return undefined;
-  const byHost = new Map<string, Held>();
-  for (const f of inFlight) {
-    const h = byHost.get(f.hostId);
-    if (h) {
-      h.vcpus += f.vcpus;
-      h.memoryMiB += f.memoryMiB;
-      h.diskGiB += f.diskGiB;
-      h.count += 1;
-    } else {
-      byHost.set(f.hostId, { vcpus: f.vcpus, memoryMiB: f.memoryMiB, diskGiB: f.diskGiB, count: 1 });
-    }
-  }
-  return byHost;
 }
 
 export { placeOriginal } from './baseline.ts';

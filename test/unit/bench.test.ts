@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { completeFigures, pendingGroup, type Group } from '../../bench/group.ts';
-import { figure, formatTable, median, notMeasured, quantile, round, summarize, toJson, writeJson, type Figure } from '../../bench/stats.ts';
+import { figure, formatTable, median, notMeasured, quantile, round, summarize, toJson, withTarget, writeJson, type Figure } from '../../bench/stats.ts';
 
 describe('bench statistics', () => {
   it('should take the median of odd and even sample counts, whatever their order', () => {
@@ -44,6 +44,20 @@ describe('bench statistics', () => {
   it('should build a figure with its baseline measured from its own samples', () => {
     const f = figure('clone.overlay_ms', 'ms', [20, 22, 21], { baseline: [1500, 1400, 1600], note: 'n' });
     expect(f).to.deep.equal({ id: 'clone.overlay_ms', value: 21, unit: 'ms', spread: 1, runs: 3, baseline: 1500, note: 'n' });
+  });
+});
+
+describe('bench targets', () => {
+  const f = (value: number | null): Figure => ({ id: 'x.y', value, unit: 'ms', note: 'n' });
+  it('should say a target is met or missed, and by how much', () => {
+    expect(withTarget(f(40), { below: 50 }).note).to.equal('n; target < 50 ms met');
+    expect(withTarget(f(50), { below: 50 }).note).to.equal('n; target < 50 ms MISSED by 1.0x');
+    expect(withTarget(f(125), { below: 50 }).note).to.equal('n; target < 50 ms MISSED by 2.5x');
+    expect(withTarget(f(20_000), { atLeast: 20_000 }).note).to.equal('n; target >= 20000 ms met');
+    expect(withTarget(f(10_000), { atLeast: 20_000 }).note).to.equal('n; target >= 20000 ms MISSED by 2.0x');
+  });
+  it('should leave a figure that was not measured as it is', () => {
+    expect(withTarget(f(null), { below: 50 })).to.deep.equal(f(null));
   });
 });
 

@@ -158,6 +158,14 @@ describe('scheduler', () => {
       expect(place(alpine(), [h], [], { memoryReserveMiB: 0, vcpuOvercommit: 2 }).ok).to.equal(true);
     });
 
+    it('should name the hosts left out also when a host was chosen, and serialize them to JSON', () => {
+      const p = place(desktop(), demo());
+      expect(p.ok).to.equal(true);
+      const json = JSON.parse(JSON.stringify(p));
+      expect(json.rejected).to.deep.equal([{ host: 'weak', reason: 'no-kvm', message: 'template needs KVM, host runs tcg (software emulation)' }]);
+      expect(p.rejected).to.equal(p.rejected, 'built once');
+    });
+
     it('should answer "no host fits" for an empty cluster, without throwing', () => {
       const p = place(alpine(), []);
       expect(p).to.deep.equal({ ok: false, host: null, explanation: 'no host fits: the cluster has no hosts yet', rejected: [] });

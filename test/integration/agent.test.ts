@@ -18,8 +18,8 @@ import { networkName, removeNetwork, reservations } from '../../agent/network.ts
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
 import { TemplateStore } from '../../agent/templates.ts';
 import { CREATE_STEPS, type CreateStep } from '../../agent/vms.ts';
-import { agentContract, HOSTILE_STRINGS } from '../support/agent-contract.ts';
-import { buildTestGuest, ConsoleSession, GUEST_BANNER, type TestGuest } from '../support/guest.ts';
+import { agentContract, HOSTILE_STRINGS, wsStatus } from '../support/agent-contract.ts';
+import { buildTestGuest, ConsoleSession, GUEST_BANNER, IGNORE_ACPI, type TestGuest } from '../support/guest.ts';
 import { freePort, waitForHttp } from '../support/net.ts';
 import { NODE, REPO } from '../support/netns.ts';
 
@@ -215,9 +215,60 @@ describe('host agent on real libvirt/QEMU', function () {
         expect((await api(base, key, 'POST', '/vms', { name: 'burst-0', template: TEMPLATE })).status).to.equal(409);
         const status = (await api(base, key, 'GET', '/status')).body;
         expect(status.vms.total).to.equal(5);
+        // a template in use stays
+        const rm = await api(base, key, 'DELETE', `/templates/${TEMPLATE}`);
+        expect(rm.status).to.equal(409);
+        expect(rm.body.error.message).to.include('burst-');
       } finally {
         const dels = await Promise.all(answers.filter((a) => a.status === 201).map((a) => api(base, key, 'DELETE', `/vms/${a.body.id}`)));
         for (const d of dels) expect(d.status).to.equal(204);
+      }
+      await expectNothingLeft(site!);
+    });
+
+    it('should answer a clear 409 when the guest ignores the ACPI shutdown, and power it off on request', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      await new TemplateStore(site!.dataDir).import({ name: 'stubborn', kernel: guest.kernel, initrd: guest.initrd, cmdline: `${guest.cmdline} ${IGNORE_ACPI}` });
+      const vm = (await api(base, key, 'POST', '/vms', { name: 'stubborn', template: 'stubborn' })).body;
+      const session = await ConsoleSession.open(base, `/vms/${vm.id}/console`, key);
+      try {
+        await session.run('true', 90_000);
+        const a = await api(base, key, 'POST', `/vms/${vm.id}/shutdown`, { timeoutSeconds: 2 });
+        expect(a.status).to.equal(409);
+        expect(a.body.error.code).to.equal('shutdown_timeout');
+        expect(a.body.error.message).to.match(/still running/).and.to.match(/poweroff/);
+        expect((await api(base, key, 'GET', `/vms/${vm.id}`)).body.state).to.equal('running');
+        const off = await api(base, key, 'POST', `/vms/${vm.id}/poweroff`);
+        expect(off.body.state).to.equal('shutoff');
+        const on = await api(base, key, 'POST', `/vms/${vm.id}/start`);
+        expect(on.body.state).to.equal('running');
+        await session.waitFor(/SKYGUEST-READY/, 90_000, session.output.length);
+      } finally {
+        session.close();
+        expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
+        await new TemplateStore(site!.dataDir).remove('stubborn', async () => []);
+      }
+      await expectNothingLeft(site!);
+    });
+
+    it('should bridge the VNC console of a graphical template to a WebSocket (RFB)', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      await new TemplateStore(site!.dataDir).import({ name: 'graphical', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, console: 'vnc' });
+      const vm = (await api(base, key, 'POST', '/vms', { name: 'graphical', template: 'graphical' })).body;
+      try {
+        expect(vm.console).to.equal('vnc');
+        const { WebSocket } = await import('ws');
+        const ws = new WebSocket(`ws://127.0.0.1:${agent!.port}/vms/${vm.id}/vnc`, { headers: { authorization: `Bearer ${key}` } });
+        const banner = await new Promise<string>((resolve, reject) => {
+          ws.once('message', (d: Buffer) => resolve(d.toString('latin1')));
+          ws.once('error', reject);
+          ws.once('unexpected-response', (_q, r) => reject(new Error(`HTTP ${r.statusCode}`)));
+        });
+        ws.close();
+        expect(banner).to.match(/^RFB 003\.00\d\n/);
+      } finally {
+        expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
+        await new TemplateStore(site!.dataDir).remove('graphical', async () => []);
       }
       await expectNothingLeft(site!);
     });
@@ -289,6 +340,10 @@ describe('host agent on real libvirt/QEMU', function () {
       consoleSession = await ConsoleSession.open(base, `/vms/${vm.id}/console`, key);
       const out = await consoleSession.run('echo hi-$((6*7)); uname -s', 90_000);
       expect(out).to.include('hi-42').and.to.include('Linux');
+    });
+
+    it('should answer 409 for the graphical console of a serial VM', async function () {
+      expect(await wsStatus(base, `/vms/${vm.id}/vnc`, key)).to.equal(409);
     });
 
     it('should reach the guest\'s port 22 through the forwarded port', async function () {

@@ -11,6 +11,8 @@ export const GUEST_PROMPT = 'skyguest# ';
 /** What the guest's port 22 answers before closing. */
 export const GUEST_BANNER = 'SSH-2.0-skyhost-test-guest';
 export const GUEST_CMDLINE = 'console=ttyS0 panic=-1 quiet';
+/** Kernel argument that makes the guest ignore the ACPI power button (a guest that will not shut down). */
+export const IGNORE_ACPI = 'skyguest.ignore-acpi';
 
 const CACHE = path.resolve(import.meta.dirname, '../../.cache/guest');
 /** Modules the guest needs that this kernel builds as modules, in load order. */
@@ -37,7 +39,8 @@ hostname skyguest
 ip link set lo up
 ip link set eth0 up
 udhcpc -i eth0 -s /bin/dhcp-event -t 20 -T 1 -b -q >/dev/null 2>&1
-# the ACPI power button: the first event from its input device powers off
+# the ACPI power button: the first event from its input device powers off (unless told to ignore it)
+grep -q skyguest.ignore-acpi /proc/cmdline ||
 for d in /sys/class/input/event*; do
   if grep -q "Power Button" "$d/device/name" 2>/dev/null; then
     (head -c 1 "/dev/$(basename "$d" | sed 's/^/input\\//')" >/dev/null && poweroff -f) &

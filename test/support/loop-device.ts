@@ -1,6 +1,7 @@
 // A real block device for tests: a sparse file in a temp folder attached with `losetup`. Call
 // `remove()` in an after hook; it detaches the device and deletes the file even after a failure.
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../appliance/exec.ts';
@@ -48,4 +49,23 @@ export function writePatternFile(file: string, bytes: number, seed = 1): void {
   }
   for (let i = bytes - (bytes % 4); i < bytes; i++) buf[i] = i & 0xff;
   writeFileSync(file, buf);
+}
+
+/** sha256 of the first `length` bytes of a file or device (what a written image should read back as). */
+export function sha256OfPrefix(file: string, length: number): string {
+  const hash = createHash('sha256');
+  const fd = openSync(file, 'r');
+  const buf = Buffer.alloc(4 * 1024 * 1024);
+  try {
+    let pos = 0;
+    while (pos < length) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, length - pos), pos);
+      if (n === 0) break;
+      hash.update(buf.subarray(0, n));
+      pos += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
 }

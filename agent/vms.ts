@@ -40,6 +40,15 @@ export interface VmManagerDeps {
   afterStep?: (step: CreateStep, vmId: string) => void | Promise<void>;
 }
 
+/** How long a create took, and each of its steps (for the log and the bench). */
+export interface CreateTimings {
+  totalMs: number;
+  steps: Partial<Record<CreateStep, number>>;
+}
+
+/** Steps that are one subprocess (qemu-img, xorriso, virsh): their time is libvirt/QEMU's, not the agent's. */
+export const SUBPROCESS_STEPS: readonly CreateStep[] = ['disk', 'seed', 'dhcp', 'define', 'start'];
+
 interface Vm {
   record: VmRecord;
   state: VmState;
@@ -67,6 +76,8 @@ export class VmManager {
   private readonly locks = new Map<string, Promise<unknown>>();
   private network: Promise<VmNetwork> | undefined;
   private readonly qemu = qemuOwner();
+  /** Timings of the last successful create. */
+  lastCreate: CreateTimings | undefined;
 
   constructor(deps: VmManagerDeps) {
     this.deps = deps;
@@ -291,11 +302,14 @@ export class VmManager {
     const revert = new Reverter(this.log);
     const f = this.files(record.id);
     const dom = domainName(this.deps.hostId, record.id);
+    const timings: CreateTimings = { totalMs: 0, steps: {} };
     const step = async (name: CreateStep, work: () => Promise<unknown>) => {
+      const t0 = performance.now();
       await work();
+      timings.steps[name] = Math.round((performance.now() - t0) * 10) / 10;
       await this.deps.afterStep?.(name, record.id);
     };
-    const started = Date.now();
+    const started = performance.now();
     try {
       await step('folder', async () => {
         await mkdir(this.vmsDir, { recursive: true, mode: 0o711 });
@@ -367,7 +381,9 @@ export class VmManager {
       revert.success();
       const vm = this.vms.get(record.id)!;
       vm.state = (await domainState(dom)) ?? 'unknown';
-      this.log.info('created VM', { vm: record.id, name: record.name, ms: Date.now() - started });
+      timings.totalMs = Math.round((performance.now() - started) * 10) / 10;
+      this.lastCreate = timings;
+      this.log.info('created VM', { vm: record.id, name: record.name, ms: timings.totalMs, steps: timings.steps });
       return this.info(vm);
     } catch (err) {
       await revert.fail();

@@ -2,8 +2,9 @@
 // a VM from the test guest (console, a command, the SSH forward, shutdown, delete, nothing left),
 // SIGKILL and restart of the agent while the VM runs, five creates at once, a failure injected at
 // every create step, hostile input. Every libvirt object is named per run and removed in after hooks.
-import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -11,6 +12,7 @@ import { expect } from 'chai';
 import { execa, type ResultPromise } from 'execa';
 import { configSchema, defaults } from '../../appliance/config.ts';
 import { SkyError } from '../../appliance/errors.ts';
+import { run } from '../../appliance/exec.ts';
 import { ensureDaemons } from '../../appliance/hostsetup.ts';
 import { logger } from '../../appliance/log.ts';
 import { hostTag, listDomains, removeDomain, virsh } from '../../agent/libvirt.ts';
@@ -170,6 +172,38 @@ describe('host agent on real libvirt/QEMU', function () {
       expect(await domainsOf(site!)).to.deep.equal(before.domains);
       expect(readdirSync(site!.dataDir).sort()).to.deep.equal(before.files);
       expect(existsSync(path.join(site!.dataDir, 'vms')) ? readdirSync(path.join(site!.dataDir, 'vms')) : []).to.deep.equal([]);
+    });
+
+    it('should import a template over HTTP by upload and by URL, checking the sha256', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const img = path.join(site!.dataDir, 'upload-src.qcow2');
+      await run('qemu-img', ['create', '-q', '-f', 'qcow2', img, '32M']);
+      const bytes = readFileSync(img);
+      const sum = createHash('sha256').update(bytes).digest('hex');
+      const upload = (name: string, sha: string) => fetch(`${base}/templates?name=${name}&sha256=${sha}&os=alpine&minMemoryMiB=64`, {
+        method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/octet-stream' }, body: bytes,
+      });
+      const bad = await upload('up-bad', '0'.repeat(64));
+      expect(bad.status).to.equal(422);
+      expect(((await bad.json()) as any).error.code).to.equal('checksum_mismatch');
+      const ok = await upload('up-ok', sum);
+      expect(ok.status).to.equal(201);
+      expect(((await ok.json()) as any).files[0]).to.include({ role: 'disk', sha256: sum, format: 'qcow2' });
+      // by URL from a little HTTP server on loopback
+      const server = createHttpServer((_q, r) => r.end(bytes));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      try {
+        const url = `http://127.0.0.1:${(server.address() as { port: number }).port}/disk.qcow2`;
+        const a = await api(base, key, 'POST', '/templates', { name: 'by-url', url, sha256: sum });
+        expect(a.status, JSON.stringify(a.body)).to.equal(201);
+      } finally {
+        server.close();
+      }
+      const names = ((await api(base, key, 'GET', '/templates')).body as { name: string }[]).map((t) => t.name);
+      expect(names).to.include.members(['up-ok', 'by-url']).and.not.include('up-bad');
+      expect(readdirSync(path.join(site!.dataDir, 'templates')).filter((n) => n.startsWith('.'))).to.deep.equal([]);
+      for (const n of ['up-ok', 'by-url']) expect((await api(base, key, 'DELETE', `/templates/${n}`)).status).to.equal(204);
+      rmSync(img);
     });
 
     it('should refuse a template that needs KVM on this TCG host with a clear message', async function () {

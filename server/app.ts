@@ -9,6 +9,7 @@ import { VERSION } from '../appliance/version.ts';
 import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
 import { openApiDocument } from './api/openapi.ts';
+import { pageRouter } from './pages/index.ts';
 import { installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
 import { Metrics } from './metrics.ts';
@@ -59,6 +60,7 @@ export function buildApp(deps: ControllerDeps): Express {
   app.use(apiRoutes(services));
   app.use('/api', notFoundRoute);
   if (deps.pages) app.use(deps.pages);
+  else app.use(pageRouter(services, { log }));
   app.use(notFoundRoute);
   app.use(quietExpectedErrors(log));
   app.use(jsonErrors(log));

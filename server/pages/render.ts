@@ -171,7 +171,7 @@ export function pct(part: unknown, whole: unknown): number {
 hbs.registerHelper('pct', pct);
 
 /** The colour class of a load bar. */
-hbs.registerHelper('level', (percent: unknown) => {
+hbs.registerHelper('barLevel', (percent: unknown) => {
   const p = Number(percent);
   return p >= 90 ? 'bad' : p >= 70 ? 'warn' : 'ok';
 });

@@ -1,0 +1,138 @@
+// The admin's pages: hosts (approve, drain, undrain, wake, remove, "Add a host"), users (create,
+// reset password, admin flag, self-registration), the event log with filters and a live tail; and
+// the templates list, which every user may read.
+import express, { type Request, type Response, type Router } from 'express';
+import { InvalidField, NotFound, toSkyError } from '../../appliance/errors.ts';
+import { LEVELS } from '../../appliance/log.ts';
+import type { ControllerServices } from '../services.ts';
+import { requireAdmin, requireUser } from '../users/auth.ts';
+import { Password, UserName } from '../users/users.ts';
+import { hostRow } from './dashboard.ts';
+import { field, fieldErrors, me, redirect, schemaErrors } from './forms.ts';
+import { render } from './render.ts';
+
+const HOST_ACTIONS = ['approve', 'drain', 'undrain', 'wake', 'remove'] as const;
+
+export function adminPages(services: ControllerServices): Router {
+  const r = express.Router();
+
+  // ---- hosts ----
+  r.get('/hosts', requireAdmin(), (req, res) => {
+    const base = `${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`;
+    render(req, res, {
+      page: 'hosts', partial: 'host-list', title: 'Hosts',
+      data: {
+        hosts: services.hosts.list().map(hostRow),
+        install: {
+          baseUrl: base,
+          command: `curl ${base}/install.sh | sudo sh`,
+          joinToken: services.joinTokens.clusterToken(),
+          setupUrl: `http://${req.hostname}:8090/`,
+        },
+      },
+    });
+  });
+
+  r.post('/hosts/:id/:action', requireAdmin(), async (req, res) => {
+    const id = String(req.params.id);
+    const action = HOST_ACTIONS.find((a) => a === req.params.action);
+    if (!action) throw new NotFound(`action "${String(req.params.action)}"`);
+    const hosts = services.hosts;
+    if (action === 'approve') hosts.approve(id);
+    else if (action === 'drain') hosts.drain(id);
+    else if (action === 'undrain') hosts.undrain(id);
+    else if (action === 'wake') await hosts.wake(id);
+    else hosts.remove(id);
+    services.events.record({ source: 'pages', msg: `host ${id}: ${action} by ${me(res).name}`, hostId: id });
+    redirect(req, res, '/hosts', { swap: true });
+  });
+
+  // ---- templates (every user) ----
+  r.get('/templates', requireUser(), (req, res) => {
+    const templates = services.templates.list().map((t) => ({ ...t, sizeMiB: t.bytes / 1048576, hostCount: t.hosts.length }));
+    render(req, res, { page: 'templates', title: 'Templates', data: { templates, hostTotal: services.hosts.records().length } });
+  });
+
+  // ---- users ----
+  const usersPage = (req: Request, res: Response, extra: { form?: unknown; notice?: string; status?: number; partial?: string } = {}) => {
+    render(req, res, {
+      page: 'users', partial: extra.partial ?? 'user-list', title: 'Users', status: extra.status ?? 200,
+      data: {
+        users: services.users.list(), selfRegistration: services.users.selfRegistration(),
+        form: extra.form ?? { values: {}, errors: {} }, notice: extra.notice,
+      },
+    });
+  };
+  r.get('/admin/users', requireAdmin(), (req, res) => usersPage(req, res));
+
+  r.post('/admin/users', requireAdmin(), async (req, res) => {
+    const values = { name: field(req, 'name', 64), admin: field(req, 'admin') === 'true', mustChange: field(req, 'mustChange') === 'true' };
+    const errors = schemaErrors({ name: [UserName, values.name], password: [Password, field(req, 'password', 256)] });
+    if (Object.keys(errors).length > 0) return usersPage(req, res, { partial: 'user-form', status: 422, form: { values, errors } });
+    try {
+      await services.users.create({
+        name: values.name, password: field(req, 'password', 256), role: values.admin ? 'admin' : 'user', mustChangePassword: values.mustChange,
+      });
+      usersPage(req, res, { partial: 'user-form', form: { values: {}, errors: {}, created: values.name } });
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      const errors = sky.status === 409 ? { name: 'this name is taken' } : fieldErrors(sky);
+      usersPage(req, res, { partial: 'user-form', status: sky.status === 409 ? 409 : 422, form: { values, errors, error: Object.keys(errors).length ? undefined : sky.message } });
+    }
+  });
+
+  r.post('/admin/users/registration', requireAdmin(), (req, res) => {
+    services.users.setSelfRegistration(field(req, 'on') === 'true');
+    redirect(req, res, '/admin/users', { swap: true });
+  });
+
+  r.post('/admin/users/:name/:action', requireAdmin(), async (req, res) => {
+    const name = String(req.params.name);
+    const action = String(req.params.action);
+    if (!services.users.get(name)) throw new NotFound(`user "${name}"`);
+    let notice: string;
+    if (action === 'password') {
+      const errors = schemaErrors({ password: [Password, field(req, 'password', 256)] });
+      if (errors.password) throw new InvalidField('password', errors.password);
+      await services.users.changePassword(name, field(req, 'password', 256));
+      notice = `New password set for ${name}.`;
+    } else if (action === 'role') {
+      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'user');
+      notice = `${name} is now ${services.users.get(name)?.role === 'admin' ? 'an admin' : 'a user'}.`;
+    } else if (action === 'delete') {
+      services.users.remove(name);
+      return redirect(req, res, '/admin/users', { swap: true });
+    } else {
+      throw new NotFound(`action "${action}"`);
+    }
+    usersPage(req, res, { notice });
+  });
+
+  // ---- events ----
+  r.get('/admin/events', requireAdmin(), (req, res) => {
+    const q = (k: string) => (typeof req.query[k] === 'string' ? (req.query[k] as string).slice(0, 64) : '');
+    const level = (LEVELS as readonly string[]).includes(q('level')) ? q('level') as (typeof LEVELS)[number] : 'info';
+    const filter = { source: q('source'), level, host: q('host') };
+    const hosts = services.hosts.records();
+    const names = new Map(hosts.map((h) => [h.id, h.hostname]));
+    const events = services.events.list({
+      level, limit: 100, ...(filter.source ? { source: filter.source } : {}), ...(filter.host ? { hostId: filter.host } : {}),
+    }).map((e) => ({ ...e, hostname: e.hostId ? names.get(e.hostId) ?? e.hostId : undefined }));
+    const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v)).toString();
+    render(req, res, {
+      page: 'events', partial: 'event-log', title: 'Events',
+      data: {
+        events, filter, query, levels: LEVELS,
+        sources: eventSources(services), hostOptions: hosts.map((h) => ({ id: h.id, hostname: h.hostname })),
+      },
+    });
+  });
+
+  return r;
+}
+
+/** The distinct sources in the event log (an index scan). */
+function eventSources(services: ControllerServices): string[] {
+  return services.store.all<{ source: string }>('SELECT DISTINCT source FROM events ORDER BY source').map((r) => r.source);
+}

@@ -1,0 +1,125 @@
+// "My VMs" (the list with live state and actions, and the "Request VM" form) and the VM page with its
+// consoles. A user sees only their own VMs (another user's VM is a 404), an admin every VM.
+import { randomBytes } from 'node:crypto';
+import express, { type Request, type Response, type Router } from 'express';
+import { VmAction } from '../../agent/api.ts';
+import { NotFound } from '../../appliance/errors.ts';
+import type { ControllerServices } from '../services.ts';
+import { requireUser } from '../users/auth.ts';
+import { field, fieldErrors, formError, me, redirect } from './forms.ts';
+import { isHtmx, render } from './render.ts';
+
+/** The size presets of the request form. */
+export const PRESETS = [
+  { id: 'small', label: 'Small', vcpus: 1, memoryMiB: 512 },
+  { id: 'medium', label: 'Medium', vcpus: 2, memoryMiB: 2048 },
+  { id: 'large', label: 'Large', vcpus: 4, memoryMiB: 4096 },
+] as const;
+
+/** Lease choices: minutes ('' keeps the VM until it is deleted). */
+export const LEASES = [
+  { value: '', label: 'until I delete it' },
+  { value: '60', label: '1 hour' },
+  { value: '240', label: '4 hours' },
+  { value: '1440', label: '1 day' },
+  { value: '10080', label: '1 week' },
+];
+
+/** API field names -> the form's field names, for inline messages. */
+const FORM_FIELDS: Record<string, string> = { vcpus: 'size', memoryMiB: 'size', leaseMinutes: 'lease' };
+
+interface FormState {
+  values: { template?: string; size: string; name?: string; sshKey?: string; lease: string };
+  errors: Record<string, string>;
+  error?: string | undefined;
+  reasons?: Array<{ host: string; reason: string }> | undefined;
+  created?: { id: string; name: string; hostname: string } | undefined;
+  idempotencyKey: string;
+}
+
+function freshForm(): FormState {
+  return { values: { size: 'small', lease: '' }, errors: {}, idempotencyKey: randomBytes(12).toString('base64url') };
+}
+
+export function vmPages(services: ControllerServices): Router {
+  const r = express.Router();
+
+  const listPage = (req: Request, res: Response, form: FormState, status = 200, partial = 'vm-list') => {
+    const user = me(res);
+    render(req, res, {
+      page: 'vms', partial, status, title: user.role === 'admin' ? 'VMs' : 'My VMs',
+      data: { vms: services.vms.list(user), templates: services.templates.list(), presets: PRESETS, leases: LEASES, form },
+    });
+  };
+
+  r.get('/vms', requireUser(), (req, res) => listPage(req, res, freshForm()));
+
+  r.post('/vms', requireUser(), async (req, res) => {
+    const user = me(res);
+    const form = freshForm();
+    const values = {
+      template: field(req, 'template', 128), size: field(req, 'size', 16) || 'small', name: field(req, 'name', 200),
+      sshKey: field(req, 'sshKey', 16384), lease: field(req, 'lease', 16),
+    };
+    form.values = values;
+    const preset = PRESETS.find((p) => p.id === values.size);
+    if (!values.template) form.errors.template = 'choose a template';
+    if (!preset) form.errors.size = 'choose small, medium or large';
+    if (!LEASES.some((l) => l.value === values.lease)) form.errors.lease = 'choose one of the offered lease times';
+    if (Object.keys(form.errors).length > 0) return listPage(req, res, form, 422, 'vm-form');
+    const body = {
+      template: values.template, vcpus: preset!.vcpus, memoryMiB: preset!.memoryMiB,
+      ...(values.name ? { name: values.name } : {}), ...(values.sshKey ? { sshKey: values.sshKey } : {}),
+      ...(values.lease ? { leaseMinutes: Number(values.lease) } : {}),
+    };
+    const key = field(req, 'idempotencyKey', 64);
+    try {
+      const answer = await services.vms.create(user, body, key || undefined);
+      if (!isHtmx(req)) return redirect(req, res, '/vms');
+      const fresh = freshForm();
+      fresh.created = { id: answer.vm.id, name: answer.vm.name, hostname: answer.vm.hostname ?? answer.vm.host };
+      res.setHeader('HX-Trigger', 'vms-changed');
+      listPage(req, res, fresh, 200, 'vm-form');
+    } catch (err) {
+      const sky = formError(err);
+      if (!sky) throw err;
+      form.errors = fieldErrors(sky, FORM_FIELDS);
+      const details = sky.details as { rejected?: Array<{ host: string; message: string }> } | undefined;
+      if (sky.code === 'no_host_fits') {
+        const names = new Map(services.hosts.records().map((h) => [h.id, h.hostname]));
+        form.error = 'No host can take this VM right now.';
+        form.reasons = (details?.rejected ?? []).map((x) => ({ host: names.get(x.host) ?? x.host, reason: x.message }));
+      } else if (Object.keys(form.errors).length === 0) {
+        form.error = sky.message;
+      }
+      // A failed agent call left a VM record in `error`: the list shows it.
+      res.setHeader('HX-Trigger', 'vms-changed');
+      listPage(req, res, form, sky.status === 409 || sky.status === 503 ? sky.status : 422, 'vm-form');
+    }
+  });
+
+  r.get('/vms/:id', requireUser(), (req, res) => {
+    const vm = services.vms.get(me(res), String(req.params.id));
+    render(req, res, {
+      page: 'vm', partial: 'vm-detail', title: vm.name, data: { vm },
+      styles: ['/static/vendor/xterm/xterm.css'], scripts: ['/static/console.js'],
+    });
+  });
+
+  r.post('/vms/:id/:action', requireUser(), async (req, res) => {
+    const user = me(res);
+    const id = String(req.params.id);
+    const action = String(req.params.action);
+    const fromDetail = field(req, 'from', 16) === 'detail';
+    if (action === 'delete') {
+      await services.vms.remove(user, id);
+      return fromDetail ? redirect(req, res, '/vms') : redirect(req, res, '/vms', { swap: true });
+    }
+    const parsed = VmAction.safeParse(action);
+    if (!parsed.success) throw new NotFound(`action "${action}"`);
+    await services.vms.action(user, id, parsed.data);
+    redirect(req, res, fromDetail ? `/vms/${encodeURIComponent(id)}` : '/vms', { swap: true });
+  });
+
+  return r;
+}

@@ -1,0 +1,153 @@
+// The controller's pages in headless chromium against the real thing: a controller with its pages,
+// a real agent on this machine (libvirt + QEMU under TCG) enrolled with the join token, and the test
+// guest imported as a template. A teacher's first login, a student's VM request, the serial console
+// (type a command, read its output, copy and paste), delete; screenshots on a desktop and a phone.
+import { expect } from 'chai';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Page } from 'playwright-core';
+import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { defaults } from '../../appliance/config.ts';
+import { logger } from '../../appliance/log.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
+import { pageRouter } from '../../server/pages/index.ts';
+import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { buildTestGuest, GUEST_PROMPT } from '../support/guest.ts';
+
+const SHOTS = path.resolve(import.meta.dirname, '../../.cache/screenshots');
+
+describe('controller pages in a browser (real agent, real VM)', function () {
+  this.timeout(240_000);
+  const log = logger('e2e');
+  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-e2e-'));
+  const hostId = `e2e-${process.pid}`;
+  let agent: RunningAgent | undefined;
+  let controller: RunningController | undefined;
+  let browser: TestBrowser | undefined;
+  let page: Page;
+  let base: string;
+  const password = 'teacher-pass-1';
+
+  before(async function () {
+    chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
+    const guest = await buildTestGuest();
+    agent = await startAgent({
+      config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42000-42099' },
+      log: log.child({ side: 'agent' }), hostId, port: 0, listen: '127.0.0.1', key: 'e2e-agent-key-0123456789',
+    });
+    await agent.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
+    controller = await startController({
+      dataDir: path.join(work, 'controller'), log: log.child({ side: 'controller' }), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1,
+      pages: (services) => pageRouter(services, { log }),
+    });
+    base = controller.url;
+    const enrolled = await fetch(`${base}/api/enroll`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ hostId, hostname: 'lab-pc-1', agentUrl: agent.url, agentKey: agent.key, joinToken: controller.services.joinTokens.clusterToken(), version: 'e2e' }),
+    });
+    expect(enrolled.status, await enrolled.clone().text()).to.be.oneOf([200, 201]);
+    await until(() => controller!.services.templates.find('guest') !== undefined, 20_000, 'the host to report its template');
+    browser = await launchBrowser();
+    page = await browser.newPage();
+    page.on('dialog', (d) => void d.accept());
+    mkdirSync(SHOTS, { recursive: true });
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    await browser?.close();
+    await controller?.stop().catch(() => {});
+    if (agent) {
+      for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch(() => {});
+      await agent.stop().catch(() => {});
+    }
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('first login: admin with the admin token, then a new password', async () => {
+    await page.goto(base + '/');
+    expect(new URL(page.url()).pathname).to.equal('/login');
+    await page.fill('#login-name', 'admin');
+    await page.fill('#login-password', controller!.services.secrets.adminToken);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForURL('**/account/password');
+    await page.fill('#pw-new', password);
+    await page.fill('#pw-again', password);
+    await page.click('#password-form button[type=submit]');
+    await page.waitForURL(base + '/');
+    await page.waitForSelector('table.hosts >> text=lab-pc-1');
+    expect(await page.textContent('table.hosts')).to.contain('ready');
+  });
+
+  it('the dashboard fits a phone (375 px) without horizontal scroll', async () => {
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-desktop.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.reload();
+    await page.waitForSelector('table.hosts');
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-phone.png'), fullPage: true });
+    expect(overflow).to.be.at.most(0);
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  it('a bad request keeps the input and says what is wrong; a good one starts a VM', async () => {
+    await page.goto(base + '/vms');
+    await page.fill('#vm-name', 'Bad Name!');
+    await page.click('#vm-form button[type=submit]');
+    await page.waitForSelector('#vm-form .field-error');
+    expect(await page.inputValue('#vm-name')).to.equal('Bad Name!');
+    await page.fill('#vm-name', 'e2e-vm');
+    await page.selectOption('#vm-template', 'guest');
+    await page.click('#vm-form button[type=submit]');
+    await page.waitForSelector('#vm-form .flash.ok');
+    await page.waitForSelector('#vm-list tr[data-state=running] >> text=e2e-vm', { timeout: 90_000 });
+  });
+
+  it('the console runs a command and shows its output; paste reaches the VM', async () => {
+    await page.click('#vm-list tr:has-text("e2e-vm") a:has-text("Console")');
+    await page.waitForURL(/\/vms\/[a-z0-9]+$/);
+    await page.waitForSelector('#console-status.open');
+    await page.click('#terminal');
+    // The guest may still be booting: wait for its prompt.
+    await until(async () => {
+      await page.keyboard.press('Enter');
+      return (await terminalText(page)).includes(GUEST_PROMPT.trim());
+    }, 90_000, 'the guest shell prompt', 2000);
+    await page.keyboard.type('echo sky-$((6*7))');
+    await page.keyboard.press('Enter');
+    await until(async () => (await terminalText(page)).includes('sky-42'), 20_000, 'the command output');
+    // Paste: the browser's paste event on the terminal sends the text to the VM.
+    await page.evaluate(`(() => {
+      const data = new DataTransfer();
+      data.setData('text/plain', 'echo pasted-$((40+2))\\r');
+      document.querySelector('#terminal textarea').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
+    })()`);
+    await until(async () => (await terminalText(page)).includes('pasted-42'), 20_000, 'the pasted command output');
+    // Copy: the selection is what the terminal shows.
+    const selected = await page.evaluate<string>('(() => { skyhostConsole.term.selectAll(); return skyhostConsole.copySelection(); })()');
+    expect(selected).to.contain('sky-42');
+    await page.screenshot({ path: path.join(SHOTS, 'vm-console.png'), fullPage: true });
+    expect(browser!.errors.filter((e) => !e.includes('status of 422'))).to.deep.equal([]); // the 422 is the bad request above
+  });
+
+  it('delete asks, then the VM is gone from the list and from libvirt', async () => {
+    await page.goto(base + '/vms');
+    await page.click('#vm-list tr:has-text("e2e-vm") button:has-text("Delete")');
+    await page.waitForSelector('#vm-list >> text=e2e-vm', { state: 'detached', timeout: 60_000 });
+    expect(await agent!.vms.list()).to.deep.equal([]);
+  });
+});
+
+async function terminalText(page: Page): Promise<string> {
+  return (await page.textContent('#terminal .xterm-rows').catch(() => '')) ?? '';
+}
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 250): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}

@@ -1,0 +1,208 @@
+// The pages over real HTTP against the real controller (no agent needed): the htmx partial and the
+// whole page come from one route with Vary: HX-Request; validation errors are 422 with the input
+// kept; error pages never show a stack; a user cannot open another user's VM page; CSRF is required.
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { logger } from '../../appliance/log.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
+import { createServices } from '../../server/services.ts';
+
+/** A browser-like client: keeps the session cookie, reads the CSRF token from pages. */
+class Client {
+  cookie = '';
+  csrf = '';
+  readonly base: string;
+  constructor(base: string) {
+    this.base = base;
+  }
+
+  async get(p: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string }> {
+    const res = await fetch(this.base + p, { headers: { accept: 'text/html', cookie: this.cookie, ...headers }, redirect: 'manual' });
+    const text = await res.text();
+    const m = /name="_csrf" value="([^"]+)"/.exec(text);
+    if (m) this.csrf = m[1]!;
+    return { status: res.status, headers: res.headers, text };
+  }
+
+  async post(p: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string }> {
+    const res = await fetch(this.base + p, {
+      method: 'POST', redirect: 'manual',
+      headers: { accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded', cookie: this.cookie, ...headers },
+      body: new URLSearchParams({ _csrf: this.csrf, ...form }),
+    });
+    const set = res.headers.get('set-cookie');
+    if (set) this.cookie = set.split(';')[0]!;
+    return { status: res.status, headers: res.headers, text: await res.text() };
+  }
+
+  async login(name: string, password: string): Promise<void> {
+    const res = await this.post('/login', { name, password, next: '/' });
+    expect(res.status, res.text).to.equal(303);
+    await this.get('/');
+  }
+}
+
+describe('controller pages (HTTP)', function () {
+  this.timeout(60_000);
+  const log = logger('pages-test');
+  const dir = mkdtempSync(path.join(tmpdir(), 'skyhost-pages-'));
+  let controller: RunningController;
+  let admin: Client;
+  let alice: Client;
+  let bob: Client;
+  const aliceVm = 'alicevm00001';
+
+  before(async () => {
+    // A VM of alice's in the records (as if created earlier), so that page access can be checked without an agent.
+    const seed = await createServices({ dataDir: dir, log, captureLogs: false });
+    await seed.users.create({ name: 'alice', password: 'alice-pass-1' });
+    await seed.users.create({ name: 'bob', password: 'bob-pass-12' });
+    const now = new Date().toISOString();
+    seed.store.run(`INSERT INTO vms (id, name, owner, template, host_id, state, vcpus, memory_mib, disk_gib, console, created_at, updated_at)
+      VALUES (?, 'alice-box', 'alice', 'guest', 'nohost', 'shutoff', 1, 512, 1, 'serial', ?, ?)`, aliceVm, now, now);
+    await seed.stop();
+    controller = await startController({ dataDir: dir, log, port: 0, listen: '127.0.0.1', poll: false });
+    admin = new Client(controller.url);
+    alice = new Client(controller.url);
+    bob = new Client(controller.url);
+    await alice.login('alice', 'alice-pass-1');
+    await bob.login('bob', 'bob-pass-12');
+  });
+
+  after(async () => {
+    await controller?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('sends a page without a session to the login page, and the login page renders', async () => {
+    const res = await new Client(controller.url).get('/vms');
+    expect(res.status).to.equal(303);
+    expect(res.headers.get('location')).to.equal('/login?next=%2Fvms');
+    const login = await new Client(controller.url).get('/login');
+    expect(login.status).to.equal(200);
+    expect(login.text).to.contain('<form id="login-form"').and.contain('/static/vendor/htmx.min.js');
+  });
+
+  it('first login with the admin token asks for a new password, then lets the admin in', async () => {
+    const res = await admin.post('/login', { name: 'admin', password: controller.services.secrets.adminToken });
+    expect(res.status).to.equal(303);
+    expect(res.headers.get('location')).to.equal('/account/password');
+    expect((await admin.get('/hosts')).headers.get('location')).to.equal('/account/password');
+    await admin.get('/account/password');
+    const short = await admin.post('/account/password', { password: 'short', again: 'short' });
+    expect(short.status).to.equal(422);
+    expect(short.text).to.contain('at least 8 characters');
+    const ok = await admin.post('/account/password', { password: 'teacher-pass-1', again: 'teacher-pass-1' });
+    expect(ok.status).to.equal(303);
+    expect((await admin.get('/hosts')).status).to.equal(200);
+  });
+
+  it('answers an htmx request with the partial only, the same URL with the whole page, both Vary: HX-Request', async () => {
+    const page = await alice.get('/vms');
+    const part = await alice.get('/vms', { 'HX-Request': 'true' });
+    for (const r of [page, part]) {
+      expect(r.status).to.equal(200);
+      expect(r.headers.get('vary')).to.match(/HX-Request/);
+    }
+    expect(page.text).to.match(/^<!doctype html>/).and.contain('<div id="vm-list"').and.contain('id="vm-form"');
+    expect(part.text.trimStart()).to.match(/^<div id="vm-list"/);
+    expect(part.text).to.not.contain('<html').and.not.contain('vm-form');
+    expect(part.text).to.contain('alice-box');
+    const dash = await alice.get('/', { 'HX-Request': 'true' });
+    expect(dash.text.trimStart()).to.match(/^<div id="dashboard"/);
+  });
+
+  it('re-renders the request form with 422, the messages inline and the input kept', async () => {
+    await alice.get('/vms');
+    const res = await alice.post('/vms', { template: '', size: 'huge', name: 'my <b>box</b>', sshKey: 'ssh-ed25519 AAAA x', lease: '7' });
+    expect(res.status).to.equal(422);
+    expect(res.text).to.contain('choose a template').and.contain('choose small, medium or large').and.contain('choose one of the offered lease times');
+    expect(res.text).to.contain('value="my &lt;b&gt;box&lt;/b&gt;"').and.not.contain('<b>box</b>');
+    expect(res.text).to.contain('ssh-ed25519 AAAA x');
+    const part = await alice.post('/vms', { template: 'guest', size: 'small', name: 'Bad Name!' }, { 'HX-Request': 'true' });
+    expect(part.status).to.be.oneOf([422, 503]);
+    expect(part.text.trimStart()).to.match(/^<form id="vm-form"/);
+    expect(part.text).to.contain('value="Bad Name!"');
+  });
+
+  it('shows the scheduler\'s answer when no host fits', async () => {
+    const res = await alice.post('/vms', { template: 'guest', size: 'small', name: 'fits-nowhere' }, { 'HX-Request': 'true' });
+    expect(res.status).to.equal(503);
+    expect(res.text).to.contain('No host can take this VM').and.contain('value="fits-nowhere"');
+  });
+
+  it('keeps another user\'s VM page and actions out of reach (404)', async () => {
+    expect((await alice.get(`/vms/${aliceVm}`)).status).to.equal(200);
+    const page = await bob.get(`/vms/${aliceVm}`);
+    expect(page.status).to.equal(404);
+    expect(page.text).to.not.contain('alice-box');
+    expect((await bob.post(`/vms/${aliceVm}/delete`, {})).status).to.equal(404);
+    expect((await bob.get('/vms', { 'HX-Request': 'true' })).text).to.not.contain('alice-box');
+    expect((await admin.get(`/vms/${aliceVm}`)).status).to.equal(200);
+  });
+
+  it('error pages are friendly: the message for a 4xx, no stack trace, htmx errors go to #flash', async () => {
+    const missing = await bob.get('/vms/doesnotexist');
+    expect(missing.status).to.equal(404);
+    expect(missing.text).to.contain('<!doctype html>').and.contain('not found');
+    expect(missing.text).to.not.match(/at \w+ \(|node:internal|\.ts:\d+/);
+    const forbidden = await bob.get('/admin/users');
+    expect(forbidden.status).to.equal(403);
+    expect(forbidden.text).to.contain('only an admin').and.not.match(/\.ts:\d+/);
+    const nowhere = await bob.get('/no/such/page');
+    expect(nowhere.status).to.equal(404);
+    expect(nowhere.text).to.contain('<!doctype html>');
+    const hx = await bob.post('/vms/doesnotexist/start', {}, { 'HX-Request': 'true' });
+    expect(hx.status).to.equal(404);
+    expect(hx.headers.get('hx-retarget')).to.equal('#flash');
+    expect(hx.text.trimStart()).to.match(/^<div class="flash error"/);
+  });
+
+  it('refuses a form post without the CSRF token and changes nothing', async () => {
+    const res = await fetch(controller.url + '/admin/users', {
+      method: 'POST', redirect: 'manual',
+      headers: { cookie: admin.cookie, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ name: 'mallory', password: 'mallory-pass-1' }),
+    });
+    expect(res.status).to.equal(403);
+    expect(controller.services.users.get('mallory')).to.equal(undefined);
+  });
+
+  it('admin creates a user (422 keeps the name), toggles admin, resets a password, switches self-registration', async () => {
+    await admin.get('/admin/users');
+    const bad = await admin.post('/admin/users', { name: 'Carol!', password: 'x' }, { 'HX-Request': 'true' });
+    expect(bad.status).to.equal(422);
+    expect(bad.text).to.contain('value="Carol!"').and.contain('at least 8 characters');
+    const ok = await admin.post('/admin/users', { name: 'carol', password: 'carol-pass-1' }, { 'HX-Request': 'true' });
+    expect(ok.status).to.equal(200);
+    expect(ok.text).to.contain('Created carol');
+    expect((await admin.post('/admin/users/carol/role', { admin: 'true' })).status).to.equal(200);
+    expect(controller.services.users.get('carol')?.role).to.equal('admin');
+    expect((await admin.post('/admin/users/carol/password', { password: 'new-carol-pass' })).status).to.equal(200);
+    await controller.services.users.authenticate('carol', 'new-carol-pass');
+    expect((await admin.post('/admin/users/registration', { on: 'true' })).status).to.equal(303);
+    expect(controller.services.users.selfRegistration()).to.equal(true);
+    expect((await new Client(controller.url).get('/login')).text).to.contain('id="register-form"');
+    expect((await admin.post('/admin/users/carol/delete', {})).status).to.equal(303);
+    expect(controller.services.users.get('carol')).to.equal(undefined);
+  });
+
+  it('renders the hosts, templates and events pages; the events filter keeps its choice', async () => {
+    const hosts = await admin.get('/hosts');
+    expect(hosts.text).to.contain('/install.sh | sudo sh').and.contain(controller.services.joinTokens.clusterToken());
+    expect((await admin.get('/templates')).status).to.equal(200);
+    const events = await admin.get('/admin/events?level=warn&source=vms');
+    expect(events.status).to.equal(200);
+    expect(events.text).to.contain('<option value="warn" selected>');
+    const live = await admin.get('/admin/events?level=info', { 'HX-Request': 'true' });
+    expect(live.text.trimStart()).to.match(/^<div id="event-log"/);
+  });
+
+  it('escapes user text everywhere (a VM name with markup)', async () => {
+    const res = await alice.post('/vms', { template: 'guest', size: 'small', name: '<script>alert(1)</script>' }, { 'HX-Request': 'true' });
+    expect(res.text).to.not.contain('<script>alert(1)</script>');
+    expect(res.text).to.contain('&lt;script&gt;');
+  });
+});

@@ -1,0 +1,119 @@
+// The VM page's consoles. Serial: xterm.js over the WebSocket /api/vms/:id/console (the serial
+// line's bytes both ways), with copy (selection, Ctrl+Shift+C) and paste (Ctrl+Shift+V, the browser's
+// paste, a Paste button that also works on plain http). Graphical: noVNC over /api/vms/:id/vnc.
+// Everything is served by the controller itself (/static/vendor/...).
+
+const encoder = new TextEncoder();
+
+function socketUrl(path) {
+  return (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + path;
+}
+
+function setStatus(el, text, state) {
+  if (!el) return;
+  el.textContent = text;
+  el.className = 'conn ' + (state || '');
+}
+
+function startSerial(box) {
+  const status = document.getElementById('console-status');
+  const term = new window.Terminal({
+    cursorBlink: true,
+    convertEol: false,
+    fontSize: window.innerWidth >= 1400 ? 17 : 15,
+    fontFamily: 'ui-monospace, "DejaVu Sans Mono", "Liberation Mono", monospace',
+    scrollback: 5000,
+    theme: { background: '#000000' },
+  });
+  const fit = new window.FitAddon.FitAddon();
+  term.loadAddon(fit);
+  term.open(box);
+  const refit = () => { try { fit.fit(); } catch { /* hidden */ } };
+  refit();
+  window.addEventListener('resize', refit);
+  if (window.ResizeObserver) new ResizeObserver(refit).observe(box);
+
+  let ws;
+  let retry = 0;
+  let timer;
+  const send = (text) => {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(text));
+  };
+  term.onData(send);
+
+  function connect() {
+    clearTimeout(timer);
+    if (ws) { ws.onclose = null; ws.close(); }
+    setStatus(status, 'connecting…', '');
+    ws = new WebSocket(socketUrl(box.dataset.socket));
+    ws.binaryType = 'arraybuffer';
+    let fresh = true;
+    ws.onopen = () => {
+      retry = 0;
+      setStatus(status, 'connected', 'open');
+      term.focus();
+    };
+    ws.onmessage = (ev) => {
+      // The agent replays its scrollback to every new viewer: start from a clean screen.
+      if (fresh) { term.reset(); fresh = false; }
+      term.write(typeof ev.data === 'string' ? ev.data : new Uint8Array(ev.data));
+    };
+    ws.onclose = () => {
+      const wait = Math.min(10, 2 ** retry++);
+      setStatus(status, `disconnected: retrying in ${wait} s`, 'closed');
+      timer = setTimeout(connect, wait * 1000);
+    };
+  }
+  connect();
+
+  const copySelection = () => {
+    const text = term.getSelection();
+    if (text) window.skyhostCopy(text).catch(() => {});
+    return text;
+  };
+  const pasteText = (text) => { if (text) term.paste(text); };
+  const pasteFromClipboard = () => {
+    if (navigator.clipboard && navigator.clipboard.readText && window.isSecureContext) {
+      navigator.clipboard.readText().then(pasteText, () => pasteText(window.prompt('Paste the text to send:') || ''));
+    } else {
+      pasteText(window.prompt('Paste the text to send:') || '');
+    }
+    term.focus();
+  };
+  term.attachCustomKeyEventHandler((ev) => {
+    if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey) return true;
+    const key = ev.key.toLowerCase();
+    // Ctrl+Shift+C copies; Ctrl+Shift+V lets the browser's own paste event reach xterm.
+    if (key === 'c') { copySelection(); ev.preventDefault(); return false; }
+    if (key === 'v') return false;
+    return true;
+  });
+  document.getElementById('console-copy')?.addEventListener('click', () => { copySelection(); term.focus(); });
+  document.getElementById('console-paste')?.addEventListener('click', pasteFromClipboard);
+  document.getElementById('console-reconnect')?.addEventListener('click', () => { retry = 0; connect(); });
+  window.skyhostConsole = { term, send, copySelection };
+}
+
+async function startVnc(box) {
+  const status = document.getElementById('vnc-status');
+  const { default: RFB } = await import('/static/vendor/novnc/core/rfb.js');
+  let rfb;
+  const connect = () => {
+    if (rfb) rfb.disconnect();
+    box.replaceChildren();
+    setStatus(status, 'connecting…', '');
+    rfb = new RFB(box, socketUrl(box.dataset.socket));
+    rfb.scaleViewport = true;
+    rfb.resizeSession = false;
+    rfb.addEventListener('connect', () => setStatus(status, 'connected', 'open'));
+    rfb.addEventListener('disconnect', (e) => setStatus(status, e.detail.clean ? 'disconnected' : 'connection lost', 'closed'));
+  };
+  connect();
+  document.getElementById('vnc-cad')?.addEventListener('click', () => rfb && rfb.sendCtrlAltDel());
+  document.getElementById('vnc-reconnect')?.addEventListener('click', connect);
+}
+
+const terminal = document.getElementById('terminal');
+if (terminal && window.Terminal) startSerial(terminal);
+const vnc = document.getElementById('vnc');
+if (vnc) startVnc(vnc).catch((err) => setStatus(document.getElementById('vnc-status'), 'noVNC failed: ' + err.message, 'closed'));

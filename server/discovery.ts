@@ -67,6 +67,9 @@ export function startAdvertising(opts: AdvertiseOptions): Advertisement {
     }),
     bonjour.publish({ name: `SkyHost ${short}`, type: 'http', port: opts.port, host, disableIPv6: true, txt: { path: '/' } }),
   ];
+  // bonjour-service lists every interface's address (the VM bridge too): keep only the LAN's.
+  // Patched before the first announcement, which waits for the probe.
+  if (lanIp) for (const s of services) onlyAddress(s, lanIp);
   for (const s of services) s.on('up', () => log.info(`advertising ${s.fqdn}`, { url: opts.url, lanIp }));
   if (!lanIp) log.warn('no LAN address found: advertising on every interface');
 
@@ -96,4 +99,9 @@ export function startAdvertising(opts: AdvertiseOptions): Advertisement {
     process.on('SIGINT', onSignal);
   }
   return { name, stop };
+}
+
+function onlyAddress(service: Service, ip: string): void {
+  const all = service.records.bind(service);
+  service.records = () => all().filter((r) => r.type !== 'A' || r.data === ip);
 }

@@ -43,6 +43,9 @@ describe('discovery over real multicast (network namespaces)', function () {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-disc-'));
     await lan.create();
     for (const h of ['c1', 'c2', 'a1', 'a2', 'a3', 'av']) await lan.addHost(h);
+    // Multi-homed like a real host: a VM bridge next to the LAN, on the controller and on an agent.
+    await lan.addBridge('c1', 'virbr0', '192.168.122.1/24');
+    await lan.addBridge('a1', 'virbr0', '192.168.122.1/24');
     avahi = await startAvahi(lan, 'av', path.join(tmp, 'avahi'));
   });
   afterEach(function () {
@@ -53,7 +56,7 @@ describe('discovery over real multicast (network namespaces)', function () {
     rmSync(tmp, { recursive: true, force: true });
   });
 
-  it('should enroll an agent with no configuration: ready with the join token, pending without, over its LAN address', async () => {
+  it('should enroll agents with no configuration: ready with the join token, pending without, over the LAN and not the VM bridge', async () => {
     controller('c1', 'cluster-one', ['--enroll-endpoint']);
     agent('a1', ['--join-token', TOKEN]);
     agent('a2');
@@ -86,6 +89,7 @@ describe('discovery over real multicast (network namespaces)', function () {
       return s.length > 0 ? s : undefined;
     });
     expect(sky[0]).to.deep.include({ name: 'SkyHost controller clustero', address: lan.host('c1').ip, port: 8080 });
+    expect(sky.map((s) => s.address)).not.to.include('192.168.122.1');
     expect(sky[0]!.txt).to.include.members(['v=1', 'cluster=cluster-one', `url=http://${lan.host('c1').ip}:8080`]);
     const http = await avahi.browse('_http._tcp');
     expect(http.map((s) => [s.name, s.address, s.port])).to.deep.include(['SkyHost clustero', lan.host('c1').ip, 8080]);

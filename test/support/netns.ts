@@ -79,6 +79,14 @@ export class TestLan {
     return host;
   }
 
+  /** Adds a bridge with an address to a host, like libvirt's virbr0 on a PC that runs VMs. */
+  async addBridge(name: string, bridge: string, cidr: string): Promise<void> {
+    const ns = this.host(name).ns;
+    await run('ip', ['-n', ns, 'link', 'add', bridge, 'type', 'bridge']);
+    await run('ip', ['-n', ns, 'addr', 'add', cidr, 'dev', bridge]);
+    await run('ip', ['-n', ns, 'link', 'set', bridge, 'up']);
+  }
+
   host(name: string): NetHost {
     const h = this.hosts.get(name);
     if (!h) throw new Error(`no host ${name}`);

@@ -61,6 +61,8 @@ export class Metrics {
     const mem = process.memoryUsage();
     metric('process_resident_memory_bytes', 'gauge', 'resident memory of the controller', [`process_resident_memory_bytes ${mem.rss}`]);
     metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use', [`nodejs_heap_used_bytes ${mem.heapUsed}`]);
+    metric('nodejs_heap_total_bytes', 'gauge', 'V8 heap reserved', [`nodejs_heap_total_bytes ${mem.heapTotal}`]);
+    metric('nodejs_external_memory_bytes', 'gauge', 'memory outside the V8 heap (buffers)', [`nodejs_external_memory_bytes ${mem.external}`]);
     return out.join('\n') + '\n';
   }
 }

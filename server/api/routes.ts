@@ -176,7 +176,10 @@ export function apiRoutes(services: ControllerServices): Router {
       ...(typeof req.query.owner === 'string' ? { owner: req.query.owner } : {}),
     };
     if (Object.keys(filter).length > 0) return void res.json({ vms: vms.list(u, filter) });
-    res.type('application/json').send(vms.listJson(u));
+    const gzip = /\bgzip\b/.test(req.get('accept-encoding') ?? '');
+    res.setHeader('Vary', 'Accept-Encoding');
+    if (gzip) res.setHeader('Content-Encoding', 'gzip');
+    res.type('application/json').send(vms.listJson(u, gzip));
   });
   r.post('/api/vms', user, async (req, res) => {
     const { status, vm } = await vms.create(me(res), req.body, req.get('idempotency-key'));

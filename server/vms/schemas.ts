@@ -39,12 +39,11 @@ export const Vm = z.object({
   diskGiB: z.number(),
   ip: z.string().optional(),
   ssh: z.object({ host: z.string(), port: z.number().int(), command: z.string() }).optional(),
-  /** The page with this VM's console, e.g. `/vms/k3x9a8b2c4d6`. */
+  /**
+   * The page with this VM's console, e.g. `/vms/k3x9a8b2c4d6`. Its WebSockets are
+   * `/api/vms/:id/console` (serial, text) and `/api/vms/:id/vnc` (RFB for noVNC).
+   */
   consoleUrl: z.string(),
-  /** The serial console's WebSocket (text, unframed). */
-  consoleSocket: z.string(),
-  /** The graphical console's WebSocket (RFB for noVNC). */
-  vncSocket: z.string(),
   /** Which console a person uses: serial text or a graphical screen. */
   console: z.enum(['serial', 'vnc']),
   createdAt: z.string(),

@@ -124,7 +124,10 @@ export async function buildInstallerIso(
     await checkFreeSpace(outDir, (await stat(input)).size + (await stat(binary)).size + 4 * 1024 * 1024);
 
     onProgress({ step: 'write', fraction: STEP_START.write });
-    const args = ['-indev', input, '-outdev', tmpOut];
+    // stdio: so that paths under /dev (a USB stick, /dev/shm) are files, not optical drives.
+    // -stdio_sync end: one fsync when complete (the default syncs every 16 MB, twice as slow here), so
+    // the rename below publishes a durable file. -dvd_obs 64k: fewer, larger writes.
+    const args = ['-stdio_sync', 'end', '-dvd_obs', '64k', '-indev', `stdio:${input}`, '-outdev', `stdio:${tmpOut}`];
     for (const [isoPath, local] of staged) args.push('-map', local, isoPath);
     args.push('-chmod', '0755', ISO_BINARY_PATH, '--');
     args.push('-boot_image', 'any', 'replay');
@@ -198,7 +201,7 @@ export async function inspectUbuntuIso(iso: string): Promise<UbuntuIsoInfo> {
   const notUbuntu = (why: string) => new InvalidField('ubuntuIso', `${iso} is not an Ubuntu live-server ISO: ${why}`);
   let listing: string;
   try {
-    const r = await run('xorriso', ['-abort_on', 'FAILURE', '-indev', iso, '-pvd_info', '-find', '/', '-maxdepth', '3', '-type', 'f', '--'], { timeout: 120_000 });
+    const r = await run('xorriso', ['-abort_on', 'FAILURE', '-indev', `stdio:${iso}`, '-pvd_info', '-find', '/', '-maxdepth', '3', '-type', 'f', '--'], { timeout: 120_000 });
     listing = r.stdout + '\n' + r.stderr;
   } catch (e) {
     if (e instanceof CommandFailed) throw notUbuntu('it is not an ISO 9660 image xorriso can read');
@@ -214,7 +217,7 @@ export async function inspectUbuntuIso(iso: string): Promise<UbuntuIsoInfo> {
   const wanted = ['/.disk/info', '/boot/grub/grub.cfg', '/boot/grub/loopback.cfg', '/md5sum.txt'].filter((f) => files.has(f));
   const dir = await mkdtemp(path.join(os.tmpdir(), 'skyhost-inspect-'));
   try {
-    await run('xorriso', ['-abort_on', 'FAILURE', '-osirrox', 'on', '-indev', iso, '-extract_l', '/', dir, ...wanted, '--'], { timeout: 120_000 });
+    await run('xorriso', ['-abort_on', 'FAILURE', '-osirrox', 'on', '-indev', `stdio:${iso}`, '-extract_l', '/', dir, ...wanted, '--'], { timeout: 120_000 });
     const read = (f: string) => readFile(path.join(dir, f), 'utf8');
     const diskInfo = (await read('.disk/info')).trim();
     const m = /^Ubuntu-Server (\d\d\.\d\d)/.exec(diskInfo);

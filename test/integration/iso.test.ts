@@ -37,18 +37,21 @@ interface Boot {
   log: string;
   cmdline: string;
   firmware: string;
+  /** The device the initrd found the ISO on: /dev/sr0 (CD) or /dev/sda (disk, as a USB stick). */
+  medium: string;
   userData: string;
 }
 
 const children = new Set<ResultPromise>();
 
-/** Boots the ISO as a CD under QEMU (TCG), BIOS or UEFI, and returns what the initrd printed. */
-async function bootIso(iso: string, firmware: 'bios' | 'uefi', dir: string): Promise<Boot> {
-  const logFile = path.join(dir, `${firmware}.log`);
+/** Boots the image under QEMU (TCG) as a CD or as a disk (the way a USB stick boots), BIOS or UEFI. */
+async function bootImage(iso: string, firmware: 'bios' | 'uefi', as: 'cd' | 'disk', dir: string): Promise<Boot> {
+  const logFile = path.join(dir, `${firmware}-${as}.log`);
+  const drive = as === 'cd' ? `file=${iso},media=cdrom,readonly=on,if=ide` : `file=${iso},format=raw,if=ide,snapshot=on`;
   const args = ['-machine', 'pc', '-accel', 'tcg', '-m', '512', '-display', 'none', '-monitor', 'none', '-no-reboot',
-    '-serial', `file:${logFile}`, '-drive', `file=${iso},media=cdrom,readonly=on,if=ide`, '-boot', 'd'];
+    '-serial', `file:${logFile}`, '-drive', drive, ...(as === 'cd' ? ['-boot', 'd'] : [])];
   if (firmware === 'uefi') {
-    const vars = path.join(dir, 'OVMF_VARS.fd');
+    const vars = path.join(dir, `OVMF_VARS-${as}.fd`);
     copyFileSync('/usr/share/OVMF/OVMF_VARS.fd', vars);
     args.unshift('-drive', 'if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd', '-drive', `if=pflash,format=raw,file=${vars}`);
   }
@@ -58,11 +61,17 @@ async function bootIso(iso: string, firmware: 'bios' | 'uefi', dir: string): Pro
   children.delete(child);
   const log = existsSync(logFile) ? readFileSync(logFile, 'latin1').replace(/\r/g, '') : '';
   if (!log.includes(FAKE_MARKERS.done)) {
-    throw new Error(`${firmware} boot did not finish (exit ${result.exitCode}, timed out: ${result.timedOut}): ${log.slice(-1500)}`);
+    throw new Error(`${firmware} ${as} boot did not finish (exit ${result.exitCode}, timed out: ${result.timedOut}): ${log.slice(-1500)}`);
   }
   const line = (marker: string) => log.split('\n').find((l) => l.includes(marker))?.split(marker)[1]?.trim() ?? '';
   const begin = log.indexOf(FAKE_MARKERS.userDataBegin + '\n') + FAKE_MARKERS.userDataBegin.length + 1;
-  return { log, cmdline: line(FAKE_MARKERS.cmdline), firmware: line(FAKE_MARKERS.firmware), userData: log.slice(begin, log.indexOf(FAKE_MARKERS.userDataEnd)) };
+  return {
+    log,
+    cmdline: line(FAKE_MARKERS.cmdline),
+    firmware: line(FAKE_MARKERS.firmware),
+    medium: line(FAKE_MARKERS.medium),
+    userData: log.slice(begin, log.indexOf(FAKE_MARKERS.userDataEnd)),
+  };
 }
 
 describe('skyhost iso build (xorriso remaster)', function () {
@@ -144,17 +153,20 @@ describe('skyhost iso build (xorriso remaster)', function () {
       expect(stdout.trim()).to.equal(`skyhost ${VERSION}`);
     });
 
-    it('should boot from BIOS and from UEFI into the installer kernel with autoinstall and read the user-data', async () => {
-      const bootDir = path.join(dir, 'boot');
-      mkdirSync(bootDir);
-      const [bios, uefi] = await Promise.all([bootIso(out, 'bios', bootDir), bootIso(out, 'uefi', bootDir)]);
-      const userData = readFileSync(path.join(files, 'nocloud/user-data'), 'utf8');
-      for (const [name, boot] of [['bios', bios], ['efi', uefi]] as const) {
-        expect(boot.firmware, name).to.equal(name);
-        expect(boot.cmdline, name).to.contain('/casper/vmlinuz autoinstall ds=nocloud;s=/cdrom/nocloud/ ---');
-        expect(boot.userData, name).to.equal(userData);
-      }
-    });
+    for (const as of ['cd', 'disk'] as const) {
+      it(`should boot as a ${as === 'cd' ? 'CD' : 'disk (a USB stick)'} from BIOS and from UEFI into the installer with autoinstall, and read the user-data`, async () => {
+        const bootDir = path.join(dir, `boot-${as}`);
+        mkdirSync(bootDir);
+        const [bios, uefi] = await Promise.all([bootImage(out, 'bios', as, bootDir), bootImage(out, 'uefi', as, bootDir)]);
+        const userData = readFileSync(path.join(files, 'nocloud/user-data'), 'utf8');
+        for (const [name, boot] of [['bios', bios], ['efi', uefi]] as const) {
+          expect(boot.firmware, name).to.equal(name);
+          expect(boot.medium, name).to.equal(as === 'cd' ? '/dev/sr0' : '/dev/sda');
+          expect(boot.cmdline, name).to.contain('/casper/vmlinuz autoinstall ds=nocloud;s=/cdrom/nocloud/ ---');
+          expect(boot.userData, name).to.equal(userData);
+        }
+      });
+    }
   });
 
   describe('given an Ubuntu 22.04 live-server ISO and controller options', () => {

@@ -5,16 +5,18 @@
 // (plus loopback.cfg on 22.04). Its initrd is busybox: it prints FAKE_MARKERS.cmdline + /proc/cmdline,
 // mounts the CD and prints /cdrom/nocloud/user-data between FAKE_MARKERS.userData*, on ttyS0, then
 // powers off.
-import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, closeSync, copyFileSync, openSync, writeSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../../appliance/exec.ts';
+import { md5File } from '../../iso/md5sums.ts';
 
 export type FakeRelease = '22.04' | '24.04';
 
 export const FAKE_MARKERS = {
   cmdline: 'SKYHOST-FAKE-CMDLINE: ',
   firmware: 'SKYHOST-FAKE-FIRMWARE: ',
+  medium: 'SKYHOST-FAKE-MEDIUM: ',
   userDataBegin: 'SKYHOST-FAKE-USERDATA-BEGIN',
   userDataEnd: 'SKYHOST-FAKE-USERDATA-END',
   done: 'SKYHOST-FAKE-DONE',
@@ -48,6 +50,15 @@ const MODULES = [
   'kernel/drivers/cdrom/cdrom.ko',
   'kernel/drivers/scsi/sr_mod.ko',
   'kernel/fs/isofs/isofs.ko',
+  // sd_mod and what it needs: the image attached as a disk, the way a USB stick is
+  'kernel/crypto/crct10dif_common.ko',
+  'kernel/crypto/crct10dif_generic.ko',
+  'kernel/lib/crc-t10dif.ko',
+  'kernel/lib/crc64.ko',
+  'kernel/crypto/crc64_rocksoft_generic.ko',
+  'kernel/lib/crc64-rocksoft.ko',
+  'kernel/block/t10-pi.ko',
+  'kernel/drivers/scsi/sd_mod.ko',
 ];
 
 const INIT = `#!/bin/sh
@@ -61,8 +72,10 @@ if [ -d /sys/firmware/efi ]; then echo "${FAKE_MARKERS.firmware}efi"; else echo 
 for m in ${MODULES.map((m) => path.basename(m)).join(' ')}; do insmod /lib/modules/$m; done
 mkdir -p /cdrom
 i=0
-while [ ! -b /dev/sr0 ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
-mount -t iso9660 -o ro /dev/sr0 /cdrom
+until mount -t iso9660 -o ro /dev/sr0 /cdrom 2>/dev/null || mount -t iso9660 -o ro /dev/sda /cdrom 2>/dev/null; do
+  i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.2
+done
+echo "${FAKE_MARKERS.medium}$(grep ' /cdrom ' /proc/mounts | cut -d' ' -f1)"
 echo ${FAKE_MARKERS.userDataBegin}
 cat /cdrom/nocloud/user-data
 echo ${FAKE_MARKERS.userDataEnd}
@@ -144,9 +157,10 @@ export async function fakeUbuntuIso(opts: FakeIsoOptions): Promise<string> {
       put(`casper/${prefix}vmlinuz`, readFileSync(kernel.image));
       put(`casper/${prefix}initrd`, initrd);
     }
-    put('casper/ubuntu-server-minimal.squashfs', Buffer.alloc(filler * 1024 * 1024, 0x5a));
+    writeFiller(path.join(tree, 'casper/ubuntu-server-minimal.squashfs'), filler);
     // md5sum.txt covers every file but itself and the boot images, like Ubuntu's.
-    put('md5sum.txt', listFiles(tree).map((f) => `${createHash('md5').update(readFileSync(path.join(tree, f))).digest('hex')}  ./${f}`).join('\n') + '\n');
+    const sums = await Promise.all(listFiles(tree).map(async (f) => `${await md5File(path.join(tree, f))}  ./${f}`));
+    put('md5sum.txt', sums.join('\n') + '\n');
 
     const earlyCfg = path.join(work, 'early.cfg');
     writeFileSync(earlyCfg, EARLY_CFG);
@@ -188,6 +202,20 @@ export async function fakeOtherIso(dir: string): Promise<string> {
   const iso = path.join(dir, 'debian-like.iso');
   await run('xorriso', ['-as', 'mkisofs', '-r', '-V', 'Debian 12.8.0 amd64 n', '-o', iso, tree]);
   return iso;
+}
+
+/** `mb` MiB of incompressible bytes, written a MiB at a time. */
+function writeFiller(file: string, mb: number): void {
+  const chunk = randomBytes(1024 * 1024);
+  const fd = openSync(file, 'w');
+  try {
+    for (let i = 0; i < mb; i++) {
+      chunk.writeUInt32LE(i, 0);
+      writeSync(fd, chunk);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }
 
 function findKernel(): { image: string; version: string } {

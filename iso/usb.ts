@@ -7,7 +7,7 @@ import { constants, promises as fsp } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { run } from '../appliance/exec.ts';
 import { Conflict, Forbidden, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
-import { checkDrive, describeDrive, hasErrors, parseLsblk, type Drive, type Finding } from './usb-guards.ts';
+import { checkDrive, describeDrive, formatBytes, hasErrors, parseLsblk, type Drive, type Finding } from './usb-guards.ts';
 
 export const LSBLK_COLUMNS = 'NAME,PATH,SIZE,TYPE,TRAN,RM,HOTPLUG,RO,MODEL,SERIAL,MOUNTPOINTS,PKNAME';
 
@@ -123,12 +123,18 @@ export async function writeImage(image: string, device: string, opts: WriteOptio
     const total = (await src.stat()).size;
     const dst = await openDevice(device);
     const started = performance.now();
+    let done = 0;
     try {
-      await copyChunks(src, dst, total, chunk, (bytes) => opts.onProgress?.({ phase: 'writing', bytes, total }));
+      await copyChunks(src, dst, total, chunk, (bytes) => {
+        done = bytes;
+        opts.onProgress?.({ phase: 'writing', bytes, total });
+      });
       opts.onProgress?.({ phase: 'syncing', bytes: total, total });
       await dst.sync();
+    } catch (e) {
+      throw ioFailure(e, `writing to ${device} failed after ${formatBytes(done)} of ${formatBytes(total)}`);
     } finally {
-      await dst.close();
+      await dst.close().catch(() => undefined);
     }
     const writeMs = performance.now() - started;
     if (opts.verify === false) return { bytes: total, writeMs, verifyMs: 0 };
@@ -138,7 +144,10 @@ export async function writeImage(image: string, device: string, opts: WriteOptio
     // The image is hashed on another core while this one reads the device back.
     const imageHash = opts.imageSha256 ? Promise.resolve(opts.imageSha256) : hashFileInWorker(image);
     imageHash.catch(() => undefined);
-    const readBack = await hashDevice(device, total, chunk, (bytes) => opts.onProgress?.({ phase: 'verifying', bytes, total }));
+    const readBack = await hashDevice(device, total, chunk, (bytes) => opts.onProgress?.({ phase: 'verifying', bytes, total }))
+      .catch((e: unknown) => {
+        throw ioFailure(e, `reading ${device} back failed`);
+      });
     const sha256 = await imageHash;
     if (readBack !== sha256) {
       throw new SkyError(503, 'verify_failed',
@@ -157,6 +166,14 @@ export async function writeImageSafely(image: string, device: string, opts: Writ
   if (hasErrors(findings)) throw new DriveRefused(drive, findings);
   const result = await writeImage(image, drive.path, opts);
   return { ...result, drive, findings };
+}
+
+/** An I/O error of the drive as one plain sentence (a SkyError passes through unchanged). */
+function ioFailure(e: unknown, what: string): unknown {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (e instanceof SkyError || !code) return e;
+  const why = code === 'ENOSPC' ? 'the drive is full' : code === 'ENXIO' || code === 'ENODEV' ? 'the drive was unplugged' : `input/output error (${code})`;
+  return new SkyError(503, 'write_failed', `${what}: ${why}. The stick may be faulty, smaller than it claims, or unplugged: try another one.`, { code });
 }
 
 async function openDevice(device: string): Promise<fsp.FileHandle> {

@@ -155,6 +155,23 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     expect(await page.textContent('#usb-done')).to.contain(expected.slice(0, 16));
   });
 
+  it('should refuse a form posted from another web site (this server can erase drives)', async () => {
+    const r = await fetch(`${base}/options`, {
+      method: 'POST',
+      headers: { Origin: 'http://evil.example', 'Content-Type': 'application/x-www-form-urlencoded' },
+      body: 'role=agent',
+    });
+    expect(r.status).to.equal(403);
+    expect(await r.text()).to.contain('sent from another web site');
+  });
+
+  it('should answer an unknown build with a 404 page, not a stack trace', async () => {
+    const r = await fetch(`${base}/jobs/0123456789abcdef/download`);
+    expect(r.status).to.equal(404);
+    const body = await r.text();
+    expect(body).to.contain('start again').and.not.contain('    at ');
+  });
+
   it('should have loaded nothing from outside this machine and logged no page errors', () => {
     expect(offsite).to.deep.equal([]);
     // Chromium logs every 4xx answer; the 422s of the two validation steps above are expected.

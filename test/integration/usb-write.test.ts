@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { run } from '../../appliance/exec.ts';
@@ -113,6 +114,24 @@ describe('usb writer on a real loop device', function () {
     });
   });
 
+  describe('given a drive that fails under the write (a loop device over a too-small tmpfs)', () => {
+    it('should stop with one clear sentence, not a stack trace', async () => {
+      const mnt = path.join(dir, 'tiny');
+      mkdirSync(mnt);
+      await run('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+      let bad: LoopDevice | undefined;
+      try {
+        bad = await createLoopDevice(32 * MiB, 'skyhost-bad-', mnt);
+        const err = await writeImage(image, bad.device).catch((e) => e);
+        expect(err.code).to.equal('write_failed');
+        expect(err.message).to.match(new RegExp(`^writing to ${bad.device} failed after .* of 9\\.4 MB: .*try another one\\.$`));
+      } finally {
+        await bad?.remove();
+        await run('umount', [mnt]);
+      }
+    });
+  });
+
   describe('given the skyhost usb commands', () => {
     const cli = async (...argv: string[]) => {
       let out = '';
@@ -132,6 +151,23 @@ describe('usb writer on a real loop device', function () {
       const { code, out } = await cli('usb', 'write', image, loop.device, '--allow-loop', '--yes', '--quiet');
       expect(code, out).to.equal(0);
       expect(out).to.contain(sha(readFileSync(image))).and.contain('matches');
+    });
+    it('should ask for the drive\'s name on stdin and write only when it is typed', async () => {
+      const main = path.resolve(import.meta.dirname, '../../appliance/main.ts');
+      const write = (answer: string) => new Promise<{ code: number; out: string }>((resolve) => {
+        const child = spawn(process.execPath, [main, 'usb', 'write', image, loop.device, '--allow-loop', '--quiet']);
+        let out = '';
+        child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+        child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+        child.on('exit', (code) => resolve({ code: code ?? -1, out }));
+        child.stdin.end(answer);
+      });
+      const wrong = await write('sdb\n');
+      expect(wrong.code).to.equal(2);
+      expect(wrong.out).to.contain(`Type "${loop.name}" to confirm`).and.contain('Not confirmed: nothing was written');
+      const right = await write(`${loop.name}\n`);
+      expect(right.code, right.out).to.equal(0);
+      expect(right.out).to.contain('matches');
     });
     it('should refuse the system disk with exit code 2 and plain words', async () => {
       const rootDisk = (await listDrives()).find((c) => c.drive.allMountpoints.includes('/'));

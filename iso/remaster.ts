@@ -239,12 +239,24 @@ export async function inspectUbuntuIso(iso: string): Promise<UbuntuIsoInfo> {
   }
 }
 
+/** The fraction written from an xorriso pacifier line: `xorriso : UPDATE : Writing:  600384s   45.4%   fifo  74% ...`. */
+export function xorrisoWriteFraction(line: string): number | undefined {
+  const m = /Writing:\s+\d+s\s+([\d.]+)%/.exec(line) ?? /([\d.]+)% done/.exec(line);
+  return m ? Math.min(1, Number(m[1]) / 100) : undefined;
+}
+
 /** Runs the writing xorriso (long: execa directly, to follow its UPDATE lines as progress). */
 async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: number) => void): Promise<void> {
   const full = ['-abort_on', 'FAILURE', '-report_about', 'UPDATE', ...args];
   const child = execa('xorriso', full, { reject: false, env: { LC_ALL: 'C', LANG: 'C' }, stdin: 'ignore', all: false, buffer: { stdout: false, stderr: true } });
+  let pending = '';
   child.stderr?.on('data', (chunk: Buffer) => {
-    for (const m of chunk.toString().matchAll(/([\d.]+)% done/g)) onFraction(Math.min(1, Number(m[1]) / 100));
+    const lines = (pending + chunk.toString()).split(/[\r\n]/);
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      const f = xorrisoWriteFraction(line);
+      if (f !== undefined) onFraction(f);
+    }
   });
   const result = await child;
   if (result.exitCode === 0) return;

@@ -187,6 +187,9 @@ export async function fakeUbuntuIso(opts: FakeIsoOptions): Promise<string> {
       tree,
     ], { timeout: 300_000 });
     renameSync(tmpIso, iso);
+    // Older builds of the same image (another layout version or kernel) are of no further use.
+    const family = `ubuntu-${opts.release}-fake-${filler}mb-`;
+    for (const f of readdirSync(CACHE)) if (f.startsWith(family) && f !== path.basename(iso)) rmSync(path.join(CACHE, f), { force: true });
     return iso;
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { SkyError } from '../../appliance/errors.ts';
 import { addAutoinstallToGrub, AUTOINSTALL_ARGS } from '../../iso/grub.ts';
 import { md5, parseMd5Sums, updateMd5Sums } from '../../iso/md5sums.ts';
+import { xorrisoWriteFraction } from '../../iso/remaster.ts';
 
 const UBUNTU_2404 = `set timeout=30
 
@@ -78,5 +79,14 @@ describe('md5sum.txt update', () => {
     ]));
     expect(updated.endsWith('\n')).to.equal(true);
     expect(updated.split('\n').filter((l) => l.includes('grub.cfg'))).to.have.length(1);
+  });
+});
+
+describe('xorriso progress', () => {
+  it('should read the written fraction from the pacifier lines and ignore the others', () => {
+    expect(xorrisoWriteFraction('xorriso : UPDATE : Writing:     600384s   45.4%   fifo  74%  buf  50%  717.2xD ')).to.be.closeTo(0.454, 1e-9);
+    expect(xorrisoWriteFraction('xorriso : UPDATE :  12.5% done, estimate finish Mon')).to.equal(0.125);
+    expect(xorrisoWriteFraction('xorriso : UPDATE :      15 nodes read in 1 seconds')).to.equal(undefined);
+    expect(xorrisoWriteFraction('xorriso : UPDATE : Writing:     100976s    7.6%   fifo 100%  buf  50%')).to.be.closeTo(0.076, 1e-9);
   });
 });

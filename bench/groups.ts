@@ -9,6 +9,7 @@ import { agentGroup } from './agent.ts';
 import { vmGroup } from './vm.ts';
 import { discoveryGroup } from './discovery.ts';
 import { isoGroup } from './iso.ts';
+import { usbGroup } from './usb.ts';
 
 export const GROUPS: readonly Group[] = [
   schedulerGroup,
@@ -19,4 +20,5 @@ export const GROUPS: readonly Group[] = [
   vmGroup,
   discoveryGroup,
   isoGroup,
+  usbGroup,
 ];

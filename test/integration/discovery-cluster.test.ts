@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { ResultPromise } from 'execa';
-import { TestLan, waitFor } from '../support/netns.ts';
+import { startAvahi, TestLan, waitFor } from '../support/netns.ts';
 
 const MAIN = 'appliance/main.ts';
 const ENV = { SKYHOST_LOG_FORMAT: 'json', SKYHOST_ACCEL: 'tcg' };
@@ -42,11 +42,14 @@ describe('zero-config enrollment: real controller and agents across network name
   const agentStatus = async (who: string): Promise<AgentStatus> =>
     JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `http://${lan.host(who).ip}:8081/status`])) as AgentStatus;
   const statesOf = async (c = 'c') => Object.fromEntries((await hosts(c)).map((h) => [h.id, h.state]));
+  const admin = async (method: string, route: string, body: unknown) =>
+    JSON.parse(await curl('c', ['-X', method, '-H', `authorization: Bearer ${secret('c', 'admin-token')}`, '-H', 'content-type: application/json',
+      '--data', JSON.stringify(body), `http://${lan.host('c').ip}:8080${route}`])) as Record<string, string>;
 
   before(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-enroll-'));
     await lan.create();
-    for (const h of ['c', 'a1', 'a2', 'a3', 'c2', 'a4']) await lan.addHost(h);
+    for (const h of ['c', 'a1', 'a2', 'a3', 'a5', 'a6', 'c2', 'a4']) await lan.addHost(h);
   });
   afterEach(function () {
     if (this.currentTest?.state === 'failed') {
@@ -96,9 +99,28 @@ describe('zero-config enrollment: real controller and agents across network name
   it('should update the host, not add one, when an agent comes back with a new address', async () => {
     const ip = await lan.readdress('a2');
     await waitFor('a2 at its new address', async () => (await hosts()).find((h) => h.id === 'id-a2')?.url === `http://${ip}:8081`, 30_000, 250);
-    const list = await hosts();
-    expect(list).to.have.length(3);
+    expect(await hosts()).to.have.length(3);
     await waitFor('a2 ready at its new address', async () => (await statesOf())['id-a2'] === 'ready', 20_000, 250);
+  });
+
+  it('should let a single-use token enroll one host and refuse it to the next with the reason', async () => {
+    const t = await admin('POST', '/api/join-tokens', { ttlMinutes: 30, label: 'room 12' });
+    startAgent('a5', t.token);
+    await waitFor('a5 ready', async () => (await statesOf())['id-a5'] === 'ready', 30_000, 250);
+    startAgent('a6', t.token);
+    const s6 = await waitFor('a6 refused', async () => {
+      const s = (await agentStatus('a6')).controller;
+      return s?.state === 'refused' ? s : undefined;
+    }, 30_000, 250);
+    expect(s6.message).to.match(/refused enrollment \(403\): join token \w+ was already used by host id-a5/);
+    expect((await statesOf())['id-a6']).to.equal(undefined);
+    // Revoked: refused with the admin's reason (straight at the API: no agent needed to see the answer).
+    const r = await admin('POST', '/api/join-tokens', { ttlMinutes: 30 });
+    await admin('POST', `/api/join-tokens/${r.id}/revoke`, { reason: 'stick lost in room 12' });
+    const refused = await lan.exec('a6', 'curl', ['-s', '-H', 'content-type: application/json', '--data',
+      JSON.stringify({ hostId: 'id-x', hostname: 'x', agentUrl: 'http://10.0.0.1:8081', agentKey: 'k'.repeat(32), joinToken: r.token, version: 't' }),
+      `http://${lan.host('c').ip}:8080/api/enroll`]);
+    expect(refused.stdout).to.match(/join_token_revoked.*stick lost in room 12/);
   });
 
   it('should keep enrolled agents with their cluster when a second controller advertises, and a new agent should not guess', async () => {
@@ -113,7 +135,38 @@ describe('zero-config enrollment: real controller and agents across network name
     await new Promise((r) => setTimeout(r, 3000));
     expect(await hosts('c2')).to.deep.equal([]);
     const mine = secret('c', 'cluster-id');
-    for (const a of ['a1', 'a2', 'a3']) expect((await agentStatus(a)).controller).to.deep.include({ state: 'ready', clusterId: mine });
-    expect((await hosts()).map((h) => h.id).sort()).to.deep.equal(['id-a1', 'id-a2', 'id-a3']);
+    for (const a of ['a1', 'a2', 'a3', 'a5']) expect((await agentStatus(a)).controller).to.deep.include({ state: 'ready', clusterId: mine });
+    expect((await hosts()).map((h) => h.id).sort()).to.deep.equal(['id-a1', 'id-a2', 'id-a3', 'id-a5']);
+  });
+});
+
+describe('zero-config enrollment with the advertisement published by Avahi', function () {
+  this.timeout(90_000);
+  const lan = new TestLan();
+  let tmp: string;
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should enroll a real agent with a real controller that avahi-publish advertises', async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-enroll-avahi-'));
+    await lan.create();
+    const c = await lan.addHost('c');
+    const a = await lan.addHost('a');
+    const avahi = await startAvahi(lan, 'c', path.join(tmp, 'avahi'));
+    let clog = '';
+    const controller = lan.spawnNode('c', MAIN, ['controller', '--data', path.join(tmp, 'c'), '--port', '8080'], { env: { ...ENV, SKYHOST_ADVERTISE: 'false' } });
+    controller.stderr?.on('data', (d: Buffer) => (clog += String(d)));
+    await waitFor('controller listening', () => /controller listening/.test(clog), 30_000);
+    expect(clog).not.to.match(/advertising/);
+    const read = (name: string) => readFileSync(path.join(tmp, 'c', 'secrets', name), 'utf8').trim();
+    avahi.publish('SkyHost controller via Avahi', '_skyhost._tcp', 8080, ['v=1', `cluster=${read('cluster-id')}`, `url=http://${c.ip}:8080`]);
+    lan.spawnNode('a', MAIN, ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join-token', read('join-token')], { env: ENV });
+    const host = await waitFor('agent ready on the controller', async () => {
+      const r = await lan.exec('c', 'curl', ['-sf', '--max-time', '3', '-H', `authorization: Bearer ${read('admin-token')}`, `http://${c.ip}:8080/api/hosts`]);
+      return (JSON.parse(r.stdout) as { hosts: HostView[] }).hosts.find((h) => h.id === 'id-a' && h.state === 'ready');
+    }, 45_000, 250);
+    expect(host.url).to.equal(`http://${a.ip}:8081`);
   });
 });

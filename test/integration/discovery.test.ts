@@ -1,7 +1,8 @@
 // mDNS across network namespaces, for real: bonjour-service on both sides, Avahi (with its own
 // D-Bus) as a third party. The controller and agents here are test/support/discovery-peer.ts
 // processes running the real advertise/browse/enroll code against a small enroll endpoint; the
-// whole cluster with the real controller and agent is in discovery-cluster.test.ts.
+// whole cluster with the real controller and agent (and an Avahi-published controller) is in
+// discovery-cluster.test.ts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -125,32 +126,5 @@ describe('discovery over real multicast (network namespaces)', function () {
       const s = await status('a3');
       return s.state === 'ready' && s.clusterId === 'cluster-one';
     });
-  });
-});
-
-describe('discovery with an Avahi-published controller', function () {
-  this.timeout(60_000);
-  const lan = new TestLan();
-  let tmp: string;
-  after(async () => {
-    await lan.destroy();
-    rmSync(tmp, { recursive: true, force: true });
-  });
-
-  it('should enroll an agent with a controller advertised by avahi-publish', async () => {
-    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-disc-'));
-    await lan.create();
-    const c = await lan.addHost('c');
-    await lan.addHost('a');
-    const avahi = await startAvahi(lan, 'c', path.join(tmp, 'avahi'));
-    lan.spawnNode('c', PEER, ['advertise', '--no-mdns', '--cluster', 'avahi-cluster', '--port', '8080', '--token', TOKEN]);
-    avahi.publish('SkyHost controller via avahi', '_skyhost._tcp', 8080, ['v=1', 'cluster=avahi-cluster', `url=http://${c.ip}:8080`]);
-    lan.spawnNode('a', PEER, ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join-token', TOKEN]);
-    const s = await waitFor('agent ready', async () => {
-      const r = await lan.exec('c', 'curl', ['-sf', '--max-time', '2', `http://${lan.host('a').ip}:8081/status`]);
-      const st = (JSON.parse(r.stdout) as { controller: { state: string } }).controller;
-      return st.state === 'ready' ? st : undefined;
-    }, 20_000);
-    expect(s).to.deep.include({ url: `http://${c.ip}:8080`, clusterId: 'avahi-cluster' });
   });
 });

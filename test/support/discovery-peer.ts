@@ -2,8 +2,7 @@
 //   discovery-peer.ts advertise --cluster ID --url URL --port P [--enroll-endpoint] [--token T]
 //     publishes like a controller; with --enroll-endpoint it also answers /healthz and
 //     POST /api/enroll (token T -> ready, none -> pending) and GET /api/hosts, so that the
-//     two-controllers rule is testable without the real controller; --no-mdns: the endpoint only
-//     (someone else, e.g. avahi-publish, advertises it).
+//     two-controllers rule is testable without the real controller.
 //   discovery-peer.ts agent --host-id H --data DIR --port P [--join-token T] [--controller URL]
 //     runs agent/discovery.ts's enroll loop and serves GET /status { controller } on port P.
 // Prints one JSON line `{"ready":true,...}` when it is up. Exits on SIGTERM/SIGINT.
@@ -19,7 +18,7 @@ const { positionals, values } = parseArgs({
   allowPositionals: true,
   options: {
     cluster: { type: 'string' }, url: { type: 'string' }, port: { type: 'string' }, token: { type: 'string' },
-    'enroll-endpoint': { type: 'boolean' }, 'no-mdns': { type: 'boolean' }, 'host-id': { type: 'string' }, data: { type: 'string' },
+    'enroll-endpoint': { type: 'boolean' }, 'host-id': { type: 'string' }, data: { type: 'string' },
     'join-token': { type: 'string' }, controller: { type: 'string' },
   },
 });
@@ -53,10 +52,10 @@ if (positionals[0] === 'advertise') {
       json(res, 404, { error: { code: 'not_found', message: 'not found' } });
     })();
   });
-  if (values['enroll-endpoint'] || values['no-mdns']) server.listen(port, '0.0.0.0');
-  const ad = values['no-mdns'] ? undefined : startAdvertising({ clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: 5000 });
-  process.stdout.write(JSON.stringify({ ready: true, name: ad?.name }) + '\n');
-  const exit = () => void (ad?.stop() ?? Promise.resolve()).then(() => process.exit(0));
+  if (values['enroll-endpoint']) server.listen(port, '0.0.0.0');
+  const ad = startAdvertising({ clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: 5000 });
+  process.stdout.write(JSON.stringify({ ready: true, name: ad.name }) + '\n');
+  const exit = () => void ad.stop().then(() => process.exit(0));
   process.on('SIGTERM', exit);
   process.on('SIGINT', exit);
 } else if (positionals[0] === 'agent') {

@@ -21,7 +21,7 @@ import { authenticate, csrfProtect } from './users/auth.ts';
 export interface ControllerDeps {
   log: Logger;
   services: ControllerServices;
-  /** The page routes (server/pages), mounted after the API; absent in API-only tests. */
+  /** The page routes, mounted after the API (default: server/pages `pageRouter`). */
   pages?: RequestHandler;
   /** Largest JSON body (default 1 MiB); bigger ones get 413. */
   jsonLimit?: string;

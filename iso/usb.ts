@@ -197,15 +197,18 @@ async function openDevice(device: string): Promise<fsp.FileHandle> {
   return fh;
 }
 
-/** Reads and writes in turn with two buffers, so the next read overlaps the current write. */
-async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: number, chunk: number, progress: (bytes: number) => void): Promise<void> {
+/**
+ * Reads `total` bytes of `src` in chunks with two buffers, so that reading the next chunk overlaps
+ * `consume` of the current one; `consume` must be done with the bytes when its promise settles.
+ */
+async function forEachChunk(src: fsp.FileHandle, total: number, chunk: number, consume: (view: Buffer, pos: number) => unknown): Promise<void> {
   const buffers = [Buffer.allocUnsafeSlow(chunk), Buffer.allocUnsafeSlow(chunk)];
   const readAt = async (buf: Buffer, pos: number): Promise<number> => {
     const want = Math.min(chunk, total - pos);
     let got = 0;
     while (got < want) {
       const { bytesRead } = await src.read(buf, got, want - got, pos + got);
-      if (bytesRead === 0) throw new SkyError(500, 'image_changed', 'the image file got shorter while it was being written');
+      if (bytesRead === 0) throw new SkyError(500, 'short_read', 'the data ended before its expected size (the image changed or the drive is smaller than it says)');
       got += bytesRead;
     }
     return got;
@@ -213,17 +216,26 @@ async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: numbe
   let pos = 0;
   let i = 0;
   let pending = total > 0 ? readAt(buffers[0]!, 0) : Promise.resolve(0);
-  while (pos < total) {
-    const buf = buffers[i % 2]!;
-    const n = await pending;
-    const next = pos + n;
-    pending = next < total ? readAt(buffers[(i + 1) % 2]!, next) : Promise.resolve(0);
-    await writeFully(dst, buf.subarray(0, n), pos);
-    pos = next;
-    i++;
-    progress(pos);
+  try {
+    while (pos < total) {
+      const n = await pending;
+      const next = pos + n;
+      pending = next < total ? readAt(buffers[(i + 1) % 2]!, next) : Promise.resolve(0);
+      await consume(buffers[i % 2]!.subarray(0, n), pos);
+      pos = next;
+      i++;
+    }
+  } finally {
+    await pending.catch(() => undefined);
   }
-  await pending;
+}
+
+/** Copies `total` bytes of `src` to the same offsets of `dst`. */
+async function copyChunks(src: fsp.FileHandle, dst: fsp.FileHandle, total: number, chunk: number, progress: (bytes: number) => void): Promise<void> {
+  await forEachChunk(src, total, chunk, async (view, pos) => {
+    await writeFully(dst, view, pos);
+    progress(pos + view.length);
+  });
 }
 
 // Hashing on this thread would slow the copy by a third; a worker hashes the image on another core.
@@ -264,15 +276,10 @@ async function hashDevice(device: string, length: number, chunk: number, progres
   const fh = await fsp.open(device, 'r');
   try {
     const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafeSlow(chunk);
-    let pos = 0;
-    while (pos < length) {
-      const { bytesRead } = await fh.read(buf, 0, Math.min(chunk, length - pos), pos);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-      progress(pos);
-    }
+    await forEachChunk(fh, length, chunk, (view, pos) => {
+      hash.update(view);
+      progress(pos + view.length);
+    });
     return hash.digest('hex');
   } finally {
     await fh.close();

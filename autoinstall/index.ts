@@ -7,3 +7,4 @@ export type { AutoinstallProblem } from './validate.ts';
 export { isoFiles, ISO_BINARY_PATH } from './files.ts';
 export { serviceUnit, unitName } from './units.ts';
 export { renderConfigFile, skyhostConfig } from './config-file.ts';
+export { hashPassword } from './password.ts';

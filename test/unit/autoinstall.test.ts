@@ -15,6 +15,7 @@ import { buildAutoinstall, renderUserData } from '../../autoinstall/render.ts';
 import { hostnameScript, serviceUnit } from '../../autoinstall/units.ts';
 import { autoinstallProblems, validateAutoinstall, validateUserData, validateUserDataFile } from '../../autoinstall/validate.ts';
 import { parseInstallerOptions } from '../../autoinstall/options.ts';
+import { hashPassword } from '../../autoinstall/password.ts';
 
 const EXAMPLES = path.resolve(import.meta.dirname, '../../autoinstall/examples');
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOv4Wkq9p0Y3tG4yW2bJk0m5c8iQ0x1Zr2s3t4u5v6w7 teacher@lab';
@@ -98,6 +99,22 @@ describe('autoinstall model', () => {
       const doc = buildAutoinstall(parseInstallerOptions({ role: 'agent', sshKeys: [KEY] }));
       expect(doc.ssh).to.deep.equal({ 'install-server': true, 'authorized-keys': [KEY], 'allow-pw': false });
       expect((doc.identity as { password: string }).password).to.equal('!');
+    });
+
+    it('should hash a typed password into what adminPasswordHash accepts, reading it on stdin', async () => {
+      const hash = await hashPassword('correct horse battery');
+      expect(hash).to.match(/^\$6\$/);
+      expect(parseInstallerOptions({ role: 'agent', adminPasswordHash: hash }).adminPasswordHash).to.equal(hash);
+      const { stdout } = await run('openssl', ['passwd', '-6', '-salt', hash.split('$')[2]!, '-stdin'], { input: 'correct horse battery\n' });
+      expect(stdout.trim()).to.equal(hash);
+      for (const bad of ['short', 'a'.repeat(129), 'two\nlines!!']) {
+        try {
+          await hashPassword(bad);
+          expect.fail(`${JSON.stringify(bad)} accepted`);
+        } catch (e) {
+          expect((e as SkyError).message).to.match(/^adminPassword: /);
+        }
+      }
     });
 
     it('should warn loudly that the disk is wiped', () => {

@@ -19,6 +19,7 @@ export function adminPages(services: ControllerServices): Router {
   // ---- hosts ----
   r.get('/hosts', requireAdmin(), (req, res) => {
     const base = `${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`;
+    const joinToken = services.joinTokens.clusterToken();
     render(req, res, {
       page: 'hosts', partial: 'host-list', title: 'Hosts',
       data: {
@@ -26,8 +27,9 @@ export function adminPages(services: ControllerServices): Router {
         install: {
           baseUrl: base,
           command: `curl ${base}/install.sh | sudo sh`,
-          joinToken: services.joinTokens.clusterToken(),
-          setupUrl: `http://${req.hostname}:8090/`,
+          joinToken,
+          // `skyhost setup` listens on 127.0.0.1: the link opens it on the teacher's own PC, prefilled.
+          setupUrl: `http://127.0.0.1:8090/?controllerUrl=${encodeURIComponent(base)}&joinToken=${encodeURIComponent(joinToken)}`,
         },
       },
     });

@@ -1,7 +1,7 @@
 // The ISO remaster against real tools: xorriso, GRUB, QEMU (TCG) with SeaBIOS and OVMF. The stand-in
 // Ubuntu ISO (test/support/fake-ubuntu-iso.ts) has the live-server layout; its busybox initrd prints
 // the kernel command line and /cdrom/nocloud/user-data on the serial port.
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -169,20 +169,41 @@ describe('skyhost iso build (xorriso remaster)', function () {
     }
   });
 
-  describe('given an Ubuntu 22.04 live-server ISO and controller options', () => {
-    it('should edit loopback.cfg too and leave out what 22.04 does not know', async () => {
+  describe('given an Ubuntu 22.04 live-server ISO and `skyhost iso build --role controller` run by the single executable', () => {
+    it('should embed the executable itself, edit loopback.cfg too and leave out what 22.04 does not know', async () => {
+      const binary = path.join(checkoutRoot(), 'dist/skyhost');
       const out = path.join(dir, 'controller-22.04.iso');
-      const result = await buildInstallerIso({ role: 'controller', ubuntuIso: iso2204, out, hostnamePrefix: 'skyctl' });
-      expect(result).to.include({ release: '22.04', volumeId: 'Ubuntu-Server 22.04.4 LTS amd64' });
+      const keyFile = path.join(dir, 'teacher.pub');
+      writeFileSync(keyFile, `# the teacher's key\n${KEY}\n`);
+      const cli = await run(binary, ['iso', 'build', '--role', 'controller', '--ubuntu-iso', iso2204, '--out', out, '--hostname-prefix', 'skyctl', '--ssh-key', keyFile], { timeout: 120_000 });
+      expect(cli.stdout).to.match(/SkyHost controller installer from Ubuntu 22\.04/).and.match(/ERASES THE LARGEST DISK/);
+      expect(cli.stderr).to.contain('100% done');
       expect(await bootRecord(out)).to.deep.equal(await bootRecord(iso2204));
+      const { stdout } = await run('xorriso', ['-indev', out, '-pvd_info']);
+      expect(stdout).to.match(/^Volume Id\s*:\s*Ubuntu-Server 22\.04\.4 LTS amd64$/m);
       const files = path.join(dir, 'controller-files');
       mkdirSync(files);
-      await extract(out, files, '/boot/grub/loopback.cfg', '/nocloud/user-data', '/skyhost/skyhost-controller.service');
-      expect(readFileSync(path.join(files, 'boot/grub/loopback.cfg'), 'utf8')).to.contain('iso-scan/filename=${iso_path} autoinstall ds=nocloud\\;s=/cdrom/nocloud/ ---');
+      await extract(out, files, '/boot/grub/loopback.cfg', '/boot/grub/grub.cfg', '/nocloud/user-data', '/skyhost/skyhost-controller.service', '/skyhost/skyhost');
+      for (const cfg of ['grub.cfg', 'loopback.cfg']) {
+        const lines = readFileSync(path.join(files, 'boot/grub', cfg), 'utf8').split('\n').filter((l) => /^\s*linux\s+\/casper\//.test(l));
+        expect(lines, cfg).to.have.length(2);
+        for (const l of lines) expect(l, cfg).to.contain('autoinstall ds=nocloud\\;s=/cdrom/nocloud/ ---');
+      }
+      expect(readFileSync(path.join(files, 'boot/grub/loopback.cfg'), 'utf8')).to.contain('iso-scan/filename=${iso_path} autoinstall');
       const auto = validateUserData(readFileSync(path.join(files, 'nocloud/user-data'), 'utf8'));
       expect(JSON.stringify(auto.storage)).not.to.contain('sizing-policy');
       expect(auto.packages).to.include('avahi-daemon');
+      expect(auto.ssh).to.deep.include({ 'authorized-keys': [KEY] });
       expect(existsSync(path.join(files, 'skyhost/skyhost-controller.service'))).to.equal(true);
+      expect(await md5File(path.join(files, 'skyhost/skyhost'))).to.equal(await md5File(binary));
+    });
+
+    it('should exit 2 with one line naming a bad option, and write nothing', async () => {
+      const out = path.join(dir, 'bad.iso');
+      const r = await execa(path.join(checkoutRoot(), 'dist/skyhost'), ['iso', 'build', '--role', 'agent', '--ubuntu-iso', iso2204, '--out', out, '--hostname-prefix', 'lab pc'], { reject: false });
+      expect(r.exitCode).to.equal(2);
+      expect(String(r.stderr).trim().split('\n').at(-1)).to.match(/^skyhost: options\.hostnamePrefix: must be/);
+      expect(existsSync(out)).to.equal(false);
     });
   });
 

@@ -107,8 +107,10 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       tasks.push(cron.schedule(cronEvery(every), () => hosts.pollAll(), { name: 'poll-hosts', noOverlap: true }));
       tasks.push(cron.schedule('30 * * * * *', async () => {
         hosts.persistLastSeen();
+        users.pruneSessions();
+        vms.pruneIdempotencyKeys();
         await vms.expireLeases(system);
-      }, { name: 'leases', noOverlap: true }));
+      }, { name: 'housekeeping', noOverlap: true }));
     },
     async stop() {
       for (const t of tasks.splice(0)) await t.destroy();

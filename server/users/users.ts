@@ -149,6 +149,11 @@ export class Users {
     return { user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) };
   }
 
+  /** Deletes expired sessions (run by the periodic job). */
+  pruneSessions(now = new Date()): number {
+    return this.store.run('DELETE FROM sessions WHERE expires_at < ?', now.toISOString()).changes;
+  }
+
   logout(sessionId: string): void {
     this.store.run('DELETE FROM sessions WHERE id_hash = ?', tokenHash(sessionId));
   }

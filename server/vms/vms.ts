@@ -208,9 +208,10 @@ export class VmService {
     const memoryMiB = req.memoryMiB ?? Math.max(256, template?.minMemoryMiB ?? 0);
     const diskGiB = req.diskGiB ?? Math.max(1, template?.diskGiB ?? 1);
     const name = req.name ?? `${req.template.replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'vm'}-${newVmId().slice(0, 4)}`;
+    // Names are unique in the cluster: an agent refuses a second VM of the same name on a host.
     for (const vm of this.vms.values()) {
-      if (vm.owner === user.name && vm.name === name && vm.state !== 'deleting') {
-        throw new Conflict(`you already have a VM named "${name}"`, { fields: [{ field: 'name', message: 'already in use' }] });
+      if (vm.name === name) {
+        throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
       }
     }
     const id = newVmId();
@@ -338,6 +339,11 @@ export class VmService {
       }
     }
     this.forget(vm, `VM ${vm.name} deleted by ${user.name}`);
+  }
+
+  /** Forgets Idempotency-Keys older than a day (run by the periodic job). */
+  pruneIdempotencyKeys(now = new Date()): number {
+    return this.store.run('DELETE FROM idempotency WHERE created_at < ?', new Date(now.getTime() - 86400_000).toISOString()).changes;
   }
 
   /** Deletes every VM whose lease ran out (run by the controller's periodic job). */

@@ -227,7 +227,7 @@ describe('controller API (in-process, simulated agents)', function () {
       const reused = await call('POST', '/api/vms', { token: alice, body: { template: 'alpine', name: 'other' }, headers });
       expect(reused.status).to.equal(422);
       // the same key of another user is that user's own
-      const bobs = await call('POST', '/api/vms', { token: bob, body, headers });
+      const bobs = await call('POST', '/api/vms', { token: bob, body: { template: 'alpine', name: 'once-bob' }, headers });
       expect(bobs.status).to.equal(201);
       expect(bobs.json.id).not.to.equal(one.json.id);
     });
@@ -270,6 +270,9 @@ describe('controller API (in-process, simulated agents)', function () {
       const rejected = r.json.error.details.rejected;
       expect(rejected.map((x: any) => x.host).sort()).to.deep.equal(['host-a', 'host-b']);
       expect(rejected.every((x: any) => x.reason === 'memory')).to.equal(true);
+      const taken = await call('POST', '/api/vms', { token: bob, body: { template: 'alpine', name: 'web-1' } });
+      expect(taken.status).to.equal(409);
+      expect(taken.json.error.details.fields[0].field).to.equal('name');
       const missing = await call('POST', '/api/vms', { token: alice, body: { template: 'no-such-template' } });
       expect(missing.status).to.equal(503);
       expect(missing.json.error.details.rejected[0].reason).to.equal('missing-template');

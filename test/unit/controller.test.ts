@@ -1,0 +1,198 @@
+// The controller's pieces on their own: the store and its migrations, users and sessions, the
+// enrollment rules of the host registry, the event log, Wake-on-LAN packets, poll schedules.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { configureLogging, logger } from '../../appliance/log.ts';
+import { MIGRATIONS } from '../../server/db/migrations.ts';
+import { Store } from '../../server/db/store.ts';
+import { EventLog } from '../../server/events/events.ts';
+import { HostRegistry, type RedeemJoinToken } from '../../server/hosts/registry.ts';
+import { magicPacket } from '../../server/hosts/wol.ts';
+import { cronEvery } from '../../server/services.ts';
+import { hashPassword, Users, verifyPassword } from '../../server/users/users.ts';
+
+const quiet = () => configureLogging({ out: () => {} });
+const loud = () => configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+
+describe('controller store', () => {
+  let dir: string;
+  beforeEach(() => { dir = mkdtempSync(path.join(tmpdir(), 'skyhost-store-')); });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('should apply every migration once, in WAL mode, and keep data across reopening', () => {
+    const file = path.join(dir, 'skyhost.db');
+    const a = new Store(file);
+    expect(a.version()).to.equal(MIGRATIONS.length);
+    expect(a.get<{ journal_mode: string }>('PRAGMA journal_mode')!.journal_mode).to.equal('wal');
+    a.run('INSERT INTO settings (key, value) VALUES (?, ?)', 'k', 'v');
+    a.close();
+    const b = new Store(file);
+    expect(b.version()).to.equal(MIGRATIONS.length);
+    expect(b.get<{ value: string }>('SELECT value FROM settings WHERE key = ?', 'k')!.value).to.equal('v');
+    b.close();
+  });
+
+  it('should roll a failed transaction back completely', () => {
+    const s = new Store(':memory:');
+    expect(() => s.tx(() => {
+      s.run('INSERT INTO settings (key, value) VALUES (?, ?)', 'a', '1');
+      throw new Error('boom');
+    })).to.throw('boom');
+    expect(s.get('SELECT * FROM settings WHERE key = ?', 'a')).to.equal(undefined);
+    s.close();
+  });
+});
+
+describe('controller users', function () {
+  this.timeout(10_000);
+  let store: Store;
+  let users: Users;
+  beforeEach(() => {
+    store = new Store(':memory:');
+    users = new Users(store);
+  });
+  afterEach(() => store.close());
+
+  it('should hash passwords with scrypt and verify only the right one', async () => {
+    const h = await hashPassword('correct horse');
+    expect(h).to.match(/^scrypt\$16384\$8\$1\$/);
+    expect(await verifyPassword('correct horse', h)).to.equal(true);
+    expect(await verifyPassword('wrong horse', h)).to.equal(false);
+    expect(await verifyPassword('x', 'garbage')).to.equal(false);
+  });
+
+  it('given the admin token as one-time password, should demand a new password and then forget it', async () => {
+    await users.ensureAdmin('one-time-token-123');
+    const { sessionId, session } = await users.login('admin', 'one-time-token-123');
+    expect(session.user.mustChangePassword).to.equal(true);
+    await users.changePassword('admin', 'brand-new-password', { keepSession: sessionId });
+    expect(users.session(sessionId)!.user.mustChangePassword).to.equal(false);
+    await expectReject(users.login('admin', 'one-time-token-123'), 401);
+    await users.ensureAdmin('another-token-456'); // a restart does not reset the admin
+    await expectReject(users.login('admin', 'another-token-456'), 401);
+  });
+
+  it('should end other sessions on a password change and resolve API tokens to their user', async () => {
+    await users.create({ name: 'alice', password: 'alice-password' });
+    const one = await users.login('alice', 'alice-password');
+    const two = await users.login('alice', 'alice-password');
+    await users.changePassword('alice', 'alice-password-2', { current: 'alice-password', keepSession: one.sessionId });
+    expect(users.session(one.sessionId)).to.not.equal(undefined);
+    expect(users.session(two.sessionId)).to.equal(undefined);
+    const { token, info } = users.createToken('alice', 'laptop');
+    expect(users.byToken(token)!.name).to.equal('alice');
+    users.revokeToken('alice', info.id);
+    expect(users.byToken(token)).to.equal(undefined);
+    expect(store.get('SELECT * FROM api_tokens WHERE token_hash = ?', token)).to.equal(undefined);
+  });
+
+  it('should refuse self-registration until it is switched on', async () => {
+    await expectReject(users.register('bob', 'bob-password'), 403);
+    users.setSelfRegistration(true);
+    expect((await users.register('bob', 'bob-password')).role).to.equal('user');
+    await expectReject(users.register('bob', 'bob-password'), 409);
+  });
+});
+
+describe('controller host registry: enrollment', () => {
+  let store: Store;
+  let registry: HostRegistry;
+  const redeem: RedeemJoinToken = (token) => token === 'shj_good_token' ? { ok: true } : { ok: false, code: 'unknown', message: 'not known' };
+  const req = (o: Record<string, unknown> = {}) => ({
+    hostId: 'pc-1', hostname: 'pc-1', agentUrl: 'http://10.0.0.2:8081', agentKey: 'k'.repeat(20), version: '1', ...o,
+  });
+  before(quiet);
+  after(loud);
+  beforeEach(() => {
+    store = new Store(':memory:');
+    registry = new HostRegistry(store, { clusterId: 'c1', redeemJoinToken: redeem, log: logger('test') });
+  });
+  afterEach(() => store.close());
+
+  it('given a join token, should make the host ready; given none, pending', () => {
+    expect(registry.enroll(req({ joinToken: 'shj_good_token' })).state).to.equal('ready');
+    expect(registry.enroll(req({ hostId: 'pc-2' })).state).to.equal('pending');
+  });
+
+  it('given a wrong token, should refuse with the reason and record nothing', () => {
+    expect(() => registry.enroll(req({ joinToken: 'shj_bad_token' }))).to.throw('not known');
+    expect(registry.records()).to.have.length(0);
+  });
+
+  it('given the same host id again, should update the record instead of adding one', () => {
+    registry.enroll(req({ joinToken: 'shj_good_token' }));
+    const again = registry.enroll(req({ agentUrl: 'http://10.0.0.99:8081' }));
+    expect(again.state).to.equal('ready');
+    expect(registry.records()).to.have.length(1);
+    expect(registry.record('pc-1')!.agentUrl).to.equal('http://10.0.0.99:8081');
+    expect(new HostRegistry(store, { clusterId: 'c1', redeemJoinToken: redeem, log: logger('test') }).record('pc-1')!.agentUrl)
+      .to.equal('http://10.0.0.99:8081');
+  });
+
+  it('given another agent key and no token, should put an approved host back to pending', () => {
+    registry.enroll(req({ joinToken: 'shj_good_token' }));
+    expect(registry.enroll(req({ agentKey: 'x'.repeat(20) })).state).to.equal('pending');
+  });
+
+  it('should keep a drained host draining when it enrolls again', () => {
+    registry.enroll(req({ joinToken: 'shj_good_token' }));
+    registry.drain('pc-1');
+    expect(registry.enroll(req()).state).to.equal('draining');
+    expect(registry.undrain('pc-1').state).to.equal('ready');
+  });
+});
+
+describe('controller event log', () => {
+  let store: Store;
+  let events: EventLog;
+  beforeEach(() => {
+    store = new Store(':memory:');
+    events = new EventLog(store);
+  });
+  afterEach(() => {
+    events.close();
+    store.close();
+  });
+
+  it('should tell subscribers at once and filter by source, level, host and id', () => {
+    const seen: number[] = [];
+    events.on('event', (e) => seen.push(e.id));
+    const a = events.record({ source: 'hosts', msg: 'host pc-1 is down', level: 'warn', hostId: 'pc-1' });
+    events.record({ source: 'vms', msg: 'VM created', vmId: 'abcdefgh1' });
+    events.record({ source: 'agent', msg: 'disk full', level: 'error', hostId: 'pc-2' });
+    expect(seen).to.deep.equal([a.id, a.id + 1, a.id + 2]);
+    expect(events.list({ level: 'warn' }).map((e) => e.msg)).to.deep.equal(['disk full', 'host pc-1 is down']);
+    expect(events.list({ source: 'vms' })).to.have.length(1);
+    expect(events.list({ hostId: 'pc-1' })[0]!.msg).to.equal('host pc-1 is down');
+    expect(events.list({ after: a.id })).to.have.length(2);
+    expect(new EventLog(store).record({ source: 'x', msg: 'y' }).id).to.equal(a.id + 3);
+  });
+});
+
+describe('controller helpers', () => {
+  it('should build a Wake-on-LAN magic packet: 6 x FF, then the MAC 16 times', () => {
+    const p = magicPacket('AA:bb:cc:dd:ee:01');
+    expect(p.length).to.equal(102);
+    expect(p.subarray(0, 6).equals(Buffer.alloc(6, 0xff))).to.equal(true);
+    for (let i = 0; i < 16; i++) expect(p.subarray(6 + 6 * i, 12 + 6 * i).toString('hex')).to.equal('aabbccddee01');
+    expect(() => magicPacket('aa:bb:cc')).to.throw();
+  });
+
+  it('should poll every N seconds with a cron expression', () => {
+    expect(cronEvery(5)).to.equal('*/5 * * * * *');
+    expect(cronEvery(120)).to.equal('0 */2 * * * *');
+    expect(cronEvery(7200)).to.equal('0 0 * * * *');
+  });
+});
+
+async function expectReject(p: Promise<unknown>, status: number): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    expect((err as { status?: number }).status).to.equal(status);
+    return;
+  }
+  expect.fail(`expected a ${status}`);
+}

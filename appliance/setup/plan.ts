@@ -47,6 +47,11 @@ export function readOptionsForm(body: unknown): OptionsForm {
     const v = src[f];
     if (typeof v === 'string') form[f] = f === 'password' ? v : v.trim();
   }
+  if (form.role === 'controller') {
+    // A controller joins no other controller: these come only from a link meant for host nodes.
+    form.controllerUrl = '';
+    form.joinToken = '';
+  }
   return form;
 }
 
@@ -90,7 +95,6 @@ export function checkOptionsForm(form: OptionsForm): FieldErrors {
     const e = checkOptionField(f, form[f]);
     if (e) errors[f] = e;
   }
-  if (form.role === 'controller' && form.joinToken) errors.joinToken = 'a controller does not join another controller: leave this empty';
   return errors;
 }
 

@@ -35,8 +35,9 @@ describe('web installer plan', () => {
       expect(Object.keys(errors).sort()).to.deep.equal(Object.keys(bad).sort());
       expect(errors.sshKeys).to.contain('line 2');
     });
-    it('should refuse a join token on a controller', () => {
-      expect(checkOptionsForm(emptyOptionsForm({ role: 'controller', joinToken: 'shj_abcdefgh' }))).to.have.property('joinToken');
+    it('should drop a controller address and join token for the controller role (they are for host nodes)', () => {
+      const form = readOptionsForm({ role: 'controller', controllerUrl: 'http://c:8080', joinToken: 'shj_abcdefgh' });
+      expect(toInstallerOptions(form)).to.not.have.any.keys('controllerUrl', 'joinToken');
     });
   });
 

@@ -37,6 +37,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       log: log.child({ side: 'agent' }), hostId, port: 0, listen: '127.0.0.1', key: 'e2e-agent-key-0123456789',
     });
     await agent.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
+    await agent.templates.import({ name: 'guest-vnc', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox on a screen', minMemoryMiB: 256, console: 'vnc' });
     controller = await startController({
       dataDir: path.join(work, 'controller'), log: log.child({ side: 'controller' }), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1,
       pages: (services) => pageRouter(services, { log }),
@@ -47,7 +48,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       body: JSON.stringify({ hostId, hostname: 'lab-pc-1', agentUrl: agent.url, agentKey: agent.key, joinToken: controller.services.joinTokens.clusterToken(), version: 'e2e' }),
     });
     expect(enrolled.status, await enrolled.clone().text()).to.be.oneOf([200, 201]);
-    await until(() => controller!.services.templates.find('guest') !== undefined, 20_000, 'the host to report its template');
+    await until(() => controller!.services.templates.find('guest-vnc') !== undefined, 20_000, 'the host to report its template');
     browser = await launchBrowser();
     page = await browser.newPage();
     page.on('dialog', (d) => void d.accept());
@@ -102,6 +103,12 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.click('#vm-form button[type=submit]');
     await page.waitForSelector('#vm-form .flash.ok');
     await page.waitForSelector('#vm-list tr[data-state=running] >> text=e2e-vm', { timeout: 90_000 });
+    await page.screenshot({ path: path.join(SHOTS, 'vms-desktop.png'), fullPage: true });
+    await page.setViewportSize({ width: 375, height: 812 });
+    const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
+    await page.screenshot({ path: path.join(SHOTS, 'vms-phone.png'), fullPage: true });
+    expect(overflow).to.be.at.most(0);
+    await page.setViewportSize({ width: 1280, height: 800 });
   });
 
   it('the console runs a command and shows its output; paste reaches the VM', async () => {
@@ -124,10 +131,10 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       document.querySelector('#terminal textarea').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
     })()`);
     await until(async () => (await terminalText(page)).includes('pasted-42'), 20_000, 'the pasted command output');
+    await page.screenshot({ path: path.join(SHOTS, 'vm-console.png'), fullPage: true });
     // Copy: the selection is what the terminal shows.
     const selected = await page.evaluate<string>('(() => { skyhostConsole.term.selectAll(); return skyhostConsole.copySelection(); })()');
     expect(selected).to.contain('sky-42');
-    await page.screenshot({ path: path.join(SHOTS, 'vm-console.png'), fullPage: true });
     expect(browser!.errors.filter((e) => !e.includes('status of 422'))).to.deep.equal([]); // the 422 is the bad request above
   });
 
@@ -135,7 +142,24 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.goto(base + '/vms');
     await page.click('#vm-list tr:has-text("e2e-vm") button:has-text("Delete")');
     await page.waitForSelector('#vm-list >> text=e2e-vm', { state: 'detached', timeout: 60_000 });
-    expect(await agent!.vms.list()).to.deep.equal([]);
+    expect(agent!.vms.list()).to.deep.equal([]);
+  });
+
+  it('a graphical template opens noVNC on the VM page; delete there goes back to the list', async () => {
+    await page.goto(base + '/vms');
+    await page.selectOption('#vm-template', 'guest-vnc');
+    await page.fill('#vm-name', 'e2e-screen');
+    await page.click('#vm-form button[type=submit]');
+    await page.waitForSelector('#vm-list tr[data-state=running] >> text=e2e-screen', { timeout: 90_000 });
+    await page.click('#vm-list tr:has-text("e2e-screen") a:has-text("Console")');
+    await page.waitForSelector('#vnc-status.open', { timeout: 30_000 });
+    await page.waitForSelector('#vnc canvas');
+    await page.waitForTimeout(3000);
+    await page.screenshot({ path: path.join(SHOTS, 'vm-vnc.png'), fullPage: true });
+    await page.click('#vm-detail button:has-text("Delete")');
+    await page.waitForURL(base + '/vms');
+    await page.waitForSelector('#vm-list >> text=e2e-screen', { state: 'detached', timeout: 60_000 });
+    expect(agent!.vms.list()).to.deep.equal([]);
   });
 });
 

@@ -199,17 +199,22 @@ function diskFull(dir: string, needed?: number, free?: number): SkyError {
  */
 export async function inspectUbuntuIso(iso: string): Promise<UbuntuIsoInfo> {
   const notUbuntu = (why: string) => new InvalidField('ubuntuIso', `${iso} is not an Ubuntu live-server ISO: ${why}`);
+  const damaged = () =>
+    new InvalidField('ubuntuIso', `${iso} is truncated or damaged (an interrupted download?): download it again and check it against SHA256SUMS`);
   let listing: string;
   try {
     const r = await run('xorriso', ['-abort_on', 'FAILURE', '-indev', `stdio:${iso}`, '-pvd_info', '-find', '/', '-maxdepth', '3', '-type', 'f', '--'], { timeout: 120_000 });
     listing = r.stdout + '\n' + r.stderr;
   } catch (e) {
+    if (e instanceof CommandFailed && /readable blocks|Read error/i.test(e.stderr)) throw damaged();
     if (e instanceof CommandFailed) throw notUbuntu('it is not an ISO 9660 image xorriso can read');
     throw e;
   }
   const files = new Set(listing.split('\n').map((l) => /^'(.*)'$/.exec(l.trim())?.[1]).filter((f): f is string => !!f));
   const volumeId = /^Volume Id\s*:\s*(.*)$/m.exec(listing)?.[1]?.trim() ?? '';
   if (files.size === 0) throw notUbuntu('it is not an ISO 9660 image (xorriso finds no files in it)');
+  const blocks = Number(/^Media summary:\s*\d+ sessions?, (\d+) data blocks/m.exec(listing)?.[1] ?? 0);
+  if ((await stat(iso)).size < blocks * 2048) throw damaged();
   for (const needed of ['/.disk/info', '/boot/grub/grub.cfg']) {
     if (!files.has(needed)) throw notUbuntu(`it has no ${needed}`);
   }
@@ -260,7 +265,11 @@ async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: n
   });
   const result = await child;
   if (result.exitCode === 0) return;
-  const stderr = String(result.stderr ?? '');
-  if (/No space left on device|ENOSPC|Not enough space|Write error/i.test(stderr)) throw diskFull(outDir);
-  throw new CommandFailed('xorriso', full, result.exitCode, stderr);
+  throw xorrisoWriteError(String(result.stderr ?? ''), outDir, full, result.exitCode);
+}
+
+/** The error for a failed writing xorriso: disk_full when it ran out of room, else CommandFailed. */
+export function xorrisoWriteError(stderr: string, outDir: string, args: string[] = [], exitCode?: number): SkyError {
+  if (/No space left on device|ENOSPC|exceeds free space on media|Write error/i.test(stderr)) return diskFull(outDir);
+  return new CommandFailed('xorriso', args, exitCode, stderr);
 }

@@ -228,9 +228,16 @@ describe('skyhost iso build (xorriso remaster)', function () {
       await expectFailure({ ubuntuIso: '/etc/hostname', out: path.join(dir, 'x.iso') }, 'invalid_field', /not an ISO 9660 image/);
     });
 
-    it('should refuse an unreadable input: missing, or a folder', async () => {
+    it('should refuse an unreadable input: missing, a folder, or cut short (in the tree or in the data)', async () => {
       await expectFailure({ ubuntuIso: path.join(dir, 'missing.iso'), out: path.join(dir, 'x.iso') }, 'invalid_field', /missing\.iso does not exist/);
       await expectFailure({ ubuntuIso: dir, out: path.join(dir, 'x.iso') }, 'invalid_field', /is not a file/);
+      const whole = readFileSync(iso2404);
+      for (const fraction of [0.3, 0.95]) {
+        const cut = path.join(dir, `cut-${fraction}.iso`);
+        writeFileSync(cut, whole.subarray(0, Math.floor(whole.length * fraction)));
+        await expectFailure({ ubuntuIso: cut, out: path.join(dir, 'x.iso') }, 'invalid_field', /is truncated or damaged/);
+        rmSync(cut);
+      }
     });
 
     it('should say so when xorriso is missing', async () => {

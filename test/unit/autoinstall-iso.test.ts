@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import { SkyError } from '../../appliance/errors.ts';
 import { addAutoinstallToGrub, AUTOINSTALL_ARGS } from '../../iso/grub.ts';
 import { md5, parseMd5Sums, updateMd5Sums } from '../../iso/md5sums.ts';
-import { xorrisoWriteFraction } from '../../iso/remaster.ts';
+import { xorrisoWriteError, xorrisoWriteFraction } from '../../iso/remaster.ts';
 
 const UBUNTU_2404 = `set timeout=30
 
@@ -88,5 +88,18 @@ describe('xorriso progress', () => {
     expect(xorrisoWriteFraction('xorriso : UPDATE :  12.5% done, estimate finish Mon')).to.equal(0.125);
     expect(xorrisoWriteFraction('xorriso : UPDATE :      15 nodes read in 1 seconds')).to.equal(undefined);
     expect(xorrisoWriteFraction('xorriso : UPDATE : Writing:     100976s    7.6%   fifo 100%  buf  50%')).to.be.closeTo(0.076, 1e-9);
+  });
+});
+
+describe('xorriso write failures', () => {
+  it('should tell a full disk apart from other failures', () => {
+    for (const stderr of ['xorriso : FAILURE : Image size 12592s exceeds free space on media 2512s', 'libburn : SORRY : No space left on device']) {
+      const e = xorrisoWriteError(stderr, '/mnt/usb');
+      expect(e.code).to.equal('disk_full');
+      expect(e.message).to.equal('not enough space in /mnt/usb for the installer ISO');
+    }
+    const other = xorrisoWriteError('libisofs: FAILURE : Read error occurred with IsoDataSource', '/mnt/usb', ['-indev', 'x'], 5);
+    expect(other.code).to.equal('command_failed');
+    expect(other.message).to.contain('Read error');
   });
 });

@@ -81,10 +81,11 @@ export type Choice =
  * cluster's controller; one with no cluster takes the only cluster it hears, and does not guess
  * between two.
  */
-export function chooseController(ads: ControllerAd[], myClusterId?: string): Choice {
+export function chooseController(ads: ControllerAd[], myClusterId?: string, myUrl?: string): Choice {
   const byName = [...ads].sort((a, b) => a.name.localeCompare(b.name));
   if (myClusterId) {
-    const mine = byName.find((a) => a.clusterId === myClusterId);
+    // Two advertisements claiming our cluster: the address we enrolled with first.
+    const mine = byName.find((a) => a.clusterId === myClusterId && a.url === myUrl) ?? byName.find((a) => a.clusterId === myClusterId);
     if (mine) return { kind: 'chosen', ad: mine };
     const others = [...new Set(byName.map((a) => a.clusterId))];
     return {
@@ -310,7 +311,10 @@ export interface DiscoveryOptions {
   /** A browser started earlier (while the agent was still starting), to hear answers sooner. */
   browser?: ControllerBrowser | undefined;
   log: Logger;
-  /** Milliseconds between checks before enrollment (after it, 5x this). Default 500. */
+  /**
+   * Milliseconds between checks before enrollment (default 500). Scaled from it: checks once enrolled
+   * (10x), asking again while pending (20x) or refused (60x).
+   */
   tickMs?: number;
   /**
    * With no cluster yet, how long to listen after the first query before choosing, so that a second
@@ -409,11 +413,11 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       await new Promise((r) => setTimeout(r, settle - listening));
       return tick();
     }
-    let choice = opts.controllerUrl ? ({ kind: 'chosen', ad: ads[0]! } as Choice) : chooseController(ads, remembered?.clusterId);
+    let choice = opts.controllerUrl ? ({ kind: 'chosen', ad: ads[0]! } as Choice) : chooseController(ads, remembered?.clusterId, remembered?.url);
     if (choice.kind === 'ambiguous') {
       // A controller that died without a goodbye stays advertised for hours: count only live ones.
       const live = await filterReachable(choice.ads);
-      if (live.length > 0 && live.length < choice.ads.length) choice = chooseController(live, remembered?.clusterId);
+      if (live.length > 0 && live.length < choice.ads.length) choice = chooseController(live);
     }
     if (choice.kind === 'ambiguous') {
       setState({ state: 'ambiguous', message: choice.message });
@@ -438,7 +442,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
     const recheck = state.state !== 'ready' && state.state !== 'down' && state.state !== 'draining';
     if (!changed && !recheck) return;
     // Pending: ask again now and then to learn of the approval; refused: maybe the admin acts.
-    if (!changed && Date.now() - lastEnroll!.at < (state.state === 'refused' ? 30_000 : state.state === 'pending' ? 10_000 : 2_000)) return;
+    if (!changed && Date.now() - lastEnroll!.at < tickMs * (state.state === 'refused' ? 60 : state.state === 'pending' ? 20 : 4)) return;
     await enroll(ad, agentUrl);
   }
 

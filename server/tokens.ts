@@ -4,11 +4,12 @@
 // DATA/secrets/join-tokens.json (mode 0600), so that a refusal can say *why* a token is refused.
 //
 // Token shapes: cluster `shj_<secret>`; single-use `shs_<id>_<secret>` (the id finds the record).
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { InvalidField, NotFound } from '../appliance/errors.ts';
+import { sameSecret } from './secrets.ts';
 
 const SingleUse = z.object({
   id: z.string(),
@@ -45,12 +46,6 @@ export type Verdict =
 export const MAX_TTL_MINUTES = 30 * 24 * 60;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
-/** Constant-time comparison of two tokens (or two hashes). */
-function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 export class JoinTokens {
   private readonly file: string;

@@ -43,6 +43,10 @@ describe('discovery: choosing a controller', () => {
     const c = chooseController([ad('evil'), ad('mine')], 'mine');
     expect(c).to.have.nested.property('ad.clusterId', 'mine');
   });
+  it('given a cluster advertised at two addresses, should prefer the one it enrolled with', () => {
+    const c = chooseController([ad('mine', 'a', 'http://10.0.0.9:8080'), ad('mine', 'b', 'http://10.0.0.5:8080')], 'mine', 'http://10.0.0.5:8080');
+    expect(c).to.have.nested.property('ad.url', 'http://10.0.0.5:8080');
+  });
   it('given a cluster and only another cluster heard, should wait rather than switch', () => {
     const c = chooseController([ad('evil')], 'mine');
     expect(c.kind).to.equal('none');

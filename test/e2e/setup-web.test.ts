@@ -40,7 +40,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-setup-e2e-'));
     const iso = await fakeUbuntuIso({ release: '24.04' });
-    mirror = await startFakeMirror({ iso });
+    mirror = await startFakeMirror({ iso, bytesPerTick: 512 * 1024 }); // ~1 s: the progress bar has time to show
     loop = await createLoopDevice(256 * 1024 * 1024);
     const log = logger('setup-test');
     const jobs = new SetupJobs({ buildIso: buildInstallerIso, download: downloadUbuntuIso, writeImage, workDir: path.join(dir, 'work'), log });
@@ -102,15 +102,20 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     await page.click('#build');
     await page.waitForSelector('#build-progress');
     const seen = new Set<string>();
+    const percents: number[] = [];
     const poll = setInterval(() => {
       void page.textContent('#job h1').then((t) => t && seen.add(t.trim()), () => undefined);
+      void page.getAttribute('#build-progress', 'value', { timeout: 50 }).then((v) => v && percents.push(Number(v)), () => undefined);
     }, 100);
+    await page.waitForFunction(() => Number(document.querySelector('#build-progress')?.getAttribute('value')) > 0, undefined, { timeout: 60_000 })
+      .then(() => page.screenshot({ path: path.join(SCREENS, 'setup-progress.png') }), () => undefined);
     try {
       await page.waitForSelector('#download', { timeout: 180_000 });
     } finally {
       clearInterval(poll);
     }
     expect(seen.has('Downloading Ubuntu') || seen.has('Building the installer')).to.equal(true);
+    expect(percents.some((p) => p > 0 && p < 100), `progress seen: ${percents.join(' ')}`).to.equal(true);
     expect(mirror.requests).to.include.members(['/24.04/SHA256SUMS', `/24.04/${mirror.name}`]);
     expect(await page.textContent('#job')).to.contain('ERASES THE LARGEST DISK');
     expect(page.url()).to.match(/\/jobs\/[0-9a-f]{16}$/);

@@ -92,8 +92,8 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   const createVm = async (req: Request, res: Response) => {
     const body = parse(VmCreateRequest, req.body ?? {});
     const vm = await vms.create(body);
-    deps.status.refresh().catch(() => undefined);
     res.status(201).json(vm);
+    deps.status.refresh().catch(() => undefined);
   };
   app.post('/start-vm', createVm);
   app.post('/vms', createVm);

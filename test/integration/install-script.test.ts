@@ -1,6 +1,6 @@
-// The install script for real: rendered by the controller's router, `sh -n`, then run in a throwaway
-// root (SKYHOST_ROOT) where it downloads the real executable from an in-process server on loopback and
-// runs its --version. Only apt-get is a stand-in (a recorder on PATH), so the test does not install
+// The install script for real: rendered by the real controller (in-process, on loopback, with its
+// join tokens), `sh -n`, then run in a throwaway root (SKYHOST_ROOT) where it downloads the real
+// executable from that controller and runs its --version. Only apt-get is a stand-in (a recorder on PATH), so the test does not install
 // packages on this machine; systemctl is the real one, used offline with --root.
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
@@ -16,6 +16,7 @@ import { close, jsonErrors, listen } from '../../appliance/http.ts';
 import { logger } from '../../appliance/log.ts';
 import { hasCommand } from '../../appliance/exec.ts';
 import { defaultBinary } from '../../iso/remaster.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
 import { installRouter, renderInstallScript, shellQuote } from '../../server/install.ts';
 
 const exec = promisify(execFile);
@@ -82,18 +83,35 @@ describe('install script (/install.sh and /download/skyhost)', function () {
     });
   });
 
-  describe('given a link with a valid join token', () => {
+  describe('given the real controller and a link with its join token', () => {
     let script: string;
+    let controller: RunningController;
+    let token: string;
+    let cport: number;
     before(async () => {
-      const r = await get(port, `/install.sh?token=${GOOD}`);
+      controller = await startController({ dataDir: path.join(dir, 'controller'), log: logger('install-test'), port: 0, listen: '127.0.0.1', poll: false, captureLogs: false });
+      cport = controller.port;
+      token = controller.services.joinTokens.clusterToken();
+      const r = await get(cport, `/install.sh?token=${encodeURIComponent(token)}`);
       expect(r.status).to.equal(200);
       expect(r.type).to.match(/shellscript/);
       script = r.body;
     });
+    after(async () => {
+      await controller?.stop();
+    });
+
+    it('should refuse a revoked single-use token with a script that only explains', async () => {
+      const issued = controller.services.joinTokens.issue({ label: 'room 12' });
+      controller.services.joinTokens.revoke(issued.id, 'PC given away');
+      const r = await get(cport, `/install.sh?token=${issued.token}`);
+      expect(r.status).to.equal(403);
+      expect(r.body).to.contain('revoked').and.contain('exit 1');
+    });
 
     it('should carry the controller URL and the token, shell-quoted, and pass sh -n', async () => {
-      expect(script).to.contain(`CONTROLLER_URL='http://127.0.0.1:${port}'`);
-      expect(script).to.contain(`JOIN_TOKEN='${GOOD}'`);
+      expect(script).to.contain(`CONTROLLER_URL='http://127.0.0.1:${cport}'`);
+      expect(script).to.contain(`JOIN_TOKEN='${token}'`);
       expect(script).to.contain(`PACKAGES='${HOST_PACKAGES.join(' ')}'`);
       const file = path.join(dir, 'syntax.sh');
       writeFileSync(file, script);
@@ -124,14 +142,14 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       expect(readFileSync(bin).equals(readFileSync(defaultBinary()))).to.equal(true);
 
       const unit = readFileSync(path.join(root, 'etc/systemd/system/skyhost-agent.service'), 'utf8');
-      expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${port} --join-token ${GOOD}\n`);
+      expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}\n`);
       expect(unit).to.contain('WantedBy=multi-user.target');
       if (await hasCommand('systemctl')) {
         const link = path.join(root, 'etc/systemd/system/multi-user.target.wants/skyhost-agent.service');
         expect(readlinkSync(link)).to.equal('/etc/systemd/system/skyhost-agent.service');
       }
       // No systemd is running here: the script says how to start the agent by hand.
-      expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${port} --join-token ${GOOD}`);
+      expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}`);
       expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
     });
   });

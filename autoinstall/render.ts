@@ -66,7 +66,7 @@ export function renderUserData(input: InstallerOptionsInput | InstallerOptions):
   for (const [section, schema] of Object.entries(SECTION_SCHEMAS)) {
     if (doc[section] !== undefined) schema.parse(doc[section]);
   }
-  validateAutoinstall(doc);
+  validateAutoinstall(doc, o.release);
   const header =
     '#cloud-config\n' +
     `# SkyHost ${o.role} installer (Ubuntu ${o.release} autoinstall).\n` +

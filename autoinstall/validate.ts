@@ -22,8 +22,17 @@ export interface AutoinstallProblem {
   message: string;
 }
 
+/**
+ * What the 22.04 installer does not know (the vendored schema is 24.04's; 22.04's lacks these sections,
+ * see schema/autoinstall-schema.SOURCE.txt, and these keys arrived with 23.x/24.04).
+ */
+export const NOT_ON_2204 = {
+  sections: ['active-directory', 'codecs', 'interactive-sections', 'oem', 'source', 'ubuntu-pro'],
+  keys: [['storage', 'layout', 'sizing-policy'], ['apt', 'fallback']],
+} as const;
+
 /** Every problem of an autoinstall section (the value under `autoinstall:`), or [] if it is valid. */
-export function autoinstallProblems(doc: unknown): AutoinstallProblem[] {
+export function autoinstallProblems(doc: unknown, release: '22.04' | '24.04' = '24.04'): AutoinstallProblem[] {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
     return [{ section: '(document)', key: '', message: 'the autoinstall section must be a mapping' }];
   }
@@ -32,6 +41,19 @@ export function autoinstallProblems(doc: unknown): AutoinstallProblem[] {
     key: p.path.slice(1).join('.'),
     message: p.message,
   }));
+  if (release === '22.04') {
+    const d = doc as Record<string, unknown>;
+    for (const section of NOT_ON_2204.sections) {
+      if (section in d) problems.push({ section, key: '', message: 'is not known to the Ubuntu 22.04 installer' });
+    }
+    for (const [section, ...rest] of NOT_ON_2204.keys) {
+      let v: unknown = d[section];
+      for (const k of rest.slice(0, -1)) v = (v as Record<string, unknown> | undefined)?.[k];
+      if (v && typeof v === 'object' && rest.at(-1)! in v) {
+        problems.push({ section, key: rest.join('.'), message: 'is not known to the Ubuntu 22.04 installer (24.04 and later only)' });
+      }
+    }
+  }
   for (const section of Object.keys(doc)) {
     if (!KNOWN_SECTIONS.has(section)) {
       const near = nearest(section, [...KNOWN_SECTIONS]);
@@ -42,8 +64,8 @@ export function autoinstallProblems(doc: unknown): AutoinstallProblem[] {
 }
 
 /** Throws a 422 SkyError naming the first problem's section and key; `details.problems` lists all. */
-export function validateAutoinstall(doc: unknown): void {
-  const problems = autoinstallProblems(doc);
+export function validateAutoinstall(doc: unknown, release: '22.04' | '24.04' = '24.04'): void {
+  const problems = autoinstallProblems(doc, release);
   if (problems.length === 0) return;
   const first = problems[0]!;
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more)` : '';
@@ -53,7 +75,7 @@ export function validateAutoinstall(doc: unknown): void {
 }
 
 /** Parses user-data text (`#cloud-config` with an `autoinstall:` mapping) and validates it; returns the section. */
-export function validateUserData(text: string): Record<string, unknown> {
+export function validateUserData(text: string, release: '22.04' | '24.04' = '24.04'): Record<string, unknown> {
   if (!text.startsWith('#cloud-config\n')) {
     throw new SkyError(422, 'invalid_autoinstall', 'user-data must start with the line "#cloud-config"');
   }
@@ -65,7 +87,7 @@ export function validateUserData(text: string): Record<string, unknown> {
   }
   const auto = (data as Record<string, unknown> | null)?.autoinstall;
   if (auto === undefined) throw new SkyError(422, 'invalid_autoinstall', 'user-data has no "autoinstall:" section');
-  validateAutoinstall(auto);
+  validateAutoinstall(auto, release);
   return auto as Record<string, unknown>;
 }
 

@@ -28,6 +28,8 @@ export interface BuildIsoOptions extends Omit<InstallerOptionsInput, 'release'> 
   out: string;
   /** The `skyhost` executable to embed; default: this executable (SEA) or the checkout's dist/skyhost. */
   binary?: string;
+  /** Cancels the build (e.g. the web installer's Cancel button): it rejects and leaves nothing at `out`. */
+  signal?: AbortSignal;
 }
 
 export type BuildStep = 'check' | 'inspect' | 'prepare' | 'write' | 'done';
@@ -77,7 +79,10 @@ export async function buildInstallerIso(
 ): Promise<BuildIsoResult> {
   const started = performance.now();
   onProgress({ step: 'check', fraction: STEP_START.check });
-  const { ubuntuIso, out, binary: binaryOpt, ...installer } = opts;
+  const { ubuntuIso, out, binary: binaryOpt, signal, ...installer } = opts;
+  const checkCancelled = () => {
+    if (signal?.aborted) throw new SkyError(499, 'cancelled', 'the ISO build was cancelled');
+  };
   parseInstallerOptions({ ...installer }); // a bad option fails before any work
   if (!(await hasCommand('xorriso'))) {
     throw new Unavailable('xorriso is not installed: install it with "apt-get install xorriso" (or run skyhost host setup)', { command: 'xorriso' }, 'missing_tool');
@@ -91,10 +96,12 @@ export async function buildInstallerIso(
   const outDir = path.dirname(output);
   if (!existsSync(outDir)) throw new InvalidField('out', `folder ${outDir} does not exist`);
 
+  checkCancelled();
   onProgress({ step: 'inspect', fraction: STEP_START.inspect });
   const info = await inspectUbuntuIso(input);
   const options = parseInstallerOptions({ ...installer, release: info.release });
 
+  checkCancelled();
   onProgress({ step: 'prepare', fraction: STEP_START.prepare });
   const staging = await mkdtemp(path.join(os.tmpdir(), 'skyhost-iso-'));
   const tmpOut = path.join(outDir, `.${path.basename(output)}.${process.pid}.partial`);
@@ -123,6 +130,7 @@ export async function buildInstallerIso(
     // The input, the binary, and 4 MB for the small files and ISO directory records.
     await checkFreeSpace(outDir, (await stat(input)).size + (await stat(binary)).size + 4 * 1024 * 1024);
 
+    checkCancelled();
     onProgress({ step: 'write', fraction: STEP_START.write });
     // stdio: so that paths under /dev (a USB stick, /dev/shm) are files, not optical drives.
     // -stdio_sync end: one fsync when complete (the default syncs every 16 MB, twice as slow here), so
@@ -131,7 +139,8 @@ export async function buildInstallerIso(
     for (const [isoPath, local] of staged) args.push('-map', local, isoPath);
     args.push('-chmod', '0755', ISO_BINARY_PATH, '--');
     args.push('-boot_image', 'any', 'replay');
-    await runXorrisoWrite(args, outDir, (f) => onProgress({ step: 'write', fraction: STEP_START.write + f * (1 - STEP_START.write) }));
+    await runXorrisoWrite(args, outDir, (f) => onProgress({ step: 'write', fraction: STEP_START.write + f * (1 - STEP_START.write) }), signal);
+    checkCancelled();
     await rename(tmpOut, output);
     const bytes = (await stat(output)).size;
     onProgress({ step: 'done', fraction: 1 });
@@ -251,9 +260,9 @@ export function xorrisoWriteFraction(line: string): number | undefined {
 }
 
 /** Runs the writing xorriso (long: execa directly, to follow its UPDATE lines as progress). */
-async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: number) => void): Promise<void> {
+async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: number) => void, signal?: AbortSignal): Promise<void> {
   const full = ['-abort_on', 'FAILURE', '-report_about', 'UPDATE', ...args];
-  const child = execa('xorriso', full, { reject: false, env: { LC_ALL: 'C', LANG: 'C' }, stdin: 'ignore', all: false, buffer: { stdout: false, stderr: true } });
+  const child = execa('xorriso', full, { reject: false, env: { LC_ALL: 'C', LANG: 'C' }, stdin: 'ignore', all: false, buffer: { stdout: false, stderr: true }, ...(signal ? { cancelSignal: signal } : {}) });
   let pending = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     const lines = (pending + chunk.toString()).split(/[\r\n]/);
@@ -264,6 +273,7 @@ async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: n
     }
   });
   const result = await child;
+  if (result.isCanceled) throw new SkyError(499, 'cancelled', 'the ISO build was cancelled');
   if (result.exitCode === 0) return;
   throw xorrisoWriteError(String(result.stderr ?? ''), outDir, full, result.exitCode);
 }

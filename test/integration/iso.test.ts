@@ -190,7 +190,7 @@ describe('skyhost iso build (xorriso remaster)', function () {
         for (const l of lines) expect(l, cfg).to.contain('autoinstall ds=nocloud\\;s=/cdrom/nocloud/ ---');
       }
       expect(readFileSync(path.join(files, 'boot/grub/loopback.cfg'), 'utf8')).to.contain('iso-scan/filename=${iso_path} autoinstall');
-      const auto = validateUserData(readFileSync(path.join(files, 'nocloud/user-data'), 'utf8'));
+      const auto = validateUserData(readFileSync(path.join(files, 'nocloud/user-data'), 'utf8'), '22.04');
       expect(JSON.stringify(auto.storage)).not.to.contain('sizing-policy');
       expect(auto.packages).to.include('avahi-daemon');
       expect(auto.ssh).to.deep.include({ 'authorized-keys': [KEY] });
@@ -238,6 +238,21 @@ describe('skyhost iso build (xorriso remaster)', function () {
         await expectFailure({ ubuntuIso: cut, out: path.join(dir, 'x.iso') }, 'invalid_field', /is truncated or damaged/);
         rmSync(cut);
       }
+    });
+
+    it('should stop when cancelled while writing, leaving no output', async () => {
+      const out = path.join(dir, 'cancelled.iso');
+      const before = readdirSync(dir);
+      const controller = new AbortController();
+      try {
+        await buildInstallerIso({ role: 'agent', ubuntuIso: iso2404, out, signal: controller.signal }, (p) => {
+          if (p.step === 'write') controller.abort();
+        });
+        expect.fail('the build should have been cancelled');
+      } catch (e) {
+        expect((e as SkyError).code, String(e)).to.equal('cancelled');
+      }
+      expect(readdirSync(dir)).to.deep.equal(before);
     });
 
     it('should say so when xorriso is missing', async () => {

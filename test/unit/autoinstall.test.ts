@@ -183,6 +183,15 @@ describe('autoinstall validation', () => {
     }
   });
 
+  it('should reject, for a 22.04 ISO, what only the 24.04 installer knows', () => {
+    const doc24 = buildAutoinstall(parseInstallerOptions({ role: 'agent', release: '24.04', mirror: 'http://m/ubuntu' }));
+    expect(autoinstallProblems(doc24, '24.04')).to.deep.equal([]);
+    expect(autoinstallProblems({ ...doc24, codecs: { install: true } }, '22.04').map((p) => `${p.section}/${p.key}`)).to.deep.equal([
+      'codecs/', 'storage/layout.sizing-policy', 'apt/fallback',
+    ]);
+    expect(autoinstallProblems(buildAutoinstall(parseInstallerOptions({ role: 'agent', release: '22.04', mirror: 'http://m/ubuntu' })), '22.04')).to.deep.equal([]);
+  });
+
   it('should reject an unknown top-level key such as late-command, naming it and the likely intent', () => {
     const doc = { ...valid(), 'late-command': ['reboot'] };
     expect(() => validateAutoinstall(doc)).to.throw(SkyError, /section "late-command".*did you mean "late-commands"/);

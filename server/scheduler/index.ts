@@ -2,7 +2,7 @@
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
 import type { HostStatus, Hypervisor } from '../../agent/api.ts';
-import { check, heldOn, holdings, NOTHING_HELD, rejection, type Need, type Held } from './feasibility.ts';
+import { check, heldOn, holdings, NOTHING_HELD, REASONS, rejection, type HeldBy, type Need } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
 
@@ -122,9 +122,9 @@ export function place(
   const heldBy = holdings(inFlight);
   const seed = requestSeed(request, options.seed ?? DEFAULTS.seed);
 
-  // Hosts left out are kept as (index, reason) in the loop; their sentences are built when read.
-  const leftOut: number[] = [];
-  const reasons: RejectReason[] = [];
+  // Hosts left out are kept as a reason code per host (0: feasible); sentences are built when read.
+  const codes = new Uint8Array(hosts.length);
+  let leftOut = 0;
   const found = { held: NOTHING_HELD };
   let best = -1;
   let bestScore = -1;
@@ -133,9 +133,9 @@ export function place(
     const host = hosts[i]!;
     // Feasibility first: the first failing check names the reason the host is left out.
     const reason = check(host, need, heldBy, found);
-    if (reason !== null) {
-      leftOut.push(i);
-      reasons.push(reason);
+    if (reason !== 0) {
+      codes[i] = reason;
+      leftOut++;
       continue;
     }
     // Then a bounded score; equal scores go to the host with the lower seeded tie key.
@@ -152,10 +152,9 @@ export function place(
     bestScore = score;
   }
 
-  const rejectedOf = () => leftOut.map((i, k) => rejection(hosts[i]!, need, heldBy, reasons[k]!));
   if (best < 0) {
     const counts = new Map<RejectReason, number>();
-    for (const r of reasons) counts.set(r, (counts.get(r) ?? 0) + 1);
+    for (const code of codes) counts.set(REASONS[code]!, (counts.get(REASONS[code]!) ?? 0) + 1);
     const summary = [...counts].map(([reason, n]) => `${n} ${reason}`).join(', ');
     return {
       ok: false,
@@ -163,19 +162,41 @@ export function place(
       explanation: hosts.length === 0
         ? 'no host fits: the cluster has no hosts yet'
         : `no host fits ${need.vcpus} vCPU / ${need.memoryMiB} MiB / ${need.diskGiB} GiB of "${need.template}": ${summary}`,
-      rejected: rejectedOf(),
+      rejected: rejections({ hosts, need, heldBy, codes }),
     };
   }
   const chosen = hosts[best]!;
+  const explanation = describeScore(policy, chosen, need, heldOn(heldBy, chosen), bestScore, hosts.length - leftOut, leftOut);
+  return placed(chosen.id, bestScore, explanation, { hosts, need, heldBy, codes });
+}
+
+/** The hosts a decision left out (a reason code per host, 0 for feasible) and what it takes to explain them. */
+interface LeftOut {
+  hosts: readonly SchedulerHost[];
+  need: Need;
+  heldBy: HeldBy;
+  codes: Uint8Array;
+}
+
+function rejections(l: LeftOut): Rejection[] {
+  const out: Rejection[] = [];
+  for (let i = 0; i < l.codes.length; i++) if (l.codes[i] !== 0) out.push(rejection(l.hosts[i]!, l.need, l.heldBy, REASONS[l.codes[i]!]!));
+  return out;
+}
+
+/**
+ * A success whose `rejected` is built on first read (a getter JSON.stringify includes): most
+ * decisions never show it. Kept out of place(): a closure there would move its locals to the heap.
+ */
+function placed(host: string, score: number, explanation: string, left: LeftOut): Placed {
   let rejected: Rejection[] | undefined;
   return {
     ok: true,
-    host: chosen.id,
-    score: bestScore,
-    explanation: describeScore(policy, chosen, need, heldOn(heldBy, chosen), bestScore, hosts.length - leftOut.length, leftOut.length),
-    // Built on first read (a getter JSON.stringify includes): most decisions never show them.
+    host,
+    score,
+    explanation,
     get rejected() {
-      return (rejected ??= rejectedOf());
+      return (rejected ??= rejections(left));
     },
   };
 }

@@ -114,6 +114,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     },
     async stop() {
       for (const t of tasks.splice(0)) await t.destroy();
+      await hosts.close();
       hosts.persistLastSeen();
       uncapture();
       events.close();

@@ -60,6 +60,7 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
   private pending: Event[] = [];
   private timer: NodeJS.Timeout | undefined;
   private unsink: (() => void) | undefined;
+  private closed = false;
 
   constructor(store: Store) {
     super();
@@ -79,6 +80,7 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
       ...(input.vmId ? { vmId: input.vmId } : {}),
       ...(input.data && Object.keys(input.data).length > 0 ? { data: input.data } : {}),
     };
+    if (this.closed) return event;
     this.pending.push(event);
     this.timer ??= setTimeout(() => this.flush(), 200);
     this.emit('event', event);
@@ -140,6 +142,7 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
   close(): void {
     this.unsink?.();
     this.flush();
+    this.closed = true;
   }
 }
 

@@ -117,6 +117,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   private readonly log: Logger;
   private readonly hosts = new Map<string, HostRecord>();
   private polling: Promise<void> | undefined;
+  private closed = false;
 
   constructor(store: Store, opts: RegistryOptions) {
     super();
@@ -275,6 +276,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
 
   /** Polls every host once, `pollConcurrency` at a time; concurrent calls share one round. */
   pollAll(): Promise<void> {
+    if (this.closed) return Promise.resolve();
     this.polling ??= this.pollRound().finally(() => {
       this.polling = undefined;
     });
@@ -297,7 +299,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       status = await new AgentClient(h).status({ timeoutMs: this.opts.pollTimeoutMs ?? 3000 });
       if (status.hostId !== h.id) throw new Error(`answered as host ${status.hostId}`);
     } catch (err) {
-      if (this.hosts.get(h.id) !== h) return;
+      if (this.closed || this.hosts.get(h.id) !== h) return;
       h.missedPolls++;
       this.log.debug(`poll of ${h.hostname} failed`, { hostId: h.id, err: (err as Error).message });
       if (h.missedPolls === MISSED_POLLS_FOR_DOWN && (h.state === 'ready' || h.state === 'draining')) {
@@ -307,7 +309,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       }
       return;
     }
-    if (this.hosts.get(h.id) !== h) return;
+    if (this.closed || this.hosts.get(h.id) !== h) return;
     h.missedPolls = 0;
     h.status = status;
     h.lastSeen = new Date().toISOString();
@@ -322,6 +324,13 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     h.state = state;
     h.drained = drained;
     this.store.run('UPDATE hosts SET state = ?, drained = ?, last_seen = ? WHERE id = ?', state, drained ? 1 : 0, h.lastSeen ?? null, h.id);
+  }
+
+  /** Stops polling: waits for a round in flight (at most `timeoutMs`) and ignores what comes later. */
+  async close(timeoutMs = 5000): Promise<void> {
+    const round = this.polling;
+    this.closed = true;
+    if (round) await Promise.race([round, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }
 
   /** Writes every host's last-seen time (on a slow schedule and at shutdown). */

@@ -291,9 +291,14 @@ export class VmService {
     } catch (err) {
       this.pending.delete(vm.id);
       const sky = toSkyError(err);
-      if (this.vms.get(vm.id) === vm) {
-        this.update(vm, { state: 'error', error: sky.message });
-        this.log.error(`VM ${vm.name} could not be created on ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+      try {
+        if (this.vms.get(vm.id) === vm) {
+          this.update(vm, { state: 'error', error: sky.message });
+          this.log.error(`VM ${vm.name} could not be created on ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+        }
+      } catch (writeErr) {
+        // the store is closed (shutdown): the next start finds the record `creating` and reconciles it
+        this.log.warn(`VM ${vm.name}: the outcome of its creation was not recorded: ${(writeErr as Error).message}`, { vmId: vm.id });
       }
       return sky;
     }

@@ -82,7 +82,14 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
     };
     if (this.closed) return event;
     this.pending.push(event);
-    this.timer ??= setTimeout(() => this.flush(), 200);
+    this.timer ??= setTimeout(() => {
+      try {
+        this.flush();
+      } catch {
+        // the database went away (shutdown): these events are lost, the process must not crash
+        this.pending = [];
+      }
+    }, 200);
     this.emit('event', event);
     return event;
   }

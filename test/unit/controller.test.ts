@@ -167,7 +167,10 @@ describe('controller event log', () => {
     expect(events.list({ source: 'vms' })).to.have.length(1);
     expect(events.list({ hostId: 'pc-1' })[0]!.msg).to.equal('host pc-1 is down');
     expect(events.list({ after: a.id })).to.have.length(2);
-    expect(new EventLog(store).record({ source: 'x', msg: 'y' }).id).to.equal(a.id + 3);
+    events.flush();
+    const reopened = new EventLog(store);
+    expect(reopened.record({ source: 'x', msg: 'y' }).id).to.equal(a.id + 3);
+    reopened.close();
   });
 });
 

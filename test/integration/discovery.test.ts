@@ -127,4 +127,15 @@ describe('discovery over real multicast (network namespaces)', function () {
       return s.state === 'ready' && s.clusterId === 'cluster-one';
     });
   });
+
+  it('should follow its controller to a new address (same cluster, new TXT url)', async () => {
+    procs.get('c1')!.kill('SIGTERM');
+    await procs.get('c1');
+    const ip = await lan.readdress('c1');
+    controller('c1', 'cluster-one', ['--enroll-endpoint']);
+    // The restarted stand-in remembers nothing: a host in its list has enrolled again.
+    const h = await waitFor('a1 enrolled with the moved controller', async () => (await hostsOf('c1')).find((x) => x.hostId === 'id-a1'));
+    expect(h).to.deep.include({ state: 'ready', agentUrl: `http://${lan.host('a1').ip}:8081` });
+    expect(await status('a1')).to.deep.include({ state: 'ready', url: `http://${ip}:8080`, clusterId: 'cluster-one' });
+  });
 });

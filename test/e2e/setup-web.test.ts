@@ -40,7 +40,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-setup-e2e-'));
     const iso = await fakeUbuntuIso({ release: '24.04' });
-    mirror = await startFakeMirror({ iso, bytesPerTick: 512 * 1024 }); // ~1 s: the progress bar has time to show
+    mirror = await startFakeMirror({ iso, bytesPerTick: 256 * 1024 }); // ~2 s: the progress bar has time to show
     loop = await createLoopDevice(256 * 1024 * 1024);
     const log = logger('setup-test');
     const jobs = new SetupJobs({ buildIso: buildInstallerIso, download: downloadUbuntuIso, writeImage, workDir: path.join(dir, 'work'), log });

@@ -3,7 +3,6 @@
 // a second so that a classroom of browsers polling it costs one render.
 import type { Host } from '../hosts/registry.ts';
 import type { ControllerServices } from '../services.ts';
-import type { User } from '../users/users.ts';
 import { pct } from './render.ts';
 
 /** A host row as the dashboard and the hosts page show it. */
@@ -42,7 +41,7 @@ export interface DashboardData {
 const cache = new WeakMap<ControllerServices, { at: number; data: DashboardData }>();
 
 /** Hosts, totals and the 8 latest events; computed at most once a second for everyone. */
-export function dashboardData(services: ControllerServices, _user: User, now = Date.now()): DashboardData {
+export function dashboardData(services: ControllerServices, now = Date.now()): DashboardData {
   const cached = cache.get(services);
   if (cached && now - cached.at < 1000) return cached.data;
   const hosts = services.hosts.list().map(hostRow);

@@ -116,7 +116,11 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
 
   // ---- everything else needs a signed-in user ----
   r.get('/', requireUser(), (req, res) => {
-    render(req, res, { page: 'dashboard', partial: 'dashboard', title: 'Dashboard', data: dashboardData(services, me(res)) });
+    const admin = me(res).role === 'admin';
+    render(req, res, {
+      page: 'dashboard', partial: 'dashboard', title: 'Dashboard', memo: { scope: services, key: `dashboard:${admin}`, ms: 1000 },
+      data: dashboardData(services),
+    });
   });
   r.use(vmPages(services));
   r.use(adminPages(services));

@@ -30,6 +30,12 @@ export interface View {
   /** Extra module scripts and stylesheets of this page (local /static/ paths only). */
   scripts?: string[];
   styles?: string[];
+  /**
+   * Keep the rendered partial for `ms` (per `scope` and `key`): a classroom polling the dashboard
+   * costs one render a second. The page template embeds it as `{{{partialHtml}}}` (our own escaped
+   * output, never user text).
+   */
+  memo?: { scope: object; key: string; ms: number };
 }
 
 const compiled = new Map<string, Handlebars.TemplateDelegate>();
@@ -87,11 +93,12 @@ export function render(req: Request, res: Response, view: View): void {
   res.setHeader('Vary', 'HX-Request');
   res.setHeader('Cache-Control', 'no-store');
   res.status(view.status ?? 200).type('html');
+  const partialHtml = view.partial && view.memo ? memoized(view.memo, () => template(`views/partials/${view.partial}.hbs`)(context)) : undefined;
   if (view.partial && isHtmx(req)) {
-    res.send(template(`views/partials/${view.partial}.hbs`)(context));
+    res.send(partialHtml ?? template(`views/partials/${view.partial}.hbs`)(context));
     return;
   }
-  const body = template(`views/pages/${view.page}.hbs`)(context);
+  const body = template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml });
   res.send(template('views/layouts/main.hbs')({
     ...context,
     body,
@@ -99,6 +106,19 @@ export function render(req: Request, res: Response, view: View): void {
     scripts: view.scripts ?? [],
     styles: view.styles ?? [],
   }));
+}
+
+const memos = new WeakMap<object, Map<string, { at: number; html: string }>>();
+
+function memoized(memo: NonNullable<View['memo']>, make: () => string): string {
+  let scope = memos.get(memo.scope);
+  if (!scope) memos.set(memo.scope, scope = new Map());
+  const hit = scope.get(memo.key);
+  const now = Date.now();
+  if (hit && now - hit.at < memo.ms) return hit.html;
+  const html = make();
+  scope.set(memo.key, { at: now, html });
+  return html;
 }
 
 const NAV = [

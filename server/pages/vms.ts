@@ -25,6 +25,14 @@ export const LEASES = [
   { value: '10080', label: '1 week' },
 ];
 
+/** Rows in the VM list at most (an admin's view of every VM is cut to the newest). */
+const LIST_MAX = 200;
+
+/** The list an htmx action answers with: the one the browser shows (every VM, or mine). */
+function listUrlOf(req: Request): string {
+  return /[?&]all=1(&|$)/.test(req.get('HX-Current-URL') ?? '') ? '/vms?all=1' : '/vms';
+}
+
 /** API field names -> the form's field names, for inline messages. */
 const FORM_FIELDS: Record<string, string> = { vcpus: 'size', memoryMiB: 'size', leaseMinutes: 'lease' };
 
@@ -46,9 +54,15 @@ export function vmPages(services: ControllerServices): Router {
 
   const listPage = (req: Request, res: Response, form: FormState, status = 200, partial = 'vm-list') => {
     const user = me(res);
+    // Everyone sees their own VMs; an admin may ask for every user's (?all=1), the newest LIST_MAX.
+    const all = user.role === 'admin' && req.query.all === '1';
+    const vms = services.vms.list(user, all ? {} : { owner: user.name });
     render(req, res, {
-      page: 'vms', partial, status, title: user.role === 'admin' ? 'VMs' : 'My VMs',
-      data: { vms: services.vms.list(user), templates: services.templates.list(), presets: PRESETS, leases: LEASES, form },
+      page: 'vms', partial, status, title: all ? 'All VMs' : 'My VMs',
+      data: {
+        vms: vms.slice(0, LIST_MAX), total: vms.length, cut: vms.length > LIST_MAX, max: LIST_MAX, all, listUrl: all ? '/vms?all=1' : '/vms',
+        templates: services.templates.list(), presets: PRESETS, leases: LEASES, form,
+      },
     });
   };
 
@@ -113,12 +127,12 @@ export function vmPages(services: ControllerServices): Router {
     const fromDetail = field(req, 'from', 16) === 'detail';
     if (action === 'delete') {
       await services.vms.remove(user, id);
-      return fromDetail ? redirect(req, res, '/vms') : redirect(req, res, '/vms', { swap: true });
+      return fromDetail ? redirect(req, res, '/vms') : redirect(req, res, listUrlOf(req), { swap: true });
     }
     const parsed = VmAction.safeParse(action);
     if (!parsed.success) throw new NotFound(`action "${action}"`);
     await services.vms.action(user, id, parsed.data);
-    redirect(req, res, fromDetail ? `/vms/${encodeURIComponent(id)}` : '/vms', { swap: true });
+    redirect(req, res, fromDetail ? `/vms/${encodeURIComponent(id)}` : listUrlOf(req), { swap: true });
   });
 
   return r;

@@ -141,6 +141,10 @@ describe('controller pages (HTTP)', function () {
     expect((await bob.post(`/vms/${aliceVm}/delete`, {})).status).to.equal(404);
     expect((await bob.get('/vms', { 'HX-Request': 'true' })).text).to.not.contain('alice-box');
     expect((await admin.get(`/vms/${aliceVm}`)).status).to.equal(200);
+    // An admin's list shows their own VMs, and every user's on request.
+    expect((await admin.get('/vms', { 'HX-Request': 'true' })).text).to.not.contain('alice-box');
+    expect((await admin.get('/vms?all=1', { 'HX-Request': 'true' })).text).to.contain('alice-box');
+    expect((await bob.get('/vms?all=1', { 'HX-Request': 'true' })).text).to.not.contain('alice-box');
   });
 
   it('error pages are friendly: the message for a 4xx, no stack trace, htmx errors go to #flash', async () => {

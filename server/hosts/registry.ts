@@ -9,7 +9,7 @@
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
 import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../agent/api.ts';
-import { Conflict, InvalidField, NotFound, SkyError, fromZod } from '../../appliance/errors.ts';
+import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from '../../appliance/errors.ts';
 import type { Logger } from '../../appliance/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../secrets.ts';
@@ -21,8 +21,12 @@ export type HostState = z.infer<typeof HostState>;
 
 /** The enrollment body: the agent's `EnrollRequest`, plus the host's MAC (for Wake-on-LAN) if it sends one. */
 export const ControllerEnrollRequest = EnrollRequest.extend({
+  agentUrl: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }),
   mac: z.string().regex(MAC_RE, 'must be a MAC address like aa:bb:cc:dd:ee:ff').optional(),
 });
+
+/** Hosts waiting for approval at most: enrollment without a token cannot fill the controller. */
+export const MAX_PENDING_HOSTS = 500;
 
 /** A host as the API returns it (never its agent key). */
 export const Host = z.object({
@@ -180,6 +184,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     let state: HostState;
     if (!existing) {
       state = trusted ? 'ready' : 'pending';
+      if (!trusted && [...this.hosts.values()].filter((h) => h.state === 'pending').length >= MAX_PENDING_HOSTS) {
+        throw new Unavailable(`${MAX_PENDING_HOSTS} hosts already wait for approval: approve or remove some, or enroll with a join token`);
+      }
     } else if (existing.state === 'pending') {
       state = trusted ? 'ready' : 'pending';
     } else if (!trusted && !sameSecret(existing.agentKey, req.agentKey)) {

@@ -2,7 +2,7 @@
 // self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { z } from 'zod';
-import { Conflict, Forbidden, NotFound, Unauthorized } from '../../appliance/errors.ts';
+import { Conflict, Forbidden, NotFound, SkyError, Unauthorized } from '../../appliance/errors.ts';
 import type { Row, Store } from '../db/store.ts';
 
 export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
@@ -31,6 +31,9 @@ export interface Session {
 }
 
 const SESSION_DAYS = 7;
+/** Wrong passwords allowed per user name and window before logins for that name wait. */
+export const LOGIN_ATTEMPTS = 10;
+export const LOGIN_WINDOW_MS = 5 * 60_000;
 const SCRYPT: ScryptOptions = { N: 16384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 
 function scrypt(password: string, salt: Buffer): Promise<Buffer> {
@@ -75,6 +78,7 @@ function rowToUser(r: Row): User {
  */
 export class Users {
   private readonly store: Store;
+  private readonly failures = new Map<string, { count: number; since: number }>();
 
   constructor(store: Store) {
     this.store = store;
@@ -126,9 +130,31 @@ export class Users {
     return rowToUser(r);
   }
 
-  /** Logs in: a new session; `sessionId` goes into the cookie and is stored only as a hash. */
+  /**
+   * Logs in: a new session; `sessionId` goes into the cookie and is stored only as a hash. After
+   * LOGIN_ATTEMPTS wrong passwords for a name within LOGIN_WINDOW_MS, that name is refused (429)
+   * until the window has passed: guessing the admin's password is slow.
+   */
   async login(name: string, password: string): Promise<{ sessionId: string; session: Session }> {
-    const user = await this.authenticate(name, password);
+    const key = name.toLowerCase().slice(0, 64);
+    const now = Date.now();
+    const seen = this.failures.get(key);
+    if (seen && now - seen.since > LOGIN_WINDOW_MS) this.failures.delete(key);
+    else if (seen && seen.count >= LOGIN_ATTEMPTS) {
+      const wait = Math.ceil((seen.since + LOGIN_WINDOW_MS - now) / 60_000);
+      throw new SkyError(429, 'too_many_attempts', `too many wrong passwords for "${key}": try again in ${wait} minute(s)`);
+    }
+    let user: User;
+    try {
+      user = await this.authenticate(name, password);
+    } catch (err) {
+      const entry = this.failures.get(key) ?? { count: 0, since: now };
+      entry.count++;
+      if (this.failures.size > 10_000) this.failures.clear();
+      this.failures.set(key, entry);
+      throw err;
+    }
+    this.failures.delete(key);
     const sessionId = newSecret();
     const csrfToken = newSecret();
     const expiresAt = new Date(Date.now() + SESSION_DAYS * 86400_000).toISOString();

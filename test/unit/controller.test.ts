@@ -11,7 +11,7 @@ import { EventLog } from '../../server/events/events.ts';
 import { HostRegistry, type RedeemJoinToken } from '../../server/hosts/registry.ts';
 import { magicPacket } from '../../server/hosts/wol.ts';
 import { cronEvery } from '../../server/services.ts';
-import { hashPassword, Users, verifyPassword } from '../../server/users/users.ts';
+import { hashPassword, LOGIN_ATTEMPTS, Users, verifyPassword } from '../../server/users/users.ts';
 
 const quiet = () => configureLogging({ out: () => {} });
 const loud = () => configureLogging({ out: (line) => process.stderr.write(line + '\n') });
@@ -88,6 +88,13 @@ describe('controller users', function () {
     expect(store.get('SELECT * FROM api_tokens WHERE token_hash = ?', token)).to.equal(undefined);
   });
 
+  it('should make a name wait after too many wrong passwords, and not tell whether it exists', async () => {
+    await users.create({ name: 'carol', password: 'carol-password' });
+    for (let i = 0; i < LOGIN_ATTEMPTS; i++) await expectReject(users.login('carol', 'wrong-password'), 401);
+    await expectReject(users.login('carol', 'carol-password'), 429);
+    await expectReject(users.login('nobody', 'whatever-password'), 401);
+  });
+
   it('should refuse self-registration until it is switched on', async () => {
     await expectReject(users.register('bob', 'bob-password'), 403);
     users.setSelfRegistration(true);
@@ -114,6 +121,10 @@ describe('controller host registry: enrollment', () => {
   it('given a join token, should make the host ready; given none, pending', () => {
     expect(registry.enroll(req({ joinToken: 'shj_good_token' })).state).to.equal('ready');
     expect(registry.enroll(req({ hostId: 'pc-2' })).state).to.equal('pending');
+  });
+
+  it('given an agent URL that is not http(s), should refuse it naming the field', () => {
+    expect(() => registry.enroll(req({ agentUrl: 'file:///etc/passwd' }))).to.throw('agentUrl');
   });
 
   it('given a wrong token, should refuse with the reason and record nothing', () => {

@@ -9,6 +9,8 @@
 // Also the mDNS contract shared with server/discovery.ts (service type, TXT) and the choice of the
 // LAN address, so that advertising and enrolling never go out over a VM bridge.
 import { createSocket } from 'node:dgram';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -457,30 +459,25 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       ...(opts.joinToken && withToken ? { joinToken: opts.joinToken } : {}),
     };
     lastEnroll = { url: ad.url, agentUrl, at: Date.now() };
-    let res: Response;
+    let res: JsonAnswer;
     try {
-      res = await fetch(ad.url + '/api/enroll', {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(5000),
-      });
+      res = await requestJson('POST', ad.url + '/api/enroll', body, 5000);
     } catch (err) {
       failures++;
       lastEnroll = { url: ad.url, agentUrl: '', at: Date.now() };
       setState({ state: 'unreachable', url: ad.url, clusterId: ad.clusterId || undefined, message: `cannot reach ${ad.url}: ${(err as Error).message}` });
       return;
     }
-    const payload = (await res.json().catch(() => undefined)) as unknown;
+    const payload = res.body;
     if (res.status === 403 && body.joinToken && remembered?.clusterId === ad.clusterId) {
       // Already a member (our key proves it): a token rotated or used up since must not lock us out.
       log.info('join token refused; enrolling again as a known host, without it', { reason: errorMessage(payload) });
       lastEnroll = undefined;
       return enroll(ad, agentUrl, false);
     }
-    if (!res.ok) {
+    if (res.status < 200 || res.status > 299) {
       failures++;
-      setState({ state: 'refused', url: ad.url, clusterId: ad.clusterId || undefined, message: `controller refused enrollment (${res.status}): ${errorMessage(payload) ?? res.statusText}` });
+      setState({ state: 'refused', url: ad.url, clusterId: ad.clusterId || undefined, message: `controller refused enrollment (${res.status}): ${errorMessage(payload) ?? 'no reason given'}` });
       return;
     }
     const parsed = EnrollResponse.safeParse(payload);
@@ -539,6 +536,46 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   };
 }
 
+interface JsonAnswer {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * One HTTP request on a fresh connection. Not fetch: its pooled keep-alive connection would outlive a
+ * change of our address, and the next request on it would hang until the timeout.
+ */
+function requestJson(method: 'GET' | 'POST', url: string, body: unknown, timeoutMs: number): Promise<JsonAnswer> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, {
+      method,
+      agent: false,
+      timeout: timeoutMs,
+      headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {},
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => {
+        if (text.length < 65536) text += c;
+      });
+      res.on('end', () => {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          parsed = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, body: parsed });
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
 /** The message of an `{ error: { message } }` answer. */
 function errorMessage(payload: unknown): string | undefined {
   return (payload as { error?: { message?: string } } | undefined)?.error?.message;
@@ -548,8 +585,8 @@ function errorMessage(payload: unknown): string | undefined {
 async function filterReachable(ads: ControllerAd[]): Promise<ControllerAd[]> {
   const ok = await Promise.all(
     ads.map((a) =>
-      fetch(a.url + '/healthz', { signal: AbortSignal.timeout(1000) })
-        .then((r) => r.ok)
+      requestJson('GET', a.url + '/healthz', undefined, 1000)
+        .then((r) => r.status === 200)
         .catch(() => false),
     ),
   );

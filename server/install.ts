@@ -144,7 +144,8 @@ if command -v systemctl >/dev/null 2>&1; then
     systemctl --root="$ROOT" enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT in $ROOT"
   elif [ -d /run/systemd/system ]; then
     systemctl daemon-reload
-    systemctl enable --now "$UNIT" && STARTED=yes
+    # restart, not start: running the script again replaces the executable and must take effect
+    systemctl enable "$UNIT" >/dev/null 2>&1 && systemctl restart "$UNIT" && STARTED=yes
   else
     systemctl enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT: it starts at the next boot"
   fi

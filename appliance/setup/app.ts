@@ -165,6 +165,7 @@ export function buildSetupApp(deps: SetupDeps): Express {
         isAgent: form.role === 'agent',
         roleTitle: ROLE_TITLES[form.role],
         prefixPlaceholder: form.role === 'controller' ? 'skyhost-controller' : 'skyhost-host',
+        backUrl: `/?${new URLSearchParams(Object.entries({ controllerUrl: form.controllerUrl, joinToken: form.joinToken }).filter(([, v]) => v)).toString()}`,
         passwordHelp: errors.password ? undefined : 'At least 8 characters. Leave empty to log in with an SSH key only.' + (status === 422 ? ' (Type it again: passwords are not sent back to the page.)' : ''),
       },
     });

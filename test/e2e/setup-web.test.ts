@@ -107,7 +107,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
       void page.textContent('#job h1').then((t) => t && seen.add(t.trim()), () => undefined);
       void page.getAttribute('#build-progress', 'value', { timeout: 50 }).then((v) => v && percents.push(Number(v)), () => undefined);
     }, 100);
-    await page.waitForFunction(() => Number(document.querySelector('#build-progress')?.getAttribute('value')) > 0, undefined, { timeout: 60_000 })
+    await page.waitForFunction("Number(document.querySelector('#build-progress')?.getAttribute('value')) > 0", undefined, { timeout: 60_000 })
       .then(() => page.screenshot({ path: path.join(SCREENS, 'setup-progress.png') }), () => undefined);
     try {
       await page.waitForSelector('#download', { timeout: 180_000 });

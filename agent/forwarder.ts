@@ -71,7 +71,7 @@ export class PortForwarder {
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
-        reject(err.code === 'EADDRINUSE' ? new Unavailable(`SSH port ${port} is in use by another program`) : err));
+        reject(err.code === 'EADDRINUSE' ? new Unavailable(`SSH port ${port} is in use by another program`, { port }, 'port_in_use') : err));
       server.listen(port, this.listenHost, () => resolve());
     });
     this.reserved.delete(port);

@@ -13,7 +13,7 @@ import { close, listen } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
 import { VERSION } from '../appliance/version.ts';
 import { buildAgentApp } from './app.ts';
-import { readJoinToken, startDiscovery, type ControllerBrowser, type Discovery } from './discovery.ts';
+import { lanAddress, readJoinToken, startDiscovery, type ControllerBrowser, type Discovery } from './discovery.ts';
 import { parsePortRange, PortForwarder } from './forwarder.ts';
 import { StatusSampler } from './status.ts';
 import { TemplateStore } from './templates.ts';
@@ -73,15 +73,10 @@ export async function agentKey(dataDir: string): Promise<string> {
   return key;
 }
 
-/** The address people on the LAN use to reach this host: from agentUrl, else the first LAN IPv4. */
-export function lanAddress(config: Config): string {
+/** The address people on the LAN use to reach this host: from agentUrl, else the LAN address. */
+export function publicAddress(config: Config): string {
   if (config.agentUrl) return new URL(config.agentUrl).hostname;
-  const ifaces = os.networkInterfaces();
-  const names = config.lanInterface ? [config.lanInterface] : Object.keys(ifaces).filter((n) => !/^(lo|virbr|skybr|docker|veth)/.test(n));
-  for (const n of names) {
-    for (const a of ifaces[n] ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
-  }
-  return '127.0.0.1';
+  return lanAddress(config.lanInterface)?.ip ?? '127.0.0.1';
 }
 
 /** QEMU (libvirt-qemu) must be able to walk into the data folder to reach disks and sockets. */
@@ -107,7 +102,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     accel: accel.accel,
     templates,
     forwarder,
-    sshHost: lanAddress(config),
+    sshHost: publicAddress(config),
     log,
     ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
   });
@@ -120,7 +115,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   server.on('upgrade', onUpgrade);
   const listenHost = opts.listen ?? config.listen;
   const port = await listen(server, opts.port ?? config.agentPort, listenHost);
-  const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? lanAddress(config) : listenHost;
+  const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? publicAddress(config) : listenHost;
   const url = config.agentUrl ?? `http://${urlHost}:${port}`;
   log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted });
   if (opts.enroll) {

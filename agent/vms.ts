@@ -15,12 +15,12 @@ import type { PortForwarder } from './forwarder.ts';
 import {
   defineXml, domainName, domainState, domainXml, hostTag, isNotRunning, listDomains, readRecord, removeDomain, virsh, type VmRecord,
 } from './libvirt.ts';
-import { addReservation, ensureNetwork, freeIp, newMac, removeReservation, reservations, type VmNetwork } from './network.ts';
+import { addReservation, ensureNetwork, freeIp, networkName, newMac, removeReservation, reservations, type VmNetwork } from './network.ts';
 import { Reverter } from './reverter.ts';
 import { buildSeedIso, parseUserData } from './seed.ts';
 import type { TemplateStore } from './templates.ts';
 
-export const CREATE_STEPS = ['folder', 'disk', 'seed', 'dhcp', 'define', 'forward', 'start', 'console'] as const;
+export const CREATE_STEPS = ['folder', 'disk', 'seed', 'dhcp', 'forward', 'define', 'start', 'console'] as const;
 export type CreateStep = (typeof CREATE_STEPS)[number];
 
 const GiB = 1024 ** 3;
@@ -153,13 +153,11 @@ export class VmManager {
         await rm(path.join(this.vmsDir, d), { recursive: true, force: true });
       }
     }
-    if (!this.network && this.vms.size === 0) return;
-    const net = await this.ensureNetwork();
+    const net = networkName(this.deps.hostId);
+    const found = await reservations(net).catch(() => undefined); // no network yet: nothing to clean
     const mine = new Set([...this.vms.values()].map((v) => v.record.mac));
-    for (const [mac, ip] of await reservations(net.name)) {
-      if (!mine.has(mac) && ![...this.creating.keys()].some((id) => this.vms.get(id)?.record.mac === mac)) {
-        await removeReservation(net.name, mac, ip);
-      }
+    for (const [mac, ip] of found ?? []) {
+      if (!mine.has(mac)) await removeReservation(net, mac, ip);
     }
   }
 
@@ -351,6 +349,11 @@ export class VmManager {
       ]);
       const failed = parallel.find((p) => p.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
+      // before define, so that the metadata records the port that really listens
+      await step('forward', async () => {
+        revert.add('forward', () => this.deps.forwarder.close(record.sshPort!));
+        record.sshPort = await this.openForward(record);
+      });
       await step('define', async () => {
         const xmlText = domainXml({
           name: dom,
@@ -371,10 +374,6 @@ export class VmManager {
         });
         revert.add('define', () => removeDomain(dom));
         await defineXml('define', xmlText);
-      });
-      await step('forward', async () => {
-        revert.add('forward', () => this.deps.forwarder.close(record.sshPort!));
-        await this.deps.forwarder.open(record.sshPort!, record.ip);
       });
       await step('start', async () => {
         revert.add('start', () => removeDomain(dom));
@@ -402,6 +401,28 @@ export class VmManager {
       this.vms.delete(record.id);
       this.log.warn('create failed; steps undone', { vm: record.id, err });
       throw err;
+    }
+  }
+
+  /**
+   * Opens the VM's SSH forward on its reserved port; if another program holds that port, the next
+   * free one of the range is tried (a few times) and the VM gets that one.
+   */
+  private async openForward(record: VmRecord): Promise<number> {
+    const skipped = new Set<number>();
+    let port = record.sshPort!;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.deps.forwarder.open(port, record.ip);
+        return port;
+      } catch (err) {
+        if (!(err instanceof SkyError && err.code === 'port_in_use') || attempt >= 20) throw err;
+        skipped.add(port);
+        this.deps.forwarder.release(port);
+        const taken = new Set([...skipped, ...[...this.vms.values()].map((v) => v.record.sshPort ?? 0)]);
+        port = this.deps.forwarder.reserve(taken);
+        this.log.warn('SSH port taken by another program: using the next one', { vm: record.id, port });
+      }
     }
   }
 

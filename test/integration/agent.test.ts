@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { connect } from 'node:net';
+import { connect, createServer as createNetServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -31,6 +31,8 @@ interface Site {
   hostId: string;
   dataDir: string;
   ports: { low: number; high: number };
+  /** Ports of the range that another program listened on before the test. */
+  busy: number[];
 }
 
 /** A fresh data folder (traversable by libvirt-qemu) holding the test guest as a template. */
@@ -38,8 +40,12 @@ async function newSite(guest: TestGuest, label: string): Promise<Site> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), `skyhost-agent-${label}-`));
   chmodSync(dataDir, 0o711);
   await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
-  const low = 30000 + Math.floor(Math.random() * 3000) * 10;
-  return { hostId: `itest-${label}-${randomBytes(3).toString('hex')}`, dataDir, ports: { low, high: low + 9 } };
+  // below Linux's ephemeral ports (32768+), which outgoing connections take
+  const low = 22000 + Math.floor(Math.random() * 1000) * 10;
+  const ports = { low, high: low + 9 };
+  const busy: number[] = [];
+  for (let p = low; p <= ports.high; p++) if (await portAnswers(p)) busy.push(p);
+  return { hostId: `itest-${label}-${randomBytes(3).toString('hex')}`, dataDir, ports, busy };
 }
 
 function siteConfig(site: Site) {
@@ -108,7 +114,7 @@ async function expectNothingLeft(site: Site): Promise<void> {
   if ((await virsh(['net-list', '--all', '--name'])).split('\n').includes(net)) {
     expect([...(await reservations(net)).keys()], 'DHCP reservations').to.deep.equal([]);
   }
-  for (let p = site.ports.low; p <= site.ports.high; p++) expect(await portAnswers(p), `port ${p}`).to.equal(false);
+  for (let p = site.ports.low; p <= site.ports.high; p++) if (!site.busy.includes(p)) expect(await portAnswers(p), `port ${p}`).to.equal(false);
 }
 
 async function api(base: string, key: string, method: string, p: string, body?: unknown): Promise<{ status: number; body: any }> {
@@ -237,12 +243,16 @@ describe('host agent on real libvirt/QEMU', function () {
 
     it('should create five VMs at once without a clash of names, MACs, IPs or ports, then delete them all', async function () {
       const base = `http://127.0.0.1:${agent!.port}`;
+      // another program holds the first port of the range: VMs get the next free ones
+      const squatter = createNetServer();
+      await new Promise<void>((r) => squatter.listen(site!.ports.low, '127.0.0.1', () => r()));
       const answers = await Promise.all([0, 1, 2, 3, 4].map((i) => api(base, key, 'POST', '/vms', { name: `burst-${i}`, template: TEMPLATE, memoryMiB: 128 })));
       try {
         for (const a of answers) expect(a.status, JSON.stringify(a.body)).to.equal(201);
         const vms = answers.map((a) => a.body);
         for (const k of ['id', 'name', 'mac', 'ip'] as const) expect(new Set(vms.map((v) => v[k])).size, k).to.equal(5);
         expect(new Set(vms.map((v) => v.ssh.port)).size, 'ports').to.equal(5);
+        expect(vms.map((v) => v.ssh.port)).not.to.include(site!.ports.low);
         expect(vms.every((v) => v.state === 'running')).to.equal(true);
         expect(await domainsOf(site!)).to.have.length(5);
         // the same name again is a conflict, not a sixth VM
@@ -254,6 +264,7 @@ describe('host agent on real libvirt/QEMU', function () {
         expect(rm.status).to.equal(409);
         expect(rm.body.error.message).to.include('burst-');
       } finally {
+        squatter.close();
         const dels = await Promise.all(answers.filter((a) => a.status === 201).map((a) => api(base, key, 'DELETE', `/vms/${a.body.id}`)));
         for (const d of dels) expect(d.status).to.equal(204);
       }

@@ -9,7 +9,7 @@ export function md5(data: string | Buffer): string {
 
 export async function md5File(file: string): Promise<string> {
   const hash = createHash('md5');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 

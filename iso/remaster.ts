@@ -95,6 +95,11 @@ export async function buildInstallerIso(
   await checkReadable(binary, 'binary');
   const outDir = path.dirname(output);
   if (!existsSync(outDir)) throw new InvalidField('out', `folder ${outDir} does not exist`);
+  // The input, the binary, and 4 MB for the small files and ISO directory records.
+  await checkFreeSpace(outDir, (await stat(input)).size + (await stat(binary)).size + 4 * 1024 * 1024);
+  // Hashing the binary (100+ MB) overlaps with reading the ISO.
+  const binarySum = md5File(binary);
+  binarySum.catch(() => {}); // awaited below; an early failure must not be an unhandled rejection
 
   checkCancelled();
   onProgress({ step: 'inspect', fraction: STEP_START.inspect });
@@ -124,11 +129,8 @@ export async function buildInstallerIso(
       await stage(isoPath, content, isoPath.endsWith('.sh') ? 0o755 : 0o644);
     }
     staged.set(ISO_BINARY_PATH, binary);
-    sums.set(ISO_BINARY_PATH, await md5File(binary));
+    sums.set(ISO_BINARY_PATH, await binarySum);
     if (info.md5sums !== undefined) await stage('/md5sum.txt', updateMd5Sums(info.md5sums, sums));
-
-    // The input, the binary, and 4 MB for the small files and ISO directory records.
-    await checkFreeSpace(outDir, (await stat(input)).size + (await stat(binary)).size + 4 * 1024 * 1024);
 
     checkCancelled();
     onProgress({ step: 'write', fraction: STEP_START.write });

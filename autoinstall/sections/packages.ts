@@ -5,11 +5,12 @@ import type { InstallerOptions } from '../options.ts';
 
 export const key = 'packages';
 
-export const HOST_PACKAGES = ['qemu-system-x86', 'qemu-utils', 'libvirt-daemon-system', 'libvirt-clients'] as const;
-export const CONTROLLER_PACKAGES = ['avahi-daemon', 'libnss-mdns'] as const;
+/** What runs VMs (DESIGN §7); appliance/hostsetup.ts HOST_PACKAGES adds the tools a host needs beyond the installer. */
+export const VM_PACKAGES = ['qemu-system-x86', 'qemu-utils', 'libvirt-daemon-system', 'libvirt-clients'] as const;
+export const MDNS_PACKAGES = ['avahi-daemon', 'libnss-mdns'] as const;
 
 export const schema = z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/));
 
 export function emit(o: InstallerOptions): string[] {
-  return [...HOST_PACKAGES, ...(o.role === 'controller' ? CONTROLLER_PACKAGES : [])];
+  return [...VM_PACKAGES, ...(o.role === 'controller' ? MDNS_PACKAGES : [])];
 }

@@ -85,44 +85,47 @@ UNIT=skyhost-agent.service
 say() { printf 'skyhost: %s\\n' "$*"; }
 die() { printf 'skyhost: error: %s\\n' "$*" >&2; exit 1; }
 
-if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-  die "run me as root: curl -fsSL $CONTROLLER_URL/install.sh | sudo sh"
-fi
+# Everything runs from main, called on the last line: with "curl ... | sh", nothing runs before the
+# whole script has arrived, and commands cannot eat the rest of the script from stdin.
+main() {
+  if [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+    die "run me as root: curl -fsSL $CONTROLLER_URL/install.sh | sudo sh"
+  fi
 
-# 1. The packages a host needs (the same list as "skyhost host setup").
-command -v apt-get >/dev/null 2>&1 || die 'this PC has no apt-get: SkyHost hosts run Ubuntu or Debian'
-say "installing packages: $PACKAGES"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q || die 'apt-get update failed (is the school proxy set in /etc/apt/apt.conf.d?)'
-# shellcheck disable=SC2086 # PACKAGES is a list of words
-apt-get install -y -q $PACKAGES || die 'installing packages failed (see the apt-get messages above)'
+  # 1. The packages a host needs (the same list as "skyhost host setup").
+  command -v apt-get >/dev/null 2>&1 || die 'this PC has no apt-get: SkyHost hosts run Ubuntu or Debian'
+  say "installing packages: $PACKAGES"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q || die 'apt-get update failed (is the school proxy set in /etc/apt/apt.conf.d?)'
+  # shellcheck disable=SC2086 # PACKAGES is a list of words
+  apt-get install -y -q $PACKAGES || die 'installing packages failed (see the apt-get messages above)'
 
-# 2. The skyhost executable, from the controller, checked before it replaces anything.
-BIN_DIR="$ROOT/usr/local/bin"
-mkdir -p "$BIN_DIR"
-TMP="$BIN_DIR/.skyhost.download.$$"
-trap 'rm -f "$TMP"' EXIT
-say "downloading skyhost from $CONTROLLER_URL/download/skyhost"
-if command -v curl >/dev/null 2>&1; then
-  curl -fsSL -o "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
-elif command -v wget >/dev/null 2>&1; then
-  wget -q -O "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
-else
-  die 'need curl or wget to download skyhost'
-fi
-if [ -n "$BINARY_SHA256" ] && command -v sha256sum >/dev/null 2>&1; then
-  GOT=$(sha256sum "$TMP" | cut -d' ' -f1)
-  [ "$GOT" = "$BINARY_SHA256" ] || die "the downloaded skyhost is damaged (sha256 $GOT, expected $BINARY_SHA256): run the script again"
-fi
-chmod 0755 "$TMP"
-"$TMP" --version >/dev/null 2>&1 || die 'the downloaded skyhost does not run on this PC (it needs 64-bit x86 Linux)'
-mv -f "$TMP" "$BIN_DIR/skyhost"
-say "installed $("$BIN_DIR/skyhost" --version) as /usr/local/bin/skyhost"
+  # 2. The skyhost executable, from the controller, checked before it replaces anything.
+  BIN_DIR="$ROOT/usr/local/bin"
+  mkdir -p "$BIN_DIR"
+  TMP="$BIN_DIR/.skyhost.download.$$"
+  trap 'rm -f "$TMP"' EXIT
+  say "downloading skyhost from $CONTROLLER_URL/download/skyhost"
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL -o "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+  elif command -v wget >/dev/null 2>&1; then
+    wget -q -O "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+  else
+    die 'need curl or wget to download skyhost'
+  fi
+  if [ -n "$BINARY_SHA256" ] && command -v sha256sum >/dev/null 2>&1; then
+    GOT=$(sha256sum "$TMP" | cut -d' ' -f1)
+    [ "$GOT" = "$BINARY_SHA256" ] || die "the downloaded skyhost is damaged (sha256 $GOT, expected $BINARY_SHA256): run the script again"
+  fi
+  chmod 0755 "$TMP"
+  "$TMP" --version >/dev/null 2>&1 || die 'the downloaded skyhost does not run on this PC (it needs 64-bit x86 Linux)'
+  mv -f "$TMP" "$BIN_DIR/skyhost"
+  say "installed $("$BIN_DIR/skyhost" --version) as /usr/local/bin/skyhost"
 
-# 3. The agent service: it finds the controller at CONTROLLER_URL and enrolls with JOIN_TOKEN.
-UNIT_DIR="$ROOT/etc/systemd/system"
-mkdir -p "$UNIT_DIR"
-cat > "$UNIT_DIR/$UNIT" <<UNIT_END
+  # 3. The agent service: it finds the controller at CONTROLLER_URL and enrolls with JOIN_TOKEN.
+  UNIT_DIR="$ROOT/etc/systemd/system"
+  mkdir -p "$UNIT_DIR"
+  cat > "$UNIT_DIR/$UNIT" <<UNIT_END
 [Unit]
 Description=SkyHost agent: runs VMs for the SkyHost controller at $CONTROLLER_URL
 After=network-online.target libvirtd.service
@@ -136,28 +139,31 @@ RestartSec=5
 [Install]
 WantedBy=multi-user.target
 UNIT_END
-chmod 0644 "$UNIT_DIR/$UNIT"
+  chmod 0644 "$UNIT_DIR/$UNIT"
 
-STARTED=no
-if command -v systemctl >/dev/null 2>&1; then
-  if [ -n "$ROOT" ]; then
-    systemctl --root="$ROOT" enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT in $ROOT"
-  elif [ -d /run/systemd/system ]; then
-    systemctl daemon-reload
-    # restart, not start: running the script again replaces the executable and must take effect
-    systemctl enable "$UNIT" >/dev/null 2>&1 && systemctl restart "$UNIT" && STARTED=yes
-  else
-    systemctl enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT: it starts at the next boot"
+  STARTED=no
+  if command -v systemctl >/dev/null 2>&1; then
+    if [ -n "$ROOT" ]; then
+      systemctl --root="$ROOT" enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT in $ROOT"
+    elif [ -d /run/systemd/system ]; then
+      systemctl daemon-reload
+      # restart, not start: running the script again replaces the executable and must take effect
+      systemctl enable "$UNIT" >/dev/null 2>&1 && systemctl restart "$UNIT" && STARTED=yes
+    else
+      systemctl enable "$UNIT" >/dev/null 2>&1 && say "enabled $UNIT: it starts at the next boot"
+    fi
   fi
-fi
 
-if [ "$STARTED" = yes ]; then
-  say "the agent is running: this PC appears on $CONTROLLER_URL within a minute"
-  if [ -z "$JOIN_TOKEN" ]; then say 'an admin approves it there (Hosts page) before it gets VMs'; fi
-else
-  say 'systemd is not running here, so the agent was not started. Start it now with:'
-  say "  nohup /usr/local/bin/skyhost $AGENT_ARGS >/var/log/skyhost-agent.log 2>&1 &"
-fi
+  if [ "$STARTED" = yes ]; then
+    say "the agent is running: this PC appears on $CONTROLLER_URL within a minute"
+    if [ -z "$JOIN_TOKEN" ]; then say 'an admin approves it there (Hosts page) before it gets VMs'; fi
+  else
+    say 'systemd is not running here, so the agent was not started. Start it now with:'
+    say "  nohup /usr/local/bin/skyhost $AGENT_ARGS >/var/log/skyhost-agent.log 2>&1 &"
+  fi
+}
+
+main "$@" </dev/null
 `;
 }
 

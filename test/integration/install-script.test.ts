@@ -129,10 +129,10 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       // The only stand-in: apt-get records its arguments instead of installing on this machine.
       writeFileSync(path.join(stubs, 'apt-get'), `#!/bin/sh\necho "$*" >> ${shellQuote(aptLog)}\n`);
       chmodSync(path.join(stubs, 'apt-get'), 0o755);
-      const scriptFile = path.join(dir, 'install.sh');
-      writeFileSync(scriptFile, script);
-
-      const r = await sh([scriptFile], { SKYHOST_ROOT: root, PATH: `${stubs}:${process.env.PATH}` });
+      // Exactly what a teacher types (the root prefix aside): curl piped into sh.
+      const pipeline = ['-c', 'curl -fsSL "$1" | sh', 'sh', `http://127.0.0.1:${cport}/install.sh?token=${encodeURIComponent(token)}`];
+      const env = { SKYHOST_ROOT: root, PATH: `${stubs}:${process.env.PATH}` };
+      const r = await sh(pipeline, env);
       expect(r.code, r.stdout + r.stderr).to.equal(0);
 
       expect(readFileSync(aptLog, 'utf8').split('\n')).to.include.members(['update -q', `install -y -q ${HOST_PACKAGES.join(' ')}`]);
@@ -150,6 +150,11 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       }
       // No systemd is running here: the script says how to start the agent by hand.
       expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}`);
+      expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
+
+      // A second run (an upgrade) replaces everything in place.
+      const again = await sh(pipeline, env);
+      expect(again.code, again.stdout + again.stderr).to.equal(0);
       expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
     });
   });

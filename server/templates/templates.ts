@@ -3,8 +3,9 @@
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { TemplateImportRequest, type TemplateInfo } from '../../agent/api.ts';
-import { NotFound, Unavailable } from '../../appliance/errors.ts';
+import { NotFound, SkyError, Unavailable, toSkyError } from '../../appliance/errors.ts';
 import type { Logger } from '../../appliance/log.ts';
+import type { AgentClient } from '../hosts/agent-client.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
 
 /** A template as the controller lists it: the manifest plus which hosts have it. */
@@ -38,6 +39,13 @@ export const TemplateImport = TemplateImportRequest.extend({
 export type TemplateImport = z.input<typeof TemplateImport>;
 
 const GiB = 1024 ** 3;
+
+/** What one host answered to a template operation. */
+export interface HostResult {
+  host: string;
+  ok: boolean;
+  error?: string;
+}
 
 function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
   const bytes = t.files.reduce((n, f) => n + f.bytes, 0);
@@ -85,43 +93,51 @@ export class Templates {
   }
 
   /** Asks the agents to download and check a template; answers each host's result. */
-  async import(input: TemplateImport): Promise<{ results: Array<{ host: string; ok: boolean; error?: string }> }> {
+  async import(input: TemplateImport): Promise<{ results: HostResult[] }> {
     const req = TemplateImport.parse(input);
     const { host, ...body } = req;
-    const results = await Promise.all(this.targets(host).map(async (id) => {
-      try {
-        await this.registry.client(id).importTemplate(body);
-        this.log.info(`template ${req.name} imported`, { hostId: id });
-        return { host: id, ok: true };
-      } catch (err) {
-        this.log.warn(`template ${req.name} import failed: ${(err as Error).message}`, { hostId: id });
-        return { host: id, ok: false, error: (err as Error).message };
-      }
-    }));
-    return { results };
+    return this.onHosts(this.targets(host), `template ${req.name} imported`, (client) => client.importTemplate(body));
   }
 
   /** Streams an upload to one host's agent (`host`, or the first ready host). */
-  async upload(query: URLSearchParams, body: Readable, contentType: string, length: string | undefined, host?: string): Promise<unknown> {
+  async upload(query: URLSearchParams, body: Readable, contentType: string, length: string | undefined, host?: string): Promise<{ results: HostResult[] }> {
     const id = this.targets(host)[0]!;
-    const answer = await this.registry.client(id).uploadTemplate(query, body, contentType, length);
-    this.log.info(`template ${query.get('name') ?? ''} uploaded`, { hostId: id });
-    return { host: id, result: answer };
+    return this.onHosts([id], `template ${query.get('name') ?? ''} uploaded`, (client) => client.uploadTemplate(query, body, contentType, length));
   }
 
   /** Deletes a template from every host that has it. */
-  async remove(name: string): Promise<{ results: Array<{ host: string; ok: boolean; error?: string }> }> {
+  async remove(name: string): Promise<{ results: HostResult[] }> {
     const t = this.find(name);
     if (!t) throw new NotFound(`template "${name}"`);
-    const results = await Promise.all(t.hosts.map(async (id) => {
+    return this.onHosts(t.hosts, `template ${name} deleted`, (client) => client.deleteTemplate(name));
+  }
+
+  /**
+   * Runs `call` on each host's agent, then polls those hosts so the list is current. Answers each
+   * host's result; when every host failed, throws (the agent's own error when there was one host).
+   */
+  private async onHosts(ids: string[], done: string, call: (client: AgentClient) => Promise<unknown>): Promise<{ results: HostResult[] }> {
+    const errors: SkyError[] = [];
+    const results = await Promise.all(ids.map(async (id): Promise<HostResult> => {
       try {
-        await this.registry.client(id).deleteTemplate(name);
+        await call(this.registry.client(id));
+        this.log.info(done, { hostId: id });
         return { host: id, ok: true };
       } catch (err) {
-        return { host: id, ok: false, error: (err as Error).message };
+        const sky = toSkyError(err);
+        errors.push(sky);
+        this.log.warn(`${done.replace(/ \w+$/, '')} failed: ${sky.message}`, { hostId: id });
+        return { host: id, ok: false, error: sky.message };
       }
     }));
-    this.log.info(`template ${name} deleted`, { results });
+    await Promise.all(ids.map((id) => {
+      const h = this.registry.record(id);
+      return h ? this.registry.pollOne(h) : undefined;
+    }));
+    if (errors.length === ids.length && errors[0]) {
+      if (ids.length === 1) throw errors[0];
+      throw new SkyError(502, 'failed_on_every_host', `failed on every host: ${errors[0].message}`, { results });
+    }
     return { results };
   }
 }

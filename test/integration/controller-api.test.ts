@@ -421,6 +421,59 @@ describe('controller API (in-process, simulated agents)', function () {
     });
   });
 
+  describe('templates', () => {
+    let dave: string;
+    before(async () => {
+      dave = await userToken('dave');
+    });
+
+    it('lists templates across hosts, imports from a URL with its sha256, takes an upload, deletes', async () => {
+      const listed = (await call('GET', '/api/templates', { token: adminToken })).json.templates;
+      const alpine = listed.find((t: any) => t.name === 'alpine');
+      expect(alpine.hosts).to.include.members(['host-a', 'host-b']);
+      expect(alpine.diskGiB).to.equal(2);
+
+      const image = Buffer.alloc(4096, 7);
+      const sha256 = (await import('node:crypto')).createHash('sha256').update(image).digest('hex');
+      const files = createServer((_req, res) => res.end(image));
+      await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
+      try {
+        const url = `http://127.0.0.1:${(files.address() as AddressInfo).port}/tiny.img`;
+        const wrong = await call('POST', '/api/templates', { token: adminToken, body: { name: 'tiny', url, sha256: 'a'.repeat(64), host: 'host-a' } });
+        expect(wrong.status).to.equal(422);
+        expect(wrong.json.error.code).to.equal('checksum_mismatch');
+        const ok = await call('POST', '/api/templates', { token: adminToken, body: { name: 'tiny', url, sha256, host: 'host-a', os: 'tiny' } });
+        expect(ok.status, JSON.stringify(ok.json)).to.equal(200);
+        expect(ok.json.results).to.deep.equal([{ host: 'host-a', ok: true }]);
+      } finally {
+        files.close();
+      }
+      expect((await call('GET', '/api/templates', { token: dave })).json.templates.find((t: any) => t.name === 'tiny').hosts).to.deep.equal(['host-a']);
+
+      const up = await fetch(`${base}/api/templates?name=uploaded&os=tiny&host=host-b`, {
+        method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/octet-stream' }, body: image,
+      });
+      expect(up.status, await up.clone().text()).to.equal(200);
+      expect((await call('GET', '/api/templates', { token: adminToken })).json.templates.map((t: any) => t.name)).to.include('uploaded');
+
+      expect((await call('POST', '/api/templates', { token: dave, body: { name: 'x', url: 'http://127.0.0.1:1/x', sha256 } })).status).to.equal(403);
+      expect((await call('POST', '/api/templates', { token: adminToken, body: { name: '../x', url: 'ftp://x', sha256: 'nope' } })).json.error.details.fields
+        .map((f: any) => f.field)).to.include.members(['name', 'url', 'sha256']);
+      expect((await call('DELETE', '/api/templates/tiny', { token: adminToken })).json.results).to.deep.equal([{ host: 'host-a', ok: true }]);
+      expect((await call('GET', '/api/templates', { token: adminToken })).json.templates.map((t: any) => t.name)).not.to.include('tiny');
+      expect((await call('DELETE', '/api/templates/tiny', { token: adminToken })).status).to.equal(404);
+    });
+
+    it('wake needs a MAC address and refuses a malformed one, naming the field', async () => {
+      const none = await call('POST', '/api/hosts/host-a/wake', { token: adminToken, body: {} });
+      expect(none.status).to.equal(422);
+      expect(none.json.error.details.fields[0].field).to.equal('mac');
+      const bad = await call('POST', '/api/hosts/host-a/wake', { token: adminToken, body: { mac: 'zz:zz' } });
+      expect(bad.status).to.equal(422);
+      expect((await call('POST', '/api/hosts/host-a/wake', { token: dave, body: {} })).status).to.equal(403);
+    });
+  });
+
   describe('accounts and documents', () => {
     it('self-registration is off by default and an admin can switch it on', async () => {
       expect((await call('POST', '/api/register', { body: { username: 'carol', password: 'carol-password' } })).status).to.equal(403);

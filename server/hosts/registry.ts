@@ -261,7 +261,11 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       h.mac = mac;
       this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', mac, id);
     }
-    await sendWake(target);
+    try {
+      await sendWake(target);
+    } catch (err) {
+      throw new Unavailable(`the Wake-on-LAN packet could not be sent: ${(err as Error).message}`);
+    }
     this.log.info(`Wake-on-LAN sent to ${h.hostname} (${target})`, { hostId: id });
     return { host: toApiHost(h), sent: true, mac: target };
   }

@@ -1,20 +1,25 @@
 // `npm run bench [-- --only GROUP] [-- --json FILE]`: runs the groups of DESIGN §9, prints the table on
 // stdout (progress on stderr) and writes the JSON. A group that fails reports its ids as null with the
 // error as the note, and the others still run.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { GROUPS } from './groups.ts';
 import { completeFigures, ROOT, type BenchContext } from './group.ts';
-import { formatTable, writeJson, type Figure } from './stats.ts';
+import { formatMarkdown, formatTable, fromJson, writeJson, type Figure } from './stats.ts';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { only: { type: 'string' }, json: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { only: { type: 'string' }, json: { type: 'string' }, markdown: { type: 'boolean' }, from: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     allowPositionals: false,
   });
   if (values.help) {
-    console.log(`usage: npm run bench [-- --only GROUP] [-- --json FILE]\ngroups: ${GROUPS.map((g) => g.name).join(', ')}`);
+    console.log(`usage: npm run bench [-- --only GROUP] [-- --json FILE] [-- --markdown] [-- --from SAVED.json]\ngroups: ${GROUPS.map((g) => g.name).join(', ')}`);
+    return 0;
+  }
+  if (values.from) {
+    const saved = fromJson(JSON.parse(readFileSync(values.from, 'utf8')));
+    console.log(values.markdown ? formatMarkdown(saved) : formatTable(saved));
     return 0;
   }
   const groups = values.only ? GROUPS.filter((g) => g.name === values.only) : GROUPS;
@@ -40,7 +45,7 @@ async function main(): Promise<number> {
     }
     ctx.say(`${group.name} done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
-  console.log(formatTable(figures));
+  console.log(values.markdown ? formatMarkdown(figures) : formatTable(figures));
   ctx.say(`all done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (values.json) {
     writeJson(values.json, figures);

@@ -105,6 +105,11 @@ export function toJson(figures: readonly Figure[]): Record<string, Omit<Figure, 
   return out;
 }
 
+/** Figures back from DESIGN §9's JSON (to print a saved run again). */
+export function fromJson(json: Record<string, Omit<Figure, 'id'>>): Figure[] {
+  return Object.entries(json).map(([id, f]) => ({ id, ...f }));
+}
+
 export function writeJson(file: string, figures: readonly Figure[]): void {
   mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   writeFileSync(file, JSON.stringify(toJson(figures), null, 2) + '\n');
@@ -120,4 +125,15 @@ export function formatTable(figures: readonly Figure[]): string {
   const widths = [0, 1, 2, 3, 4].map((c) => Math.max(...rows.map((r) => r[c]!.length)));
   const line = (r: string[]) => r.map((cell, c) => (c < 5 ? cell.padEnd(widths[c]!) : cell)).join('  ').trimEnd();
   return [line(rows[0]!), widths.map((w) => '-'.repeat(w)).join('  ') + '  ----', ...rows.slice(1).map(line)].join('\n');
+}
+
+/** The same table in Markdown, for docs/performance.md (`npm run bench -- --markdown`). */
+export function formatMarkdown(figures: readonly Figure[]): string {
+  const show = (v: number | null | undefined) => (v === undefined ? '' : v === null ? '**null**' : String(v));
+  const cell = (t: string) => t.replace(/\|/g, '\\|');
+  return [
+    '| id | value | unit | baseline | spread | note |',
+    '|---|--:|---|--:|--:|---|',
+    ...figures.map((f) => `| \`${f.id}\` | ${show(f.value)} | ${cell(f.unit)} | ${show(f.baseline)} | ${show(f.spread)} | ${cell(f.note ?? '')} |`),
+  ].join('\n');
 }

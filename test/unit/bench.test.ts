@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { completeFigures, pendingGroup, type Group } from '../../bench/group.ts';
-import { figure, formatTable, median, notMeasured, quantile, round, summarize, toJson, withTarget, writeJson, type Figure } from '../../bench/stats.ts';
+import { figure, formatMarkdown, formatTable, fromJson, median, notMeasured, quantile, round, summarize, toJson, withTarget, writeJson, type Figure } from '../../bench/stats.ts';
 
 describe('bench statistics', () => {
   it('should take the median of odd and even sample counts, whatever their order', () => {
@@ -78,6 +78,7 @@ describe('bench output', () => {
         'vm.request_to_running_ms': { value: null, unit: 'ms', note: 'not measured yet: needs the agent' },
       });
       expect(json).to.deep.equal(toJson(figures));
+      expect(fromJson(json)).to.deep.equal(figures);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -90,6 +91,14 @@ describe('bench output', () => {
     expect(lines[2]).to.match(/^scheduler\.fill_pct\s+91\s+%\s+36\.3\s+3\.1\s+mixed$/);
     expect(lines[3]).to.match(/^vm\.request_to_running_ms\s+null\s+ms\s+not measured yet/);
     expect(lines[2]!.indexOf('91')).to.equal(lines[3]!.indexOf('null'));
+  });
+
+  it('should print the same table in Markdown, escaping pipes in notes', () => {
+    const md = formatMarkdown([...figures, { id: 'x.y', value: 1, unit: 'ms', note: 'a | b' }]).split('\n');
+    expect(md[0]).to.equal('| id | value | unit | baseline | spread | note |');
+    expect(md[2]).to.equal('| `scheduler.fill_pct` | 91 | % | 36.3 | 3.1 | mixed |');
+    expect(md[3]).to.equal('| `vm.request_to_running_ms` | **null** | ms |  |  | not measured yet: needs the agent |');
+    expect(md[4]).to.equal('| `x.y` | 1 | ms |  |  | a \\| b |');
   });
 
   it('should report every id of a pending group as null with the reason', async () => {

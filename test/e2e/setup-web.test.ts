@@ -170,6 +170,32 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     expect(await r.text()).to.contain('sent from another web site');
   });
 
+  it('should refuse options tampered with between the steps (the hidden plan is checked again)', async () => {
+    const tampered = JSON.stringify({ role: 'agent', hostnamePrefix: 'lab\nautoinstall: {}' });
+    const r = await fetch(`${base}/build`, { method: 'POST', body: new URLSearchParams({ plan: tampered, source: 'path', isoPath: '/etc/hostname' }) });
+    expect(r.status).to.equal(400);
+    expect(await r.text()).to.contain('start again');
+  });
+
+  it('should show a damaged Ubuntu download as a failed build, in plain words', async () => {
+    // 22.04: the 24.04 ISO verified above is in the cache and would be reused without a download.
+    const bad = await startFakeMirror({ iso: await fakeUbuntuIso({ release: '22.04' }), release: '22.04', corrupt: true });
+    try {
+      const plan = JSON.stringify({ role: 'controller' });
+      const r = await fetch(`${base}/build`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ plan, source: 'download', ubuntuMirror: bad.url, release: '22.04' }) });
+      expect(r.status).to.equal(303);
+      const jobUrl = `${base}${r.headers.get('location')}`;
+      let body = '';
+      for (let i = 0; i < 100 && !body.includes('did not work'); i++) {
+        await new Promise((res) => setTimeout(res, 200));
+        body = await (await fetch(jobUrl, { headers: { 'HX-Request': 'true' } })).text();
+      }
+      expect(body).to.contain('The build did not work').and.contain('does not match the mirror&#x27;s SHA256SUMS');
+    } finally {
+      await bad.close();
+    }
+  });
+
   it('should answer an unknown build with a 404 page, not a stack trace', async () => {
     const r = await fetch(`${base}/jobs/0123456789abcdef/download`);
     expect(r.status).to.equal(404);

@@ -79,6 +79,11 @@ export function newVmId(): string {
   return id;
 }
 
+/** `alpine-k3x9`: the template's name (made a valid VM name) and four random characters. */
+function defaultName(template: string): string {
+  return `${template.replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'vm'}-${newVmId().slice(0, 4)}`;
+}
+
 /**
  * VMs. Every read and action takes the acting user: a user sees and acts on their own VMs only
  * (another user's VM is a 404), an admin on all.
@@ -207,12 +212,15 @@ export class VmService {
     const template = this.templates.find(req.template);
     const memoryMiB = req.memoryMiB ?? Math.max(256, template?.minMemoryMiB ?? 0);
     const diskGiB = req.diskGiB ?? Math.max(1, template?.diskGiB ?? 1);
-    const name = req.name ?? `${req.template.replace(/[^a-z0-9-]/g, '-').replace(/^-+|-+$/g, '').slice(0, 50) || 'vm'}-${newVmId().slice(0, 4)}`;
     // Names are unique in the cluster: an agent refuses a second VM of the same name on a host.
-    for (const vm of this.vms.values()) {
-      if (vm.name === name) {
-        throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
-      }
+    const taken = (n: string) => {
+      for (const vm of this.vms.values()) if (vm.name === n) return true;
+      return false;
+    };
+    let name = req.name ?? defaultName(req.template);
+    for (let i = 0; !req.name && taken(name) && i < 10; i++) name = defaultName(req.template);
+    if (taken(name)) {
+      throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
     }
     const id = newVmId();
     const placement = place(

@@ -417,6 +417,17 @@ describe('controller API (in-process, simulated agents)', function () {
       const byHost = await call('GET', '/api/events?hostId=host-a', { token: adminToken });
       expect(byHost.json.events.every((e: any) => e.hostId === 'host-a')).to.equal(true);
       expect((await call('GET', '/api/events', { token: bob })).status).to.equal(403);
+      // the live tail: server-sent events as they are recorded
+      const ac = new AbortController();
+      const stream = await fetch(`${base}/api/events/stream?source=test`, { headers: { authorization: `Bearer ${adminToken}` }, signal: ac.signal });
+      expect(stream.headers.get('content-type')).to.match(/^text\/event-stream/);
+      const reader = stream.body!.getReader();
+      ctl.services.events.record({ source: 'other', msg: 'not this one' });
+      ctl.services.events.record({ source: 'test', msg: 'live one' });
+      let text = '';
+      while (!text.includes('live one')) text += new TextDecoder().decode((await reader.read()).value);
+      ac.abort();
+      expect(text).not.to.include('not this one');
       expect((await call('GET', '/api/events?limit=abc', { token: adminToken })).status).to.equal(422);
     });
   });

@@ -138,6 +138,19 @@ describe('zero-config enrollment: real controller and agents across network name
     for (const a of ['a1', 'a2', 'a3', 'a5']) expect((await agentStatus(a)).controller).to.deep.include({ state: 'ready', clusterId: mine });
     expect((await hosts()).map((h) => h.id).sort()).to.deep.equal(['id-a1', 'id-a2', 'id-a3', 'id-a5']);
   });
+
+  it('should say goodbye when the second controller stops: the new agent then tries the one left, whose token it lacks', async () => {
+    procs.get('c2')!.kill('SIGTERM');
+    await procs.get('c2');
+    expect(logs.get('c2')).to.match(/mDNS advertisement withdrawn/);
+    const s4 = await waitFor('a4 turns to the remaining controller', async () => {
+      const s = (await agentStatus('a4')).controller;
+      return s?.state === 'refused' ? s : undefined;
+    }, 20_000, 250);
+    expect(s4).to.deep.include({ url: `http://${lan.host('c').ip}:8080` });
+    expect(s4.message).to.match(/\(403\): join token is not known to this controller/);
+    expect((await statesOf())['id-a4']).to.equal(undefined);
+  });
 });
 
 describe('zero-config enrollment with the advertisement published by Avahi', function () {

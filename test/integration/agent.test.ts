@@ -346,7 +346,9 @@ describe('host agent on real libvirt/QEMU', function () {
 
     const spawnAgent = async () => {
       child = execa(NODE, [path.join(REPO, 'appliance/main.ts'), 'agent', '--data', site!.dataDir, '--port', String(port), '--key', key,
-        '--host-id', site!.hostId, '--ssh-ports', `${site!.ports.low}-${site!.ports.high}`, '--log-level', 'warn'], {
+        '--host-id', site!.hostId, '--ssh-ports', `${site!.ports.low}-${site!.ports.high}`, '--log-level', 'warn',
+        // a controller that is never there: no mDNS browsing, no enrolling with another test's controller
+        '--controller', 'http://127.0.0.1:9'], {
         env: { SKYHOST_ACCEL: 'tcg', SKYHOST_LISTEN: '127.0.0.1' },
         reject: false,
         stdout: 'ignore',
@@ -394,6 +396,25 @@ describe('host agent on real libvirt/QEMU', function () {
 
     it('should reach the guest\'s port 22 through the forwarded port', async function () {
       expect(await readBanner(vm.ssh.port)).to.equal(GUEST_BANNER);
+    });
+
+    it('should share the machine with a second agent that never sees or touches this one\'s VM', async function () {
+      const other = await newSite(guest, 'other');
+      const otherKey = randomBytes(16).toString('hex');
+      const b = await startAgent({ config: siteConfig(other), log: logger('agent-test-b'), key: otherKey, hostId: other.hostId, port: 0, listen: '127.0.0.1',
+        accel: { accel: 'tcg', reason: 'tests run under TCG' } });
+      try {
+        const bBase = `http://127.0.0.1:${b.port}`;
+        expect((await api(bBase, otherKey, 'GET', '/vms')).body).to.deep.equal([]);
+        expect((await api(bBase, otherKey, 'GET', `/vms/${vm.id}`)).status).to.equal(404);
+        expect((await api(bBase, otherKey, 'DELETE', `/vms/${vm.id}`)).status).to.equal(404);
+        expect((await api(base, otherKey, 'GET', '/vms')).status, 'one agent\'s key is no good at the other').to.equal(401);
+      } finally {
+        await b.stop();
+        await cleanSite(other);
+      }
+      expect((await virsh(['domstate', `sky-${hostTag(site!.hostId)}-${vm.id}`])).trim()).to.equal('running');
+      expect((await api(base, key, 'GET', `/vms/${vm.id}`)).body.state).to.equal('running');
     });
 
     it('should give a late viewer the scrollback', async function () {

@@ -208,6 +208,18 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       missedPolls: 0,
       status: existing?.status ?? null,
     };
+    const answer: EnrollResponse = {
+      hostId: record.id,
+      state,
+      clusterId: this.opts.clusterId,
+      message: state === 'pending' ? 'waiting for an admin to approve this host' : `joined cluster ${this.opts.clusterId}`,
+    };
+    if (existing && existing.hostname === record.hostname && existing.agentUrl === record.agentUrl && existing.agentKey === record.agentKey &&
+      existing.state === record.state && existing.version === record.version && existing.mac === record.mac) {
+      // A pending agent asks again every few seconds: nothing to write, nothing worth an event.
+      this.log.debug(`host ${record.hostname} enrolled again, unchanged (${state})`, { hostId: record.id });
+      return answer;
+    }
     this.store.run(`INSERT INTO hosts (id, hostname, agent_url, agent_key, state, version, mac, enrolled_at, drained)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, agent_url = excluded.agent_url, agent_key = excluded.agent_key,
@@ -217,12 +229,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.hosts.set(record.id, record);
     this.log.info(existing ? `host ${record.hostname} enrolled again (${state})` : `host ${record.hostname} enrolled (${state})`,
       { hostId: record.id, url: record.agentUrl });
-    return {
-      hostId: record.id,
-      state,
-      clusterId: this.opts.clusterId,
-      message: state === 'pending' ? 'waiting for an admin to approve this host' : `joined cluster ${this.opts.clusterId}`,
-    };
+    return answer;
   }
 
   /** pending -> ready. */

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { ResultPromise } from 'execa';
-import { startAvahi, TestLan, waitFor } from '../support/netns.ts';
+import { GiveUp, startAvahi, TestLan, waitFor } from '../support/netns.ts';
 
 const MAIN = 'appliance/main.ts';
 const ENV = { SKYHOST_LOG_FORMAT: 'json', SKYHOST_ACCEL: 'tcg' };
@@ -30,9 +30,13 @@ describe('zero-config enrollment: real controller and agents across network name
     return child;
   };
   const secret = (dir: string, name: string) => readFileSync(path.join(tmp, dir, 'secrets', name), 'utf8').trim();
+  /** Every process started is expected to keep running: one that exited fails the wait at once. */
+  const alive = () => {
+    for (const [who, p] of procs) if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${logs.get(who)!.slice(-2000)}`);
+  };
   const startController = async (who: string) => {
     spawn(who, ['controller', '--data', path.join(tmp, who), '--port', '8080']);
-    await waitFor(`${who} advertising`, () => /advertising SkyHost controller/.test(logs.get(who)!.split('"stopping').at(-1)!), 30_000);
+    await waitFor(`${who} advertising`, () => alive() ?? /advertising SkyHost controller/.test(logs.get(who)!.split('"stopping').at(-1)!), 30_000);
   };
   const startAgent = (who: string, token?: string) =>
     spawn(who, ['agent', '--host-id', `id-${who}`, '--data', path.join(tmp, who), '--port', '8081', ...(token ? ['--join-token', token] : [])]);
@@ -41,7 +45,10 @@ describe('zero-config enrollment: real controller and agents across network name
     (JSON.parse(await curl(c, ['-H', `authorization: Bearer ${secret(c, 'admin-token')}`, `http://${lan.host(c).ip}:8080/api/hosts`])) as { hosts: HostView[] }).hosts;
   const agentStatus = async (who: string): Promise<AgentStatus> =>
     JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `http://${lan.host(who).ip}:8081/status`])) as AgentStatus;
-  const statesOf = async (c = 'c') => Object.fromEntries((await hosts(c)).map((h) => [h.id, h.state]));
+  const statesOf = async (c = 'c') => {
+    alive();
+    return Object.fromEntries((await hosts(c)).map((h) => [h.id, h.state]));
+  };
   const admin = async (method: string, route: string, body: unknown) =>
     JSON.parse(await curl('c', ['-X', method, '-H', `authorization: Bearer ${secret('c', 'admin-token')}`, '-H', 'content-type: application/json',
       '--data', JSON.stringify(body), `http://${lan.host('c').ip}:8080${route}`])) as Record<string, string>;

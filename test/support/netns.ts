@@ -157,6 +157,9 @@ export async function createLan(lan: TestLan, names: string[]): Promise<TestLan>
   return lan;
 }
 
+/** Thrown from a `waitFor` check to stop waiting at once (e.g. the process being waited for died). */
+export class GiveUp extends Error {}
+
 /** Polls `check` until it returns a value that is not undefined/false, or throws after `ms`. */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 15_000, every = 100): Promise<T> {
   const until = Date.now() + ms;
@@ -167,6 +170,7 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
       if (v !== undefined && v !== false) return v;
       last = undefined;
     } catch (e) {
+      if (e instanceof GiveUp) throw e;
       last = e;
     }
     if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);

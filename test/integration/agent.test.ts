@@ -3,7 +3,7 @@
 // SIGKILL and restart of the agent while the VM runs, five creates at once, a failure injected at
 // every create step, hostile input. Every libvirt object is named per run and removed in after hooks.
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer as createNetServer } from 'node:net';
 import os from 'node:os';
@@ -13,7 +13,7 @@ import { execa, type ResultPromise } from 'execa';
 import { configSchema, defaults } from '../../appliance/config.ts';
 import { SkyError } from '../../appliance/errors.ts';
 import { run } from '../../appliance/exec.ts';
-import { ensureDaemons } from '../../appliance/hostsetup.ts';
+import { ACCEL_MARKER, ensureDaemons, probeBootSector } from '../../appliance/hostsetup.ts';
 import { logger } from '../../appliance/log.ts';
 import { hostTag, listDomains, removeDomain, virsh } from '../../agent/libvirt.ts';
 import { networkName, removeNetwork, reservations } from '../../agent/network.ts';
@@ -293,6 +293,31 @@ describe('host agent on real libvirt/QEMU', function () {
         session.close();
         expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
         await new TemplateStore(site!.dataDir).remove('stubborn', async () => []);
+      }
+      await expectNothingLeft(site!);
+    });
+
+    it('should boot a disk template (a raw boot sector) from a qcow2 overlay and show its serial output', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const raw = path.join(site!.dataDir, 'bootsector.raw');
+      const image = Buffer.alloc(1024 * 1024);
+      probeBootSector().copy(image, 0);
+      writeFileSync(raw, image);
+      await new TemplateStore(site!.dataDir).import({ name: 'boot-sector', disk: raw, os: 'none' });
+      rmSync(raw);
+      const a = await api(base, key, 'POST', '/vms', { name: 'disk-boot', template: 'boot-sector', diskGiB: 1 });
+      expect(a.status, JSON.stringify(a.body)).to.equal(201);
+      const session = await ConsoleSession.open(base, `/vms/${a.body.id}/console`, key);
+      try {
+        await session.waitFor(new RegExp(ACCEL_MARKER), 30_000);
+        const info = await run('qemu-img', ['info', '--output=json', '-U', path.join(site!.dataDir, 'vms', a.body.id, 'disk.qcow2')]);
+        const j = JSON.parse(info.stdout);
+        expect(j['backing-filename-format']).to.equal('raw');
+        expect(j['virtual-size']).to.equal(1024 ** 3);
+      } finally {
+        session.close();
+        expect((await api(base, key, 'DELETE', `/vms/${a.body.id}`)).status).to.equal(204);
+        await new TemplateStore(site!.dataDir).remove('boot-sector', async () => []);
       }
       await expectNothingLeft(site!);
     });

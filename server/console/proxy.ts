@@ -67,7 +67,8 @@ export function consoleUpgrade(services: ControllerServices, log: Logger): (req:
     upstream.on('open', () => {
       wss.handleUpgrade(req, socket, head, (ws) => {
         client = ws;
-        log.info(`${kind} console of VM ${target.vm.name} opened by ${auth.user.name}`, { vmId: target.vm.id, hostId: target.host.id });
+        log.info(`${kind === 'vnc' ? 'graphical' : 'serial'} console of VM ${target.vm.name} opened by ${auth.user.name}`,
+          { vmId: target.vm.id, hostId: target.host.id });
         for (const b of buffered.splice(0)) ws.send(b.data, { binary: b.binary });
         ws.on('message', (data, binary) => {
           if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary });

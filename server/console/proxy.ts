@@ -43,6 +43,7 @@ export function consoleUpgrade(services: ControllerServices, log: Logger): (req:
     const auth = resolveAuth(services.users, req);
     if (!auth) return refuse(socket, 401, 'sign in first');
     if (auth.via === 'session' && !sameOrigin(req)) return refuse(socket, 403, 'cross-site WebSocket refused');
+    if (auth.via === 'session' && auth.user.mustChangePassword) return refuse(socket, 403, 'choose a new password first');
     let target;
     try {
       target = services.vms.consoleTarget(auth.user, m[1]!);

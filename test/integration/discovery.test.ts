@@ -43,7 +43,7 @@ describe('discovery over real multicast (network namespaces)', function () {
   before(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-disc-'));
     await lan.create();
-    for (const h of ['c1', 'c2', 'a1', 'a2', 'a3', 'av']) await lan.addHost(h);
+    for (const h of ['c1', 'c2', 'a1', 'a2', 'a3', 'av', 'c3']) await lan.addHost(h);
     // Multi-homed like a real host: a VM bridge next to the LAN, on the controller and on an agent.
     await lan.addBridge('c1', 'virbr0', '192.168.122.1/24');
     await lan.addBridge('a1', 'virbr0', '192.168.122.1/24');
@@ -126,6 +126,20 @@ describe('discovery over real multicast (network namespaces)', function () {
       const s = await status('a3');
       return s.state === 'ready' && s.clusterId === 'cluster-one';
     });
+  });
+
+  it('should re-announce periodically, unasked', async () => {
+    controller('c3', 'cluster-three', ['--reannounce-ms', '700']);
+    // The library's own announcements come at 0, 1, 4 and 13 s: listen from 4.5 s to 7.5 s.
+    await new Promise((r) => setTimeout(r, 4500));
+    const heard: { from: string }[] = [];
+    const listener = lan.spawnNode('av', PEER, ['listen', '--lan-ip', lan.host('av').ip]);
+    listener.stdout?.on('data', (d: Buffer) => heard.push(...String(d).trim().split('\n').map((l) => JSON.parse(l) as { from: string })));
+    await new Promise((r) => setTimeout(r, 3000));
+    listener.kill('SIGTERM');
+    procs.get('c3')!.kill('SIGTERM');
+    // Every 700 ms makes 3 or more; the library alone would send at most one in this window.
+    expect(heard.filter((h) => h.from === lan.host('c3').ip).length).to.be.at.least(3);
   });
 
   it('should follow its controller to a new address (same cluster, new TXT url)', async () => {

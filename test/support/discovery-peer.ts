@@ -5,6 +5,8 @@
 //     two-controllers rule is testable without the real controller.
 //   discovery-peer.ts agent --host-id H --data DIR --port P [--join-token T] [--controller URL]
 //     runs agent/discovery.ts's enroll loop and serves GET /status { controller } on port P.
+//   discovery-peer.ts listen --lan-ip IP
+//     sends no query; prints a JSON line for every mDNS response that announces _skyhost._tcp.
 // Prints one JSON line `{"ready":true,...}` when it is up. Exits on SIGTERM/SIGINT.
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
@@ -12,6 +14,7 @@ import { configureLogging, logger } from '../../appliance/log.ts';
 import { startDiscovery } from '../../agent/discovery.ts';
 import { EnrollRequest } from '../../agent/api.ts';
 import { startAdvertising } from '../../server/discovery.ts';
+import { Bonjour } from 'bonjour-service';
 
 configureLogging({ format: 'json', level: 'debug' });
 const { positionals, values } = parseArgs({
@@ -19,7 +22,7 @@ const { positionals, values } = parseArgs({
   options: {
     cluster: { type: 'string' }, url: { type: 'string' }, port: { type: 'string' }, token: { type: 'string' },
     'enroll-endpoint': { type: 'boolean' }, 'host-id': { type: 'string' }, data: { type: 'string' },
-    'join-token': { type: 'string' }, controller: { type: 'string' },
+    'join-token': { type: 'string' }, controller: { type: 'string' }, 'reannounce-ms': { type: 'string' }, 'lan-ip': { type: 'string' },
   },
 });
 const port = Number(values.port);
@@ -53,7 +56,7 @@ if (positionals[0] === 'advertise') {
     })();
   });
   if (values['enroll-endpoint']) server.listen(port, '0.0.0.0');
-  const ad = startAdvertising({ clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: 5000 });
+  const ad = startAdvertising({ clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: Number(values['reannounce-ms'] ?? 5000) });
   process.stdout.write(JSON.stringify({ ready: true, name: ad.name }) + '\n');
   const exit = () => void ad.stop().then(() => process.exit(0));
   process.on('SIGTERM', exit);
@@ -72,7 +75,16 @@ if (positionals[0] === 'advertise') {
   const exit = () => void d.stop().then(() => process.exit(0));
   process.on('SIGTERM', exit);
   process.on('SIGINT', exit);
+} else if (positionals[0] === 'listen') {
+  const bonjour = new Bonjour({ interface: values['lan-ip'], bind: '0.0.0.0' } as object);
+  const mdns = (bonjour as unknown as { server: { mdns: NodeJS.EventEmitter } }).server.mdns;
+  mdns.on('response', (packet: { answers: { type: string; name: string }[] }, rinfo: { address: string }) => {
+    if (packet.answers.some((a) => a.type === 'PTR' && a.name === '_skyhost._tcp.local')) {
+      process.stdout.write(JSON.stringify({ from: rinfo.address, at: Date.now() }) + '\n');
+    }
+  });
+  process.on('SIGTERM', () => bonjour.destroy(() => process.exit(0)));
 } else {
-  process.stderr.write('usage: discovery-peer.ts advertise|agent ...\n');
+  process.stderr.write('usage: discovery-peer.ts advertise|agent|listen ...\n');
   process.exit(2);
 }

@@ -2,14 +2,12 @@
 // hosts and 2,000 VMs (simulated agents in this process, enrolled with the join token, VMs adopted
 // from their polls), loaded by 50 concurrent clients from a third process (autocannon). Targets
 // (issue 4): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import os from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { execa, type ResultPromise } from 'execa';
 import { run } from '../appliance/exec.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';
 import type { Group } from './group.ts';
+import { startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
 import { figure, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
 
 const HOSTS = 200;
@@ -17,28 +15,6 @@ const VMS_PER_HOST = 10;
 const CLIENTS = 50;
 const RUNS = 3;
 const SECONDS_PER_RUN = 5;
-
-/** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Polls `check` every 200 ms until it returns true; rejects with `what` after `ms`. */
-export async function waitUntil(what: string, ms: number, check: () => Promise<boolean>): Promise<void> {
-  const until = Date.now() + ms;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > until) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 /** Resident memory of process `pid` in MB, from /proc. */
 function rssMb(pid: number): number {
@@ -91,31 +67,11 @@ export const controllerGroup: Group = {
     ['controller.class_burst_30_ms', 'ms'],
   ],
   async run(ctx) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-controller-'));
-    const port = await freePort();
-    const url = `http://127.0.0.1:${port}`;
-    let child: ResultPromise | undefined;
+    let controller: ControllerProcess | undefined;
     let fleet: SimFleet | undefined;
     try {
-      child = execa(path.join(ctx.root, 'node_modules', '.bin', 'node'), ['appliance/main.ts', 'controller', '--data', dir, '--port', String(port)], {
-        cwd: ctx.root,
-        env: { SKYHOST_LISTEN: '127.0.0.1', SKYHOST_ADVERTISE: 'false', SKYHOST_LOG_LEVEL: 'warn' },
-        reject: false,
-        stdin: 'ignore',
-        stdout: 'ignore',
-        stderr: 'pipe',
-      });
-      let stderr = '';
-      child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + String(d)).slice(-4000); });
-      const pid = child.pid!;
-      await waitUntil('the controller to answer /healthz', 30_000, async () => {
-        if (child?.exitCode !== null && child?.exitCode !== undefined) throw new Error(`controller exited: ${stderr.trim().split('\n').pop()}`);
-        return (await fetch(`${url}/healthz`)).ok;
-      }).catch((err: Error) => {
-        throw new Error(`${err.message}${stderr ? ` (controller said: ${stderr.trim().split('\n').slice(-2).join(' | ')})` : ''}`);
-      });
-      const token = readFileSync(path.join(dir, 'secrets', 'admin-token'), 'utf8').trim();
-      const joinToken = readFileSync(path.join(dir, 'secrets', 'join-token'), 'utf8').trim();
+      controller = await startControllerProcess(ctx.root);
+      const { url, token, joinToken, pid } = controller;
       const auth = { authorization: `Bearer ${token}` };
       const get = (p: string) => fetch(url + p, { headers: auth, signal: AbortSignal.timeout(10_000) });
 
@@ -171,14 +127,8 @@ export const controllerGroup: Group = {
         }),
       ];
     } finally {
-      if (child) {
-        child.kill('SIGTERM');
-        const killer = setTimeout(() => child?.kill('SIGKILL'), 5000);
-        await child.catch(() => undefined);
-        clearTimeout(killer);
-      }
+      await controller?.stop();
       await fleet?.stop();
-      rmSync(dir, { recursive: true, force: true });
     }
   },
 };

@@ -336,6 +336,9 @@ export interface Discovery {
   stop(): Promise<void>;
 }
 
+/** States that wait for a change rather than retry: checked every 10 ticks, the LAN asked every 30 s. */
+const SETTLED = new Set<ControllerState['state']>(['ready', 'pending', 'down', 'draining', 'ambiguous', 'refused']);
+
 /** Enrolls this agent with its controller and keeps its record current. */
 export function startDiscovery(opts: DiscoveryOptions): Discovery {
   const tickMs = opts.tickMs ?? 500;
@@ -380,13 +383,12 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       .finally(() => {
         running = undefined;
         if (stopped) return;
-        const settled = state.state === 'ready' || state.state === 'down' || state.state === 'draining';
-        timer = setTimeout(kick, again ? 0 : settled ? tickMs * 10 : tickMs * (failures > 3 ? 4 : 1));
+        timer = setTimeout(kick, again ? 0 : SETTLED.has(state.state) ? tickMs * 10 : tickMs * (failures > 3 ? 4 : 1));
         again = false;
       });
   };
 
-  async function candidates(): Promise<ControllerAd[] | undefined> {
+  async function candidates(): Promise<ControllerAd[]> {
     if (opts.controllerUrl) return [{ name: 'configured', clusterId: remembered?.clusterId ?? '', url: opts.controllerUrl.replace(/\/$/, '') }];
     const lan = lanAddress(opts.lanInterface);
     if (!browser || lan?.ip !== browserIp) {
@@ -398,8 +400,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
       browser = browseControllers({ lanIp: browserIp, log, onChange: kick });
       lastQuery = browsingSince = Date.now();
     }
-    const settled = state.state === 'ready';
-    if (Date.now() - lastQuery > (settled ? 30_000 : 2_000)) {
+    if (Date.now() - lastQuery > (SETTLED.has(state.state) ? 30_000 : 2_000)) {
       browser.query();
       lastQuery = Date.now();
     }
@@ -408,7 +409,6 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
 
   async function tick(): Promise<void> {
     const ads = await candidates();
-    if (!ads) return;
     const listening = Date.now() - browsingSince;
     const settle = opts.settleMs ?? 500;
     if (!opts.controllerUrl && !remembered && listening < settle) {

@@ -91,6 +91,19 @@ describe('skyhost template import|list|rm', function () {
     expect(readdirSync(path.join(data, 'templates')).sort()).to.deep.equal(['alpine-3', 'tiny']);
   });
 
+  it('should build a tiny busybox template from this machine\'s kernel and busybox, and refuse a bad name', async function () {
+    const r = await cli('template', 'build', 'tiny-built', '--busybox', '--data', data);
+    expect(r.code, r.err).to.equal(0);
+    const t = JSON.parse((await cli('template', 'list', '--json', '--data', data)).out).find((x: { name: string }) => x.name === 'tiny-built');
+    expect(t).to.include({ kind: 'kernel', os: 'busybox', console: 'serial' });
+    expect(t.files.map((f: { role: string }) => f.role)).to.deep.equal(['kernel', 'initrd']);
+    expect(t.cmdline).to.include('console=ttyS0');
+    const bad = await cli('template', 'build', '$(id)', '--busybox', '--data', data);
+    expect(bad.code).to.equal(2);
+    expect((await cli('template', 'build', 'x', '--data', data)).code).to.equal(2);
+    expect((await cli('template', 'rm', 'tiny-built', '--data', data)).code).to.equal(0);
+  });
+
   it('should refuse to remove a template a VM uses, then remove it when none does', async function () {
     await ensureDaemons();
     const hostId = `tpl-${randomBytes(3).toString('hex')}`;

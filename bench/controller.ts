@@ -2,12 +2,11 @@
 // hosts and 2,000 VMs (simulated agents in this process, enrolled with the join token, VMs adopted
 // from their polls), loaded by 50 concurrent clients from a third process (autocannon). Targets
 // (issue 4): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { run } from '../appliance/exec.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';
 import type { Group } from './group.ts';
-import { startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
+import { rssMb, startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
 import { figure, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
 
 const HOSTS = 200;
@@ -15,12 +14,6 @@ const VMS_PER_HOST = 10;
 const CLIENTS = 50;
 const RUNS = 3;
 const SECONDS_PER_RUN = 5;
-
-/** Resident memory of process `pid` in MB, from /proc. */
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : Number.NaN;
-}
 
 interface LoadRun {
   p99: number;
@@ -46,14 +39,14 @@ async function load(root: string, url: string, token: string, pid: number): Prom
 }
 
 /** The p99 figure of several load runs, or null with the reason when the page did not answer 2xx. */
-function p99Figure(id: string, runs: LoadRun[], what: string, probeStatus: number, bodyBytes: number): Figure {
+function p99Figure(id: string, runs: LoadRun[], what: string, probeStatus: number, bodyBytes: number, server: string): Figure {
   const bad = runs.find((r) => r.non2xx > 0 || r.errors > 0);
   if (probeStatus < 200 || probeStatus >= 300 || bad) {
     return notMeasured(id, 'ms', `${what} answered HTTP ${probeStatus}${bad ? ` (${bad.non2xx} non-2xx, ${bad.errors} errors under load)` : ''}: not measured`);
   }
   const rps = Math.round(runs.reduce((s, r) => s + r.rps, 0) / runs.length);
   const f = figure(id, 'ms', runs.map((r) => r.p99), {
-    note: `${what} (${Math.round(bodyBytes / 1024)} KiB): p99 of ${CLIENTS} concurrent clients (autocannon, own process) for ${SECONDS_PER_RUN} s, ${runs.length} runs, ~${rps} req/s; ${HOSTS} simulated hosts, ${HOSTS * VMS_PER_HOST} VMs`,
+    note: `${what} (${Math.round(bodyBytes / 1024)} KiB, ${server}): p99 of ${CLIENTS} concurrent clients (autocannon, own process) for ${SECONDS_PER_RUN} s, ${runs.length} runs, ~${rps} req/s; ${HOSTS} simulated hosts, ${HOSTS * VMS_PER_HOST} VMs`,
   });
   return withTarget(f, { below: 50 });
 }
@@ -117,8 +110,8 @@ export const controllerGroup: Group = {
       }
 
       return [
-        p99Figure('controller.dashboard_p99_ms', dashboard, 'dashboard /', dashboardProbe, dashboardBytes),
-        p99Figure('controller.api_vms_p99_ms', apiVms, 'GET /api/vms (admin: every VM)', apiProbe, apiBytes),
+        p99Figure('controller.dashboard_p99_ms', dashboard, 'dashboard /', dashboardProbe, dashboardBytes, controller.what),
+        p99Figure('controller.api_vms_p99_ms', apiVms, 'GET /api/vms (admin: every VM)', apiProbe, apiBytes, controller.what),
         withTarget(figure('controller.rss_mb', 'MB', all.map((r) => r.maxRssMb), {
           note: `peak resident memory of the controller process during each load run (${HOSTS} hosts polled every 5 s, ${vmTotal} VMs)`,
         }), { below: 150 }),

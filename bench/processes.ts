@@ -5,6 +5,9 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
+import { hostTag, listDomains, removeDomain } from '../agent/libvirt.ts';
+import { networkName, removeNetwork } from '../agent/network.ts';
+import { skyhostCommand } from './discovery.ts';
 
 /** A free TCP port on loopback. */
 export function freePort(): Promise<number> {
@@ -30,6 +33,8 @@ export async function waitUntil(what: string, ms: number, check: () => Promise<b
 
 export interface SkyProcess {
   pid: number;
+  /** What runs: `dist/skyhost`, or node + sources when the binary is missing or stale. */
+  what: string;
   /** The last lines the process wrote on stderr (its log). */
   stderr(): string;
   /** Called with every complete stderr line. */
@@ -38,9 +43,10 @@ export interface SkyProcess {
   stop(): Promise<void>;
 }
 
-/** Starts `node appliance/main.ts ARGS` in `root` with SKYHOST_* `env`. */
+/** Starts `skyhost ARGS` (the built binary when fresh, else the sources) in `root` with SKYHOST_* `env`. */
 export function startSkyhost(root: string, args: string[], env: Record<string, string>): SkyProcess {
-  const child: ResultPromise = execa(path.join(root, 'node_modules', '.bin', 'node'), ['appliance/main.ts', ...args], {
+  const { cmd, pre, what } = skyhostCommand();
+  const child: ResultPromise = execa(cmd, [...pre, ...args], {
     cwd: root, env, reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe',
   });
   let tail = '';
@@ -57,6 +63,7 @@ export function startSkyhost(root: string, args: string[], env: Record<string, s
   void child.finally(() => { done = true; });
   return {
     pid: child.pid!,
+    what,
     stderr: () => tail,
     onLine: (fn) => { listeners.push(fn); },
     exited: () => done,
@@ -102,4 +109,58 @@ export async function startControllerProcess(root: string, env: Record<string, s
   }
   const secret = (name: string) => readFileSync(path.join(dataDir, 'secrets', name), 'utf8').trim();
   return { ...proc, url, dataDir, token: secret('admin-token'), joinToken: secret('join-token'), stop };
+}
+
+export interface AgentProcess extends SkyProcess {
+  url: string;
+  hostId: string;
+  /** The agent's bearer key (DATA/secrets/agent-key, or the one given). */
+  key: string;
+}
+
+/**
+ * `skyhost agent` on a free loopback port, enrolled with `controller`, logging JSON on stderr at
+ * `logLevel`; resolves once it answers /healthz.
+ */
+export async function startAgentProcess(root: string, o: { dataDir: string; hostId: string; controller: ControllerProcess; key: string; logLevel?: string }): Promise<AgentProcess> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const sshLow = 31000 + Math.floor(Math.random() * 900) * 10;
+  const proc = startSkyhost(root, [
+    'agent', '--data', o.dataDir, '--port', String(port), '--host-id', o.hostId, '--key', o.key,
+    '--controller', o.controller.url, '--join-token', o.controller.joinToken, '--ssh-ports', `${sshLow}-${sshLow + 9}`,
+  ], { SKYHOST_LISTEN: '127.0.0.1', SKYHOST_LOG_LEVEL: o.logLevel ?? 'warn', SKYHOST_LOG_FORMAT: 'json' });
+  try {
+    await waitUntil('the agent to answer /healthz', 60_000, async () => {
+      if (proc.exited()) throw new Error('agent exited');
+      return (await fetch(`${url}/healthz`)).ok;
+    });
+  } catch (err) {
+    const said = proc.stderr().trim().split('\n').slice(-2).join(' | ');
+    await proc.stop();
+    throw new Error(`${(err as Error).message}${said ? ` (agent said: ${said})` : ''}`);
+  }
+  return { ...proc, url, hostId: o.hostId, key: o.key };
+}
+
+/** Resident memory of process `pid` in MB, from /proc. */
+export function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : Number.NaN;
+}
+
+/** CPU seconds (user + system) process `pid` has used so far, from /proc (clock ticks of 1/100 s). */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Removes every libvirt domain and the NAT network an agent with `hostId` may have left. */
+export async function removeAgentLeftovers(hostId: string): Promise<void> {
+  const prefix = `sky-${hostTag(hostId)}-`;
+  for (const name of (await listDomains().catch(() => new Map<string, string>())).keys()) {
+    if (name.startsWith(prefix)) await removeDomain(name).catch(() => undefined);
+  }
+  await removeNetwork(networkName(hostId)).catch(() => undefined);
 }

@@ -3,7 +3,7 @@
 // SIGKILL and restart of the agent while the VM runs, five creates at once, a failure injected at
 // every create step, hostile input. Every libvirt object is named per run and removed in after hooks.
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { connect, createServer as createNetServer } from 'node:net';
 import os from 'node:os';
@@ -14,10 +14,10 @@ import { configSchema, defaults } from '../../appliance/config.ts';
 import { SkyError } from '../../appliance/errors.ts';
 import { run } from '../../appliance/exec.ts';
 import { ACCEL_MARKER, ensureDaemons, probeBootSector } from '../../appliance/hostsetup.ts';
-import { logger } from '../../appliance/log.ts';
+import { Logger } from '../../appliance/log.ts';
 import { hostTag, listDomains, removeDomain, virsh } from '../../agent/libvirt.ts';
 import { networkName, removeNetwork, reservations } from '../../agent/network.ts';
-import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { agentKey, startAgent, type RunningAgent } from '../../agent/service.ts';
 import { TemplateStore } from '../../agent/templates.ts';
 import { CREATE_STEPS, type CreateStep } from '../../agent/vms.ts';
 import { agentContract, HOSTILE_STRINGS, wsStatus } from '../support/agent-contract.ts';
@@ -26,6 +26,16 @@ import { freePort, waitForHttp } from '../support/net.ts';
 import { NODE, REPO } from '../support/netns.ts';
 
 const TEMPLATE = 'test-guest';
+
+/** The agents' log in these tests: errors only, and not the failures the tests inject on purpose. */
+class TestLog extends Logger {
+  override debug(): void {}
+  override info(): void {}
+  override warn(): void {}
+  override error(msg: string, fields?: Record<string, unknown>): void {
+    if ((fields?.err as { code?: string } | undefined)?.code !== 'injected_failure') super.error(msg, fields);
+  }
+}
 
 interface Site {
   hostId: string;
@@ -136,6 +146,18 @@ describe('host agent on real libvirt/QEMU', function () {
     guest = await buildTestGuest();
   });
 
+  it('should create the standalone key in DATA/secrets/agent-key (0600) once and keep it', async function () {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-agent-key-'));
+    try {
+      const first = await agentKey(dir);
+      expect(first.length).to.be.at.least(16);
+      expect(statSync(path.join(dir, 'secrets/agent-key')).mode & 0o777).to.equal(0o600);
+      expect(await agentKey(dir)).to.equal(first);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   describe('in-process agent', function () {
     let site: Site | undefined;
     let agent: RunningAgent | undefined;
@@ -146,7 +168,7 @@ describe('host agent on real libvirt/QEMU', function () {
       site = await newSite(guest, 'inproc');
       agent = await startAgent({
         config: siteConfig(site),
-        log: logger('agent-test'),
+        log: new TestLog('agent-test'),
         key,
         hostId: site.hostId,
         port: 0,
@@ -426,7 +448,7 @@ describe('host agent on real libvirt/QEMU', function () {
     it('should share the machine with a second agent that never sees or touches this one\'s VM', async function () {
       const other = await newSite(guest, 'other');
       const otherKey = randomBytes(16).toString('hex');
-      const b = await startAgent({ config: siteConfig(other), log: logger('agent-test-b'), key: otherKey, hostId: other.hostId, port: 0, listen: '127.0.0.1',
+      const b = await startAgent({ config: siteConfig(other), log: new TestLog('agent-test-b'), key: otherKey, hostId: other.hostId, port: 0, listen: '127.0.0.1',
         accel: { accel: 'tcg', reason: 'tests run under TCG' } });
       try {
         const bBase = `http://127.0.0.1:${b.port}`;

@@ -77,6 +77,20 @@ export function startSkyhost(root: string, args: string[], env: Record<string, s
   };
 }
 
+/** Waits for `url`/healthz; if the process dies or stays silent, `stop()`s it and throws with its last words. */
+async function healthy(what: string, proc: SkyProcess, url: string, ms: number, stop: () => Promise<void>): Promise<void> {
+  try {
+    await waitUntil(`the ${what} to answer /healthz`, ms, async () => {
+      if (proc.exited()) throw new Error(`${what} exited`);
+      return (await fetch(`${url}/healthz`)).ok;
+    });
+  } catch (err) {
+    const said = proc.stderr().trim().split('\n').slice(-2).join(' | ');
+    await stop();
+    throw new Error(`${(err as Error).message}${said ? ` (${what} said: ${said})` : ''}`);
+  }
+}
+
 export interface ControllerProcess extends SkyProcess {
   url: string;
   dataDir: string;
@@ -97,16 +111,7 @@ export async function startControllerProcess(root: string, env: Record<string, s
     await proc.stop();
     rmSync(dataDir, { recursive: true, force: true });
   };
-  try {
-    await waitUntil('the controller to answer /healthz', 30_000, async () => {
-      if (proc.exited()) throw new Error('controller exited');
-      return (await fetch(`${url}/healthz`)).ok;
-    });
-  } catch (err) {
-    const said = proc.stderr().trim().split('\n').slice(-2).join(' | ');
-    await stop();
-    throw new Error(`${(err as Error).message}${said ? ` (controller said: ${said})` : ''}`);
-  }
+  await healthy('controller', proc, url, 30_000, stop);
   const secret = (name: string) => readFileSync(path.join(dataDir, 'secrets', name), 'utf8').trim();
   return { ...proc, url, dataDir, token: secret('admin-token'), joinToken: secret('join-token'), stop };
 }
@@ -130,16 +135,7 @@ export async function startAgentProcess(root: string, o: { dataDir: string; host
     'agent', '--data', o.dataDir, '--port', String(port), '--host-id', o.hostId, '--key', o.key,
     '--controller', o.controller.url, '--join-token', o.controller.joinToken, '--ssh-ports', `${sshLow}-${sshLow + 9}`,
   ], { SKYHOST_LISTEN: '127.0.0.1', SKYHOST_LOG_LEVEL: o.logLevel ?? 'warn', SKYHOST_LOG_FORMAT: 'json' });
-  try {
-    await waitUntil('the agent to answer /healthz', 60_000, async () => {
-      if (proc.exited()) throw new Error('agent exited');
-      return (await fetch(`${url}/healthz`)).ok;
-    });
-  } catch (err) {
-    const said = proc.stderr().trim().split('\n').slice(-2).join(' | ');
-    await proc.stop();
-    throw new Error(`${(err as Error).message}${said ? ` (agent said: ${said})` : ''}`);
-  }
+  await healthy('agent', proc, url, 60_000, () => proc.stop());
   return { ...proc, url, hostId: o.hostId, key: o.key };
 }
 

@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../appliance/config.ts';
-import { Unavailable } from '../appliance/errors.ts';
+import { CommandFailed, Unavailable } from '../appliance/errors.ts';
 import { detectAccel, type AccelReport } from '../appliance/hostsetup.ts';
 import { close, listen } from '../appliance/http.ts';
 import type { Logger } from '../appliance/log.ts';
@@ -106,7 +106,12 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     log,
     ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
   });
-  const adopted = await vms.adopt();
+  const adopted = await vms.adopt().catch((err: unknown) => {
+    if (err instanceof CommandFailed) {
+      throw new Unavailable(`libvirt (qemu:///system) does not answer: start it with skyhost host setup (${err.message})`, err.details, 'libvirt_unavailable');
+    }
+    throw err;
+  });
   let discovery: Discovery | undefined;
   const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log, controller: () => discovery?.state() });
   await status.start();

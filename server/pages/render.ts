@@ -4,6 +4,7 @@
 // includes that same partial, so both answers come from one template.
 //
 //   render(req, res, { page: 'vms', partial: 'vm-list', title: 'My VMs', data: { vms } });
+import { gzipSync } from 'node:zlib';
 import Handlebars from 'handlebars';
 import type { ErrorRequestHandler, Request, Response } from 'express';
 import { assetKeys, readTextAsset } from '../../appliance/assets.ts';
@@ -93,8 +94,19 @@ export function render(req: Request, res: Response, view: View): void {
   res.setHeader('Vary', 'HX-Request');
   res.setHeader('Cache-Control', 'no-store');
   res.status(view.status ?? 200).type('html');
-  const partialHtml = view.partial && view.memo ? memoized(view.memo, () => template(`views/partials/${view.partial}.hbs`)(context)) : undefined;
+  const memo = view.partial && view.memo ? memoized(view.memo, () => template(`views/partials/${view.partial}.hbs`)(context)) : undefined;
+  const partialHtml = memo?.html;
   if (view.partial && isHtmx(req)) {
+    if (memo) {
+      // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
+      res.setHeader('Vary', 'HX-Request, Accept-Encoding');
+      if (req.acceptsEncodings('gzip') === 'gzip') {
+        memo.gz ??= gzipSync(memo.html, { level: 6 });
+        res.setHeader('Content-Encoding', 'gzip');
+        res.send(memo.gz);
+        return;
+      }
+    }
     res.send(partialHtml ?? template(`views/partials/${view.partial}.hbs`)(context));
     return;
   }
@@ -108,17 +120,22 @@ export function render(req: Request, res: Response, view: View): void {
   }));
 }
 
-const memos = new WeakMap<object, Map<string, { at: number; html: string }>>();
+interface Memo {
+  at: number;
+  html: string;
+  gz?: Buffer;
+}
+const memos = new WeakMap<object, Map<string, Memo>>();
 
-function memoized(memo: NonNullable<View['memo']>, make: () => string): string {
+function memoized(memo: NonNullable<View['memo']>, make: () => string): Memo {
   let scope = memos.get(memo.scope);
   if (!scope) memos.set(memo.scope, scope = new Map());
   const hit = scope.get(memo.key);
   const now = Date.now();
-  if (hit && now - hit.at < memo.ms) return hit.html;
-  const html = make();
-  scope.set(memo.key, { at: now, html });
-  return html;
+  if (hit && now - hit.at < memo.ms) return hit;
+  const fresh: Memo = { at: now, html: make() };
+  scope.set(memo.key, fresh);
+  return fresh;
 }
 
 const NAV = [

@@ -77,15 +77,15 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.fill('#pw-again', password);
     await page.click('#password-form button[type=submit]');
     await page.waitForURL(base + '/');
-    await page.waitForSelector('table.hosts >> text=lab-pc-1');
-    expect(await page.textContent('table.hosts')).to.contain('ready');
+    await page.waitForSelector('.tiles >> text=lab-pc-1');
+    expect(await page.textContent('.tiles')).to.contain('ready');
   });
 
   it('the dashboard fits a phone (375 px) without horizontal scroll', async () => {
     await page.screenshot({ path: path.join(SHOTS, 'dashboard-desktop.png'), fullPage: true });
     await page.setViewportSize({ width: 375, height: 812 });
     await page.reload();
-    await page.waitForSelector('table.hosts');
+    await page.waitForSelector('.tiles');
     const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
     await page.screenshot({ path: path.join(SHOTS, 'dashboard-phone.png'), fullPage: true });
     expect(overflow).to.be.at.most(0);
@@ -152,7 +152,9 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.click('#vm-form button[type=submit]');
     await page.waitForSelector('#vm-list tr[data-state=running] >> text=e2e-screen', { timeout: 90_000 });
     await page.click('#vm-list tr:has-text("e2e-screen") a:has-text("Console")');
-    await page.waitForSelector('#vnc-status.open', { timeout: 30_000 });
+    await page.waitForSelector('#vnc-status.open', { timeout: 30_000 }).catch(async (e: Error) => {
+      throw new Error(`${e.message}\nnoVNC status: ${await page.textContent('#vnc-status')}; browser errors: ${browser!.errors.join(' | ')}`);
+    });
     await page.waitForSelector('#vnc canvas');
     await page.waitForTimeout(3000);
     await page.screenshot({ path: path.join(SHOTS, 'vm-vnc.png'), fullPage: true });

@@ -110,8 +110,10 @@ describe('controller pages (HTTP)', function () {
     expect(part.text.trimStart()).to.match(/^<div id="vm-list"/);
     expect(part.text).to.not.contain('<html').and.not.contain('vm-form');
     expect(part.text).to.contain('alice-box');
-    const dash = await alice.get('/', { 'HX-Request': 'true' });
+    const dash = await alice.get('/', { 'HX-Request': 'true', 'accept-encoding': 'gzip' });
     expect(dash.text.trimStart()).to.match(/^<div id="dashboard"/);
+    expect(dash.headers.get('content-encoding')).to.equal('gzip'); // the polled partial, compressed once a second
+    expect(dash.headers.get('vary')).to.equal('HX-Request, Accept-Encoding');
   });
 
   it('re-renders the request form with 422, the messages inline and the input kept', async () => {

@@ -98,19 +98,28 @@ async function startVnc(box) {
   const status = document.getElementById('vnc-status');
   const { default: RFB } = await import('/static/vendor/novnc/core/rfb.js');
   let rfb;
+  let retry = 0;
+  let timer;
   const connect = () => {
-    if (rfb) rfb.disconnect();
+    clearTimeout(timer);
+    if (rfb) { rfb.removeEventListener('disconnect', onDisconnect); rfb.disconnect(); }
     box.replaceChildren();
     setStatus(status, 'connecting…', '');
     rfb = new RFB(box, socketUrl(box.dataset.socket));
     rfb.scaleViewport = true;
     rfb.resizeSession = false;
-    rfb.addEventListener('connect', () => setStatus(status, 'connected', 'open'));
-    rfb.addEventListener('disconnect', (e) => setStatus(status, e.detail.clean ? 'disconnected' : 'connection lost', 'closed'));
+    rfb.addEventListener('connect', () => { retry = 0; setStatus(status, 'connected', 'open'); });
+    rfb.addEventListener('disconnect', onDisconnect);
   };
+  // A VM that is still starting has no screen yet: try again, waiting longer each time.
+  function onDisconnect() {
+    const wait = Math.min(10, 2 ** retry++);
+    setStatus(status, `disconnected: retrying in ${wait} s`, 'closed');
+    timer = setTimeout(connect, wait * 1000);
+  }
   connect();
   document.getElementById('vnc-cad')?.addEventListener('click', () => rfb && rfb.sendCtrlAltDel());
-  document.getElementById('vnc-reconnect')?.addEventListener('click', connect);
+  document.getElementById('vnc-reconnect')?.addEventListener('click', () => { retry = 0; connect(); });
 }
 
 const terminal = document.getElementById('terminal');

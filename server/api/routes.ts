@@ -4,7 +4,7 @@ import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import { TemplateName, VmAction } from '../../agent/api.ts';
 import { Conflict, NotFound, Unauthorized, fromZod } from '../../appliance/errors.ts';
-import { EventQuery } from '../events/events.ts';
+import { EventQuery, type Event } from '../events/events.ts';
 import type { ControllerServices } from '../services.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import {
@@ -63,9 +63,9 @@ export function apiRoutes(services: ControllerServices): Router {
     const auth = authOf(res)!;
     res.json({ user: auth.user, ...(auth.session ? { csrfToken: auth.session.csrfToken } : {}) });
   });
-  r.post('/api/me/password', requireUser({ allowPasswordChange: true }), async (_req, res) => {
+  r.post('/api/me/password', requireUser({ allowPasswordChange: true }), async (req, res) => {
     const auth = authOf(res)!;
-    const body = parseBody(PasswordChange, _req.body);
+    const body = parseBody(PasswordChange, req.body);
     // A one-time password was just proven by signing in; any other change needs the current one.
     const current = auth.user.mustChangePassword && auth.via === 'session' ? undefined : body.currentPassword ?? '';
     const updated = await users.changePassword(auth.user.name, body.newPassword, {
@@ -232,7 +232,7 @@ export function apiRoutes(services: ControllerServices): Router {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
     res.write(': live events\n\n');
     const levels = ['debug', 'info', 'warn', 'error'];
-    const send = (e: import('../events/events.ts').Event) => {
+    const send = (e: Event) => {
       if (q.source && e.source !== q.source) return;
       if (q.hostId && e.hostId !== q.hostId) return;
       if (q.level && levels.indexOf(e.level) < levels.indexOf(q.level)) return;

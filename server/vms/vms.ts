@@ -58,7 +58,8 @@ interface Pending {
   settledAt?: number;
 }
 
-const VIEW_STATES_KEEP_ON_LOSS: ReadonlySet<VmState> = new Set(['error', 'creating']);
+/** Records kept when the host's list lacks the VM: an error stays until deleted, a create may still land. */
+const KEPT_WHEN_MISSING: ReadonlySet<VmState> = new Set(['error', 'creating']);
 
 function rowToVm(r: Row): VmRecord {
   return {
@@ -115,7 +116,7 @@ export class VmService {
       this.vms.set(vm.id, vm);
     }
     // One transaction per poll answer: one disk sync however many records change.
-    registry.on('status', (host, status, startedAt) => store.tx(() => this.reconcile(host, status.vmList, startedAt)));
+    registry.on('status', (host, status, startedAt) => store.tx(() => this.reconcile(host, status.vmList, startedAt, Date.parse(status.sampledAt))));
     registry.on('down', (host) => this.hostDown(host));
     registry.on('removed', (hostId) => this.hostRemoved(hostId));
   }
@@ -389,14 +390,22 @@ export class VmService {
 
   // ---- keeping records in step with the hosts ----
 
-  /** A poll answered: the agent's VM list wins over the records of that host. */
-  private reconcile(host: HostRecord, list: VmInfo[], pollStartedAt: number): void {
+  /**
+   * A poll answered: the agent's VM list wins over the records of that host. A placement stops
+   * counting as in flight once the host lists the VM and its sampled usage (memory, disk: sampled
+   * every few seconds, unlike the live VM list) is newer than the creation, or 15 s after it
+   * whatever the host's clock says.
+   */
+  private reconcile(host: HostRecord, list: VmInfo[], pollStartedAt: number, sampledAt: number): void {
     const seen = new Set<string>();
+    const now = Date.now();
     for (const info of list) {
       seen.add(info.id);
       const vm = this.vms.get(info.id);
       const p = this.pending.get(info.id);
-      if (p?.settledAt !== undefined && pollStartedAt > p.settledAt) this.pending.delete(info.id);
+      if (p?.settledAt !== undefined && pollStartedAt > p.settledAt && (sampledAt > p.settledAt || now - p.settledAt > 15_000)) {
+        this.pending.delete(info.id);
+      }
       if (vm) {
         if (vm.state === 'deleting') continue;
         if (vm.hostId !== host.id) this.update(vm, { hostId: host.id });
@@ -411,7 +420,7 @@ export class VmService {
       const p = this.pending.get(vm.id);
       if (p && (p.settledAt === undefined || pollStartedAt <= p.settledAt)) continue;
       if (vm.state === 'creating' && Date.now() - Date.parse(vm.createdAt) < 5 * 60_000) continue;
-      if (VIEW_STATES_KEEP_ON_LOSS.has(vm.state)) {
+      if (KEPT_WHEN_MISSING.has(vm.state)) {
         if (vm.state === 'creating') this.update(vm, { state: 'error', error: 'the host never reported this VM (creation was interrupted)' });
         continue;
       }

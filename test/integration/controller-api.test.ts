@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { configureLogging, logger } from '../../appliance/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { SimAgent } from '../support/sim-agent.ts';
+import { SimAgent, SimFleet } from '../support/sim-agent.ts';
 
 /** A port that was free a moment ago (a simulated agent restarts on it after being "down"). */
 async function freePort(): Promise<number> {
@@ -506,6 +506,39 @@ describe('controller API (in-process, simulated agents)', function () {
       expect(text).to.match(/^skyhost_vms\{state="running"\} \d+$/m);
       expect(text).to.match(/^skyhost_hosts\{state="ready"\} \d+$/m);
     });
+  });
+});
+
+describe('controller placement under a burst (in-flight reservations)', function () {
+  this.timeout(30_000);
+  let dir: string;
+  let ctl: RunningController;
+  let fleet: SimFleet;
+
+  before(async () => {
+    configureLogging({ out: () => {} });
+    dir = mkdtempSync(path.join(tmpdir(), 'skyhost-ctl-burst-'));
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false });
+    fleet = await SimFleet.start(3, () => ({ memoryMiB: 8192, threads: 8, hypervisor: 'tcg' }));
+    await fleet.enroll(ctl.url, ctl.services.secrets.joinToken);
+    await ctl.services.hosts.pollAll();
+  });
+
+  after(async () => {
+    await ctl?.stop();
+    await fleet?.stop();
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('12 simultaneous requests on 3 equal hosts land 4/4/4, with no poll in between', async () => {
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => fetch(`${ctl.url}/api/vms`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ctl.services.secrets.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ template: 'alpine', name: `burst-${i}`, memoryMiB: 512 }),
+    })));
+    expect(answers.map((a) => a.status)).to.deep.equal(Array(12).fill(201));
+    expect(fleet.agents.map((a) => a.vms.size)).to.deep.equal([4, 4, 4]);
   });
 });
 

@@ -72,9 +72,16 @@ export function startAdvertising(opts: AdvertiseOptions): Advertisement {
   if (lanIp) for (const s of services) onlyAddress(s, lanIp);
   for (const s of services) s.on('up', () => log.info(`advertising ${s.fqdn}`, { url: opts.url, lanIp }));
   if (!lanIp) log.warn('no LAN address found: advertising on every interface');
+  // The library drops a service silently when its probe finds the name taken: say so.
+  const watchdog = setTimeout(() => {
+    for (const s of services) {
+      if (!s.published) log.warn(`not advertised on mDNS: "${s.fqdn}" is in use by another machine on the LAN, or no default route`);
+    }
+  }, 5000);
+  watchdog.unref();
 
-  // The library re-announces at 1 s, 3 s, 9 s ... then stops; an agent that boots later and misses
-  // its own query's answer (packet loss) hears us at the next announcement.
+  // The library re-announces after 1 s, 3 s, 9 s ... (x3 up to ~36 min) then never again; an agent
+  // that missed the answer to its own query (packet loss) hears us at the next announcement.
   const mdns = (bonjour as unknown as { server: { mdns: { respond(r: unknown, cb?: () => void): void } } }).server.mdns;
   const timer = setInterval(() => {
     for (const s of services) if (s.published) mdns.respond(s.records());
@@ -86,6 +93,7 @@ export function startAdvertising(opts: AdvertiseOptions): Advertisement {
   const stop = (): Promise<void> => {
     stopping ??= new Promise<void>((resolve) => {
       clearInterval(timer);
+      clearTimeout(watchdog);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       const done = () => bonjour.destroy(() => resolve());

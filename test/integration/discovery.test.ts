@@ -142,6 +142,15 @@ describe('discovery over real multicast (network namespaces)', function () {
     expect(heard.filter((h) => h.from === lan.host('c3').ip).length).to.be.at.least(3);
   });
 
+  it('should not knock out a controller whose name is taken, and say so', async () => {
+    await procs.get('c3');
+    controller('c3', 'cluster-one');
+    await waitFor('c3 warns', () => /not advertised on mDNS: \\"SkyHost controller clustero\._skyhost\._tcp\.local\\" is in use/.test(logs.get('c3')!), 10_000);
+    const sky = await avahi.browse('_skyhost._tcp');
+    expect(sky.filter((x) => x.name === 'SkyHost controller clustero').map((x) => x.txt.find((t) => t.startsWith('url=')))).to.deep.equal([`url=http://${lan.host('c1').ip}:8080`]);
+    procs.get('c3')!.kill('SIGTERM');
+  });
+
   it('should follow its controller to a new address (same cluster, new TXT url)', async () => {
     procs.get('c1')!.kill('SIGTERM');
     await procs.get('c1');

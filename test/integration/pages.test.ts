@@ -8,6 +8,7 @@ import path from 'node:path';
 import { logger } from '../../appliance/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { createServices } from '../../server/services.ts';
+import { SimAgent } from '../support/sim-agent.ts';
 
 /** A browser-like client: keeps the session cookie, reads the CSRF token from pages. */
 class Client {
@@ -129,10 +130,22 @@ describe('controller pages (HTTP)', function () {
     expect(part.text).to.contain('value="Bad Name!"');
   });
 
-  it('shows the scheduler\'s answer when no host fits', async () => {
+  it('shows the scheduler\'s answer when no host fits, with a reason per host', async () => {
     const res = await alice.post('/vms', { template: 'guest', size: 'small', name: 'fits-nowhere' }, { 'HX-Request': 'true' });
     expect(res.status).to.equal(503);
     expect(res.text).to.contain('No host can take this VM').and.contain('value="fits-nowhere"');
+    // A small simulated host (the agent's contract stand-in): a large VM does not fit in its memory.
+    const small = await new SimAgent({ hostname: 'weak-pc', memoryMiB: 2048, threads: 2 }).start();
+    try {
+      await small.enroll(controller.url, controller.services.joinTokens.clusterToken());
+      await controller.services.hosts.pollAll();
+      const big = await alice.post('/vms', { template: 'alpine', size: 'large', name: 'too-big' }, { 'HX-Request': 'true' });
+      expect(big.status).to.equal(503);
+      expect(big.text).to.match(/<li><b>weak-pc<\/b>: needs 4096 MiB[^<]*free<\/li>/);
+    } finally {
+      controller.services.hosts.remove(small.hostId);
+      await small.stop();
+    }
   });
 
   it('keeps another user\'s VM page and actions out of reach (404)', async () => {

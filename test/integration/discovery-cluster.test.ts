@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { ResultPromise } from 'execa';
+import { ensureDaemons } from '../../appliance/hostsetup.ts';
 import { GiveUp, startAvahi, TestLan, waitFor } from '../support/netns.ts';
 
 const MAIN = 'appliance/main.ts';
@@ -54,6 +55,8 @@ describe('zero-config enrollment: real controller and agents across network name
       '--data', JSON.stringify(body), `http://${lan.host('c').ip}:8080${route}`])) as Record<string, string>;
 
   before(async () => {
+    // Agents start only with a libvirt that answers (they create no VM and no network here).
+    await ensureDaemons();
     tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-enroll-'));
     await lan.create();
     for (const h of ['c', 'a1', 'a2', 'a3', 'a5', 'a6', 'c2', 'a4']) await lan.addHost(h);

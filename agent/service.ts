@@ -126,7 +126,8 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   if (opts.enroll) {
     discovery = startDiscovery({
       dataDir, hostId, hostname: os.hostname(), agentKey: key, version: VERSION, agentPort: port, log,
-      controllerUrl: config.controllerUrl, agentUrl: config.agentUrl, joinToken: readJoinToken(config.joinToken), lanInterface: config.lanInterface,
+      // Listening on one address: that is our URL; on all: the address that reaches the controller.
+      controllerUrl: config.controllerUrl, agentUrl: urlHost === listenHost ? url : config.agentUrl, joinToken: readJoinToken(config.joinToken), lanInterface: config.lanInterface,
       browser: opts.browser,
     });
   }

@@ -93,6 +93,8 @@ export interface RegistryEvents {
 }
 
 export const MISSED_POLLS_FOR_DOWN = 3;
+/** A host that answered a poll this recently is up: another machine may not take its id. */
+const LIVE_MS = 20_000;
 
 function rowToHost(r: Row): HostRecord {
   return {
@@ -181,6 +183,13 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const trusted = req.joinToken !== undefined;
     const now = new Date().toISOString();
     const existing = this.hosts.get(req.hostId);
+    if (existing && existing.agentKey !== req.agentKey && existing.agentUrl !== req.agentUrl && existing.missedPolls === 0 &&
+      existing.lastSeen && Date.now() - Date.parse(existing.lastSeen) < LIVE_MS) {
+      // Another machine answers as this host right now: most likely a disk image cloned with its /etc/machine-id.
+      throw new SkyError(409, 'host_id_in_use', `host id ${req.hostId} belongs to ${existing.hostname} (${existing.agentUrl}), which is up: ` +
+        'give this machine its own id (systemd-machine-id-setup after clearing /etc/machine-id, or skyhost agent --host-id)',
+      { fields: [{ field: 'hostId', message: 'in use by another machine' }] });
+    }
     let state: HostState;
     if (!existing) {
       state = trusted ? 'ready' : 'pending';

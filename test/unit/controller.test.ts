@@ -147,6 +147,16 @@ describe('controller host registry: enrollment', () => {
     expect(registry.enroll(req({ agentKey: 'x'.repeat(20) })).state).to.equal('pending');
   });
 
+  it('given a second machine with the same id while the first is up, should refuse it (a cloned machine-id)', () => {
+    registry.enroll(req({ joinToken: 'shj_good_token' }));
+    const h = registry.record('pc-1')!;
+    h.lastSeen = new Date().toISOString();
+    expect(() => registry.enroll(req({ joinToken: 'shj_good_token', agentKey: 'c'.repeat(20), agentUrl: 'http://10.0.0.3:8081' })))
+      .to.throw('belongs to pc-1');
+    h.lastSeen = new Date(Date.now() - 60_000).toISOString(); // the first one is gone: a reinstall may take the id
+    expect(registry.enroll(req({ joinToken: 'shj_good_token', agentKey: 'c'.repeat(20), agentUrl: 'http://10.0.0.3:8081' })).state).to.equal('ready');
+  });
+
   it('should keep a drained host draining when it enrolls again', () => {
     registry.enroll(req({ joinToken: 'shj_good_token' }));
     registry.drain('pc-1');

@@ -20,7 +20,7 @@ export const User = z.object({
 });
 export type User = z.infer<typeof User>;
 
-export const ApiToken = z.object({ id: z.string(), label: z.string(), createdAt: z.string(), lastUsedAt: z.string().optional() });
+export const ApiToken = z.object({ id: z.string(), label: z.string(), createdAt: z.string() });
 export type ApiToken = z.infer<typeof ApiToken>;
 
 export interface Session {
@@ -213,7 +213,7 @@ export class Users {
 
   tokens(name: string): ApiToken[] {
     return this.store.all('SELECT * FROM api_tokens WHERE user_name = ? ORDER BY created_at', name).map((r) => ({
-      id: String(r.id), label: String(r.label), createdAt: String(r.created_at), ...(r.last_used_at ? { lastUsedAt: String(r.last_used_at) } : {}),
+      id: String(r.id), label: String(r.label), createdAt: String(r.created_at),
     }));
   }
 

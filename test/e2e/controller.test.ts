@@ -163,6 +163,25 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.waitForSelector('#vm-list >> text=e2e-screen', { state: 'detached', timeout: 60_000 });
     expect(agent!.vms.list()).to.deep.equal([]);
   });
+
+  it('the admin drains and undrains a host, the events page tails the log live, logout ends the session', async () => {
+    await page.goto(base + '/hosts');
+    await page.click('#host-list button:has-text("Drain")');
+    await page.waitForSelector('#host-list .badge.draining');
+    await page.click('#host-list button:has-text("Undrain")');
+    await page.waitForSelector('#host-list .badge.ready');
+    expect(await page.textContent('#install-cmd')).to.equal(`curl ${base}/install.sh | sudo sh`);
+    await page.goto(base + '/admin/events');
+    controller!.services.events.record({ source: 'e2e', level: 'warn', msg: 'a live event from the test' });
+    await page.waitForSelector('#event-log >> text=a live event from the test', { timeout: 10_000 });
+    await page.selectOption('#ev-level', 'error');
+    await page.waitForSelector('#event-log >> text=a live event from the test', { state: 'detached' });
+    expect(page.url()).to.contain('level=error');
+    await page.click('header button:has-text("Log out")');
+    await page.waitForURL('**/login');
+    await page.goto(base + '/vms');
+    expect(new URL(page.url()).pathname).to.equal('/login');
+  });
 });
 
 async function terminalText(page: Page): Promise<string> {

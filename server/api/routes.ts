@@ -176,8 +176,13 @@ export function apiRoutes(services: ControllerServices): Router {
       ...(typeof req.query.owner === 'string' ? { owner: req.query.owner } : {}),
     };
     if (Object.keys(filter).length > 0) return void res.json({ vms: vms.list(u, filter) });
+    // Pollers send the ETag back: nothing changed is a 304 without a body.
+    const tag = vms.listTag();
+    res.setHeader('ETag', tag);
+    res.setHeader('Cache-Control', 'private, no-cache');
+    res.setHeader('Vary', 'Accept-Encoding, Authorization, Cookie');
+    if (req.get('if-none-match') === tag) return void res.status(304).end();
     const gzip = /\bgzip\b/.test(req.get('accept-encoding') ?? '');
-    res.setHeader('Vary', 'Accept-Encoding');
     if (gzip) res.setHeader('Content-Encoding', 'gzip');
     res.type('application/json').send(vms.listJson(u, gzip));
   });

@@ -90,6 +90,8 @@ export interface RegistryEvents {
   down: [host: HostRecord];
   /** The host was removed from the registry. */
   removed: [hostId: string];
+  /** The host enrolled or changed its record (hostname, URL, key, state). */
+  enrolled: [host: HostRecord];
 }
 
 export const MISSED_POLLS_FOR_DOWN = 3;
@@ -236,6 +238,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
       record.drained ? 1 : 0);
     this.hosts.set(record.id, record);
+    this.emit('enrolled', record);
     this.log.info(existing ? `host ${record.hostname} enrolled again (${state})` : `host ${record.hostname} enrolled (${state})`,
       { hostId: record.id, url: record.agentUrl });
     return answer;

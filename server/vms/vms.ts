@@ -119,6 +119,8 @@ export class VmService {
     registry.on('status', (host, status, startedAt) => store.tx(() => this.reconcile(host, status.vmList, startedAt, Date.parse(status.sampledAt))));
     registry.on('down', (host) => this.hostDown(host));
     registry.on('removed', (hostId) => this.hostRemoved(hostId));
+    // VM views carry their host's name: a renamed host makes cached lists stale.
+    registry.on('enrolled', () => this.version++);
   }
 
   // ---- reading ----
@@ -155,6 +157,11 @@ export class VmService {
     if (!gzip) return hit.json;
     hit.gzip ??= gzipSync(hit.json, { level: 6 });
     return hit.gzip;
+  }
+
+  /** Changes whenever any VM record changes: an ETag for lists (`"vms-<n>"`). */
+  listTag(): string {
+    return `"vms-${this.version}"`;
   }
 
   /** A VM `user` may see, or a 404 (also for another user's VM: its existence is not disclosed). */

@@ -207,8 +207,14 @@ describe('controller API (in-process, simulated agents)', function () {
       expect((await call('DELETE', `/api/vms/${id}`, { token: bob })).status).to.equal(404);
       expect((await call('POST', `/api/vms/${id}/reboot`, { token: bob })).status).to.equal(404);
       expect((await call('GET', '/api/vms', { token: bob })).json.vms).to.deep.equal([]);
-      const all = (await call('GET', '/api/vms', { token: adminToken })).json.vms;
-      expect(all.map((v: any) => v.id)).to.include(id);
+      const all = await call('GET', '/api/vms', { token: adminToken });
+      expect(all.json.vms.map((v: any) => v.id)).to.include(id);
+      // a poller with the list's ETag gets 304 until a VM changes
+      const etag = all.headers.get('etag')!;
+      expect((await call('GET', '/api/vms', { token: adminToken, headers: { 'if-none-match': etag } })).status).to.equal(304);
+      const zipped = await fetch(`${base}/api/vms`, { headers: { authorization: `Bearer ${adminToken}`, 'accept-encoding': 'gzip' } });
+      expect(zipped.headers.get('content-encoding')).to.equal('gzip');
+      expect(((await zipped.json()) as any).vms).to.have.length(all.json.vms.length);
     });
 
     it('an Idempotency-Key makes a retry return the first answer, not a second VM', async () => {

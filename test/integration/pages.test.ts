@@ -81,6 +81,10 @@ describe('controller pages (HTTP)', function () {
     const res = await new Client(controller.url).get('/vms');
     expect(res.status).to.equal(303);
     expect(res.headers.get('location')).to.equal('/login?next=%2Fvms');
+    // An htmx poll whose session ended lands on the login page as a whole page, not inside the polled element.
+    const hx = await new Client(controller.url).get('/login?next=%2F', { 'HX-Request': 'true' });
+    expect(hx.headers.get('hx-redirect')).to.equal('/login?next=%2F');
+    expect(hx.text).to.equal('');
     const login = await new Client(controller.url).get('/login');
     expect(login.status).to.equal(200);
     expect(login.text).to.contain('<form id="login-form"').and.contain('/static/vendor/htmx.min.js');

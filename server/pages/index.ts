@@ -15,7 +15,7 @@ import { Password, UserName } from '../users/users.ts';
 import { adminPages } from './admin.ts';
 import { dashboardData } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
-import { isHtmx, pageErrors, render } from './render.ts';
+import { isHtmx, pageErrors, precompileViews, render } from './render.ts';
 import { vmPages } from './vms.ts';
 
 export interface PageOptions {
@@ -24,6 +24,7 @@ export interface PageOptions {
 
 /** Every page route, with its own HTML error handler (the API keeps its JSON errors). Mount after the body parsers, `authenticate` and `csrfProtect`. */
 export function pageRouter(services: ControllerServices, opts: PageOptions): Router {
+  precompileViews();
   const r = express.Router();
   r.use(viewer);
 

@@ -64,13 +64,6 @@ function loadPartials(): void {
   }
 }
 
-/** Forgets compiled templates (tests that edit views; development restarts do the same). */
-export function clearTemplateCache(): void {
-  compiled.clear();
-  partialsLoaded = false;
-  for (const name of Object.keys(hbs.partials)) hbs.unregisterPartial(name);
-}
-
 /** Compiles every view now, so a broken template fails at start and the first request is fast. */
 export function precompileViews(): number {
   let n = 0;

@@ -207,7 +207,14 @@ describe('controller pages (HTTP)', function () {
     await controller.services.users.authenticate('carol', 'new-carol-pass');
     expect((await admin.post('/admin/users/registration', { on: 'true' })).status).to.equal(303);
     expect(controller.services.users.selfRegistration()).to.equal(true);
-    expect((await new Client(controller.url).get('/login')).text).to.contain('id="register-form"');
+    const newcomer = new Client(controller.url);
+    expect((await newcomer.get('/login')).text).to.contain('id="register-form"');
+    const taken = await newcomer.post('/register', { name: 'alice', password: 'whatever-123' });
+    expect(taken.status).to.equal(409);
+    expect(taken.text).to.contain('value="alice"');
+    const joined = await newcomer.post('/register', { name: 'dave', password: 'dave-pass-12' });
+    expect(joined.status).to.equal(303);
+    expect((await newcomer.get('/vms')).status).to.equal(200);
     expect((await admin.post('/admin/users/carol/delete', {})).status).to.equal(303);
     expect(controller.services.users.get('carol')).to.equal(undefined);
   });

@@ -7,6 +7,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
+import { networkName, removeNetwork } from '../../agent/network.ts';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
 import { defaults } from '../../appliance/config.ts';
 import { logger } from '../../appliance/log.ts';
@@ -21,7 +22,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
   this.timeout(240_000);
   const log = logger('e2e');
   const work = mkdtempSync(path.join(tmpdir(), 'skyhost-e2e-'));
-  const hostId = `e2e-${process.pid}`;
+  const hostId = 'e2e-controller-pages';
   let agent: RunningAgent | undefined;
   let controller: RunningController | undefined;
   let browser: TestBrowser | undefined;
@@ -63,6 +64,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch(() => {});
       await agent.stop().catch(() => {});
     }
+    await removeNetwork(networkName(hostId)).catch(() => {});
     rmSync(work, { recursive: true, force: true });
   });
 

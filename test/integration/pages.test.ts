@@ -117,6 +117,7 @@ describe('controller pages (HTTP)', function () {
     expect(part.text).to.contain('alice-box');
     const dash = await alice.get('/', { 'HX-Request': 'true', 'accept-encoding': 'gzip' });
     expect(dash.text.trimStart()).to.match(/^<div id="dashboard"/);
+    expect(dash.text).to.not.contain('Recent events'); // the event log is the admin's
     expect(dash.headers.get('content-encoding')).to.equal('gzip'); // the polled partial, compressed once a second
     expect(dash.headers.get('vary')).to.equal('HX-Request, Accept-Encoding');
   });

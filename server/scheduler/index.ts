@@ -82,6 +82,7 @@ export interface Placed {
   /** 0..100, higher is better for the chosen policy. */
   score: number;
   explanation: string;
+  /** Built when first read, from the hosts as they are then: read it before the registry updates them. */
   rejected: Rejection[];
 }
 

@@ -2,6 +2,7 @@
 // poll, no feasibility, no in-flight count) on the same request streams, and its raw speed.
 import { place, placeOriginal, type InFlight, type PlacementRequest, type SchedulerHost } from '../server/scheduler/index.ts';
 import type { Group } from './group.ts';
+import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { figure, median, msSince, withTarget } from './stats.ts';
 
@@ -134,7 +135,8 @@ export function thousandHosts(seed = 1): { hosts: SchedulerHost[]; inFlight: InF
   const rand = prng(seed);
   const hosts: SchedulerHost[] = [];
   for (let i = 0; i < 1000; i++) {
-    const h = simHost(`host-${String(i).padStart(4, '0')}`, [4096, 8192, 16384, 32768][Math.floor(rand() * 4)]!,
+    // Ids as real hosts have them: a 32-hex-digit /etc/machine-id.
+    const h = simHost(createHash('md5').update(`host-${i}`).digest('hex'), [4096, 8192, 16384, 32768][Math.floor(rand() * 4)]!,
       [2, 4, 8, 16][Math.floor(rand() * 4)]!, rand() < 0.7, rand() < 0.9 ? ['alpine', 'desktop', 'debian'] : ['debian']);
     const fillTo = rand() * 0.8;
     while ((h.vmMiB + 512) / h.memMiB < fillTo) land(h, ALPINE);

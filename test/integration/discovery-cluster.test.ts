@@ -113,6 +113,18 @@ describe('zero-config enrollment: real controller and agents across network name
     await waitFor('a2 ready at its new address', async () => (await statesOf())['id-a2'] === 'ready', 20_000, 250);
   });
 
+  it('should update the record of a host reinstalled with the same id (new key, no memory) and the join token', async () => {
+    procs.get('a1')!.kill('SIGKILL');
+    await procs.get('a1');
+    rmSync(path.join(tmp, 'a1'), { recursive: true, force: true });
+    startAgent('a1', secret('c', 'join-token'));
+    await waitFor('a1 back', async () => (await agentStatus('a1')).controller?.state === 'ready', 30_000, 250);
+    const list = await hosts();
+    expect(list.filter((h) => h.id === 'id-a1')).to.have.length(1);
+    expect(list).to.have.length(3);
+    expect((await statesOf())['id-a1']).to.equal('ready');
+  });
+
   it('should let a single-use token enroll one host and refuse it to the next with the reason', async () => {
     const t = await admin('POST', '/api/join-tokens', { ttlMinutes: 30, label: 'room 12' });
     startAgent('a5', t.token);

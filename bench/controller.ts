@@ -46,7 +46,7 @@ function p99Figure(id: string, runs: LoadRun[], what: string, probeStatus: numbe
   }
   const rps = Math.round(runs.reduce((s, r) => s + r.rps, 0) / runs.length);
   const f = figure(id, 'ms', runs.map((r) => r.p99), {
-    note: `${what} (${Math.round(bodyBytes / 1024)} KiB, ${server}): p99 of ${CLIENTS} concurrent clients (autocannon, own process) for ${SECONDS_PER_RUN} s, ${runs.length} runs, ~${rps} req/s; ${HOSTS} simulated hosts, ${HOSTS * VMS_PER_HOST} VMs`,
+    note: `${what} (${Math.round(bodyBytes / 1024)} KiB, ${server}): p99 of ${CLIENTS} concurrent clients (autocannon, own process) for ${SECONDS_PER_RUN} s, ${runs.length} runs, ~${rps} req/s (so ${Math.round((1000 * CLIENTS) / rps)} ms mean by Little's law); ${HOSTS} simulated hosts, ${HOSTS * VMS_PER_HOST} VMs`,
   });
   return withTarget(f, { below: 50 });
 }

@@ -47,6 +47,30 @@ describe('bench statistics', () => {
   });
 });
 
+describe('bench registry', () => {
+  // DESIGN §9 (contract): every one of these ids is reported, a number or null with the reason.
+  const DESIGN_IDS = [
+    'binary.size_mb', 'binary.startup_ms', 'clone.overlay_ms', 'clone.full_copy_ms',
+    'scheduler.decisions_per_s_1000_hosts', 'scheduler.burst_max_minus_min', 'scheduler.fill_pct', 'scheduler.fill_pct_seed_baseline',
+    'controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb',
+    'agent.status_p50_ms', 'agent.idle_rss_mb', 'agent.idle_cpu_pct',
+    'vm.request_to_running_ms', 'vm.request_to_console_ms', 'vm.overhead_ms',
+    'discovery.enroll_ms', 'iso.remaster_s', 'iso.copy_s',
+  ];
+
+  it('should list every id of DESIGN §9 in a group named by the id\'s first part, each group once', async () => {
+    const { GROUPS } = await import('../../bench/groups.ts');
+    const names = GROUPS.map((g) => g.name);
+    expect(new Set(names).size).to.equal(names.length);
+    for (const id of DESIGN_IDS) {
+      const group = GROUPS.find((g) => g.name === id.split('.')[0]);
+      expect(group, id).to.exist;
+      expect(group!.ids.map(([i]) => i), id).to.include(id);
+    }
+    for (const g of GROUPS) for (const [id] of g.ids) expect(id.startsWith(`${g.name}.`), id).to.equal(true);
+  });
+});
+
 describe('bench targets', () => {
   const f = (value: number | null): Figure => ({ id: 'x.y', value, unit: 'ms', note: 'n' });
   it('should say a target is met or missed, and by how much', () => {

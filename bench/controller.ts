@@ -96,6 +96,7 @@ export const controllerGroup: Group = {
 
       // A class of 30 pressing "Request VM" at once, 3 times.
       const bursts: number[] = [];
+      const distinctHosts: number[] = [];
       for (let b = 0; b < 3; b++) {
         const t0 = process.hrtime.bigint();
         const answers = await Promise.all(Array.from({ length: 30 }, (_, i) => fetch(`${url}/api/vms`, {
@@ -107,6 +108,8 @@ export const controllerGroup: Group = {
         bursts.push(msSince(t0));
         const bad = answers.filter((a) => a.status !== 201 && a.status !== 202);
         if (bad.length > 0) throw new Error(`class burst: ${bad.length} of 30 requests answered ${bad[0]!.status}: ${await bad[0]!.text()}`);
+        const hostsUsed = new Set(await Promise.all(answers.map(async (a) => String(((await a.json()) as { host?: unknown }).host))));
+        distinctHosts.push(hostsUsed.size);
       }
 
       return [
@@ -116,7 +119,7 @@ export const controllerGroup: Group = {
           note: `peak resident memory of the controller process during each load run (${HOSTS} hosts polled every 5 s, ${vmTotal} VMs)`,
         }), { below: 150 }),
         figure('controller.class_burst_30_ms', 'ms', bursts, {
-          note: '30 POST /api/vms at once (a class pressing "Request VM"), until the last answer; simulated agents answer at once, so this is the controller\'s own cost',
+          note: `30 POST /api/vms at once (a class pressing "Request VM"), until the last answer; simulated agents answer at once, so this is the controller's own cost; the 30 VMs landed on ${Math.min(...distinctHosts)}-${Math.max(...distinctHosts)} distinct hosts of ${HOSTS}`,
         }),
       ];
     } finally {

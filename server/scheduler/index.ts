@@ -155,7 +155,7 @@ export function place(
 
   if (best < 0) {
     const counts = new Map<RejectReason, number>();
-    for (const code of codes) counts.set(REASONS[code]!, (counts.get(REASONS[code]!) ?? 0) + 1);
+    for (const code of codes) if (code !== 0) counts.set(REASONS[code]!, (counts.get(REASONS[code]!) ?? 0) + 1);
     const summary = [...counts].map(([reason, n]) => `${n} ${reason}`).join(', ');
     return {
       ok: false,

@@ -5,7 +5,7 @@ import type { Command, CommandContext } from '../appliance/cli.ts';
 import { untilSignal } from '../appliance/http.ts';
 import { logger } from '../appliance/log.ts';
 import { VERSION } from '../appliance/version.ts';
-import { lanAddress } from '../agent/discovery.ts';
+import { lanAddress } from '../agent/mdns.ts';
 import { startAgent, type RunningAgent } from '../agent/service.ts';
 import { startController, type RunningController } from './controller.ts';
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';

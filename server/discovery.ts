@@ -3,7 +3,7 @@
 // goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
 import { Bonjour, type Service } from 'bonjour-service';
 import type { Logger } from '../appliance/log.ts';
-import { lanAddress, quietErrors, SERVICE_TYPE, TXT_VERSION } from '../agent/discovery.ts';
+import { lanAddress, quietErrors, SERVICE_TYPE, TXT_VERSION } from '../agent/mdns.ts';
 
 export interface AdvertiseOptions {
   clusterId: string;

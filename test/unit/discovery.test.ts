@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { chooseController, defaultRouteIfaces, parseAd, pickLanAddress, readJoinToken, type ControllerAd } from '../../agent/discovery.ts';
+import { chooseController, readJoinToken } from '../../agent/discovery.ts';
+import { defaultRouteIfaces, parseAd, pickLanAddress, type ControllerAd } from '../../agent/mdns.ts';
 import { advertisedUrl, instanceName } from '../../server/discovery.ts';
 
 const ad = (clusterId: string, name = `SkyHost controller ${clusterId}`, url = `http://10.0.0.${clusterId.length}:8080`): ControllerAd => ({ name, clusterId, url });

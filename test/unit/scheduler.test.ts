@@ -166,6 +166,14 @@ describe('scheduler', () => {
       expect(p.rejected).to.equal(p.rejected, 'built once');
     });
 
+    it('should sum up the reasons when no host fits', () => {
+      const hosts = [host({ id: 'a', state: 'pending' }), host({ id: 'b', hypervisor: 'tcg' }), host({ id: 'c', freeMiB: 1000 }), host({ id: 'd', freeMiB: 1500 })];
+      const p = place(desktop(), hosts);
+      expect(p.ok).to.equal(false);
+      expect(p.explanation).to.equal('no host fits 2 vCPU / 2048 MiB / 10 GiB of "desktop": 1 not-ready, 1 no-kvm, 2 memory');
+      expect(p.rejected.map((r) => r.host)).to.deep.equal(['a', 'b', 'c', 'd']);
+    });
+
     it('should answer "no host fits" for an empty cluster, without throwing', () => {
       const p = place(alpine(), []);
       expect(p).to.deep.equal({ ok: false, host: null, explanation: 'no host fits: the cluster has no hosts yet', rejected: [] });

@@ -20,7 +20,7 @@ import { ClusterId, lanAddress, parseAd, quietErrors, SERVICE_TYPE, type Control
 
 export { lanAddress } from './mdns.ts';
 
-/** Where the USB installer leaves the join token. */
+/** A join token left in a file. (The USB installer puts `joinToken` in /etc/skyhost/config.yaml, read as config.) */
 export const JOIN_TOKEN_FILE = '/etc/skyhost/join-token';
 
 /** What `/status` shows under `controller` (HostStatus.controller in agent/api.ts). */
@@ -90,7 +90,7 @@ export function localAddressTowards(url: string): Promise<string | undefined> {
   });
 }
 
-/** The join token: `--join-token` / config `joinToken`, else the file the USB installer wrote. */
+/** The join token: `--join-token` / config `joinToken`, else JOIN_TOKEN_FILE. */
 export function readJoinToken(configured: string | undefined, file = JOIN_TOKEN_FILE): string | undefined {
   if (configured) return configured;
   try {

@@ -82,6 +82,8 @@ export class VmManager {
   private readonly locks = new Map<string, Promise<unknown>>();
   private network: Promise<VmNetwork> | undefined;
   private readonly qemu = qemuOwner();
+  private refreshedAt = 0;
+  private refreshing: Promise<void> | undefined;
   /** Timings of the last successful create. */
   lastCreate: CreateTimings | undefined;
 
@@ -161,11 +163,21 @@ export class VmManager {
     }
   }
 
+  /** States younger than `maxAgeMs` are kept; else one refresh (shared by callers arriving together). */
+  async refreshIfOlder(maxAgeMs: number): Promise<void> {
+    if (performance.now() - this.refreshedAt < maxAgeMs) return;
+    this.refreshing ??= this.refresh().finally(() => (this.refreshing = undefined));
+    await this.refreshing;
+  }
+
   /** Re-reads every VM's state from libvirt (one `virsh list`); VMs whose domain vanished are dropped. */
   async refresh(): Promise<void> {
+    this.refreshedAt = performance.now();
+    // Only VMs settled before the list was taken: one whose create ends meanwhile is not in it yet.
+    const settled = new Set([...this.vms].filter(([, vm]) => vm.state !== 'creating' && vm.state !== 'deleting').map(([id]) => id));
     const domains = await listDomains();
     for (const [id, vm] of this.vms) {
-      if (vm.state === 'creating' || vm.state === 'deleting') continue;
+      if (!settled.has(id) || vm.state === 'creating' || vm.state === 'deleting') continue;
       const state = domains.get(domainName(this.deps.hostId, id));
       if (state === undefined) {
         if (vm.state === 'error') continue;

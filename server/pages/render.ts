@@ -4,6 +4,7 @@
 // includes that same partial, so both answers come from one template.
 //
 //   render(req, res, { page: 'vms', partial: 'vm-list', title: 'My VMs', data: { vms } });
+import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import Handlebars from 'handlebars';
 import type { ErrorRequestHandler, Request, Response } from 'express';
@@ -87,9 +88,16 @@ export function render(req: Request, res: Response, view: View): void {
   res.setHeader('Vary', 'HX-Request');
   res.setHeader('Cache-Control', 'no-store');
   res.status(view.status ?? 200).type('html');
-  const memo = view.partial && view.memo ? memoized(view.memo, () => template(`views/partials/${view.partial}.hbs`)(context)) : undefined;
+  const renderPartial = () => stamp(template(`views/partials/${view.partial}.hbs`)(context));
+  const memo = view.partial && view.memo ? memoized(view.memo, renderPartial) : undefined;
   const partialHtml = memo?.html;
   if (view.partial && isHtmx(req)) {
+    const part = memo ?? renderPartial();
+    // A poll of a partial the browser already shows gets 204 (htmx swaps nothing).
+    if (req.method === 'GET' && res.statusCode === 200 && req.get('X-SkyHost-Version') === part.version) {
+      res.status(204).end();
+      return;
+    }
     if (memo) {
       // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
       res.setHeader('Vary', 'HX-Request, Accept-Encoding');
@@ -100,7 +108,7 @@ export function render(req: Request, res: Response, view: View): void {
         return;
       }
     }
-    res.send(partialHtml ?? template(`views/partials/${view.partial}.hbs`)(context));
+    res.send(part.html);
     return;
   }
   const body = template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml });
@@ -113,20 +121,31 @@ export function render(req: Request, res: Response, view: View): void {
   }));
 }
 
-interface Memo {
-  at: number;
+interface Rendered {
   html: string;
+  /** A short hash of `html`; the browser sends it back with its next poll (skyhost.js). */
+  version: string;
+}
+
+/** Puts `data-version` on the partial's root element. */
+function stamp(html: string): Rendered {
+  const version = createHash('sha1').update(html).digest('base64url').slice(0, 16);
+  return { html: html.replace(/^(\s*<[a-z][^>]*?)(\/?>)/i, `$1 data-version="${version}"$2`), version };
+}
+
+interface Memo extends Rendered {
+  at: number;
   gz?: Buffer;
 }
 const memos = new WeakMap<object, Map<string, Memo>>();
 
-function memoized(memo: NonNullable<View['memo']>, make: () => string): Memo {
+function memoized(memo: NonNullable<View['memo']>, make: () => Rendered): Memo {
   let scope = memos.get(memo.scope);
   if (!scope) memos.set(memo.scope, scope = new Map());
   const hit = scope.get(memo.key);
   const now = Date.now();
   if (hit && now - hit.at < memo.ms) return hit;
-  const fresh: Memo = { at: now, html: make() };
+  const fresh: Memo = { at: now, ...make() };
   scope.set(memo.key, fresh);
   return fresh;
 }

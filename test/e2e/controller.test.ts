@@ -37,6 +37,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42000-42099' },
       log: log.child({ side: 'agent' }), hostId, port: 0, listen: '127.0.0.1', key: 'e2e-agent-key-0123456789',
     });
+    for (const vm of agent.vms.list()) await agent.vms.delete(vm.id); // left by an earlier run that was killed
     await agent.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
     await agent.templates.import({ name: 'guest-vnc', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox on a screen', minMemoryMiB: 256, console: 'vnc' });
     controller = await startController({

@@ -120,6 +120,12 @@ describe('controller pages (HTTP)', function () {
     expect(dash.text).to.not.contain('Recent events'); // the event log is the admin's
     expect(dash.headers.get('content-encoding')).to.equal('gzip'); // the polled partial, compressed once a second
     expect(dash.headers.get('vary')).to.equal('HX-Request, Accept-Encoding');
+    // The next poll of an unchanged partial is a 204 with nothing to swap.
+    const version = /data-version="([^"]+)"/.exec(part.text)![1]!;
+    const same = await alice.get('/vms', { 'HX-Request': 'true', 'X-SkyHost-Version': version });
+    expect(same.status).to.equal(204);
+    expect(same.text).to.equal('');
+    expect((await alice.get('/vms', { 'HX-Request': 'true', 'X-SkyHost-Version': 'stale' })).status).to.equal(200);
   });
 
   it('re-renders the request form with 422, the messages inline and the input kept', async () => {

@@ -51,6 +51,12 @@
       setTimeout(function () { if (note && note.parentNode) note.remove(); }, 8000);
     }
   });
+  // A polled partial says which version it is; the controller answers 204 (nothing to swap) while it is current.
+  document.addEventListener('htmx:configRequest', function (ev) {
+    var elt = ev.detail && ev.detail.elt;
+    var version = elt && elt.getAttribute && elt.getAttribute('data-version');
+    if (version && ev.detail.verb === 'get') ev.detail.headers['X-SkyHost-Version'] = version;
+  });
   // A lost connection shows once instead of failing silently.
   document.addEventListener('htmx:sendError', function () {
     var flash = document.getElementById('flash');

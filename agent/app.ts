@@ -97,11 +97,15 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   };
   app.post('/start-vm', createVm);
   app.post('/vms', createVm);
-  app.get('/vms', (_req, res) => {
+  // a VM may have powered itself off since the last background sample: states here are at most 1 s old
+  app.get('/vms', async (_req, res) => {
+    await vms.refreshIfOlder(1000).catch(() => undefined);
     res.json(vms.list());
   });
-  app.get('/vms/:id', (req, res) => {
-    res.json(vms.get(vmIdParam(req)));
+  app.get('/vms/:id', async (req, res) => {
+    const id = vmIdParam(req);
+    await vms.refreshIfOlder(1000).catch(() => undefined);
+    res.json(vms.get(id));
   });
   app.delete('/vms/:id', async (req, res) => {
     await vms.delete(vmIdParam(req));

@@ -491,6 +491,20 @@ describe('host agent on real libvirt/QEMU', function () {
       expect(await readBanner(vm.ssh.port)).to.equal(GUEST_BANNER);
     });
 
+    it('should notice at once a VM powered off from inside, and start it again with its console', async function () {
+      const from = consoleSession!.output.length;
+      consoleSession!.send('poweroff -f\n');
+      let state = '';
+      for (let i = 0; i < 40 && state !== 'shutoff'; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        state = (await api(base, key, 'GET', `/vms/${vm.id}`)).body.state;
+      }
+      expect(state).to.equal('shutoff');
+      const on = await api(base, key, 'POST', `/vms/${vm.id}/start`);
+      expect(on.body.state).to.equal('running');
+      await consoleSession!.waitFor(/SKYGUEST-READY/, 90_000, from);
+    });
+
     it('should shut the VM down through ACPI', async function () {
       const a = await api(base, key, 'POST', `/vms/${vm.id}/shutdown`, { timeoutSeconds: 60 });
       expect(a.status, JSON.stringify(a.body)).to.equal(200);

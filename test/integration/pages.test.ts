@@ -229,7 +229,17 @@ describe('controller pages (HTTP)', function () {
   it('renders the hosts, templates and events pages; the events filter keeps its choice', async () => {
     const hosts = await admin.get('/hosts');
     expect(hosts.text).to.contain('/install.sh | sudo sh').and.contain(controller.services.joinTokens.clusterToken());
-    expect((await admin.get('/templates')).status).to.equal(200);
+    expect((await admin.get('/templates')).text).to.contain('id="template-form"');
+    expect((await alice.get('/templates')).text).to.not.contain('id="template-form"');
+    const bad = await admin.post('/templates', { name: 'Alpine!', url: 'ftp://x', sha256: 'abc', os: '' }, { 'HX-Request': 'true' });
+    expect(bad.status).to.equal(422);
+    expect(bad.text.trimStart()).to.match(/^<form id="template-form"/);
+    expect(bad.text).to.contain('value="Alpine!"').and.contain('value="ftp://x"').and.contain('64 lowercase hex digits');
+    const nohost = await admin.post('/templates', { name: 'alpine', url: 'http://files.lan/a.qcow2', sha256: 'a'.repeat(64) }, { 'HX-Request': 'true' });
+    expect(nohost.status).to.equal(503);
+    expect(nohost.text).to.contain('no host is ready');
+    expect((await admin.post('/templates/nothere/delete', {}, { 'HX-Request': 'true' })).status).to.equal(404);
+    expect((await alice.post('/templates/nothere/delete', {})).status).to.equal(403);
     const events = await admin.get('/admin/events?level=warn&source=vms');
     expect(events.status).to.equal(200);
     expect(events.text).to.contain('<option value="warn" selected>');

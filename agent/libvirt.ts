@@ -76,6 +76,8 @@ export interface VmRecord {
   mac: string;
   ip: string;
   sshPort?: number;
+  /** The user cloud-init made for the request's SSH key (absent: no key was given). */
+  sshUser?: string;
   console: 'serial' | 'vnc';
   network: string;
   createdAt: string;
@@ -84,7 +86,7 @@ export interface VmRecord {
 
 const RECORD_FIELDS: (keyof VmRecord)[] = [
   'hostId', 'dataDir', 'id', 'name', 'owner', 'template', 'vcpus', 'memoryMiB', 'diskGiB', 'mac', 'ip', 'sshPort',
-  'console', 'network', 'createdAt', 'expiresAt',
+  'sshUser', 'console', 'network', 'createdAt', 'expiresAt',
 ];
 const NUMBER_FIELDS = new Set<keyof VmRecord>(['vcpus', 'memoryMiB', 'diskGiB', 'sshPort']);
 

@@ -217,7 +217,7 @@ export class VmManager {
       mac: r.mac,
       ip: r.ip,
       ...(r.sshPort
-        ? { ssh: { host: this.deps.sshHost, port: r.sshPort, command: `ssh -p ${r.sshPort} ${SSH_USER}@${this.deps.sshHost}` } }
+        ? { ssh: { host: this.deps.sshHost, port: r.sshPort, command: `ssh -p ${r.sshPort} ${r.sshUser ? `${r.sshUser}@` : ''}${this.deps.sshHost}` } }
         : {}),
       console: r.console,
       hypervisor: this.deps.accel,
@@ -303,6 +303,7 @@ export class VmManager {
       mac,
       ip,
       sshPort,
+      ...(req.sshKey ? { sshUser: SSH_USER } : {}),
       console: template.console,
       network: net.name,
       createdAt: new Date().toISOString(),

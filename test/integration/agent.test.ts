@@ -275,6 +275,8 @@ describe('host agent on real libvirt/QEMU', function () {
         for (const k of ['id', 'name', 'mac', 'ip'] as const) expect(new Set(vms.map((v) => v[k])).size, k).to.equal(5);
         expect(new Set(vms.map((v) => v.ssh.port)).size, 'ports').to.equal(5);
         expect(vms.map((v) => v.ssh.port)).not.to.include(site!.ports.low);
+        // no SSH key asked for: no user of ours in the command
+        expect(vms[0].ssh.command).to.equal(`ssh -p ${vms[0].ssh.port} ${vms[0].ssh.host}`);
         expect(vms.every((v) => v.state === 'running')).to.equal(true);
         expect(await domainsOf(site!)).to.have.length(5);
         // the same name again is a conflict, not a sixth VM

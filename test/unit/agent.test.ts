@@ -77,7 +77,7 @@ describe('agent: libvirt XML', function () {
   });
 
   it('should keep the record in the metadata and read it back, with any namespace prefix', function () {
-    const r = record({ owner: `o'<&>`, expiresAt: '2026-02-01T00:00:00.000Z' });
+    const r = record({ owner: `o'<&>`, sshUser: 'sky', expiresAt: '2026-02-01T00:00:00.000Z' });
     expect(parseRecord(recordXml(r))).to.deep.equal(r);
     const libvirtForm = recordXml(r).replace(/skyhost:/g, 'sh:').replace('xmlns:skyhost', 'xmlns:sh');
     expect(parseRecord(libvirtForm)).to.deep.equal(r);

@@ -94,9 +94,23 @@ function startSerial(box) {
   window.skyhostConsole = { term, send, copySelection };
 }
 
+// noVNC is ~40 small modules. A browser keeps a failed module load (a network change on the way
+// cuts one short), so the one retry that works is a fresh page; at most one every 30 s.
+async function loadRfb() {
+  try {
+    return (await import('/static/vendor/novnc/core/rfb.js')).default;
+  } catch (err) {
+    const last = Number(sessionStorage.getItem('skyhost-vnc-reload') || 0);
+    if (Date.now() - last < 30000) throw err;
+    sessionStorage.setItem('skyhost-vnc-reload', String(Date.now()));
+    location.reload();
+    return new Promise(() => {});
+  }
+}
+
 async function startVnc(box) {
   const status = document.getElementById('vnc-status');
-  const { default: RFB } = await import('/static/vendor/novnc/core/rfb.js');
+  const RFB = await loadRfb();
   let rfb;
   let retry = 0;
   let timer;

@@ -57,11 +57,28 @@
     var version = elt && elt.getAttribute && elt.getAttribute('data-version');
     if (version && ev.detail.verb === 'get') ev.detail.headers['X-SkyHost-Version'] = version;
   });
+  function showFlash(message) {
+    var flash = document.getElementById('flash');
+    if (!flash) return;
+    var note = document.createElement('div');
+    note.className = 'flash error';
+    note.setAttribute('role', 'alert');
+    note.textContent = message;
+    flash.replaceChildren(note);
+    setTimeout(function () { note.remove(); }, 8000);
+  }
+  // An answer from the JSON side (e.g. a CSRF refusal) is never swapped into the page: its message goes to #flash.
+  document.addEventListener('htmx:beforeSwap', function (ev) {
+    var xhr = ev.detail.xhr;
+    if ((xhr.getResponseHeader('Content-Type') || '').indexOf('application/json') !== 0) return;
+    ev.detail.shouldSwap = false;
+    var message = 'The request failed (' + xhr.status + ').';
+    try { message = JSON.parse(xhr.responseText).error.message || message; } catch (e) { /* not our error shape */ }
+    showFlash(message);
+  });
   // A lost connection shows once instead of failing silently.
   document.addEventListener('htmx:sendError', function () {
     var flash = document.getElementById('flash');
-    if (flash && !flash.firstElementChild) {
-      flash.innerHTML = '<div class="flash error" role="alert">The controller does not answer. Retrying&hellip;</div>';
-    }
+    if (flash && !flash.firstElementChild) showFlash('The controller does not answer. Retrying…');
   });
 })();

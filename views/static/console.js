@@ -94,16 +94,22 @@ function startSerial(box) {
   window.skyhostConsole = { term, send, copySelection };
 }
 
-// noVNC is ~40 small modules. A browser keeps a failed module load (a network change on the way
-// cuts one short), so the one retry that works is a fresh page; at most one every 30 s.
+// A browser keeps a failed script or module load (a network change on the way cuts one short), so
+// the one retry that works is a fresh page: at most one every 30 s. Answers false when it will not.
+function reloadOnce() {
+  const last = Number(sessionStorage.getItem('skyhost-console-reload') || 0);
+  if (Date.now() - last < 30000) return false;
+  sessionStorage.setItem('skyhost-console-reload', String(Date.now()));
+  location.reload();
+  return true;
+}
+
+// noVNC is ~40 small modules.
 async function loadRfb() {
   try {
     return (await import('/static/vendor/novnc/core/rfb.js')).default;
   } catch (err) {
-    const last = Number(sessionStorage.getItem('skyhost-vnc-reload') || 0);
-    if (Date.now() - last < 30000) throw err;
-    sessionStorage.setItem('skyhost-vnc-reload', String(Date.now()));
-    location.reload();
+    if (!reloadOnce()) throw err;
     return new Promise(() => {});
   }
 }
@@ -138,5 +144,6 @@ async function startVnc(box) {
 
 const terminal = document.getElementById('terminal');
 if (terminal && window.Terminal) startSerial(terminal);
+else if (terminal && !reloadOnce()) setStatus(document.getElementById('console-status'), 'the console script did not load: reload the page', 'closed');
 const vnc = document.getElementById('vnc');
 if (vnc) startVnc(vnc).catch((err) => setStatus(document.getElementById('vnc-status'), 'noVNC failed: ' + err.message, 'closed'));

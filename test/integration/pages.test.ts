@@ -228,7 +228,11 @@ describe('controller pages (HTTP)', function () {
 
   it('renders the hosts, templates and events pages; the events filter keeps its choice', async () => {
     const hosts = await admin.get('/hosts');
-    expect(hosts.text).to.contain('/install.sh | sudo sh').and.contain(controller.services.joinTokens.clusterToken());
+    const token = controller.services.joinTokens.clusterToken();
+    expect(hosts.text).to.contain('/install.sh | sudo sh').and.contain(token);
+    // The USB web installer link carries this controller and its join token.
+    const href = /href="(http:\/\/127\.0\.0\.1:8090\/[^"]*)"/.exec(hosts.text)![1]!.replaceAll('&amp;', '&').replaceAll('&#x3D;', '=');
+    expect(Object.fromEntries(new URL(href).searchParams)).to.deep.equal({ controllerUrl: controller.url, joinToken: token });
     expect((await admin.get('/templates')).text).to.contain('id="template-form"');
     expect((await alice.get('/templates')).text).to.not.contain('id="template-form"');
     const bad = await admin.post('/templates', { name: 'Alpine!', url: 'ftp://x', sha256: 'abc', os: '' }, { 'HX-Request': 'true' });

@@ -10,6 +10,7 @@ import { defaults } from '../../appliance/config.ts';
 import { configureLogging, logger } from '../../appliance/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { buildTestGuest, ConsoleSession } from '../support/guest.ts';
+import { networkName, removeNetwork } from '../../agent/network.ts';
 
 async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
@@ -63,6 +64,8 @@ describe('controller with a real agent (libvirt + QEMU, TCG)', function () {
       for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch(() => {});
       await agent.stop().catch(() => {});
     }
+    // the host id is new each run: its NAT network would otherwise stay behind
+    await removeNetwork(networkName(hostId));
     configureLogging({ out: (line) => process.stderr.write(line + '\n') });
     rmSync(work, { recursive: true, force: true });
   });

@@ -58,6 +58,9 @@ export async function buildBinary(opts: { root?: string; quiet?: boolean } = {})
     output: path.join(work, 'sea-prep.blob'),
     disableExperimentalSEAWarning: true,
     useCodeCache: true,
+    // A small young generation: services that idle between polls keep ~25 MB less resident
+    // (controller under load measured 163 -> 137-140 MB), for slightly more frequent scavenges.
+    execArgv: ['--max-semi-space-size=2'],
     assets,
   };
   writeFileSync(path.join(work, 'sea-config.json'), JSON.stringify(seaConfig, null, 2));

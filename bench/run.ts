@@ -4,6 +4,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { buildBinary } from '../appliance/build.ts';
+import { skyhostCommand } from './discovery.ts';
 import { GROUPS } from './groups.ts';
 import { completeFigures, ROOT, type BenchContext } from './group.ts';
 import { formatMarkdown, formatTable, fromJson, writeJson, type Figure } from './stats.ts';
@@ -31,6 +33,11 @@ async function main(): Promise<number> {
   mkdirSync(cacheDir, { recursive: true });
   const ctx: BenchContext = { root: ROOT, cacheDir, say: (m) => process.stderr.write(`bench: ${m}\n`) };
 
+  // Services are measured as shipped: the single executable, rebuilt when older than the sources.
+  if (skyhostCommand().what !== 'dist/skyhost') {
+    ctx.say('building dist/skyhost (missing or older than the sources)');
+    await buildBinary({ quiet: true });
+  }
   const figures: Figure[] = [];
   const started = Date.now();
   for (const group of groups) {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { ensureDaemons } from '../appliance/hostsetup.ts';
 import type { Group } from './group.ts';
 import {
-  cpuSeconds, removeAgentLeftovers, rssMb, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess,
+  cpuSeconds, privateMb, removeAgentLeftovers, rssMb, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess,
 } from './processes.ts';
 import { figure, msSince, withTarget } from './stats.ts';
 
@@ -21,6 +21,7 @@ export const agentGroup: Group = {
   ids: [
     ['agent.status_p50_ms', 'ms'],
     ['agent.idle_rss_mb', 'MB'],
+    ['agent.idle_private_mb', 'MB'],
     ['agent.idle_cpu_pct', '%'],
   ],
   async run(ctx) {
@@ -53,16 +54,19 @@ export const agentGroup: Group = {
 
       const cpuPct: number[] = [];
       const rss: number[] = [];
+      const priv: number[] = [];
       for (let w = 0; w < WINDOWS; w++) {
         const c0 = cpuSeconds(agent.pid);
         const t0 = process.hrtime.bigint();
         await new Promise((r) => setTimeout(r, WINDOW_S * 1000));
         cpuPct.push((100 * (cpuSeconds(agent.pid) - c0)) / (msSince(t0) / 1000));
         rss.push(rssMb(agent.pid));
+        priv.push(privateMb(agent.pid));
       }
       return [
         withTarget(figure('agent.status_p50_ms', 'ms', statusMs, { note: `GET /status on loopback, ${STATUS_CALLS} calls 50 ms apart, while the controller polls every 2 s` }), { below: 5 }),
         withTarget(figure('agent.idle_rss_mb', 'MB', rss, { note: `resident memory of the agent process (${agent.what}), no VMs, end of ${WINDOWS} windows of ${WINDOW_S} s` }), { below: 80 }),
+        figure('agent.idle_private_mb', 'MB', priv, { note: 'the anonymous (private) part of that RSS; the rest is clean pages of the executable file, shared with the page cache' }),
         figure('agent.idle_cpu_pct', '%', cpuPct, { note: `CPU of the agent process (of one core) over ${WINDOWS} windows of ${WINDOW_S} s, polled every 2 s, its own background sampling included` }),
       ];
     } finally {

@@ -141,7 +141,19 @@ export async function startAgentProcess(root: string, o: { dataDir: string; host
 
 /** Resident memory of process `pid` in MB, from /proc. */
 export function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return statusMb(pid, 'VmRSS');
+}
+
+/**
+ * The private (anonymous) part of that: what the process costs the machine. The rest of RSS is pages
+ * of the executable file itself, clean and shared with the page cache.
+ */
+export function privateMb(pid: number): number {
+  return statusMb(pid, 'RssAnon');
+}
+
+function statusMb(pid: number, field: string): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 

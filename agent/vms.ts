@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { chmod, chown, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../appliance/log.ts';
-import { Conflict, fromZod, InvalidField, NotFound, SkyError, Unavailable } from '../appliance/errors.ts';
+import { Conflict, fromZod, NotFound, SkyError, Unavailable } from '../appliance/errors.ts';
 import { VmCreateRequest, type TemplateInfo, type VmAction, type VmCreate, type VmInfo, type VmState } from './api.ts';
 import { SerialBridge, SCROLLBACK_BYTES, tailFile } from './console.ts';
 import { createBlankDisk, createOverlay } from './disks.ts';
@@ -16,8 +16,9 @@ import {
   defineXml, domainName, domainState, domainXml, hostTag, isNotRunning, listDomains, readRecord, removeDomain, virsh, type VmRecord,
 } from './libvirt.ts';
 import { addReservation, ensureNetwork, freeIp, networkName, newMac, removeReservation, reservations, type VmNetwork } from './network.ts';
+import { admitVm } from './admission.ts';
 import { Reverter } from './reverter.ts';
-import { buildSeedIso, parseUserData } from './seed.ts';
+import { buildSeedIso } from './seed.ts';
 import type { TemplateStore } from './templates.ts';
 
 export const CREATE_STEPS = ['folder', 'disk', 'seed', 'dhcp', 'forward', 'define', 'start', 'console'] as const;
@@ -256,22 +257,8 @@ export class VmManager {
 
   /** Checks a request against the host and the template before anything is done. */
   private async check(req: VmCreate): Promise<TemplateInfo> {
-    if (this.deps.accel === 'none') throw new Unavailable('this host cannot run VMs: QEMU does not work here (run skyhost host setup)');
-    const t = await this.deps.templates.get(req.template);
-    if (!t) throw new InvalidField('template', `no template "${req.template}" on this host`);
-    if (t.needsKvm && this.deps.accel !== 'kvm') {
-      throw new SkyError(409, 'needs_kvm',
-        `template ${t.name} needs hardware acceleration (KVM), but this host runs QEMU in software (TCG): choose a host with KVM or a lighter template`);
-    }
-    if (req.memoryMiB < t.minMemoryMiB) throw new InvalidField('memoryMiB', `template ${t.name} needs at least ${t.minMemoryMiB} MiB`);
-    const disk = t.files.find((f) => f.role === 'disk');
-    if (req.diskGiB !== undefined && disk?.virtualBytes && req.diskGiB * GiB < disk.virtualBytes) {
-      throw new InvalidField('diskGiB', `must be at least the template's size (${Math.ceil(disk.virtualBytes / GiB)} GiB)`);
-    }
-    parseUserData(req.userData);
-    if (req.id && this.vms.has(req.id)) throw new Conflict(`VM ${req.id} already exists`);
-    for (const vm of this.vms.values()) if (vm.record.name === req.name) throw new Conflict(`a VM named ${req.name} already exists on this host`);
-    return t;
+    const names = [...this.vms.values()].map((vm) => vm.record.name);
+    return admitVm(req, { hypervisor: this.deps.accel, template: await this.deps.templates.get(req.template), ids: new Set(this.vms.keys()), names });
   }
 
   /** Creates and starts a VM; every step done is undone if a later one fails. */

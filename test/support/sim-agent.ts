@@ -23,7 +23,7 @@ import {
   BadRequest, Conflict, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized, Unavailable,
 } from '../../appliance/errors.ts';
 import { close, listen } from '../../appliance/http.ts';
-import { parseUserData } from '../../agent/seed.ts';
+import { admitVm } from '../../agent/admission.ts';
 import { VERSION } from '../../appliance/version.ts';
 
 export interface SimAgentOptions {
@@ -253,20 +253,8 @@ export class SimAgent {
   private async create(body: unknown): Promise<VmInfo> {
     const req = parse(VmCreateRequest, body);
     const o = this.opts;
-    if (o.hypervisor === 'none') throw new Unavailable('this host cannot run VMs: QEMU does not work here (run skyhost host setup)');
-    const t = this.templates.get(req.template);
-    if (!t) throw new InvalidField('template', `no template "${req.template}" on this host`);
-    if (t.needsKvm && o.hypervisor !== 'kvm') {
-      throw new SkyError(409, 'needs_kvm', `template ${t.name} needs hardware acceleration (KVM), but this host runs QEMU in software (TCG): choose a host with KVM or a lighter template`);
-    }
-    if (req.memoryMiB < t.minMemoryMiB) throw new InvalidField('memoryMiB', `template ${t.name} needs at least ${t.minMemoryMiB} MiB`);
-    const disk = t.files.find((f) => f.role === 'disk');
-    if (req.diskGiB !== undefined && disk?.virtualBytes && req.diskGiB * GiB < disk.virtualBytes) {
-      throw new InvalidField('diskGiB', `must be at least the template's size (${Math.ceil(disk.virtualBytes / GiB)} GiB)`);
-    }
-    parseUserData(req.userData);
-    if (req.id && this.vms.has(req.id)) throw new Conflict(`VM ${req.id} already exists`);
-    for (const vm of this.vms.values()) if (vm.info.name === req.name) throw new Conflict(`a VM named ${req.name} already exists on this host`);
+    const names = [...this.vms.values()].map((vm) => vm.info.name);
+    admitVm(req, { hypervisor: o.hypervisor, template: this.templates.get(req.template), ids: new Set(this.vms.keys()), names });
     // Where a real host's QEMU would fail to allocate the guest's memory.
     if (this.status().memory.freeMiB < req.memoryMiB) throw new Unavailable(`not enough free memory for ${req.memoryMiB} MiB on ${this.hostname}`, undefined, 'insufficient_memory');
     const vm = this.addVm(req, o.createDelayMs > 0 ? 'creating' : 'running');

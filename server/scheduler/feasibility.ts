@@ -68,8 +68,8 @@ export function heldOn(heldBy: HeldBy, host: SchedulerHost): Held {
 }
 
 /** Reason codes as `check()` returns them (0: feasible), so the hot loop stores a byte per host. */
-export const REASONS: readonly (RejectReason | undefined)[] = [undefined, 'not-ready', 'not-polled', 'no-kvm', 'missing-template', 'memory', 'vcpu', 'disk'];
-const NOT_READY = 1, NOT_POLLED = 2, NO_KVM = 3, MISSING_TEMPLATE = 4, MEMORY = 5, VCPU = 6, DISK = 7;
+export const REASONS: readonly (RejectReason | undefined)[] = [undefined, 'not-ready', 'not-polled', 'no-kvm', 'missing-template', 'memory', 'vcpu', 'disk', 'no-hypervisor'];
+const NOT_READY = 1, NOT_POLLED = 2, NO_KVM = 3, MISSING_TEMPLATE = 4, MEMORY = 5, VCPU = 6, DISK = 7, NO_HYPERVISOR = 8;
 
 /**
  * The feasibility pipeline, in order: the first check that fails names why the host is left out
@@ -82,6 +82,8 @@ export function check(host: SchedulerHost, need: Need, heldBy: HeldBy, found: { 
   // A host never polled has no known capacity.
   const s = host.status;
   if (!s) return NOT_POLLED;
+  // QEMU does not run there at all (the agent would refuse every VM).
+  if (s.hypervisor === 'none') return NO_HYPERVISOR;
   // A desktop on TCG is unusably slow: only KVM hosts qualify for templates that need it.
   if (need.needsKvm && s.hypervisor !== 'kvm') return NO_KVM;
   if (!hasTemplate(s.templates, need.template)) return MISSING_TEMPLATE;
@@ -107,7 +109,10 @@ export function rejection(host: SchedulerHost, need: Need, heldBy: HeldBy, reaso
       message = 'host has not reported its status yet';
       break;
     case 'no-kvm':
-      message = s?.hypervisor === 'none' ? 'template needs KVM, host has no hypervisor' : 'template needs KVM, host runs tcg (software emulation)';
+      message = 'template needs KVM, host runs tcg (software emulation)';
+      break;
+    case 'no-hypervisor':
+      message = 'host cannot run VMs: QEMU does not work there (run skyhost host setup on it)';
       break;
     case 'missing-template':
       message = `template "${need.template}" is not on this host`;

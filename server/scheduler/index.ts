@@ -67,7 +67,8 @@ export type RejectReason =
   | 'missing-template'
   | 'memory'
   | 'vcpu'
-  | 'disk';
+  | 'disk'
+  | 'no-hypervisor';
 
 /** A host left out, with a named reason and a sentence for the page. */
 export interface Rejection {

@@ -14,6 +14,7 @@ import type { Logger } from '../appliance/log.ts';
 import { VERSION } from '../appliance/version.ts';
 import { buildAgentApp } from './app.ts';
 import { lanAddress, readJoinToken, startDiscovery, type ControllerBrowser, type Discovery } from './discovery.ts';
+import { startEventForwarder, type EventForwarder } from './eventlog.ts';
 import { parsePortRange, PortForwarder } from './forwarder.ts';
 import { StatusSampler } from './status.ts';
 import { TemplateStore } from './templates.ts';
@@ -113,6 +114,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     throw err;
   });
   let discovery: Discovery | undefined;
+  let events: EventForwarder | undefined;
   const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log, controller: () => discovery?.state() });
   await status.start();
   const { app, onUpgrade } = buildAgentApp({ key, hostId, vms, templates, status, log });
@@ -130,6 +132,12 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       controllerUrl: config.controllerUrl, agentUrl: urlHost === listenHost ? url : config.agentUrl, joinToken: readJoinToken(config.joinToken), lanInterface: config.lanInterface,
       browser: opts.browser,
     });
+    // The controller's event log shows every host's events: ours go there once we are a member.
+    const enrolledUrl = () => {
+      const s = discovery?.state();
+      return s && (s.state === 'ready' || s.state === 'draining') ? s.url : undefined;
+    };
+    events = startEventForwarder({ key, log, controllerUrl: enrolledUrl });
   }
   let stopped: Promise<void> | undefined;
   return {
@@ -142,6 +150,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     ...(discovery ? { discovery } : {}),
     stop() {
       stopped ??= (async () => {
+        await events?.stop();
         await discovery?.stop();
         status.stop();
         await close(server);

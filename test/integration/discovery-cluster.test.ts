@@ -86,6 +86,11 @@ describe('zero-config enrollment: real controller and agents across network name
     const clusterId = secret('c', 'cluster-id');
     expect((await agentStatus('a1')).controller).to.deep.include({ state: 'ready', clusterId, url: `http://${lan.host('c').ip}:8080` });
     expect((await agentStatus('a3')).controller).to.deep.include({ state: 'pending', clusterId });
+    // A member's own log records reach the controller's event log (a pending host's do not).
+    const agentEvents = async () => (JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret('c', 'admin-token')}`,
+      `http://${lan.host('c').ip}:8080/api/events?source=agent&limit=200`])) as { events: Array<{ hostId?: string; msg: string }> }).events;
+    await waitFor('a1 events at the controller', async () => (await agentEvents()).some((e) => e.hostId === 'id-a1' && /controller: ready/.test(e.msg)), 15_000, 250);
+    expect((await agentEvents()).some((e) => e.hostId === 'id-a3')).to.equal(false);
   });
 
   it('should make the pending host ready when an admin approves it', async () => {

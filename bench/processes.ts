@@ -1,34 +1,19 @@
 // Real SkyHost processes for the bench groups: a controller (and an agent) started from the sources
 // with the pinned Node, each in its own process with its own data folder, stopped and removed after.
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { hostTag, listDomains, removeDomain } from '../agent/libvirt.ts';
 import { networkName, removeNetwork } from '../agent/network.ts';
 import { skyhostCommand } from './discovery.ts';
+import { freePort, waitFor } from '../test/support/net.ts';
 
-/** A free TCP port on loopback. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** Polls `check` every `everyMs` until it returns true; rejects naming `what` after `ms`. */
 export async function waitUntil(what: string, ms: number, check: () => Promise<boolean>, everyMs = 200): Promise<void> {
-  const until = Date.now() + ms;
-  for (;;) {
-    if (await check().catch(() => false)) return;
-    if (Date.now() > until) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+  await waitFor(what, check, ms, everyMs);
 }
 
 export interface SkyProcess {

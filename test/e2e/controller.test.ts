@@ -15,6 +15,7 @@ import { startController, type RunningController } from '../../server/controller
 import { pageRouter } from '../../server/pages/index.ts';
 import { launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { buildTestGuest, GUEST_PROMPT } from '../support/guest.ts';
+import { waitFor } from '../support/net.ts';
 
 const SHOTS = path.resolve(import.meta.dirname, '../../.cache/screenshots');
 
@@ -50,7 +51,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       body: JSON.stringify({ hostId, hostname: 'lab-pc-1', agentUrl: agent.url, agentKey: agent.key, joinToken: controller.services.joinTokens.clusterToken(), version: 'e2e' }),
     });
     expect(enrolled.status, await enrolled.clone().text()).to.be.oneOf([200, 201]);
-    await until(() => controller!.services.templates.find('guest-vnc') !== undefined, 20_000, 'the host to report its template');
+    await waitFor('the host to report its template', () => controller!.services.templates.find('guest-vnc') !== undefined, 20_000, 250);
     browser = await launchBrowser();
     page = await browser.newPage();
     page.on('dialog', (d) => void d.accept());
@@ -120,20 +121,20 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.waitForSelector('#console-status.open');
     await page.click('#terminal');
     // The guest may still be booting: wait for its prompt.
-    await until(async () => {
+    await waitFor('the guest shell prompt', async () => {
       await page.keyboard.press('Enter');
       return (await terminalText(page)).includes(GUEST_PROMPT.trim());
-    }, 90_000, 'the guest shell prompt', 2000);
+    }, 90_000, 2000);
     await page.keyboard.type('echo sky-$((6*7))');
     await page.keyboard.press('Enter');
-    await until(async () => (await terminalText(page)).includes('sky-42'), 20_000, 'the command output');
+    await waitFor('the command output', async () => (await terminalText(page)).includes('sky-42'), 20_000, 250);
     // Paste: the browser's paste event on the terminal sends the text to the VM.
     await page.evaluate(`(() => {
       const data = new DataTransfer();
       data.setData('text/plain', 'echo pasted-$((40+2))\\r');
       document.querySelector('#terminal textarea').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
     })()`);
-    await until(async () => (await terminalText(page)).includes('pasted-42'), 20_000, 'the pasted command output');
+    await waitFor('the pasted command output', async () => (await terminalText(page)).includes('pasted-42'), 20_000, 250);
     await page.screenshot({ path: path.join(SHOTS, 'vm-console.png'), fullPage: true });
     // Copy: the selection is what the terminal shows.
     const selected = await page.evaluate<string>('(() => { skyhostConsole.term.selectAll(); return skyhostConsole.copySelection(); })()');
@@ -199,11 +200,3 @@ async function terminalText(page: Page): Promise<string> {
   return (await page.textContent('#terminal .xterm-rows').catch(() => '')) ?? '';
 }
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string, everyMs = 250): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-}

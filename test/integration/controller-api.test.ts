@@ -10,16 +10,8 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { configureLogging, logger } from '../../appliance/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
+import { freePort } from '../support/net.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';
-
-/** A port that was free a moment ago (a simulated agent restarts on it after being "down"). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const p = (s.address() as AddressInfo).port;
-  await new Promise((resolve) => s.close(resolve));
-  return p;
-}
 
 async function simAgent(hostId: string): Promise<SimAgent> {
   return new SimAgent({ hostId, hostname: `pc-${hostId}`, memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();

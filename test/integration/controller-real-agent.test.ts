@@ -10,15 +10,8 @@ import { defaults } from '../../appliance/config.ts';
 import { configureLogging, logger } from '../../appliance/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { buildTestGuest, ConsoleSession } from '../support/guest.ts';
+import { waitFor } from '../support/net.ts';
 import { networkName, removeNetwork } from '../../agent/network.ts';
-
-async function until(check: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
 
 describe('controller with a real agent (libvirt + QEMU, TCG)', function () {
   this.timeout(180_000);
@@ -54,7 +47,7 @@ describe('controller with a real agent (libvirt + QEMU, TCG)', function () {
       body: JSON.stringify({ hostId, hostname: 'lab-pc-real', agentUrl: agent.url, agentKey: agent.key, joinToken: ctl.services.secrets.joinToken, version: 'test' }),
     });
     expect(enrolled.status).to.equal(200);
-    await until(() => ctl!.services.templates.find('guest') !== undefined, 20_000, 'the host to report its template');
+    await waitFor('the host to report its template', () => ctl!.services.templates.find('guest') !== undefined, 20_000);
   });
 
   after(async function () {
@@ -75,7 +68,7 @@ describe('controller with a real agent (libvirt + QEMU, TCG)', function () {
     expect(created.status, JSON.stringify(created.json)).to.be.oneOf([201, 202]);
     vmId = created.json.id as string;
     expect(created.json.host).to.equal(hostId);
-    await until(async () => (await api('GET', `/api/vms/${vmId}`)).json.state === 'running', 60_000, 'the VM to run');
+    await waitFor('the VM to run', async () => (await api('GET', `/api/vms/${vmId}`)).json.state === 'running', 60_000);
 
     const session = await ConsoleSession.open(ctl!.url, `/api/vms/${vmId}/console`, token);
     try {

@@ -28,3 +28,24 @@ export async function waitForHttp(url: string, timeoutMs = 15_000): Promise<void
   }
   throw new Error(`${url} did not answer within ${timeoutMs} ms: ${String(last)}`);
 }
+
+/** Thrown from a `waitFor` check to stop waiting at once (e.g. the process being waited for died). */
+export class GiveUp extends Error {}
+
+/** Polls `check` until it returns a value that is not undefined/false, or throws after `ms`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 15_000, every = 100): Promise<T> {
+  const until = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+      last = undefined;
+    } catch (e) {
+      if (e instanceof GiveUp) throw e;
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}

@@ -11,6 +11,10 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { run } from '../../appliance/exec.ts';
+import { waitFor } from './net.ts';
+
+// waitFor and GiveUp live in net.ts with the other polling helpers; kept importable from here.
+export { GiveUp, waitFor } from './net.ts';
 
 /** The pinned Node 24 (not `npx`: a SIGKILL must reach node itself, not a wrapper). */
 export const NODE = path.resolve(import.meta.dirname, '../../node_modules/.bin/node');
@@ -157,26 +161,6 @@ export async function createLan(lan: TestLan, names: string[]): Promise<TestLan>
   return lan;
 }
 
-/** Thrown from a `waitFor` check to stop waiting at once (e.g. the process being waited for died). */
-export class GiveUp extends Error {}
-
-/** Polls `check` until it returns a value that is not undefined/false, or throws after `ms`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, ms = 15_000, every = 100): Promise<T> {
-  const until = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v !== undefined && v !== false) return v;
-      last = undefined;
-    } catch (e) {
-      if (e instanceof GiveUp) throw e;
-      last = e;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
 
 /** avahi-daemon with a private D-Bus system bus, inside one host of a TestLan. */
 export interface TestAvahi {

@@ -1,5 +1,6 @@
 // The agent's commands: `skyhost agent` (the service) and `skyhost template import|build|list|rm`
-// (the template store of this host, usable while the agent runs or not).
+// (the template store of this host, usable while the agent runs or not). Heavy modules are imported
+// inside `run`, so that each command loads only what it uses.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,8 +8,6 @@ import type { Command, CommandContext } from '../appliance/cli.ts';
 import { UsageError } from '../appliance/cli.ts';
 import { untilSignal } from '../appliance/http.ts';
 import { domainName, listDomains, readRecord } from './libvirt.ts';
-import { browseControllers, lanAddress } from './discovery.ts';
-import { startAgent } from './service.ts';
 import { TemplateName } from './api.ts';
 import { TemplateStore } from './templates.ts';
 import { buildTinyGuest } from './tinyguest.ts';
@@ -32,6 +31,8 @@ export const agentCommand: Command = {
     'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of SSH forwards (default 20000-20999)' },
   },
   async run(ctx) {
+    // The service's code (HTTP app, status sampler, mDNS) loads only here, not for the template commands.
+    const [{ startAgent }, { browseControllers, lanAddress }] = await Promise.all([import('./service.ts'), import('./discovery.ts')]);
     // Browse for the controller while the agent starts (adoption, first status sample).
     const browser = ctx.config.controllerUrl ? undefined : browseControllers({ lanIp: lanAddress(ctx.config.lanInterface)?.ip, log: ctx.log });
     const agent = await startAgent({ config: ctx.config, log: ctx.log, enroll: true, ...(browser ? { browser } : {}) })

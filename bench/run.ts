@@ -16,7 +16,7 @@ async function main(): Promise<number> {
     allowPositionals: false,
   });
   if (values.help) {
-    console.log(`usage: npm run bench [-- --only GROUP] [-- --json FILE] [-- --markdown] [-- --from SAVED.json]\ngroups: ${GROUPS.map((g) => g.name).join(', ')}`);
+    console.log(`usage: npm run bench [-- --only GROUP[,GROUP...]] [-- --json FILE] [-- --markdown] [-- --from SAVED.json]\ngroups: ${GROUPS.map((g) => g.name).join(', ')}`);
     return 0;
   }
   if (values.from) {
@@ -24,11 +24,13 @@ async function main(): Promise<number> {
     console.log(values.markdown ? formatMarkdown(saved) : formatTable(saved));
     return 0;
   }
-  const groups = values.only ? GROUPS.filter((g) => g.name === values.only) : GROUPS;
-  if (groups.length === 0) {
-    console.error(`bench: unknown group "${values.only}" (groups: ${GROUPS.map((g) => g.name).join(', ')})`);
+  const wanted = values.only?.split(',').map((g) => g.trim()).filter(Boolean);
+  const unknown = wanted?.filter((w) => !GROUPS.some((g) => g.name === w)) ?? [];
+  if (unknown.length > 0 || wanted?.length === 0) {
+    console.error(`bench: unknown group "${unknown.join(',') || values.only}" (groups: ${GROUPS.map((g) => g.name).join(', ')})`);
     return 2;
   }
+  const groups = wanted ? GROUPS.filter((g) => wanted.includes(g.name)) : GROUPS;
   const cacheDir = path.join(ROOT, '.cache', 'bench');
   mkdirSync(cacheDir, { recursive: true });
   const ctx: BenchContext = { root: ROOT, cacheDir, say: (m) => process.stderr.write(`bench: ${m}\n`) };

@@ -4,7 +4,7 @@ import type { Command } from '../appliance/cli.ts';
 import { UsageError } from '../appliance/cli.ts';
 import { InvalidField } from '../appliance/errors.ts';
 import { ROLES, type Role } from '../autoinstall/options.ts';
-import { buildInstallerIso, type BuildProgress } from './remaster.ts';
+import type { BuildProgress } from './remaster.ts';
 
 const STEP_WORDS: Record<BuildProgress['step'], string> = {
   check: 'checking', inspect: 'reading the Ubuntu ISO', prepare: 'preparing', write: 'writing', done: 'done',
@@ -86,6 +86,7 @@ export const isoBuildCommand: Command = {
       mirror: str(f.mirror),
       binary: str(f.binary),
     };
+    const { buildInstallerIso } = await import('./remaster.ts'); // xorriso and friends: only for this command
     const result = await buildInstallerIso(
       {
         role: role as Role,

@@ -3,7 +3,10 @@ import { createInterface } from 'node:readline/promises';
 import type { Command } from '../appliance/cli.ts';
 import { UsageError } from '../appliance/cli.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors, type Finding } from './usb-guards.ts';
-import { checkTarget, listDrives, writeImage, type WriteProgress } from './usb.ts';
+import type { WriteProgress } from './usb.ts';
+
+/** The writer (worker threads, lsblk) loads only when a usb command runs. */
+const usb = () => import('./usb.ts');
 
 const allowLoopFlag = {
   type: 'boolean',
@@ -18,7 +21,7 @@ export const usbListCommand: Command = {
     'allow-loop': allowLoopFlag,
   },
   async run(ctx) {
-    const choices = await listDrives({ allowLoop: ctx.flags['allow-loop'] === true });
+    const choices = await (await usb()).listDrives({ allowLoop: ctx.flags['allow-loop'] === true });
     if (ctx.flags.json) {
       ctx.print(JSON.stringify(choices, null, 2));
       return 0;
@@ -52,7 +55,7 @@ export const usbWriteCommand: Command = {
     const [image, device, ...extra] = ctx.args;
     if (!image || !device || extra.length) throw new UsageError('usb write needs IMAGE and DEVICE (see skyhost usb write --help)');
     const allowLoop = ctx.flags['allow-loop'] === true;
-    const { drive, findings } = await checkTarget(image, device, { allowLoop });
+    const { drive, findings } = await (await usb()).checkTarget(image, device, { allowLoop });
     printFindings(ctx.print, findings);
     if (hasErrors(findings)) {
       ctx.print(`Refused ${drive.path}: nothing was written.`);
@@ -66,7 +69,7 @@ export const usbWriteCommand: Command = {
         return 2;
       }
     }
-    const result = await writeImage(image, drive.path, ctx.flags.quiet === true ? {} : { onProgress: progressPrinter() });
+    const result = await (await usb()).writeImage(image, drive.path, ctx.flags.quiet === true ? {} : { onProgress: progressPrinter() });
     ctx.print(`Wrote ${formatBytes(result.bytes)} to ${drive.path} in ${(result.writeMs / 1000).toFixed(1)} s and read it back: sha256 ${result.sha256} matches.`);
     return 0;
   },

@@ -38,6 +38,7 @@ export const TEST_PACKAGES = [
   'linux-image-amd64',
   'cpio',
   'iproute2',
+  'wrk',
 ] as const;
 
 export type Accel = 'kvm' | 'tcg' | 'none';

@@ -1,5 +1,6 @@
 // `/metrics` in the Prometheus text format: HTTP requests and latencies, hosts and VMs by state,
 // polls, and the process's memory. Counters live in memory; gauges are read when scraped.
+import { getHeapStatistics } from 'node:v8';
 import type { RequestHandler } from 'express';
 import type { ControllerServices } from './services.ts';
 
@@ -63,6 +64,8 @@ export class Metrics {
     metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use', [`nodejs_heap_used_bytes ${mem.heapUsed}`]);
     metric('nodejs_heap_total_bytes', 'gauge', 'V8 heap reserved', [`nodejs_heap_total_bytes ${mem.heapTotal}`]);
     metric('nodejs_external_memory_bytes', 'gauge', 'memory outside the V8 heap (buffers)', [`nodejs_external_memory_bytes ${mem.external}`]);
+    metric('nodejs_array_buffers_bytes', 'gauge', 'ArrayBuffers and Buffers, part of the external memory', [`nodejs_array_buffers_bytes ${mem.arrayBuffers}`]);
+    metric('nodejs_v8_malloced_bytes', 'gauge', 'memory V8 itself has from malloc (compiler zones, tables)', [`nodejs_v8_malloced_bytes ${getHeapStatistics().malloced_memory}`]);
     return out.join('\n') + '\n';
   }
 }

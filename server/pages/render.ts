@@ -90,7 +90,6 @@ export function render(req: Request, res: Response, view: View): void {
   res.status(view.status ?? 200).type('html');
   const renderPartial = () => stamp(template(`views/partials/${view.partial}.hbs`)(context));
   const memo = view.partial && view.memo ? memoized(view.memo, renderPartial) : undefined;
-  const partialHtml = memo?.html;
   if (view.partial && isHtmx(req)) {
     const part = memo ?? renderPartial();
     // A poll of a partial the browser already shows gets 204 (htmx swaps nothing).
@@ -102,23 +101,54 @@ export function render(req: Request, res: Response, view: View): void {
       // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
       res.setHeader('Vary', 'HX-Request, Accept-Encoding');
       if (req.acceptsEncodings('gzip') === 'gzip') {
-        memo.gz ??= gzipSync(memo.html, { level: 6 });
+        memo.gz ??= gzipSync(bytesOf(memo), { level: 6 });
         res.setHeader('Content-Encoding', 'gzip');
         res.send(memo.gz);
         return;
       }
+      res.send(bytesOf(memo));
+      return;
     }
     res.send(part.html);
     return;
   }
-  const body = template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml });
-  res.send(template('views/layouts/main.hbs')({
+  const layout = (body: string) => template('views/layouts/main.hbs')({
     ...context,
     body,
     nav: navFor(viewer, req.path),
     scripts: view.scripts ?? [],
     styles: view.styles ?? [],
-  }));
+  });
+  if (!memo) {
+    res.send(layout(template(`views/pages/${view.page}.hbs`)(context)));
+    return;
+  }
+  // The page around a memoized partial is rendered with a marker where the partial goes and sent in
+  // three pieces: the partial's bytes are shared by every request until the memo expires, instead of
+  // being copied into a new string and buffer per request (the dashboard: 47 KiB for 200 hosts).
+  const [head, tail, extra] = layout(template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml: PARTIAL_MARK })).split(PARTIAL_MARK);
+  if (tail === undefined || extra !== undefined) throw new Error(`page ${view.page} must show {{{partialHtml}}} exactly once`);
+  sendPieces(req, res, [Buffer.from(head!), bytesOf(memo), Buffer.from(tail)]);
+}
+
+/** Where a page template's `{{{partialHtml}}}` goes; no rendered text contains it. */
+const PARTIAL_MARK = '<!--skyhost:partial:7f3c-->';
+
+/** The memo's HTML as bytes, encoded once. */
+function bytesOf(memo: Memo): Buffer {
+  return (memo.bytes ??= Buffer.from(memo.html));
+}
+
+/** Sends `pieces` as one body (Content-Length, one corked write). */
+function sendPieces(req: Request, res: Response, pieces: Buffer[]): void {
+  res.setHeader('Content-Length', pieces.reduce((n, p) => n + p.length, 0));
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  res.cork();
+  for (const p of pieces.slice(0, -1)) res.write(p);
+  res.end(pieces.at(-1)); // end() uncorks
 }
 
 interface Rendered {
@@ -135,6 +165,7 @@ function stamp(html: string): Rendered {
 
 interface Memo extends Rendered {
   at: number;
+  bytes?: Buffer;
   gz?: Buffer;
 }
 const memos = new WeakMap<object, Map<string, Memo>>();

@@ -128,6 +128,27 @@ describe('controller pages (HTTP)', function () {
     expect((await alice.get('/vms', { 'HX-Request': 'true', 'X-SkyHost-Version': 'stale' })).status).to.equal(200);
   });
 
+  it('sends the whole dashboard page around its shared partial: the partial once, the right length, HEAD without a body', async () => {
+    const url = `${controller.url}/`;
+    const headers = { accept: 'text/html', cookie: alice.cookie };
+    const page = await fetch(url, { headers });
+    const bytes = Buffer.from(await page.arrayBuffer());
+    expect(page.status).to.equal(200);
+    expect(page.headers.get('content-type')).to.match(/^text\/html/);
+    expect(Number(page.headers.get('content-length'))).to.equal(bytes.length);
+    const html = bytes.toString('utf8');
+    expect(html).to.match(/^<!doctype html>/).and.match(/<\/html>\s*$/);
+    expect(html.split('<div id="dashboard"').length).to.equal(2);
+    expect(html).to.not.contain('skyhost:partial');
+    // The partial inside the page is the one an htmx poll gets (same version stamp).
+    const part = await alice.get('/', { 'HX-Request': 'true' });
+    expect(html).to.contain(/data-version="[^"]+"/.exec(part.text)![0]);
+    const head = await fetch(url, { method: 'HEAD', headers });
+    expect(head.status).to.equal(200);
+    expect(head.headers.get('content-length')).to.equal(String(bytes.length));
+    expect((await head.arrayBuffer()).byteLength).to.equal(0);
+  });
+
   it('re-renders the request form with 422, the messages inline and the input kept', async () => {
     await alice.get('/vms');
     const res = await alice.post('/vms', { template: '', size: 'huge', name: 'my <b>box</b>', sshKey: 'ssh-ed25519 AAAA x', lease: '7' });

@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { completeFigures, pendingGroup, type Group } from '../../bench/group.ts';
+import { parseWrk } from '../../bench/wrk.ts';
 import { figure, formatMarkdown, formatTable, fromJson, median, notMeasured, quantile, round, summarize, toJson, withTarget, writeJson, type Figure } from '../../bench/stats.ts';
 
 describe('bench statistics', () => {
@@ -138,5 +139,40 @@ describe('bench output', () => {
     const g: Group = { name: 'x', ids: [['x.a', 'ms'], ['x.b', 'ms']], run: async () => [] };
     const done = completeFigures(g, [{ id: 'x.b', value: 2, unit: 'ms' }, { id: 'x.c', value: 3, unit: 'ms' }], 'failed: boom');
     expect(done.map((f) => [f.id, f.value, f.note])).to.deep.equal([['x.a', null, 'failed: boom'], ['x.b', 2, undefined], ['x.c', 3, undefined]]);
+  });
+});
+
+describe('bench: reading wrk', () => {
+  // Printed by wrk 4.1.0 (Debian 12) with --latency, against a server answering 404.
+  const report = [
+    'Running 1s test @ http://127.0.0.1:18777/nothing',
+    '  1 threads and 5 connections',
+    '  Thread Stats   Avg      Stdev     Max   +/- Stdev',
+    '    Latency     2.17ms    0.90ms  15.95ms   94.15%',
+    '    Req/Sec     2.31k    84.87     2.36k    90.91%',
+    '  Latency Distribution',
+    '     50%  850.00us',
+    '     75%    2.35ms',
+    '     90%    2.71ms',
+    '     99%    1.20s',
+    '  2521 requests in 1.10s, 1.25MB read',
+    '  Socket errors: connect 0, read 2, write 1, timeout 4',
+    '  Non-2xx or 3xx responses: 2521',
+    'Requests/sec:   2292.34',
+    'Transfer/sec:      1.14MB',
+  ].join('\n');
+
+  it('should read the percentiles in ms whatever unit wrk chose, the rate and the failures', () => {
+    const r = parseWrk(report);
+    expect(r.latencyMs).to.deep.equal({ 50: 0.85, 75: 2.35, 90: 2.71, 99: 1200 });
+    expect(r.requestsPerSecond).to.equal(2292.34);
+    expect(r.non2xx).to.equal(2521);
+    expect(r.errors).to.equal(7);
+  });
+
+  it('should count no failures when wrk reports none, and refuse text without a p99', () => {
+    const clean = report.split('\n').filter((l) => !/Socket errors|Non-2xx/.test(l)).join('\n');
+    expect(parseWrk(clean)).to.include({ non2xx: 0, errors: 0 });
+    expect(() => parseWrk('unable to connect to 127.0.0.1:1 Connection refused')).to.throw(/not a wrk --latency report: unable to connect/);
   });
 });

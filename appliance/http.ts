@@ -2,21 +2,31 @@
 // one error model, a body-size limit, and listening with a clean close.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ErrorRequestHandler, RequestHandler } from 'express';
-import { NotFound, toSkyError } from './errors.ts';
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
+import { NotFound, toSkyError, type SkyError } from './errors.ts';
 import type { Logger } from './log.ts';
 
-/** Answers every error as `{ error: { code, message } }`; only 5xx are logged, never sent, with a stack. */
-export function jsonErrors(log: Logger): ErrorRequestHandler {
+/**
+ * An Express error handler of the one error model: the error as a SkyError, a 5xx logged with
+ * `logMsg` (its stack never sent), a response already under way ended; otherwise `answer` replies.
+ */
+export function errorHandler(log: Logger, logMsg: string, answer: (sky: SkyError, req: Request, res: Response) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const sky = toSkyError(err);
-    if (sky.status >= 500) log.error('request failed', { method: req.method, path: req.path, err });
+    if (sky.status >= 500) log.error(logMsg, { method: req.method, path: req.path, err });
     if (res.headersSent) {
       res.end();
       return;
     }
-    res.status(sky.status).json(sky.toBody());
+    answer(sky, req, res);
   };
+}
+
+/** Answers every error as `{ error: { code, message } }`; only 5xx are logged, never sent, with a stack. */
+export function jsonErrors(log: Logger): ErrorRequestHandler {
+  return errorHandler(log, 'request failed', (sky, _req, res) => {
+    res.status(sky.status).json(sky.toBody());
+  });
 }
 
 export const notFoundRoute: RequestHandler = (req, _res, next) => next(new NotFound(`${req.method} ${req.path}`));

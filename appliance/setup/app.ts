@@ -11,7 +11,8 @@
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import path from 'node:path';
 import { contentType, readAsset } from '../assets.ts';
-import { SkyError, toSkyError } from '../errors.ts';
+import { SkyError } from '../errors.ts';
+import { errorHandler } from '../http.ts';
 import type { Logger } from '../log.ts';
 import { installerOptionsSchema, RELEASES, type InstallerOptionsInput } from '../../autoinstall/index.ts';
 import { checkTarget, listDrives, type DriveChoice } from '../../iso/usb.ts';
@@ -143,15 +144,9 @@ export function buildSetupApp(deps: SetupDeps): Express {
   }));
 
   app.use((req, _res, next) => next(new SkyError(404, 'not_found', `there is no page ${req.path}`)));
-  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const sky = toSkyError(err);
-    if (sky.status >= 500) deps.log.error('request failed', { method: req.method, path: req.path, err });
-    if (res.headersSent) {
-      res.end();
-      return;
-    }
+  app.use(errorHandler(deps.log, 'request failed', (sky, req, res) => {
     renderStep(req, res, { view: 'error', title: 'Problem', status: sky.status, data: { heading: sky.status === 404 ? 'Not found' : 'Something went wrong', message: sky.message } });
-  });
+  }));
 
   function renderOptions(req: Request, res: Response, form: OptionsForm, errors: FieldErrors, status = 200): void {
     renderStep(req, res, {

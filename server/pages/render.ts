@@ -9,7 +9,7 @@ import { gzipSync } from 'node:zlib';
 import Handlebars from 'handlebars';
 import type { ErrorRequestHandler, Request, Response } from 'express';
 import { assetKeys, readTextAsset } from '../../appliance/assets.ts';
-import { toSkyError } from '../../appliance/errors.ts';
+import { errorHandler } from '../../appliance/http.ts';
 import type { Logger } from '../../appliance/log.ts';
 
 const hbs = Handlebars.create();
@@ -97,19 +97,19 @@ export function render(req: Request, res: Response, view: View): void {
       res.status(204).end();
       return;
     }
-    if (memo) {
-      // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
-      res.setHeader('Vary', 'HX-Request, Accept-Encoding');
-      if (req.acceptsEncodings('gzip') === 'gzip') {
-        memo.gz ??= gzipSync(bytesOf(memo), { level: 6 });
-        res.setHeader('Content-Encoding', 'gzip');
-        res.send(memo.gz);
-        return;
-      }
-      res.send(bytesOf(memo));
+    if ('html' in part) {
+      res.send(part.html);
       return;
     }
-    res.send(part.html);
+    // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
+    res.setHeader('Vary', 'HX-Request, Accept-Encoding');
+    if (req.acceptsEncodings('gzip') === 'gzip') {
+      part.gz ??= gzipSync(part.bytes, { level: 6 });
+      res.setHeader('Content-Encoding', 'gzip');
+      res.send(part.gz);
+      return;
+    }
+    res.send(part.bytes);
     return;
   }
   const layout = (body: string) => template('views/layouts/main.hbs')({
@@ -128,16 +128,11 @@ export function render(req: Request, res: Response, view: View): void {
   // being copied into a new string and buffer per request (the dashboard: 47 KiB for 200 hosts).
   const [head, tail, extra] = layout(template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml: PARTIAL_MARK })).split(PARTIAL_MARK);
   if (tail === undefined || extra !== undefined) throw new Error(`page ${view.page} must show {{{partialHtml}}} exactly once`);
-  sendPieces(req, res, [Buffer.from(head!), bytesOf(memo), Buffer.from(tail)]);
+  sendPieces(req, res, [Buffer.from(head!), memo.bytes, Buffer.from(tail)]);
 }
 
 /** Where a page template's `{{{partialHtml}}}` goes; no rendered text contains it. */
 const PARTIAL_MARK = '<!--skyhost:partial:7f3c-->';
-
-/** The memo's HTML as bytes, encoded once. */
-function bytesOf(memo: Memo): Buffer {
-  return (memo.bytes ??= Buffer.from(memo.html));
-}
 
 /** Sends `pieces` as one body (Content-Length, one corked write). */
 function sendPieces(req: Request, res: Response, pieces: Buffer[]): void {
@@ -163,9 +158,11 @@ function stamp(html: string): Rendered {
   return { html: html.replace(/^(\s*<[a-z][^>]*?)(\/?>)/i, `$1 data-version="${version}"$2`), version };
 }
 
-interface Memo extends Rendered {
+/** A rendered partial kept for everyone: its bytes (encoded once), and gzipped on first demand. */
+interface Memo {
   at: number;
-  bytes?: Buffer;
+  version: string;
+  bytes: Buffer;
   gz?: Buffer;
 }
 const memos = new WeakMap<object, Map<string, Memo>>();
@@ -176,7 +173,8 @@ function memoized(memo: NonNullable<View['memo']>, make: () => Rendered): Memo {
   const hit = scope.get(memo.key);
   const now = Date.now();
   if (hit && now - hit.at < memo.ms) return hit;
-  const fresh: Memo = { at: now, ...make() };
+  const { html, version } = make();
+  const fresh: Memo = { at: now, version, bytes: Buffer.from(html) };
   scope.set(memo.key, fresh);
   return fresh;
 }
@@ -203,13 +201,7 @@ function navFor(viewer: Viewer | undefined, current: string) {
  * shown). For htmx requests the message goes into the layout's #flash area instead of the target.
  */
 export function pageErrors(log: Logger): ErrorRequestHandler {
-  return (err, req, res, _next) => {
-    const sky = toSkyError(err);
-    if (sky.status >= 500) log.error('page failed', { method: req.method, path: req.path, err });
-    if (res.headersSent) {
-      res.end();
-      return;
-    }
+  return errorHandler(log, 'page failed', (sky, req, res) => {
     if (sky.status === 401 && req.method === 'GET' && !isHtmx(req)) {
       res.redirect(303, '/login?next=' + encodeURIComponent(req.originalUrl));
       return;
@@ -231,7 +223,7 @@ export function pageErrors(log: Logger): ErrorRequestHandler {
       status: sky.status,
       data: { status: sky.status, message, kind: 'error' },
     });
-  };
+  });
 }
 
 // ---- helpers available in every template ----

@@ -4,9 +4,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command, CommandContext } from '../appliance/cli.ts';
-import { UsageError } from '../appliance/cli.ts';
-import { untilSignal } from '../appliance/http.ts';
+import type { Command, CommandContext } from '../base/cli.ts';
+import { UsageError } from '../base/cli.ts';
+import { untilSignal } from '../base/http.ts';
 import { domainName, listDomains, readRecord } from './libvirt.ts';
 import { TemplateName } from './api.ts';
 import { TemplateStore } from './templates.ts';

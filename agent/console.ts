@@ -5,7 +5,7 @@
 import { open } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import type { Logger } from '../appliance/log.ts';
+import type { Logger } from '../base/log.ts';
 
 export const SCROLLBACK_BYTES = 64 * 1024;
 const RETRY_MIN_MS = 250;

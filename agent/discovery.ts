@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import path from 'node:path';
 import { Bonjour, type Browser } from 'bonjour-service';
 import { z } from 'zod';
-import type { Logger } from '../appliance/log.ts';
+import type { Logger } from '../base/log.ts';
 import { EnrollResponse, type EnrollRequest } from './api.ts';
 import { ClusterId, lanAddress, parseAd, quietErrors, SERVICE_TYPE, type ControllerAd } from './mdns.ts';
 

@@ -1,7 +1,7 @@
 // VM disks: a qcow2 overlay on the template's image (copy-on-write, milliseconds whatever the
 // template's size) instead of a full copy. `fullCopy` is the original design's clone, kept for the bench.
 import { copyFile } from 'node:fs/promises';
-import { run } from '../appliance/exec.ts';
+import { run } from '../base/exec.ts';
 
 export interface ImageInfo {
   format: string;

@@ -2,7 +2,7 @@
 // bearer: the agent key it enrolled with), so the admin panel shows every host's events. Records wait
 // in a bounded queue while there is no controller or it does not answer; the oldest are dropped
 // first, and the drop is reported with the next batch.
-import { addSink, LEVELS, type Level, type Logger, type LogRecord } from '../appliance/log.ts';
+import { addSink, LEVELS, type Level, type Logger, type LogRecord } from '../base/log.ts';
 
 export interface EventForwarderOptions {
   key: string;

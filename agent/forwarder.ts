@@ -1,7 +1,7 @@
 // SSH from the LAN: a small TCP forwarder in the agent, hostIP:PORT -> guestIP:22, with PORT taken
 // from the configured range (`sshPortRange`). No firewall rules are changed.
 import { createServer, connect, type Server, type Socket } from 'node:net';
-import { Unavailable } from '../appliance/errors.ts';
+import { Unavailable } from '../base/errors.ts';
 
 export interface PortRange {
   low: number;

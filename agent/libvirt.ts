@@ -1,13 +1,13 @@
 // Everything SkyHost says to libvirt goes through `virsh -c qemu:///system` with argument arrays
-// (appliance/exec.ts). Domain XML is built here from escaped values only, and SkyHost's own record
+// (base/exec.ts). Domain XML is built here from escaped values only, and SkyHost's own record
 // of a VM lives in the domain's <metadata> under SkyHost's namespace, so libvirt stays the one
 // source of truth and a restarted agent finds its VMs again.
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { run, type RunOptions } from '../appliance/exec.ts';
-import { CommandFailed } from '../appliance/errors.ts';
+import { run, type RunOptions } from '../base/exec.ts';
+import { CommandFailed } from '../base/errors.ts';
 
 export const LIBVIRT_URI = 'qemu:///system';
 export const METADATA_NS = 'https://skyhost.dev/xmlns/vm/1';

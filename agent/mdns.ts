@@ -6,7 +6,7 @@ import os from 'node:os';
 import { isIPv4 } from 'node:net';
 import type { Bonjour, Service } from 'bonjour-service';
 import { z } from 'zod';
-import type { Logger } from '../appliance/log.ts';
+import type { Logger } from '../base/log.ts';
 
 /** The DNS-SD service type a controller publishes (`_skyhost._tcp`). */
 export const SERVICE_TYPE = 'skyhost';

@@ -2,8 +2,8 @@
 // created on first use and kept), and a DHCP reservation per VM MAC so the agent knows each VM's
 // address without asking the guest.
 import { randomBytes } from 'node:crypto';
-import { run } from '../appliance/exec.ts';
-import { CommandFailed, Unavailable } from '../appliance/errors.ts';
+import { run } from '../base/exec.ts';
+import { CommandFailed, Unavailable } from '../base/errors.ts';
 import { defineXml, hostTag, virsh, xml } from './libvirt.ts';
 
 export interface VmNetwork {

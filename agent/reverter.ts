@@ -1,6 +1,6 @@
 // A multi-step operation undoes itself on failure: push an undo step after each step that changed
 // something, then either `success()` (forget them) or `fail()` (run them newest first).
-import type { Logger } from '../appliance/log.ts';
+import type { Logger } from '../base/log.ts';
 
 export type Undo = () => Promise<unknown> | unknown;
 

@@ -4,8 +4,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, stringify } from 'yaml';
-import { run } from '../appliance/exec.ts';
-import { InvalidField } from '../appliance/errors.ts';
+import { run } from '../base/exec.ts';
+import { InvalidField } from '../base/errors.ts';
 
 export interface SeedInput {
   instanceId: string;

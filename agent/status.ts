@@ -3,8 +3,8 @@
 import { statfs } from 'node:fs/promises';
 import os from 'node:os';
 import si from 'systeminformation';
-import type { Logger } from '../appliance/log.ts';
-import { VERSION } from '../appliance/version.ts';
+import type { Logger } from '../base/log.ts';
+import { VERSION } from '../base/version.ts';
 import type { HostStatus, Hypervisor, TemplateInfo } from './api.ts';
 import type { TemplateStore } from './templates.ts';
 import type { VmManager } from './vms.ts';

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TemplateInfo, TemplateName } from './api.ts';
-import { Conflict, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
+import { Conflict, InvalidField, NotFound, SkyError } from '../base/errors.ts';
 import { imageInfo } from './disks.ts';
 
 export interface ImportOptions {

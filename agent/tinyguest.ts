@@ -4,8 +4,8 @@
 // it powers off on the ACPI button. The test suite's guest is the same recipe with test extras.
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Unavailable } from '../appliance/errors.ts';
-import { run } from '../appliance/exec.ts';
+import { Unavailable } from '../base/errors.ts';
+import { run } from '../base/exec.ts';
 
 /** Modules the guest needs that Debian's kernel builds as modules, in load order. */
 export const TINY_MODULES = [

@@ -6,7 +6,7 @@ import { chmodSync, closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, rea
 import path from 'node:path';
 import { build } from 'esbuild';
 import { inject } from 'postject';
-import { checkoutRoot, listSourceAssets } from './assets.ts';
+import { checkoutRoot, listSourceAssets } from '../base/assets.ts';
 
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 

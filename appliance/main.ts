@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Entry point of the `skyhost` executable (bundled into dist/skyhost) and of `node appliance/main.ts`.
-import { runCli } from './cli.ts';
+import { runCli } from '../base/cli.ts';
 import { COMMANDS } from './commands.ts';
 
 // Services resolve only when they stop; short commands end here.

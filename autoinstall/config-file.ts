@@ -1,7 +1,7 @@
-// /skyhost/config.yaml on the USB, installed as /etc/skyhost/config.yaml: the keys of appliance/config.ts
+// /skyhost/config.yaml on the USB, installed as /etc/skyhost/config.yaml: the keys of base/config.ts
 // that the installed `skyhost agent|controller` needs, checked by that same schema.
 import { stringify } from 'yaml';
-import { configSchema, type Config } from '../appliance/config.ts';
+import { configSchema, type Config } from '../base/config.ts';
 import type { InstallerOptions } from './options.ts';
 
 export function skyhostConfig(o: InstallerOptions): Partial<Config> {

@@ -2,7 +2,7 @@
 // Every string that ends up in the user-data, a unit file or a config file is checked here first, so
 // that hostile text (spaces in a hostname, a newline in a key, YAML or shell syntax) never gets through.
 import { z } from 'zod';
-import { fromZod } from '../appliance/errors.ts';
+import { fromZod } from '../base/errors.ts';
 
 /** One DNS label: what a hostname prefix may be (the MAC suffix is added at first boot). */
 const hostnameLabel = z

@@ -1,7 +1,7 @@
 // The admin password as the installer wants it: a SHA-512 crypt hash. `openssl passwd -6` reads the
 // password on stdin (never on a command line, where `ps` would show it).
-import { InvalidField } from '../appliance/errors.ts';
-import { run } from '../appliance/exec.ts';
+import { InvalidField } from '../base/errors.ts';
+import { run } from '../base/exec.ts';
 
 /**
  * `$6$...` for `plain`, ready for `adminPasswordHash`.

@@ -3,7 +3,7 @@
 // `late-command` would otherwise be ignored by the installer without a word.
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { SkyError } from '../appliance/errors.ts';
+import { SkyError } from '../base/errors.ts';
 import { assertSupported, checkSchema, type JsonSchema } from './jsonschema.ts';
 
 import ubuntuSchema from './schema/autoinstall-schema.json' with { type: 'json' };

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ensureDaemons } from '../appliance/hostsetup.ts';
+import { ensureDaemons } from '../host/hostsetup.ts';
 import type { Group } from './group.ts';
 import {
   cpuSeconds, privateMb, removeAgentLeftovers, rssMb, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess,

@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import { run } from '../appliance/exec.ts';
+import { run } from '../base/exec.ts';
 import type { Group } from './group.ts';
 import { figure, msSince, repeat } from './stats.ts';
 

@@ -3,7 +3,7 @@
 import { randomFillSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { run } from '../appliance/exec.ts';
+import { run } from '../base/exec.ts';
 import type { Group } from './group.ts';
 import { figure, median, msSince, repeat, withTarget } from './stats.ts';
 

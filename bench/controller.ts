@@ -4,7 +4,7 @@
 // more for the VM list, to show what a client that needs a whole core does to the figure). Targets
 // (issue 4): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
 import path from 'node:path';
-import { hasCommand, run } from '../appliance/exec.ts';
+import { hasCommand, run } from '../base/exec.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';
 import type { Group } from './group.ts';
 import { privateMb, rssMb, startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';

@@ -9,7 +9,7 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from '../appliance/exec.ts';
+import { run } from '../base/exec.ts';
 import { buildInstallerIso } from '../iso/remaster.ts';
 import { fakeUbuntuIso } from '../test/support/fake-ubuntu-iso.ts';
 import type { BenchContext, Group } from './group.ts';

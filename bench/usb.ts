@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { run } from '../appliance/exec.ts';
+import { run } from '../base/exec.ts';
 import { writeImage } from '../iso/usb.ts';
 import { createLoopDevice, writePatternFile } from '../test/support/loop-device.ts';
 

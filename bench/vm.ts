@@ -9,7 +9,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import WebSocket from 'ws';
-import { ensureDaemons } from '../appliance/hostsetup.ts';
+import { ensureDaemons } from '../host/hostsetup.ts';
 import { TemplateStore } from '../agent/templates.ts';
 import { buildTestGuest, GUEST_PROMPT } from '../test/support/guest.ts';
 import type { Group } from './group.ts';

@@ -1,8 +1,8 @@
 // `skyhost iso build` (DESIGN §3): remaster an Ubuntu live-server ISO into a SkyHost installer.
 import { readFileSync } from 'node:fs';
-import type { Command } from '../appliance/cli.ts';
-import { UsageError } from '../appliance/cli.ts';
-import { InvalidField } from '../appliance/errors.ts';
+import type { Command } from '../base/cli.ts';
+import { UsageError } from '../base/cli.ts';
+import { InvalidField } from '../base/errors.ts';
 import { ROLES, type Role } from '../autoinstall/options.ts';
 import type { BuildProgress } from './remaster.ts';
 

@@ -1,7 +1,7 @@
 // Edits Ubuntu's boot/grub/grub.cfg (and 22.04's loopback.cfg) so that every install entry starts
 // the unattended install: `autoinstall ds=nocloud\;s=/cdrom/nocloud/` goes before the `---` (what
 // follows `---` is copied to the installed system's kernel line). GRUB needs the `;` escaped.
-import { InvalidField } from '../appliance/errors.ts';
+import { InvalidField } from '../base/errors.ts';
 
 export const AUTOINSTALL_ARGS = 'autoinstall ds=nocloud\\;s=/cdrom/nocloud/';
 

@@ -1,7 +1,7 @@
 // `skyhost usb list` and `skyhost usb write IMAGE DEVICE`.
 import { createInterface } from 'node:readline/promises';
-import type { Command } from '../appliance/cli.ts';
-import { UsageError } from '../appliance/cli.ts';
+import type { Command } from '../base/cli.ts';
+import { UsageError } from '../base/cli.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors, type Finding } from './usb-guards.ts';
 import type { WriteProgress } from './usb.ts';
 

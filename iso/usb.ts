@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import { constants, promises as fsp } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { run } from '../appliance/exec.ts';
-import { Conflict, Forbidden, InvalidField, NotFound, SkyError } from '../appliance/errors.ts';
+import { run } from '../base/exec.ts';
+import { Conflict, Forbidden, InvalidField, NotFound, SkyError } from '../base/errors.ts';
 import { checkDrive, describeDrive, formatBytes, hasErrors, parseLsblk, type Drive, type Finding } from './usb-guards.ts';
 
 export const LSBLK_COLUMNS = 'NAME,PATH,SIZE,TYPE,TRAN,RM,HOTPLUG,RO,MODEL,SERIAL,MOUNTPOINTS,PKNAME';

@@ -4,10 +4,10 @@
 //   request ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
 //           ─▶ CSRF ─▶ /metrics, /api/openapi.json ─▶ JSON API (server/api) ─▶ pages ─▶ errors
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
-import { SkyError } from '../appliance/errors.ts';
-import { VERSION } from '../appliance/version.ts';
-import { jsonErrors, notFoundRoute } from '../appliance/http.ts';
-import type { Logger } from '../appliance/log.ts';
+import { SkyError } from '../base/errors.ts';
+import { VERSION } from '../base/version.ts';
+import { jsonErrors, notFoundRoute } from '../base/http.ts';
+import type { Logger } from '../base/log.ts';
 import { openApiDocument } from './api/openapi.ts';
 import { pageRouter } from './pages/index.ts';
 import { installRouter } from './install.ts';

@@ -1,6 +1,6 @@
 // `skyhost controller` and `skyhost up` (DESIGN §3). What they run is in server/serve.ts, imported
 // when one of them starts: the other commands (the agent above all) never load the controller's code.
-import type { Command } from '../appliance/cli.ts';
+import type { Command } from '../base/cli.ts';
 
 const dataFlag = { type: 'string', arg: 'DIR', key: 'dataDir', help: 'data folder (default /var/lib/skyhost as root, ./.skyhost otherwise)' } as const;
 const portFlag = { type: 'string', arg: 'PORT', key: 'port', help: 'web UI and API port (default 8080)' } as const;

@@ -2,8 +2,8 @@
 // it cleanly. `skyhost controller`, `skyhost up` and the tests all start it through here.
 import { createServer, type Server } from 'node:http';
 import type { RequestHandler } from 'express';
-import { close, listen } from '../appliance/http.ts';
-import type { Logger } from '../appliance/log.ts';
+import { close, listen } from '../base/http.ts';
+import type { Logger } from '../base/log.ts';
 import { buildApp } from './app.ts';
 import { consoleUpgrade } from './console/proxy.ts';
 import { createServices, type ControllerServices, type ServicesOptions } from './services.ts';

@@ -2,7 +2,7 @@
 // url) and `_http._tcp` (the web page) over the LAN interface only, re-announce periodically, and say
 // goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
 import { Bonjour, type Service } from 'bonjour-service';
-import type { Logger } from '../appliance/log.ts';
+import type { Logger } from '../base/log.ts';
 import { lanAddress, quietErrors, SERVICE_TYPE, TXT_VERSION } from '../agent/mdns.ts';
 
 export interface AdvertiseOptions {

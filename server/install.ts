@@ -5,8 +5,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { Router, type Request } from 'express';
-import { BadRequest, Unavailable } from '../appliance/errors.ts';
-import { HOST_PACKAGES } from '../appliance/hostsetup.ts';
+import { BadRequest, Unavailable } from '../base/errors.ts';
+import { HOST_PACKAGES } from '../host/hostsetup.ts';
 import { defaultBinary } from '../iso/remaster.ts';
 
 export interface InstallDeps {

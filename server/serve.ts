@@ -2,10 +2,10 @@
 // and, for `up`, the local agent in the same process, enrolled at once with the cluster join token.
 // Loaded only when one of them runs (server/commands.ts), so other commands never load the controller.
 import os from 'node:os';
-import type { CommandContext } from '../appliance/cli.ts';
-import { untilSignal } from '../appliance/http.ts';
-import { logger } from '../appliance/log.ts';
-import { VERSION } from '../appliance/version.ts';
+import type { CommandContext } from '../base/cli.ts';
+import { untilSignal } from '../base/http.ts';
+import { logger } from '../base/log.ts';
+import { VERSION } from '../base/version.ts';
 import { lanAddress } from '../agent/mdns.ts';
 import { startAgent, type RunningAgent } from '../agent/service.ts';
 import { startController, type RunningController } from './controller.ts';

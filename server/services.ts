@@ -9,8 +9,8 @@
 //   services.joinTokens cluster and single-use join tokens                   (server/tokens.ts)
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
-import type { Config } from '../appliance/config.ts';
-import { logger, type Logger } from '../appliance/log.ts';
+import type { Config } from '../base/config.ts';
+import { logger, type Logger } from '../base/log.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
 import { HostRegistry } from './hosts/registry.ts';

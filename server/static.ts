@@ -1,6 +1,6 @@
 // Serves the embedded assets under /static/ (htmx, xterm.js, noVNC, our CSS): nothing from a CDN.
 import type { RequestHandler } from 'express';
-import { contentType, inSingleExecutable, readAsset } from '../appliance/assets.ts';
+import { contentType, inSingleExecutable, readAsset } from '../base/assets.ts';
 
 export function staticAssets(): RequestHandler {
   const cacheControl = inSingleExecutable() ? 'public, max-age=3600' : 'no-cache';

@@ -8,7 +8,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { InvalidField, NotFound } from '../appliance/errors.ts';
+import { InvalidField, NotFound } from '../base/errors.ts';
 import { sameSecret } from './secrets.ts';
 
 const SingleUse = z.object({

@@ -10,10 +10,10 @@
 //   GET  /jobs/:id/usb         drives / write progress   POST /jobs/:id/usb -> start writing (422 when refused)
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
 import path from 'node:path';
-import { contentType, readAsset } from '../assets.ts';
-import { SkyError } from '../errors.ts';
-import { errorHandler } from '../http.ts';
-import type { Logger } from '../log.ts';
+import { contentType, readAsset } from '../../base/assets.ts';
+import { SkyError } from '../../base/errors.ts';
+import { errorHandler } from '../../base/http.ts';
+import type { Logger } from '../../base/log.ts';
 import { installerOptionsSchema, RELEASES, type InstallerOptionsInput } from '../../autoinstall/index.ts';
 import { checkTarget, listDrives, type DriveChoice } from '../../iso/usb.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors } from '../../iso/usb-guards.ts';

@@ -1,6 +1,6 @@
 // `skyhost setup [--port 8090] [--cli]`: the bootstrapper, as a local web page or a terminal menu.
 // What it runs is in ./run.ts, loaded only when the command starts.
-import type { Command } from '../cli.ts';
+import type { Command } from '../../base/cli.ts';
 
 export const setupCommand: Command = {
   name: 'setup',

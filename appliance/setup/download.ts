@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { SkyError, Unavailable } from '../errors.ts';
+import { SkyError, Unavailable } from '../../base/errors.ts';
 import type { Release } from '../../autoinstall/index.ts';
 
 export interface DownloadProgress {

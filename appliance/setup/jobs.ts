@@ -4,8 +4,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { SkyError, toSkyError } from '../errors.ts';
-import type { Logger } from '../log.ts';
+import { SkyError, toSkyError } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { BuildIsoOptions, BuildIsoResult, BuildProgress } from '../../iso/remaster.ts';
 import type { WriteOptions, WriteResult } from '../../iso/usb.ts';
 import type { Drive } from '../../iso/usb-guards.ts';

@@ -3,7 +3,7 @@
 // same rules as the web forms and asks again on a wrong one; running out of answers stops it.
 import path from 'node:path';
 import { createInterface } from 'node:readline';
-import { SkyError } from '../errors.ts';
+import { SkyError } from '../../base/errors.ts';
 import { checkTarget, listDrives } from '../../iso/usb.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors } from '../../iso/usb-guards.ts';
 import type { Job, SetupJobs } from './jobs.ts';

@@ -4,8 +4,8 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
-import { run } from '../exec.ts';
-import { SkyError } from '../errors.ts';
+import { run } from '../../base/exec.ts';
+import { SkyError } from '../../base/errors.ts';
 import { installerOptionsSchema, RELEASES, ROLES, type InstallerOptionsInput, type Release, type Role } from '../../autoinstall/index.ts';
 
 /** The options form, exactly as the browser (or the menu) sends it: strings. */

@@ -2,8 +2,8 @@
 // write the installer. Imported only when the command starts (appliance/setup/commands.ts).
 import { createServer } from 'node:http';
 import path from 'node:path';
-import type { CommandContext } from '../cli.ts';
-import { close, listen, untilSignal } from '../http.ts';
+import type { CommandContext } from '../../base/cli.ts';
+import { close, listen, untilSignal } from '../../base/http.ts';
 import { buildInstallerIso, inspectUbuntuIso } from '../../iso/remaster.ts';
 import { writeImage } from '../../iso/usb.ts';
 import { buildSetupApp } from './app.ts';

@@ -3,7 +3,7 @@
 // around it, an htmx request (HX-Request) gets the template alone, from the same source.
 import Handlebars from 'handlebars';
 import type { Request, Response } from 'express';
-import { assetKeys, readTextAsset } from '../assets.ts';
+import { assetKeys, readTextAsset } from '../../base/assets.ts';
 
 const hbs = Handlebars.create();
 hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);

@@ -2,7 +2,7 @@
 // (zod 4's `z.toJSONSchema`), so the description cannot drift from what is enforced.
 import { z } from 'zod';
 import { EnrollResponse, VmAction } from '../../agent/api.ts';
-import { VERSION } from '../../appliance/version.ts';
+import { VERSION } from '../../base/version.ts';
 import { Event } from '../events/events.ts';
 import { ControllerEnrollRequest, Host } from '../hosts/registry.ts';
 import { ClusterTemplate, TemplateImport } from '../templates/templates.ts';

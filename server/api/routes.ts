@@ -3,7 +3,7 @@
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import { TemplateName, VmAction } from '../../agent/api.ts';
-import { Conflict, NotFound, Unauthorized, fromZod } from '../../appliance/errors.ts';
+import { Conflict, NotFound, Unauthorized, fromZod } from '../../base/errors.ts';
 import { EventQuery, type Event } from '../events/events.ts';
 import type { ControllerServices } from '../services.ts';
 import { TemplateImport } from '../templates/templates.ts';

@@ -4,8 +4,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import WebSocket, { WebSocketServer } from 'ws';
-import { toSkyError } from '../../appliance/errors.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { toSkyError } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { resolveAuth } from '../users/auth.ts';
 

@@ -3,7 +3,7 @@
 // are assigned at once, so live subscribers and later queries agree on them.
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
-import { addSink, LEVELS, type Level, type LogRecord } from '../../appliance/log.ts';
+import { addSink, LEVELS, type Level, type LogRecord } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 
 export const EventLevel = z.enum(LEVELS);

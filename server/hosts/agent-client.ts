@@ -5,7 +5,7 @@ import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { HostStatus, TemplateInfo, VmInfo, type VmAction, type VmCreateRequest } from '../../agent/api.ts';
-import { SkyError, Unavailable } from '../../appliance/errors.ts';
+import { SkyError, Unavailable } from '../../base/errors.ts';
 
 export interface AgentTarget {
   id: string;

@@ -9,8 +9,8 @@
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
 import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../agent/api.ts';
-import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from '../../appliance/errors.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../secrets.ts';
 import { AgentClient } from './agent-client.ts';

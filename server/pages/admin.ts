@@ -2,8 +2,8 @@
 // reset password, admin flag, self-registration), the event log with filters and a live tail; and
 // the templates list, which every user may read.
 import express, { type Request, type Response, type Router } from 'express';
-import { InvalidField, NotFound, fromZod, toSkyError } from '../../appliance/errors.ts';
-import { LEVELS } from '../../appliance/log.ts';
+import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
+import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';

@@ -2,7 +2,7 @@
 // inline messages, redirects that work for plain forms and for htmx, and the signed-in viewer.
 import type { Request, RequestHandler, Response } from 'express';
 import type { z } from 'zod';
-import { toSkyError, type SkyError } from '../../appliance/errors.ts';
+import { toSkyError, type SkyError } from '../../base/errors.ts';
 import { currentUser } from '../users/auth.ts';
 import type { User } from '../users/users.ts';
 import { isHtmx, type Viewer } from './render.ts';

@@ -7,8 +7,8 @@
 //   /vms /vms/:id                                 vms.ts
 //   /hosts /templates /admin/users /admin/events  admin.ts
 import express, { type Router } from 'express';
-import { NotFound, Unauthorized, toSkyError } from '../../appliance/errors.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { NotFound, Unauthorized, toSkyError } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { PASSWORD_CHANGE_PATH, authOf, clearSessionCookie, requireUser, setSessionCookie } from '../users/auth.ts';
 import { Password, UserName } from '../users/users.ts';

@@ -8,9 +8,9 @@ import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import Handlebars from 'handlebars';
 import type { ErrorRequestHandler, Request, Response } from 'express';
-import { assetKeys, readTextAsset } from '../../appliance/assets.ts';
-import { errorHandler } from '../../appliance/http.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { assetKeys, readTextAsset } from '../../base/assets.ts';
+import { errorHandler } from '../../base/http.ts';
+import type { Logger } from '../../base/log.ts';
 
 const hbs = Handlebars.create();
 

@@ -3,7 +3,7 @@
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
 import { VmAction } from '../../agent/api.ts';
-import { NotFound } from '../../appliance/errors.ts';
+import { NotFound } from '../../base/errors.ts';
 import type { ControllerServices } from '../services.ts';
 import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';

@@ -3,8 +3,8 @@
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { TemplateImportRequest, type TemplateInfo } from '../../agent/api.ts';
-import { NotFound, SkyError, Unavailable, toSkyError } from '../../appliance/errors.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { NotFound, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { AgentClient } from '../hosts/agent-client.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
 

@@ -3,7 +3,7 @@
 // says how, and `res.locals.csrfToken` is the session's CSRF token for forms
 // (`<input type="hidden" name="_csrf" value="{{csrfToken}}">`, or the `X-CSRF-Token` header for htmx).
 import type { Request, RequestHandler, Response } from 'express';
-import { Forbidden, SkyError, Unauthorized } from '../../appliance/errors.ts';
+import { Forbidden, SkyError, Unauthorized } from '../../base/errors.ts';
 import type { Session, User, Users } from './users.ts';
 import { sameSecret } from '../secrets.ts';
 

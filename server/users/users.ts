@@ -2,7 +2,7 @@
 // self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { z } from 'zod';
-import { Conflict, Forbidden, NotFound, SkyError, Unauthorized } from '../../appliance/errors.ts';
+import { Conflict, Forbidden, NotFound, SkyError, Unauthorized } from '../../base/errors.ts';
 import type { Row, Store } from '../db/store.ts';
 
 export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');

@@ -8,8 +8,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import type { VmAction, VmInfo } from '../../agent/api.ts';
-import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../appliance/errors.ts';
-import type { Logger } from '../../appliance/log.ts';
+import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
 import { place, type InFlight, type Placement, type Policy } from '../scheduler/index.ts';

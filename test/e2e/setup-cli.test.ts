@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkoutRoot } from '../../appliance/assets.ts';
+import { checkoutRoot } from '../../base/assets.ts';
 import { fakeUbuntuIso } from '../support/fake-ubuntu-iso.ts';
 import { createLoopDevice, sha256OfPrefix, type LoopDevice } from '../support/loop-device.ts';
 

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { createServer } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { close, listen } from '../../appliance/http.ts';
+import { close, listen } from '../../base/http.ts';
 import { downloadUbuntuIso, type DownloadProgress } from '../../appliance/setup/download.ts';
 import { startFakeMirror, type FakeMirror } from '../support/fake-ubuntu-mirror.ts';
 import { writePatternFile } from '../support/loop-device.ts';

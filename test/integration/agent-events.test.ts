@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { startEventForwarder, type EventForwarder } from '../../agent/eventlog.ts';
-import { configureLogging, logger } from '../../appliance/log.ts';
+import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 
 describe('agent events in the controller\'s event log', function () {

@@ -5,10 +5,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { runCli } from '../../appliance/cli.ts';
+import { runCli } from '../../base/cli.ts';
 import { COMMANDS } from '../../appliance/commands.ts';
-import { run } from '../../appliance/exec.ts';
-import { ensureDaemons } from '../../appliance/hostsetup.ts';
+import { run } from '../../base/exec.ts';
+import { ensureDaemons } from '../../host/hostsetup.ts';
 import { defineXml, domainName, domainXml, removeDomain } from '../../agent/libvirt.ts';
 import { sha256File } from '../../agent/templates.ts';
 import { buildTestGuest, type TestGuest } from '../support/guest.ts';

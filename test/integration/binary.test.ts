@@ -6,9 +6,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { checkoutRoot } from '../../appliance/assets.ts';
+import { checkoutRoot } from '../../base/assets.ts';
 import { buildBinary } from '../../appliance/build.ts';
-import { VERSION } from '../../appliance/version.ts';
+import { VERSION } from '../../base/version.ts';
 import { freePort, waitForHttp } from '../support/net.ts';
 
 const exec = promisify(execFile);

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { configureLogging, logger } from '../../appliance/log.ts';
+import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { freePort } from '../support/net.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';

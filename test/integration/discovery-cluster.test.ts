@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { ResultPromise } from 'execa';
-import { ensureDaemons } from '../../appliance/hostsetup.ts';
+import { ensureDaemons } from '../../host/hostsetup.ts';
 import { GiveUp, startAvahi, TestLan, waitFor } from '../support/netns.ts';
 
 const MAIN = 'appliance/main.ts';

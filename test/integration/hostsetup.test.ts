@@ -3,8 +3,8 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { checkoutRoot } from '../../appliance/assets.ts';
-import { detectAccel, findProbeKernel, probeBoot } from '../../appliance/hostsetup.ts';
+import { checkoutRoot } from '../../base/assets.ts';
+import { detectAccel, findProbeKernel, probeBoot } from '../../host/hostsetup.ts';
 
 const exec = promisify(execFile);
 

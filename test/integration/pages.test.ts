@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { logger } from '../../appliance/log.ts';
+import { logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { createServices } from '../../server/services.ts';
 import { SimAgent } from '../support/sim-agent.ts';

@@ -4,8 +4,8 @@ import { mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rm
 import { spawn } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from '../../appliance/exec.ts';
-import { runCli } from '../../appliance/cli.ts';
+import { run } from '../../base/exec.ts';
+import { runCli } from '../../base/cli.ts';
 import { COMMANDS } from '../../appliance/commands.ts';
 import { checkTarget, listDrives, writeImage, writeImageSafely, type WriteProgress } from '../../iso/usb.ts';
 import { createLoopDevice, writePatternFile, type LoopDevice } from '../support/loop-device.ts';

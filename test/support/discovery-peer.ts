@@ -10,7 +10,7 @@
 // Prints one JSON line `{"ready":true,...}` when it is up. Exits on SIGTERM/SIGINT.
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
-import { configureLogging, logger } from '../../appliance/log.ts';
+import { configureLogging, logger } from '../../base/log.ts';
 import { startDiscovery } from '../../agent/discovery.ts';
 import { EnrollRequest } from '../../agent/api.ts';
 import { startAdvertising } from '../../server/discovery.ts';

@@ -8,7 +8,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, copyFileSync, openSync, writeSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { run } from '../../appliance/exec.ts';
+import { run } from '../../base/exec.ts';
 import { md5File } from '../../iso/md5sums.ts';
 
 export type FakeRelease = '22.04' | '24.04';

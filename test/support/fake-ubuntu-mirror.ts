@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { close, listen } from '../../appliance/http.ts';
+import { close, listen } from '../../base/http.ts';
 
 export interface FakeMirror {
   url: string;

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { run } from '../../appliance/exec.ts';
+import { run } from '../../base/exec.ts';
 
 export interface LoopDevice {
   /** e.g. /dev/loop3 */

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { run } from '../../appliance/exec.ts';
+import { run } from '../../base/exec.ts';
 import { waitFor } from './net.ts';
 
 // waitFor and GiveUp live in net.ts with the other polling helpers; kept importable from here.

@@ -21,10 +21,10 @@ import {
 } from '../../agent/api.ts';
 import {
   BadRequest, Conflict, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized, Unavailable,
-} from '../../appliance/errors.ts';
-import { close, listen } from '../../appliance/http.ts';
+} from '../../base/errors.ts';
+import { close, listen } from '../../base/http.ts';
 import { admitVm } from '../../agent/admission.ts';
-import { VERSION } from '../../appliance/version.ts';
+import { VERSION } from '../../base/version.ts';
 
 export interface SimAgentOptions {
   /** Stable id, as /etc/machine-id would be (default: random 32 hex digits). */

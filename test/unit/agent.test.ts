@@ -9,7 +9,7 @@ import { freeIp, networkXml, newMac, parseNetworkXml, type VmNetwork } from '../
 import { parsePortRange, PortForwarder } from '../../agent/forwarder.ts';
 import { Reverter } from '../../agent/reverter.ts';
 import { metaDataDocument, parseUserData, userDataDocument } from '../../agent/seed.ts';
-import { SkyError } from '../../appliance/errors.ts';
+import { SkyError } from '../../base/errors.ts';
 
 const record = (over: Partial<VmRecord> = {}): VmRecord => ({
   hostId: 'host-1',

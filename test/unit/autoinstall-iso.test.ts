@@ -1,6 +1,6 @@
 // The pure parts of the ISO remaster: grub.cfg and md5sum.txt edits.
 import { expect } from 'chai';
-import { SkyError } from '../../appliance/errors.ts';
+import { SkyError } from '../../base/errors.ts';
 import { addAutoinstallToGrub, AUTOINSTALL_ARGS } from '../../iso/grub.ts';
 import { md5, parseMd5Sums, updateMd5Sums } from '../../iso/md5sums.ts';
 import { xorrisoWriteError, xorrisoWriteFraction } from '../../iso/remaster.ts';

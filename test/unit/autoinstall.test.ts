@@ -4,9 +4,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { configSchema } from '../../appliance/config.ts';
-import { SkyError } from '../../appliance/errors.ts';
-import { run } from '../../appliance/exec.ts';
+import { configSchema } from '../../base/config.ts';
+import { SkyError } from '../../base/errors.ts';
+import { run } from '../../base/exec.ts';
 import { renderConfigFile } from '../../autoinstall/config-file.ts';
 import { isoFiles } from '../../autoinstall/files.ts';
 import { checkSchema } from '../../autoinstall/jsonschema.ts';

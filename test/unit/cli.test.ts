@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { runCli, type Command } from '../../appliance/cli.ts';
+import { runCli, type Command } from '../../base/cli.ts';
 import { COMMANDS } from '../../appliance/commands.ts';
-import { VERSION } from '../../appliance/version.ts';
+import { VERSION } from '../../base/version.ts';
 
 /** Runs the CLI in-process with a clean environment and captures what it prints. */
 async function cli(commands: Command[], argv: string[], env: NodeJS.ProcessEnv = {}) {

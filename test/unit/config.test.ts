@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { ConfigError, envName, loadConfig } from '../../appliance/config.ts';
+import { ConfigError, envName, loadConfig } from '../../base/config.ts';
 
 describe('config', () => {
   let dir: string;

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { configureLogging, logger } from '../../appliance/log.ts';
+import { configureLogging, logger } from '../../base/log.ts';
 import { MIGRATIONS } from '../../server/db/migrations.ts';
 import { Store } from '../../server/db/store.ts';
 import { EventLog } from '../../server/events/events.ts';

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { configureLogging, Logger } from '../../appliance/log.ts';
+import { configureLogging, Logger } from '../../base/log.ts';
 import { enrollmentFile, loadRemembered, startDiscovery, type Discovery } from '../../agent/discovery.ts';
 
 interface Answer { status: number; body: unknown }

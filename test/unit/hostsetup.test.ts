@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { ACCEL_MARKER, decideAccel, HOST_PACKAGES, missingPackages, probeBootSector, TEST_PACKAGES } from '../../appliance/hostsetup.ts';
+import { ACCEL_MARKER, decideAccel, HOST_PACKAGES, missingPackages, probeBootSector, TEST_PACKAGES } from '../../host/hostsetup.ts';
 
 describe('host setup', () => {
   describe('missingPackages', () => {

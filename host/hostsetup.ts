@@ -7,9 +7,9 @@ import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { Unavailable } from './errors.ts';
-import { run } from './exec.ts';
-import type { Logger } from './log.ts';
+import { Unavailable } from '../base/errors.ts';
+import { run } from '../base/exec.ts';
+import type { Logger } from '../base/log.ts';
 
 /** What every SkyHost host needs. */
 export const HOST_PACKAGES = [

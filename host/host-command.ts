@@ -1,4 +1,4 @@
-import type { Command } from './cli.ts';
+import type { Command } from '../base/cli.ts';
 import { describeSetup, HOST_PACKAGES, hostSetup, TEST_PACKAGES } from './hostsetup.ts';
 
 export const hostSetupCommand: Command = {

@@ -1,7 +1,7 @@
 // The checks a VM request must pass on a host before anything is created: one pure function, so the
 // real agent and the simulated agent (test/support/sim-agent.ts) answer a request the same way.
 import { Conflict, InvalidField, SkyError, Unavailable } from '../base/errors.ts';
-import type { Hypervisor, TemplateInfo, VmCreate } from './api.ts';
+import type { Hypervisor, TemplateInfo, VmCreate } from '../wire/api.ts';
 import { parseUserData } from './seed.ts';
 
 const GiB = 1024 ** 3;

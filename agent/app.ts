@@ -1,5 +1,5 @@
 // The agent's HTTP API (DESIGN §5), built from its dependencies so tests run the real app in-process:
-// every route but /healthz needs the bearer key; input is checked with agent/api.ts; errors are
+// every route but /healthz needs the bearer key; input is checked with wire/api.ts; errors are
 // `{ error: { code, message } }`. Consoles are WebSocket upgrades handled by `onUpgrade`.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -14,7 +14,7 @@ import { WebSocketServer } from 'ws';
 import type { Logger } from '../base/log.ts';
 import { BadRequest, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized } from '../base/errors.ts';
 import { jsonErrors, notFoundRoute } from '../base/http.ts';
-import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from './api.ts';
+import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from '../wire/api.ts';
 import { bridgeVnc } from './console.ts';
 import type { StatusSampler } from './status.ts';
 import type { TemplateStore } from './templates.ts';

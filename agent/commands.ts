@@ -8,7 +8,7 @@ import type { Command, CommandContext } from '../base/cli.ts';
 import { UsageError } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
 import { domainName, listDomains, readRecord } from './libvirt.ts';
-import { TemplateName } from './api.ts';
+import { TemplateName } from '../wire/api.ts';
 import { TemplateStore } from './templates.ts';
 import { buildTinyGuest } from './tinyguest.ts';
 

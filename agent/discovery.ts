@@ -15,7 +15,7 @@ import path from 'node:path';
 import { Bonjour, type Browser } from 'bonjour-service';
 import { z } from 'zod';
 import type { Logger } from '../base/log.ts';
-import { EnrollResponse, type EnrollRequest } from './api.ts';
+import { EnrollResponse, type EnrollRequest } from '../wire/api.ts';
 import { ClusterId, lanAddress, parseAd, quietErrors, SERVICE_TYPE, type ControllerAd } from './mdns.ts';
 
 export { lanAddress } from './mdns.ts';
@@ -23,7 +23,7 @@ export { lanAddress } from './mdns.ts';
 /** A join token left in a file. (The USB installer puts `joinToken` in /etc/skyhost/config.yaml, read as config.) */
 export const JOIN_TOKEN_FILE = '/etc/skyhost/join-token';
 
-/** What `/status` shows under `controller` (HostStatus.controller in agent/api.ts). */
+/** What `/status` shows under `controller` (HostStatus.controller in wire/api.ts). */
 export interface ControllerState {
   url?: string;
   clusterId?: string;

@@ -5,7 +5,7 @@ import os from 'node:os';
 import si from 'systeminformation';
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
-import type { HostStatus, Hypervisor, TemplateInfo } from './api.ts';
+import type { HostStatus, Hypervisor, TemplateInfo } from '../wire/api.ts';
 import type { TemplateStore } from './templates.ts';
 import type { VmManager } from './vms.ts';
 import { versions } from './libvirt.ts';

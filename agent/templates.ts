@@ -8,7 +8,7 @@ import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'no
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { TemplateInfo, TemplateName } from './api.ts';
+import { TemplateInfo, TemplateName } from '../wire/api.ts';
 import { Conflict, InvalidField, NotFound, SkyError } from '../base/errors.ts';
 import { imageInfo } from './disks.ts';
 

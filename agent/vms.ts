@@ -8,7 +8,7 @@ import { chmod, chown, mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../base/log.ts';
 import { Conflict, fromZod, NotFound, SkyError, Unavailable } from '../base/errors.ts';
-import { VmCreateRequest, type TemplateInfo, type VmAction, type VmCreate, type VmInfo, type VmState } from './api.ts';
+import { VmCreateRequest, type TemplateInfo, type VmAction, type VmCreate, type VmInfo, type VmState } from '../wire/api.ts';
 import { SerialBridge, SCROLLBACK_BYTES, tailFile } from './console.ts';
 import { createBlankDisk, createOverlay } from './disks.ts';
 import type { PortForwarder } from './forwarder.ts';

@@ -16,7 +16,7 @@ const BINARY = path.join(REPO, 'dist', 'skyhost');
 
 /** `dist/skyhost` when it is newer than every source it is built from (the product), else node + sources. */
 export function skyhostCommand(): { cmd: string; pre: string[]; what: string } {
-  const newest = Math.max(...['agent', 'server', 'base', 'host', 'appliance'].flatMap((d) =>
+  const newest = Math.max(...['agent', 'server', 'base', 'host', 'wire', 'appliance'].flatMap((d) =>
     readdirSync(path.join(REPO, d), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts')).map((f) => statSync(path.join(REPO, d, f)).mtimeMs)));
   if (existsSync(BINARY) && statSync(BINARY).mtimeMs > newest) return { cmd: BINARY, pre: [], what: 'dist/skyhost' };
   return { cmd: NODE, pre: [path.join(REPO, 'appliance', 'main.ts')], what: 'node appliance/main.ts (dist/skyhost missing or older than the sources)' };

@@ -22,7 +22,7 @@ function step(args: string[]): void {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
-const sources = Math.max(...['base', 'host', 'appliance', 'server', 'agent', 'views', 'iso', 'autoinstall', 'package-lock.json']
+const sources = Math.max(...['base', 'host', 'wire', 'appliance', 'server', 'agent', 'views', 'iso', 'autoinstall', 'package-lock.json']
   .map((p) => path.join(root, p))
   .filter(existsSync)
   .map((p) => (statSync(p).isDirectory() ? newest(p) : statSync(p).mtimeMs)));

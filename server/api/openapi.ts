@@ -1,7 +1,7 @@
 // `GET /api/openapi.json`: the API described from the same zod schemas the routes validate with
 // (zod 4's `z.toJSONSchema`), so the description cannot drift from what is enforced.
 import { z } from 'zod';
-import { EnrollResponse, VmAction } from '../../agent/api.ts';
+import { EnrollResponse, VmAction } from '../../wire/api.ts';
 import { VERSION } from '../../base/version.ts';
 import { Event } from '../events/events.ts';
 import { ControllerEnrollRequest, Host } from '../hosts/registry.ts';

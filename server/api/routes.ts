@@ -2,7 +2,7 @@
 // Handlers only translate HTTP to the services and back; the rules live in the services.
 import { Router, type Request, type Response } from 'express';
 import type { z } from 'zod';
-import { TemplateName, VmAction } from '../../agent/api.ts';
+import { TemplateName, VmAction } from '../../wire/api.ts';
 import { Conflict, NotFound, Unauthorized, fromZod } from '../../base/errors.ts';
 import { EventQuery, type Event } from '../events/events.ts';
 import type { ControllerServices } from '../services.ts';

@@ -1,10 +1,10 @@
-// HTTP client of one agent's API (agent/api.ts): bearer key from enrollment, a timeout on every call,
+// HTTP client of one agent's API (wire/api.ts): bearer key from enrollment, a timeout on every call,
 // and errors in the one error model (unreachable -> 503, the agent's own error passed on).
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { HostStatus, TemplateInfo, VmInfo, type VmAction, type VmCreateRequest } from '../../agent/api.ts';
+import { HostStatus, TemplateInfo, VmInfo, type VmAction, type VmCreateRequest } from '../../wire/api.ts';
 import { SkyError, Unavailable } from '../../base/errors.ts';
 
 export interface AgentTarget {

@@ -8,7 +8,7 @@
 //                                    └─ down (VMs unknown; on return the agent's VM list wins)
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
-import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../agent/api.ts';
+import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../wire/api.ts';
 import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';

@@ -2,7 +2,7 @@
 // consoles. A user sees only their own VMs (another user's VM is a 404), an admin every VM.
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import { VmAction } from '../../agent/api.ts';
+import { VmAction } from '../../wire/api.ts';
 import { NotFound } from '../../base/errors.ts';
 import type { ControllerServices } from '../services.ts';
 import { requireUser } from '../users/auth.ts';

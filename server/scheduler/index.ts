@@ -1,7 +1,7 @@
 // The scheduler: which host gets a VM, and why every other host did not. Pure: no Express, no
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
-import type { HostStatus, Hypervisor } from '../../agent/api.ts';
+import type { HostStatus, Hypervisor } from '../../wire/api.ts';
 import { check, heldOn, holdings, NOTHING_HELD, REASONS, rejection, type HeldBy, type Need } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';

@@ -2,7 +2,7 @@
 // uploads and deletions forwarded to the agents that hold (or should hold) the files.
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { TemplateImportRequest, type TemplateInfo } from '../../agent/api.ts';
+import { TemplateImportRequest, type TemplateInfo } from '../../wire/api.ts';
 import { NotFound, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { AgentClient } from '../hosts/agent-client.ts';

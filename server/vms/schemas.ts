@@ -1,6 +1,6 @@
 // The VM shapes of the JSON API (DESIGN §4, contract): the request body and the VM as returned.
 import { z } from 'zod';
-import { SshPublicKey, TemplateName, VmName, VmState } from '../../agent/api.ts';
+import { SshPublicKey, TemplateName, VmName, VmState } from '../../wire/api.ts';
 
 /** `POST /api/vms` and `POST /request-vm`. */
 export const VmRequest = z.strictObject({

@@ -7,7 +7,7 @@
 //        ─▶ agent POST /vms ─▶ record running | error      (polls then keep the record current)
 import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import type { VmAction, VmInfo } from '../../agent/api.ts';
+import type { VmAction, VmInfo } from '../../wire/api.ts';
 import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';

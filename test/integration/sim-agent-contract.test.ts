@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { HostStatus } from '../../agent/api.ts';
+import { HostStatus } from '../../wire/api.ts';
 import { agentContract } from '../support/agent-contract.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';
 

@@ -5,7 +5,7 @@
 //   agentContract('real agent', async () => ({ url, key, template: 'tiny' }));
 import { expect } from 'chai';
 import WebSocket from 'ws';
-import { HostStatus, TemplateInfo, VmInfo } from '../../agent/api.ts';
+import { HostStatus, TemplateInfo, VmInfo } from '../../wire/api.ts';
 
 export interface ContractTarget {
   /** Base URL of the agent, e.g. http://127.0.0.1:8081 */

@@ -12,7 +12,7 @@ import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startDiscovery } from '../../agent/discovery.ts';
-import { EnrollRequest } from '../../agent/api.ts';
+import { EnrollRequest } from '../../wire/api.ts';
 import { startAdvertising } from '../../server/discovery.ts';
 import { Bonjour } from 'bonjour-service';
 

@@ -1,5 +1,5 @@
 // A simulated agent for scale (DESIGN §8: fakes are for speed and scale, never to claim the real path
-// works). It speaks the agent's wire contract (agent/api.ts: /healthz, /status, /vms, actions,
+// works). It speaks the agent's wire contract (wire/api.ts: /healthz, /status, /vms, actions,
 // /templates, consoles, bearer key) from memory: no libvirt, no disks, no guest. Hundreds run in one
 // process, each on its own loopback port, so a controller sees each as a distinct agent URL.
 //
@@ -18,7 +18,7 @@ import type { z } from 'zod';
 import {
   EnrollResponse, TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId,
   type EnrollRequest, type HostStatus, type Hypervisor, type TemplateInfo, type VmInfo,
-} from '../../agent/api.ts';
+} from '../../wire/api.ts';
 import {
   BadRequest, Conflict, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized, Unavailable,
 } from '../../base/errors.ts';

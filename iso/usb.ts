@@ -134,6 +134,7 @@ export async function writeImage(image: string, device: string, opts: WriteOptio
     } catch (e) {
       throw ioFailure(e, `writing to ${device} failed after ${formatBytes(done)} of ${formatBytes(total)}`);
     } finally {
+      // a close error after a failed write would hide the write's own error, which is the one to report
       await dst.close().catch(() => undefined);
     }
     const writeMs = performance.now() - started;
@@ -143,6 +144,7 @@ export async function writeImage(image: string, device: string, opts: WriteOptio
     await run('blockdev', ['--flushbufs', device], { timeout: 120_000 });
     // The image is hashed on another core while this one reads the device back.
     const imageHash = opts.imageSha256 ? Promise.resolve(opts.imageSha256) : hashFileInWorker(image);
+    // awaited below; this only keeps an early rejection from counting as unhandled while the device is read
     imageHash.catch(() => undefined);
     const readBack = await hashDevice(device, total, chunk, (bytes) => opts.onProgress?.({ phase: 'verifying', bytes, total }))
       .catch((e: unknown) => {
@@ -226,6 +228,7 @@ async function forEachChunk(src: fsp.FileHandle, total: number, chunk: number, c
       i++;
     }
   } finally {
+    // the read in flight when `consume` threw: its own error adds nothing to the one being thrown
     await pending.catch(() => undefined);
   }
 }

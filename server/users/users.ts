@@ -34,6 +34,8 @@ const SESSION_DAYS = 7;
 /** Wrong passwords allowed per user name and window before logins for that name wait. */
 export const LOGIN_ATTEMPTS = 10;
 export const LOGIN_WINDOW_MS = 5 * 60_000;
+/** Names whose wrong passwords are remembered at once; past it, one is forgotten per new name. */
+const MAX_TRACKED_NAMES = 10_000;
 const SCRYPT: ScryptOptions = { N: 16384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 
 function scrypt(password: string, salt: Buffer): Promise<Buffer> {
@@ -148,10 +150,7 @@ export class Users {
     try {
       user = await this.authenticate(name, password);
     } catch (err) {
-      const entry = this.failures.get(key) ?? { count: 0, since: now };
-      entry.count++;
-      if (this.failures.size > 10_000) this.failures.clear();
-      this.failures.set(key, entry);
+      this.recordFailure(key, now);
       throw err;
     }
     this.failures.delete(key);
@@ -161,6 +160,39 @@ export class Users {
     this.store.run('INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
       tokenHash(sessionId), user.name, csrfToken, new Date().toISOString(), expiresAt);
     return { sessionId, session: { user, csrfToken, expiresAt } };
+  }
+
+  private recordFailure(key: string, now: number): void {
+    const entry = this.failures.get(key);
+    if (entry) {
+      entry.count++;
+      return;
+    }
+    if (this.failures.size >= MAX_TRACKED_NAMES) this.forgetOneFailure(now);
+    this.failures.set(key, { count: 1, since: now });
+  }
+
+  /**
+   * Makes room for a new name, oldest first: an entry whose window has passed, else the oldest of
+   * those with the fewest wrong passwords. Plain oldest-first would let a spray of 10,000 made-up
+   * names push out the locked admin (its entry is the oldest); those names fail once each and go first.
+   */
+  private forgetOneFailure(now: number): void {
+    let victim: string | undefined;
+    let fewest = Infinity;
+    // A Map iterates in insertion order and `since` is set on insertion: the oldest come first.
+    for (const [key, entry] of this.failures) {
+      if (now - entry.since > LOGIN_WINDOW_MS) {
+        victim = key;
+        break;
+      }
+      if (entry.count < fewest) {
+        victim = key;
+        fewest = entry.count;
+        if (fewest === 1) break;
+      }
+    }
+    if (victim !== undefined) this.failures.delete(victim);
   }
 
   /** The live session for a cookie value, or undefined. */

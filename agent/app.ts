@@ -1,4 +1,4 @@
-// The agent's HTTP API (DESIGN §5), built from its dependencies so tests run the real app in-process:
+// The agent's HTTP API (docs/design.md#agent-api), built from its dependencies so tests run the real app in-process:
 // every route but /healthz needs the bearer key; input is checked with wire/api.ts; errors are
 // `{ error: { code, message } }`. Consoles are WebSocket upgrades handled by `onUpgrade`.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';

@@ -1,4 +1,4 @@
-// Zero-config enrollment, the agent's side (DESIGN §6): with no controller configured, browse
+// Zero-config enrollment, the agent's side (docs/design.md#mdns-record): with no controller configured, browse
 // `_skyhost._tcp`, choose the controller of our cluster (or the only one), and `POST /api/enroll`;
 // then keep watching for a new address of ours or of the controller and enroll again when one changes.
 //

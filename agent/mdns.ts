@@ -1,4 +1,4 @@
-// The mDNS contract between controller and agent (DESIGN §6), like wire/api.ts for HTTP: the service
+// The mDNS contract between controller and agent (docs/design.md#mdns-record), like wire/api.ts for HTTP: the service
 // type and TXT a controller publishes and how an agent reads them; and the choice of the LAN address,
 // so that both sides advertise, browse and enroll over the LAN and never over a VM bridge.
 import { readFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 // Group `discovery`: agent process start to host `ready` on the controller, across network
-// namespaces (DESIGN §9, issue 5 target: p50 under 2 s). The real `skyhost controller` advertises in
+// namespaces (docs/design.md#benchmarks; target: p50 under 2 s). The real `skyhost controller` advertises in
 // one namespace; for each run a fresh real `skyhost agent` (new host id, empty data folder, the
 // cluster join token, no --controller) starts in another, browses, listens for a second controller
 // for a moment, and enrolls. The clock stops when the controller logs the host enrolled `ready`.

@@ -12,7 +12,7 @@ export interface BenchContext {
   say: (message: string) => void;
 }
 
-/** One group of DESIGN §9: its ids all start with `name.`. */
+/** One group of docs/design.md#benchmarks: its ids all start with `name.`. */
 export interface Group {
   name: string;
   /** Every id this group reports, with its unit, so that a group that fails still lists them. */

@@ -1,4 +1,4 @@
-// `npm run bench [-- --only GROUP] [-- --json FILE]`: runs the groups of DESIGN §9, prints the table on
+// `npm run bench [-- --only GROUP] [-- --json FILE]`: runs the groups of docs/design.md#benchmarks, prints the table on
 // stdout (progress on stderr) and writes the JSON. A group that fails reports its ids as null with the
 // error as the note, and the others still run.
 import { mkdirSync, readFileSync } from 'node:fs';

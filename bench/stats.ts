@@ -1,4 +1,4 @@
-// The bench's arithmetic and output: medians with their spread, the table and the JSON of DESIGN §9.
+// The bench's arithmetic and output: medians with their spread, the table and the JSON of docs/design.md#benchmarks.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -91,7 +91,7 @@ export function round(x: number): number {
   return Math.round(x * f) / f;
 }
 
-/** DESIGN §9's JSON: `{ "<id>": { value, unit, baseline?, spread?, runs?, note? } }`. */
+/** The bench JSON (docs/design.md#benchmarks): `{ "<id>": { value, unit, baseline?, spread?, runs?, note? } }`. */
 export function toJson(figures: readonly Figure[]): Record<string, Omit<Figure, 'id'>> {
   const out: Record<string, Omit<Figure, 'id'>> = {};
   for (const { id, ...rest } of figures) {
@@ -105,7 +105,7 @@ export function toJson(figures: readonly Figure[]): Record<string, Omit<Figure, 
   return out;
 }
 
-/** Figures back from DESIGN §9's JSON (to print a saved run again). */
+/** Figures back from the bench JSON (to print a saved run again). */
 export function fromJson(json: Record<string, Omit<Figure, 'id'>>): Figure[] {
   return Object.entries(json).map(([id, f]) => ({ id, ...f }));
 }

@@ -1,4 +1,4 @@
-// `skyhost iso build` (DESIGN §3): remaster an Ubuntu live-server ISO into a SkyHost installer.
+// `skyhost iso build` (docs/design.md#cli): remaster an Ubuntu live-server ISO into a SkyHost installer.
 import { readFileSync } from 'node:fs';
 import type { Command } from '../base/cli.ts';
 import { UsageError } from '../base/cli.ts';

@@ -1,4 +1,4 @@
-// `skyhost controller` and `skyhost up` (DESIGN §3). What they run is in server/serve.ts, imported
+// `skyhost controller` and `skyhost up` (docs/design.md#cli). What they run is in server/serve.ts, imported
 // when one of them starts: the other commands (the agent above all) never load the controller's code.
 import type { Command } from '../base/cli.ts';
 

@@ -1,4 +1,4 @@
-// Zero-config enrollment, the controller's side (DESIGN §6): publish `_skyhost._tcp` (TXT v, cluster,
+// Zero-config enrollment, the controller's side (docs/design.md#mdns-record): publish `_skyhost._tcp` (TXT v, cluster,
 // url) and `_http._tcp` (the web page) over the LAN interface only, re-announce periodically, and say
 // goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
 import { Bonjour, type Service } from 'bonjour-service';

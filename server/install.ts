@@ -1,4 +1,4 @@
-// The second way to join (DESIGN §7): a PC that already runs Ubuntu or Debian joins the cluster with
+// The second way to join (docs/design.md#installer-iso-and-installed-pc): a PC that already runs Ubuntu or Debian joins the cluster with
 //   curl -fsSL http://controller:8080/install.sh | sudo sh
 // GET /install.sh answers a POSIX sh script with this controller's URL and (from `?token=`, when the
 // controller accepts it) a join token; GET /download/skyhost answers the executable itself.

@@ -1,4 +1,4 @@
-// What `skyhost controller` and `skyhost up` run (DESIGN §3): the controller, its mDNS advertisement
+// What `skyhost controller` and `skyhost up` run (docs/design.md#cli): the controller, its mDNS advertisement
 // and, for `up`, the local agent in the same process, enrolled at once with the cluster join token.
 // Loaded only when one of them runs (server/commands.ts), so other commands never load the controller.
 import os from 'node:os';

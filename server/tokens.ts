@@ -1,4 +1,4 @@
-// Join tokens (DESIGN §4, §6): the cluster token in DATA/secrets/join-token (rotatable), and
+// Join tokens (docs/design.md#enrollment-and-join-tokens): the cluster token in DATA/secrets/join-token (rotatable), and
 // single-use tokens with an expiry that the "Add a host" page makes, revocable with a reason.
 // Only hashes of single-use tokens and of retired cluster tokens are kept, in
 // DATA/secrets/join-tokens.json (mode 0600), so that a refusal can say *why* a token is refused.

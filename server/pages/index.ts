@@ -1,4 +1,4 @@
-// The controller's pages (DESIGN §4): one Express router mounted by the app. Every page is a route
+// The controller's pages (docs/design.md#json-api lists them): one Express router mounted by the app. Every page is a route
 // here that reads the services and renders a Handlebars view (render.ts); an htmx request for the
 // same URL gets only the partial the page swaps.
 //

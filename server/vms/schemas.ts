@@ -1,4 +1,4 @@
-// The VM shapes of the JSON API (DESIGN §4, contract): the request body and the VM as returned.
+// The VM shapes of the JSON API (docs/design.md#json-api): the request body and the VM as returned.
 import { z } from 'zod';
 import { SshPublicKey, TemplateName, VmName, VmState } from '../../wire/api.ts';
 

@@ -1,4 +1,4 @@
-// The agent's API contract (DESIGN §5) for everything that needs no booted guest: auth, status and
+// The agent's API contract (docs/design.md#agent-api) for everything that needs no booted guest: auth, status and
 // template shapes, validation errors naming fields, 404s, hostile strings, body limits. It speaks only
 // HTTP and WebSocket to a base URL with a key, so the real agent and a simulated one both run it:
 //

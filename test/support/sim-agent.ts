@@ -1,4 +1,4 @@
-// A simulated agent for scale (DESIGN §8: fakes are for speed and scale, never to claim the real path
+// A simulated agent for scale (fakes are for speed and scale, never to claim the real path
 // works). It speaks the agent's wire contract (wire/api.ts: /healthz, /status, /vms, actions,
 // /templates, consoles, bearer key) from memory: no libvirt, no disks, no guest. Hundreds run in one
 // process, each on its own loopback port, so a controller sees each as a distinct agent URL.

@@ -49,8 +49,8 @@ describe('bench statistics', () => {
 });
 
 describe('bench registry', () => {
-  // DESIGN §9 (contract): every one of these ids is reported, a number or null with the reason.
-  const DESIGN_IDS = [
+  // docs/design.md#benchmarks (contract): every one of these ids is reported, a number or null with the reason.
+  const CONTRACT_IDS = [
     'binary.size_mb', 'binary.startup_ms', 'clone.overlay_ms', 'clone.full_copy_ms',
     'scheduler.decisions_per_s_1000_hosts', 'scheduler.burst_max_minus_min', 'scheduler.fill_pct', 'scheduler.fill_pct_seed_baseline',
     'controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb',
@@ -59,11 +59,11 @@ describe('bench registry', () => {
     'discovery.enroll_ms', 'iso.remaster_s', 'iso.copy_s',
   ];
 
-  it('should list every id of DESIGN §9 in a group named by the id\'s first part, each group once', async () => {
+  it('should list every contract id in a group named by the id\'s first part, each group once', async () => {
     const { GROUPS } = await import('../../bench/groups.ts');
     const names = GROUPS.map((g) => g.name);
     expect(new Set(names).size).to.equal(names.length);
-    for (const id of DESIGN_IDS) {
+    for (const id of CONTRACT_IDS) {
       const group = GROUPS.find((g) => g.name === id.split('.')[0]);
       expect(group, id).to.exist;
       expect(group!.ids.map(([i]) => i), id).to.include(id);
@@ -92,7 +92,7 @@ describe('bench output', () => {
     notMeasured('vm.request_to_running_ms', 'ms', 'not measured yet: needs the agent'),
   ];
 
-  it('should write the JSON of DESIGN §9 keyed by id, null values with their reason', () => {
+  it('should write the bench JSON keyed by id, null values with their reason', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'bench-test-'));
     try {
       const file = path.join(dir, 'nested', 'out.json');

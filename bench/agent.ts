@@ -1,6 +1,6 @@
 // Group `agent`: the real agent (`skyhost agent`, its own process) enrolled with a real controller that
 // polls it every 2 s, idle (no VMs): how long its GET /status takes, and what it costs the PC while
-// it waits. Target (issue 3): a lab PC should not notice the agent.
+// it waits. Target (docs/design.md#benchmarks): a lab PC should not notice the agent.
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';

@@ -2,7 +2,7 @@
 // hosts and 2,000 VMs (simulated agents in this process, enrolled with the join token, VMs adopted
 // from their polls), loaded by 50 concurrent connections from a third process (wrk; autocannon once
 // more for the VM list, to show what a client that needs a whole core does to the figure). Targets
-// (issue 4): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
+// (docs/design.md#benchmarks): dashboard and VM list p99 under 50 ms, RSS under 150 MB.
 import path from 'node:path';
 import { hasCommand, run } from '../base/exec.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';

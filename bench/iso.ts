@@ -1,5 +1,5 @@
 // Group `iso`: `buildInstallerIso` (xorriso -boot_image any replay) against a plain `cp` of the same
-// ISO to the same folder, alternately, several times. Target (issue 6): remaster at most 1.5x the copy.
+// ISO to the same folder, alternately, several times. Target (docs/design.md#benchmarks): remaster at most 1.5x the copy.
 // The input is the test suite's stand-in Ubuntu 24.04 live-server ISO with a squashfs filler that
 // makes it as big as the real 24.04.1 image (2.7 GB): same layout and boot records.
 // Both sides end with the file on disk: the remaster fsyncs before its rename (a crash must not

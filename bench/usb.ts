@@ -1,5 +1,5 @@
 // Group `usb`: `skyhost usb write` against `dd bs=4M conv=fsync` writing the same image to the same
-// loop device, alternately, several times. Target (issue 6): within 10% of dd. The read-back
+// loop device, alternately, several times. Target (docs/design.md#benchmarks): within 10% of dd. The read-back
 // verification dd does not do is reported on its own (`usb.verify_s`).
 // Self-contained: `npx node bench/usb.ts` prints the figures; `usbGroup` has the shape of a bench group.
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';

@@ -1,7 +1,7 @@
 // The agent's HTTP API (docs/design.md#agent-api), built from its dependencies so tests run the real app in-process:
 // every route but /healthz needs the bearer key; input is checked with wire/api.ts; errors are
 // `{ error: { code, message } }`. Consoles are WebSocket upgrades handled by `onUpgrade`.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
@@ -14,6 +14,7 @@ import { WebSocketServer } from 'ws';
 import type { Logger } from '../base/log.ts';
 import { BadRequest, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized } from '../base/errors.ts';
 import { jsonErrors, notFoundRoute } from '../base/http.ts';
+import { sameSecret } from '../base/secrets.ts';
 import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from '../wire/api.ts';
 import { bridgeVnc } from './console.ts';
 import type { StatusSampler } from './status.ts';
@@ -42,10 +43,7 @@ export interface AgentApp {
 /** Whether an Authorization header carries the key (compared in constant time). */
 export function keyMatches(header: string | undefined, key: string): boolean {
   const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  const a = createHash('sha256').update(m[1]!).digest();
-  const b = createHash('sha256').update(key).digest();
-  return timingSafeEqual(a, b);
+  return m !== null && sameSecret(m[1]!, key);
 }
 
 function vmIdParam(req: Request): string {

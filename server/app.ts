@@ -14,7 +14,7 @@ import { installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
 import { Metrics } from './metrics.ts';
 import type { ControllerServices } from './services.ts';
-import { sameSecret } from './secrets.ts';
+import { sameSecret } from '../base/secrets.ts';
 import { staticAssets } from './static.ts';
 import { authenticate, csrfProtect } from './users/auth.ts';
 

@@ -1,6 +1,6 @@
 // The controller's secrets in DATA/secrets (mode 0600): the admin API token (also the admin's
 // one-time first password) and the cluster join token; and the cluster id, made once.
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -42,11 +42,4 @@ export function ensureSecrets(dataDir: string): ControllerSecrets {
     joinTokenFile,
     created: admin.created || join.created,
   };
-}
-
-/** Compares two secrets in constant time. */
-export function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
 }

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSy
 import path from 'node:path';
 import { z } from 'zod';
 import { InvalidField, NotFound } from '../base/errors.ts';
-import { sameSecret } from './secrets.ts';
+import { sameSecret } from '../base/secrets.ts';
 
 const SingleUse = z.object({
   id: z.string(),

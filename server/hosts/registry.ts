@@ -12,7 +12,7 @@ import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../wire/
 import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
-import { sameSecret } from '../secrets.ts';
+import { sameSecret } from '../../base/secrets.ts';
 import { AgentClient } from './agent-client.ts';
 import { MAC_RE, sendWake } from './wol.ts';
 
@@ -169,29 +169,45 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
 
   /**
    * An agent enrolls (`POST /api/enroll`). The host is its `hostId`: enrolling again updates the
-   * record (a new DHCP address, a new version) and never duplicates it. A valid join token makes
-   * the host `ready`; without one it waits `pending`. A re-enrollment with a different agent key
-   * and no join token puts an approved host back to `pending`, so nobody can take over a host by
-   * knowing its id.
+   * record and never duplicates it. A new host with a valid join token is `ready`, without one it
+   * waits `pending`. An enrolled host (pending or not) is changed only by its own agent key (a new
+   * DHCP address, a new version) or by a valid join token (a reinstalled PC with a new key): anyone
+   * else who sends its id is refused and the record stays as it was. `from` is the sender's address,
+   * for the log.
    */
-  enroll(input: unknown): EnrollResponse {
+  enroll(input: unknown, from?: string): EnrollResponse {
     const parsed = ControllerEnrollRequest.safeParse(input ?? {});
     if (!parsed.success) throw fromZod(parsed.error);
     const req = parsed.data;
+    const existing = this.hosts.get(req.hostId);
+    const sender = from ? ` from ${from}` : '';
     if (req.joinToken !== undefined) {
       const verdict = this.opts.redeemJoinToken(req.joinToken, req.hostId);
-      if (!verdict.ok) throw new SkyError(403, `join_token_${verdict.code}`, verdict.message, { fields: [{ field: 'joinToken', message: verdict.message }] });
+      if (!verdict.ok) {
+        this.log.warn(`enrollment as host ${req.hostId}${sender} refused: ${verdict.message}`, { hostId: existing ? req.hostId : undefined });
+        throw new SkyError(403, `join_token_${verdict.code}`, verdict.message, { fields: [{ field: 'joinToken', message: verdict.message }] });
+      }
     }
     const trusted = req.joinToken !== undefined;
-    const now = new Date().toISOString();
-    const existing = this.hosts.get(req.hostId);
-    if (existing && existing.agentKey !== req.agentKey && existing.agentUrl !== req.agentUrl && existing.missedPolls === 0 &&
+    const sameKey = existing !== undefined && sameSecret(existing.agentKey, req.agentKey);
+    if (existing && !sameKey && !trusted) {
+      // Not its key and no token: a stranger (or a reinstall that lost its key) must not touch the record.
+      this.log.warn(`refused enrollment as ${existing.hostname} (${req.hostId})${sender}: another agent key and no join token; ` +
+        "the host's record is unchanged", { hostId: req.hostId, url: req.agentUrl });
+      throw new SkyError(409, 'host_already_enrolled', `host ${req.hostId} is already enrolled with another agent key: ` +
+        'enroll with a join token to replace it (a reinstalled PC), or remove the host on the controller first',
+      { fields: [{ field: 'agentKey', message: 'not the key this host enrolled with' }] });
+    }
+    if (existing && !sameKey && existing.agentUrl !== req.agentUrl && existing.missedPolls === 0 &&
       existing.lastSeen && Date.now() - Date.parse(existing.lastSeen) < LIVE_MS) {
       // Another machine answers as this host right now: most likely a disk image cloned with its /etc/machine-id.
+      this.log.warn(`refused enrollment as ${existing.hostname} (${req.hostId})${sender}: that host is up at ${existing.agentUrl}`,
+        { hostId: req.hostId, url: req.agentUrl });
       throw new SkyError(409, 'host_id_in_use', `host id ${req.hostId} belongs to ${existing.hostname} (${existing.agentUrl}), which is up: ` +
         'give this machine its own id (systemd-machine-id-setup after clearing /etc/machine-id, or skyhost agent --host-id)',
       { fields: [{ field: 'hostId', message: 'in use by another machine' }] });
     }
+    const now = new Date().toISOString();
     let state: HostState;
     if (!existing) {
       state = trusted ? 'ready' : 'pending';
@@ -200,8 +216,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       }
     } else if (existing.state === 'pending') {
       state = trusted ? 'ready' : 'pending';
-    } else if (!trusted && !sameSecret(existing.agentKey, req.agentKey)) {
-      state = 'pending';
     } else {
       state = existing.drained || existing.state === 'draining' ? 'draining' : 'ready';
     }
@@ -217,7 +231,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       lastSeen: existing?.lastSeen,
       drained: state === 'draining',
       missedPolls: 0,
-      status: existing?.status ?? null,
+      status: sameKey ? existing.status : null,
     };
     const answer: EnrollResponse = {
       hostId: record.id,
@@ -225,7 +239,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       clusterId: this.opts.clusterId,
       message: state === 'pending' ? 'waiting for an admin to approve this host' : `joined cluster ${this.opts.clusterId}`,
     };
-    if (existing && existing.hostname === record.hostname && existing.agentUrl === record.agentUrl && existing.agentKey === record.agentKey &&
+    if (existing && sameKey && existing.hostname === record.hostname && existing.agentUrl === record.agentUrl &&
       existing.state === record.state && existing.version === record.version && existing.mac === record.mac) {
       // A pending agent asks again every few seconds: nothing to write, nothing worth an event.
       this.log.debug(`host ${record.hostname} enrolled again, unchanged (${state})`, { hostId: record.id });
@@ -239,17 +253,20 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       record.drained ? 1 : 0);
     this.hosts.set(record.id, record);
     this.emit('enrolled', record);
-    this.log.info(existing ? `host ${record.hostname} enrolled again (${state})` : `host ${record.hostname} enrolled (${state})`,
-      { hostId: record.id, url: record.agentUrl });
+    const how = !existing ? 'enrolled' : sameKey ? 'enrolled again' : 'replaced with a join token (new agent key)';
+    this.log.info(`host ${record.hostname} ${how} (${state})${sender}`, { hostId: record.id, url: record.agentUrl });
     return answer;
   }
 
-  /** pending -> ready. */
+  /** pending -> ready; its status is asked for at once (a pending host is polled without its key). */
   approve(id: string): Host {
     const h = this.require(id);
     if (h.state !== 'pending') throw new Conflict(`host ${h.hostname} is ${h.state}, not pending`);
     this.setState(h, h.missedPolls >= MISSED_POLLS_FOR_DOWN ? 'down' : 'ready', false);
     this.log.info(`host ${h.hostname} approved`, { hostId: id });
+    if (!this.closed) {
+      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${h.hostname} after its approval failed`, { hostId: id, err }));
+    }
     return toApiHost(h);
   }
 
@@ -321,13 +338,23 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     await Promise.all(workers);
   }
 
-  /** Polls one host and applies the result (missed poll, down, back). */
+  /**
+   * Polls one host and applies the result (missed poll, down, back). A pending host is asked only
+   * `/healthz`, without its key: nothing secret goes to an address nobody has approved yet, and
+   * nothing it reports (VMs, capacity) counts before the approval.
+   */
   async pollOne(h: HostRecord): Promise<void> {
     const startedAt = Date.now();
-    let status: HostStatus;
+    const timeoutMs = this.opts.pollTimeoutMs ?? 3000;
+    let status: HostStatus | undefined;
     try {
-      status = await new AgentClient(h).status({ timeoutMs: this.opts.pollTimeoutMs ?? 3000 });
-      if (status.hostId !== h.id) throw new Error(`answered as host ${status.hostId}`);
+      let answeredAs: string;
+      if (h.state === 'pending') answeredAs = (await AgentClient.health(h.agentUrl, { timeoutMs })).hostId;
+      else {
+        status = await new AgentClient(h).status({ timeoutMs });
+        answeredAs = status.hostId;
+      }
+      if (answeredAs !== h.id) throw new Error(`answered as host ${answeredAs}`);
     } catch (err) {
       if (this.closed || this.hosts.get(h.id) !== h) return;
       h.missedPolls++;
@@ -341,8 +368,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
     if (this.closed || this.hosts.get(h.id) !== h) return;
     h.missedPolls = 0;
-    h.status = status;
     h.lastSeen = new Date().toISOString();
+    if (!status || h.state === 'pending') return; // approved while the health check was under way: the next poll reads its status
+    h.status = status;
     if (h.state === 'down') {
       this.setState(h, h.drained ? 'draining' : 'ready', h.drained);
       this.log.info(`host ${h.hostname} is back`, { hostId: h.id });

@@ -5,7 +5,7 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { Forbidden, SkyError, Unauthorized } from '../../base/errors.ts';
 import type { Session, User, Users } from './users.ts';
-import { sameSecret } from '../secrets.ts';
+import { sameSecret } from '../../base/secrets.ts';
 
 export const SESSION_COOKIE = 'skyhost_session';
 /** Where a page request of a user who must change their password is sent. */

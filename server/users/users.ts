@@ -1,8 +1,9 @@
 // Users, password hashes (scrypt), browser sessions with their CSRF token, API tokens and the
 // self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
-import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHash, randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import { z } from 'zod';
 import { Conflict, Forbidden, NotFound, SkyError, Unauthorized } from '../../base/errors.ts';
+import { sameSecret } from '../../base/secrets.ts';
 import type { Row, Store } from '../db/store.ts';
 
 export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
@@ -55,7 +56,7 @@ export async function verifyPassword(password: string, stored: string): Promise<
   if (kind !== 'scrypt' || !salt || !hash) return false;
   const key = await scrypt(password, Buffer.from(salt, 'base64url'));
   const want = Buffer.from(hash, 'base64url');
-  return want.length === key.length && timingSafeEqual(key, want);
+  return sameSecret(key, want);
 }
 
 /** A random secret for a cookie or a token (256 bits, base64url). */

@@ -132,7 +132,7 @@ describe('controller API (in-process, simulated agents)', function () {
       expect(JSON.stringify(hosts)).not.to.include(a.key);
     });
 
-    it('re-enrolling updates the record (new URL) and never duplicates it; a new key without token goes back to pending', async () => {
+    it('re-enrolling updates the record (new URL) and never duplicates it; a new key without token is refused', async () => {
       const a = agents[0]!;
       const again = await call('POST', '/api/enroll', { body: { hostId: a.hostId, hostname: 'pc-a-renamed', agentUrl: a.url, agentKey: a.key, version: 'test2' } });
       expect(again.json.state).to.equal('ready');
@@ -140,7 +140,8 @@ describe('controller API (in-process, simulated agents)', function () {
       expect(hosts.filter((h: any) => h.id === 'host-a')).to.have.length(1);
       expect(hosts.find((h: any) => h.id === 'host-a').hostname).to.equal('pc-a-renamed');
       const hijack = await call('POST', '/api/enroll', { body: { hostId: a.hostId, hostname: 'evil', agentUrl: 'http://127.0.0.1:9', agentKey: 'x'.repeat(20), version: 'x' } });
-      expect(hijack.json.state).to.equal('pending');
+      expect(hijack.status).to.equal(409);
+      expect((await call('GET', '/api/hosts/host-a', { token: adminToken })).json).to.include({ state: 'ready', url: a.url, hostname: 'pc-a-renamed' });
       expect((await enroll(a)).json.state).to.equal('ready');
     });
 

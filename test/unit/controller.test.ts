@@ -142,9 +142,10 @@ describe('controller host registry: enrollment', () => {
       .to.equal('http://10.0.0.99:8081');
   });
 
-  it('given another agent key and no token, should put an approved host back to pending', () => {
+  it('given another agent key and no token, should refuse it and leave the record as it was', () => {
     registry.enroll(req({ joinToken: 'shj_good_token' }));
-    expect(registry.enroll(req({ agentKey: 'x'.repeat(20) })).state).to.equal('pending');
+    expect(() => registry.enroll(req({ agentKey: 'x'.repeat(20), agentUrl: 'http://10.0.0.66:8081' }))).to.throw('already enrolled');
+    expect(registry.record('pc-1')).to.deep.include({ state: 'ready', agentKey: 'k'.repeat(20), agentUrl: 'http://10.0.0.2:8081' });
   });
 
   it('given a second machine with the same id while the first is up, should refuse it (a cloned machine-id)', () => {

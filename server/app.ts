@@ -2,13 +2,12 @@
 // (and the console WebSocket upgrade, server/console/proxy.ts) live in server/commands.ts.
 //
 //   request ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
-//           ─▶ CSRF ─▶ /metrics, /api/openapi.json ─▶ JSON API (server/api) ─▶ pages ─▶ errors
+//           ─▶ CSRF ─▶ /metrics ─▶ JSON API (server/api, each component's routes.ts) ─▶ pages ─▶ errors
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import { SkyError } from '../base/errors.ts';
 import { VERSION } from '../base/version.ts';
 import { jsonErrors, notFoundRoute } from '../base/http.ts';
 import type { Logger } from '../base/log.ts';
-import { openApiDocument } from './api/openapi.ts';
 import { pageRouter } from './pages/index.ts';
 import { installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
@@ -29,7 +28,7 @@ export interface ControllerDeps {
   publicUrl?: string | undefined;
 }
 
-/** The controller app. `app.locals.services` is `deps.services`. */
+/** The controller app. `app.locals.services` is `deps.services`; `app.locals.api` the JSON API's ApiRouter. */
 export function buildApp(deps: ControllerDeps): Express {
   const { services, log } = deps;
   const app = express();
@@ -54,10 +53,9 @@ export function buildApp(deps: ControllerDeps): Express {
   app.get('/metrics', (_req, res) => {
     res.type('text/plain; version=0.0.4').send(metrics.render(services));
   });
-  app.get('/api/openapi.json', (_req, res) => {
-    res.json(openApiDocument());
-  });
-  app.use(apiRoutes(services));
+  const api = apiRoutes(services);
+  app.locals.api = api;
+  app.use(api.router);
   app.use('/api', notFoundRoute);
   if (deps.pages) app.use(deps.pages);
   else app.use(pageRouter(services, { log }));

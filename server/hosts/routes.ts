@@ -1,0 +1,89 @@
+// The JSON API of hosts: enrollment, the host list, approve/drain/wake/forget, and join tokens.
+import { z } from 'zod';
+import { EnrollResponse } from '../../wire/api.ts';
+import { Conflict } from '../../base/errors.ts';
+import { param, type ApiRouter } from '../api/route.ts';
+import type { ControllerServices } from '../services.ts';
+import { ControllerEnrollRequest, Host } from './registry.ts';
+
+export const WakeRequest = z.strictObject({ mac: z.string().max(32).optional() });
+export const JoinTokenCreate = z.strictObject({
+  ttlMinutes: z.number().int().min(1).max(30 * 24 * 60).optional(),
+  label: z.string().max(100).optional(),
+});
+export const JoinTokenRevoke = z.strictObject({ reason: z.string().min(1).max(200) });
+const HostDelete = z.object({ force: z.string().optional().describe('true: also forget its VM records') });
+
+export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
+  const { hosts, vms, joinTokens } = services;
+
+  api.route({
+    method: 'post', path: '/api/enroll', summary: 'An agent joins: a valid join token makes it ready, none leaves it pending', auth: 'none',
+    body: ControllerEnrollRequest, responses: { 200: EnrollResponse },
+  }, (req, res) => {
+    res.json(hosts.enroll(req.body)); // the registry checks the request itself (it is also called in-process)
+  });
+  api.route({
+    method: 'get', path: '/api/hosts', summary: 'Hosts with state, capacity, usage, templates, last seen', auth: 'user',
+    responses: { 200: z.object({ hosts: z.array(Host) }) },
+  }, (_req, res) => {
+    res.json({ hosts: hosts.list() });
+  });
+  api.route({ method: 'get', path: '/api/hosts/:id', summary: 'One host', auth: 'user', responses: { 200: Host } }, (req, res) => {
+    res.json(hosts.get(param(req, 'id')));
+  });
+  api.route({ method: 'post', path: '/api/hosts/:id/approve', summary: 'Approve a pending host', auth: 'admin', responses: { 200: Host } }, (req, res) => {
+    res.json(hosts.approve(param(req, 'id')));
+  });
+  api.route({ method: 'post', path: '/api/hosts/:id/drain', summary: 'Take no new VMs on this host', auth: 'admin', responses: { 200: Host } }, (req, res) => {
+    res.json(hosts.drain(param(req, 'id')));
+  });
+  api.route({ method: 'post', path: '/api/hosts/:id/undrain', summary: 'Put a draining host back in service', auth: 'admin', responses: { 200: Host } }, (req, res) => {
+    res.json(hosts.undrain(param(req, 'id')));
+  });
+  api.route({
+    method: 'post', path: '/api/hosts/:id/wake', summary: 'Send Wake-on-LAN to the host (its MAC, or the one given, remembered)', auth: 'admin',
+    body: WakeRequest, responses: { 200: z.object({ host: Host, sent: z.boolean(), mac: z.string() }) },
+  }, async (req, res, { body }) => {
+    res.json(await hosts.wake(param(req, 'id'), body.mac));
+  });
+  api.route({
+    method: 'delete', path: '/api/hosts/:id', summary: 'Forget a host (409 while it has VM records, unless ?force=true)', auth: 'admin',
+    query: HostDelete, responses: { 204: 'forgotten' },
+  }, (req, res, { query }) => {
+    const id = param(req, 'id');
+    hosts.require(id);
+    const held = vms.records(services.system, { host: id }).length;
+    if (held > 0 && query.force !== 'true') {
+      throw new Conflict(`host ${id} still has ${held} VM record(s): drain it and delete them, or add ?force=true to forget them`);
+    }
+    hosts.remove(id);
+    res.status(204).end();
+  });
+
+  // ---- join tokens (admin) ----
+  api.route({
+    method: 'get', path: '/api/join-tokens', summary: 'The cluster join token and the single-use tokens', auth: 'admin',
+    responses: { 200: 'clusterToken and tokens' },
+  }, (_req, res) => {
+    res.json({ clusterToken: joinTokens.clusterToken(), tokens: joinTokens.list() });
+  });
+  api.route({
+    method: 'post', path: '/api/join-tokens', summary: 'Make a single-use join token', auth: 'admin', body: JoinTokenCreate,
+    responses: { 201: 'the token (shown once) and its id' },
+  }, (_req, res, { body }) => {
+    res.status(201).json(joinTokens.issue({ ...(body.ttlMinutes ? { ttlMinutes: body.ttlMinutes } : {}), ...(body.label ? { label: body.label } : {}) }));
+  });
+  api.route({
+    method: 'post', path: '/api/join-tokens/rotate', summary: 'Replace the cluster join token', auth: 'admin',
+    responses: { 200: z.object({ clusterToken: z.string() }) },
+  }, (_req, res) => {
+    res.json({ clusterToken: joinTokens.rotateClusterToken() });
+  });
+  api.route({
+    method: 'post', path: '/api/join-tokens/:id/revoke', summary: 'Revoke a single-use join token', auth: 'admin', body: JoinTokenRevoke,
+    responses: { 200: 'the token as it is now' },
+  }, (req, res, { body }) => {
+    res.json(joinTokens.revoke(param(req, 'id'), body.reason));
+  });
+}

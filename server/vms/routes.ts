@@ -1,0 +1,73 @@
+// The JSON API of VMs: list (with an ETag for pollers), request, one VM, delete, lifecycle actions,
+// and the original design's `POST /request-vm`.
+import { z } from 'zod';
+import { VmAction } from '../../wire/api.ts';
+import { NotFound } from '../../base/errors.ts';
+import { me, param, type ApiRouter } from '../api/route.ts';
+import type { ControllerServices } from '../services.ts';
+import { RequestVmAnswer, Vm, VmList, VmRequest } from './schemas.ts';
+
+const VmListQuery = z.object({
+  host: z.string().optional().describe('only on this host'),
+  state: z.string().optional().describe('only in this state'),
+  owner: z.string().optional().describe('only of this user'),
+});
+const IDEMPOTENCY = { 'Idempotency-Key': 'a retried request with the same key returns the first answer' };
+
+export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
+  const { vms, hosts } = services;
+
+  api.route({
+    method: 'get', path: '/api/vms', summary: 'My VMs (an admin: every VM)', auth: 'user', query: VmListQuery,
+    headers: { 'If-None-Match': 'the ETag of the last answer: 304 when nothing changed (unfiltered list only)' },
+    responses: { 200: VmList, 304: 'nothing changed since the ETag sent' },
+  }, (req, res, { query }) => {
+    const u = me(res);
+    const filter = {
+      ...(query.host !== undefined ? { host: query.host } : {}),
+      ...(query.state !== undefined ? { state: query.state } : {}),
+      ...(query.owner !== undefined ? { owner: query.owner } : {}),
+    };
+    if (Object.keys(filter).length > 0) return void res.json({ vms: vms.list(u, filter) });
+    // Pollers send the ETag back: nothing changed is a 304 without a body.
+    const tag = vms.listTag();
+    res.setHeader('ETag', tag);
+    res.setHeader('Cache-Control', 'private, no-cache');
+    res.setHeader('Vary', 'Accept-Encoding, Authorization, Cookie');
+    if (req.get('if-none-match') === tag) return void res.status(304).end();
+    const gzip = /\bgzip\b/.test(req.get('accept-encoding') ?? '');
+    if (gzip) res.setHeader('Content-Encoding', 'gzip');
+    res.type('application/json').send(vms.listJson(u, gzip));
+  });
+  api.route({
+    method: 'post', path: '/api/vms', summary: 'Request a VM: 201 running, 202 creating (poll GET /api/vms/{id}); 503 no_host_fits with reasons',
+    auth: 'user', body: VmRequest, headers: IDEMPOTENCY, responses: { 201: Vm, 202: Vm },
+  }, async (req, res) => {
+    // VmService checks the body again (it is called in-process too) and keys idempotency on it.
+    const { status, vm } = await vms.create(me(res), req.body, req.get('idempotency-key'));
+    res.status(status).location(`/api/vms/${vm.id}`).json(vm);
+  });
+  api.route({
+    method: 'post', path: '/request-vm', summary: 'The original design\'s request: same body as POST /api/vms', auth: 'user', body: VmRequest,
+    headers: { 'Idempotency-Key': 'as for POST /api/vms' }, responses: { 201: RequestVmAnswer, 202: RequestVmAnswer },
+  }, async (req, res) => {
+    const { status, vm } = await vms.create(me(res), req.body, req.get('idempotency-key'));
+    const host = hosts.record(vm.host);
+    res.status(status).json({ vm, host: { id: vm.host, hostname: host?.hostname ?? vm.host }, consoleUrl: vm.consoleUrl });
+  });
+  api.route({ method: 'get', path: '/api/vms/:id', summary: 'One VM (another user\'s VM is a 404)', auth: 'user', responses: { 200: Vm } }, (req, res) => {
+    res.json(vms.get(me(res), param(req, 'id')));
+  });
+  api.route({ method: 'delete', path: '/api/vms/:id', summary: 'Delete a VM and its disk', auth: 'user', responses: { 204: 'deleted' } }, async (req, res) => {
+    await vms.remove(me(res), param(req, 'id'));
+    res.status(204).end();
+  });
+  api.route({
+    method: 'post', path: '/api/vms/:id/:action', summary: 'Start, shut down, power off or reboot a VM', auth: 'user', params: { action: VmAction },
+    responses: { 200: Vm },
+  }, async (req, res) => {
+    const action = VmAction.safeParse(req.params.action);
+    if (!action.success) throw new NotFound(`action "${String(req.params.action).slice(0, 32)}" (use start, shutdown, poweroff or reboot)`);
+    res.json(await vms.action(me(res), param(req, 'id'), action.data));
+  });
+}

@@ -93,7 +93,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const templates = new Templates(hosts, logger('templates'));
   const vms = new VmService(store, hosts, templates, {
-    log: logger('vms'), ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
+    log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };

@@ -1,45 +1,34 @@
 // VM records and requests: validate, place (server/scheduler), reserve the placement at once, ask the
 // host's agent to create it, record what happened. A failed agent call leaves the record in `error`
-// with the reason, never a silent loss. Records are kept in memory (every list and page reads them)
-// and written through to SQLite before any answer.
+// with the reason, never a silent loss. Polls keep the records in step (reconcile.ts decides, this
+// file applies); the controller is the authority on which VMs exist, where, and whose they are.
 //
-//   POST /api/vms ─▶ validate ─▶ Idempotency-Key seen? ─▶ place() ─▶ record `creating` + in-flight
+//   POST /api/vms ─▶ validate ─▶ Idempotency-Key seen? ─▶ place() ─▶ record `creating` + create operation
 //        ─▶ agent POST /vms ─▶ record running | error      (polls then keep the record current)
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import type { VmAction, VmInfo } from '../../wire/api.ts';
-import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
+import {
+  effectiveMemory, IdempotencyKey, VmName, VmRequest, type VmAction, type VmInfo, type VmStranger, type VmView,
+} from '../../wire/api.ts';
+import { Conflict, Forbidden, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
-import type { Row, Store } from '../db/store.ts';
+import type { Store } from '../db/store.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
 import { place, type InFlight, type Placement, type Policy } from '../scheduler/index.ts';
 import type { Templates } from '../templates/templates.ts';
-import type { User } from '../users/users.ts';
-import { IdempotencyKey, VmRequest, type Vm } from './schemas.ts';
+import type { User, Users } from '../users/users.ts';
+import { IdempotencyKeys, requestHash, type KeyUse } from './idempotency.ts';
+import { hostDown, reconcile, reportedPatch, type Change, type CreateOperation, type Operation } from './reconcile.ts';
+import { VmRecords, type VmPatch, type VmRecord } from './records.ts';
 
-type VmState = Vm['state'];
+export type { VmRecord } from './records.ts';
 
-/** A VM's record in memory. */
-export interface VmRecord {
-  id: string;
-  name: string;
-  owner: string;
-  template: string;
-  hostId: string;
-  state: VmState;
-  vcpus: number;
-  memoryMiB: number;
-  diskGiB: number;
-  ip?: string | undefined;
-  ssh?: Vm['ssh'] | undefined;
-  console: 'serial' | 'vnc';
-  error?: string | undefined;
-  createdAt: string;
-  expiresAt?: string | undefined;
-}
+/** Who the users are: VmService only looks names up (server/users `Users` fits). */
+export type UserLookup = Pick<Users, 'get'>;
 
 export interface VmServiceOptions {
   log: Logger;
+  users: UserLookup;
   policy?: Policy;
   /** How long `create` waits for the agent before answering 202 `creating` (default 5000 ms). */
   answerWithinMs?: number;
@@ -48,27 +37,14 @@ export interface VmServiceOptions {
 export interface CreateAnswer {
   /** 201 (running), 202 (creating) or the agent's error status. */
   status: number;
-  vm: Vm;
+  vm: VmView;
   placement?: Placement;
 }
 
-interface Pending {
-  flight: InFlight;
-  /** When the agent's create call ended (ms); a poll sent after this sees the VM. */
-  settledAt?: number;
-}
-
-/** Records kept when the host's list lacks the VM: an error stays until deleted, a create may still land. */
-const KEPT_WHEN_MISSING: ReadonlySet<VmState> = new Set(['error', 'creating']);
-
-function rowToVm(r: Row): VmRecord {
-  return {
-    id: String(r.id), name: String(r.name), owner: String(r.owner), template: String(r.template), hostId: String(r.host_id ?? ''),
-    state: r.state as VmState, vcpus: Number(r.vcpus), memoryMiB: Number(r.memory_mib), diskGiB: Number(r.disk_gib ?? 0),
-    ip: r.ip ? String(r.ip) : undefined, ssh: r.ssh_json ? JSON.parse(String(r.ssh_json)) as Vm['ssh'] : undefined,
-    console: r.console === 'vnc' ? 'vnc' : 'serial', error: r.error ? String(r.error) : undefined, createdAt: String(r.created_at),
-    expiresAt: r.expires_at ? String(r.expires_at) : undefined,
-  };
+/** A stranger as kept: what the API shows, and the host's report it came from (for adoption). */
+interface Stranger {
+  view: VmStranger;
+  info: VmInfo;
 }
 
 /** A new VM id: 12 lowercase letters and digits (matches the agent's `VmId`). */
@@ -98,11 +74,14 @@ export class VmService {
   private readonly templates: Templates;
   private readonly log: Logger;
   private readonly opts: VmServiceOptions;
-  private readonly vms = new Map<string, VmRecord>();
-  private readonly pending = new Map<string, Pending>();
-  /** VMs deleted recently: a poll sent before the deletion must not adopt them again. */
-  private readonly deletedAt = new Map<string, number>();
-  private version = 0;
+  private readonly stored: VmRecords;
+  private readonly keys: IdempotencyKeys;
+  /** Creates and deletes sent to agents whose outcome a poll may not contradict yet (by VM id). */
+  private readonly operations = new Map<string, Operation>();
+  /** VMs each host reports that are not its to report, by host id then VM id. */
+  private readonly strangerLists = new Map<string, Map<string, Stranger>>();
+  /** Host names are in VM views: a changed host makes cached lists stale. */
+  private hostChanges = 0;
   private listCache = new Map<string, { version: number; json: Buffer; gzip?: Buffer }>();
 
   constructor(store: Store, registry: HostRegistry, templates: Templates, opts: VmServiceOptions) {
@@ -111,16 +90,19 @@ export class VmService {
     this.templates = templates;
     this.log = opts.log;
     this.opts = opts;
-    for (const r of store.all('SELECT * FROM vms')) {
-      const vm = rowToVm(r);
-      this.vms.set(vm.id, vm);
-    }
-    // One transaction per poll answer: one disk sync however many records change.
-    registry.on('status', (host, status, startedAt) => store.tx(() => this.reconcile(host, status.vmList, startedAt, Date.parse(status.sampledAt))));
-    registry.on('down', (host) => this.hostDown(host));
+    this.stored = new VmRecords(store);
+    this.keys = new IdempotencyKeys(store);
+    registry.on('status', (host, status, sentAt) => {
+      const changes = reconcile(this.stored, { hostId: host.id, sentAt, sample: status.sampledAt, vms: status.vmList }, this.operations, Date.now());
+      this.applyReport(host, changes);
+    });
+    registry.on('down', (host) => this.store.tx(() => this.apply(hostDown(this.stored, host.id))));
     registry.on('removed', (hostId) => this.hostRemoved(hostId));
-    // VM views carry their host's name: a renamed host makes cached lists stale.
-    registry.on('enrolled', () => this.version++);
+    registry.on('enrolled', () => this.hostChanges++);
+  }
+
+  private get version(): number {
+    return this.stored.version + this.hostChanges;
   }
 
   // ---- reading ----
@@ -128,9 +110,8 @@ export class VmService {
   /** The VMs `user` may see, newest first. */
   records(user: User, filter: { host?: string; state?: string; owner?: string } = {}): VmRecord[] {
     const out: VmRecord[] = [];
-    for (const vm of this.vms.values()) {
+    for (const vm of filter.host !== undefined ? this.stored.onHost(filter.host) : this.stored.values()) {
       if (user.role !== 'admin' && vm.owner !== user.name) continue;
-      if (filter.host && vm.hostId !== filter.host) continue;
       if (filter.state && vm.state !== filter.state) continue;
       if (filter.owner && vm.owner !== filter.owner) continue;
       out.push(vm);
@@ -138,7 +119,7 @@ export class VmService {
     return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id.localeCompare(b.id)));
   }
 
-  list(user: User, filter: { host?: string; state?: string; owner?: string } = {}): Vm[] {
+  list(user: User, filter: { host?: string; state?: string; owner?: string } = {}): VmView[] {
     return this.records(user, filter).map((vm) => this.view(vm));
   }
 
@@ -166,34 +147,40 @@ export class VmService {
 
   /** A VM `user` may see, or a 404 (also for another user's VM: its existence is not disclosed). */
   require(user: User, id: string): VmRecord {
-    const vm = this.vms.get(id);
+    const vm = this.stored.get(id);
     if (!vm || (user.role !== 'admin' && vm.owner !== user.name)) throw new NotFound(`VM "${id}"`);
     return vm;
   }
 
-  get(user: User, id: string): Vm {
+  get(user: User, id: string): VmView {
     return this.view(this.require(user, id));
   }
 
   /** Counts by state (for /metrics and the dashboard). */
   counts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const vm of this.vms.values()) out[vm.state] = (out[vm.state] ?? 0) + 1;
+    for (const vm of this.stored.values()) out[vm.state] = (out[vm.state] ?? 0) + 1;
     return out;
   }
 
   /** The API view of a record. */
-  view(vm: VmRecord): Vm {
+  view(vm: VmRecord): VmView {
     const host = this.registry.record(vm.hostId);
     return {
-      id: vm.id, name: vm.name, owner: vm.owner, template: vm.template, host: vm.hostId,
-      ...(host ? { hostname: host.hostname } : {}),
-      state: vm.state, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB: vm.diskGiB,
+      id: vm.id, name: vm.name, template: vm.template, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB: vm.diskGiB,
+      owner: vm.owner, host: vm.hostId, ...(host ? { hostname: host.hostname } : {}), state: vm.state,
       ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: vm.ssh } : {}),
       consoleUrl: `/vms/${vm.id}`,
       console: vm.console, createdAt: vm.createdAt, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
       ...(vm.error ? { error: vm.error } : {}),
     };
+  }
+
+  /** VMs that hosts report but the controller did not place there (admins only), oldest first. */
+  strangers(user: User, hostId?: string): VmStranger[] {
+    if (user.role !== 'admin') throw new Forbidden('only an admin sees the VMs hosts report that are not theirs');
+    const lists = hostId !== undefined ? [this.strangerLists.get(hostId)] : [...this.strangerLists.values()];
+    return lists.flatMap((l) => (l ? [...l.values()].map((s) => s.view) : [])).sort((a, b) => a.firstSeen.localeCompare(b.firstSeen) || a.id.localeCompare(b.id));
   }
 
   // ---- creating ----
@@ -208,26 +195,22 @@ export class VmService {
     const parsed = VmRequest.safeParse(body);
     if (!parsed.success) throw fromZod(parsed.error);
     const req = parsed.data;
-    let keyHash: string | undefined;
+    let hash: string | undefined;
     if (idempotencyKey !== undefined) {
       if (!IdempotencyKey.safeParse(idempotencyKey).success) throw new InvalidField('Idempotency-Key', 'must be 1-255 visible ASCII characters');
-      keyHash = createHash('sha256').update(JSON.stringify(req)).digest('hex');
-      const seen = this.store.get('SELECT * FROM idempotency WHERE owner = ? AND key = ?', user.name, idempotencyKey);
-      if (seen) return this.replay(user, seen, keyHash);
+      hash = requestHash(req);
+      const seen = this.keys.find(user.name, idempotencyKey);
+      if (seen) return this.replay(seen, hash);
     }
 
     // From here to the insert nothing awaits: a concurrent request sees this one's reservation.
     const template = this.templates.find(req.template);
-    const memoryMiB = req.memoryMiB ?? Math.max(256, template?.minMemoryMiB ?? 0);
+    const memoryMiB = effectiveMemory(req.memoryMiB, template);
     const diskGiB = req.diskGiB ?? Math.max(1, template?.diskGiB ?? 1);
     // Names are unique in the cluster: an agent refuses a second VM of the same name on a host.
-    const taken = (n: string) => {
-      for (const vm of this.vms.values()) if (vm.name === n) return true;
-      return false;
-    };
     let name = req.name ?? defaultName(req.template);
-    for (let i = 0; !req.name && taken(name) && i < 10; i++) name = defaultName(req.template);
-    if (taken(name)) {
+    for (let i = 0; !req.name && this.stored.nameTaken(name) && i < 10; i++) name = defaultName(req.template);
+    if (this.stored.nameTaken(name)) {
       throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
     }
     const id = newVmId();
@@ -235,7 +218,7 @@ export class VmService {
       { key: idempotencyKey ?? id, template: req.template, vcpus: req.vcpus, memoryMiB, diskGiB, needsKvm: template?.needsKvm ?? false,
         ...(template ? { minMemoryMiB: template.minMemoryMiB } : {}) },
       this.registry.records(),
-      [...this.pending.values()].map((p) => p.flight),
+      this.inFlight(),
       { policy: this.opts.policy ?? 'least-loaded' },
     );
     if (!placement.ok) {
@@ -245,17 +228,14 @@ export class VmService {
     const now = new Date();
     const vm: VmRecord = {
       id, name, owner: user.name, template: req.template, hostId: host.id, state: 'creating', vcpus: req.vcpus,
-      memoryMiB: Math.max(memoryMiB, template?.minMemoryMiB ?? 0), diskGiB, console: template?.console ?? 'serial', createdAt: now.toISOString(),
+      memoryMiB, diskGiB, console: template?.console ?? 'serial', createdAt: now.toISOString(),
       expiresAt: req.leaseMinutes ? new Date(now.getTime() + req.leaseMinutes * 60_000).toISOString() : undefined,
     };
     this.store.tx(() => {
-      this.insert(vm);
-      if (idempotencyKey !== undefined) {
-        this.store.run('INSERT INTO idempotency (owner, key, request_hash, vm_id, status, created_at) VALUES (?, ?, ?, ?, 202, ?)',
-          user.name, idempotencyKey, keyHash!, id, vm.createdAt);
-      }
+      this.stored.insert(vm);
+      if (idempotencyKey !== undefined) this.keys.remember(user.name, idempotencyKey, hash!, id, vm.createdAt);
     });
-    this.pending.set(id, { flight: { hostId: host.id, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB } });
+    this.operations.set(id, { kind: 'create', hostId: host.id, sentAt: Date.now(), reserved: { vcpus: vm.vcpus, memoryMiB, diskGiB } });
     this.log.info(`VM ${name} placed on ${host.hostname}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
 
     const call = this.callCreate(vm, host, req);
@@ -264,27 +244,33 @@ export class VmService {
     let status = 202;
     if (outcome instanceof SkyError) status = outcome.status;
     else if (outcome === 'ok' && vm.state === 'running') status = 201;
-    if (idempotencyKey !== undefined) {
-      this.store.run('UPDATE idempotency SET status = ? WHERE owner = ? AND key = ?', status, user.name, idempotencyKey);
-    }
+    if (idempotencyKey !== undefined) this.keys.answered(user.name, idempotencyKey, status);
     if (outcome instanceof SkyError) throw this.failure(outcome, vm);
     return { status, vm: this.view(vm), placement };
   }
 
-  private replay(user: User, seen: Row, keyHash: string): CreateAnswer {
-    if (seen.request_hash !== keyHash) {
+  /** The reservations of creates whose VM the hosts' usage figures do not show yet (for the scheduler). */
+  private inFlight(): InFlight[] {
+    const out: InFlight[] = [];
+    for (const op of this.operations.values()) if (op.kind === 'create') out.push({ hostId: op.hostId, ...op.reserved });
+    return out;
+  }
+
+  private replay(seen: KeyUse, hash: string): CreateAnswer {
+    if (seen.requestHash !== hash) {
       throw new SkyError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body',
         { fields: [{ field: 'Idempotency-Key', message: 'already used for a different request' }] });
     }
-    const vm = this.vms.get(String(seen.vm_id));
-    if (!vm) throw new SkyError(410, 'gone', `the VM made for this Idempotency-Key (${String(seen.vm_id)}) was deleted`);
-    const status = Number(seen.status);
-    if (status >= 400) throw this.failure(new SkyError(status, 'agent_error', vm.error ?? 'the VM could not be created'), vm);
-    return { status, vm: this.view(vm) };
+    const vm = this.stored.get(seen.vmId);
+    if (!vm) throw new SkyError(410, 'gone', `the VM made for this Idempotency-Key (${seen.vmId}) was deleted`);
+    if (seen.status >= 400) throw this.failure(new SkyError(seen.status, 'agent_error', vm.error ?? 'the VM could not be created'), vm);
+    // First answered 202 and failed since (its create call, or a controller stopped mid-create): say so.
+    if (seen.status === 202 && vm.state === 'error') throw this.failure(new SkyError(502, 'create_failed', vm.error ?? 'the VM could not be created'), vm);
+    return { status: seen.status, vm: this.view(vm) };
   }
 
   private failure(err: SkyError, vm: VmRecord): SkyError {
-    return new SkyError(err.status, err.code, `VM ${vm.name} could not be created: ${err.message}`, { vm: this.view(vm) });
+    return new SkyError(err.status, err.code, `VM ${vm.name} could not be created: ${err.message}`, { vm: this.view(vm), ...fieldsOf(err) });
   }
 
   /** The agent call of a create: resolves 'ok' or the error (also recorded on the VM). */
@@ -297,18 +283,21 @@ export class VmService {
         ...(req.sshKey ? { sshKey: req.sshKey } : {}), ...(req.userData ? { userData: req.userData } : {}),
         owner: vm.owner, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
       });
-      const p = this.pending.get(vm.id);
-      if (p) p.settledAt = Date.now();
-      if (this.vms.get(vm.id) === vm) {
-        this.apply(vm, info);
+      const op = this.operations.get(vm.id);
+      if (op?.kind === 'create') {
+        const settled: CreateOperation = { ...op, settledAt: Date.now(), sampleBefore: this.registry.record(host.id)?.status?.sampledAt };
+        this.operations.set(vm.id, settled);
+      }
+      if (this.stored.get(vm.id) === vm) {
+        this.update(vm, reportedPatch(vm, info));
         this.log.info(`VM ${vm.name} created on ${host.hostname} (${vm.state})`, { vmId: vm.id, hostId: host.id });
       }
       return 'ok';
     } catch (err) {
-      this.pending.delete(vm.id);
-      const sky = toSkyError(err);
+      this.operations.delete(vm.id);
+      const sky = this.fromAgent(err, host, `create VM ${vm.name}`);
       try {
-        if (this.vms.get(vm.id) === vm) {
+        if (this.stored.get(vm.id) === vm) {
           this.update(vm, { state: 'error', error: sky.message });
           this.log.error(`VM ${vm.name} could not be created on ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
         }
@@ -323,12 +312,17 @@ export class VmService {
   // ---- actions ----
 
   /** start | shutdown | poweroff | reboot, through the host's agent. */
-  async action(user: User, id: string, action: VmAction): Promise<Vm> {
+  async action(user: User, id: string, action: VmAction): Promise<VmView> {
     const vm = this.require(user, id);
     if (vm.state === 'creating' || vm.state === 'deleting') throw new Conflict(`VM ${vm.name} is ${vm.state}`);
     const host = this.liveHost(vm);
-    const info = await this.registry.client(host.id).vmAction(vm.id, action);
-    if (info) this.apply(vm, info);
+    let info: VmInfo | undefined;
+    try {
+      info = await this.registry.client(host.id).vmAction(vm.id, action);
+    } catch (err) {
+      throw this.fromAgent(err, host, `${action} VM ${vm.name}`);
+    }
+    if (info) this.update(vm, reportedPatch(vm, info));
     else if (action === 'start' || action === 'reboot') this.update(vm, { state: 'running' });
     else if (action === 'poweroff') this.update(vm, { state: 'shutoff' });
     this.log.info(`VM ${vm.name}: ${action} by ${user.name}`, { vmId: vm.id, hostId: host.id });
@@ -341,36 +335,67 @@ export class VmService {
    */
   async remove(user: User, id: string): Promise<void> {
     const vm = this.require(user, id);
-    if (vm.state === 'creating' && this.pending.has(id) && this.pending.get(id)!.settledAt === undefined) {
-      throw new Conflict(`VM ${vm.name} is still being created: delete it when it is up`);
-    }
+    const op = this.operations.get(id);
+    if (op?.kind === 'create' && op.settledAt === undefined) throw new Conflict(`VM ${vm.name} is still being created: delete it when it is up`);
+    if (op?.kind === 'delete') throw new Conflict(`VM ${vm.name} is already being deleted`);
     const host = this.registry.record(vm.hostId);
     if (host) {
       if (host.state === 'down') throw new Unavailable(`host ${host.hostname} is down: the VM cannot be deleted now`);
       const before = vm.state;
+      const sentAt = Date.now();
+      this.operations.set(id, { kind: 'delete', hostId: host.id, sentAt });
       this.update(vm, { state: 'deleting' });
       try {
         await this.registry.client(host.id).deleteVm(vm.id);
       } catch (err) {
         const sky = toSkyError(err);
         if (sky.status !== 404) {
-          this.update(vm, { state: before });
-          throw sky;
+          this.operations.delete(id);
+          if (this.stored.get(id) === vm) this.update(vm, { state: before });
+          throw this.fromAgent(err, host, `delete VM ${vm.name}`);
         }
       }
+      // Kept until a poll sent after now: an earlier one may still list the VM.
+      this.operations.set(id, { kind: 'delete', hostId: host.id, sentAt, settledAt: Date.now() });
     }
     this.forget(vm, `VM ${vm.name} deleted by ${user.name}`);
   }
 
+  /**
+   * Makes a stranger a record (admins only): `owner` is a user of this controller, `name` defaults
+   * to what the host calls it. A VM id that a record on another host has is never moved.
+   */
+  adopt(user: User, hostId: string, vmId: string, opts: { owner: string; name?: string }): VmView {
+    if (user.role !== 'admin') throw new Forbidden('only an admin adopts VMs');
+    const stranger = this.strangerLists.get(hostId)?.get(vmId);
+    if (!stranger) throw new NotFound(`VM "${vmId}" among the strangers of host "${hostId}"`);
+    const taken = this.stored.get(vmId);
+    if (taken) throw new Conflict(`VM id ${vmId} belongs to VM ${taken.name} on host ${taken.hostId}: it cannot be adopted from host ${hostId}`);
+    if (!this.opts.users.get(opts.owner)) throw new InvalidField('owner', `no user "${opts.owner}"`);
+    const name = opts.name ?? stranger.info.name;
+    if (!VmName.safeParse(name).success) throw new InvalidField('name', 'must be 1-63 lowercase letters, digits or "-"');
+    if (this.stored.nameTaken(name)) throw new Conflict(`a VM named "${name}" already exists: give another name`, { fields: [{ field: 'name', message: 'already in use' }] });
+    const info = stranger.info;
+    const vm: VmRecord = {
+      id: info.id, name, owner: opts.owner, template: info.template, hostId, state: info.state, vcpus: info.vcpus,
+      memoryMiB: info.memoryMiB, diskGiB: info.diskGiB ?? 1, ip: info.ip, ssh: info.ssh, console: info.console,
+      error: info.error, createdAt: info.createdAt,
+    };
+    this.stored.insert(vm);
+    this.strangerLists.get(hostId)!.delete(vmId);
+    this.log.info(`VM ${name} on host ${hostId} adopted by ${user.name} for ${opts.owner}`, { vmId, hostId });
+    return this.view(vm);
+  }
+
   /** Forgets Idempotency-Keys older than a day (run by the periodic job). */
   pruneIdempotencyKeys(now = new Date()): number {
-    return this.store.run('DELETE FROM idempotency WHERE created_at < ?', new Date(now.getTime() - 86400_000).toISOString()).changes;
+    return this.keys.prune(now);
   }
 
   /** Deletes every VM whose lease ran out (run by the controller's periodic job). */
   async expireLeases(system: User, now = new Date()): Promise<number> {
     let n = 0;
-    for (const vm of [...this.vms.values()]) {
+    for (const vm of [...this.stored.values()]) {
       if (!vm.expiresAt || vm.expiresAt > now.toISOString() || vm.state === 'deleting' || vm.state === 'creating') continue;
       try {
         await this.remove(system, vm.id);
@@ -395,111 +420,102 @@ export class VmService {
     return { vm, host: this.liveHost(vm) };
   }
 
+  /**
+   * An agent's error as the controller answers it: the agent's refusal of a request keeps its words
+   * (and a 422 its field list), a failure on the host never carries the host's stderr or command
+   * lines (those go to the log, which only admins read).
+   */
+  private fromAgent(err: unknown, host: HostRecord, what: string): SkyError {
+    const sky = toSkyError(err);
+    if (!(err instanceof SkyError)) this.log.error(`${what} on ${host.hostname} failed: ${(err as Error)?.stack ?? String(err)}`, { hostId: host.id });
+    if (sky.status < 500) {
+      const fields = fieldsOf(sky);
+      return new SkyError(sky.status, sky.code, sky.message, fields.fields ? fields : undefined);
+    }
+    if (sky.code === 'agent_unreachable') return new SkyError(sky.status, sky.code, sky.message);
+    if (sky.code === 'command_failed' || sky.details !== undefined) {
+      this.log.warn(`${what} failed on ${host.hostname}: ${sky.message}`, { hostId: host.id, code: sky.code, details: sky.details });
+    }
+    const message = sky.code === 'command_failed'
+      ? `host ${host.hostname} could not ${what}: a command failed there (the event log has its output)`
+      : sky.message;
+    return new SkyError(sky.status, sky.code, message);
+  }
+
   // ---- keeping records in step with the hosts ----
 
-  /**
-   * A poll answered: the agent's VM list wins over the records of that host. A placement stops
-   * counting as in flight once the host lists the VM and its sampled usage (memory, disk: sampled
-   * every few seconds, unlike the live VM list) is newer than the creation, or 15 s after it
-   * whatever the host's clock says.
-   */
-  private reconcile(host: HostRecord, list: VmInfo[], pollStartedAt: number, sampledAt: number): void {
-    const seen = new Set<string>();
-    const now = Date.now();
-    for (const info of list) {
-      seen.add(info.id);
-      const vm = this.vms.get(info.id);
-      const p = this.pending.get(info.id);
-      if (p?.settledAt !== undefined && pollStartedAt > p.settledAt && (sampledAt > p.settledAt || now - p.settledAt > 15_000)) {
-        this.pending.delete(info.id);
-      }
-      if (vm) {
-        if (vm.state === 'deleting') continue;
-        if (vm.hostId !== host.id) this.update(vm, { hostId: host.id });
-        this.apply(vm, info);
-      } else if ((this.deletedAt.get(info.id) ?? -Infinity) < pollStartedAt) {
-        // Adopt a VM the records lack, unless it was deleted after this poll was sent.
-        this.adopt(host, info);
-      }
+  /** A poll answered: applies the reconciler's changes in one transaction (one disk sync), keeps the host's strangers. */
+  private applyReport(host: HostRecord, changes: Change[]): void {
+    const before = this.strangerLists.get(host.id);
+    const after = new Map<string, Stranger>();
+    for (const c of changes) {
+      if (c.kind !== 'stranger') continue;
+      const known = before?.get(c.vm.id);
+      const view: VmStranger = {
+        id: c.vm.id, host: host.id, name: c.vm.name, template: c.vm.template, state: c.vm.state, reason: c.reason,
+        firstSeen: known?.view.firstSeen ?? c.seenAt,
+      };
+      after.set(c.vm.id, { view, info: c.vm });
+      if (!known) this.log.warn(`host ${host.hostname} reports VM ${c.vm.id} ("${c.vm.name}") that is not its: ${c.reason}; kept as a stranger`, { hostId: host.id });
     }
-    for (const vm of this.vms.values()) {
-      if (vm.hostId !== host.id || seen.has(vm.id)) continue;
-      const p = this.pending.get(vm.id);
-      if (p && (p.settledAt === undefined || pollStartedAt <= p.settledAt)) continue;
-      if (vm.state === 'creating' && Date.now() - Date.parse(vm.createdAt) < 5 * 60_000) continue;
-      if (KEPT_WHEN_MISSING.has(vm.state)) {
-        if (vm.state === 'creating') this.update(vm, { state: 'error', error: 'the host never reported this VM (creation was interrupted)' });
-        continue;
-      }
-      this.pending.delete(vm.id);
-      this.forget(vm, `VM ${vm.name} is gone from host ${host.hostname}: record removed`, 'warn');
-    }
-    for (const [id, t] of this.deletedAt) if (t < pollStartedAt - 60_000) this.deletedAt.delete(id);
+    if (after.size > 0) this.strangerLists.set(host.id, after);
+    else this.strangerLists.delete(host.id);
+    this.store.tx(() => this.apply(changes));
   }
 
-  private adopt(host: HostRecord, info: VmInfo): void {
-    const owner = info.owner && this.store.get('SELECT 1 FROM users WHERE name = ?', info.owner) ? info.owner : 'admin';
-    const vm: VmRecord = {
-      id: info.id, name: info.name, owner, template: info.template, hostId: host.id, state: info.state, vcpus: info.vcpus,
-      memoryMiB: info.memoryMiB, diskGiB: Math.ceil(info.diskGiB ?? 0), ip: info.ip, ssh: info.ssh, console: info.console,
-      error: info.error, createdAt: info.createdAt, expiresAt: info.expiresAt,
-    };
-    this.insert(vm);
-    this.log.info(`VM ${vm.name} found on host ${host.hostname}: record added`, { vmId: vm.id, hostId: host.id });
-  }
-
-  private hostDown(host: HostRecord): void {
-    this.store.tx(() => {
-      for (const vm of this.vms.values()) {
-        if (vm.hostId === host.id && vm.state !== 'error' && vm.state !== 'unknown') this.update(vm, { state: 'unknown' });
+  /** Applies the changes to records and operations, logging each (strangers are applyReport's). */
+  private apply(changes: Change[]): void {
+    for (const c of changes) {
+      switch (c.kind) {
+        case 'update': {
+          const vm = this.stored.get(c.vmId);
+          if (vm) this.update(vm, c.patch);
+          this.log.debug(c.reason, { vmId: c.vmId });
+          break;
+        }
+        case 'mark-error': {
+          const vm = this.stored.get(c.vmId);
+          if (vm) this.update(vm, { state: 'error', error: c.error });
+          this.log.warn(c.reason, { vmId: c.vmId });
+          break;
+        }
+        case 'forget': {
+          const vm = this.stored.get(c.vmId);
+          if (vm) this.forget(vm, c.reason, 'warn');
+          break;
+        }
+        case 'settle':
+          this.operations.delete(c.vmId);
+          this.log.debug(c.reason, { vmId: c.vmId });
+          break;
+        case 'stranger':
+          break;
       }
-    });
+    }
   }
 
   private hostRemoved(hostId: string): void {
     this.store.tx(() => {
-      for (const vm of [...this.vms.values()]) if (vm.hostId === hostId) this.forget(vm, `VM ${vm.name} forgotten with its host`);
+      for (const vm of [...this.stored.onHost(hostId)]) this.forget(vm, `VM ${vm.name} forgotten with its host`);
     });
+    for (const [id, op] of this.operations) if (op.hostId === hostId) this.operations.delete(id);
+    this.strangerLists.delete(hostId);
   }
 
-  /** Copies what the agent reports into the record (writes only if something changed). */
-  private apply(vm: VmRecord, info: VmInfo): void {
-    const patch: Partial<VmRecord> = {};
-    if (info.state !== vm.state) patch.state = info.state;
-    if (info.ip !== vm.ip) patch.ip = info.ip;
-    if (JSON.stringify(info.ssh) !== JSON.stringify(vm.ssh)) patch.ssh = info.ssh;
-    if (info.vcpus !== vm.vcpus) patch.vcpus = info.vcpus;
-    if (info.memoryMiB !== vm.memoryMiB) patch.memoryMiB = info.memoryMiB;
-    if (info.console !== vm.console) patch.console = info.console;
-    if (info.error !== vm.error && (info.error || vm.state !== 'error' || info.state !== 'error')) patch.error = info.error;
-    if (Object.keys(patch).length > 0) this.update(vm, patch);
+  private update(vm: VmRecord, patch: VmPatch): void {
+    if (Object.keys(patch).length > 0) this.stored.update(vm, patch);
   }
 
-  private insert(vm: VmRecord): void {
-    this.store.run(`INSERT INTO vms (id, name, owner, template, host_id, state, vcpus, memory_mib, disk_gib, ip, ssh_json, console, error, created_at, expires_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    vm.id, vm.name, vm.owner, vm.template, vm.hostId, vm.state, vm.vcpus, vm.memoryMiB, vm.diskGiB, vm.ip ?? null,
-    vm.ssh ? JSON.stringify(vm.ssh) : null, vm.console, vm.error ?? null, vm.createdAt, vm.expiresAt ?? null, new Date().toISOString());
-    this.vms.set(vm.id, vm);
-    this.version++;
-  }
-
-  private update(vm: VmRecord, patch: Partial<VmRecord>): void {
-    Object.assign(vm, patch);
-    if (vm.state !== 'error' && patch.state !== undefined && patch.error === undefined) vm.error = undefined;
-    this.store.run(`UPDATE vms SET host_id = ?, state = ?, vcpus = ?, memory_mib = ?, ip = ?, ssh_json = ?, console = ?, error = ?, updated_at = ? WHERE id = ?`,
-      vm.hostId, vm.state, vm.vcpus, vm.memoryMiB, vm.ip ?? null, vm.ssh ? JSON.stringify(vm.ssh) : null, vm.console, vm.error ?? null,
-      new Date().toISOString(), vm.id);
-    this.version++;
-  }
-
+  /** Drops a record (and a create in progress on it; a settled delete stays until a later poll). */
   private forget(vm: VmRecord, why: string, level: 'info' | 'warn' = 'info'): void {
-    if (this.vms.get(vm.id) !== vm) return;
-    this.store.run('DELETE FROM vms WHERE id = ?', vm.id);
-    this.vms.delete(vm.id);
-    this.pending.delete(vm.id);
-    this.deletedAt.set(vm.id, Date.now());
-    this.version++;
+    if (!this.stored.delete(vm)) return;
+    if (this.operations.get(vm.id)?.kind === 'create') this.operations.delete(vm.id);
     this.log[level](why, { vmId: vm.id, hostId: vm.hostId });
   }
+}
+
+/** `{ fields }` of a 422's details, or nothing. */
+function fieldsOf(err: SkyError): { fields?: unknown[] } {
+  const fields = (err.details as { fields?: unknown } | undefined)?.fields;
+  return err.status === 422 && Array.isArray(fields) ? { fields } : {};
 }

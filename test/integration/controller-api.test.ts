@@ -347,7 +347,7 @@ describe('controller API (in-process, simulated agents)', function () {
       for (const a of agents) expect(a.vms.has(vm.id)).to.equal(false);
     });
 
-    it('three missed polls make a host down and its VMs unknown; on return the agent\'s list wins', async () => {
+    it('three missed polls make a host down and its VMs unknown; on return the agent\'s list wins for the VMs placed there', async () => {
       const vm = (await call('POST', '/api/vms', { token: alice, body: { template: 'alpine', name: 'survivor' } })).json;
       const host = agents.find((x) => x.hostId === vm.host)!;
       const other = (await call('POST', '/api/vms', { token: alice, body: { template: 'alpine', name: 'vanisher' } })).json;
@@ -370,6 +370,10 @@ describe('controller API (in-process, simulated agents)', function () {
       await ctl.services.hosts.pollAll();
       expect((await call('GET', `/api/hosts/${host.hostId}`, { token: alice })).json.state).to.equal('ready');
       expect((await call('GET', `/api/vms/${vm.id}`, { token: alice })).json.state).to.equal('shutoff');
+      // a VM the records lack is a stranger of its host, never a record, until an admin adopts it
+      expect((await call('GET', '/api/vms/adopted00001', { token: alice })).status).to.equal(404);
+      expect(ctl.services.vms.strangers(ctl.services.system, host.hostId).map((s) => s.id)).to.deep.equal(['adopted00001']);
+      ctl.services.vms.adopt(ctl.services.system, host.hostId, 'adopted00001', { owner: 'alice2' });
       expect((await call('GET', '/api/vms/adopted00001', { token: alice })).json.name).to.equal('found');
       expect((await call('GET', `/api/vms/${other.id}`, { token: alice })).status).to.equal(404);
     });

@@ -1,0 +1,149 @@
+// The reconciler on its own: one host's report against the records and the pending operations, one
+// row per race. Marks are controller-clock milliseconds: the poll was sent at `sentAt`.
+import { expect } from 'chai';
+import type { VmInfo } from '../../wire/api.ts';
+import { hostDown, reconcile, type Change, type HostReport, type Operation } from '../../server/vms/reconcile.ts';
+import type { RecordIndex, VmRecord } from '../../server/vms/records.ts';
+
+const T = 1_000_000;
+
+const record = (over: Partial<VmRecord> = {}): VmRecord => ({
+  id: 'vm000001', name: 'web-1', owner: 'alice', template: 'alpine', hostId: 'pc-1', state: 'running', vcpus: 1, memoryMiB: 256,
+  diskGiB: 2, ip: '192.168.122.10', console: 'serial', createdAt: '2025-01-01T00:00:00.000Z', ...over,
+});
+
+const info = (over: Partial<VmInfo> = {}): VmInfo => ({
+  id: 'vm000001', name: 'web-1', template: 'alpine', state: 'running', vcpus: 1, memoryMiB: 256, diskGiB: 2, ip: '192.168.122.10',
+  console: 'serial', createdAt: '2025-01-01T00:00:00.000Z', ...over,
+});
+
+function index(records: VmRecord[]): RecordIndex {
+  return {
+    get: (id) => records.find((r) => r.id === id),
+    onHost: (hostId) => records.filter((r) => r.hostId === hostId),
+  };
+}
+
+const report = (vms: VmInfo[], over: Partial<HostReport> = {}): HostReport => ({ hostId: 'pc-1', sentAt: T, sample: 's2', vms, ...over });
+const create = (over: Partial<Extract<Operation, { kind: 'create' }>> = {}): Operation =>
+  ({ kind: 'create', hostId: 'pc-1', sentAt: T - 100, reserved: { vcpus: 1, memoryMiB: 256, diskGiB: 2 }, ...over });
+const remove = (over: Partial<Extract<Operation, { kind: 'delete' }>> = {}): Operation => ({ kind: 'delete', hostId: 'pc-1', sentAt: T - 100, ...over });
+
+/** The changes as `kind vmId` strings (with the patch for updates), for compact expectations. */
+function summary(changes: Change[]): string[] {
+  return changes.map((c) => {
+    if (c.kind === 'update') return `update ${c.vmId} ${JSON.stringify(c.patch)}`;
+    if (c.kind === 'stranger') return `stranger ${c.vm.id}`;
+    return `${c.kind} ${c.vmId}`;
+  });
+}
+
+interface Row {
+  race: string;
+  records: VmRecord[];
+  report: HostReport;
+  pending?: Array<[string, Operation]>;
+  expect: string[];
+}
+
+const rows: Row[] = [
+  // steady state
+  { race: 'a VM the host lists as it is recorded: nothing', records: [record()], report: report([info()]), expect: [] },
+  { race: 'a VM that changed on its host: the report wins', records: [record()], report: report([info({ state: 'shutoff', ip: undefined })]),
+    expect: ['update vm000001 {"state":"shutoff"}'] },
+  { race: 'a VM gone from its host, no operation on it: forget', records: [record()], report: report([]), expect: ['forget vm000001'] },
+  { race: 'an error record the host does not know: kept until deleted', records: [record({ state: 'error', error: 'boom' })], report: report([]), expect: [] },
+
+  // created while polling
+  { race: 'created while polling: the create call still runs, the host does not list it yet', records: [record({ state: 'creating' })],
+    report: report([]), pending: [['vm000001', create()]], expect: [] },
+  { race: 'created while polling: the create settled after the poll was sent', records: [record()],
+    report: report([], { sentAt: T }), pending: [['vm000001', create({ settledAt: T + 5 })]], expect: [] },
+  { race: 'created while polling: settled in the very millisecond the poll was sent (not after)', records: [record()],
+    report: report([], { sentAt: T }), pending: [['vm000001', create({ settledAt: T })]], expect: [] },
+  { race: 'created, listed by a poll sent later with a fresh usage sample: the reservation ends', records: [record()],
+    report: report([info()], { sentAt: T + 10, sample: 's2' }), pending: [['vm000001', create({ settledAt: T, sampleBefore: 's1' })]],
+    expect: ['settle vm000001'] },
+  { race: 'created, listed by a later poll but the usage sample is the one from before: still reserved', records: [record()],
+    report: report([info()], { sentAt: T + 10, sample: 's1' }), pending: [['vm000001', create({ settledAt: T, sampleBefore: 's1' })]], expect: [] },
+  { race: 'created, then missing from a poll sent after the create settled: gone, forget', records: [record()],
+    report: report([], { sentAt: T + 10 }), pending: [['vm000001', create({ settledAt: T })]], expect: ['forget vm000001'] },
+  { race: 'the host lists the VM running before the create call answers: the record follows', records: [record({ state: 'creating' })],
+    report: report([info()]), pending: [['vm000001', create()]], expect: ['update vm000001 {"state":"running"}'] },
+
+  // deleted while polling
+  { race: 'deleted while polling: the delete call runs, the host still lists it', records: [record({ state: 'deleting' })],
+    report: report([info()]), pending: [['vm000001', remove()]], expect: [] },
+  { race: 'deleted while polling: record gone, the delete settled after the poll was sent', records: [],
+    report: report([info()], { sentAt: T }), pending: [['vm000001', remove({ settledAt: T + 5 })]], expect: [] },
+  { race: 'deleted, and a poll sent after the delete settled lacks it: the delete is over', records: [],
+    report: report([], { sentAt: T + 10 }), pending: [['vm000001', remove({ settledAt: T })]], expect: ['settle vm000001'] },
+  { race: 'deleted, yet a poll sent after the delete settled still lists it: a stranger', records: [],
+    report: report([info()], { sentAt: T + 10 }), pending: [['vm000001', remove({ settledAt: T })]], expect: ['stranger vm000001', 'settle vm000001'] },
+  { race: 'a delete interrupted (controller restarted): the record says deleting, the host has it: the report wins',
+    records: [record({ state: 'deleting' })], report: report([info()]), expect: ['update vm000001 {"state":"running"}'] },
+
+  // host back after down
+  { race: 'host back after down: unknown VMs take the state the host reports, a vanished one is forgotten',
+    records: [record({ state: 'unknown' }), record({ id: 'vm000002', name: 'web-2', state: 'unknown' })],
+    report: report([info({ state: 'shutoff' })]), expect: ['update vm000001 {"state":"shutoff"}', 'forget vm000002'] },
+
+  // unknown VM found
+  { race: 'unknown VM found: a stranger, never a record', records: [], report: report([info({ id: 'zzz00001', name: 'found', owner: 'alice' })]),
+    expect: ['stranger zzz00001'] },
+
+  // VM reported by another host
+  { race: 'a VM reported by another host: a stranger there, its record stays on its own host',
+    records: [record({ hostId: 'pc-2' })], report: report([info({ state: 'shutoff' })], { hostId: 'pc-1' }), expect: ['stranger vm000001'] },
+  { race: 'a host reporting another host\'s VM while that VM is being created: still a stranger',
+    records: [record({ hostId: 'pc-2', state: 'creating' })], report: report([info()], { hostId: 'pc-1' }),
+    pending: [['vm000001', create({ hostId: 'pc-2' })]], expect: ['stranger vm000001'] },
+  { race: 'the same VM listed twice in one report: counted once', records: [record()], report: report([info(), info({ state: 'paused' })]), expect: [] },
+
+  // create that never landed
+  { race: 'a create that never landed (controller stopped mid-create): error, not forgotten', records: [record({ state: 'creating' })],
+    report: report([]), expect: ['mark-error vm000001'] },
+  { race: 'a create interrupted that did land: the host lists it creating, the record follows', records: [record({ state: 'creating' })],
+    report: report([info({ state: 'creating' })]), expect: [] },
+];
+
+describe('VM reconciler', () => {
+  describe('given a host report, should decide', () => {
+    for (const row of rows) {
+      it(row.race, () => {
+        const changes = reconcile(index(row.records), row.report, new Map(row.pending ?? []), T + 1000);
+        expect(summary(changes)).to.deep.equal(row.expect);
+      });
+    }
+  });
+
+  it('should never take owner, name or host from a report', () => {
+    const changes = reconcile(index([record()]), report([info({ owner: 'mallory', name: 'renamed', state: 'paused' })]), new Map(), T);
+    expect(changes).to.have.length(1);
+    const c = changes[0]!;
+    expect(c.kind).to.equal('update');
+    if (c.kind === 'update') expect(Object.keys(c.patch)).to.deep.equal(['state']);
+  });
+
+  it('should give each stranger a reason that says why, and when it was seen', () => {
+    const changes = reconcile(index([record({ hostId: 'pc-2' })]), report([info(), info({ id: 'zzz00001', name: 'found' })]), new Map(), T);
+    const reasons = changes.flatMap((c) => (c.kind === 'stranger' ? [[c.vm.id, c.reason, c.seenAt]] : []));
+    expect(reasons).to.deep.equal([
+      ['vm000001', 'its id belongs to VM web-1 on host pc-2: a host cannot take another host\'s VM', new Date(T).toISOString()],
+      ['zzz00001', 'the controller did not place it on this host', new Date(T).toISOString()],
+    ]);
+  });
+
+  it('should keep an error record\'s own reason when the host reports it in error without one', () => {
+    const changes = reconcile(index([record({ state: 'error', error: 'disk full' })]), report([info({ state: 'error' })]), new Map(), T);
+    expect(changes).to.deep.equal([]);
+  });
+
+  it('given a host down, should make its VMs unknown except those in error or with a create or delete in progress', () => {
+    const records = [
+      record(), record({ id: 'vm000002', state: 'error' }), record({ id: 'vm000003', state: 'creating' }),
+      record({ id: 'vm000004', state: 'deleting' }), record({ id: 'vm000005', state: 'shutoff' }), record({ id: 'vm000006', hostId: 'pc-2' }),
+    ];
+    expect(summary(hostDown(index(records), 'pc-1'))).to.deep.equal(['update vm000001 {"state":"unknown"}', 'update vm000005 {"state":"unknown"}']);
+  });
+});

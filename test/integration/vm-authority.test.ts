@@ -1,7 +1,9 @@
 // The controller is the authority on VMs: an enrolled rogue host that reports another host's VM id
-// and a VM of its own invention in /status neither moves nor creates a record. The rogue is a real
-// simulated agent behind a small proxy that adds the two VMs to its /status answer (what a modified
-// agent could send); the controller runs in-process with real SQLite and HTTP.
+// and a VM of its own invention in /status neither moves nor creates a record, and what a host says
+// when it fails (stderr, command lines) never reaches API clients. The rogue is a real simulated
+// agent behind a small proxy that adds VMs to its /status answer and can answer a route with a
+// failure (what a modified or broken agent could send); the controller runs in-process with real
+// SQLite and HTTP.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -24,6 +26,8 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
   const proxied: string[] = [];
   /** VMs the rogue adds to its agent's real /status answer. */
   const injected: VmInfo[] = [];
+  /** Answers the rogue gives instead of its agent, by `METHOD /route` (`/vms/:id` for any VM). */
+  const failures = new Map<string, { status: number; body: unknown }>();
 
   async function api(method: string, p: string, token: string, body?: unknown) {
     const res = await fetch(ctl.url + p, {
@@ -48,17 +52,29 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
     ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
     honest = await new SimAgent({ hostId: 'host-honest', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
     rogueAgent = await new SimAgent({ hostId: 'host-rogue', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
-    // The rogue host as the controller sees it: its agent's /status plus the injected VMs; nothing else answers.
+    // The rogue host as the controller sees it: its agent, with the injected VMs added to /status and
+    // the failures answered instead of the agent.
     proxy = createServer((req, res) => {
-      proxied.push(`${req.method} ${req.url}`);
-      if (req.method !== 'GET' || req.url !== '/status') return void res.writeHead(404).end();
-      fetch(`${rogueAgent.url}/status`, { headers: { authorization: `Bearer ${rogueAgent.key}` } })
-        .then(async (r) => {
-          const status = await r.json() as HostStatus;
-          status.vmList.push(...injected);
-          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(status));
-        })
-        .catch((err: unknown) => res.writeHead(502).end(String(err)));
+      const route = `${req.method} ${req.url?.replace(/\/vms\/[a-z0-9]+/, '/vms/:id')}`;
+      proxied.push(route);
+      const failure = failures.get(route);
+      if (failure) return void res.writeHead(failure.status, { 'content-type': 'application/json' }).end(JSON.stringify(failure.body));
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const body = chunks.length > 0 ? Buffer.concat(chunks) : undefined;
+        fetch(rogueAgent.url + req.url, {
+          method: req.method!, headers: { authorization: `Bearer ${rogueAgent.key}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body } : {}),
+        }).then(async (r) => {
+          let text = await r.text();
+          if (route === 'GET /status') {
+            const status = JSON.parse(text) as HostStatus;
+            status.vmList.push(...injected);
+            text = JSON.stringify(status);
+          }
+          res.writeHead(r.status, { 'content-type': 'application/json' }).end(text);
+        }).catch((err: unknown) => res.writeHead(502).end(String(err)));
+      });
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
   });
@@ -120,5 +136,53 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
 
     // An admin cannot adopt the other host's VM from the rogue either.
     expect(() => ctl.services.vms.adopt(ctl.services.system, 'host-rogue', victim.id, { owner: 'alice' })).to.throw(/cannot be adopted/);
+  });
+  it('a host\'s failure reaches API clients without its stderr or command lines; a refusal keeps its field list', async () => {
+    const admin = ctl.services.secrets.adminToken;
+    await api('POST', '/api/hosts/host-honest/drain', admin);
+    injected.length = 0;
+    await ctl.services.hosts.pollAll();
+    const leak = ['qemu-img', '/var/lib/skyhost', 'No space left', 'secret-arg'];
+    const commandFailed = {
+      status: 502,
+      body: { error: { code: 'command_failed', message: 'qemu-img create -f qcow2 /var/lib/skyhost/vms/x.qcow2 secret-arg failed (exit 1): No space left on device',
+        details: { command: 'qemu-img', args: ['create', '/var/lib/skyhost/vms/x.qcow2', 'secret-arg'], exitCode: 1, stderr: 'No space left on device' } } },
+    };
+    try {
+      failures.set('POST /vms', commandFailed);
+      const failed = await api('POST', '/api/vms', admin, { template: 'alpine', name: 'broken' });
+      expect(failed.status).to.equal(502);
+      expect(failed.json.error.code).to.equal('command_failed');
+      expect(Object.keys(failed.json.error.details)).to.deep.equal(['vm']);
+      expect(failed.json.error.details.vm).to.include({ host: 'host-rogue', state: 'error' });
+      for (const word of leak) expect(JSON.stringify(failed.json), word).not.to.include(word);
+      ctl.services.events.flush();
+      const logged = (await api('GET', '/api/events?hostId=host-rogue&limit=500', admin)).json.events as Array<{ msg: string }>;
+      expect(logged.some((e) => e.msg.includes('No space left on device')), 'the full text is in the event log').to.equal(true);
+
+      failures.set('POST /vms', { status: 422, body: { error: { code: 'invalid_field', message: 'userData: not YAML',
+        details: { fields: [{ field: 'userData', message: 'not YAML' }], stderr: 'secret-arg' } } } });
+      const refused = await api('POST', '/api/vms', admin, { template: 'alpine', name: 'refused' });
+      expect(refused.status).to.equal(422);
+      expect(refused.json.error.details.fields).to.deep.equal([{ field: 'userData', message: 'not YAML' }]);
+      expect(JSON.stringify(refused.json)).not.to.include('secret-arg');
+
+      failures.delete('POST /vms');
+      const vm = (await api('POST', '/api/vms', admin, { template: 'alpine', name: 'works' })).json as { id: string; host: string };
+      expect(vm.host).to.equal('host-rogue');
+      failures.set('POST /vms/:id/reboot', commandFailed);
+      const action = await api('POST', `/api/vms/${vm.id}/reboot`, admin);
+      expect(action.status).to.equal(502);
+      expect(action.json.error.details).to.equal(undefined);
+      for (const word of leak) expect(JSON.stringify(action.json), word).not.to.include(word);
+      failures.set('DELETE /vms/:id', { ...commandFailed, status: 500 });
+      const removal = await api('DELETE', `/api/vms/${vm.id}`, admin);
+      expect(removal.status).to.equal(502);
+      for (const word of leak) expect(JSON.stringify(removal.json), word).not.to.include(word);
+      expect((await api('GET', `/api/vms/${vm.id}`, admin)).json.state).to.equal('running');
+    } finally {
+      failures.clear();
+      await api('POST', '/api/hosts/host-honest/undrain', admin);
+    }
   });
 });

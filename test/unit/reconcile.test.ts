@@ -1,9 +1,17 @@
 // The reconciler on its own: one host's report against the records and the pending operations, one
-// row per race. Marks are controller-clock milliseconds: the poll was sent at `sentAt`.
+// row per race. Marks are controller-clock milliseconds: the poll was sent at `sentAt`. Then VmService
+// applying reports (an in-memory store, a registry whose polls the test plays by emitting `status`).
 import { expect } from 'chai';
-import type { VmInfo } from '../../wire/api.ts';
+import { VmRequest, type HostStatus, type VmInfo } from '../../wire/api.ts';
+import { configureLogging, logger } from '../../base/log.ts';
+import { Store } from '../../server/db/store.ts';
+import { HostRegistry } from '../../server/hosts/registry.ts';
+import { Templates } from '../../server/templates/templates.ts';
+import { Users, type User } from '../../server/users/users.ts';
+import { requestHash } from '../../server/vms/idempotency.ts';
 import { hostDown, reconcile, type Change, type HostReport, type Operation } from '../../server/vms/reconcile.ts';
 import type { RecordIndex, VmRecord } from '../../server/vms/records.ts';
+import { VmService } from '../../server/vms/vms.ts';
 
 const T = 1_000_000;
 
@@ -145,5 +153,78 @@ describe('VM reconciler', () => {
       record({ id: 'vm000004', state: 'deleting' }), record({ id: 'vm000005', state: 'shutoff' }), record({ id: 'vm000006', hostId: 'pc-2' }),
     ];
     expect(summary(hostDown(index(records), 'pc-1'))).to.deep.equal(['update vm000001 {"state":"unknown"}', 'update vm000005 {"state":"unknown"}']);
+  });
+});
+
+describe('VmService applying host reports', () => {
+  let store: Store;
+  let registry: HostRegistry;
+  let vms: VmService;
+  const admin: User = { name: 'admin', role: 'admin', mustChangePassword: false, createdAt: '2025-01-01T00:00:00.000Z' };
+  const alice: User = { ...admin, name: 'alice', role: 'user' };
+
+  /** A poll answer of host pc-1 with these VMs (the rest of /status is not read here). */
+  const poll = (vmList: VmInfo[], sentAt = Date.now()) =>
+    registry.emit('status', registry.require('pc-1'), { hostId: 'pc-1', sampledAt: new Date().toISOString(), vmList } as unknown as HostStatus, sentAt);
+
+  /** A record and Idempotency-Key row as a controller stopped in the middle of a create leaves them. */
+  function interruptedCreate(key: string, body: unknown): void {
+    store.run(`INSERT INTO vms (id, name, owner, template, host_id, state, vcpus, memory_mib, disk_gib, console, created_at, updated_at)
+      VALUES ('lost00000001', 'lost', 'admin', 'alpine', 'pc-1', 'creating', 1, 256, 2, 'serial', ?, ?)`, new Date().toISOString(), new Date().toISOString());
+    store.run('INSERT INTO idempotency (owner, key, request_hash, vm_id, status, created_at) VALUES (?, ?, ?, ?, 202, ?)',
+      'admin', key, requestHash(VmRequest.parse(body)), 'lost00000001', new Date().toISOString());
+  }
+
+  function start(): void {
+    vms = new VmService(store, registry, new Templates(registry, logger('templates')), { log: logger('vms'), users: new Users(store) });
+  }
+
+  before(() => configureLogging({ out: () => {} }));
+  after(() => configureLogging({ out: (line) => process.stderr.write(line + '\n') }));
+  beforeEach(async () => {
+    store = new Store(':memory:');
+    await new Users(store).create({ name: 'alice', password: 'alice-password' });
+    registry = new HostRegistry(store, { clusterId: 'c1', redeemJoinToken: () => ({ ok: true }), log: logger('hosts') });
+    registry.enroll({ hostId: 'pc-1', hostname: 'pc-1', agentUrl: 'http://127.0.0.1:9', agentKey: 'k'.repeat(20), version: '1', joinToken: 'shj_token_1' });
+  });
+  afterEach(() => store.close());
+
+  it('given a create a stopped controller left behind, should make it an error at the first poll and answer its retry with a clear failure', async () => {
+    const body = { template: 'alpine', name: 'lost' };
+    interruptedCreate('key-1', body);
+    start();
+    expect(vms.get(admin, 'lost00000001').state).to.equal('creating');
+    poll([]);
+    expect(vms.get(admin, 'lost00000001')).to.include({ state: 'error', error: 'the host never reported this VM (its creation was interrupted)' });
+    try {
+      await vms.create(admin, body, 'key-1');
+      expect.fail('the retry should fail');
+    } catch (err) {
+      expect(err).to.include({ status: 502, code: 'create_failed' });
+      expect((err as { details: { vm: { id: string } } }).details.vm.id).to.equal('lost00000001');
+    }
+  });
+
+  it('should keep a stranger once per host with when it was first seen, and let only an admin adopt it for a known user', () => {
+    start();
+    const found = info({ id: 'zzz00001', name: 'found', owner: 'alice' });
+    poll([found]);
+    const first = vms.strangers(admin, 'pc-1');
+    expect(first.map((s) => [s.id, s.name, s.host])).to.deep.equal([['zzz00001', 'found', 'pc-1']]);
+    poll([found]);
+    expect(vms.strangers(admin)).to.deep.equal(first);
+    expect(vms.records(admin)).to.deep.equal([]);
+    expect(() => vms.strangers(alice)).to.throw('only an admin');
+    expect(() => vms.adopt(alice, 'pc-1', 'zzz00001', { owner: 'alice' })).to.throw('only an admin');
+    expect(() => vms.adopt(admin, 'pc-1', 'zzz00001', { owner: 'nobody' })).to.throw('owner: no user');
+    expect(() => vms.adopt(admin, 'pc-1', 'zzz00002', { owner: 'alice' })).to.throw('not found');
+    expect(vms.adopt(admin, 'pc-1', 'zzz00001', { owner: 'alice', name: 'kept' })).to.include({ id: 'zzz00001', name: 'kept', owner: 'alice', host: 'pc-1' });
+    expect(vms.strangers(admin)).to.deep.equal([]);
+    // from now on the host's reports keep it current, and a VM the host stops listing is gone
+    poll([{ ...found, state: 'shutoff' }]);
+    expect(vms.get(alice, 'zzz00001').state).to.equal('shutoff');
+    poll([]);
+    expect(() => vms.get(alice, 'zzz00001')).to.throw('not found');
+    expect(vms.strangers(admin)).to.deep.equal([]);
   });
 });

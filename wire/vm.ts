@@ -111,6 +111,8 @@ export type VmCreate = z.output<typeof VmCreateRequest>;
 export const VmInfo = z.object({
   id: VmId,
   ...keptSpec,
+  /** The disk's size as the host measures it, e.g. `2.5`: a report, so not bounded like a request (one odd VM must not fail a whole poll). */
+  diskGiB: z.number().positive().optional(),
   /** The owner in the VM's metadata: shown to nobody, the controller's record says who owns a VM. */
   owner: z.string().optional(),
   state: VmState,

@@ -378,7 +378,7 @@ export class VmService {
     const info = stranger.info;
     const vm: VmRecord = {
       id: info.id, name, owner: opts.owner, template: info.template, hostId, state: info.state, vcpus: info.vcpus,
-      memoryMiB: info.memoryMiB, diskGiB: info.diskGiB ?? 1, ip: info.ip, ssh: info.ssh, console: info.console,
+      memoryMiB: info.memoryMiB, diskGiB: Math.ceil(info.diskGiB ?? 1), ip: info.ip, ssh: info.ssh, console: info.console,
       error: info.error, createdAt: info.createdAt,
     };
     this.stored.insert(vm);

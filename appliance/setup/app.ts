@@ -14,6 +14,7 @@ import { contentType, readAsset } from '../../base/assets.ts';
 import { SkyError } from '../../base/errors.ts';
 import { errorHandler } from '../../base/http.ts';
 import type { Logger } from '../../base/log.ts';
+import { wantsFragment } from '../../base/views.ts';
 import { installerOptionsSchema, RELEASES, type InstallerOptionsInput } from '../../autoinstall/index.ts';
 import { checkTarget, listDrives, type DriveChoice } from '../../iso/usb.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors } from '../../iso/usb-guards.ts';
@@ -99,7 +100,7 @@ export function buildSetupApp(deps: SetupDeps): Express {
       }
     }
     const job = deps.jobs.start(plan, source);
-    if (req.get('HX-Request') === 'true') {
+    if (wantsFragment(req)) {
       res.setHeader('HX-Push-Url', `/jobs/${job.id}`);
       renderJob(req, res, job, await usbStep(job, {}));
     } else {

@@ -3,9 +3,10 @@
 import type { Request, RequestHandler, Response } from 'express';
 import type { z } from 'zod';
 import { toSkyError, type SkyError } from '../../base/errors.ts';
+import { wantsFragment } from '../../base/views.ts';
 import { currentUser } from '../users/auth.ts';
 import type { User } from '../users/users.ts';
-import { isHtmx, type Viewer } from './render.ts';
+import type { Viewer } from './render.ts';
 
 /** A form field as a trimmed string ('' when absent or not a string). */
 export function field(req: Request, name: string, max = 65536): string {
@@ -30,7 +31,7 @@ export function fieldErrors(err: SkyError, rename: Record<string, string> = {}):
  */
 export function redirect(req: Request, res: Response, url: string, opts: { swap?: boolean } = {}): void {
   res.setHeader('Vary', 'HX-Request');
-  if (isHtmx(req) && !opts.swap) {
+  if (wantsFragment(req) && !opts.swap) {
     res.setHeader('HX-Redirect', url);
     res.status(200).end();
     return;

@@ -8,6 +8,7 @@
 //   /hosts /templates /admin/users /admin/events  admin.ts
 import express, { type Router } from 'express';
 import { NotFound, Unauthorized, toSkyError } from '../../base/errors.ts';
+import { wantsFragment } from '../../base/views.ts';
 import type { Logger } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { PASSWORD_CHANGE_PATH, authOf, clearSessionCookie, requireUser, setSessionCookie } from '../users/auth.ts';
@@ -15,7 +16,7 @@ import { Password, UserName } from '../users/users.ts';
 import { adminPages } from './admin.ts';
 import { dashboardData } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
-import { isHtmx, pageErrors, precompileViews, render } from './render.ts';
+import { pageErrors, precompileViews, render } from './render.ts';
 import { vmPages } from './vms.ts';
 
 export interface PageOptions {
@@ -32,7 +33,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   r.get('/login', (req, res) => {
     if (authOf(res)) return redirect(req, res, '/');
     // A poll whose session ended was sent here: the whole page goes to the login page.
-    if (isHtmx(req)) return redirect(req, res, req.originalUrl);
+    if (wantsFragment(req)) return redirect(req, res, req.originalUrl);
     render(req, res, {
       page: 'login', partial: 'login-form', title: 'Log in',
       data: { next: localPath(String(req.query.next ?? '/')), values: {}, errors: {}, selfRegistration: services.users.selfRegistration() },
@@ -93,7 +94,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   // ---- password (forced at the first login with a one-time password) ----
   const passwordView = (forced: boolean) => ({ page: 'password', partial: 'password-form', title: 'Password', data: { forced, errors: {} as Record<string, string> } });
   r.get(PASSWORD_CHANGE_PATH, requireUser({ allowPasswordChange: true }), (req, res) => {
-    if (isHtmx(req)) return redirect(req, res, PASSWORD_CHANGE_PATH);
+    if (wantsFragment(req)) return redirect(req, res, PASSWORD_CHANGE_PATH);
     render(req, res, passwordView(me(res).mustChangePassword));
   });
   r.post(PASSWORD_CHANGE_PATH, requireUser({ allowPasswordChange: true }), async (req, res) => {

@@ -1,18 +1,20 @@
-// Server-rendered pages: Handlebars templates read through the asset table (so they work inside the
-// single executable), compiled once and cached. One call renders either the whole page (layout +
-// page template) or, for an htmx request, only the partial that the page swaps; the page template
-// includes that same partial, so both answers come from one template.
+// The controller's pages on the shared view helper (base/views.ts): one call renders either the
+// whole page (layout + page template) or, for an htmx request, only the partial that the page swaps;
+// the page template includes that same partial, so both answers come from one template.
 //
 //   render(req, res, { page: 'vms', partial: 'vm-list', title: 'My VMs', data: { vms } });
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
-import Handlebars from 'handlebars';
 import type { ErrorRequestHandler, Request, Response } from 'express';
-import { assetKeys, readTextAsset } from '../../base/assets.ts';
 import { errorHandler } from '../../base/http.ts';
 import type { Logger } from '../../base/log.ts';
+import { Views, htmlAnswer, wantsFragment } from '../../base/views.ts';
 
-const hbs = Handlebars.create();
+const views = new Views({
+  partials: 'views/partials/',
+  layout: 'views/layouts/main.hbs',
+  helpers: { pct, barLevel, mib, time: shortTime, ago: (v: unknown) => ago(v) },
+});
 
 /** What every page knows about the signed-in user (absent on the login page). */
 export interface Viewer {
@@ -34,116 +36,49 @@ export interface View {
   styles?: string[];
   /**
    * Keep the rendered partial for `ms` (per `scope` and `key`): a classroom polling the dashboard
-   * costs one render a second. The page template embeds it as `{{{partialHtml}}}` (our own escaped
-   * output, never user text).
+   * costs one render a second, and the whole page shows the same kept partial.
    */
   memo?: { scope: object; key: string; ms: number };
 }
 
-const compiled = new Map<string, Handlebars.TemplateDelegate>();
-let partialsLoaded = false;
-
-function template(key: string): Handlebars.TemplateDelegate {
-  let t = compiled.get(key);
-  if (!t) {
-    loadPartials();
-    const source = readTextAsset(key);
-    if (source === undefined) throw new Error(`view ${key} is missing`);
-    t = hbs.compile(source, { strict: false, preventIndent: true });
-    compiled.set(key, t);
-  }
-  return t;
-}
-
-/** Registers every `views/partials/*.hbs` under its base name (`{{> vm-list}}`), precompiled. */
-function loadPartials(): void {
-  if (partialsLoaded) return;
-  partialsLoaded = true;
-  for (const key of assetKeys()) {
-    const m = /^views\/partials\/([a-z0-9-]+)\.hbs$/.exec(key);
-    if (m) hbs.registerPartial(m[1]!, hbs.compile(readTextAsset(key) ?? '', { preventIndent: true }));
-  }
-}
-
 /** Compiles every view now, so a broken template fails at start and the first request is fast. */
 export function precompileViews(): number {
-  let n = 0;
-  for (const key of assetKeys()) {
-    if (/^views\/(pages|partials|layouts)\/[a-z0-9-]+\.hbs$/.test(key)) {
-      template(key);
-      n++;
-    }
-  }
-  return n;
-}
-
-export function isHtmx(req: Request): boolean {
-  return req.get('HX-Request') === 'true' && req.get('HX-Boosted') !== 'true';
+  return views.precompile(['views/pages/', 'views/partials/', 'views/layouts/']);
 }
 
 /** Renders `view` as the whole page or (htmx) its partial. Always varies on HX-Request. */
 export function render(req: Request, res: Response, view: View): void {
   const viewer = res.locals.viewer as Viewer | undefined;
   const context = { ...view.data, me: viewer, csrf: viewer?.csrf, title: view.title, path: req.path };
-  res.setHeader('Vary', 'HX-Request');
-  res.setHeader('Cache-Control', 'no-store');
-  res.status(view.status ?? 200).type('html');
-  const renderPartial = () => stamp(template(`views/partials/${view.partial}.hbs`)(context));
+  const answer = htmlAnswer(req, res, { status: view.status, hasFragment: view.partial !== undefined });
+  const partialKey = `views/partials/${view.partial}.hbs`;
+  const renderPartial = () => stamp(views.render(partialKey, context));
   const memo = view.partial && view.memo ? memoized(view.memo, renderPartial) : undefined;
-  if (view.partial && isHtmx(req)) {
+  if (answer === 'fragment') {
     const part = memo ?? renderPartial();
     // A poll of a partial the browser already shows gets 204 (htmx swaps nothing).
     if (req.method === 'GET' && res.statusCode === 200 && req.get('X-SkyHost-Version') === part.version) {
       res.status(204).end();
       return;
     }
-    if ('html' in part) {
+    if (!memo) {
       res.send(part.html);
       return;
     }
     // A polled partial goes out gzipped (compressed once per memo) to browsers that take it.
     res.setHeader('Vary', 'HX-Request, Accept-Encoding');
     if (req.acceptsEncodings('gzip') === 'gzip') {
-      part.gz ??= gzipSync(part.bytes, { level: 6 });
+      memo.gz ??= gzipSync(memo.bytes, { level: 6 });
       res.setHeader('Content-Encoding', 'gzip');
-      res.send(part.gz);
+      res.send(memo.gz);
       return;
     }
-    res.send(part.bytes);
+    res.send(memo.bytes);
     return;
   }
-  const layout = (body: string) => template('views/layouts/main.hbs')({
-    ...context,
-    body,
-    nav: navFor(viewer, req.path),
-    scripts: view.scripts ?? [],
-    styles: view.styles ?? [],
-  });
-  if (!memo) {
-    res.send(layout(template(`views/pages/${view.page}.hbs`)(context)));
-    return;
-  }
-  // The page around a memoized partial is rendered with a marker where the partial goes and sent in
-  // three pieces: the partial's bytes are shared by every request until the memo expires, instead of
-  // being copied into a new string and buffer per request (the dashboard: 47 KiB for 200 hosts).
-  const [head, tail, extra] = layout(template(`views/pages/${view.page}.hbs`)({ ...context, partialHtml: PARTIAL_MARK })).split(PARTIAL_MARK);
-  if (tail === undefined || extra !== undefined) throw new Error(`page ${view.page} must show {{{partialHtml}}} exactly once`);
-  sendPieces(req, res, [Buffer.from(head!), memo.bytes, Buffer.from(tail)]);
-}
-
-/** Where a page template's `{{{partialHtml}}}` goes; no rendered text contains it. */
-const PARTIAL_MARK = '<!--skyhost:partial:7f3c-->';
-
-/** Sends `pieces` as one body (Content-Length, one corked write). */
-function sendPieces(req: Request, res: Response, pieces: Buffer[]): void {
-  res.setHeader('Content-Length', pieces.reduce((n, p) => n + p.length, 0));
-  if (req.method === 'HEAD') {
-    res.end();
-    return;
-  }
-  res.cork();
-  for (const p of pieces.slice(0, -1)) res.write(p);
-  res.end(pieces.at(-1)); // end() uncorks
+  const layout = { ...context, nav: navFor(viewer, req.path), scripts: view.scripts ?? [], styles: view.styles ?? [] };
+  // `{{> partial}}` in the page shows the kept partial when there is one, instead of rendering it again.
+  res.send(views.page(`views/pages/${view.page}.hbs`, context, layout, memo ? { [view.partial!]: memo.html } : undefined));
 }
 
 interface Rendered {
@@ -158,10 +93,9 @@ function stamp(html: string): Rendered {
   return { html: html.replace(/^(\s*<[a-z][^>]*?)(\/?>)/i, `$1 data-version="${version}"$2`), version };
 }
 
-/** A rendered partial kept for everyone: its bytes (encoded once), and gzipped on first demand. */
-interface Memo {
+/** A rendered partial kept for everyone: its HTML, its bytes (encoded once), and gzipped on first demand. */
+interface Memo extends Rendered {
   at: number;
-  version: string;
   bytes: Buffer;
   gz?: Buffer;
 }
@@ -174,7 +108,7 @@ function memoized(memo: NonNullable<View['memo']>, make: () => Rendered): Memo {
   const now = Date.now();
   if (hit && now - hit.at < memo.ms) return hit;
   const { html, version } = make();
-  const fresh: Memo = { at: now, version, bytes: Buffer.from(html) };
+  const fresh: Memo = { at: now, html, version, bytes: Buffer.from(html) };
   scope.set(memo.key, fresh);
   return fresh;
 }
@@ -202,17 +136,17 @@ function navFor(viewer: Viewer | undefined, current: string) {
  */
 export function pageErrors(log: Logger): ErrorRequestHandler {
   return errorHandler(log, 'page failed', (sky, req, res) => {
-    if (sky.status === 401 && req.method === 'GET' && !isHtmx(req)) {
+    if (sky.status === 401 && req.method === 'GET' && !wantsFragment(req)) {
       res.redirect(303, '/login?next=' + encodeURIComponent(req.originalUrl));
       return;
     }
-    if (sky.status === 401 && isHtmx(req)) {
+    if (sky.status === 401 && wantsFragment(req)) {
       res.setHeader('HX-Redirect', '/login');
     }
     const message = sky.status >= 500
       ? 'Something went wrong on the controller. The error was logged; try again, or ask your admin to look at the events page.'
       : sky.message;
-    if (isHtmx(req)) {
+    if (wantsFragment(req)) {
       res.setHeader('HX-Retarget', '#flash');
       res.setHeader('HX-Reswap', 'innerHTML');
     }
@@ -226,12 +160,7 @@ export function pageErrors(log: Logger): ErrorRequestHandler {
   });
 }
 
-// ---- helpers available in every template ----
-
-hbs.registerHelper('eq', (a: unknown, b: unknown) => a === b);
-hbs.registerHelper('not', (a: unknown) => !a);
-hbs.registerHelper('or', (...args: unknown[]) => args.slice(0, -1).some(Boolean));
-hbs.registerHelper('and', (...args: unknown[]) => args.slice(0, -1).every(Boolean));
+// ---- helpers the templates use besides the common ones ----
 
 /** Whole percent of `part` in `whole`, 0..100. */
 export function pct(part: unknown, whole: unknown): number {
@@ -240,13 +169,12 @@ export function pct(part: unknown, whole: unknown): number {
   if (!Number.isFinite(p) || !Number.isFinite(w) || w <= 0) return 0;
   return Math.max(0, Math.min(100, Math.round((p / w) * 100)));
 }
-hbs.registerHelper('pct', pct);
 
 /** The colour class of a load bar. */
-hbs.registerHelper('barLevel', (percent: unknown) => {
+export function barLevel(percent: unknown): string {
   const p = Number(percent);
   return p >= 90 ? 'bad' : p >= 70 ? 'warn' : 'ok';
-});
+}
 
 /** MiB as a short human size: 512 MiB, 1.5 GiB. */
 export function mib(v: unknown): string {
@@ -256,7 +184,6 @@ export function mib(v: unknown): string {
   const g = n / 1024;
   return `${g >= 100 ? Math.round(g) : Math.round(g * 10) / 10} GiB`;
 }
-hbs.registerHelper('mib', mib);
 
 /** An ISO time as "12:03:04" today, else "2026-11-22 12:03". */
 export function shortTime(v: unknown): string {
@@ -264,7 +191,6 @@ export function shortTime(v: unknown): string {
   const today = new Date().toISOString().slice(0, 10);
   return v.startsWith(today) ? v.slice(11, 19) : `${v.slice(0, 10)} ${v.slice(11, 16)}`;
 }
-hbs.registerHelper('time', shortTime);
 
 /** Relative "3 s ago" / "5 min ago" for a last-seen time. */
 export function ago(v: unknown, now = Date.now()): string {
@@ -277,4 +203,3 @@ export function ago(v: unknown, now = Date.now()): string {
   if (s < 86400) return `${Math.round(s / 3600)} h ago`;
   return `${Math.round(s / 86400)} d ago`;
 }
-hbs.registerHelper('ago', (v: unknown) => ago(v));

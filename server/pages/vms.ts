@@ -4,10 +4,11 @@ import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
 import { VmAction } from '../../wire/api.ts';
 import { NotFound } from '../../base/errors.ts';
+import { wantsFragment } from '../../base/views.ts';
 import type { ControllerServices } from '../services.ts';
 import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';
-import { isHtmx, render } from './render.ts';
+import { render } from './render.ts';
 
 /** The size presets of the request form. */
 export const PRESETS = [
@@ -89,7 +90,7 @@ export function vmPages(services: ControllerServices): Router {
     const key = field(req, 'idempotencyKey', 64);
     try {
       const answer = await services.vms.create(user, body, key || undefined);
-      if (!isHtmx(req)) return redirect(req, res, '/vms');
+      if (!wantsFragment(req)) return redirect(req, res, '/vms');
       const fresh = freshForm();
       fresh.created = { id: answer.vm.id, name: answer.vm.name, hostname: answer.vm.hostname ?? answer.vm.host };
       res.setHeader('HX-Trigger', 'vms-changed');

@@ -160,6 +160,17 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     expect(await page.textContent('#usb-done')).to.contain(expected.slice(0, 16));
   });
 
+  it('should answer one URL both ways: the step alone for htmx, the whole page for a plain or boosted request', async () => {
+    const get = (headers: Record<string, string>) => fetch(`${base}/options?role=agent`, { headers });
+    const step = await get({ 'HX-Request': 'true' });
+    const boosted = await get({ 'HX-Request': 'true', 'HX-Boosted': 'true' });
+    const plain = await get({});
+    for (const r of [step, boosted, plain]) expect(r.headers.get('vary')).to.match(/HX-Request/);
+    expect(await step.text()).to.not.contain('<html').and.contain('id="options-form"');
+    expect(await boosted.text()).to.match(/^<!doctype html>/).and.contain('id="options-form"');
+    expect(await plain.text()).to.match(/^<!doctype html>/);
+  });
+
   it('should refuse a form posted from another web site (this server can erase drives)', async () => {
     const r = await fetch(`${base}/options`, {
       method: 'POST',

@@ -115,6 +115,8 @@ describe('controller pages (HTTP)', function () {
     expect(part.text.trimStart()).to.match(/^<div id="vm-list"/);
     expect(part.text).to.not.contain('<html').and.not.contain('vm-form');
     expect(part.text).to.contain('alice-box');
+    // A boosted link replaces the whole body: it gets the whole page.
+    expect((await alice.get('/vms', { 'HX-Request': 'true', 'HX-Boosted': 'true' })).text).to.match(/^<!doctype html>/);
     const dash = await alice.get('/', { 'HX-Request': 'true', 'accept-encoding': 'gzip' });
     expect(dash.text.trimStart()).to.match(/^<div id="dashboard"/);
     expect(dash.text).to.not.contain('Recent events'); // the event log is the admin's
@@ -128,7 +130,7 @@ describe('controller pages (HTTP)', function () {
     expect((await alice.get('/vms', { 'HX-Request': 'true', 'X-SkyHost-Version': 'stale' })).status).to.equal(200);
   });
 
-  it('sends the whole dashboard page around its shared partial: the partial once, the right length, HEAD without a body', async () => {
+  it('renders the whole dashboard page with the partial a poll gets: the partial once, the right length, HEAD without a body', async () => {
     const url = `${controller.url}/`;
     const headers = { accept: 'text/html', cookie: alice.cookie };
     const page = await fetch(url, { headers });

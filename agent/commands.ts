@@ -32,7 +32,7 @@ export const agentCommand: Command = {
   },
   async run(ctx) {
     // The service's code (HTTP app, status sampler, mDNS) loads only here, not for the template commands.
-    const [{ startAgent }, { browseControllers, lanAddress }] = await Promise.all([import('./service.ts'), import('./discovery.ts')]);
+    const [{ startAgent }, { browseControllers }, { lanAddress }] = await Promise.all([import('./service.ts'), import('./discovery/index.ts'), import('../base/net.ts')]);
     // Browse for the controller while the agent starts (adoption, first status sample).
     const browser = ctx.config.controllerUrl ? undefined : browseControllers({ lanIp: lanAddress(ctx.config.lanInterface)?.ip, log: ctx.log });
     const agent = await startAgent({ config: ctx.config, log: ctx.log, enroll: true, ...(browser ? { browser } : {}) })

@@ -2,6 +2,7 @@
 // bearer: the agent key it enrolled with), so the admin panel shows every host's events. Records wait
 // in a bounded queue while there is no controller or it does not answer; the oldest are dropped
 // first, and the drop is reported with the next batch.
+import { HttpClient } from '../base/http-client.ts';
 import { addSink, LEVELS, type Level, type Logger, type LogRecord } from '../base/log.ts';
 
 export interface EventForwarderOptions {
@@ -64,22 +65,17 @@ export function startEventForwarder(opts: EventForwarderOptions): EventForwarder
       ? [{ time: new Date().toISOString(), level: 'warn', component: 'agent', msg: `${dropped} log records were dropped while the controller could not be reached` }]
       : [];
     const records = queue.slice(0, API_BATCH - notice.length);
+    // A fresh connection per send: a pooled one would stay bound to our old address after a DHCP change.
+    const controller = new HttpClient({ baseUrl: url, bearer: opts.key, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller' });
     try {
-      const res = await fetch(`${url}/api/events`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${opts.key}` },
-        body: JSON.stringify({ events: [...notice, ...records] }),
-        signal: AbortSignal.timeout(5000),
-      });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      await res.body?.cancel();
+      await controller.call('POST', '/api/events', { events: [...notice, ...records] }, { timeoutMs: 5000 });
       queue.splice(0, records.length);
       dropped = 0;
       if (failing) opts.log.info('events reach the controller again', { forwarder: true });
       failing = false;
     } catch (err) {
       // Said once per outage, and marked so that it is not itself queued for forwarding.
-      if (!failing) opts.log.warn(`cannot send events to ${url}: ${(err as Error).message}; keeping the last ${maxQueued}`, { forwarder: true });
+      if (!failing) opts.log.warn(`cannot send events: ${(err as Error).message}; keeping the last ${maxQueued}`, { forwarder: true });
       failing = true;
     }
   }

@@ -21,7 +21,7 @@ export interface StatusDeps {
   vms: VmManager;
   templates: TemplateStore;
   log: Logger;
-  /** Which controller this agent belongs to (agent/discovery.ts), for `/status`. */
+  /** Which controller this agent belongs to (agent/discovery/), for `/status`. */
   controller?: () => HostStatus['controller'];
   /** How often the background sample runs (default 5 s). */
   intervalMs?: number;

@@ -3,7 +3,8 @@
 // goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
 import { Bonjour, type Service } from 'bonjour-service';
 import type { Logger } from '../base/log.ts';
-import { lanAddress, quietErrors, SERVICE_TYPE, TXT_VERSION } from '../agent/mdns.ts';
+import { lanAddress } from '../base/net.ts';
+import { quietErrors, SERVICE_TYPE, TXT_VERSION } from '../wire/mdns.ts';
 
 export interface AdvertiseOptions {
   clusterId: string;

@@ -6,7 +6,7 @@ import type { CommandContext } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
 import { logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
-import { lanAddress } from '../agent/mdns.ts';
+import { lanAddress } from '../base/net.ts';
 import { startAgent, type RunningAgent } from '../agent/service.ts';
 import { startController, type RunningController } from './controller.ts';
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';

@@ -132,9 +132,11 @@ describe('discovery over real multicast (network namespaces)', function () {
     controller('c3', 'cluster-three', ['--reannounce-ms', '700']);
     // The library's own announcements come at 0, 1, 4 and 13 s: listen from 4.5 s to 7.5 s.
     await new Promise((r) => setTimeout(r, 4500));
-    const heard: { from: string }[] = [];
+    const heard: { from?: string; ready?: boolean }[] = [];
     const listener = lan.spawnNode('av', PEER, ['listen', '--lan-ip', lan.host('av').ip]);
-    listener.stdout?.on('data', (d: Buffer) => heard.push(...String(d).trim().split('\n').map((l) => JSON.parse(l) as { from: string })));
+    listener.stdout?.on('data', (d: Buffer) => heard.push(...String(d).trim().split('\n').map((l) => JSON.parse(l) as { from?: string })));
+    // The window starts once the listener's socket is bound (a loaded machine takes a while to start node).
+    await waitFor('the listener ready', () => heard.some((h) => h.ready), 5000);
     await new Promise((r) => setTimeout(r, 3000));
     listener.kill('SIGTERM');
     procs.get('c3')!.kill('SIGTERM');

@@ -4,14 +4,15 @@
 //     POST /api/enroll (token T -> ready, none -> pending) and GET /api/hosts, so that the
 //     two-controllers rule is testable without the real controller.
 //   discovery-peer.ts agent --host-id H --data DIR --port P [--join-token T] [--controller URL]
-//     runs agent/discovery.ts's enroll loop and serves GET /status { controller } on port P.
+//     runs agent/discovery/'s enroll loop and serves GET /status { controller } on port P.
 //   discovery-peer.ts listen --lan-ip IP
 //     sends no query; prints a JSON line for every mDNS response that announces _skyhost._tcp.
+//     (Its ready line comes once its socket is bound.)
 // Prints one JSON line `{"ready":true,...}` when it is up. Exits on SIGTERM/SIGINT.
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { configureLogging, logger } from '../../base/log.ts';
-import { startDiscovery } from '../../agent/discovery.ts';
+import { startDiscovery } from '../../agent/discovery/index.ts';
 import { EnrollRequest } from '../../wire/api.ts';
 import { startAdvertising } from '../../server/discovery.ts';
 import { Bonjour } from 'bonjour-service';
@@ -83,6 +84,7 @@ if (positionals[0] === 'advertise') {
       process.stdout.write(JSON.stringify({ from: rinfo.address, at: Date.now() }) + '\n');
     }
   });
+  mdns.once('ready', () => process.stdout.write(JSON.stringify({ ready: true }) + '\n'));
   process.on('SIGTERM', () => bonjour.destroy(() => process.exit(0)));
 } else {
   process.stderr.write('usage: discovery-peer.ts advertise|agent|listen ...\n');

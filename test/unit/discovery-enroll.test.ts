@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { configureLogging, Logger } from '../../base/log.ts';
-import { enrollmentFile, loadRemembered, startDiscovery, type Discovery } from '../../agent/discovery.ts';
+import { enrollmentFile, loadRemembered, startDiscovery, type Discovery } from '../../agent/discovery/index.ts';
 
 interface Answer { status: number; body: unknown }
 

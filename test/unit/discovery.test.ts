@@ -3,8 +3,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { chooseController, readJoinToken } from '../../agent/discovery.ts';
-import { defaultRouteIfaces, parseAd, pickLanAddress, type ControllerAd } from '../../agent/mdns.ts';
+import { chooseController } from '../../agent/discovery/machine.ts';
+import { readJoinToken } from '../../agent/discovery/remembered.ts';
+import { defaultRouteIfaces, pickLanAddress } from '../../base/net.ts';
+import { parseAd, type ControllerAd } from '../../wire/mdns.ts';
 import { advertisedUrl, instanceName } from '../../server/discovery.ts';
 
 const ad = (clusterId: string, name = `SkyHost controller ${clusterId}`, url = `http://10.0.0.${clusterId.length}:8080`): ControllerAd => ({ name, clusterId, url });

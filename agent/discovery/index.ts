@@ -1,0 +1,214 @@
+// Zero-config enrollment, the agent's side: with no controller configured, browse `_skyhost._tcp`,
+// choose the controller of our cluster (or the only one), and `POST /api/enroll`; then keep watching
+// for a new address of ours or of the controller and enroll again when one changes.
+//
+//   machine.ts     the decisions: next(state, event) -> { state, effects }, pure, table-tested
+//   index.ts       this driver: performs the effects (mDNS, HTTP, the file, timers) and feeds the
+//                  answers back as events; logs every change of what /status shows
+//   browse.ts      the mDNS browser;  remembered.ts  DATA/enrollment.json and the join token file
+//
+// The mDNS contract itself (service type, TXT) is wire/mdns.ts; the LAN address is base/net.ts.
+import { HttpClient } from '../../base/http-client.ts';
+import type { Logger } from '../../base/log.ts';
+import { lanAddress, localAddressTowards } from '../../base/net.ts';
+import { browseControllers, type ControllerBrowser } from './browse.ts';
+import { initialState, next, type ControllerState, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
+import { enrollmentFile, loadRemembered, saveRemembered } from './remembered.ts';
+
+export { browseControllers, type ControllerBrowser } from './browse.ts';
+export { chooseController, type Choice, type ControllerState } from './machine.ts';
+export { enrollmentFile, JOIN_TOKEN_FILE, loadRemembered, readJoinToken, type Remembered } from './remembered.ts';
+
+export interface DiscoveryOptions {
+  dataDir: string;
+  hostId: string;
+  hostname: string;
+  agentKey: string;
+  version: string;
+  /** The agent's own HTTP port (its URL is built from the address it uses to reach the controller). */
+  agentPort: number;
+  /** `--controller URL`: no browsing. */
+  controllerUrl?: string | undefined;
+  /** A fixed agent URL (config `agentUrl`) instead of the one worked out from our address. */
+  agentUrl?: string | undefined;
+  joinToken?: string | undefined;
+  lanInterface?: string | undefined;
+  /** A browser started earlier (while the agent was still starting), to hear answers sooner. */
+  browser?: ControllerBrowser | undefined;
+  log: Logger;
+  /**
+   * Milliseconds between checks before enrollment (default 500). Scaled from it: checks once enrolled
+   * (10x), asking again while pending (20x) or refused (60x).
+   */
+  tickMs?: number;
+  /**
+   * With no cluster yet, how long to listen after the first query before choosing, so that a second
+   * controller's answer is heard before the first one is taken. Default 500 ms (responders answer
+   * within 20-120 ms, RFC 6762 §6).
+   */
+  settleMs?: number;
+  /** Called whenever the state changes (e.g. to log or to refresh /status). */
+  onState?: (s: ControllerState) => void;
+}
+
+export interface Discovery {
+  /** For `/status` (HostStatus.controller). */
+  state(): ControllerState;
+  /** Resolves at the first `ready` or `pending` (or rejects after `ms`). */
+  enrolled(ms?: number): Promise<ControllerState>;
+  stop(): Promise<void>;
+}
+
+/** Deadline of an enrollment, and of a controller's `/healthz` when two clusters are heard. */
+const ENROLL_TIMEOUT_MS = 5000;
+const HEALTH_TIMEOUT_MS = 1000;
+
+/** Enrolls this agent with its controller and keeps its record current. */
+export function startDiscovery(opts: DiscoveryOptions): Discovery {
+  const log = opts.log;
+  const file = enrollmentFile(opts.dataDir);
+  let browser = opts.controllerUrl ? undefined : opts.browser;
+  if (opts.controllerUrl && opts.browser) void opts.browser.stop(); // a controller is configured: nothing to browse for
+  let state: DiscoveryState = initialState({
+    hostId: opts.hostId, hostname: opts.hostname, agentKey: opts.agentKey, version: opts.version, agentPort: opts.agentPort,
+    controllerUrl: opts.controllerUrl, agentUrl: opts.agentUrl, joinToken: opts.joinToken,
+    tickMs: opts.tickMs ?? 500, settleMs: opts.settleMs ?? 500, enrollmentFile: file,
+  }, loadRemembered(opts.dataDir, log), browser ? { lanIp: browser.lanIp, since: browser.since, ads: browser.ads() } : undefined);
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let restarting: Promise<void> | undefined;
+  const underWay = new Set<Promise<void>>();
+  const waiters = new Set<() => void>();
+
+  const dispatch = (event: DiscoveryEvent): void => {
+    if (stopped) return;
+    const before = state.view;
+    const t = next(state, event);
+    state = t.state;
+    if (state.view !== before) report(before, state.view);
+    for (const effect of t.effects) perform(effect);
+  };
+
+  const report = (before: ControllerState, view: ControllerState): void => {
+    if (view.state === before.state && view.message === before.message && view.url === before.url) return;
+    const line = `controller: ${view.state}${view.url ? ' ' + view.url : ''}${view.message ? ' — ' + view.message : ''}`;
+    if (view.state === 'ambiguous' || view.state === 'refused' || view.state === 'unreachable') log.warn(line, { clusterId: view.clusterId });
+    else log.info(line, { clusterId: view.clusterId });
+    opts.onState?.(view);
+    for (const w of waiters) w();
+  };
+
+  /** Runs an effect's request; its answer (or failure) comes back through `dispatch`. */
+  const track = (work: Promise<void>): void => {
+    const p = work.catch((err: Error) => log.error('discovery step failed', { err })).finally(() => underWay.delete(p));
+    underWay.add(p);
+  };
+
+  const onTimer = (): void => {
+    dispatch({ type: 'timer', now: Date.now(), lanIp: opts.controllerUrl ? undefined : lanAddress(opts.lanInterface)?.ip });
+  };
+
+  const listen = (b: ControllerBrowser): void => {
+    b.onChange = () => {
+      if (browser === b) dispatch({ type: 'heard', now: Date.now(), ads: b.ads() });
+    };
+  };
+  if (browser) listen(browser);
+
+  const perform = (effect: Effect): void => {
+    switch (effect.type) {
+      case 'browse': {
+        const old = browser;
+        browser = undefined;
+        if (old) old.onChange = undefined;
+        restarting = (async () => {
+          await old?.stop();
+          if (stopped) return;
+          const b = browseControllers({ lanIp: effect.lanIp, log });
+          browser = b;
+          listen(b);
+        })().catch((err: Error) => log.error('cannot browse the LAN for the controller', { err, lanIp: effect.lanIp }));
+        break;
+      }
+      case 'query':
+        browser?.query(); // none while the browser restarts: the new one asks as it starts
+        break;
+      case 'findRoute':
+        track(localAddressTowards(effect.controllerUrl).then((local) => {
+          const agentUrl = local ? `http://${local.includes(':') ? `[${local}]` : local}:${opts.agentPort}` : undefined;
+          dispatch({ type: 'route', now: Date.now(), agentUrl });
+        }));
+        break;
+      case 'checkReachable':
+        track(Promise.all(effect.urls.map(answersHealth)).then((ok) => {
+          dispatch({ type: 'reachable', now: Date.now(), urls: effect.urls.filter((_, i) => ok[i]) });
+        }));
+        break;
+      case 'enroll':
+        track(controller(effect.controllerUrl).request('POST', '/api/enroll', { body: effect.request, timeoutMs: ENROLL_TIMEOUT_MS }).then(
+          (answer) => dispatch({ type: 'enrollAnswered', now: Date.now(), status: answer.status, body: answer.body }),
+          (err: Error) => dispatch({ type: 'enrollFailed', now: Date.now(), message: err.message }),
+        ));
+        break;
+      case 'remember':
+        try {
+          saveRemembered(opts.dataDir, effect.remembered);
+        } catch (err) {
+          // The enrollment holds; only a restart would not know the cluster (it would enroll as new).
+          log.error(`cannot write ${file}: the cluster is not remembered across restarts`, { err });
+        }
+        break;
+      case 'wait':
+        clearTimeout(timer);
+        timer = setTimeout(onTimer, effect.ms);
+        break;
+      case 'log':
+        log[effect.level](effect.msg, effect.fields);
+        break;
+    }
+  };
+
+  onTimer();
+  return {
+    state: () => ({ ...state.view }),
+    enrolled(ms = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const view = state.view;
+          if (view.state === 'ready' || view.state === 'pending') {
+            waiters.delete(check);
+            clearTimeout(t);
+            resolve({ ...view });
+          }
+        };
+        const t = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`not enrolled after ${ms} ms: ${state.view.state}${state.view.message ? ' — ' + state.view.message : ''}`));
+        }, ms);
+        waiters.add(check);
+        check();
+      });
+    },
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await Promise.all(underWay);
+      await restarting;
+      await browser?.stop();
+    },
+  };
+}
+
+/** The controller at `url`, on a fresh connection per call (a pooled one would outlive a change of our address). */
+function controller(url: string): HttpClient {
+  return new HttpClient({ baseUrl: url, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller', maxAnswerBytes: 64 << 10 });
+}
+
+/** Whether the controller at `url` answers `/healthz` within a second. */
+async function answersHealth(url: string): Promise<boolean> {
+  try {
+    return (await controller(url).request('GET', '/healthz', { timeoutMs: HEALTH_TIMEOUT_MS })).status === 200;
+  } catch {
+    return false; // no answer is the answer: a controller gone without a goodbye
+  }
+}

@@ -35,6 +35,8 @@ export interface ServicesOptions {
   answerWithinMs?: number;
   /** Record every log line of this process in the event log (default true). */
   captureLogs?: boolean;
+  /** The timers polls run on (tests pass one they control). */
+  clock?: Clock;
 }
 
 export interface ControllerServices {
@@ -98,13 +100,13 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
   const tasks: ScheduledTask[] = [];
+  let polls: Repeater | undefined;
 
   return {
     store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
-      void hosts.pollAll();
-      tasks.push(cron.schedule(cronEvery(every), () => hosts.pollAll(), { name: 'poll-hosts', noOverlap: true }));
+      polls = repeatEvery(every * 1000, () => hosts.pollAll(), { name: 'poll of every host', log, ...(opts.clock ? { clock: opts.clock } : {}) });
       tasks.push(cron.schedule('30 * * * * *', async () => {
         hosts.persistLastSeen();
         users.pruneSessions();
@@ -113,6 +115,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       }, { name: 'housekeeping', noOverlap: true }));
     },
     async stop() {
+      polls?.stop();
       for (const t of tasks.splice(0)) await t.destroy();
       await hosts.close();
       hosts.persistLastSeen();
@@ -123,9 +126,51 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   };
 }
 
-/** A cron expression for "every `seconds` seconds" (to the nearest form cron can express). */
-export function cronEvery(seconds: number): string {
-  if (seconds < 60) return `*/${seconds} * * * * *`;
-  const minutes = Math.max(1, Math.round(seconds / 60));
-  return minutes < 60 ? `0 */${minutes} * * * *` : '0 0 * * * *';
+/** Timers, replaceable in tests. */
+export interface Clock {
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(timer: unknown): void;
+}
+
+const realClock: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms).unref(),
+  clearTimeout: (timer) => clearTimeout(timer as NodeJS.Timeout),
+};
+
+export interface Repeater {
+  /** No round starts after this; one under way finishes on its own. */
+  stop(): void;
+}
+
+/**
+ * Runs `job` now and then every `intervalMs`, exactly: each round starts `intervalMs` after the
+ * previous one started, or right after it ended when it took longer (never two at once). Unlike a
+ * cron expression, any interval keeps its length (7 s stays 7 s, 90 s stays 90 s), which is what
+ * "down after three missed polls" counts on. A failed round is logged; the next one comes on time.
+ * @example const polls = repeatEvery(5000, () => hosts.pollAll(), { name: 'poll', log }); ... polls.stop();
+ */
+export function repeatEvery(intervalMs: number, job: () => Promise<void>, opts: { name: string; log: Logger; clock?: Clock }): Repeater {
+  const clock = opts.clock ?? realClock;
+  let stopped = false;
+  let timer: unknown;
+  const round = (scheduledAt: number): void => {
+    if (stopped) return;
+    (async () => job())()
+      .catch((err: unknown) => opts.log.error(`${opts.name} failed`, { err }))
+      .finally(() => {
+        if (stopped) return;
+        // From the planned start, not the actual one: a timer that fires late does not shift the next.
+        const nextAt = Math.max(scheduledAt + intervalMs, clock.now());
+        timer = clock.setTimeout(() => round(nextAt), nextAt - clock.now());
+      });
+  };
+  round(clock.now());
+  return {
+    stop() {
+      stopped = true;
+      clock.clearTimeout(timer);
+    },
+  };
 }

@@ -10,7 +10,7 @@ import { Store } from '../../server/db/store.ts';
 import { EventLog } from '../../server/events/events.ts';
 import { HostRegistry, type RedeemJoinToken } from '../../server/hosts/registry.ts';
 import { magicPacket } from '../../server/hosts/wol.ts';
-import { cronEvery } from '../../server/services.ts';
+import { createServices, repeatEvery, type Clock } from '../../server/services.ts';
 import { hashPassword, LOGIN_ATTEMPTS, Users, verifyPassword } from '../../server/users/users.ts';
 
 const quiet = () => configureLogging({ out: () => {} });
@@ -205,10 +205,86 @@ describe('controller helpers', () => {
     expect(() => magicPacket('aa:bb:cc')).to.throw();
   });
 
-  it('should poll every N seconds with a cron expression', () => {
-    expect(cronEvery(5)).to.equal('*/5 * * * * *');
-    expect(cronEvery(120)).to.equal('0 */2 * * * *');
-    expect(cronEvery(7200)).to.equal('0 0 * * * *');
+});
+
+describe('controller poll schedule', () => {
+  /** A clock the test moves: timers fire in order as `advance` passes their time. */
+  class TestClock implements Clock {
+    private t = 0;
+    private timers: { at: number; fn: () => void }[] = [];
+    now(): number { return this.t; }
+    setTimeout(fn: () => void, ms: number): unknown {
+      const timer = { at: this.t + ms, fn };
+      this.timers.push(timer);
+      return timer;
+    }
+    clearTimeout(timer: unknown): void { this.timers = this.timers.filter((x) => x !== timer); }
+    sleep(ms: number): Promise<void> { return new Promise((r) => this.setTimeout(r, ms)); }
+    async advance(ms: number): Promise<void> {
+      const end = this.t + ms;
+      for (;;) {
+        await new Promise((r) => setImmediate(r)); // let finished rounds set their next timer
+        const due = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
+        if (!due) break;
+        this.timers = this.timers.filter((x) => x !== due);
+        this.t = due.at;
+        due.fn();
+      }
+      this.t = end;
+    }
+  }
+  const starts = async (intervalMs: number, forMs: number, roundMs = 0) => {
+    const clock = new TestClock();
+    const at: number[] = [];
+    const r = repeatEvery(intervalMs, async () => {
+      at.push(clock.now());
+      if (roundMs) await clock.sleep(roundMs);
+    }, { name: 'test', log: logger('test'), clock });
+    await clock.advance(forMs);
+    r.stop();
+    return at;
+  };
+
+  it('should start polls exactly every 7 s and every 90 s (cron made 7 s uneven and 90 s into 2 min)', async () => {
+    expect(await starts(7000, 63_000)).to.deep.equal([0, 7000, 14_000, 21_000, 28_000, 35_000, 42_000, 49_000, 56_000, 63_000]);
+    expect(await starts(90_000, 360_000)).to.deep.equal([0, 90_000, 180_000, 270_000, 360_000]);
+  });
+
+  it('should never overlap: a round longer than the interval is followed right after it ends, then on time again', async () => {
+    expect(await starts(5000, 30_000, 12_000)).to.deep.equal([0, 12_000, 24_000]);
+    expect(await starts(5000, 20_000, 3000)).to.deep.equal([0, 5000, 10_000, 15_000, 20_000]);
+  });
+
+  it('should keep polling after a failed round', async () => {
+    const clock = new TestClock();
+    const at: number[] = [];
+    quiet();
+    const r = repeatEvery(1000, async () => {
+      at.push(clock.now());
+      throw new Error('boom');
+    }, { name: 'test', log: logger('test'), clock });
+    await clock.advance(3000);
+    r.stop();
+    loud();
+    expect(at).to.deep.equal([0, 1000, 2000, 3000]);
+  });
+
+  it('should poll every host at pollIntervalSeconds from the controller services', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'skyhost-polls-'));
+    const clock = new TestClock();
+    quiet();
+    const services = await createServices({ dataDir: dir, log: logger('test'), pollIntervalSeconds: 7, captureLogs: false, clock });
+    try {
+      const at: number[] = [];
+      services.hosts.pollAll = async () => { at.push(clock.now()); };
+      services.start();
+      await clock.advance(70_000);
+      expect(at).to.deep.equal([0, 7000, 14_000, 21_000, 28_000, 35_000, 42_000, 49_000, 56_000, 63_000, 70_000]);
+    } finally {
+      await services.stop();
+      loud();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

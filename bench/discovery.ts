@@ -39,7 +39,7 @@ export function logRecord(child: ResultPromise, match: (r: Record<string, unknow
         try {
           r = JSON.parse(line) as Record<string, unknown>;
         } catch {
-          continue;
+          continue; // a line that is not a JSON log record (e.g. Node's own warnings)
         }
         if (!match(r)) continue;
         clearTimeout(t);

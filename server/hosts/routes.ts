@@ -21,7 +21,7 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
     method: 'post', path: '/api/enroll', summary: 'An agent joins: a valid join token makes it ready, none leaves it pending', auth: 'none',
     body: ControllerEnrollRequest, responses: { 200: EnrollResponse },
   }, (req, res) => {
-    res.json(hosts.enroll(req.body)); // the registry checks the request itself (it is also called in-process)
+    res.json(hosts.enroll(req.body, req.ip)); // the registry checks the request itself (it is also called in-process)
   });
   api.route({
     method: 'get', path: '/api/hosts', summary: 'Hosts with state, capacity, usage, templates, last seen', auth: 'user',

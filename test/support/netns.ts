@@ -140,15 +140,20 @@ export class TestLan {
     await Promise.allSettled([...this.children]);
     const all = [...[...this.hosts.values()].map((h) => h.ns), ...(this.created ? [this.bridgeNs] : [])];
     for (const ns of all) {
-      const pids = await run('ip', ['netns', 'pids', ns], { okCodes: [1] }).catch(() => ({ stdout: '' }));
+      const pids = await run('ip', ['netns', 'pids', ns], { okCodes: [1] }).catch((err: Error) => {
+        console.warn(`netns ${ns}: cannot list its processes (${err.message}); removing it anyway`);
+        return { stdout: '' };
+      });
       for (const pid of pids.stdout.split(/\s+/).filter(Boolean)) {
         try {
           process.kill(Number(pid), 'SIGKILL');
         } catch {
-          // already gone
+          // already gone (ESRCH): that is what we wanted
         }
       }
-      await run('ip', ['netns', 'del', ns], { okCodes: [1] }).catch(() => undefined);
+      await run('ip', ['netns', 'del', ns], { okCodes: [1] }).catch((err: Error) => {
+        console.warn(`netns ${ns} left behind: ${err.message}`); // the next run's names differ: it does not get in the way
+      });
     }
     this.hosts.clear();
   }

@@ -18,18 +18,18 @@ import { sameSecret } from '../base/secrets.ts';
 import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from '../wire/api.ts';
 import { bridgeVnc } from './console.ts';
 import type { StatusSampler } from './status.ts';
-import type { TemplateStore } from './templates.ts';
-import type { VmManager } from './vms.ts';
+import type { TemplateCatalog } from './templates.ts';
+import type { VmManager } from './vms/manager.ts';
 
 export interface AgentAppDeps {
   key: string;
   hostId: string;
   vms: VmManager;
-  templates: TemplateStore;
+  templates: TemplateCatalog;
   status: StatusSampler;
   log: Logger;
-  /** JSON body limit (default 512 KiB; a VM's userData may be 64 KiB). */
-  bodyLimit?: string;
+  /** JSON body limit, bytes or e.g. '512kb' (default 512 KiB; a VM's userData may be 64 KiB). */
+  bodyLimit?: string | number;
   /** Largest template upload in bytes (default 64 GiB). */
   maxUploadBytes?: number;
 }
@@ -38,6 +38,8 @@ export interface AgentApp {
   app: Express;
   /** Handles `upgrade` events of the HTTP server: the serial and VNC console WebSockets. */
   onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+  /** Ends every console WebSocket (the agent is stopping). */
+  close(): void;
 }
 
 /** Whether an Authorization header carries the key (compared in constant time). */
@@ -91,18 +93,21 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     const body = parse(VmCreateRequest, req.body ?? {});
     const vm = await vms.create(body);
     res.status(201).json(vm);
-    deps.status.refresh().catch(() => undefined);
+    void deps.status.refresh(); // the next poll sees the new VM; refresh() logs its own failures
   };
   app.post('/start-vm', createVm);
   app.post('/vms', createVm);
   // a VM may have powered itself off since the last background sample: states here are at most 1 s old
+  const freshStates = () => vms.refreshIfOlder(1000).catch((err: unknown) => {
+    log.warn('could not read VM states from the hypervisor: answering the last known ones', { err });
+  });
   app.get('/vms', async (_req, res) => {
-    await vms.refreshIfOlder(1000).catch(() => undefined);
+    await freshStates();
     res.json(vms.list());
   });
   app.get('/vms/:id', async (req, res) => {
     const id = vmIdParam(req);
-    await vms.refreshIfOlder(1000).catch(() => undefined);
+    await freshStates();
     res.json(vms.get(id));
   });
   app.delete('/vms/:id', async (req, res) => {
@@ -146,7 +151,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
         ...(desc.console ? { console: desc.console } : {}),
         ...(desc.needsKvm !== undefined ? { needsKvm: desc.needsKvm } : {}),
       });
-      deps.status.refresh().catch(() => undefined);
+      void deps.status.refresh(); // logs its own failures
       res.status(201).json(t);
     } finally {
       await rm(tmpDir, { recursive: true, force: true });
@@ -156,7 +161,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     const name = String(req.params.name);
     if (!TemplateName.safeParse(name).success) throw new NotFound(`template ${JSON.stringify(name.slice(0, 64))}`);
     await templates.remove(name, async (n) => vms.usersOf(n));
-    deps.status.refresh().catch(() => undefined);
+    void deps.status.refresh(); // logs its own failures
     res.status(204).end();
   });
 
@@ -165,7 +170,8 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => undefined);
+    // a client gone mid-handshake: nothing to answer, and the socket is closed either way
+    socket.on('error', (err) => log.debug('console client connection broke', { err }));
     void (async () => {
       try {
         if (!keyMatches(req.headers.authorization, deps.key)) throw new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)');
@@ -189,7 +195,11 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
       }
     })();
   };
-  return { app, onUpgrade };
+  const closeConsoles = () => {
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+  };
+  return { app, onUpgrade, close: closeConsoles };
 }
 
 /** Streams a request body to `file`, refusing more than `limit` bytes. */

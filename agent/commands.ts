@@ -7,7 +7,6 @@ import path from 'node:path';
 import type { Command, CommandContext } from '../base/cli.ts';
 import { UsageError } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
-import { domainName, listDomains, readRecord } from './libvirt.ts';
 import { TemplateName } from '../wire/api.ts';
 import { TemplateStore } from './templates.ts';
 import { buildTinyGuest } from './tinyguest.ts';
@@ -148,15 +147,12 @@ export const templateListCommand: Command = {
   },
 };
 
-/** Names of the VMs (of any agent using this data folder) whose domain uses the template. */
-async function vmsUsing(dataDir: string, template: string): Promise<string[]> {
-  const users: string[] = [];
-  for (const name of (await listDomains()).keys()) {
-    if (!name.startsWith('sky-')) continue;
-    const r = await readRecord(name);
-    if (r && r.dataDir === dataDir && r.template === template && domainName(r.hostId, r.id) === name) users.push(r.name);
-  }
-  return users;
+/** Names of the VMs (of any agent using this data folder) that use the template. */
+async function vmsUsing(ctx: CommandContext, template: string): Promise<string[]> {
+  const [{ loadHypervisor }, { machineId }] = await Promise.all([import('./hypervisor/load.ts'), import('./service.ts')]);
+  const { dataDir } = ctx.config;
+  const hypervisor = await loadHypervisor({ hostId: ctx.config.hostId ?? (await machineId()), dataDir, log: ctx.log });
+  return (await hypervisor.list()).filter((v) => v.metadata.dataDir === dataDir && v.metadata.template === template).map((v) => v.metadata.name);
 }
 
 export const templateRmCommand: Command = {
@@ -167,7 +163,7 @@ export const templateRmCommand: Command = {
   async run(ctx: CommandContext) {
     const [name, ...extra] = ctx.args;
     if (!name || extra.length > 0) throw new UsageError('template rm: give exactly one NAME');
-    await new TemplateStore(ctx.config.dataDir).remove(name, (n) => vmsUsing(ctx.config.dataDir, n));
+    await new TemplateStore(ctx.config.dataDir).remove(name, (n) => vmsUsing(ctx, n));
     ctx.print(`removed template ${name}`);
   },
 };

@@ -1,47 +1,31 @@
-// Consoles. Serial: QEMU listens on a unix socket (one client at a time) and logs the line to a file;
-// the agent holds that one connection and fans it out to every viewer over WebSocket, with a
-// scrollback so a viewer who joins late sees the prompt. Graphical: VNC on 127.0.0.1, bridged
+// Consoles. Serial: the hypervisor's serial line takes one connection at a time (libvirt: QEMU's unix
+// socket, logged to a file); the agent holds that one connection and fans it out to every viewer over
+// WebSocket, with a scrollback so a viewer who joins late sees the prompt. Graphical: VNC on 127.0.0.1, bridged
 // WebSocket->TCP for noVNC. Both carry raw bytes, unframed.
-import { open } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Logger } from '../base/log.ts';
+import type { SerialLine } from './hypervisor/driver.ts';
 
 export const SCROLLBACK_BYTES = 64 * 1024;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5000;
 
-/** The last `bytes` bytes of a file (the console log), or nothing if it cannot be read. */
-export async function tailFile(file: string, bytes: number): Promise<Buffer> {
-  try {
-    const fh = await open(file, 'r');
-    try {
-      const { size } = await fh.stat();
-      const len = Math.min(size, bytes);
-      const buf = Buffer.alloc(len);
-      await fh.read(buf, 0, len, size - len);
-      return buf;
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return Buffer.alloc(0);
-  }
-}
-
-/** One VM's serial line: the agent's single connection to QEMU's socket, shared by every viewer. */
+/** One VM's serial line: the agent's single connection to the guest's serial port, shared by every viewer. */
 export class SerialBridge {
-  readonly socketPath: string;
+  private readonly line: SerialLine;
   private readonly log: Logger;
-  private socket: Socket | undefined;
+  private socket: Duplex | undefined;
+  private connecting = false;
   private readonly viewers = new Set<WebSocket>();
   private scrollback: Buffer = Buffer.alloc(0);
   private retryMs = RETRY_MIN_MS;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(socketPath: string, log: Logger, history?: Buffer) {
-    this.socketPath = socketPath;
+  constructor(line: SerialLine, log: Logger, history?: Buffer) {
+    this.line = line;
     this.log = log;
     if (history) this.remember(history);
   }
@@ -52,35 +36,48 @@ export class SerialBridge {
 
   /** Connects now (after a start or reboot) instead of waiting for the next retry. */
   poke(): void {
-    if (this.stopped || this.socket) return;
+    if (this.stopped || this.socket || this.connecting) return;
     clearTimeout(this.timer);
     this.retryMs = RETRY_MIN_MS;
     this.connect();
   }
 
   private connect(): void {
-    if (this.stopped || this.socket) return;
-    const s = connect(this.socketPath);
-    let opened = false;
-    s.on('connect', () => {
-      opened = true;
+    if (this.stopped || this.socket || this.connecting) return;
+    this.connecting = true;
+    this.line.connect().then((s) => {
+      this.connecting = false;
+      if (this.stopped) {
+        s.destroy();
+        return;
+      }
       this.socket = s;
       this.retryMs = RETRY_MIN_MS;
-      this.log.debug('serial console connected', { socket: this.socketPath });
-    });
-    s.on('data', (chunk: Buffer) => {
-      this.remember(chunk);
-      for (const v of this.viewers) if (v.readyState === v.OPEN) v.send(chunk, { binary: true });
-    });
-    s.on('error', () => undefined);
-    s.on('close', () => {
-      if (this.socket === s) this.socket = undefined;
-      if (this.stopped) return;
+      this.log.debug('serial console connected');
+      s.on('data', (chunk: Buffer) => {
+        this.remember(chunk);
+        for (const v of this.viewers) if (v.readyState === v.OPEN) v.send(chunk, { binary: true });
+      });
+      // the line breaks when the VM stops; 'close' follows and schedules the reconnect
+      s.on('error', (err) => this.log.debug('serial console connection broke', { err }));
+      s.on('close', () => {
+        if (this.socket === s) this.socket = undefined;
+        this.retry();
+      });
+    }, (err: unknown) => {
       // QEMU is gone (VM off) or not yet there: try again, slower each time
-      if (!opened) this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
-      this.timer = setTimeout(() => this.connect(), this.retryMs);
-      this.timer.unref();
+      this.connecting = false;
+      this.log.debug('serial console not reachable yet', { err });
+      this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+      this.retry();
     });
+  }
+
+  private retry(): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), this.retryMs);
+    this.timer.unref();
   }
 
   private remember(chunk: Buffer): void {

@@ -1,6 +1,5 @@
 // VM disks: a qcow2 overlay on the template's image (copy-on-write, milliseconds whatever the
-// template's size) instead of a full copy. `fullCopy` is the original design's clone, kept for the bench.
-import { copyFile } from 'node:fs/promises';
+// template's size) instead of a full copy.
 import { run } from '../base/exec.ts';
 
 export interface ImageInfo {
@@ -30,9 +29,4 @@ export async function createOverlay(backing: string, backingFormat: 'qcow2' | 'r
 /** An empty qcow2 disk of `sizeBytes` (a kernel template without a disk, given a diskGiB). */
 export async function createBlankDisk(out: string, sizeBytes: number): Promise<void> {
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', out, String(sizeBytes)]);
-}
-
-/** The original design's clone: a full copy of the template's image (for comparison in the bench). */
-export async function fullCopy(from: string, to: string): Promise<void> {
-  await copyFile(from, to);
 }

@@ -19,6 +19,9 @@ interface Forward {
   target: { host: string; port: number };
 }
 
+/** What the VM manager needs of SSH forwards (the simulated agent books ports without listening). */
+export type SshForwarder = Pick<PortForwarder, 'reserve' | 'release' | 'open' | 'close' | 'closeAll'>;
+
 export class PortForwarder {
   private readonly range: PortRange;
   private readonly listenHost: string;

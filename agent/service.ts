@@ -1,6 +1,7 @@
-// Starting and stopping an agent: identity (host id, key), acceleration, the stores and managers,
-// adoption of this host's VMs, the HTTP server. `skyhost agent` calls this, and so will `skyhost up`
-// (in-process, next to the controller).
+// Starting and stopping an agent: identity (host id, key), acceleration, the hypervisor, the stores
+// and managers, adoption of this host's VMs, the HTTP server. `assembleAgent` puts the parts together
+// (the simulated agent in test/support/ does it with its fakes). `skyhost agent` calls startAgent, and
+// so does `skyhost up` (in-process, next to the controller).
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -12,14 +13,81 @@ import { detectAccel, type AccelReport } from '../host/hostsetup.ts';
 import { close, listen } from '../base/http.ts';
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
-import { buildAgentApp } from './app.ts';
+import type { HostStatus, Hypervisor as Accel } from '../wire/api.ts';
+import { buildAgentApp, type AgentApp } from './app.ts';
 import { lanAddress } from '../base/net.ts';
 import { readJoinToken, startDiscovery, type ControllerBrowser, type Discovery } from './discovery/index.ts';
 import { startEventForwarder, type EventForwarder } from './eventlog.ts';
-import { parsePortRange, PortForwarder } from './forwarder.ts';
+import { parsePortRange, PortForwarder, type SshForwarder } from './forwarder.ts';
+import type { Hypervisor } from './hypervisor/driver.ts';
+import { loadHypervisor } from './hypervisor/load.ts';
+import { SystemResources, type HostResources } from './resources.ts';
 import { StatusSampler } from './status.ts';
-import { TemplateStore } from './templates.ts';
-import { VmManager, type CreateStep } from './vms.ts';
+import { TemplateStore, type TemplateCatalog } from './templates.ts';
+import type { CreateStep } from './vms/create.ts';
+import { VmManager } from './vms/manager.ts';
+
+/** What an agent is made of; `startAgent` brings the real ones, the simulated agent its fakes. */
+export interface AgentParts {
+  hostId: string;
+  key: string;
+  dataDir: string;
+  accel: AccelReport;
+  hypervisor: Hypervisor;
+  templates: TemplateCatalog;
+  forwarder: SshForwarder;
+  resources: HostResources;
+  /** The address people use to reach this host's SSH ports. */
+  sshHost: string;
+  log: Logger;
+  /** Which controller this agent belongs to, for `/status`. */
+  controller?: () => HostStatus['controller'];
+  /** JSON body limit and largest template upload of the API (see AgentAppDeps). */
+  bodyLimit?: string | number;
+  maxUploadBytes?: number;
+  afterStep?: (step: CreateStep, vmId: string) => void | Promise<void>;
+}
+
+/** An agent without its listening socket: VMs adopted, status sampled, the API ready to serve. */
+export interface AssembledAgent extends AgentApp {
+  vms: VmManager;
+  status: StatusSampler;
+  /** How many VMs were adopted. */
+  adopted: number;
+  /** Lets go of consoles, forwards and timers; VMs keep running. */
+  stop(): Promise<void>;
+}
+
+/** Builds an agent from its parts: adopts this host's VMs, takes the first status sample, builds the app. */
+export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
+  const accel: Accel = p.accel.accel;
+  const vms = new VmManager({
+    hostId: p.hostId, dataDir: p.dataDir, accel, hypervisor: p.hypervisor, templates: p.templates, forwarder: p.forwarder,
+    sshHost: p.sshHost, log: p.log, ...(p.afterStep ? { afterStep: p.afterStep } : {}),
+  });
+  const adopted = await vms.adopt();
+  const status = new StatusSampler({
+    hostId: p.hostId, accel, ...(p.accel.reason ? { accelReason: p.accel.reason } : {}), hypervisor: p.hypervisor, resources: p.resources,
+    vms, templates: p.templates, log: p.log, ...(p.controller ? { controller: p.controller } : {}),
+  });
+  await status.start();
+  const app = buildAgentApp({
+    key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log,
+    ...(p.bodyLimit !== undefined ? { bodyLimit: p.bodyLimit } : {}), ...(p.maxUploadBytes !== undefined ? { maxUploadBytes: p.maxUploadBytes } : {}),
+  });
+  return {
+    ...app,
+    vms,
+    status,
+    adopted,
+    async stop() {
+      status.stop();
+      app.close();
+      await vms.stop();
+      await p.hypervisor.close();
+    },
+  };
+}
 
 export interface StartAgentOptions {
   config: Config;
@@ -54,9 +122,19 @@ export interface RunningAgent {
   stop(): Promise<void>;
 }
 
+/** The text of a file, or '' when it does not exist. */
+async function readIfExists(file: string): Promise<string> {
+  try {
+    return await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
+    throw err;
+  }
+}
+
 /** This machine's id (/etc/machine-id), used when no --host-id is given. */
 export async function machineId(): Promise<string> {
-  const id = (await readFile('/etc/machine-id', 'utf8').catch(() => '')).trim();
+  const id = (await readIfExists('/etc/machine-id')).trim();
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(id)) {
     throw new Unavailable('this machine has no usable /etc/machine-id: give the agent --host-id ID');
   }
@@ -66,7 +144,7 @@ export async function machineId(): Promise<string> {
 /** The standalone agent's key: DATA/secrets/agent-key, created (0600) if missing. */
 export async function agentKey(dataDir: string): Promise<string> {
   const file = path.join(dataDir, 'secrets', 'agent-key');
-  const existing = (await readFile(file, 'utf8').catch(() => '')).trim();
+  const existing = (await readIfExists(file)).trim();
   if (existing.length >= 16) return existing;
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
   const key = randomBytes(24).toString('base64url');
@@ -97,35 +175,29 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   const key = opts.key ?? config.agentKey ?? (await agentKey(dataDir));
   const accel = opts.accel ?? (await detectAccel());
   const templates = new TemplateStore(dataDir);
-  const forwarder = new PortForwarder(parsePortRange(config.sshPortRange), opts.listen ?? config.listen);
-  const vms = new VmManager({
-    hostId,
-    dataDir,
-    accel: accel.accel,
-    templates,
-    forwarder,
+  let discovery: Discovery | undefined;
+  let events: EventForwarder | undefined;
+  const agent = await assembleAgent({
+    hostId, key, dataDir, accel, templates, log,
+    hypervisor: await loadHypervisor({ hostId, dataDir, log }),
+    forwarder: new PortForwarder(parsePortRange(config.sshPortRange), opts.listen ?? config.listen),
+    resources: new SystemResources(dataDir, log),
     sshHost: publicAddress(config),
-    log,
+    controller: () => discovery?.state(),
     ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
-  });
-  const adopted = await vms.adopt().catch((err: unknown) => {
+  }).catch((err: unknown) => {
     if (err instanceof CommandFailed) {
       throw new Unavailable(`libvirt (qemu:///system) does not answer: start it with skyhost host setup (${err.message})`, err.details, 'libvirt_unavailable');
     }
     throw err;
   });
-  let discovery: Discovery | undefined;
-  let events: EventForwarder | undefined;
-  const status = new StatusSampler({ hostId, dataDir, hypervisor: accel.accel, hypervisorReason: accel.reason, vms, templates, log, controller: () => discovery?.state() });
-  await status.start();
-  const { app, onUpgrade } = buildAgentApp({ key, hostId, vms, templates, status, log });
-  const server = createServer(app);
-  server.on('upgrade', onUpgrade);
+  const server = createServer(agent.app);
+  server.on('upgrade', agent.onUpgrade);
   const listenHost = opts.listen ?? config.listen;
   const port = await listen(server, opts.port ?? config.agentPort, listenHost);
   const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? publicAddress(config) : listenHost;
   const url = config.agentUrl ?? `http://${urlHost}:${port}`;
-  log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted });
+  log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted: agent.adopted });
   if (opts.enroll) {
     discovery = startDiscovery({
       dataDir, hostId, hostname: os.hostname(), agentKey: key, version: VERSION, agentPort: port, log,
@@ -146,16 +218,15 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     port,
     key,
     hostId,
-    vms,
+    vms: agent.vms,
     templates,
     ...(discovery ? { discovery } : {}),
     stop() {
       stopped ??= (async () => {
         await events?.stop();
         await discovery?.stop();
-        status.stop();
         await close(server);
-        await vms.stop();
+        await agent.stop();
       })();
       return stopped;
     },

@@ -1,25 +1,23 @@
 // `GET /status`: the original design's CPU, RAM and VM count plus what a scheduler needs. Everything
-// slow (systeminformation, libvirt) is sampled in the background, so a poll only assembles cached values.
-import { statfs } from 'node:fs/promises';
-import os from 'node:os';
-import si from 'systeminformation';
+// slow (the machine's resources, the hypervisor) is sampled in the background, so a poll only
+// assembles cached values.
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
-import type { HostStatus, Hypervisor, TemplateInfo } from '../wire/api.ts';
-import type { TemplateStore } from './templates.ts';
-import type { VmManager } from './vms.ts';
-import { versions } from './libvirt.ts';
-
-const MiB = 1024 * 1024;
-const GiB = 1024 * MiB;
+import type { HostStatus, Hypervisor as Accel, TemplateInfo } from '../wire/api.ts';
+import type { Hypervisor } from './hypervisor/driver.ts';
+import type { HostFacts, HostResources, HostSample } from './resources.ts';
+import type { TemplateCatalog } from './templates.ts';
+import type { VmManager } from './vms/manager.ts';
 
 export interface StatusDeps {
   hostId: string;
-  dataDir: string;
+  /** How this host runs VMs: kvm, tcg (software) or none. */
+  accel: Accel;
+  accelReason?: string;
   hypervisor: Hypervisor;
-  hypervisorReason?: string;
+  resources: HostResources;
   vms: VmManager;
-  templates: TemplateStore;
+  templates: TemplateCatalog;
   log: Logger;
   /** Which controller this agent belongs to (agent/discovery/), for `/status`. */
   controller?: () => HostStatus['controller'];
@@ -27,57 +25,34 @@ export interface StatusDeps {
   intervalMs?: number;
 }
 
-interface Sample {
-  cpu: HostStatus['cpu'];
-  memory: { totalMiB: number; freeMiB: number };
-  disk: HostStatus['disk'];
-  gpus: HostStatus['gpus'];
+interface Sample extends HostSample {
   templates: TemplateInfo[];
-  libvirtVersion?: string;
-  qemuVersion?: string;
   sampledAt: string;
 }
 
 export class StatusSampler {
   private readonly deps: StatusDeps;
-  private sample: Sample;
+  private facts: HostFacts = { hostname: 'unknown', cpu: { model: 'unknown', cores: 1, threads: 1 }, gpus: [] };
+  private versions: { libvirtVersion?: string; qemuVersion?: string } = {};
+  private sample: Sample = {
+    load: { loadPct: 0, load1: 0 },
+    memory: { totalMiB: 0, freeMiB: 0 },
+    templates: [],
+    sampledAt: new Date().toISOString(),
+  };
   private timer: NodeJS.Timeout | undefined;
-  private cpuModel = os.cpus()[0]?.model ?? 'unknown';
-  private cores = os.cpus().length;
-  private threads = os.cpus().length;
   private running: Promise<void> | undefined;
+  private readonly startedAt = Date.now();
 
   constructor(deps: StatusDeps) {
     this.deps = deps;
-    this.sample = {
-      cpu: { model: this.cpuModel, cores: this.cores, threads: this.threads, loadPct: 0, load1: os.loadavg()[0] ?? 0 },
-      memory: { totalMiB: Math.round(os.totalmem() / MiB), freeMiB: Math.round(os.freemem() / MiB) },
-      disk: { path: deps.dataDir, totalGiB: 0, freeGiB: 0 },
-      gpus: [],
-      templates: [],
-      sampledAt: new Date().toISOString(),
-    };
   }
 
-  /** Takes the first sample (with the slow, once-only facts: CPU model, GPUs, versions) and starts the timer. */
+  /** Takes the first sample (with the once-only facts: CPU model, GPUs, versions) and starts the timer. */
   async start(): Promise<void> {
-    const [cpu, graphics, v] = await Promise.all([
-      si.cpu().catch(() => undefined),
-      si.graphics().catch(() => undefined),
-      versions(),
-    ]);
-    if (cpu) {
-      this.cpuModel = `${cpu.manufacturer} ${cpu.brand}`.trim() || this.cpuModel;
-      this.cores = cpu.physicalCores || this.cores;
-      this.threads = cpu.cores || this.threads;
-    }
-    this.sample.gpus = (graphics?.controllers ?? []).map((g) => ({
-      vendor: g.vendor || 'unknown',
-      model: g.model || 'unknown',
-      ...(g.vram ? { vramMiB: g.vram } : {}),
-    }));
-    if (v.libvirt) this.sample.libvirtVersion = v.libvirt;
-    if (v.qemu) this.sample.qemuVersion = v.qemu;
+    const [facts, v] = await Promise.all([this.deps.resources.facts(), this.deps.hypervisor.versions()]);
+    this.facts = facts;
+    this.versions = { ...(v.libvirt ? { libvirtVersion: v.libvirt } : {}), ...(v.qemu ? { qemuVersion: v.qemu } : {}) };
     await this.refresh();
     this.timer = setInterval(() => void this.refresh(), this.deps.intervalMs ?? 5000);
     this.timer.unref();
@@ -87,7 +62,7 @@ export class StatusSampler {
     clearInterval(this.timer);
   }
 
-  /** Samples now (also after a change the next poll should see at once, e.g. a template import). */
+  /** Samples now (also after a change the next poll should see at once, e.g. a template import); never rejects. */
   refresh(): Promise<void> {
     this.running ??= this.takeSample().finally(() => (this.running = undefined));
     return this.running;
@@ -95,31 +70,12 @@ export class StatusSampler {
 
   private async takeSample(): Promise<void> {
     try {
-      const [load, mem, fs, templates] = await Promise.all([
-        si.currentLoad().catch(() => undefined),
-        si.mem().catch(() => undefined),
-        statfs(this.deps.dataDir).catch(() => undefined),
+      const [now, templates] = await Promise.all([
+        this.deps.resources.sample(),
         this.deps.templates.list(),
-        this.deps.vms.refresh().catch((err: unknown) => this.deps.log.warn('could not read VM states from libvirt', { err })),
+        this.deps.vms.refresh().catch((err: unknown) => this.deps.log.warn('could not read VM states from the hypervisor', { err })),
       ]);
-      this.sample = {
-        ...this.sample,
-        cpu: {
-          model: this.cpuModel,
-          cores: this.cores,
-          threads: this.threads,
-          loadPct: Math.round((load?.currentLoad ?? 0) * 10) / 10,
-          load1: os.loadavg()[0] ?? 0,
-        },
-        memory: mem
-          ? { totalMiB: Math.round(mem.total / MiB), freeMiB: Math.round(mem.available / MiB) }
-          : { totalMiB: Math.round(os.totalmem() / MiB), freeMiB: Math.round(os.freemem() / MiB) },
-        disk: fs
-          ? { path: this.deps.dataDir, totalGiB: round2((fs.blocks * fs.bsize) / GiB), freeGiB: round2((fs.bavail * fs.bsize) / GiB) }
-          : this.sample.disk,
-        templates,
-        sampledAt: new Date().toISOString(),
-      };
+      this.sample = { ...now, disk: now.disk ?? this.sample.disk, templates, sampledAt: new Date().toISOString() };
     } catch (err) {
       this.deps.log.warn('status sample failed', { err });
     }
@@ -128,30 +84,32 @@ export class StatusSampler {
   /** The answer of `GET /status`, from the last sample and the VM manager's memory. */
   status(): HostStatus {
     const vmList = this.deps.vms.list();
-    const running = vmList.filter((v) => v.state === 'running');
+    let running = 0;
+    let vcpus = 0;
+    for (const v of vmList) {
+      if (v.state !== 'running') continue;
+      running += 1;
+      vcpus += v.vcpus;
+    }
     const controller = this.deps.controller?.();
+    const s = this.sample;
     return {
       hostId: this.deps.hostId,
-      hostname: os.hostname(),
+      hostname: this.facts.hostname,
       version: VERSION,
-      cpu: this.sample.cpu,
-      memory: { ...this.sample.memory, usedByVmsMiB: this.deps.vms.memoryInUse() },
-      disk: this.sample.disk,
-      gpus: this.sample.gpus,
-      vms: { running: running.length, total: vmList.length, vcpus: running.reduce((s, v) => s + v.vcpus, 0) },
-      hypervisor: this.deps.hypervisor,
-      ...(this.deps.hypervisorReason ? { hypervisorReason: this.deps.hypervisorReason } : {}),
-      ...(this.sample.libvirtVersion ? { libvirtVersion: this.sample.libvirtVersion } : {}),
-      ...(this.sample.qemuVersion ? { qemuVersion: this.sample.qemuVersion } : {}),
-      templates: this.sample.templates,
+      cpu: { ...this.facts.cpu, ...s.load },
+      memory: { ...s.memory, usedByVmsMiB: this.deps.vms.memoryInUse() },
+      disk: s.disk ?? { path: 'unknown', totalGiB: 0, freeGiB: 0 },
+      gpus: this.facts.gpus,
+      vms: { running, total: vmList.length, vcpus },
+      hypervisor: this.deps.accel,
+      ...(this.deps.accelReason ? { hypervisorReason: this.deps.accelReason } : {}),
+      ...this.versions,
+      templates: s.templates,
       vmList,
       ...(controller ? { controller } : {}),
-      uptimeS: Math.round(process.uptime()),
-      sampledAt: this.sample.sampledAt,
+      uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      sampledAt: s.sampledAt,
     };
   }
-}
-
-function round2(n: number): number {
-  return Math.round(n * 100) / 100;
 }

@@ -30,7 +30,20 @@ export interface ImportOptions {
 
 type FileEntry = TemplateInfo['files'][number];
 
-export class TemplateStore {
+/** What the agent needs of its templates (the simulated agent keeps them in memory). */
+export interface TemplateCatalog {
+  /** Where uploads wait while they are imported (on the templates' own disk). */
+  readonly dir: string;
+  list(): Promise<TemplateInfo[]>;
+  get(name: string): Promise<TemplateInfo | undefined>;
+  /** The path of one of a template's files on this machine. */
+  pathOf(t: TemplateInfo, role: FileEntry['role']): string | undefined;
+  import(opts: ImportOptions): Promise<TemplateInfo>;
+  /** Removes a template; `inUse` names the VMs that still use it (then nothing is removed). */
+  remove(name: string, inUse: (name: string) => Promise<string[]>): Promise<void>;
+}
+
+export class TemplateStore implements TemplateCatalog {
   readonly dir: string;
 
   constructor(dataDir: string) {
@@ -42,8 +55,9 @@ export class TemplateStore {
     let names: string[];
     try {
       names = await readdir(this.dir);
-    } catch {
-      return [];
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []; // no template was ever imported here
+      throw err;
     }
     const out: TemplateInfo[] = [];
     for (const n of names.sort()) {
@@ -60,6 +74,7 @@ export class TemplateStore {
       const parsed = TemplateInfo.safeParse(JSON.parse(await readFile(path.join(this.dir, name, 'manifest.json'), 'utf8')));
       return parsed.success ? parsed.data : undefined;
     } catch {
+      // no manifest, or not JSON: not a template (yet), e.g. a copy in progress or a stray folder
       return undefined;
     }
   }
@@ -98,12 +113,16 @@ export class TemplateStore {
     try {
       const files: FileEntry[] = [];
       for (const [i, src] of sources.entries()) {
-        const st = await stat(src.from).catch(() => undefined);
-        if (!st?.isFile()) throw new InvalidField(src.field, `${src.from} is not a readable file`);
+        const st = await stat(src.from).catch((err: NodeJS.ErrnoException) => {
+          throw new InvalidField(src.field, `${src.from} is not a readable file (${err.code ?? err.message})`);
+        });
+        if (!st.isFile()) throw new InvalidField(src.field, `${src.from} is not a readable file`);
         let entry: FileEntry;
         if (src.role === 'disk') {
-          const info = await imageInfo(src.from).catch(() => undefined);
-          if (!info || (info.format !== 'qcow2' && info.format !== 'raw')) throw new InvalidField('disk', 'must be a qcow2 or raw disk image');
+          const info = await imageInfo(src.from).catch((err: Error) => {
+            throw new InvalidField('disk', `must be a qcow2 or raw disk image (qemu-img could not read it: ${err.message.split('\n')[0]})`);
+          });
+          if (info.format !== 'qcow2' && info.format !== 'raw') throw new InvalidField('disk', `must be a qcow2 or raw disk image (this one is ${info.format})`);
           if (info.backingFile) throw new InvalidField('disk', 'must be a standalone image (this one has a backing file)');
           const file = `disk.${info.format}`;
           const copied = await copyHashing(src.from, path.join(tmp, file));
@@ -133,8 +152,11 @@ export class TemplateStore {
       await writeFile(path.join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
       try {
         await rename(tmp, path.join(this.dir, opts.name));
-      } catch {
-        throw new Conflict(`template ${opts.name} already exists`);
+      } catch (err) {
+        // another import of the same name won the race: the folder is there and not empty
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${opts.name} already exists`);
+        throw err;
       }
       return manifest;
     } catch (err) {

@@ -4,8 +4,9 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { hostTag, listDomains, removeDomain } from '../agent/libvirt.ts';
-import { networkName, removeNetwork } from '../agent/network.ts';
+import { hostTag } from '../agent/hypervisor/libvirt/domain.ts';
+import { listDomains, removeDomain } from '../agent/hypervisor/libvirt/libvirt.ts';
+import { networkName, removeNetwork } from '../agent/hypervisor/libvirt/network.ts';
 import { skyhostCommand } from './discovery.ts';
 import { freePort, waitFor } from '../test/support/net.ts';
 

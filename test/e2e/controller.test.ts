@@ -7,7 +7,7 @@ import { chmodSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
-import { networkName, removeNetwork } from '../../agent/network.ts';
+import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
 import { defaults } from '../../base/config.ts';
 import { logger } from '../../base/log.ts';

@@ -9,7 +9,8 @@ import { runCli } from '../../base/cli.ts';
 import { COMMANDS } from '../../appliance/commands.ts';
 import { run } from '../../base/exec.ts';
 import { ensureDaemons } from '../../host/hostsetup.ts';
-import { defineXml, domainName, domainXml, removeDomain } from '../../agent/libvirt.ts';
+import { LibvirtHypervisor } from '../../agent/hypervisor/libvirt/libvirt.ts';
+import { logger } from '../../base/log.ts';
 import { sha256File } from '../../agent/templates.ts';
 import { buildTestGuest, type TestGuest } from '../support/guest.ts';
 
@@ -108,18 +109,17 @@ describe('skyhost template import|list|rm', function () {
     await ensureDaemons();
     const hostId = `tpl-${randomBytes(3).toString('hex')}`;
     const id = randomBytes(6).toString('hex');
-    const name = domainName(hostId, id);
-    const record = { hostId, dataDir: data, id, name: 'user-of-tiny', template: 'tiny', vcpus: 1, memoryMiB: 64, mac: '52:54:00:aa:bb:cc', ip: '10.213.250.2', console: 'serial' as const, network: 'none', createdAt: new Date().toISOString() };
-    // defined, never started: enough for the in-use check
-    await defineXml('define', domainXml({ name, accel: 'tcg', vcpus: 1, memoryMiB: 64, record, kernel: { kernel: guest.kernel }, network: 'default', mac: record.mac,
-      consoleSocket: path.join(dir, 'c.sock'), consoleLog: path.join(dir, 'c.log'), vnc: false }));
+    const metadata = { hostId, dataDir: data, id, name: 'user-of-tiny', template: 'tiny', vcpus: 1, memoryMiB: 64, mac: '52:54:00:aa:bb:cc', ip: '10.213.250.2', console: 'serial' as const, network: 'default', createdAt: new Date().toISOString() };
+    // another agent's VM in this data folder: defined, never started, enough for the in-use check
+    const hypervisor = new LibvirtHypervisor({ hostId, dataDir: data, log: logger('test') });
+    await hypervisor.define({ metadata, accel: 'tcg', disk: false, kernel: { kernel: guest.kernel } });
     try {
       const r = await cli('template', 'rm', 'tiny', '--data', data);
       expect(r.code).to.equal(2);
       expect(r.err).to.match(/used by VM\(s\) user-of-tiny/);
       expect(existsSync(path.join(data, 'templates/tiny/manifest.json'))).to.equal(true);
     } finally {
-      await removeDomain(name);
+      await hypervisor.destroy(id);
     }
     expect((await cli('template', 'rm', 'tiny', '--data', data)).code).to.equal(0);
     expect(existsSync(path.join(data, 'templates/tiny'))).to.equal(false);

@@ -15,11 +15,13 @@ import { SkyError } from '../../base/errors.ts';
 import { run } from '../../base/exec.ts';
 import { ACCEL_MARKER, ensureDaemons, probeBootSector } from '../../host/hostsetup.ts';
 import { Logger } from '../../base/log.ts';
-import { hostTag, listDomains, removeDomain, virsh } from '../../agent/libvirt.ts';
-import { networkName, removeNetwork, reservations } from '../../agent/network.ts';
+import { hostTag } from '../../agent/hypervisor/libvirt/domain.ts';
+import { listDomains, removeDomain } from '../../agent/hypervisor/libvirt/libvirt.ts';
+import { networkName, removeNetwork, reservations } from '../../agent/hypervisor/libvirt/network.ts';
+import { virsh } from '../../agent/hypervisor/libvirt/virsh.ts';
 import { agentKey, startAgent, type RunningAgent } from '../../agent/service.ts';
 import { TemplateStore } from '../../agent/templates.ts';
-import { CREATE_STEPS, type CreateStep } from '../../agent/vms.ts';
+import { CREATE_STEPS, type CreateStep } from '../../agent/vms/create.ts';
 import { agentContract, HOSTILE_STRINGS, wsStatus } from '../support/agent-contract.ts';
 import { buildTestGuest, ConsoleSession, GUEST_BANNER, IGNORE_ACPI, type TestGuest } from '../support/guest.ts';
 import { freePort, waitForHttp } from '../support/net.ts';
@@ -317,6 +319,25 @@ describe('host agent on real libvirt/QEMU', function () {
         session.close();
         expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
         await new TemplateStore(site!.dataDir).remove('stubborn', async () => []);
+      }
+      await expectNothingLeft(site!);
+    });
+
+    it('should answer a start libvirt refuses with 502 and libvirt\'s reason in plain words', async function () {
+      const base = `http://127.0.0.1:${agent!.port}`;
+      const vm = (await api(base, key, 'POST', '/vms', { name: 'refused', template: TEMPLATE })).body;
+      try {
+        expect((await api(base, key, 'POST', `/vms/${vm.id}/poweroff`)).body.state).to.equal('shutoff');
+        rmSync(path.join(site!.dataDir, 'vms', vm.id, 'seed.iso'));
+        const a = await api(base, key, 'POST', `/vms/${vm.id}/start`);
+        expect(a.status, JSON.stringify(a.body)).to.equal(502);
+        expect(a.body.error.code).to.equal('hypervisor_failed');
+        expect(a.body.error.message).to.match(new RegExp(`^libvirt could not start VM ${vm.id}: .*seed\\.iso`));
+        expect(a.body.error.message).not.to.match(/virsh|qemu:\/\/\/system/);
+        expect(a.body.error.details).to.equal(undefined);
+        expect((await api(base, key, 'GET', `/vms/${vm.id}`)).body.state).to.equal('shutoff');
+      } finally {
+        expect((await api(base, key, 'DELETE', `/vms/${vm.id}`)).status).to.equal(204);
       }
       await expectNothingLeft(site!);
     });

@@ -359,11 +359,9 @@ describe('controller API (in-process, simulated agents)', function () {
         expect((await call('GET', `/api/hosts/${host.hostId}`, { token: alice })).json.state).to.equal('down');
         expect((await call('GET', `/api/vms/${vm.id}`, { token: alice })).json.state).to.equal('unknown');
         // the host is back: one VM stopped meanwhile, one is gone, one appeared that the records lack
-        host.vms.get(vm.id)!.info.state = 'shutoff';
-        agents.find((x) => x.hostId === other.host)!.vms.delete(other.id);
-        const found = { id: 'adopted00001', name: 'found', owner: 'alice2', template: 'alpine', state: 'running' as const, vcpus: 1, memoryMiB: 128,
-          console: 'serial' as const, createdAt: new Date().toISOString() };
-        host.vms.set(found.id, { info: found, diskGiB: 1 });
+        await host.hypervisor!.poweroff(vm.id);
+        await agents.find((x) => x.hostId === other.host)!.dropVm(other.id);
+        await host.addVm({ id: 'adopted00001', name: 'found', owner: 'alice2', template: 'alpine', memoryMiB: 128 });
       } finally {
         await host.start();
       }

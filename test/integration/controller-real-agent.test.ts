@@ -11,7 +11,7 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { buildTestGuest, ConsoleSession } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
-import { networkName, removeNetwork } from '../../agent/network.ts';
+import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 
 describe('controller with a real agent (libvirt + QEMU, TCG)', function () {
   this.timeout(180_000);

@@ -1,7 +1,17 @@
 import { expect } from 'chai';
+import WebSocket from 'ws';
+import { Logger } from '../../base/log.ts';
 import { HostStatus } from '../../wire/api.ts';
-import { agentContract } from '../support/agent-contract.ts';
+import { agentContract, wsStatus } from '../support/agent-contract.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';
+
+/** The agents' log here: nothing (these tests make them fail on purpose). */
+class Silent extends Logger {
+  override debug(): void {}
+  override info(): void {}
+  override warn(): void {}
+  override error(): void {}
+}
 
 // The simulated agent passes the same contract suite as the real agent (Hono's shared-suite habit).
 describe('simulated agent', () => {
@@ -15,7 +25,7 @@ describe('a fleet of simulated agents', () => {
   after(async () => fleet?.stop());
 
   it('should run many agents in one process, each a distinct agent URL with its own id and key', async () => {
-    fleet = await SimFleet.start(20, (i) => ({ memoryMiB: 1024 + 512 * i }));
+    fleet = await SimFleet.start(20, (i) => ({ memoryMiB: 1024 + 512 * i, log: new Silent('sim') }));
     expect(new Set(fleet.agents.map((a) => a.url)).size).to.equal(20);
     expect(new Set(fleet.agents.map((a) => a.key)).size).to.equal(20);
     for (const a of fleet.agents) {
@@ -40,4 +50,63 @@ describe('a fleet of simulated agents', () => {
     expect(((await refused.json()) as { error: { code: string } }).error.code).to.equal('insufficient_memory');
     expect((await status()).vms.total).to.equal(1);
   });
+});
+
+// What the fake hypervisor lets a test do that libvirt does not: refuse on purpose. The agent answers
+// with the hypervisor's own words and undoes a create whatever step failed.
+describe('the agent over a hypervisor that refuses', () => {
+  let sim: SimAgent;
+  const call = async (method: string, p: string, body?: unknown) => {
+    const res = await fetch(sim.url + p, {
+      method, headers: { authorization: `Bearer ${sim.key}`, 'content-type': 'application/json' }, ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+  };
+  before(async () => {
+    sim = await new SimAgent({ log: new Silent('sim') }).start();
+  });
+  after(async () => sim?.stop());
+
+  it('should answer an action the hypervisor refuses with 502 and its reason, not 409 "not running"', async () => {
+    const vm = (await call('POST', '/vms', { name: 'refused', template: 'alpine' })).body;
+    sim.hypervisor!.failNext('reboot');
+    const a = await call('POST', `/vms/${vm.id}/reboot`);
+    expect(a.status).to.equal(502);
+    expect(a.body.error).to.deep.equal({ code: 'hypervisor_failed', message: 'the fake hypervisor refused to reboot (failure injected)' });
+    expect((await call('GET', `/vms/${vm.id}`)).body.state).to.equal('running');
+    expect((await call('DELETE', `/vms/${vm.id}`)).status).to.equal(204);
+  });
+
+  it('should open the VNC console of a graphical VM, answer 409 while it is off and 502 with the reason when the hypervisor fails', async () => {
+    const vm = (await call('POST', '/vms', { name: 'desk', template: 'desktop', memoryMiB: 2048 })).body;
+    const ws = new WebSocket(`${sim.url.replace('http', 'ws')}/vms/${vm.id}/vnc`, { headers: { authorization: `Bearer ${sim.key}` } });
+    const banner = await new Promise<string>((resolve, reject) => {
+      ws.once('message', (d: Buffer) => resolve(d.toString('latin1')));
+      ws.once('error', reject);
+    });
+    ws.close();
+    expect(banner).to.equal('RFB 003.008\n');
+    sim.hypervisor!.failNext('vncPort');
+    expect(await wsStatus(sim.url, `/vms/${vm.id}/vnc`, sim.key)).to.equal(502);
+    await call('POST', `/vms/${vm.id}/poweroff`);
+    expect(await wsStatus(sim.url, `/vms/${vm.id}/vnc`, sim.key)).to.equal(409);
+    expect((await call('DELETE', `/vms/${vm.id}`)).status).to.equal(204);
+  });
+
+  for (const method of ['createFolder', 'createDisk', 'createSeed', 'addReservation', 'define', 'start'] as const) {
+    it(`should undo a create whose ${method} fails and leave nothing behind`, async () => {
+      const hv = sim.hypervisor!;
+      sim.hypervisor!.failNext(method);
+      const a = await call('POST', '/vms', { name: `fail-${method.toLowerCase()}`, template: 'alpine' });
+      expect(a.status).to.equal(502);
+      expect(a.body.error.message).to.include(method);
+      expect((await call('GET', '/vms')).body).to.deep.equal([]);
+      expect([hv.domains.size, hv.folderContents.size, hv.dhcp.size]).to.deep.equal([0, 0, 0]);
+      // the SSH port went back: the next VM gets the first one of the range
+      const next = await call('POST', '/vms', { name: 'after-failure', template: 'alpine' });
+      expect(next.body.ssh.port).to.equal(22000);
+      expect((await call('DELETE', `/vms/${next.body.id}`)).status).to.equal(204);
+    });
+  }
 });

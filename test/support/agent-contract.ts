@@ -1,17 +1,20 @@
-// The agent's API contract (docs/design.md#agent-api) for everything that needs no booted guest: auth, status and
-// template shapes, validation errors naming fields, 404s, hostile strings, body limits. It speaks only
-// HTTP and WebSocket to a base URL with a key, so the real agent and a simulated one both run it:
+// The agent's API contract (docs/design.md#agent-api): auth, status and template shapes, validation
+// errors naming fields, 404s, hostile strings, body limits, and a VM through its whole life (create,
+// power actions, the serial console, delete). It speaks only HTTP and WebSocket to a base URL with a
+// key, so the real agent (libvirt, a booted guest) and the simulated one (the fake hypervisor) both run it:
 //
 //   agentContract('real agent', async () => ({ url, key, template: 'tiny' }));
+import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import { HostStatus, TemplateInfo, VmInfo } from '../../wire/api.ts';
+import { ConsoleSession } from './guest.ts';
 
 export interface ContractTarget {
   /** Base URL of the agent, e.g. http://127.0.0.1:8081 */
   url: string;
   key: string;
-  /** The name of a template present on the agent. */
+  /** The name of a template present on the agent, with a serial console. */
   template: string;
 }
 
@@ -86,9 +89,10 @@ export function agentContract(label: string, setup: () => Promise<ContractTarget
     });
 
     // a check that fails by creating a VM must not leave it behind for the next check
+    let lifeId: string | undefined;
     afterEach(async function () {
       for (const v of (await call('GET', '/vms')).body as { id: string }[]) {
-        if (!startIds.includes(v.id)) await call('DELETE', `/vms/${v.id}`);
+        if (!startIds.includes(v.id) && v.id !== lifeId) await call('DELETE', `/vms/${v.id}`);
       }
     });
 
@@ -242,6 +246,92 @@ export function agentContract(label: string, setup: () => Promise<ContractTarget
         expect(a.status).to.equal(200);
         expect(a.body).to.be.an('array');
         for (const v of a.body as unknown[]) VmInfo.parse(v);
+      });
+    });
+
+    // The guest may boot for a while (TCG): the checks here wait as long as a slow lab PC needs.
+    describe('a VM through its life: create, power actions, serial console, delete', function () {
+      this.timeout(300_000);
+      const name = `contract-life-${randomBytes(3).toString('hex')}`;
+      let vm: VmInfo;
+
+      after(async function () {
+        if (lifeId) await call('DELETE', `/vms/${lifeId}`);
+        lifeId = undefined;
+      });
+
+      it('should create it (201, running) and count it', async function () {
+        const before = HostStatus.parse((await call('GET', '/status')).body).vms.total;
+        const a = await call('POST', '/vms', { body: { name, template: t.template } });
+        expect(a.status, JSON.stringify(a.body)).to.equal(201);
+        vm = VmInfo.parse(a.body);
+        lifeId = vm.id;
+        expect(vm).to.include({ name, template: t.template, state: 'running', console: 'serial' });
+        expect(vm.ssh?.command).to.match(/^ssh -p \d+ /);
+        expect(HostStatus.parse((await call('GET', '/status')).body).vms.total).to.equal(before + 1);
+      });
+
+      it('should answer it by id and in the list', async function () {
+        const a = await call('GET', `/vms/${vm.id}`);
+        expect(a.status).to.equal(200);
+        expect(VmInfo.parse(a.body)).to.include({ id: vm.id, name, state: 'running', ip: vm.ip, mac: vm.mac });
+        expect(((await call('GET', '/vms')).body as VmInfo[]).map((v) => v.id)).to.include(vm.id);
+      });
+
+      it('should power it off, start it and reboot it, answering the state each time', async function () {
+        const off = await call('POST', `/vms/${vm.id}/poweroff`);
+        expect(off.status, JSON.stringify(off.body)).to.equal(200);
+        expect((off.body as VmInfo).state).to.equal('shutoff');
+        expect(((await call('GET', `/vms/${vm.id}`)).body as VmInfo).state).to.equal('shutoff');
+        // a reboot needs a running guest: said in plain words, not a failure of the host
+        const refused = await call('POST', `/vms/${vm.id}/reboot`);
+        expectError(refused, 409);
+        expect((refused.body as { error: { message: string } }).error.message).to.match(/not running/);
+        const on = await call('POST', `/vms/${vm.id}/start`);
+        expect(on.status, JSON.stringify(on.body)).to.equal(200);
+        expect((on.body as VmInfo).state).to.equal('running');
+        const again = await call('POST', `/vms/${vm.id}/start`);
+        expect((again.body as VmInfo).state, 'start is idempotent').to.equal('running');
+        const reboot = await call('POST', `/vms/${vm.id}/reboot`);
+        expect(reboot.status, JSON.stringify(reboot.body)).to.equal(200);
+        expect((reboot.body as VmInfo).state).to.equal('running');
+      });
+
+      it('should carry the serial console over a WebSocket: a command typed there answers', async function () {
+        const session = await ConsoleSession.open(t.url, `/vms/${vm.id}/console`, t.key);
+        try {
+          const marker = `mark${randomBytes(4).toString('hex')}`;
+          const from = session.output.length;
+          // split by quotes, so that only the shell's answer matches and not the echo of the typing
+          const command = `echo ${marker.slice(0, 4)}""${marker.slice(4)}\n`;
+          const until = Date.now() + 240_000;
+          for (;;) {
+            session.send(command); // again every few seconds: the guest may still be booting
+            try {
+              await session.waitFor(new RegExp(`[\r\n]${marker}\r?\n`), 5000, from);
+              break;
+            } catch (err) {
+              if (Date.now() > until) throw err;
+            }
+          }
+        } finally {
+          session.close();
+        }
+      });
+
+      it('should refuse the graphical console of a serial VM with 409', async function () {
+        expect(await wsStatus(t.url, `/vms/${vm.id}/vnc`, t.key)).to.equal(409);
+      });
+
+      it('should delete it (204), then answer 404 for it everywhere', async function () {
+        const del = await call('DELETE', `/vms/${vm.id}`);
+        expect(del.status, JSON.stringify(del.body)).to.equal(204);
+        lifeId = undefined;
+        expectError(await call('GET', `/vms/${vm.id}`), 404);
+        expectError(await call('DELETE', `/vms/${vm.id}`), 404);
+        expectError(await call('POST', `/vms/${vm.id}/start`), 404);
+        expect(await wsStatus(t.url, `/vms/${vm.id}/console`, t.key)).to.equal(404);
+        expect(((await call('GET', '/vms')).body as VmInfo[]).map((v) => v.id)).not.to.include(vm.id);
       });
     });
   });

@@ -1,7 +1,8 @@
-// A simulated agent for scale (fakes are for speed and scale, never to claim the real path
-// works). It speaks the agent's wire contract (wire/api.ts: /healthz, /status, /vms, actions,
-// /templates, consoles, bearer key) from memory: no libvirt, no disks, no guest. Hundreds run in one
-// process, each on its own loopback port, so a controller sees each as a distinct agent URL.
+// A simulated agent for scale (fakes are for speed and scale, never to claim the real path works): the
+// real agent app (agent/app.ts, agent/vms/) over the in-memory hypervisor (agent/hypervisor/fake.ts),
+// with templates, SSH ports and the machine's resources kept in memory too. No libvirt, no disks, no
+// guest. Hundreds run in one process, each on its own loopback port, so a controller sees each as a
+// distinct agent URL.
 //
 //   const fleet = await SimFleet.start(200, (i) => ({ memoryMiB: 16384 }));
 //   await fleet.enroll(controllerUrl, joinToken);   // POST /api/enroll for every agent
@@ -9,22 +10,25 @@
 //   await fleet.stop();
 //
 // Run a fleet from a shell: `npx node test/support/sim-agent.ts --count 50 [--controller URL --join-token T]`.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { WebSocketServer } from 'ws';
-import type { z } from 'zod';
 import {
-  EnrollResponse, TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId,
-  type EnrollRequest, type HostStatus, type Hypervisor, type TemplateInfo, type VmInfo,
+  EnrollResponse, TemplateInfo, TemplateName, VmCreateRequest, type EnrollRequest, type Hypervisor as Accel,
 } from '../../wire/api.ts';
-import {
-  BadRequest, Conflict, fromZod, InvalidField, NotFound, PayloadTooLarge, SkyError, toSkyError, Unauthorized, Unavailable,
-} from '../../base/errors.ts';
+import { Conflict, InvalidField, NotFound, SkyError, Unavailable } from '../../base/errors.ts';
 import { close, listen } from '../../base/http.ts';
-import { admitVm } from '../../agent/admission.ts';
+import { Logger } from '../../base/log.ts';
 import { VERSION } from '../../base/version.ts';
+import type { SshForwarder } from '../../agent/forwarder.ts';
+import type { FakeHypervisor } from '../../agent/hypervisor/fake.ts';
+import { loadHypervisor } from '../../agent/hypervisor/load.ts';
+import type { HostFacts, HostResources, HostSample } from '../../agent/resources.ts';
+import { assembleAgent, type AssembledAgent } from '../../agent/service.ts';
+import type { ImportOptions, TemplateCatalog } from '../../agent/templates.ts';
+import { freeIp, newMac } from '../../agent/vms/addresses.ts';
 
 export interface SimAgentOptions {
   /** Stable id, as /etc/machine-id would be (default: random 32 hex digits). */
@@ -37,12 +41,12 @@ export interface SimAgentOptions {
   /** Memory the host's own OS uses (default 512 MiB). */
   osMemoryMiB?: number;
   diskGiB?: number;
-  hypervisor?: Hypervisor;
+  hypervisor?: Accel;
   /** Templates present (default: alpine and a KVM-only desktop). */
   templates?: TemplateInfo[];
   /** VMs the agent already runs when it starts. */
   vms?: number;
-  /** A create answers 201 `running` after this many ms (default 0). */
+  /** A VM's start takes this many ms (default 0): its create answers then. */
   createDelayMs?: number;
   /** Largest JSON body (default 512 KiB, as the real agent). */
   bodyLimitBytes?: number;
@@ -51,11 +55,20 @@ export interface SimAgentOptions {
   /** Listening address (default 127.0.0.1) and port (default 0: any free port). */
   listenHost?: string;
   port?: number;
+  /** The agent's log (default: errors only; a fleet's adoptions and creates would flood the test output). */
+  log?: Logger;
 }
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
 const SHA_EMPTY = createHash('sha256').digest('hex');
+
+/** A log that keeps only errors. */
+class ErrorsOnly extends Logger {
+  override debug(): void {}
+  override info(): void {}
+  override warn(): void {}
+}
 
 /** A template as a simulated host reports it. */
 export function simTemplate(name: string, o: Partial<TemplateInfo> = {}): TemplateInfo {
@@ -77,9 +90,143 @@ export const DEFAULT_TEMPLATES: readonly TemplateInfo[] = [
   simTemplate('desktop', { os: 'ubuntu-desktop', minMemoryMiB: 2048, console: 'vnc', needsKvm: true, description: 'Ubuntu desktop' }),
 ];
 
-interface SimVm {
-  info: VmInfo;
-  diskGiB: number;
+/** Templates in memory; an import only hashes the file it is given. */
+export class MemoryTemplates implements TemplateCatalog {
+  /** Uploads wait here while they are hashed. */
+  readonly dir = os.tmpdir();
+  /** Templates by name: tests may add or take one away. */
+  readonly byName = new Map<string, TemplateInfo>();
+
+  constructor(templates: readonly TemplateInfo[]) {
+    for (const t of templates) this.byName.set(t.name, t);
+  }
+
+  async list(): Promise<TemplateInfo[]> {
+    return [...this.byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async get(name: string): Promise<TemplateInfo | undefined> {
+    return this.byName.get(name);
+  }
+
+  pathOf(t: TemplateInfo, role: TemplateInfo['files'][number]['role']): string | undefined {
+    const f = t.files.find((x) => x.role === role);
+    return f ? `/simulated/templates/${t.name}/${f.file}` : undefined;
+  }
+
+  async import(o: ImportOptions): Promise<TemplateInfo> {
+    const name = TemplateName.safeParse(o.name);
+    if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
+    if (this.byName.has(o.name)) throw new Conflict(`template ${o.name} already exists`);
+    const sources = [['kernel', o.kernel], ['initrd', o.initrd], ['disk', o.disk]].filter((x): x is ['kernel' | 'initrd' | 'disk', string] => x[1] !== undefined);
+    if (sources.length === 0) throw new InvalidField('disk', 'give a disk image or a kernel');
+    const files: TemplateInfo['files'] = [];
+    for (const [i, [role, file]] of sources.entries()) {
+      const bytes = await readFile(file);
+      const sha256 = createHash('sha256').update(bytes).digest('hex');
+      const want = o.sha256?.[i]?.toLowerCase();
+      if (want && want !== sha256) {
+        throw new SkyError(422, 'checksum_mismatch', `${role}: sha256 is ${sha256}, expected ${want}`, { fields: [{ field: 'sha256', message: 'does not match' }] });
+      }
+      const qcow2 = role === 'disk' && bytes.length >= 32 && bytes.readUInt32BE(0) === 0x514649fb;
+      files.push(role === 'disk'
+        ? { role, file: qcow2 ? 'disk.qcow2' : 'disk.raw', bytes: bytes.length, sha256, format: qcow2 ? 'qcow2' : 'raw', virtualBytes: qcow2 ? Number(bytes.readBigUInt64BE(24)) : bytes.length }
+        : { role, file: role === 'kernel' ? 'vmlinuz' : 'initrd', bytes: bytes.length, sha256 });
+    }
+    const t = TemplateInfo.parse({
+      name: o.name, kind: o.kernel ? 'kernel' : 'disk', os: o.os ?? 'linux', ...(o.description ? { description: o.description } : {}),
+      minMemoryMiB: o.minMemoryMiB ?? 128, console: o.console ?? 'serial', needsKvm: o.needsKvm ?? false, files,
+      ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}), createdAt: new Date().toISOString(),
+    });
+    this.byName.set(t.name, t);
+    return t;
+  }
+
+  async remove(name: string, inUse: (name: string) => Promise<string[]>): Promise<void> {
+    if (!this.byName.has(name)) throw new NotFound(`template ${name}`);
+    const users = await inUse(name);
+    if (users.length > 0) throw new Conflict(`template ${name} is used by VM(s) ${users.join(', ')}: delete them first`, { vms: users });
+    this.byName.delete(name);
+  }
+}
+
+/** SSH ports booked in a range, nothing listening: a simulated VM has no guest to reach. */
+export class BookedPorts implements SshForwarder {
+  private readonly low: number;
+  private readonly high: number;
+  private readonly booked = new Set<number>();
+
+  constructor(low = 22000, high = 22999) {
+    this.low = low;
+    this.high = high;
+  }
+
+  reserve(taken: Set<number> = new Set()): number {
+    for (let p = this.low; p <= this.high; p++) {
+      if (!this.booked.has(p) && !taken.has(p)) {
+        this.booked.add(p);
+        return p;
+      }
+    }
+    throw new Unavailable(`no free SSH port left in ${this.low}-${this.high}`);
+  }
+
+  release(port: number): void {
+    this.booked.delete(port);
+  }
+
+  async open(port: number): Promise<void> {
+    this.booked.add(port);
+  }
+
+  async close(port: number): Promise<void> {
+    this.booked.delete(port);
+  }
+
+  async closeAll(): Promise<void> {
+    this.booked.clear();
+  }
+}
+
+/** The simulated machine: its CPU, memory and disk, from the options and the VMs it runs. */
+class SimResources implements HostResources {
+  private readonly sim: SimAgent;
+
+  constructor(sim: SimAgent) {
+    this.sim = sim;
+  }
+
+  async facts(): Promise<HostFacts> {
+    const o = this.sim.opts;
+    return { hostname: this.sim.hostname, cpu: { model: 'Simulated CPU', cores: Math.max(1, o.threads >> 1), threads: o.threads }, gpus: [] };
+  }
+
+  async sample(): Promise<HostSample> {
+    const o = this.sim.opts;
+    const vms = this.sim.agentVms();
+    let vcpus = 0;
+    let diskUsed = 0;
+    for (const v of vms?.list() ?? []) {
+      diskUsed += (v.diskGiB ?? 2) * 0.1; // overlays hold only what the guest wrote
+      if (v.state === 'running') vcpus += v.vcpus;
+    }
+    const used = vms?.memoryInUse() ?? 0;
+    return {
+      load: { loadPct: Math.min(100, (100 * vcpus) / (4 * o.threads)), load1: vcpus / 4 },
+      memory: { totalMiB: o.memoryMiB, freeMiB: Math.max(0, o.memoryMiB - o.osMemoryMiB - used) },
+      disk: { path: '/var/lib/skyhost', totalGiB: o.diskGiB, freeGiB: Math.max(0, Math.round((o.diskGiB - 20 - diskUsed) * 10) / 10) },
+    };
+  }
+}
+
+/** A VM the simulated machine already runs. */
+export interface SimVm {
+  id?: string;
+  name: string;
+  template: string;
+  owner?: string;
+  memoryMiB?: number;
+  vcpus?: number;
 }
 
 /** One simulated agent on its own loopback port. */
@@ -87,16 +234,20 @@ export class SimAgent {
   readonly hostId: string;
   readonly hostname: string;
   readonly key: string;
-  readonly opts: Required<Omit<SimAgentOptions, 'hostId' | 'hostname' | 'key' | 'templates' | 'vms'>>;
-  readonly templates = new Map<string, TemplateInfo>();
-  readonly vms = new Map<string, SimVm>();
+  readonly opts: Required<Omit<SimAgentOptions, 'hostId' | 'hostname' | 'key' | 'templates' | 'vms' | 'log'>>;
+  /** Templates present, by name: tests may add or take one away. */
+  readonly templates: Map<string, TemplateInfo>;
   /** Requests answered, per `METHOD /route`, for tests and the bench. */
   readonly hits = new Map<string, number>();
+  /** The simulated machine's hypervisor, once started; it keeps its VMs across stop and start, as libvirt does. */
+  hypervisor: FakeHypervisor | undefined;
+  private readonly log: Logger;
+  private readonly catalog: MemoryTemplates;
+  private readonly ports = new BookedPorts();
+  private readonly initialVms: number;
+  private agent: AssembledAgent | undefined;
   private server: Server | undefined;
-  private wss: WebSocketServer | undefined;
   private port = 0;
-  private nextSshPort = 22000;
-  private readonly started = Date.now();
 
   constructor(o: SimAgentOptions = {}) {
     this.hostId = o.hostId ?? randomBytes(16).toString('hex');
@@ -114,12 +265,10 @@ export class SimAgent {
       listenHost: o.listenHost ?? '127.0.0.1',
       port: o.port ?? 0,
     };
-    for (const t of o.templates ?? DEFAULT_TEMPLATES) this.templates.set(t.name, t);
-    for (let i = 0; i < (o.vms ?? 0); i++) {
-      const template = this.templates.has('alpine') ? 'alpine' : [...this.templates.keys()][0];
-      if (!template) break;
-      this.addVm(VmCreateRequest.parse({ name: `vm-${i}`, template, owner: `student${i % 30}` }));
-    }
+    this.log = o.log ?? new ErrorsOnly('sim-agent', { host: this.hostname });
+    this.catalog = new MemoryTemplates(o.templates ?? DEFAULT_TEMPLATES);
+    this.templates = this.catalog.byName;
+    this.initialVms = o.vms ?? 0;
   }
 
   /** `http://127.0.0.1:PORT` once started. */
@@ -127,22 +276,86 @@ export class SimAgent {
     return `http://${this.opts.listenHost}:${this.port}`;
   }
 
+  /** The VMs on the simulated machine, by id (what its hypervisor holds). */
+  get vms(): ReadonlyMap<string, unknown> {
+    return this.hypervisor?.domains ?? new Map();
+  }
+
+  /** The running agent's VM manager (for the simulated resources). */
+  agentVms(): AssembledAgent['vms'] | undefined {
+    return this.agent?.vms;
+  }
+
+  /** Starts the agent: it adopts the VMs the simulated machine has, then listens (again, after a stop). */
   async start(): Promise<this> {
-    const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
-      this.handle(req, res).catch((err: unknown) => sendError(res, err));
+    if (!this.hypervisor) {
+      this.hypervisor = await loadHypervisor({
+        kind: 'fake', hostId: this.hostId, dataDir: '/var/lib/skyhost', log: this.log,
+        fake: { memoryMiB: this.opts.memoryMiB - this.opts.osMemoryMiB, startDelayMs: () => this.opts.createDelayMs },
+      });
+      const template = this.templates.has('alpine') ? 'alpine' : [...this.templates.keys()][0];
+      for (let i = 0; i < this.initialVms && template; i++) await this.addVm({ name: `vm-${i}`, template, owner: `student${i % 30}` });
+    }
+    const agent = await assembleAgent({
+      hostId: this.hostId, key: this.key, dataDir: '/var/lib/skyhost',
+      accel: { accel: this.opts.hypervisor, reason: this.opts.hypervisor !== 'kvm' ? 'simulated host without KVM' : '' },
+      hypervisor: this.hypervisor, templates: this.catalog, forwarder: this.ports, resources: new SimResources(this),
+      sshHost: this.opts.listenHost, log: this.log, bodyLimit: this.opts.bodyLimitBytes, maxUploadBytes: this.opts.maxUploadBytes,
     });
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
-    server.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
-    this.port = await listen(server, this.opts.port, this.opts.listenHost);
+    this.agent = agent;
+    const server = createServer({ keepAliveTimeout: 30_000 }, (req, res) => {
+      const route = routeOf(req.method ?? 'GET', req.url ?? '/');
+      this.hits.set(route, (this.hits.get(route) ?? 0) + 1);
+      agent.app(req, res);
+    });
+    server.on('upgrade', agent.onUpgrade);
+    try {
+      this.port = await listen(server, this.port || this.opts.port, this.opts.listenHost);
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
     this.server = server;
     return this;
   }
 
+  /** Stops the agent; the simulated machine keeps its VMs for the next start. */
   async stop(): Promise<void> {
-    for (const c of this.wss?.clients ?? []) c.terminate();
-    this.wss?.close();
-    if (this.server) await close(this.server);
+    const server = this.server;
     this.server = undefined;
+    if (server) await close(server);
+    await this.agent?.stop();
+    this.agent = undefined;
+  }
+
+  /**
+   * A VM running on the simulated machine, as if made by an earlier agent: the agent takes it at its
+   * next start (as the real agent adopts libvirt's domains).
+   */
+  async addVm(vm: SimVm): Promise<string> {
+    const hv = this.hypervisor;
+    if (!hv) throw new Error('addVm: start the simulated agent first');
+    const req = VmCreateRequest.parse(vm);
+    const id = req.id ?? randomBytes(6).toString('hex');
+    const net = await hv.ensureNetwork();
+    const taken = [...hv.domains.values()].map((d) => d.metadata);
+    const metadata = {
+      hostId: this.hostId, dataDir: '/var/lib/skyhost', id, name: req.name, ...(req.owner ? { owner: req.owner } : {}), template: req.template,
+      vcpus: req.vcpus, memoryMiB: req.memoryMiB, mac: newMac(new Set(taken.map((m) => m.mac))), ip: freeIp(net, new Set(taken.map((m) => m.ip))),
+      sshPort: this.ports.reserve(new Set(taken.map((m) => m.sshPort ?? 0))), console: this.templates.get(req.template)?.console ?? 'serial',
+      network: net.name, createdAt: new Date().toISOString(),
+    } as const;
+    await hv.createFolder(id);
+    await hv.addReservation(metadata.mac, metadata.ip);
+    await hv.define({ metadata, accel: this.opts.hypervisor === 'kvm' ? 'kvm' : 'tcg', disk: true });
+    await hv.start(id);
+    return id;
+  }
+
+  /** The VM disappears from the simulated machine (as if removed by hand); the agent notices at once. */
+  async dropVm(id: string): Promise<void> {
+    await this.hypervisor?.destroy(id);
+    await this.agent?.status.refresh();
   }
 
   /** Enrolls with a controller as the real agent does (`POST /api/enroll`). */
@@ -154,207 +367,9 @@ export class SimAgent {
     const res = await fetch(new URL('/api/enroll', controllerUrl), {
       method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(10_000),
     });
-    const json: unknown = await res.json().catch(() => undefined);
-    if (!res.ok) throw new Error(`enroll of ${this.hostname} failed: HTTP ${res.status} ${JSON.stringify(json)}`);
-    return EnrollResponse.parse(json);
-  }
-
-  /** `GET /status` as the real agent answers it, from the simulated state. */
-  status(): HostStatus {
-    let running = 0;
-    let vcpus = 0;
-    let usedMiB = 0;
-    let diskUsed = 0;
-    for (const { info, diskGiB } of this.vms.values()) {
-      diskUsed += diskGiB * 0.1; // overlays hold only what the guest wrote
-      if (info.state !== 'running' && info.state !== 'creating') continue;
-      running += 1;
-      vcpus += info.vcpus;
-      usedMiB += info.memoryMiB;
-    }
-    const o = this.opts;
-    return {
-      hostId: this.hostId,
-      hostname: this.hostname,
-      version: VERSION,
-      cpu: { model: 'Simulated CPU', cores: Math.max(1, o.threads >> 1), threads: o.threads, loadPct: Math.min(100, (100 * vcpus) / (4 * o.threads)), load1: vcpus / 4 },
-      memory: { totalMiB: o.memoryMiB, freeMiB: Math.max(0, o.memoryMiB - o.osMemoryMiB - usedMiB), usedByVmsMiB: usedMiB },
-      disk: { path: '/var/lib/skyhost', totalGiB: o.diskGiB, freeGiB: Math.max(0, Math.round((o.diskGiB - 20 - diskUsed) * 10) / 10) },
-      gpus: [],
-      vms: { running, total: this.vms.size, vcpus },
-      hypervisor: o.hypervisor,
-      ...(o.hypervisor !== 'kvm' ? { hypervisorReason: 'simulated host without KVM' } : {}),
-      libvirtVersion: 'simulated',
-      qemuVersion: 'simulated',
-      templates: [...this.templates.values()],
-      vmList: [...this.vms.values()].map((v) => v.info),
-      uptimeS: Math.round((Date.now() - this.started) / 1000),
-      sampledAt: new Date().toISOString(),
-    };
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://agent');
-    const method = req.method ?? 'GET';
-    const parts = url.pathname.split('/').filter(Boolean).map(safeDecode);
-    const route = routeOf(method, parts);
-    this.hits.set(route, (this.hits.get(route) ?? 0) + 1);
-
-    if (method === 'GET' && url.pathname === '/healthz') return send(res, 200, { ok: true, hostId: this.hostId });
-    if (!keyMatches(req.headers.authorization, this.key)) throw new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)');
-
-    const [head, id, action, extra] = parts;
-    if (extra !== undefined) throw notFound(method, url.pathname);
-    if (head === 'status' && id === undefined && method === 'GET') return send(res, 200, this.status());
-    if ((head === 'vms' || head === 'start-vm') && id === undefined) {
-      if (method === 'POST') return send(res, 201, await this.create(await this.jsonBody(req)));
-      if (method === 'GET' && head === 'vms') return send(res, 200, [...this.vms.values()].map((v) => v.info));
-    }
-    if (head === 'vms' && id !== undefined) {
-      if (action === undefined && method === 'GET') return send(res, 200, this.mustGet(id).info);
-      if (action === undefined && method === 'DELETE') {
-        this.mustGet(id);
-        this.vms.delete(id);
-        return send(res, 204);
-      }
-      if ((action === 'console' || action === 'vnc') && method === 'GET') {
-        this.mustGet(id);
-        return send(res, 426, { error: { code: 'upgrade_required', message: 'this is a WebSocket endpoint' } }, { Upgrade: 'websocket' });
-      }
-      if (action !== undefined && method === 'POST') {
-        const vm = this.mustGet(id);
-        const a = VmAction.safeParse(action);
-        if (!a.success) throw new NotFound(`action ${JSON.stringify(action.slice(0, 32))} (use start, shutdown, poweroff or reboot)`);
-        parse(VmActionRequest, await this.jsonBody(req));
-        return send(res, 200, this.act(vm, a.data));
-      }
-    }
-    if (head === 'templates' && action === undefined) {
-      if (id === undefined && method === 'GET') return send(res, 200, [...this.templates.values()]);
-      if (id === undefined && method === 'POST') return send(res, 201, await this.importTemplate(req, url));
-      if (id !== undefined && method === 'DELETE') {
-        if (!TemplateName.safeParse(id).success || !this.templates.has(id)) throw new NotFound(`template ${JSON.stringify(id.slice(0, 64))}`);
-        const users = [...this.vms.values()].filter((v) => v.info.template === id).map((v) => v.info.name);
-        if (users.length > 0) throw new Conflict(`template ${id} is used by VM(s) ${users.join(', ')}: delete them first`, { vms: users });
-        this.templates.delete(id);
-        return send(res, 204);
-      }
-    }
-    throw notFound(method, url.pathname);
-  }
-
-  private mustGet(id: string): SimVm {
-    const vm = VmId.safeParse(id).success ? this.vms.get(id) : undefined;
-    if (!vm) throw new NotFound(`VM ${JSON.stringify(id.slice(0, 64))}`);
-    return vm;
-  }
-
-  /** The same checks, in the same order and with the same answers, as the real agent's create. */
-  private async create(body: unknown): Promise<VmInfo> {
-    const req = parse(VmCreateRequest, body);
-    const o = this.opts;
-    const names = [...this.vms.values()].map((vm) => vm.info.name);
-    admitVm(req, { hypervisor: o.hypervisor, template: this.templates.get(req.template), ids: new Set(this.vms.keys()), names });
-    // Where a real host's QEMU would fail to allocate the guest's memory.
-    if (this.status().memory.freeMiB < req.memoryMiB) throw new Unavailable(`not enough free memory for ${req.memoryMiB} MiB on ${this.hostname}`, undefined, 'insufficient_memory');
-    const vm = this.addVm(req, o.createDelayMs > 0 ? 'creating' : 'running');
-    if (o.createDelayMs > 0) {
-      await new Promise((r) => setTimeout(r, o.createDelayMs));
-      vm.info.state = 'running';
-    }
-    return vm.info;
-  }
-
-  private addVm(req: z.output<typeof VmCreateRequest>, state: VmInfo['state'] = 'running'): SimVm {
-    const id = req.id ?? randomBytes(6).toString('hex');
-    const t = this.templates.get(req.template);
-    const n = this.vms.size + 2;
-    const sshPort = this.nextSshPort++;
-    const info: VmInfo = {
-      id,
-      name: req.name,
-      ...(req.owner ? { owner: req.owner } : {}),
-      template: req.template,
-      state,
-      vcpus: req.vcpus,
-      memoryMiB: req.memoryMiB,
-      ...(req.diskGiB !== undefined ? { diskGiB: req.diskGiB } : {}),
-      mac: `52:54:00:${hex2(n >> 16)}:${hex2(n >> 8)}:${hex2(n)}`,
-      ip: `10.77.${(n >> 8) & 255}.${n & 255}`,
-      ssh: { host: this.opts.listenHost, port: sshPort, command: `ssh -p ${sshPort} sky@${this.opts.listenHost}` },
-      console: t?.console ?? 'serial',
-      hypervisor: this.opts.hypervisor,
-      createdAt: new Date().toISOString(),
-      ...(req.expiresAt ? { expiresAt: req.expiresAt } : {}),
-    };
-    const vm = { info, diskGiB: req.diskGiB ?? 2 };
-    this.vms.set(id, vm);
-    return vm;
-  }
-
-  private act(vm: SimVm, action: VmAction): VmInfo {
-    const now = vm.info.state;
-    if (now === 'deleting') throw new Conflict(`VM ${vm.info.id} is being deleted`);
-    if (action === 'reboot' && now !== 'running') throw new Conflict(`VM ${vm.info.id} is not running (it is ${now}): start it instead`);
-    if (action === 'start' || action === 'reboot') vm.info.state = 'running';
-    else vm.info.state = 'shutoff';
-    return vm.info;
-  }
-
-  private async importTemplate(req: IncomingMessage, url: URL): Promise<TemplateInfo> {
-    const isUpload = (req.headers['content-type'] ?? '').split(';')[0]!.trim() === 'application/octet-stream';
-    const desc = parse(TemplateImportRequest, isUpload ? importQuery(url) : await this.jsonBody(req));
-    if (!isUpload && !desc.url) throw new InvalidField('url', 'give a URL to download (with sha256), or upload the image as application/octet-stream');
-    if (desc.url && !desc.sha256) throw new InvalidField('sha256', 'is required with url');
-    if (this.templates.has(desc.name)) throw new SkyError(409, 'conflict', `template ${desc.name} already exists`);
-    const { sha256, bytes } = isUpload ? await hashStream(req, this.opts.maxUploadBytes) : await hashDownload(desc.url!, this.opts.maxUploadBytes);
-    if (bytes === 0) throw new BadRequest('the upload is empty');
-    if (desc.sha256 && desc.sha256 !== sha256) {
-      throw new SkyError(422, 'checksum_mismatch', `disk: sha256 is ${sha256}, expected ${desc.sha256}`, { fields: [{ field: 'sha256', message: 'does not match' }] });
-    }
-    const t = simTemplate(desc.name, {
-      os: desc.os ?? 'unknown',
-      ...(desc.description ? { description: desc.description } : {}),
-      minMemoryMiB: desc.minMemoryMiB ?? 128,
-      console: desc.console ?? 'serial',
-      needsKvm: desc.needsKvm ?? false,
-      files: [{ role: 'disk', file: 'disk.qcow2', bytes, sha256, format: 'raw', virtualBytes: bytes }],
-      createdAt: new Date().toISOString(),
-    });
-    this.templates.set(t.name, t);
-    return t;
-  }
-
-  /** The request's JSON body, `{}` when it is not JSON (as express.json() leaves it). */
-  private async jsonBody(req: IncomingMessage): Promise<unknown> {
-    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-    const raw = await readBody(req, this.opts.bodyLimitBytes);
-    if (type !== 'application/json' || raw.length === 0) return {};
-    try {
-      return JSON.parse(raw.toString('utf8'));
-    } catch (err) {
-      throw new BadRequest(`request body could not be read: ${(err as Error).message}`);
-    }
-  }
-
-  /** Serial console: a WebSocket that greets and echoes what is typed, as a shell prompt would. */
-  private upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => undefined);
-    try {
-      if (!keyMatches(req.headers.authorization, this.key)) throw new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)');
-      const m = /^\/vms\/([^/]+)\/(console|vnc)$/.exec(new URL(req.url ?? '/', 'http://agent').pathname);
-      if (!m) throw new NotFound('WebSocket route');
-      const vm = this.mustGet(safeDecode(m[1]!));
-      if (m[2] === 'vnc') throw new Conflict(`VM ${vm.info.id} is simulated: it has no graphical console`);
-      this.wss!.handleUpgrade(req, socket, head, (ws) => {
-        ws.send(Buffer.from(`\r\nSimulated VM ${vm.info.name} (${vm.info.id}) on ${this.hostname}\r\n# `));
-        ws.on('message', (data: Buffer) => ws.send(Buffer.from(data.toString('utf8').replace(/\r/g, '\r\n# '))));
-      });
-    } catch (err) {
-      const sky = toSkyError(err);
-      const body = JSON.stringify(sky.toBody());
-      socket.end(`HTTP/1.1 ${sky.status} ${sky.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
-    }
+    const text = await res.text();
+    if (!res.ok) throw new Error(`enroll of ${this.hostname} failed: HTTP ${res.status} ${text.slice(0, 500)}`);
+    return EnrollResponse.parse(JSON.parse(text));
   }
 }
 
@@ -402,104 +417,11 @@ export class SimFleet {
   }
 }
 
-/** Whether an Authorization header carries the key (compared in constant time). */
-function keyMatches(header: string | undefined, key: string): boolean {
-  const m = /^Bearer (.+)$/.exec(header ?? '');
-  if (!m) return false;
-  return timingSafeEqual(createHash('sha256').update(m[1]!).digest(), createHash('sha256').update(key).digest());
-}
-
-function parse<T>(schema: z.ZodType<T>, value: unknown): T {
-  const r = schema.safeParse(value);
-  if (!r.success) throw fromZod(r.error);
-  return r.data;
-}
-
-function notFound(method: string, path: string): NotFound {
-  return new NotFound(`${method} ${path.slice(0, 200)}`);
-}
-
-function routeOf(method: string, parts: string[]): string {
+/** `METHOD /route` with ids as `:id`, e.g. `POST /vms`, `GET /vms/:id`. */
+function routeOf(method: string, url: string): string {
+  const parts = url.split('?')[0]!.split('/').filter(Boolean);
   const shape = parts.map((p, i) => (i === 1 && (parts[0] === 'vms' || parts[0] === 'templates') ? ':id' : p));
   return `${method} /${shape.join('/')}`;
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
-  }
-}
-
-function hex2(n: number): string {
-  return (n & 255).toString(16).padStart(2, '0');
-}
-
-function importQuery(url: URL): unknown {
-  const out: Record<string, unknown> = {};
-  for (const k of new Set(url.searchParams.keys())) {
-    const all = url.searchParams.getAll(k);
-    if (all.length !== 1) throw new InvalidField(k, 'must be given once');
-    const v = all[0]!;
-    out[k] = k === 'minMemoryMiB' && /^\d+$/.test(v) ? Number(v) : k === 'needsKvm' && (v === 'true' || v === 'false') ? v === 'true' : v;
-  }
-  return out;
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  if (Number(req.headers['content-length'] ?? 0) > limit) {
-    req.resume();
-    throw new PayloadTooLarge(`${limit} bytes`);
-  }
-  const chunks: Buffer[] = [];
-  let seen = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    seen += chunk.length;
-    if (seen > limit) {
-      req.resume();
-      throw new PayloadTooLarge(`${limit} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-async function hashStream(src: AsyncIterable<Uint8Array>, limit: number): Promise<{ sha256: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of src) {
-    bytes += chunk.length;
-    if (bytes > limit) throw new PayloadTooLarge(`${limit} bytes`);
-    h.update(chunk);
-  }
-  return { sha256: h.digest('hex'), bytes };
-}
-
-async function hashDownload(url: string, limit: number): Promise<{ sha256: string; bytes: number }> {
-  const res = await fetch(url, { signal: AbortSignal.timeout(60_000) }).catch((err: unknown) => {
-    throw new SkyError(502, 'download_failed', `could not download ${url}: ${(err as Error).message}`);
-  });
-  if (!res.ok || !res.body) throw new SkyError(502, 'download_failed', `could not download ${url}: HTTP ${res.status}`);
-  return hashStream(res.body as AsyncIterable<Uint8Array>, limit);
-}
-
-function send(res: ServerResponse, status: number, body?: unknown, headers: Record<string, string> = {}): void {
-  if (body === undefined) {
-    res.writeHead(status, headers).end();
-    return;
-  }
-  const text = JSON.stringify(body);
-  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), ...headers }).end(text);
-}
-
-function sendError(res: ServerResponse, err: unknown): void {
-  if (res.headersSent) {
-    res.end();
-    return;
-  }
-  const sky = toSkyError(err);
-  send(res, sky.status, sky.toBody());
 }
 
 // As a program: a fleet for manual tries (`--count N`), enrolled when given a controller.

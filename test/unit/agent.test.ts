@@ -1,17 +1,22 @@
-// Pure parts of the agent: XML built from escaped values, the metadata record, states, addresses,
+// Pure parts of the agent: XML built from escaped values, the VM metadata, states, libvirt errors, addresses,
 // the seed documents, the reverter, the port forwarder on loopback, the bearer key check.
 import { connect, createServer } from 'node:net';
 import { expect } from 'chai';
 import { parse as parseYaml } from 'yaml';
 import { keyMatches } from '../../agent/app.ts';
-import { domainName, domainXml, parseRecord, recordXml, toState, unxml, xml, type DomainSpec, type VmRecord } from '../../agent/libvirt.ts';
-import { freeIp, networkXml, newMac, parseNetworkXml, type VmNetwork } from '../../agent/network.ts';
+import type { VmMetadata, VmNetwork } from '../../agent/hypervisor/driver.ts';
+import { domainName, domainXml, toState, type DomainXmlSpec } from '../../agent/hypervisor/libvirt/domain.ts';
+import { metadataXml, parseMetadata } from '../../agent/hypervisor/libvirt/metadata.ts';
+import { networkXml, parseNetworkXml } from '../../agent/hypervisor/libvirt/network.ts';
+import { libvirtReason, vmError } from '../../agent/hypervisor/libvirt/virsh.ts';
+import { unxml, xml } from '../../agent/hypervisor/libvirt/xml.ts';
+import { freeIp, newMac } from '../../agent/vms/addresses.ts';
 import { parsePortRange, PortForwarder } from '../../agent/forwarder.ts';
 import { Reverter } from '../../agent/reverter.ts';
 import { metaDataDocument, parseUserData, userDataDocument } from '../../agent/seed.ts';
-import { SkyError } from '../../base/errors.ts';
+import { CommandFailed, SkyError } from '../../base/errors.ts';
 
-const record = (over: Partial<VmRecord> = {}): VmRecord => ({
+const metadata = (over: Partial<VmMetadata> = {}): VmMetadata => ({
   hostId: 'host-1',
   dataDir: '/var/lib/skyhost',
   id: 'abcdef123456',
@@ -28,19 +33,14 @@ const record = (over: Partial<VmRecord> = {}): VmRecord => ({
   ...over,
 });
 
-const spec = (over: Partial<DomainSpec> = {}): DomainSpec => ({
+const spec = (over: Partial<DomainXmlSpec> = {}): DomainXmlSpec => ({
   name: 'sky-12345678-abcdef123456',
   accel: 'tcg',
-  vcpus: 1,
-  memoryMiB: 256,
-  record: record(),
+  metadata: metadata(),
   disk: '/data/vms/abcdef123456/disk.qcow2',
   seedIso: '/data/vms/abcdef123456/seed.iso',
-  network: 'skyhost-12345678',
-  mac: '52:54:00:00:00:01',
   consoleSocket: '/data/vms/abcdef123456/console.sock',
   consoleLog: '/data/vms/abcdef123456/console.log',
-  vnc: false,
   ...over,
 });
 
@@ -53,7 +53,7 @@ describe('agent: libvirt XML', function () {
 
   it('should carry no raw markup from a hostile value anywhere in the domain', function () {
     const evil = `x'/><disk type='file'><source file='/etc/shadow'/></disk><a b='`;
-    const text = domainXml(spec({ record: record({ owner: evil, name: 'web-1' }), consoleLog: `/data/${evil}`, kernel: { kernel: '/k', cmdline: evil } }));
+    const text = domainXml(spec({ metadata: metadata({ owner: evil, name: 'web-1' }), consoleLog: `/data/${evil}`, kernel: { kernel: '/k', cmdline: evil } }));
     expect(text).not.to.include('/etc/shadow\'/>');
     expect(text.match(/<disk /g)).to.have.length(2);
     expect(text).to.include('&apos;/&gt;&lt;disk');
@@ -70,21 +70,21 @@ describe('agent: libvirt XML', function () {
   });
 
   it('should use KVM with host CPU passthrough and VNC on loopback for graphical templates', function () {
-    const text = domainXml(spec({ accel: 'kvm', vnc: true }));
+    const text = domainXml(spec({ accel: 'kvm', metadata: metadata({ console: 'vnc' }) }));
     expect(text).to.match(/^<domain type='kvm'>/);
     expect(text).to.include("<cpu mode='host-passthrough'/>");
     expect(text).to.include("<graphics type='vnc' autoport='yes' listen='127.0.0.1'>");
   });
 
-  it('should keep the record in the metadata and read it back, with any namespace prefix', function () {
-    const r = record({ owner: `o'<&>`, sshUser: 'sky', expiresAt: '2026-02-01T00:00:00.000Z' });
-    expect(parseRecord(recordXml(r))).to.deep.equal(r);
-    const libvirtForm = recordXml(r).replace(/skyhost:/g, 'sh:').replace('xmlns:skyhost', 'xmlns:sh');
-    expect(parseRecord(libvirtForm)).to.deep.equal(r);
+  it('should keep the VM metadata in the domain and read it back, with any namespace prefix', function () {
+    const m = metadata({ owner: `o'<&>`, sshUser: 'sky', expiresAt: '2026-02-01T00:00:00.000Z' });
+    expect(parseMetadata(metadataXml(m))).to.deep.equal(m);
+    const libvirtForm = metadataXml(m).replace(/skyhost:/g, 'sh:').replace('xmlns:skyhost', 'xmlns:sh');
+    expect(parseMetadata(libvirtForm)).to.deep.equal(m);
   });
 
-  it('should refuse a metadata record missing a key field', function () {
-    expect(parseRecord('<skyhost:vm><skyhost:id>x</skyhost:id></skyhost:vm>')).to.equal(undefined);
+  it('should refuse metadata missing a key field', function () {
+    expect(parseMetadata('<skyhost:vm><skyhost:id>x</skyhost:id></skyhost:vm>')).to.equal(undefined);
   });
 
   it('should name domains by host and VM id, never by user text', function () {
@@ -98,6 +98,39 @@ describe('agent: libvirt XML', function () {
     expect(toState('paused')).to.equal('paused');
     expect(toState('in shutdown')).to.equal('running');
     expect(toState('weird')).to.equal('unknown');
+  });});
+
+describe('agent: what libvirt refuses, in plain words', function () {
+  const failed = (stderr: string) => new CommandFailed('virsh', ['-c', 'qemu:///system', '-q', 'start', 'sky-12345678-abcdef123456'], 1, stderr);
+
+  it('should take libvirt\'s last error line as the reason', function () {
+    expect(libvirtReason(failed("error: Failed to start domain 'sky-1'\nerror: Cannot access storage file '/x/seed.iso': No such file or directory\n")))
+      .to.equal("Cannot access storage file '/x/seed.iso': No such file or directory");
+    expect(libvirtReason(failed(''))).to.match(/exited with code 1/);
+  });
+
+  it('should answer 404 for a domain libvirt does not have', function () {
+    const e = vmError(failed("error: failed to get domain 'sky-1'\n"), 'abcdef123456', 'start') as SkyError;
+    expect(e.status).to.equal(404);
+    expect(e.message).to.include('VM abcdef123456');
+  });
+
+  it('should answer 409 not_running for a domain that is not running', function () {
+    const e = vmError(failed('error: Requested operation is not valid: domain is not running\n'), 'abcdef123456', 'reboot') as SkyError;
+    expect([e.status, e.code]).to.deep.equal([409, 'not_running']);
+    expect(e.message).to.match(/not running/).and.to.match(/reboot/);
+  });
+
+  it('should answer 502 quoting libvirt, without the command line, for anything else', function () {
+    const e = vmError(failed("error: Failed to start domain 'sky-1'\nerror: internal error: process exited while connecting to monitor: out of memory\n"), 'abcdef123456', 'start') as SkyError;
+    expect([e.status, e.code]).to.deep.equal([502, 'hypervisor_failed']);
+    expect(e.message).to.equal('libvirt could not start VM abcdef123456: internal error: process exited while connecting to monitor: out of memory');
+    expect(e.details).to.equal(undefined);
+  });
+
+  it('should leave errors that are not virsh failures alone', function () {
+    const other = new Error('boom');
+    expect(vmError(other, 'abcdef123456', 'start')).to.equal(other);
   });
 });
 

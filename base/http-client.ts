@@ -145,22 +145,33 @@ function exchange(url: URL, method: string, headers: Record<string, string>, bod
     const secure = url.protocol === 'https:';
     if (typeof body === 'string') headers['content-length'] = String(Buffer.byteLength(body));
     const agent = connection === 'fresh' ? false : pools[secure ? 'https:' : 'http:'];
+    let settled = false;
     const req = (secure ? https : http).request(url, { method, headers, agent }, (res) => {
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (c: Buffer) => {
         size += c.length;
-        if (size > maxBytes) req.destroy(new Error(`answer larger than ${maxBytes} bytes`));
-        else chunks.push(c);
+        if (size <= maxBytes) chunks.push(c);
+        else if (!settled) {
+          fail(new Error(`answer larger than ${maxBytes} bytes`));
+          req.destroy();
+        }
       });
       res.on('end', () => {
+        if (settled) return;
+        settled = true;
         clearTimeout(timer);
         resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
       });
       res.on('error', fail);
     });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(() => {
+      fail(new Error(`no answer within ${timeoutMs} ms`));
+      req.destroy();
+    }, timeoutMs);
     function fail(err: Error): void {
+      if (settled) return; // the first failure is the one reported (a destroyed request adds its own)
+      settled = true;
       clearTimeout(timer);
       reject(err);
     }

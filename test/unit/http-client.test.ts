@@ -1,0 +1,123 @@
+// The one HTTP client of agent <-> controller calls (base/http-client.ts) against a small server on
+// loopback: JSON and the bearer key, errors in the one error model, deadlines, pooled or fresh
+// connections.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
+import { expect } from 'chai';
+import { HttpClient, RemoteError } from '../../base/http-client.ts';
+import { SkyError } from '../../base/errors.ts';
+
+describe('the shared HTTP client', () => {
+  let server: Server;
+  let base: string;
+  let connections = 0;
+  let handle: (req: IncomingMessage, body: string, res: ServerResponse) => void;
+
+  before(async () => {
+    server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += String(c)));
+      req.on('end', () => handle(req, body, res));
+    });
+    server.on('connection', () => connections++);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  beforeEach(() => {
+    connections = 0;
+  });
+
+  const client = (o: Partial<ConstructorParameters<typeof HttpClient>[0]> = {}) =>
+    new HttpClient({ baseUrl: base, bearer: 'key-0123456789abcdef', connection: 'pooled', peer: 'host pc-1', codePrefix: 'agent', ...o });
+  const json = (res: ServerResponse, status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  const failure = async (p: Promise<unknown>): Promise<SkyError> => {
+    try {
+      await p;
+    } catch (err) {
+      expect(err).to.be.instanceOf(SkyError);
+      return err as SkyError;
+    }
+    throw new Error('expected the call to fail');
+  };
+
+  it('should send JSON with the bearer key and give back the JSON answer', async () => {
+    handle = (req, body, res) => json(res, 200, { method: req.method, url: req.url, auth: req.headers.authorization, type: req.headers['content-type'], got: JSON.parse(body) });
+    expect(await client().call('POST', '/vms', { name: 'vm1' })).to.deep.equal({
+      method: 'POST', url: '/vms', auth: 'Bearer key-0123456789abcdef', type: 'application/json', got: { name: 'vm1' },
+    });
+  });
+
+  it('should pass on the other side\'s 4xx with its code, message and details', async () => {
+    handle = (_req, _body, res) => json(res, 422, { error: { code: 'invalid_field', message: 'name: too long', details: { fields: [{ field: 'name', message: 'too long' }] } } });
+    const err = await failure(client().call('POST', '/vms', {}));
+    expect(err).to.be.instanceOf(RemoteError);
+    expect(err).to.include({ status: 422, code: 'invalid_field', message: 'host pc-1: name: too long' });
+    expect(err.details).to.deep.equal({ fields: [{ field: 'name', message: 'too long' }] });
+  });
+
+  it('should turn the other side\'s 5xx into a 502, keeping what it sent', async () => {
+    handle = (_req, _body, res) => json(res, 500, { error: { code: 'internal', message: 'internal error' } });
+    const err = await failure(client().call('GET', '/status')) as RemoteError;
+    expect(err).to.include({ status: 502, remoteStatus: 500, code: 'internal' });
+  });
+
+  it('should name an answer that is not an error body by its status, with the caller\'s code', async () => {
+    handle = (_req, _body, res) => res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>no</h1>');
+    const err = await failure(client().call('GET', '/nothing'));
+    expect(err).to.include({ status: 404, code: 'agent_rejected', message: 'host pc-1: GET /nothing answered 404' });
+  });
+
+  it('should give up at the deadline with a 503 saying so', async () => {
+    handle = () => {}; // never answers
+    const err = await failure(client().call('GET', '/status', undefined, { timeoutMs: 100 }));
+    expect(err).to.include({ status: 503, code: 'agent_unreachable', message: 'host pc-1 is unreachable: no answer within 100 ms' });
+  });
+
+  it('should give up at the deadline also when the answer started but its body does not end', async () => {
+    handle = (_req, _body, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"partial":');
+    };
+    const err = await failure(client().call('GET', '/status', undefined, { timeoutMs: 150 }));
+    expect(err).to.include({ status: 503, message: 'host pc-1 is unreachable: no answer within 150 ms' });
+  });
+
+  it('should say when nothing listens', async () => {
+    const err = await failure(client({ baseUrl: 'http://127.0.0.1:9' }).call('GET', '/status'));
+    expect(err).to.include({ status: 503, code: 'agent_unreachable' });
+    expect(err.message).to.match(/^host pc-1 is unreachable: .*ECONNREFUSED/);
+  });
+
+  it('should answer any status from request() without throwing', async () => {
+    handle = (_req, _body, res) => json(res, 409, { error: { code: 'conflict', message: 'no' } });
+    expect(await client().request('POST', '/api/enroll', { body: {} })).to.deep.equal({ status: 409, body: { error: { code: 'conflict', message: 'no' } } });
+  });
+
+  it('should refuse an answer larger than the limit', async () => {
+    handle = (_req, _body, res) => json(res, 200, { big: 'x'.repeat(10_000) });
+    const err = await failure(client({ maxAnswerBytes: 1000 }).call('GET', '/status'));
+    expect(err.message).to.match(/answer larger than 1000 bytes/);
+  });
+
+  it('should stream a body through as it is', async () => {
+    handle = (req, body, res) => json(res, 201, { type: req.headers['content-type'], length: body.length });
+    const answer = await client().request('POST', '/templates?name=t', { body: Readable.from([Buffer.alloc(5000, 1)]), headers: { 'content-type': 'application/octet-stream' } });
+    expect(answer).to.deep.equal({ status: 201, body: { type: 'application/octet-stream', length: 5000 } });
+  });
+
+  it('should reuse one connection when pooled and open one per call when fresh', async () => {
+    handle = (_req, _body, res) => json(res, 200, { ok: true });
+    const pooled = client({ baseUrl: base.replace('127.0.0.1', 'localhost') }); // its own pool entry
+    for (let i = 0; i < 3; i++) await pooled.call('GET', '/healthz');
+    expect(connections).to.equal(1);
+    connections = 0;
+    const fresh = client({ connection: 'fresh' });
+    for (let i = 0; i < 3; i++) await fresh.call('GET', '/healthz');
+    expect(connections).to.equal(3);
+  });
+});

@@ -1,11 +1,20 @@
 // Every command of the `skyhost` executable, in the order `skyhost --help` lists them. Each
-// component owns its commands; this is the one place they are put together.
+// component owns its commands; this is the one place they are put together, with `skyhost up`,
+// which puts the controller and the agent together (appliance/up.ts).
 import type { Command } from '../base/cli.ts';
 import { hostSetupCommand } from '../host/host-command.ts';
-import { controllerCommand, upCommand } from '../server/commands.ts';
+import { controllerCommand, dataFlag, portFlag } from '../server/commands.ts';
 import { AGENT_COMMANDS } from '../agent/commands.ts';
 import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
 import { setupCommand } from './setup/commands.ts';
 import { isoBuildCommand } from '../iso/commands.ts';
+
+export const upCommand: Command = {
+  name: 'up',
+  summary: 'controller + local agent on this machine, enrolled automatically (npm start runs this)',
+  description: 'One --data folder serves both: `skyhost template import NAME --disk FILE --data DIR` of that folder feeds the cluster.',
+  flags: { data: dataFlag, port: portFlag, 'agent-port': { type: 'string', arg: 'PORT', key: 'agentPort', help: 'local agent port (default 8081)' } },
+  run: async (ctx) => (await import('./up.ts')).serveUp(ctx),
+};
 
 export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS];

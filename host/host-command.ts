@@ -1,5 +1,6 @@
 import type { Command } from '../base/cli.ts';
-import { describeSetup, HOST_PACKAGES, hostSetup, TEST_PACKAGES } from './hostsetup.ts';
+import { HOST_PACKAGES } from '../base/packages.ts';
+import { describeSetup, hostSetup, TEST_PACKAGES } from './hostsetup.ts';
 
 export const hostSetupCommand: Command = {
   name: 'host setup',

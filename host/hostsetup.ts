@@ -6,21 +6,12 @@ import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync
 import { connect } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
-import { Unavailable } from '../base/errors.ts';
-import { run } from '../base/exec.ts';
+import { SkyError, Unavailable } from '../base/errors.ts';
+import { run, runStreaming } from '../base/exec.ts';
 import type { Logger } from '../base/log.ts';
+import { HOST_PACKAGES } from '../base/packages.ts';
 
-/** What every SkyHost host needs. */
-export const HOST_PACKAGES = [
-  'libvirt-daemon-system',
-  'libvirt-clients',
-  'qemu-system-x86',
-  'qemu-utils',
-  'xorriso',
-  'dnsmasq-base', // DHCP on libvirt's NAT network
-  'iptables', // NAT rules of libvirt's network
-] as const;
+export { HOST_PACKAGES };
 
 /** What the test suite needs on top: ISO tools, firmware, mDNS peers, a browser, a guest kernel. */
 export const TEST_PACKAGES = [
@@ -132,35 +123,18 @@ export async function probeBoot(accel: 'kvm' | 'tcg', timeoutMs: number, kernel?
     ? ['-kernel', kernel, '-append', 'console=ttyS0 quiet panic=-1']
     : ['-drive', `file=${disk},format=raw,if=ide`];
   const marker = kernel ? KERNEL_MARKER : ACCEL_MARKER;
-  const child = execa(
-    'qemu-system-x86_64',
-    ['-accel', accel, '-machine', 'pc', '-m', '128', '-nodefaults', '-display', 'none', '-monitor', 'none',
-      '-serial', 'stdio', ...guest, '-no-reboot'],
-    { reject: false, stdin: 'ignore', env: { LC_ALL: 'C' }, buffer: false },
-  );
+  const args = ['-accel', accel, '-machine', 'pc', '-m', '128', '-nodefaults', '-display', 'none', '-monitor', 'none',
+    '-serial', 'stdio', ...guest, '-no-reboot'];
   try {
-    return await new Promise<'ok' | 'timeout' | 'error'>((resolve) => {
-      let seen = '';
-      const timer = setTimeout(() => resolve('timeout'), timeoutMs);
-      child.stdout?.on('data', (chunk: Buffer) => {
-        seen += chunk.toString('latin1');
-        if (seen.includes(marker)) {
-          clearTimeout(timer);
-          resolve('ok');
-        }
-      });
-      child.on('exit', () => {
-        clearTimeout(timer);
-        resolve(seen.includes(marker) ? 'ok' : 'error');
-      });
-      child.on('error', () => {
-        clearTimeout(timer);
-        resolve('error');
-      });
+    const r = await runStreaming('qemu-system-x86_64', args, {
+      timeout: 0, signal: AbortSignal.timeout(timeoutMs),
+      onLine: (line, stream) => (stream === 'stdout' && line.includes(marker) ? 'stop' : undefined),
     });
+    return r.stopped ? 'ok' : 'error';
+  } catch (err) {
+    // The probe's answer, not a failure of host setup: the caller falls back to TCG or to none.
+    return err instanceof SkyError && err.code === 'cancelled' ? 'timeout' : 'error';
   } finally {
-    child.kill('SIGKILL');
-    await child.catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -191,7 +165,8 @@ export async function detectAccel(opts: { fresh?: boolean } = {}): Promise<Accel
       // a torn cache file is probed again
     }
   }
-  const qemuPresent = await execa('qemu-system-x86_64', ['--version'], { reject: false }).then((r) => r.exitCode === 0);
+  // A QEMU that is missing or does not run means acceleration 'none', and the report says so.
+  const qemuPresent = await run('qemu-system-x86_64', ['--version']).then(() => true, () => false);
   const kvmDevice = existsSync('/dev/kvm');
   const kernel = findProbeKernel();
   const kvmBoot = qemuPresent && kvmDevice ? await probeBoot('kvm', KVM_PROBE_MS, kernel) : undefined;

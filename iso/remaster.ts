@@ -11,11 +11,9 @@ import { constants, createReadStream, existsSync } from 'node:fs';
 import { access, chmod, mkdtemp, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import sea from 'node:sea';
-import { execa } from 'execa';
-import { checkoutRoot } from '../base/assets.ts';
 import { CommandFailed, InvalidField, SkyError, Unavailable } from '../base/errors.ts';
-import { hasCommand, run } from '../base/exec.ts';
+import { hasCommand, run, runStreaming } from '../base/exec.ts';
+import { skyhostExecutable } from '../base/executable.ts';
 import { ISO_BINARY_PATH, isoFiles } from '../autoinstall/files.ts';
 import { installerWarnings, parseInstallerOptions, type InstallerOptionsInput, type Release } from '../autoinstall/options.ts';
 import { addAutoinstallToGrub } from './grub.ts';
@@ -91,7 +89,7 @@ export async function buildInstallerIso(
   const output = path.resolve(out);
   await checkReadable(input);
   if (input === output) throw new InvalidField('out', 'must not be the input ISO');
-  const binary = path.resolve(binaryOpt ?? defaultBinary());
+  const binary = path.resolve(binaryOpt ?? skyhostExecutable());
   await checkReadable(binary, 'binary');
   const outDir = path.dirname(output);
   if (!existsSync(outDir)) throw new InvalidField('out', `folder ${outDir} does not exist`);
@@ -162,16 +160,6 @@ export async function buildInstallerIso(
   } finally {
     await rm(staging, { recursive: true, force: true });
   }
-}
-
-/** The executable to embed when none is given: this one when it is the single executable, else dist/skyhost. */
-export function defaultBinary(): string {
-  if (sea.isSea()) return process.execPath;
-  const built = path.join(checkoutRoot(), 'dist', 'skyhost');
-  if (!existsSync(built)) {
-    throw new InvalidField('binary', `no skyhost executable to put on the USB: run "npm run build" (expected ${built})`);
-  }
-  return built;
 }
 
 async function checkReadable(file: string, field = 'ubuntuIso'): Promise<void> {
@@ -261,23 +249,22 @@ export function xorrisoWriteFraction(line: string): number | undefined {
   return m ? Math.min(1, Number(m[1]) / 100) : undefined;
 }
 
-/** Runs the writing xorriso (long: execa directly, to follow its UPDATE lines as progress). */
+/** Runs the writing xorriso (long), following its UPDATE lines as progress. */
 async function runXorrisoWrite(args: string[], outDir: string, onFraction: (f: number) => void, signal?: AbortSignal): Promise<void> {
   const full = ['-abort_on', 'FAILURE', '-report_about', 'UPDATE', ...args];
-  const child = execa('xorriso', full, { reject: false, env: { LC_ALL: 'C', LANG: 'C' }, stdin: 'ignore', all: false, buffer: { stdout: false, stderr: true }, ...(signal ? { cancelSignal: signal } : {}) });
-  let pending = '';
-  child.stderr?.on('data', (chunk: Buffer) => {
-    const lines = (pending + chunk.toString()).split(/[\r\n]/);
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      const f = xorrisoWriteFraction(line);
-      if (f !== undefined) onFraction(f);
-    }
-  });
-  const result = await child;
-  if (result.isCanceled) throw new SkyError(499, 'cancelled', 'the ISO build was cancelled');
-  if (result.exitCode === 0) return;
-  throw xorrisoWriteError(String(result.stderr ?? ''), outDir, full, result.exitCode);
+  try {
+    await runStreaming('xorriso', full, {
+      timeout: 0, ...(signal ? { signal } : {}),
+      onLine: (line, stream) => {
+        const f = stream === 'stderr' ? xorrisoWriteFraction(line) : undefined;
+        if (f !== undefined) onFraction(f);
+      },
+    });
+  } catch (e) {
+    if (e instanceof SkyError && e.code === 'cancelled') throw new SkyError(499, 'cancelled', 'the ISO build was cancelled');
+    if (e instanceof CommandFailed) throw xorrisoWriteError(e.stderr, outDir, full, e.exitCode);
+    throw e;
+  }
 }
 
 /** The error for a failed writing xorriso: disk_full when it ran out of room, else CommandFailed. */

@@ -6,8 +6,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { Router, type Request } from 'express';
 import { BadRequest, Unavailable } from '../base/errors.ts';
-import { HOST_PACKAGES } from '../host/hostsetup.ts';
-import { defaultBinary } from '../iso/remaster.ts';
+import { skyhostExecutable } from '../base/executable.ts';
+import { HOST_PACKAGES } from '../base/packages.ts';
 
 export interface InstallDeps {
   /** The URL agents reach this controller at (config `publicUrl`); default: the one the request used. */
@@ -189,7 +189,7 @@ async function fileSha256(file: string): Promise<string> {
 
 function locateBinary(deps: InstallDeps): string {
   try {
-    return (deps.binary ?? defaultBinary)();
+    return (deps.binary ?? skyhostExecutable)();
   } catch {
     throw new Unavailable('this controller has no skyhost executable to hand out: build it with "npm run build" (dist/skyhost)', undefined, 'binary_missing');
   }

@@ -1,48 +1,39 @@
-// What `skyhost controller` and `skyhost up` run (docs/design.md#cli): the controller, its mDNS advertisement
-// and, for `up`, the local agent in the same process, enrolled at once with the cluster join token.
-// Loaded only when one of them runs (server/commands.ts), so other commands never load the controller.
-import os from 'node:os';
+// What `skyhost controller` runs: the controller and its mDNS advertisement until SIGINT/SIGTERM.
+// `skyhost up` (appliance/up.ts) runs the same with the local agent as a companion. Loaded only when
+// one of them runs, so other commands never load the controller.
 import type { CommandContext } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
 import { logger } from '../base/log.ts';
-import { VERSION } from '../base/version.ts';
 import { lanAddress } from '../base/net.ts';
-import { startAgent, type RunningAgent } from '../agent/service.ts';
 import { startController, type RunningController } from './controller.ts';
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';
 import { servicesOptions } from './services.ts';
 
-/** Starts the local agent next to the controller and enrolls it (`skyhost up`). */
-async function startLocalAgent(ctx: CommandContext, controller: RunningController): Promise<RunningAgent> {
-  const agent = await startAgent({ config: ctx.config, log: logger('agent') });
-  const everywhere = ctx.config.listen === '0.0.0.0' || ctx.config.listen === '::';
-  const answer = controller.services.hosts.enroll({
-    hostId: agent.hostId,
-    hostname: os.hostname().slice(0, 253) || 'localhost',
-    // The controller reaches its own agent over loopback; SSH commands still carry the LAN address.
-    agentUrl: everywhere ? `http://127.0.0.1:${agent.port}` : agent.url,
-    agentKey: agent.key,
-    joinToken: controller.services.joinTokens.clusterToken(),
-    version: VERSION,
-  });
-  ctx.log.info(`local agent ${agent.hostId} enrolled (${answer.state})`, { hostId: agent.hostId });
-  await controller.services.hosts.pollAll();
-  return agent;
+/** Something that runs beside the controller and stops after it (the local agent of `skyhost up`). */
+export interface Companion {
+  stop(): Promise<void>;
 }
 
-export async function serveController(cli: CommandContext, withAgent: boolean): Promise<number> {
+export interface ServeOptions {
+  /** Started once the controller listens; a failure is logged and the controller runs on alone. */
+  companion?: (ctx: CommandContext, controller: RunningController) => Promise<Companion>;
+  /** What the companion is called in the log line when it fails to start. */
+  companionName?: string;
+}
+
+export async function serveController(cli: CommandContext, opts: ServeOptions = {}): Promise<number> {
   const ctx = { ...cli, log: logger('controller') };
   const { config } = ctx;
   const controller = await startController({ ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl });
   ctx.log.info(`controller listening on http://${config.listen}:${controller.port}`, { dataDir: config.dataDir });
-  let agent: RunningAgent | undefined;
+  let companion: Companion | undefined;
   let ad: Advertisement | undefined;
   try {
-    if (withAgent) {
+    if (opts.companion) {
       try {
-        agent = await startLocalAgent(ctx, controller);
+        companion = await opts.companion(ctx, controller);
       } catch (err) {
-        ctx.log.error(`the local agent did not start, running the controller only: ${(err as Error).message}`);
+        ctx.log.error(`the ${opts.companionName ?? 'companion'} did not start, running the controller only: ${(err as Error).message}`);
       }
     }
     if (config.advertise) {
@@ -56,7 +47,7 @@ export async function serveController(cli: CommandContext, withAgent: boolean): 
   } finally {
     await ad?.stop();
     await controller.stop();
-    await agent?.stop();
+    await companion?.stop();
   }
   return 0;
 }

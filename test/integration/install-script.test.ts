@@ -15,7 +15,7 @@ import { HOST_PACKAGES } from '../../host/hostsetup.ts';
 import { close, jsonErrors, listen } from '../../base/http.ts';
 import { logger } from '../../base/log.ts';
 import { hasCommand } from '../../base/exec.ts';
-import { defaultBinary } from '../../iso/remaster.ts';
+import { skyhostExecutable } from '../../base/executable.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { installRouter, renderInstallScript, shellQuote } from '../../server/install.ts';
 
@@ -53,7 +53,7 @@ describe('install script (/install.sh and /download/skyhost)', function () {
 
   before(async function () {
     try {
-      defaultBinary();
+      skyhostExecutable();
     } catch {
       binaryMissing = true;
     }
@@ -139,7 +139,7 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       const bin = path.join(root, 'usr/local/bin/skyhost');
       const version = await exec(bin, ['--version']);
       expect(version.stdout).to.match(/^skyhost \d+\.\d+\.\d+/);
-      expect(readFileSync(bin).equals(readFileSync(defaultBinary()))).to.equal(true);
+      expect(readFileSync(bin).equals(readFileSync(skyhostExecutable()))).to.equal(true);
 
       const unit = readFileSync(path.join(root, 'etc/systemd/system/skyhost-agent.service'), 'utf8');
       expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}\n`);

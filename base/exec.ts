@@ -1,11 +1,12 @@
 // Every subprocess SkyHost runs goes through here: an argument array (never a shell string),
 // LC_ALL=C so that output parses the same everywhere, and a CommandFailed error that carries the
-// command, its arguments, exit code and stderr.
-import { execa, type Options } from 'execa';
-import { CommandFailed, Unavailable } from './errors.ts';
+// command, its arguments, exit code and stderr. `run` waits for the whole output; `runStreaming`
+// hands each line over as it comes (progress of apt, xorriso, a serial console).
+import { execa, type Options, type Result } from 'execa';
+import { CommandFailed, SkyError, Unavailable } from './errors.ts';
 
 export interface RunOptions {
-  /** Milliseconds before the process is killed (default 60 s). */
+  /** Milliseconds before the process is killed (default 60 s; 0: never). */
   timeout?: number;
   input?: string | Buffer;
   cwd?: string;
@@ -20,9 +21,8 @@ export interface RunResult {
   exitCode: number;
 }
 
-/** Runs `command args...` and resolves with its output; rejects with CommandFailed. */
-export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const options: Options = {
+function execaOptions(opts: RunOptions): Options {
+  return {
     reject: false,
     timeout: opts.timeout ?? 60_000,
     env: { LC_ALL: 'C', LANG: 'C', ...opts.env },
@@ -30,18 +30,79 @@ export async function run(command: string, args: readonly string[], opts: RunOpt
     ...(opts.input !== undefined ? { input: opts.input } : { stdin: 'ignore' }),
     ...(opts.cwd ? { cwd: opts.cwd } : {}),
   };
-  const result = await execa(command, args, options);
+}
+
+/** The error of a finished process, if it failed: missing tool, timeout, or an exit code not allowed. */
+function failure(command: string, args: readonly string[], result: Result, opts: RunOptions, stderr: string): SkyError | undefined {
   if ((result as { code?: string }).code === 'ENOENT' || /ENOENT/.test(String(result.message ?? '')) && result.exitCode === undefined) {
-    throw new Unavailable(`${command} is not installed (run: skyhost host setup)`, { command }, 'missing_tool');
+    return new Unavailable(`${command} is not installed (run: skyhost host setup)`, { command }, 'missing_tool');
   }
+  if (result.timedOut) return new CommandFailed(command, args, undefined, `timed out after ${opts.timeout ?? 60_000} ms\n${stderr}`);
   const exitCode = result.exitCode ?? -1;
-  if (result.timedOut) {
-    throw new CommandFailed(command, args, undefined, `timed out after ${options.timeout} ms\n${String(result.stderr ?? '')}`);
+  if (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode)) return new CommandFailed(command, args, result.exitCode, stderr);
+  return undefined;
+}
+
+/** Runs `command args...` and resolves with its output; rejects with CommandFailed. */
+export async function run(command: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  const result = await execa(command, args, execaOptions(opts));
+  const stderr = String(result.stderr ?? '');
+  const failed = failure(command, args, result, opts, stderr);
+  if (failed) throw failed;
+  return { stdout: String(result.stdout ?? ''), stderr, exitCode: result.exitCode ?? -1 };
+}
+
+export interface StreamOptions extends RunOptions {
+  /**
+   * Each line of output as it arrives (lines end at \n or \r, so progress meters count). Returning
+   * 'stop' ends the process at once (SIGKILL) and the run succeeds with `stopped: true`.
+   */
+  onLine: (line: string, stream: 'stdout' | 'stderr') => void | 'stop';
+  /** Aborting kills the process; the run rejects with a 499 `cancelled`. */
+  signal?: AbortSignal;
+}
+
+export interface StreamResult extends RunResult {
+  /** Whether `onLine` ended the process. */
+  stopped: boolean;
+}
+
+/** How much of each stream a streaming run keeps for its result and its error (the end of it). */
+const KEEP_CHARS = 64 * 1024;
+
+/** Runs `command args...` and hands each line to `onLine` as it comes; otherwise as `run`. */
+export async function runStreaming(command: string, args: readonly string[], opts: StreamOptions): Promise<StreamResult> {
+  const child = execa(command, args, { ...execaOptions(opts), buffer: false, ...(opts.signal ? { cancelSignal: opts.signal } : {}) });
+  let stopped = false;
+  const kept = { stdout: '', stderr: '' };
+  const pending = { stdout: '', stderr: '' };
+  const deliver = (line: string, stream: 'stdout' | 'stderr') => {
+    if (stopped) return;
+    if (opts.onLine(line, stream) === 'stop') {
+      stopped = true;
+      child.kill('SIGKILL');
+      // A child of the process may still hold its output open: stop reading, do not wait for it.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+    }
+  };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    child[stream]?.setEncoding('utf8');
+    child[stream]?.on('data', (text: string) => {
+      kept[stream] = (kept[stream] + text).slice(-KEEP_CHARS);
+      const lines = (pending[stream] + text).split(/\r\n|[\r\n]/);
+      pending[stream] = lines.pop() ?? '';
+      for (const line of lines) deliver(line, stream);
+    });
   }
-  if (exitCode !== 0 && !(opts.okCodes ?? []).includes(exitCode)) {
-    throw new CommandFailed(command, args, result.exitCode, String(result.stderr ?? ''));
-  }
-  return { stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? ''), exitCode };
+  const result = await child;
+  for (const stream of ['stdout', 'stderr'] as const) if (pending[stream]) deliver(pending[stream], stream);
+  const output = { stdout: kept.stdout.replace(/\n$/, ''), stderr: kept.stderr.replace(/\n$/, '') };
+  if (stopped) return { ...output, exitCode: result.exitCode ?? -1, stopped };
+  if (result.isCanceled) throw new SkyError(499, 'cancelled', `${command} was cancelled`);
+  const failed = failure(command, args, result, opts, output.stderr);
+  if (failed) throw failed;
+  return { ...output, exitCode: result.exitCode ?? -1, stopped };
 }
 
 /** Whether `command` can be found on PATH. */

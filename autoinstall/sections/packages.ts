@@ -5,7 +5,7 @@ import type { InstallerOptions } from '../options.ts';
 
 export const key = 'packages';
 
-/** What runs VMs; host/hostsetup.ts HOST_PACKAGES adds the tools a host needs beyond the installer. */
+/** What runs VMs; base/packages.ts HOST_PACKAGES adds the tools a host needs beyond the installer. */
 export const VM_PACKAGES = ['qemu-system-x86', 'qemu-utils', 'libvirt-daemon-system', 'libvirt-clients'] as const;
 export const MDNS_PACKAGES = ['avahi-daemon', 'libnss-mdns'] as const;
 

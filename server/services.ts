@@ -100,13 +100,16 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
   const tasks: ScheduledTask[] = [];
-  let polls: Repeater | undefined;
+  const polls: Repeater[] = [];
 
   return {
     store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
-      polls = repeatEvery(every * 1000, () => hosts.pollAll(), { name: 'poll of every host', log, ...(opts.clock ? { clock: opts.clock } : {}) });
+      const clock = opts.clock ? { clock: opts.clock } : {};
+      // Two loops: pending hosts (anyone may enroll one) never hold up the polls of approved hosts.
+      polls.push(repeatEvery(every * 1000, () => hosts.pollMembers(), { name: 'poll of the hosts', log, ...clock }));
+      polls.push(repeatEvery(every * 1000, () => hosts.pollPending(), { name: 'poll of the pending hosts', log, ...clock }));
       tasks.push(cron.schedule('30 * * * * *', async () => {
         hosts.persistLastSeen();
         users.pruneSessions();
@@ -115,7 +118,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       }, { name: 'housekeeping', noOverlap: true }));
     },
     async stop() {
-      polls?.stop();
+      for (const p of polls.splice(0)) p.stop();
       for (const t of tasks.splice(0)) await t.destroy();
       await hosts.close();
       hosts.persistLastSeen();
@@ -149,7 +152,7 @@ export interface Repeater {
  * previous one started, or right after it ended when it took longer (never two at once). Unlike a
  * cron expression, any interval keeps its length (7 s stays 7 s, 90 s stays 90 s), which is what
  * "down after three missed polls" counts on. A failed round is logged; the next one comes on time.
- * @example const polls = repeatEvery(5000, () => hosts.pollAll(), { name: 'poll', log }); ... polls.stop();
+ * @example const polls = repeatEvery(5000, () => hosts.pollMembers(), { name: 'poll', log }); ... polls.stop();
  */
 export function repeatEvery(intervalMs: number, job: () => Promise<void>, opts: { name: string; log: Logger; clock?: Clock }): Repeater {
   const clock = opts.clock ?? realClock;

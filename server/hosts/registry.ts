@@ -95,6 +95,14 @@ export interface RegistryEvents {
 }
 
 export const MISSED_POLLS_FOR_DOWN = 3;
+/** Pending hosts asked at once: their round is apart from the members', so this only bounds the load. */
+const PENDING_POLL_CONCURRENCY = 8;
+/**
+ * Enrollments that end pending or refused, per sending address and minute; past it, every
+ * enrollment from that address is refused until the minute is over. A pending agent asks about 6
+ * times a minute, and enrollments with a valid token are not counted.
+ */
+export const UNTRUSTED_ENROLLS_PER_MINUTE = 30;
 /** A host that answered a poll this recently is up: another machine may not take its id. */
 const LIVE_MS = 20_000;
 
@@ -117,14 +125,16 @@ function rowToHost(r: Row): HostRecord {
 
 /**
  * Hosts: `list()` / `get()` read memory; `enroll`, `approve`, `drain`, `undrain`, `wake`, `remove`
- * change records; `pollAll()` asks every agent for its status (run on a schedule by the controller).
+ * change records; `pollMembers()` asks every approved host for its status and `pollPending()` every
+ * pending one whether it is there (both run on a schedule by the controller; `pollAll()` runs both).
  */
 export class HostRegistry extends EventEmitter<RegistryEvents> {
   private readonly store: Store;
   private readonly opts: RegistryOptions;
   private readonly log: Logger;
   private readonly hosts = new Map<string, HostRecord>();
-  private polling: Promise<void> | undefined;
+  private readonly rounds: { members?: Promise<void> | undefined; pending?: Promise<void> | undefined } = {};
+  private readonly untrusted = new EnrollLimit();
   private closed = false;
 
   constructor(store: Store, opts: RegistryOptions) {
@@ -172,10 +182,32 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
    * record and never duplicates it. A new host with a valid join token is `ready`, without one it
    * waits `pending`. An enrolled host (pending or not) is changed only by its own agent key (a new
    * DHCP address, a new version) or by a valid join token (a reinstalled PC with a new key): anyone
-   * else who sends its id is refused and the record stays as it was. `from` is the sender's address,
-   * for the log.
+   * else who sends its id is refused and the record stays as it was. `from` is the sender's address:
+   * named in the log, and limited to UNTRUSTED_ENROLLS_PER_MINUTE pending or refused enrollments
+   * (429 past it). In-process enrollment (`skyhost up`'s own agent) gives none.
    */
   enroll(input: unknown, from?: string): EnrollResponse {
+    if (from === undefined) return this.admit(input, undefined);
+    const now = Date.now();
+    const wait = this.untrusted.waitMs(from, now);
+    if (wait > 0) {
+      if (this.untrusted.firstRefusal(from)) {
+        this.log.warn(`enrollments from ${from} refused for ${Math.ceil(wait / 1000)} s: more than ${UNTRUSTED_ENROLLS_PER_MINUTE} a minute without a join token`);
+      }
+      throw new SkyError(429, 'too_many_enrollments', `more than ${UNTRUSTED_ENROLLS_PER_MINUTE} enrollments a minute without a valid join token ` +
+        `from ${from}: try again in ${Math.ceil(wait / 1000)} s`);
+    }
+    try {
+      const answer = this.admit(input, from);
+      if (answer.state === 'pending') this.untrusted.count(from, now);
+      return answer;
+    } catch (err) {
+      if (err instanceof SkyError && err.status >= 400 && err.status < 500) this.untrusted.count(from, now);
+      throw err;
+    }
+  }
+
+  private admit(input: unknown, from: string | undefined): EnrollResponse {
     const parsed = ControllerEnrollRequest.safeParse(input ?? {});
     if (!parsed.success) throw fromZod(parsed.error);
     const req = parsed.data;
@@ -321,21 +353,37 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     return undefined;
   }
 
-  /** Polls every host once, `pollConcurrency` at a time; concurrent calls share one round. */
-  pollAll(): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    this.polling ??= this.pollRound().finally(() => {
-      this.polling = undefined;
-    });
-    return this.polling;
+  /** Polls every host once: members and pending hosts, each in its own round. */
+  async pollAll(): Promise<void> {
+    await Promise.all([this.pollMembers(), this.pollPending()]);
   }
 
-  private async pollRound(): Promise<void> {
-    const queue = [...this.hosts.values()];
-    const workers = Array.from({ length: Math.min(this.opts.pollConcurrency ?? 32, queue.length) }, async () => {
+  /** Polls every approved host (ready, draining, down), `pollConcurrency` at a time; concurrent calls share one round. */
+  pollMembers(): Promise<void> {
+    return this.round('members', (h) => h.state !== 'pending', this.opts.pollConcurrency ?? 32);
+  }
+
+  /**
+   * Asks every pending host whether it is there, a few at a time, in a round of its own: however
+   * many strangers enroll (at addresses that may never answer), approved hosts are polled on time.
+   */
+  pollPending(): Promise<void> {
+    return this.round('pending', (h) => h.state === 'pending', PENDING_POLL_CONCURRENCY);
+  }
+
+  private round(kind: 'members' | 'pending', which: (h: HostRecord) => boolean, concurrency: number): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const running = this.rounds[kind];
+    if (running) return running;
+    const queue = [...this.hosts.values()].filter(which);
+    const workers = Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
       for (let h = queue.shift(); h; h = queue.shift()) await this.pollOne(h);
     });
-    await Promise.all(workers);
+    const done = Promise.all(workers).then(() => undefined).finally(() => {
+      this.rounds[kind] = undefined;
+    });
+    this.rounds[kind] = done;
+    return done;
   }
 
   /**
@@ -386,9 +434,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
 
   /** Stops polling: waits for a round in flight (at most `timeoutMs`) and ignores what comes later. */
   async close(timeoutMs = 5000): Promise<void> {
-    const round = this.polling;
+    const rounds = [this.rounds.members, this.rounds.pending].filter((r) => r !== undefined);
     this.closed = true;
-    if (round) await Promise.race([round, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    if (rounds.length) await Promise.race([Promise.all(rounds), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }
 
   /** Writes every host's last-seen time (on a slow schedule and at shutdown). */
@@ -396,6 +444,37 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.store.tx(() => {
       for (const h of this.hosts.values()) if (h.lastSeen) this.store.run('UPDATE hosts SET last_seen = ? WHERE id = ?', h.lastSeen, h.id);
     });
+  }
+}
+
+/** Counts, per address, enrollments in the current minute. Bounded: the oldest addresses go first. */
+class EnrollLimit {
+  private readonly windows = new Map<string, { since: number; count: number; refused: boolean }>();
+
+  /** How long `from` must wait before its next untrusted enrollment (0: it may go on). */
+  waitMs(from: string, now: number): number {
+    const w = this.windows.get(from);
+    if (!w || now - w.since >= 60_000) return 0;
+    return w.count >= UNTRUSTED_ENROLLS_PER_MINUTE ? w.since + 60_000 - now : 0;
+  }
+
+  /** True the first time `from` is refused in its window (say it once, not per request). */
+  firstRefusal(from: string): boolean {
+    const w = this.windows.get(from);
+    if (!w || w.refused) return false;
+    w.refused = true;
+    return true;
+  }
+
+  count(from: string, now: number): void {
+    let w = this.windows.get(from);
+    if (!w || now - w.since >= 60_000) {
+      this.windows.delete(from);
+      w = { since: now, count: 0, refused: false };
+      this.windows.set(from, w);
+      if (this.windows.size > 10_000) this.windows.delete(this.windows.keys().next().value!);
+    }
+    w.count++;
   }
 }
 

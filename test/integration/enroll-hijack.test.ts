@@ -1,10 +1,11 @@
 // Enrollment as a stranger on the LAN would try it, through the real controller app over HTTP:
 // nobody without the host's own key or a join token changes an enrolled host (its key, its URL,
-// its state), a PC with a new address still moves by its key, a token allows a replacement, and a
-// pending host is never sent a key.
+// its state), a PC with a new address still moves by its key, a token allows a replacement, a
+// pending host is never sent a key, and a flood of enrollments neither fills the controller nor
+// holds up the polls of its hosts.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -132,5 +133,48 @@ describe('enrollment cannot be hijacked (real controller app)', function () {
     } finally {
       await lan.close();
     }
+  });
+
+  it('should poll approved hosts in a round of their own, which pending hosts that never answer do not reach', async () => {
+    const sockets: Socket[] = [];
+    const hole = createTcpServer((s) => sockets.push(s)); // accepts, never answers
+    await new Promise<void>((r) => hole.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(hole.address() as AddressInfo).port}`;
+    try {
+      for (let i = 0; i < 3; i++) expect((await enroll({ hostId: `pc-hole-${i}`, url, key: `hole-key-000000${i}` })).json.state).to.equal('pending');
+      await ctl.services.hosts.pollMembers();
+      expect(sockets).to.have.length(0);
+      expect(await host('pc-1')).to.include({ state: 'ready', missedPolls: 0 });
+      await ctl.services.hosts.pollPending();
+      expect(sockets).to.have.length(3);
+      expect(await host('pc-hole-0')).to.include({ state: 'pending', missedPolls: 1 });
+    } finally {
+      for (const s of sockets) s.destroy(); // it never reads, so it would never see the poller hang up
+      await new Promise((r) => hole.close(r));
+    }
+  });
+
+  it('should refuse a flood of enrollments from one address after 30 a minute, token or not, and say so once', async () => {
+    let accepted = 0;
+    let refused: { status: number; json: any } | undefined;
+    for (let i = 0; i < 40 && !refused; i++) {
+      const r = await enroll({ hostId: `flood-${i}`, url: 'http://127.0.0.1:9', key: `flood-key-00000${i}` });
+      if (r.status === 200) accepted++;
+      else refused = r;
+    }
+    expect(accepted).to.be.within(1, 29); // earlier tests here used part of this address's minute
+    expect(refused?.status).to.equal(429);
+    expect(refused?.json.error).to.include({ code: 'too_many_enrollments' });
+    expect(refused?.json.error.message).to.match(/more than 30 enrollments a minute without a valid join token from 127\.0\.0\.1: try again in \d+ s/);
+    const withToken = await enroll({ hostId: 'flood-x', url: 'http://127.0.0.1:9', key: 'flood-key-token01' }, { joinToken: ctl.services.secrets.joinToken });
+    expect(withToken.status).to.equal(429);
+    const hosts = (await admin('GET', '/api/hosts')).json.hosts as { id: string }[];
+    expect(hosts.filter((h) => h.id.startsWith('flood-'))).to.have.length(accepted);
+    // The controller's own agent (`skyhost up`) enrolls in-process, from no address.
+    const local = await agent('pc-local');
+    expect(ctl.services.hosts.enroll({ hostId: local.hostId, hostname: 'local', agentUrl: local.url, agentKey: local.key, version: 't',
+      joinToken: ctl.services.secrets.joinToken }).state).to.equal('ready');
+    const events = (await admin('GET', '/api/events?level=warn&limit=200')).json.events as { msg: string }[];
+    expect(events.filter((e) => /^enrollments from 127\.0\.0\.1 refused for \d+ s/.test(e.msg))).to.have.length(1);
   });
 });

@@ -269,17 +269,20 @@ describe('controller poll schedule', () => {
     expect(at).to.deep.equal([0, 1000, 2000, 3000]);
   });
 
-  it('should poll every host at pollIntervalSeconds from the controller services', async () => {
+  it('should poll the hosts at pollIntervalSeconds, in a loop that slow pending hosts do not hold up', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'skyhost-polls-'));
     const clock = new TestClock();
     quiet();
     const services = await createServices({ dataDir: dir, log: logger('test'), pollIntervalSeconds: 7, captureLogs: false, clock });
     try {
-      const at: number[] = [];
-      services.hosts.pollAll = async () => { at.push(clock.now()); };
+      const members: number[] = [];
+      const pending: number[] = [];
+      services.hosts.pollMembers = async () => { members.push(clock.now()); };
+      services.hosts.pollPending = async () => { pending.push(clock.now()); await clock.sleep(20_000); }; // slow strangers
       services.start();
       await clock.advance(70_000);
-      expect(at).to.deep.equal([0, 7000, 14_000, 21_000, 28_000, 35_000, 42_000, 49_000, 56_000, 63_000, 70_000]);
+      expect(members).to.deep.equal([0, 7000, 14_000, 21_000, 28_000, 35_000, 42_000, 49_000, 56_000, 63_000, 70_000]);
+      expect(pending).to.deep.equal([0, 20_000, 40_000, 60_000]);
     } finally {
       await services.stop();
       loud();

@@ -12,26 +12,16 @@ import { HttpClient } from '../../base/http-client.ts';
 import type { Logger } from '../../base/log.ts';
 import { lanAddress, localAddressTowards } from '../../base/net.ts';
 import { browseControllers, type ControllerBrowser } from './browse.ts';
-import { initialState, next, type ControllerState, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
+import { initialState, next, type ControllerState, type DiscoveryConfig, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
 import { enrollmentFile, loadRemembered, saveRemembered } from './remembered.ts';
 
 export { browseControllers, type ControllerBrowser } from './browse.ts';
 export { chooseController, type Choice, type ControllerState } from './machine.ts';
 export { enrollmentFile, JOIN_TOKEN_FILE, loadRemembered, readJoinToken, type Remembered } from './remembered.ts';
 
-export interface DiscoveryOptions {
+/** Who this agent is and how to reach it (machine.ts DiscoveryConfig), and where it keeps its state. */
+export interface DiscoveryOptions extends Omit<DiscoveryConfig, 'tickMs' | 'settleMs' | 'enrollmentFile'> {
   dataDir: string;
-  hostId: string;
-  hostname: string;
-  agentKey: string;
-  version: string;
-  /** The agent's own HTTP port (its URL is built from the address it uses to reach the controller). */
-  agentPort: number;
-  /** `--controller URL`: no browsing. */
-  controllerUrl?: string | undefined;
-  /** A fixed agent URL (config `agentUrl`) instead of the one worked out from our address. */
-  agentUrl?: string | undefined;
-  joinToken?: string | undefined;
   lanInterface?: string | undefined;
   /** A browser started earlier (while the agent was still starting), to hear answers sooner. */
   browser?: ControllerBrowser | undefined;

@@ -113,6 +113,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   app.delete('/vms/:id', async (req, res) => {
     await vms.delete(vmIdParam(req));
     res.status(204).end();
+    void deps.status.refresh(); // the next poll sees the memory it gave back; refresh() logs its own failures
   });
   app.get(['/vms/:id/console', '/vms/:id/vnc'], (req, res) => {
     vms.get(vmIdParam(req));
@@ -124,6 +125,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     if (!action.success) throw new NotFound(`action ${JSON.stringify(String(req.params.action).slice(0, 32))} (use start, shutdown, poweroff or reboot)`);
     const opts = parse(VmActionRequest, req.body ?? {});
     res.json(await vms.action(id, action.data, opts));
+    void deps.status.refresh(); // logs its own failures
   });
 
   app.get('/templates', async (_req, res) => {

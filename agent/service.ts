@@ -65,12 +65,20 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
     hostId: p.hostId, dataDir: p.dataDir, accel, hypervisor: p.hypervisor, templates: p.templates, forwarder: p.forwarder,
     sshHost: p.sshHost, log: p.log, ...(p.afterStep ? { afterStep: p.afterStep } : {}),
   });
-  const adopted = await vms.adopt();
   const status = new StatusSampler({
     hostId: p.hostId, accel, ...(p.accel.reason ? { accelReason: p.accel.reason } : {}), hypervisor: p.hypervisor, resources: p.resources,
     vms, templates: p.templates, log: p.log, ...(p.controller ? { controller: p.controller } : {}),
   });
-  await status.start();
+  let adopted: number;
+  try {
+    adopted = await vms.adopt();
+    await status.start();
+  } catch (err) {
+    // consoles and forwards of the VMs adopted so far are let go; the VMs themselves keep running
+    status.stop();
+    await vms.stop();
+    throw err;
+  }
   const app = buildAgentApp({
     key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log,
     ...(p.bodyLimit !== undefined ? { bodyLimit: p.bodyLimit } : {}), ...(p.maxUploadBytes !== undefined ? { maxUploadBytes: p.maxUploadBytes } : {}),
@@ -194,7 +202,10 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   const server = createServer(agent.app);
   server.on('upgrade', agent.onUpgrade);
   const listenHost = opts.listen ?? config.listen;
-  const port = await listen(server, opts.port ?? config.agentPort, listenHost);
+  const port = await listen(server, opts.port ?? config.agentPort, listenHost).catch(async (err: unknown) => {
+    await agent.stop();
+    throw err;
+  });
   const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? publicAddress(config) : listenHost;
   const url = config.agentUrl ?? `http://${urlHost}:${port}`;
   log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted: agent.adopted });

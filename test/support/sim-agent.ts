@@ -23,6 +23,7 @@ import { close, listen } from '../../base/http.ts';
 import { Logger } from '../../base/log.ts';
 import { VERSION } from '../../base/version.ts';
 import type { SshForwarder } from '../../agent/forwarder.ts';
+import type { PowerState, VmMetadata } from '../../agent/hypervisor/driver.ts';
 import type { FakeHypervisor } from '../../agent/hypervisor/fake.ts';
 import { loadHypervisor } from '../../agent/hypervisor/load.ts';
 import type { HostFacts, HostResources, HostSample } from '../../agent/resources.ts';
@@ -277,7 +278,7 @@ export class SimAgent {
   }
 
   /** The VMs on the simulated machine, by id (what its hypervisor holds). */
-  get vms(): ReadonlyMap<string, unknown> {
+  get vms(): ReadonlyMap<string, { metadata: VmMetadata; state: PowerState }> {
     return this.hypervisor?.domains ?? new Map();
   }
 

@@ -141,7 +141,7 @@ describe('controller pages (HTTP)', function () {
     const html = bytes.toString('utf8');
     expect(html).to.match(/^<!doctype html>/).and.match(/<\/html>\s*$/);
     expect(html.split('<div id="dashboard"').length).to.equal(2);
-    expect(html).to.not.contain('skyhost:partial');
+    expect(html).to.not.contain('<!--skyhost:'); // the stand-in for the kept partial is gone
     // The partial inside the page is the one an htmx poll gets (same version stamp).
     const part = await alice.get('/', { 'HX-Request': 'true' });
     expect(html).to.contain(/data-version="[^"]+"/.exec(part.text)![0]);

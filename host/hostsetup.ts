@@ -188,7 +188,7 @@ function readBootId(): string {
   try {
     return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
   } catch {
-    return 'unknown';
+    return 'unknown'; // no /proc: a fallback only (hosts run Linux), where the cache cannot tell boots apart
   }
 }
 

@@ -191,6 +191,7 @@ function locateBinary(deps: InstallDeps): string {
   try {
     return (deps.binary ?? skyhostExecutable)();
   } catch {
+    // Whatever stops us from finding it, there is nothing to hand out; the message says how to fix that.
     throw new Unavailable('this controller has no skyhost executable to hand out: build it with "npm run build" (dist/skyhost)', undefined, 'binary_missing');
   }
 }

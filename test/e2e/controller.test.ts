@@ -61,6 +61,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
   after(async function () {
     this.timeout(120_000);
     await browser?.close();
+    // Teardown goes on past a failed step so that the rest is still removed; the test has reported already.
     await controller?.stop().catch(() => {});
     if (agent) {
       for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch(() => {});

@@ -3,7 +3,7 @@
 // which puts the controller and the agent together (appliance/up.ts).
 import type { Command } from '../base/cli.ts';
 import { hostSetupCommand } from '../host/host-command.ts';
-import { controllerCommand, dataFlag, portFlag } from '../server/commands.ts';
+import { controllerBackupCommand, controllerCommand, controllerRestoreCommand, dataFlag, portFlag } from '../server/commands.ts';
 import { AGENT_COMMANDS } from '../agent/commands.ts';
 import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
 import { setupCommand } from './setup/commands.ts';
@@ -17,4 +17,4 @@ export const upCommand: Command = {
   run: async (ctx) => (await import('./up.ts')).serveUp(ctx),
 };
 
-export const COMMANDS: Command[] = [upCommand, controllerCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS];
+export const COMMANDS: Command[] = [upCommand, controllerCommand, controllerBackupCommand, controllerRestoreCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS];

@@ -31,6 +31,7 @@ export const configShape = {
   selfRegistration: z.boolean(),
   pollIntervalSeconds: z.number().int().min(1).max(3600),
   advertise: z.boolean(),
+  backupKeepDays: z.number().int().min(0).max(3650),
   // agent
   agentPort: portSchema,
   agentUrl: z.url().optional(),
@@ -60,6 +61,7 @@ export function defaults(opts: { isRoot: boolean; cwd: string }): Config {
     selfRegistration: false,
     pollIntervalSeconds: 5,
     advertise: true,
+    backupKeepDays: 7,
     agentPort: 8081,
     sshPortRange: '20000-20999',
     setupPort: 8090,

@@ -11,6 +11,7 @@ import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../base/config.ts';
 import { logger, type Logger } from '../base/log.ts';
+import { nightlyBackup } from './db/backup.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
 import { HostRegistry } from './hosts/registry.ts';
@@ -37,6 +38,8 @@ export interface ServicesOptions {
   captureLogs?: boolean;
   /** The timers polls run on (tests pass one they control). */
   clock?: Clock;
+  /** A backup into DATA/backups/ every night at 03:00, kept this many days (config `backupKeepDays`); none when 0 or absent. */
+  backupKeepDays?: number;
 }
 
 export interface ControllerServices {
@@ -61,7 +64,7 @@ export interface ControllerServices {
 export function servicesOptions(config: Config, log: Logger): ServicesOptions {
   return {
     dataDir: config.dataDir, log, schedulerPolicy: config.schedulerPolicy, selfRegistration: config.selfRegistration,
-    pollIntervalSeconds: config.pollIntervalSeconds,
+    pollIntervalSeconds: config.pollIntervalSeconds, backupKeepDays: config.backupKeepDays,
   };
 }
 
@@ -116,6 +119,16 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
         vms.pruneIdempotencyKeys();
         await vms.expireLeases(system);
       }, { name: 'housekeeping', noOverlap: true }));
+      const keepDays = opts.backupKeepDays ?? 0;
+      if (keepDays > 0) {
+        tasks.push(cron.schedule('0 3 * * *', async () => {
+          try {
+            await nightlyBackup({ dataDir: opts.dataDir, keepDays, log });
+          } catch (err) {
+            log.error('nightly backup failed; the older backups are kept', { err });
+          }
+        }, { name: 'nightly backup', noOverlap: true }));
+      }
     },
     async stop() {
       for (const p of polls.splice(0)) p.stop();

@@ -89,3 +89,40 @@ export class Store {
     if (this.db.isOpen) this.db.close();
   }
 }
+
+/** The schema version this code writes: a database with a higher one was made by a newer SkyHost. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * Whether some connection (a running controller, in this process or another) has `file` open: an
+ * open WAL database keeps a shared lock on its file for as long as it is open, so an exclusive lock
+ * is refused. When nobody has it, closing our connection folds any left-over WAL into the file.
+ */
+export function databaseInUse(file: string): boolean {
+  const db = new DatabaseSync(file, { timeout: 0 });
+  try {
+    db.exec('PRAGMA locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+    db.exec('ROLLBACK');
+    return false;
+  } catch (err) {
+    const code = (err as { errcode?: number }).errcode;
+    if (code === 5 || code === 6) return true; // SQLITE_BUSY, SQLITE_LOCKED
+    throw err;
+  } finally {
+    db.close();
+  }
+}
+
+/** What a database file is, without migrating it: its schema version, its tables and `PRAGMA integrity_check`. */
+export function inspectDatabase(file: string): { schemaVersion: number; tables: string[]; integrity: string[] } {
+  const db = new DatabaseSync(file, { timeout: 5000 });
+  try {
+    const schemaVersion = Number((db.prepare('PRAGMA user_version').get() as Row).user_version);
+    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Row[]).map((r) => String(r.name));
+    const integrity = (db.prepare('PRAGMA integrity_check').all() as Row[]).map((r) => String(r.integrity_check));
+    return { schemaVersion, tables, integrity };
+  } finally {
+    db.close();
+  }
+}

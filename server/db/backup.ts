@@ -84,7 +84,8 @@ export async function writeBackup(opts: { dataDir: string; file: string; replace
   const work = mkdtempSync(path.join(tmpdir(), 'skyhost-backup-'));
   try {
     const copy = path.join(work, DB_NAME);
-    const source = new DatabaseSync(dbFile, { readOnly: true, timeout: 5000 });
+    // Not read-only: when no controller runs, closing this connection tidies the WAL away as the controller's own close does.
+    const source = new DatabaseSync(dbFile, { timeout: 5000 });
     try {
       await backup(source, copy, { rate: ALL_PAGES });
     } finally {

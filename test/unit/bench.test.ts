@@ -53,7 +53,8 @@ describe('bench registry', () => {
   const CONTRACT_IDS = [
     'binary.size_mb', 'binary.startup_ms', 'clone.overlay_ms', 'clone.full_copy_ms',
     'scheduler.decisions_per_s_1000_hosts', 'scheduler.burst_max_minus_min', 'scheduler.fill_pct', 'scheduler.fill_pct_seed_baseline',
-    'controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb',
+    'controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb', 'controller.create_rate',
+    'controller.dashboard_p99_ms_1000', 'controller.api_vms_p99_ms_1000', 'controller.rss_mb_1000', 'controller.create_rate_1000',
     'agent.status_p50_ms', 'agent.idle_rss_mb', 'agent.idle_cpu_pct',
     'vm.request_to_running_ms', 'vm.request_to_console_ms', 'vm.overhead_ms',
     'discovery.enroll_ms', 'iso.remaster_s', 'iso.copy_s',
@@ -69,6 +70,29 @@ describe('bench registry', () => {
       expect(group!.ids.map(([i]) => i), id).to.include(id);
     }
     for (const g of GROUPS) for (const [id] of g.ids) expect(id.startsWith(`${g.name}.`), id).to.equal(true);
+  });
+});
+
+describe('bench: the controller group\'s sizes', () => {
+  it('should report the same figures at 200 and at 1,000 hosts, the 1,000-host ids with _1000, the one-size extras once', async () => {
+    const { controllerGroup, SIZES, sizeIds } = await import('../../bench/controller.ts');
+    expect(SIZES.map((s) => s.hosts)).to.deep.equal([200, 1000]);
+    const base = ['controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb', 'controller.create_rate'];
+    for (const size of SIZES) {
+      const ids = sizeIds(size).map(([id]) => id);
+      for (const id of base) expect(ids, `${size.hosts} hosts`).to.include(id + size.suffix);
+    }
+    const all = controllerGroup.ids.map(([id]) => id);
+    expect(new Set(all).size).to.equal(all.length);
+    expect(all.filter((id) => id === 'controller.class_burst_30_ms')).to.have.length(1);
+  });
+
+  it('should keep the targets of docs/design.md#benchmarks at each size', async () => {
+    const { SIZES } = await import('../../bench/controller.ts');
+    expect(SIZES.map((s) => [s.hosts, s.targets])).to.deep.equal([
+      [200, { dashboardMs: 50, apiVmsMs: 50, rssMb: 150 }],
+      [1000, { dashboardMs: 50, apiVmsMs: 100, rssMb: 250 }],
+    ]);
   });
 });
 

@@ -80,6 +80,8 @@ export async function writeBackup(opts: { dataDir: string; file: string; replace
   if (existsSync(target)) {
     if (statSync(target).isDirectory()) throw new BadRequest(`${target} is a folder: give the backup's file name`, undefined, 'backup_target');
     if (!opts.replace) throw new Conflict(`${target} exists: give another name, or --force to replace it`);
+  } else if (!existsSync(path.dirname(target))) {
+    throw new BadRequest(`cannot write ${target}: the folder ${path.dirname(target)} does not exist`, undefined, 'backup_target');
   }
   const work = mkdtempSync(path.join(tmpdir(), 'skyhost-backup-'));
   try {
@@ -531,7 +533,7 @@ async function unpack(file: string, stage: string): Promise<BackupManifest> {
   } catch (err) {
     if (err instanceof SkyError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code === 'ERR_PADDING_1') {
+    if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR') {
       throw notABackup(file, code === 'Z_BUF_ERROR' ? 'the file ends early (cut short?)' : 'not a gzip file');
     }
     if (err instanceof ArchiveError) throw notABackup(file, err.message);

@@ -146,6 +146,11 @@ describe('controller backup and restore', function () {
       expect(again.code).to.equal(2);
       expect(again.err).to.equal(`skyhost: ${file()} exists: give another name, or --force to replace it\n`);
       expect((await skyhost('controller', 'backup', '--data', dirA())).code).to.equal(2);
+      const nowhere = await skyhost('controller', 'backup', path.join(tmp, 'no-such-folder', 'x.tar.gz'), '--data', dirA());
+      expect(nowhere.code).to.equal(2);
+      expect(nowhere.err).to.contain(`the folder ${path.join(tmp, 'no-such-folder')} does not exist`);
+      expect((await skyhost('controller', 'backup', path.join(tmp, 'x.tar.gz'), '--data', path.join(tmp, 'empty'))).err)
+        .to.equal(`skyhost: no controller database at ${path.join(tmp, 'empty', 'skyhost.db')} (is --data right?)\n`);
     });
 
     it('restores onto a fresh data folder: every record acknowledged before the backup, intact, same cluster and secrets', async () => {

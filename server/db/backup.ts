@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip, createGzip } from 'node:zlib';
 import { z } from 'zod';
 import { UsageError, type CommandContext } from '../../base/cli.ts';
-import { BadRequest, Conflict, SkyError } from '../../base/errors.ts';
+import { BadRequest, Conflict, Forbidden, SkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import { VERSION } from '../../base/version.ts';
 import { databaseInUse, inspectDatabase, SCHEMA_VERSION } from './store.ts';
@@ -206,7 +206,7 @@ export async function nightlyBackup(opts: { dataDir: string; keepDays: number; l
 /** `skyhost controller backup FILE` */
 export async function backupCommand(ctx: CommandContext): Promise<number> {
   const file = oneFile(ctx, 'controller backup');
-  const r = await writeBackup({ dataDir: ctx.config.dataDir, file, replace: ctx.flags.force === true });
+  const r = await plainFileErrors(() => writeBackup({ dataDir: ctx.config.dataDir, file, replace: ctx.flags.force === true }));
   const secrets = r.manifest.files.length - 1;
   ctx.print(`backup of cluster ${r.manifest.clusterId} written to ${r.file} (${Math.ceil(r.bytes / 1024)} KiB, mode 0600): ` +
     `the database (schema ${r.manifest.schemaVersion}) and ${secrets} secret file${secrets === 1 ? '' : 's'}`);
@@ -216,7 +216,7 @@ export async function backupCommand(ctx: CommandContext): Promise<number> {
 /** `skyhost controller restore FILE` */
 export async function restoreCommand(ctx: CommandContext): Promise<number> {
   const file = oneFile(ctx, 'controller restore');
-  const r = await restoreBackup({ dataDir: ctx.config.dataDir, file, log: ctx.log });
+  const r = await plainFileErrors(() => restoreBackup({ dataDir: ctx.config.dataDir, file, log: ctx.log }));
   ctx.print(`restored cluster ${r.manifest.clusterId} from ${path.resolve(file)} (made ${r.manifest.createdAt}) into ${ctx.config.dataDir}`);
   if (r.previous) ctx.print(`the database and secrets it replaced are in ${r.previous}`);
   ctx.print(`start the controller: hosts re-attach with their keys, and agents find it by mDNS (cluster ${r.manifest.clusterId})`);
@@ -227,6 +227,18 @@ function oneFile(ctx: CommandContext, command: string): string {
   const [file, ...extra] = ctx.args;
   if (!file || extra.length > 0) throw new UsageError(`${command}: needs exactly one FILE, got ${ctx.args.length} (see skyhost ${command} --help)`);
   return file;
+}
+
+/** A file system refusal said in one line (the CLI prints a SkyError's message, not a stack). */
+async function plainFileErrors<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EACCES' || e.code === 'EPERM') throw new Forbidden(`${e.path ?? 'a file'}: permission denied (run it as the controller's user, root)`);
+    if (e.code === 'ENOSPC') throw new SkyError(507, 'disk_full', `the disk is full${e.path ? ` (writing ${e.path})` : ''}: nothing was replaced`);
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const store = new Store(path.join(opts.dataDir, 'skyhost.db'));
   const events = new EventLog(store);
   const uncapture = opts.captureLogs === false ? () => {} : events.captureLogs();
-  const users = new Users(store);
+  const users = new Users(store, { audit: (e) => events.record({ source: 'users', ...e }) });
   await users.ensureAdmin(secrets.adminToken);
   users.ensureToken('admin', 'admin token (DATA/secrets/admin-token)', secrets.adminToken);
   if (store.get('SELECT 1 FROM settings WHERE key = ?', 'selfRegistration') === undefined) users.setSelfRegistration(opts.selfRegistration ?? false);
@@ -91,7 +91,15 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const joinTokens = new JoinTokens({ dataDir: opts.dataDir });
   const hosts = new HostRegistry(store, {
     clusterId: secrets.clusterId,
-    redeemJoinToken: (token, hostId) => joinTokens.redeem(token, hostId),
+    redeemJoinToken: (token, hostId) => {
+      const verdict = joinTokens.redeem(token, hostId);
+      // A refused token is logged by the registry (with the sender); a used one is an audit event here.
+      if (verdict.ok) {
+        const which = verdict.kind === 'cluster' ? 'the cluster join token' : `single-use join token ${verdict.id}`;
+        events.record({ source: 'tokens', msg: `${which} used by host ${hostId}`, hostId, data: { kind: verdict.kind, ...(verdict.id ? { tokenId: verdict.id } : {}) } });
+      }
+      return verdict;
+    },
     log: logger('hosts'),
     ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
     ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),

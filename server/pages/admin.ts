@@ -120,10 +120,10 @@ export function adminPages(services: ControllerServices): Router {
     if (action === 'password') {
       const errors = schemaErrors({ password: [Password, field(req, 'password', 256)] });
       if (errors.password) throw new InvalidField('password', errors.password);
-      await services.users.changePassword(name, field(req, 'password', 256));
+      await services.users.changePassword(name, field(req, 'password', 256), { by: me(res).name });
       notice = `New password set for ${name}.`;
     } else if (action === 'role') {
-      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'user');
+      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'user', me(res).name);
       notice = `${name} is now ${services.users.get(name)?.role === 'admin' ? 'an admin' : 'a user'}.`;
     } else if (action === 'delete') {
       services.users.remove(name);

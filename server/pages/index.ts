@@ -7,7 +7,7 @@
 //   /vms /vms/:id                                 vms.ts
 //   /hosts /templates /admin/users /admin/events  admin.ts
 import express, { type Router } from 'express';
-import { NotFound, Unauthorized, toSkyError } from '../../base/errors.ts';
+import { NotFound, SkyError, Unauthorized, toSkyError } from '../../base/errors.ts';
 import { wantsFragment } from '../../base/views.ts';
 import type { Logger } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
@@ -53,10 +53,11 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
     });
     if (Object.keys(errors).length > 0) return again(422);
     try {
-      const { sessionId, session } = await services.users.login(name, password);
+      const { sessionId, session } = await services.users.login(name, password, req.ip);
       setSessionCookie(req, res, sessionId, session.expiresAt);
       redirect(req, res, session.user.mustChangePassword ? PASSWORD_CHANGE_PATH : next);
     } catch (err) {
+      if (err instanceof SkyError && err.status === 429) return again(429, err.message);
       if (!(err instanceof Unauthorized)) throw err;
       again(401, 'Wrong user name or password.');
     }
@@ -67,7 +68,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
     const password = field(req, 'password', 256);
     try {
       await services.users.register(name, password);
-      const { sessionId, session } = await services.users.login(name, password);
+      const { sessionId, session } = await services.users.login(name, password, req.ip);
       setSessionCookie(req, res, sessionId, session.expiresAt);
       redirect(req, res, '/');
     } catch (err) {

@@ -28,7 +28,7 @@ export function userRoutes(api: ApiRouter, services: ControllerServices): void {
     method: 'post', path: '/api/login', summary: 'Sign in; sets the session cookie and returns the CSRF token', auth: 'none', body: LoginRequest,
     responses: { 200: z.object({ user: User, csrfToken: z.string(), mustChangePassword: z.boolean() }) },
   }, async (req, res, { body }) => {
-    const { sessionId, session } = await users.login(body.username, body.password);
+    const { sessionId, session } = await users.login(body.username, body.password, req.ip); // 'trust proxy' is off: the socket's address
     setSessionCookie(req, res, sessionId, session.expiresAt);
     res.json({ user: session.user, csrfToken: session.csrfToken, mustChangePassword: session.user.mustChangePassword });
   });
@@ -90,8 +90,8 @@ export function userRoutes(api: ApiRouter, services: ControllerServices): void {
   }, async (req, res, { body }) => {
     const name = param(req, 'name');
     if (!users.get(name)) throw new NotFound(`user "${name}"`);
-    if (body.role) users.setRole(name, body.role);
-    if (body.password) await users.changePassword(name, body.password);
+    if (body.role) users.setRole(name, body.role, me(res).name);
+    if (body.password) await users.changePassword(name, body.password, { by: me(res).name });
     res.json({ user: users.get(name) });
   });
   api.route({ method: 'delete', path: '/api/users/:name', summary: 'Remove a user (who has no VMs)', auth: 'admin', responses: { 204: 'removed' } }, (req, res) => {

@@ -2,9 +2,19 @@
 // self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
 import { createHash, randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import { z } from 'zod';
-import { Conflict, Forbidden, NotFound, SkyError, Unauthorized } from '../../base/errors.ts';
+import { Conflict, Forbidden, NotFound, Unauthorized } from '../../base/errors.ts';
 import { sameSecret } from '../../base/secrets.ts';
 import type { Row, Store } from '../db/store.ts';
+import { addressKey, LoginThrottle } from './login-throttle.ts';
+
+export { LOGIN_ATTEMPTS, LOGIN_WINDOW_MS } from './login-throttle.ts';
+
+/** An audit event (sign-ins, failed sign-ins, role and password changes); services.ts sends it to the event log. */
+export interface AuditEvent {
+  level: 'info' | 'warn';
+  msg: string;
+  data: Record<string, unknown>;
+}
 
 export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
 export const Password = z.string().min(8, 'must be at least 8 characters').max(256);
@@ -32,11 +42,6 @@ export interface Session {
 }
 
 const SESSION_DAYS = 7;
-/** Wrong passwords allowed per user name and window before logins for that name wait. */
-export const LOGIN_ATTEMPTS = 10;
-export const LOGIN_WINDOW_MS = 5 * 60_000;
-/** Names whose wrong passwords are remembered at once; past it, one is forgotten per new name. */
-const MAX_TRACKED_NAMES = 10_000;
 const SCRYPT: ScryptOptions = { N: 16384, r: 8, p: 1, maxmem: 64 * 1024 * 1024 };
 
 function scrypt(password: string, salt: Buffer): Promise<Buffer> {
@@ -81,10 +86,20 @@ function rowToUser(r: Row): User {
  */
 export class Users {
   private readonly store: Store;
-  private readonly failures = new Map<string, { count: number; since: number }>();
+  private readonly throttle: LoginThrottle;
+  private readonly audit: ((e: AuditEvent) => void) | undefined;
 
-  constructor(store: Store) {
+  /** `now` drives the login back-off (tests pass a clock they control); `audit` receives the audit events. */
+  constructor(store: Store, opts: { now?: () => number; audit?: (e: AuditEvent) => void } = {}) {
     this.store = store;
+    this.throttle = new LoginThrottle(opts.now ? { now: opts.now } : {});
+    this.audit = opts.audit;
+    this.throttle.onRefusal = (name, from, refusal) => {
+      if (!refusal.firstTime) return; // once per name or address and window, not per request
+      const where = from ? ` from ${from}` : '';
+      const why = refusal.reason === 'address' ? `too many failed sign-ins${where}` : `too many wrong passwords for "${name}"`;
+      this.audit?.({ level: 'warn', msg: `sign-ins refused: ${why} (next try in ${refusal.waitS} s)`, data: { user: name, ...(from ? { from } : {}), reason: refusal.reason } });
+    };
   }
 
   get(name: string): User | undefined {
@@ -119,9 +134,15 @@ export class Users {
     if (this.store.run('DELETE FROM users WHERE name = ?', name).changes === 0) throw new NotFound(`user "${name}"`);
   }
 
-  setRole(name: string, role: Role): User {
+  /** Changes a user's role; `by` is the admin who did it (for the audit event). */
+  setRole(name: string, role: Role, by?: string): User {
     if (name === 'admin' && role !== 'admin') throw new Forbidden('the admin user stays an admin');
+    const before = this.get(name);
     if (this.store.run('UPDATE users SET role = ? WHERE name = ?', role, name).changes === 0) throw new NotFound(`user "${name}"`);
+    if (before && before.role !== role) {
+      this.audit?.({ level: 'info', msg: `role of "${name}" changed from ${before.role} to ${role}${by ? ` by "${by}"` : ''}`,
+        data: { user: name, was: before.role, role, ...(by ? { by } : {}) } });
+    }
     return this.get(name)!;
   }
 
@@ -134,66 +155,29 @@ export class Users {
   }
 
   /**
-   * Logs in: a new session; `sessionId` goes into the cookie and is stored only as a hash. After
-   * LOGIN_ATTEMPTS wrong passwords for a name within LOGIN_WINDOW_MS, that name is refused (429)
-   * until the window has passed: guessing the admin's password is slow.
+   * Logs in: a new session; `sessionId` goes into the cookie and is stored only as a hash. `from` is
+   * the source address (absent for in-process callers). Wrong passwords slow down the address and lock
+   * the name for the addresses that guessed it (login-throttle.ts): a 429 "try again in N s".
    */
-  async login(name: string, password: string): Promise<{ sessionId: string; session: Session }> {
-    const key = name.toLowerCase().slice(0, 64);
-    const now = Date.now();
-    const seen = this.failures.get(key);
-    if (seen && now - seen.since > LOGIN_WINDOW_MS) this.failures.delete(key);
-    else if (seen && seen.count >= LOGIN_ATTEMPTS) {
-      const wait = Math.ceil((seen.since + LOGIN_WINDOW_MS - now) / 60_000);
-      throw new SkyError(429, 'too_many_attempts', `too many wrong passwords for "${key}": try again in ${wait} minute(s)`);
-    }
+  async login(name: string, password: string, from?: string): Promise<{ sessionId: string; session: Session }> {
+    const who = { user: name.slice(0, 64), ...(from !== undefined ? { from: addressKey(from) } : {}) };
+    this.throttle.check(name, from);
     let user: User;
     try {
       user = await this.authenticate(name, password);
     } catch (err) {
-      this.recordFailure(key, now);
+      this.throttle.failed(name, from);
+      this.audit?.({ level: 'warn', msg: `failed sign-in as "${who.user}"${from !== undefined ? ` from ${who.from}` : ''}`, data: who });
       throw err;
     }
-    this.failures.delete(key);
+    this.throttle.succeeded(name);
     const sessionId = newSecret();
     const csrfToken = newSecret();
     const expiresAt = new Date(Date.now() + SESSION_DAYS * 86400_000).toISOString();
     this.store.run('INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
       tokenHash(sessionId), user.name, csrfToken, new Date().toISOString(), expiresAt);
+    this.audit?.({ level: 'info', msg: `"${user.name}" signed in${from !== undefined ? ` from ${who.from}` : ''}`, data: who });
     return { sessionId, session: { user, csrfToken, expiresAt } };
-  }
-
-  private recordFailure(key: string, now: number): void {
-    const entry = this.failures.get(key);
-    if (entry) {
-      entry.count++;
-      return;
-    }
-    if (this.failures.size >= MAX_TRACKED_NAMES) this.forgetOneFailure(now);
-    this.failures.set(key, { count: 1, since: now });
-  }
-
-  /**
-   * Makes room for a new name, oldest first: an entry whose window has passed, else the oldest of
-   * those with the fewest wrong passwords. Plain oldest-first would let a spray of 10,000 made-up
-   * names push out the locked admin (its entry is the oldest); those names fail once each and go first.
-   */
-  private forgetOneFailure(now: number): void {
-    let victim: string | undefined;
-    let fewest = Infinity;
-    // A Map iterates in insertion order and `since` is set on insertion: the oldest come first.
-    for (const [key, entry] of this.failures) {
-      if (now - entry.since > LOGIN_WINDOW_MS) {
-        victim = key;
-        break;
-      }
-      if (entry.count < fewest) {
-        victim = key;
-        fewest = entry.count;
-        if (fewest === 1) break;
-      }
-    }
-    if (victim !== undefined) this.failures.delete(victim);
   }
 
   /** The live session for a cookie value, or undefined. */
@@ -217,8 +201,8 @@ export class Users {
     this.store.run('DELETE FROM sessions WHERE id_hash = ?', tokenHash(sessionId));
   }
 
-  /** Sets a new password; ends the user's other sessions. `current` is checked unless an admin resets it. */
-  async changePassword(name: string, newPassword: string, opts: { current?: string; keepSession?: string } = {}): Promise<User> {
+  /** Sets a new password; ends the user's other sessions. `current` is checked unless an admin (`by`) resets it. */
+  async changePassword(name: string, newPassword: string, opts: { current?: string; keepSession?: string; by?: string } = {}): Promise<User> {
     if (opts.current !== undefined) await this.authenticate(name, opts.current);
     const hash = await hashPassword(Password.parse(newPassword));
     this.store.tx(() => {
@@ -227,6 +211,8 @@ export class Users {
       }
       this.store.run('DELETE FROM sessions WHERE user_name = ? AND id_hash != ?', name, opts.keepSession ? tokenHash(opts.keepSession) : '');
     });
+    const by = opts.by && opts.by !== name ? ` by "${opts.by}"` : '';
+    this.audit?.({ level: 'info', msg: `password of "${name}" changed${by}`, data: { user: name, ...(opts.by ? { by: opts.by } : {}) } });
     return this.get(name)!;
   }
 

@@ -3,9 +3,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parse as parseYaml, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { run } from '../base/exec.ts';
-import { InvalidField } from '../base/errors.ts';
+import { parseUserData } from '../wire/cloud-init.ts';
+
+export { parseUserData };
 
 export interface SeedInput {
   instanceId: string;
@@ -15,20 +17,6 @@ export interface SeedInput {
   sshUser?: string;
   /** The request's extra #cloud-config (YAML), merged under SkyHost's keys. */
   userData?: string;
-}
-
-/** Parses the request's user-data; a YAML that is not a mapping is a 422 on `userData`. */
-export function parseUserData(text: string | undefined): Record<string, unknown> {
-  if (!text || !text.trim()) return {};
-  let data: unknown;
-  try {
-    data = parseYaml(text, { maxAliasCount: 100 });
-  } catch (err) {
-    throw new InvalidField('userData', `is not valid YAML: ${(err as Error).message.split('\n')[0]}`);
-  }
-  if (data === null || data === undefined) return {};
-  if (typeof data !== 'object' || Array.isArray(data)) throw new InvalidField('userData', 'must be a #cloud-config mapping');
-  return data as Record<string, unknown>;
 }
 
 /** The user-data document: the request's cloud-config plus the hostname and SSH key. */

@@ -8,6 +8,7 @@
 //
 // The field limits are written once, here (`VM_LIMITS`), and so is the memory rule (`effectiveMemory`).
 import { z } from 'zod';
+import { userDataProblem } from './cloud-init.ts';
 import { ConsoleKind, TemplateName } from './template.ts';
 
 /** The bounds of every number and text a VM request may carry (API, page and agent alike). */
@@ -73,7 +74,10 @@ export const VmSpec = z.strictObject({
   /** Write-only: the default user's key, e.g. `ssh-ed25519 AAAAC3Nz... alice@laptop`. */
   sshKey: SshPublicKey.optional(),
   /** Write-only: extra cloud-init user-data merged into the seed, e.g. `#cloud-config\npackages: [git]`. */
-  userData: z.string().max(VM_LIMITS.userDataChars).optional(),
+  userData: z.string().max(VM_LIMITS.userDataChars).superRefine((text, ctx) => {
+    const problem = userDataProblem(text);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  }).optional(),
 });
 export type VmSpec = z.infer<typeof VmSpec>;
 

@@ -3,7 +3,7 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
-import { NotFound, toSkyError, type SkyError } from './errors.ts';
+import { BadRequest, NotFound, SkyError, toSkyError } from './errors.ts';
 import type { Logger } from './log.ts';
 
 /**
@@ -12,7 +12,7 @@ import type { Logger } from './log.ts';
  */
 export function errorHandler(log: Logger, logMsg: string, answer: (sky: SkyError, req: Request, res: Response) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    const sky = toSkyError(err);
+    const sky = badlyEncodedBody(err, req) ?? toSkyError(err);
     if (sky.status >= 500) log.error(logMsg, { method: req.method, path: req.path, err });
     if (res.headersSent) {
       res.end();
@@ -20,6 +20,18 @@ export function errorHandler(log: Logger, logMsg: string, answer: (sky: SkyError
     }
     answer(sky, req, res);
   };
+}
+
+/**
+ * A body whose Content-Encoding (gzip, deflate, br, zstd) does not decompress: the body parser
+ * passes zlib's own error on, which is the client's fault (400), not the server's.
+ */
+function badlyEncodedBody(err: unknown, req: Request): SkyError | undefined {
+  const encoding = req.get('content-encoding');
+  if (!encoding || /^\s*identity\s*$/i.test(encoding) || err instanceof SkyError) return undefined;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string' || !/^(Z_|ZSTD_|ERR__ERROR_|ERR_BROTLI|ERR_ZLIB|ERR_ZSTD)/.test(code)) return undefined;
+  return new BadRequest(`request body could not be decompressed (Content-Encoding: ${encoding.slice(0, 32)})`, undefined, 'bad_encoding');
 }
 
 /** Answers every error as `{ error: { code, message } }`; only 5xx are logged, never sent, with a stack. */

@@ -1,7 +1,7 @@
 // The controller's Express app, built from its services so that tests run it in-process; listening
 // (and the console WebSocket upgrade, server/console/proxy.ts) live in server/commands.ts.
 //
-//   request ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
+//   request ─▶ security headers ─▶ metrics ─▶ /healthz, /static ─▶ body (1 MiB JSON, 64 KiB forms) ─▶ authenticate
 //           ─▶ CSRF ─▶ /metrics ─▶ JSON API (server/api, each component's routes.ts) ─▶ pages ─▶ errors
 import express, { type ErrorRequestHandler, type Express, type RequestHandler } from 'express';
 import { SkyError } from '../base/errors.ts';
@@ -35,6 +35,7 @@ export function buildApp(deps: ControllerDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.locals.services = services;
+  app.use(securityHeaders);
   const metrics = new Metrics();
   app.use(metrics.middleware());
   app.get('/healthz', (_req, res) => {
@@ -64,6 +65,25 @@ export function buildApp(deps: ControllerDeps): Express {
   app.use(jsonErrors(log));
   return app;
 }
+
+/**
+ * Everything the pages load comes from the controller itself; scripts only from files (no inline
+ * script, no eval). Styles allow inline: the pages' bars set their width in a style attribute and
+ * htmx and xterm.js add <style> elements. Consoles' WebSockets are same-origin ('self').
+ */
+export const CONTENT_SECURITY_POLICY = [
+  "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data:", "font-src 'self'",
+  "connect-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'", "frame-ancestors 'none'",
+].join('; ');
+
+/** On every answer: the CSP, no framing, no content sniffing, no referrer to other sites. */
+const securityHeaders: RequestHandler = (_req, res, next) => {
+  res.setHeader('Content-Security-Policy', CONTENT_SECURITY_POLICY);
+  res.setHeader('X-Frame-Options', 'DENY');
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Referrer-Policy', 'same-origin');
+  next();
+};
 
 /**
  * 502/503 answers the controller gives on purpose (an agent is unreachable, no host fits) are

@@ -190,6 +190,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.selectOption('#ev-level', 'error');
     await page.waitForSelector('#event-log >> text=a live event from the test', { state: 'detached' });
     expect(page.url()).to.contain('level=error');
+    expect(browser!.errors.filter((e) => /Content Security Policy/i.test(e)), 'CSP violations').to.deep.equal([]);
     await page.click('header button:has-text("Log out")');
     await page.waitForURL('**/login');
     await page.goto(base + '/vms');

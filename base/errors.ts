@@ -81,6 +81,13 @@ export class Unavailable extends SkyError {
   }
 }
 
+/** 507: the disk is full (ENOSPC, SQLITE_FULL); nothing was written. `where` says which disk to free. */
+export class DiskFull extends SkyError {
+  constructor(where = "the controller's data folder") {
+    super(507, 'disk_full', `the controller's disk is full: free space on the disk of ${where} and try again`);
+  }
+}
+
 /** A subprocess that failed: carries the command, its arguments, exit code and stderr. */
 export class CommandFailed extends SkyError {
   readonly command: string;
@@ -121,7 +128,14 @@ export function toSkyError(err: unknown): SkyError {
     if (err.type === 'entity.too.large') return new PayloadTooLarge(String(err.limit ?? 'the limit'));
     return new BadRequest(`request body could not be read: ${err.message}`);
   }
+  if (isDiskFull(err)) return new DiskFull();
   return new SkyError(500, 'internal', 'internal error: see the server log');
+}
+
+/** ENOSPC from the file system, or SQLITE_FULL (13) from node:sqlite. */
+export function isDiskFull(err: unknown): boolean {
+  const e = err as { code?: unknown; errcode?: unknown } | null;
+  return typeof e === 'object' && e !== null && (e.code === 'ENOSPC' || (e.code === 'ERR_SQLITE_ERROR' && e.errcode === 13));
 }
 
 interface BodyParserError {

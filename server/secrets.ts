@@ -1,7 +1,7 @@
 // The controller's secrets in DATA/secrets (mode 0600): the admin API token (also the admin's
 // one-time first password) and the cluster join token; and the cluster id, made once.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 
 export interface ControllerSecrets {
@@ -20,9 +20,37 @@ function readOrCreate(file: string, make: () => string): { value: string; create
     if (value) return { value, created: false };
   }
   const value = make();
-  writeFileSync(file, value + '\n', { mode: 0o600 });
-  chmodSync(file, 0o600);
+  writeSecretFile(file, value + '\n');
   return { value, created: true };
+}
+
+/**
+ * Replaces `file` with `content`, mode 0600, all or nothing: written to a temp file beside it,
+ * synced, renamed over it, and the folder synced. On any failure (a full disk: ENOSPC) the temp file
+ * is removed and `file` keeps its old content.
+ */
+export function writeSecretFile(file: string, content: string): void {
+  const temp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    const fd = openSync(temp, 'wx', 0o600);
+    try {
+      const data = Buffer.from(content);
+      for (let done = 0; done < data.length;) done += writeSync(fd, data, done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, file);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  const dir = openSync(path.dirname(file), 'r');
+  try {
+    fsyncSync(dir); // the rename itself survives a power cut
+  } finally {
+    closeSync(dir);
+  }
 }
 
 /** Reads DATA/secrets/{admin-token,join-token,cluster-id}, creating what is missing. */

@@ -5,7 +5,7 @@ import type { CommandContext } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
 import { logger } from '../base/log.ts';
 import { lanAddress } from '../base/net.ts';
-import { startController, type RunningController } from './controller.ts';
+import { STOP_LIMIT_MS, startController, type RunningController } from './controller.ts';
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';
 import { servicesOptions } from './services.ts';
 
@@ -44,6 +44,11 @@ export async function serveController(cli: CommandContext, opts: ServeOptions = 
     }
     const sig = await untilSignal();
     ctx.log.info(`stopping on ${sig}`);
+    // Whatever still waits (a companion, a socket, the disk), the process ends STOP_LIMIT_MS after the signal.
+    setTimeout(() => {
+      ctx.log.error(`not stopped ${STOP_LIMIT_MS} ms after ${sig}: exiting now`);
+      process.exit(1);
+    }, STOP_LIMIT_MS).unref();
   } finally {
     await ad?.stop();
     await controller.stop();

@@ -139,12 +139,20 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       }
     },
     async stop() {
+      // Every step runs even when one fails (a full disk): a failure is logged, the database always closed.
+      const step = async (what: string, fn: () => unknown) => {
+        try {
+          await fn();
+        } catch (err) {
+          log.error(`at shutdown, could not ${what}`, { err });
+        }
+      };
       for (const p of polls.splice(0)) p.stop();
-      for (const t of tasks.splice(0)) await t.destroy();
-      await hosts.close();
-      hosts.persistLastSeen();
+      for (const t of tasks.splice(0)) await step('stop a periodic job', () => t.destroy());
+      await step('wait for the polls under way', () => hosts.close(1500));
+      await step("save the hosts' last-seen times", () => hosts.persistLastSeen());
       uncapture();
-      events.close();
+      await step('save the last events', () => events.close());
       store.close();
     },
   };

@@ -5,11 +5,12 @@
 //
 // Token shapes: cluster `shj_<secret>`; single-use `shs_<id>_<secret>` (the id finds the record).
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { InvalidField, NotFound } from '../base/errors.ts';
 import { sameSecret } from '../base/secrets.ts';
+import { writeSecretFile as writeSecret } from './secrets.ts';
 
 const SingleUse = z.object({
   id: z.string(),
@@ -72,8 +73,9 @@ export class JoinTokens {
     const old = existsSync(this.clusterFile) ? this.clusterToken() : '';
     const next = 'shj_' + randomBytes(24).toString('base64url');
     if (old) data.retiredCluster.push({ hash: sha256(old), retiredAt: this.now().toISOString() });
-    writeSecret(this.clusterFile, next + '\n');
+    // The old one is listed as retired first: if the second write fails (a full disk), it still works.
     this.save(data);
+    writeSecret(this.clusterFile, next + '\n');
     return next;
   }
 
@@ -161,11 +163,4 @@ export class JoinTokens {
   private save(data: TokenFile): void {
     writeSecret(this.file, JSON.stringify(data, null, 2) + '\n');
   }
-}
-
-/** Writes a 0600 file atomically (a crash leaves the old or the new content, never half). */
-function writeSecret(file: string, content: string): void {
-  writeFileSync(file + '.tmp', content, { mode: 0o600 });
-  chmodSync(file + '.tmp', 0o600);
-  renameSync(file + '.tmp', file);
 }

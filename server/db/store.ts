@@ -68,9 +68,14 @@ export class Store {
     return { changes: Number(r.changes), lastInsertRowid: Number(r.lastInsertRowid) };
   }
 
-  /** Runs `fn` in one transaction (nested calls join the outer one); rolls back if it throws. */
+  /**
+   * Runs `fn` in one transaction (nested calls join the outer one); rolls back if it (or the commit)
+   * throws. SQLite may have rolled back by itself (SQLITE_FULL, SQLITE_IOERR): then there is nothing to
+   * roll back, and the caller gets the first error, not "cannot rollback - no transaction is active".
+   */
   tx<T>(fn: () => T): T {
     if (this.depth > 0) return fn();
+    if (this.db.isTransaction) this.db.exec('ROLLBACK'); // left open by a rollback that failed (below)
     this.db.exec('BEGIN IMMEDIATE');
     this.depth++;
     try {
@@ -78,7 +83,14 @@ export class Store {
       this.db.exec('COMMIT');
       return out;
     } catch (err) {
-      this.db.exec('ROLLBACK');
+      if (this.db.isOpen && this.db.isTransaction) {
+        try {
+          this.db.exec('ROLLBACK');
+        } catch (rollbackErr) {
+          // The first error is what went wrong and is thrown; the next tx() rolls back what is left open.
+          (err as { rollbackError?: unknown }).rollbackError = rollbackErr;
+        }
+      }
       throw err;
     } finally {
       this.depth--;

@@ -86,7 +86,7 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
       try {
         this.flush();
       } catch {
-        // the database went away (shutdown): these events are lost, the process must not crash
+        // the database went away (shutdown) or the disk is full: these events are lost, the process must not crash
         this.pending = [];
       }
     }, 200);
@@ -146,10 +146,11 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
     return () => this.unsink?.();
   }
 
+  /** Stops capturing and writes what is buffered; closed even when that write fails (a full disk). */
   close(): void {
     this.unsink?.();
-    this.flush();
     this.closed = true;
+    this.flush();
   }
 }
 

@@ -15,7 +15,7 @@ export function apiRoutes(services: ControllerServices): ApiRouter {
   userRoutes(api, services);
   hostRoutes(api, services);
   vmRoutes(api, services);
-  consoleRoutes(api);
+  consoleRoutes(api, services);
   templateRoutes(api, services);
   eventRoutes(api, services);
   api.route({ method: 'get', path: '/api/openapi.json', summary: 'This document', auth: 'none', responses: { 200: 'the OpenAPI 3.1 document' } }, (_req, res) => {

@@ -45,17 +45,17 @@ export interface TemplateHost {
 
 export interface TemplateRule {
   reason: PlacementReason;
-  /** True when a host may take the request. */
+  /** True when `host` may take the request. */
   test(ask: TemplateAsk, host: TemplateHost): boolean;
-  /** Why not, in one sentence for the page and the API. */
-  message(ask: TemplateAsk, host: TemplateHost): string;
+  /** Why not, in one sentence for the page and the API; it reads only the request, never the host. */
+  message(ask: TemplateAsk): string;
   /** How the agent refuses: the HTTP status, and the request field at fault if any. */
   status: number;
   field?: 'template' | 'memoryMiB' | 'diskGiB';
 }
 
-/** The template's rules, in the order they are checked: the first that fails names the reason. */
-export const TEMPLATE_RULES: readonly TemplateRule[] = [
+/** The template's rules that read the host (its hypervisor and templates), in the order they are checked. */
+export const HOST_TEMPLATE_RULES: readonly TemplateRule[] = [
   // QEMU does not run on the host at all: it can take no VM whatever the template.
   {
     reason: 'no_hypervisor',
@@ -77,7 +77,16 @@ export const TEMPLATE_RULES: readonly TemplateRule[] = [
     status: 422,
     field: 'template',
   },
-  // The scheduler raises the request to the minimum first, so only a direct call to an agent fails here.
+];
+
+/** A template rule that reads only the request against its template: the same answer on every host. */
+export interface RequestRule extends Omit<TemplateRule, 'test'> {
+  test(ask: TemplateAsk): boolean;
+}
+
+/** The template's rules that read only the request, in order; the scheduler checks them once per request. */
+export const REQUEST_TEMPLATE_RULES: readonly RequestRule[] = [
+  // The controller raises the request to the minimum first (effectiveMemory), so only a direct call to an agent fails here.
   {
     reason: 'memory_below_template',
     test: (ask) => ask.memoryMiB >= ask.minMemoryMiB,
@@ -95,12 +104,17 @@ export const TEMPLATE_RULES: readonly TemplateRule[] = [
   },
 ];
 
+/** Every template rule, in the order the agent checks them: the first that fails names the reason. */
+export const TEMPLATE_RULES: readonly TemplateRule[] = [...HOST_TEMPLATE_RULES, ...REQUEST_TEMPLATE_RULES];
+
 /** The first template rule `ask` fails on `host`, or undefined when the host may take it. */
 export function templateRuleFailed(ask: TemplateAsk, host: TemplateHost): TemplateRule | undefined {
   return TEMPLATE_RULES.find((rule) => !rule.test(ask, host));
 }
 
 function hasTemplate(host: TemplateHost, name: string): boolean {
-  for (const t of host.templates) if (t.name === name) return true;
+  const templates = host.templates;
+  // An indexed loop: `for...of` here cost a tenth of a scheduling decision (an iterator per host).
+  for (let i = 0; i < templates.length; i++) if (templates[i]!.name === name) return true;
   return false;
 }

@@ -1,8 +1,8 @@
 // The scheduler: which host gets a VM, and why every other host did not. Pure: no Express, no
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
-import type { HostStatus, Hypervisor } from '../../wire/api.ts';
-import { check, heldOn, holdings, NOTHING_HELD, REASONS, rejection, type HeldBy, type Need } from './feasibility.ts';
+import { effectiveMemory, REQUEST_TEMPLATE_RULES, type HostStatus, type Hypervisor, type PlacementReason } from '../../wire/api.ts';
+import { firstFailed, holdings, NOTHING_HELD, NOTHING_KNOWN, type Held, type Need } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
 
@@ -21,6 +21,8 @@ export interface PlacementRequest {
   needsKvm: boolean;
   /** The template's minimum memory; the request reserves max(memoryMiB, minMemoryMiB). */
   minMemoryMiB?: number;
+  /** The template's disk size in GiB, e.g. 2.5: a smaller `diskGiB` is refused (`disk_below_template`). */
+  templateDiskGiB?: number;
 }
 
 /** The parts of an agent's `GET /status` the scheduler reads; a whole `HostStatus` fits. */
@@ -60,15 +62,8 @@ export interface PlacementOptions {
   seed?: number | string;
 }
 
-export type RejectReason =
-  | 'not-ready'
-  | 'not-polled'
-  | 'no-kvm'
-  | 'missing-template'
-  | 'memory'
-  | 'vcpu'
-  | 'disk'
-  | 'no-hypervisor';
+/** Why a host was left out; the same codes as the agent's refusals (wire/placement.ts). */
+export type RejectReason = PlacementReason;
 
 /** A host left out, with a named reason and a sentence for the page. */
 export interface Rejection {
@@ -83,7 +78,6 @@ export interface Placed {
   /** 0..100, higher is better for the chosen policy. */
   score: number;
   explanation: string;
-  /** Built when first read, from the hosts as they are then: read it before the registry updates them. */
   rejected: Rejection[];
 }
 
@@ -114,93 +108,65 @@ export function place(
   const need: Need = {
     template: request.template,
     vcpus: request.vcpus,
-    memoryMiB: Math.max(request.memoryMiB, request.minMemoryMiB ?? 0),
+    memoryMiB: effectiveMemory(request.memoryMiB, { minMemoryMiB: request.minMemoryMiB ?? 0 }),
     diskGiB: request.diskGiB,
     needsKvm: request.needsKvm,
+    minMemoryMiB: request.minMemoryMiB ?? 0,
+    templateDiskGiB: request.templateDiskGiB,
     reserveMiB: options.memoryReserveMiB ?? DEFAULTS.memoryReserveMiB,
     overcommit: options.vcpuOvercommit ?? DEFAULTS.vcpuOvercommit,
   };
+  // The template's rules that read only the request are the same on every host: checked once.
+  const unfit = REQUEST_TEMPLATE_RULES.find((rule) => !rule.test(need));
+  if (unfit) {
+    const message = unfit.message(need);
+    const rejected = hosts.map((host) => ({ host: host.id, reason: unfit.reason, message }));
+    return { ok: false, host: null, explanation: noHostFits(need, hosts.length, rejected), rejected };
+  }
   // In-flight placements count against their host at once, before any check or score.
   const heldBy = holdings(inFlight);
   const seed = requestSeed(request, options.seed ?? DEFAULTS.seed);
 
-  // Hosts left out are kept as a reason code per host (0: feasible); sentences are built when read.
-  const codes = new Uint8Array(hosts.length);
-  let leftOut = 0;
-  const found = { held: NOTHING_HELD };
-  let best = -1;
+  const rejected: Rejection[] = [];
+  let best: SchedulerHost | undefined;
+  let bestHeld: Held = NOTHING_HELD;
   let bestScore = -1;
   let bestTie = 0;
   for (let i = 0; i < hosts.length; i++) {
     const host = hosts[i]!;
-    // Feasibility first: the first failing check names the reason the host is left out.
-    const reason = check(host, need, heldBy, found);
-    if (reason !== 0) {
-      codes[i] = reason;
-      leftOut++;
+    const status = host.status ?? NOTHING_KNOWN;
+    const held = heldBy.get(host.id) ?? NOTHING_HELD;
+    // 1. Feasibility: the first failing check names the reason the host is left out.
+    const failed = firstFailed(need, status, held, host);
+    if (failed) {
+      rejected.push({ host: host.id, reason: failed.reason, message: failed.message(need, status, held, host) });
       continue;
     }
-    // Then a bounded score; equal scores go to the host with the lower seeded tie key.
-    const score = scoreOf(host.status!, need, found.held);
+    // 2. Score, bounded 0..100 under the policy.
+    const score = scoreOf(status, need, held);
     if (score < bestScore) continue;
-    if (score === bestScore) {
-      const tie = hostTieKey(seed, host.id);
-      if (tie >= bestTie) continue;
-      bestTie = tie;
-    } else {
-      bestTie = hostTieKey(seed, host.id);
-    }
-    best = i;
+    // 3. Equal scores go to the host with the lower tie key, seeded by the request.
+    const tie = hostTieKey(seed, host.id);
+    if (score === bestScore && tie >= bestTie) continue;
+    best = host;
+    bestHeld = held;
     bestScore = score;
+    bestTie = tie;
   }
 
-  if (best < 0) {
-    const counts = new Map<RejectReason, number>();
-    for (const code of codes) if (code !== 0) counts.set(REASONS[code]!, (counts.get(REASONS[code]!) ?? 0) + 1);
-    const summary = [...counts].map(([reason, n]) => `${n} ${reason}`).join(', ');
-    return {
-      ok: false,
-      host: null,
-      explanation: hosts.length === 0
-        ? 'no host fits: the cluster has no hosts yet'
-        : `no host fits ${need.vcpus} vCPU / ${need.memoryMiB} MiB / ${need.diskGiB} GiB of "${need.template}": ${summary}`,
-      rejected: rejections({ hosts, need, heldBy, codes }),
-    };
-  }
-  const chosen = hosts[best]!;
-  const explanation = describeScore(policy, chosen, need, heldOn(heldBy, chosen), bestScore, hosts.length - leftOut, leftOut);
-  return placed(chosen.id, bestScore, explanation, { hosts, need, heldBy, codes });
+  if (!best) return { ok: false, host: null, explanation: noHostFits(need, hosts.length, rejected), rejected };
+  const feasible = hosts.length - rejected.length;
+  const explanation = describeScore(policy, best, need, bestHeld, bestScore, feasible, rejected.length);
+  return { ok: true, host: best.id, score: bestScore, explanation, rejected };
 }
 
-/** The hosts a decision left out (a reason code per host, 0 for feasible) and what it takes to explain them. */
-interface LeftOut {
-  hosts: readonly SchedulerHost[];
-  need: Need;
-  heldBy: HeldBy;
-  codes: Uint8Array;
-}
-
-function rejections(l: LeftOut): Rejection[] {
-  const out: Rejection[] = [];
-  for (let i = 0; i < l.codes.length; i++) if (l.codes[i] !== 0) out.push(rejection(l.hosts[i]!, l.need, l.heldBy, REASONS[l.codes[i]!]!));
-  return out;
-}
-
-/**
- * A success whose `rejected` is built on first read (a getter JSON.stringify includes): most
- * decisions never show it. Kept out of place(): a closure there would move its locals to the heap.
- */
-function placed(host: string, score: number, explanation: string, left: LeftOut): Placed {
-  let rejected: Rejection[] | undefined;
-  return {
-    ok: true,
-    host,
-    score,
-    explanation,
-    get rejected() {
-      return (rejected ??= rejections(left));
-    },
-  };
+/** "no host fits ...", with how many hosts were left out for each reason. */
+function noHostFits(need: Need, hostCount: number, rejected: readonly Rejection[]): string {
+  if (hostCount === 0) return 'no host fits: the cluster has no hosts yet';
+  const counts = new Map<RejectReason, number>();
+  for (const r of rejected) counts.set(r.reason, (counts.get(r.reason) ?? 0) + 1);
+  const summary = [...counts].map(([reason, n]) => `${n} ${reason}`).join(', ');
+  return `no host fits ${need.vcpus} vCPU / ${need.memoryMiB} MiB / ${need.diskGiB} GiB of "${need.template}": ${summary}`;
 }
 
 export { placeOriginal } from './baseline.ts';

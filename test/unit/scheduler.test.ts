@@ -3,6 +3,7 @@ import {
   place, placeOriginal,
   type HostUsage, type InFlight, type Placement, type PlacementOptions, type PlacementRequest, type Policy, type SchedulerHost,
 } from '../../server/scheduler/index.ts';
+import { CHECKS, firstFailed, holdings, NOTHING_HELD, NOTHING_KNOWN } from '../../server/scheduler/feasibility.ts';
 
 // Factories: a host and a request with sensible defaults; each test overrides only what it is about.
 type HostOpts = Partial<Omit<SchedulerHost, 'status'>> & {
@@ -70,7 +71,7 @@ describe('scheduler', () => {
         expect(p.ok).to.equal(true);
         expect(p.host).to.match(/^strong-/);
         const weak = p.rejected.find((r) => r.host === 'weak');
-        expect(weak?.reason).to.equal('no-kvm');
+        expect(weak?.reason).to.equal('no_kvm');
       }
     });
 
@@ -118,14 +119,14 @@ describe('scheduler', () => {
   describe('feasibility', () => {
     // Table: one host that fails exactly one check, and the reason it must be given.
     const cases: Array<[string, SchedulerHost, PlacementRequest, string, InFlight[]?]> = [
-      ['a pending host', host({ state: 'pending' }), alpine(), 'not-ready'],
-      ['a down host', host({ state: 'down' }), alpine(), 'not-ready'],
-      ['a draining host', host({ state: 'draining' }), alpine(), 'not-ready'],
-      ['a host never polled', host({ polled: false }), alpine(), 'not-polled'],
-      ['a TCG host for a KVM template', host({ hypervisor: 'tcg' }), desktop(), 'no-kvm'],
-      ['a host where QEMU does not run, for a KVM template', host({ hypervisor: 'none' }), desktop(), 'no-hypervisor'],
-      ['a host where QEMU does not run, for a light template', host({ hypervisor: 'none' }), alpine(), 'no-hypervisor'],
-      ['a host without the template', host({ templates: ['debian'] }), alpine(), 'missing-template'],
+      ['a pending host', host({ state: 'pending' }), alpine(), 'not_ready'],
+      ['a down host', host({ state: 'down' }), alpine(), 'not_ready'],
+      ['a draining host', host({ state: 'draining' }), alpine(), 'not_ready'],
+      ['a host never polled', host({ polled: false }), alpine(), 'not_polled'],
+      ['a TCG host for a KVM template', host({ hypervisor: 'tcg' }), desktop(), 'no_kvm'],
+      ['a host where QEMU does not run, for a KVM template', host({ hypervisor: 'none' }), desktop(), 'no_hypervisor'],
+      ['a host where QEMU does not run, for a light template', host({ hypervisor: 'none' }), alpine(), 'no_hypervisor'],
+      ['a host without the template', host({ templates: ['debian'] }), alpine(), 'missing_template'],
       ['a host short of memory with the reserve', host({ freeMiB: 256 + 255 }), alpine(), 'memory'],
       ['a host whose memory is taken in flight', host({ freeMiB: 4096 }), alpine(), 'memory',
         [{ hostId: 'h1', vcpus: 1, memoryMiB: 3800, diskGiB: 1 }]],
@@ -134,6 +135,7 @@ describe('scheduler', () => {
       ['vCPUs held in flight', host({ threads: 1, vcpus: 2 }), alpine(), 'vcpu',
         [{ hostId: 'h1', vcpus: 2, memoryMiB: 1, diskGiB: 0 }]],
       ['a full disk', host({ diskFreeGiB: 1.5 }), alpine(), 'disk'],
+      ['any host, for a disk smaller than the template', host(), alpine({ diskGiB: 2, templateDiskGiB: 2.5 }), 'disk_below_template'],
     ];
     for (const [what, h, req, reason, inFlight] of cases) {
       it(`should leave out ${what} as "${reason}"`, () => {
@@ -145,6 +147,39 @@ describe('scheduler', () => {
         expect(p.explanation).to.contain(reason);
       });
     }
+
+    it('should have a case above for every check, each run by firstFailed() in the order of CHECKS', () => {
+      const tableReasons = new Set(cases.map((c) => c[3]));
+      for (const check of CHECKS) expect(tableReasons, check.reason).to.include(check.reason);
+      // firstFailed() is written out by position: it must agree with a plain run of the list.
+      const need = { template: 'alpine', vcpus: 1, memoryMiB: 256, diskGiB: 2, needsKvm: true, minMemoryMiB: 128, reserveMiB: 256, overcommit: 4 };
+      for (const [, h, , , inFlight] of cases) {
+        const held = holdings(inFlight ?? []).get(h.id) ?? NOTHING_HELD;
+        const status = h.status ?? NOTHING_KNOWN;
+        const plain = CHECKS.find((c) => !c.test(need, status, held, h));
+        expect(firstFailed(need, status, held, h)).to.equal(plain);
+      }
+    });
+
+    it('should check the rules that read only the request once, leaving out every host for them', () => {
+      const hosts = [host({ id: 'a' }), host({ id: 'b', state: 'down' })];
+      const p = place(alpine({ diskGiB: 1, templateDiskGiB: 2.5 }), hosts);
+      expect(p).to.deep.equal({
+        ok: false, host: null,
+        explanation: 'no host fits 1 vCPU / 256 MiB / 1 GiB of "alpine": 2 disk_below_template',
+        rejected: ['a', 'b'].map((id) => ({ host: id, reason: 'disk_below_template', message: 'template "alpine" needs a disk of at least 3 GiB' })),
+      });
+    });
+
+    it('should describe the hosts left out as they were at the decision, not when read', () => {
+      const hosts = [host({ id: 'full', freeMiB: 300 }), host({ id: 'roomy' })];
+      const p = place(alpine(), hosts);
+      const before = JSON.stringify(p.rejected);
+      hosts[0]!.status!.memory.freeMiB = 100_000;
+      hosts[0]!.state = 'down';
+      expect(JSON.stringify(p.rejected)).to.equal(before);
+      expect(p.rejected).to.deep.equal([{ host: 'full', reason: 'memory', message: 'needs 256 MiB + 256 MiB reserve, 300 MiB free' }]);
+    });
 
     it('should accept a host exactly at the memory, vCPU and disk limits', () => {
       const h = host({ freeMiB: 256 + 256, threads: 1, vcpus: 3, diskFreeGiB: 2 });
@@ -163,15 +198,16 @@ describe('scheduler', () => {
       const p = place(desktop(), demo());
       expect(p.ok).to.equal(true);
       const json = JSON.parse(JSON.stringify(p));
-      expect(json.rejected).to.deep.equal([{ host: 'weak', reason: 'no-kvm', message: 'template needs KVM, host runs tcg (software emulation)' }]);
+      expect(json.rejected).to.deep.equal([{ host: 'weak', reason: 'no_kvm', message: 'template "desktop" needs hardware acceleration (KVM), the host runs QEMU in software (TCG)' }]);
       expect(p.rejected).to.equal(p.rejected, 'built once');
+      expect(place(desktop(), demo(), [], { policy: 'spread' }).rejected[0]!.message).to.equal(json.rejected[0].message, 'the same sentence in the next decision');
     });
 
     it('should sum up the reasons when no host fits', () => {
       const hosts = [host({ id: 'a', state: 'pending' }), host({ id: 'b', hypervisor: 'tcg' }), host({ id: 'c', freeMiB: 1000 }), host({ id: 'd', freeMiB: 1500 })];
       const p = place(desktop(), hosts);
       expect(p.ok).to.equal(false);
-      expect(p.explanation).to.equal('no host fits 2 vCPU / 2048 MiB / 10 GiB of "desktop": 1 not-ready, 1 no-kvm, 2 memory');
+      expect(p.explanation).to.equal('no host fits 2 vCPU / 2048 MiB / 10 GiB of "desktop": 1 not_ready, 1 no_kvm, 2 memory');
       expect(p.rejected.map((r) => r.host)).to.deep.equal(['a', 'b', 'c', 'd']);
     });
 

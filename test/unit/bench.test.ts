@@ -77,7 +77,7 @@ describe('bench: the controller group\'s sizes', () => {
   it('should report the same figures at 200 and at 1,000 hosts, the 1,000-host ids with _1000, the one-size extras once', async () => {
     const { controllerGroup, SIZES, sizeIds } = await import('../../bench/controller.ts');
     expect(SIZES.map((s) => s.hosts)).to.deep.equal([200, 1000]);
-    const base = ['controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.rss_mb', 'controller.create_rate'];
+    const base = ['controller.dashboard_p99_ms', 'controller.api_vms_p99_ms', 'controller.api_vms_p99_gzip_ms', 'controller.rss_mb', 'controller.create_rate'];
     for (const size of SIZES) {
       const ids = sizeIds(size).map(([id]) => id);
       for (const id of base) expect(ids, `${size.hosts} hosts`).to.include(id + size.suffix);

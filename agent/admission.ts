@@ -1,7 +1,9 @@
 // The checks a VM request must pass on a host before anything is created: one pure function, so the
-// real agent and the simulated agent (test/support/sim-agent.ts) answer a request the same way.
-import { Conflict, InvalidField, SkyError, Unavailable } from '../base/errors.ts';
-import type { Hypervisor, TemplateInfo, VmCreate } from '../wire/api.ts';
+// real agent and the simulated agent (test/support/sim-agent.ts) answer a request the same way. The
+// template's rules are the scheduler's own (wire/placement.ts): a refusal's code is the reason the
+// controller gives for leaving a host out, e.g. 409 `no_kvm`.
+import { Conflict, SkyError } from '../base/errors.ts';
+import { templateRuleFailed, type Hypervisor, type TemplateAsk, type TemplateInfo, type TemplateRule, type VmCreate } from '../wire/api.ts';
 import { parseUserData } from './seed.ts';
 
 const GiB = 1024 ** 3;
@@ -17,20 +19,33 @@ export interface HostView {
 
 /** Throws the error a request gets on this host, or returns the template it will use. */
 export function admitVm(req: VmCreate, host: HostView): TemplateInfo {
-  if (host.hypervisor === 'none') throw new Unavailable('this host cannot run VMs: QEMU does not work here (run skyhost host setup)');
   const t = host.template;
-  if (!t) throw new InvalidField('template', `no template "${req.template}" on this host`);
-  if (t.needsKvm && host.hypervisor !== 'kvm') {
-    throw new SkyError(409, 'needs_kvm',
-      `template ${t.name} needs hardware acceleration (KVM), but this host runs QEMU in software (TCG): choose a host with KVM or a lighter template`);
-  }
-  if (req.memoryMiB < t.minMemoryMiB) throw new InvalidField('memoryMiB', `template ${t.name} needs at least ${t.minMemoryMiB} MiB`);
-  const disk = t.files.find((f) => f.role === 'disk');
-  if (req.diskGiB !== undefined && disk?.virtualBytes && req.diskGiB * GiB < disk.virtualBytes) {
-    throw new InvalidField('diskGiB', `must be at least the template's size (${Math.ceil(disk.virtualBytes / GiB)} GiB)`);
-  }
+  // A template this host lacks demands nothing: `missing_template` names the problem.
+  const ask: TemplateAsk = {
+    template: req.template,
+    memoryMiB: req.memoryMiB,
+    diskGiB: req.diskGiB,
+    needsKvm: t?.needsKvm ?? false,
+    minMemoryMiB: t?.minMemoryMiB ?? 0,
+    templateDiskGiB: diskGiB(t),
+  };
+  const failed = templateRuleFailed(ask, { hypervisor: host.hypervisor, templates: t ? [t] : [] });
+  if (failed) throw refusal(failed, ask);
   parseUserData(req.userData);
   if (req.id && host.ids.has(req.id)) throw new Conflict(`VM ${req.id} already exists`);
   for (const name of host.names) if (name === req.name) throw new Conflict(`a VM named ${req.name} already exists on this host`);
-  return t;
+  return t!; // `missing_template` passed: the host has it
+}
+
+/** The error for a failed template rule: its reason as the code; a field at fault is named as in a 422. */
+function refusal(rule: TemplateRule, ask: TemplateAsk): SkyError {
+  const message = rule.message(ask);
+  if (!rule.field) return new SkyError(rule.status, rule.reason, message);
+  return new SkyError(rule.status, rule.reason, `${rule.field}: ${message}`, { fields: [{ field: rule.field, message }] });
+}
+
+/** The size of the template's disk image as the guest sees it, in GiB (e.g. 2.5), if it has one. */
+function diskGiB(t: TemplateInfo | undefined): number | undefined {
+  const bytes = t?.files.find((f) => f.role === 'disk')?.virtualBytes;
+  return bytes ? bytes / GiB : undefined;
 }

@@ -243,7 +243,7 @@ describe('host agent on real libvirt/QEMU', function () {
       try {
         const a = await api(`http://127.0.0.1:${agent!.port}`, key, 'POST', '/vms', { name: 'desk', template: 'desktop' });
         expect(a.status).to.equal(409);
-        expect(a.body.error.code).to.equal('needs_kvm');
+        expect(a.body.error.code).to.equal('no_kvm');
         expect(a.body.error.message).to.match(/KVM/).and.to.match(/TCG/);
         await expectNothingLeft(site!);
       } finally {

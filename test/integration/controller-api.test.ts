@@ -274,7 +274,7 @@ describe('controller API (in-process, simulated agents)', function () {
       expect(taken.json.error.details.fields[0].field).to.equal('name');
       const missing = await call('POST', '/api/vms', { token: alice, body: { template: 'no-such-template' } });
       expect(missing.status).to.equal(503);
-      expect(missing.json.error.details.rejected[0].reason).to.equal('missing-template');
+      expect(missing.json.error.details.rejected[0].reason).to.equal('missing_template');
     });
 
     it('a failed agent call leaves the record in error with the reason', async () => {

@@ -12,7 +12,7 @@ import type { Logger } from './log.ts';
  */
 export function errorHandler(log: Logger, logMsg: string, answer: (sky: SkyError, req: Request, res: Response) => void): ErrorRequestHandler {
   return (err, req, res, _next) => {
-    const sky = badlyEncodedBody(err, req) ?? toSkyError(err);
+    const sky = badlyEncodedBody(err, req) ?? badlyEncodedUrl(err) ?? toSkyError(err);
     if (sky.status >= 500) log.error(logMsg, { method: req.method, path: req.path, err });
     if (res.headersSent) {
       res.end();
@@ -32,6 +32,12 @@ function badlyEncodedBody(err: unknown, req: Request): SkyError | undefined {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string' || !/^(Z_|ZSTD_|ERR__ERROR_|ERR_BROTLI|ERR_ZLIB|ERR_ZSTD)/.test(code)) return undefined;
   return new BadRequest(`request body could not be decompressed (Content-Encoding: ${encoding.slice(0, 32)})`, undefined, 'bad_encoding');
+}
+
+/** A path like `/api/users/%` that does not percent-decode: Express's router throws a URIError (400). */
+function badlyEncodedUrl(err: unknown): SkyError | undefined {
+  if (!(err instanceof URIError) || (err as { status?: unknown }).status !== 400) return undefined;
+  return new BadRequest('the URL is not valid percent-encoding', undefined, 'bad_url');
 }
 
 /** Answers every error as `{ error: { code, message } }`; only 5xx are logged, never sent, with a stack. */

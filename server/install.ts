@@ -51,9 +51,15 @@ export interface ScriptOptions {
   binarySha256?: string;
 }
 
-/** The agent's command line, as the unit runs it and as the script tells people to run it by hand. */
+/** Where the script leaves the join token (root only, 0600); the agent reads it from there. */
+export const JOIN_TOKEN_PATH = '/etc/skyhost/join-token';
+
+/**
+ * The agent's command line, as the unit runs it and as the script tells people to run it by hand.
+ * Never the token: unit files are world-readable and command lines show in `ps`.
+ */
 function agentArgs(o: ScriptOptions): string {
-  return `agent --controller ${o.controllerUrl}${o.joinToken ? ` --join-token ${o.joinToken}` : ''}`;
+  return `agent --controller ${o.controllerUrl}`;
 }
 
 /**
@@ -77,6 +83,7 @@ CONTROLLER_URL=${shellQuote(url)}
 JOIN_TOKEN=${shellQuote(o.joinToken ?? '')}
 BINARY_SHA256=${shellQuote(o.binarySha256 ?? '')}
 PACKAGES=${shellQuote(HOST_PACKAGES.join(' '))}
+TOKEN_PATH=${shellQuote(JOIN_TOKEN_PATH)}
 AGENT_ARGS=${shellQuote(agentArgs(opts))}
 # SKYHOST_ROOT=DIR installs into DIR instead of this system (tests, image builders).
 ROOT="\${SKYHOST_ROOT:-}"
@@ -122,7 +129,23 @@ main() {
   mv -f "$TMP" "$BIN_DIR/skyhost"
   say "installed $("$BIN_DIR/skyhost" --version) as /usr/local/bin/skyhost"
 
-  # 3. The agent service: it finds the controller at CONTROLLER_URL and enrolls with JOIN_TOKEN.
+  # 3. The join token, readable by root only from the moment it exists (umask 077, then a rename),
+  # before any service could start; the agent reads it from TOKEN_PATH. printf is a shell builtin:
+  # the token never appears on a command line. Without a token, a file left by an earlier run stays.
+  if [ -n "$JOIN_TOKEN" ]; then
+    TOKEN_FILE="$ROOT$TOKEN_PATH"
+    mkdir -p "$(dirname "$TOKEN_FILE")"
+    (
+      umask 077
+      printf '%s\n' "$JOIN_TOKEN" > "$TOKEN_FILE.new.$$"
+      if [ -z "$ROOT" ]; then chown 0:0 "$TOKEN_FILE.new.$$"; fi
+      chmod 0600 "$TOKEN_FILE.new.$$"
+      mv -f "$TOKEN_FILE.new.$$" "$TOKEN_FILE"
+    ) || { rm -f "$TOKEN_FILE.new.$$"; die "could not write the join token to $TOKEN_PATH"; }
+    say "join token saved in $TOKEN_PATH (readable by root only)"
+  fi
+
+  # 4. The agent service: it finds the controller at CONTROLLER_URL and enrolls with the token file.
   UNIT_DIR="$ROOT/etc/systemd/system"
   mkdir -p "$UNIT_DIR"
   cat > "$UNIT_DIR/$UNIT" <<UNIT_END

@@ -4,7 +4,7 @@
 // packages on this machine; systemctl is the real one, used offline with --root.
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { mkdirSync, readdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdirSync, readdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -141,21 +141,52 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       expect(version.stdout).to.match(/^skyhost \d+\.\d+\.\d+/);
       expect(readFileSync(bin).equals(readFileSync(skyhostExecutable()))).to.equal(true);
 
+      // The token only in a file that only root reads; the unit (world-readable) runs the agent without it.
+      const tokenFile = path.join(root, 'etc/skyhost/join-token');
+      expect(readFileSync(tokenFile, 'utf8')).to.equal(token + '\n');
+      expect(statSync(tokenFile).mode & 0o777).to.equal(0o600);
+      expect(readdirSync(path.join(root, 'etc/skyhost'))).to.deep.equal(['join-token']);
       const unit = readFileSync(path.join(root, 'etc/systemd/system/skyhost-agent.service'), 'utf8');
-      expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}\n`);
+      expect(unit).to.contain(`ExecStart=/usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport}\n`);
+      expect(unit).not.to.contain(token);
       expect(unit).to.contain('WantedBy=multi-user.target');
       if (await hasCommand('systemctl')) {
         const link = path.join(root, 'etc/systemd/system/multi-user.target.wants/skyhost-agent.service');
         expect(readlinkSync(link)).to.equal('/etc/systemd/system/skyhost-agent.service');
       }
       // No systemd is running here: the script says how to start the agent by hand.
-      expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} --join-token ${token}`);
+      expect(r.stdout).to.contain('systemd is not running here').and.contain(`nohup /usr/local/bin/skyhost agent --controller http://127.0.0.1:${cport} >`);
+      expect(r.stdout + r.stderr).not.to.contain(token);
       expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
 
       // A second run (an upgrade) replaces everything in place.
       const again = await sh(pipeline, env);
       expect(again.code, again.stdout + again.stderr).to.equal(0);
       expect(readdirSync(path.join(root, 'usr/local/bin'))).to.deep.equal(['skyhost']);
+      expect(readdirSync(path.join(root, 'etc/skyhost'))).to.deep.equal(['join-token']);
+      expect(statSync(tokenFile).mode & 0o777).to.equal(0o600);
+    });
+
+    it('should never put the token on a command line of anything the script runs (what `ps` shows)', async function () {
+      if (binaryMissing) this.skip(); // needs dist/skyhost: npm test builds it first
+      if (!(await hasCommand('strace'))) this.skip(); // strace records every program started, with its arguments
+      const root = path.join(dir, 'root-ps');
+      const stubs = path.join(dir, 'stubs-ps');
+      mkdirSync(root);
+      mkdirSync(stubs);
+      writeFileSync(path.join(stubs, 'apt-get'), '#!/bin/sh\nexit 0\n');
+      chmodSync(path.join(stubs, 'apt-get'), 0o755);
+      const file = path.join(dir, 'install-ps.sh');
+      writeFileSync(file, script);
+      const trace = path.join(dir, 'execve.log');
+      const r = await exec('strace', ['-f', '-qq', '-s', '4096', '-e', 'trace=execve', '-o', trace, 'sh', file], {
+        env: { SKYHOST_ROOT: root, PATH: `${stubs}:${process.env.PATH}` }, timeout: 120_000, maxBuffer: 1 << 20,
+      });
+      expect(r.stdout + r.stderr).not.to.contain(token);
+      const execs = readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes('execve('));
+      expect(execs.length).to.be.greaterThan(5); // mkdir, curl, skyhost --version, mv, systemctl...
+      expect(execs.filter((l) => l.includes(token))).to.deep.equal([]);
+      expect(readFileSync(path.join(root, 'etc/skyhost/join-token'), 'utf8')).to.equal(token + '\n');
     });
   });
 
@@ -164,6 +195,18 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       const r = await get(port, '/install.sh');
       expect(r.status).to.equal(200);
       expect(r.body).to.contain("JOIN_TOKEN=''").and.contain(`AGENT_ARGS='agent --controller http://127.0.0.1:${port}'`);
+    });
+    it('should leave no token file behind when it has no token', async function () {
+      if (binaryMissing) this.skip();
+      const root = path.join(dir, 'root-notoken');
+      const stubs = path.join(dir, 'stubs-notoken');
+      mkdirSync(root);
+      mkdirSync(stubs);
+      writeFileSync(path.join(stubs, 'apt-get'), '#!/bin/sh\nexit 0\n');
+      chmodSync(path.join(stubs, 'apt-get'), 0o755);
+      const r = await sh(['-c', 'curl -fsSL "$1" | sh', 'sh', `http://127.0.0.1:${port}/install.sh`], { SKYHOST_ROOT: root, PATH: `${stubs}:${process.env.PATH}` });
+      expect(r.code, r.stdout + r.stderr).to.equal(0);
+      expect(() => statSync(path.join(root, 'etc/skyhost/join-token'))).to.throw(/ENOENT/);
     });
   });
 

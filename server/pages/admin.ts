@@ -5,6 +5,7 @@ import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
+import { checkControllerUrl } from '../install.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { Password, UserName } from '../users/users.ts';
@@ -18,22 +19,51 @@ export function adminPages(services: ControllerServices): Router {
   const r = express.Router();
 
   // ---- hosts ----
-  r.get('/hosts', requireAdmin(), (req, res) => {
-    const base = `${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`;
-    const joinToken = services.joinTokens.clusterToken();
+  // "Add a host": the page itself carries no token. A POST makes the install command: by default with
+  // a single-use token (one PC, one day); the reusable cluster token only when the admin picks it.
+  const hostsPage = (req: Request, res: Response, install: object = {}, partial = 'host-list') => {
     render(req, res, {
-      page: 'hosts', partial: 'host-list', title: 'Hosts',
-      data: {
-        hosts: services.hosts.list().map(hostRow),
-        install: {
-          baseUrl: base,
-          command: `curl ${base}/install.sh | sudo sh`,
-          joinToken,
-          // `skyhost setup` listens on 127.0.0.1: the link opens it on the teacher's own PC, prefilled.
-          setupUrl: `http://127.0.0.1:8090/?controllerUrl=${encodeURIComponent(base)}&joinToken=${encodeURIComponent(joinToken)}`,
-        },
-      },
+      page: 'hosts', partial, title: 'Hosts',
+      data: { hosts: services.hosts.list().map(hostRow), install: { baseUrl: controllerBase(req), ...install } },
     });
+  };
+  r.get('/hosts', requireAdmin(), (req, res) => hostsPage(req, res));
+
+  r.post('/hosts/install', requireAdmin(), (req, res) => {
+    const kind = field(req, 'kind') === 'cluster' ? 'cluster' : 'single-use';
+    const label = field(req, 'label', 100);
+    const base = controllerBase(req);
+    let made: { token: string; expiresAt?: string };
+    if (kind === 'cluster') {
+      made = { token: services.joinTokens.clusterToken() };
+    } else {
+      try {
+        made = services.joinTokens.issue({ label });
+      } catch (err) {
+        const sky = toSkyError(err);
+        if (sky.status >= 500) throw err;
+        return hostsPage(req, res, { label, error: sky.message }, 'host-install');
+      }
+    }
+    res.setHeader('Cache-Control', 'no-store'); // the answer holds a join token
+    services.events.record({
+      source: 'pages',
+      msg: kind === 'cluster' ? `the cluster join token was shown to ${me(res).name}` : `single-use join token made by ${me(res).name}${label ? ` for "${label}"` : ''}`,
+    });
+    hostsPage(req, res, {
+      made: {
+        cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token,
+        command: installCommand(base, made.token),
+        // `skyhost setup` listens on 127.0.0.1: the link opens it on the teacher's own PC, prefilled.
+        setupUrl: `http://127.0.0.1:8090/?controllerUrl=${encodeURIComponent(base)}&joinToken=${encodeURIComponent(made.token)}`,
+      },
+    }, 'host-install');
+  });
+
+  r.post('/hosts/join-token/rotate', requireAdmin(), (req, res) => {
+    services.joinTokens.rotateClusterToken();
+    services.events.record({ source: 'pages', msg: `the cluster join token was rotated by ${me(res).name}` });
+    hostsPage(req, res, { notice: 'The cluster join token was replaced: the old one is refused from now on. Hosts that already joined stay.' }, 'host-install');
   });
 
   r.post('/hosts/:id/:action', requireAdmin(), async (req, res) => {
@@ -155,6 +185,16 @@ export function adminPages(services: ControllerServices): Router {
   });
 
   return r;
+}
+
+/** The controller's URL as the admin's browser reached it (checked: it goes into a shell command). */
+function controllerBase(req: Request): string {
+  return checkControllerUrl(`${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`);
+}
+
+/** `curl -fsSL 'URL/install.sh?token=T' | sudo sh`, the URL single-quoted for sh (`?` is a glob character). */
+function installCommand(base: string, token: string): string {
+  return `curl -fsSL '${base}/install.sh?token=${encodeURIComponent(token)}' | sudo sh`;
 }
 
 /** The distinct sources in the event log (an index scan). */

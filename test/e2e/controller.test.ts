@@ -183,7 +183,10 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await page.waitForSelector('#host-list .badge.draining');
     await page.click('#host-list button:has-text("Undrain")');
     await page.waitForSelector('#host-list .badge.ready');
-    expect(await page.textContent('#install-cmd')).to.equal(`curl ${base}/install.sh | sudo sh`);
+    // "Add a host" hands out a single-use token by default (htmx swaps the command in).
+    await page.click('#host-install button:has-text("Make the install command")');
+    await page.waitForSelector('#install-cmd');
+    expect(await page.textContent('#install-cmd')).to.match(new RegExp(`^curl -fsSL '${base.replaceAll('.', '\\.')}/install\\.sh\\?token=shs_[0-9a-f]{12}_[\\w-]+' \\| sudo sh$`));
     await page.goto(base + '/admin/events');
     controller!.services.events.record({ source: 'e2e', level: 'warn', msg: 'a live event from the test' });
     await page.waitForSelector('#event-log >> text=a live event from the test', { timeout: 10_000 });

@@ -252,10 +252,33 @@ describe('controller pages (HTTP)', function () {
   it('renders the hosts, templates and events pages; the events filter keeps its choice', async () => {
     const hosts = await admin.get('/hosts');
     const token = controller.services.joinTokens.clusterToken();
-    expect(hosts.text).to.contain('/install.sh | sudo sh').and.contain(token);
-    // The USB web installer link carries this controller and its join token.
-    const href = /href="(http:\/\/127\.0\.0\.1:8090\/[^"]*)"/.exec(hosts.text)![1]!.replaceAll('&amp;', '&').replaceAll('&#x3D;', '=');
-    expect(Object.fromEntries(new URL(href).searchParams)).to.deep.equal({ controllerUrl: controller.url, joinToken: token });
+    // The page itself carries no token; "Make the install command" picks a single-use token by default.
+    expect(hosts.text).to.contain('id="host-install"').and.not.contain(token).and.not.contain('shs_');
+    expect(hosts.text).to.match(/name="kind" value="single-use" checked/);
+    const made = await admin.post('/hosts/install', { kind: 'single-use', label: 'room 12 PC 3' }, { 'HX-Request': 'true' });
+    expect(made.status).to.equal(200);
+    expect(made.headers.get('cache-control')).to.equal('no-store');
+    expect(made.text.trimStart()).to.match(/^<div id="host-install"/);
+    expect(made.text).to.not.contain(token);
+    const unescape = (html: string) => html.replaceAll('&#x3D;', '=').replaceAll('&#x27;', "'");
+    const oneTime = /install\.sh\?token=(shs_[0-9a-f]{12}_[A-Za-z0-9_-]+)' \| sudo sh/.exec(unescape(made.text))?.[1];
+    expect(oneTime, made.text).to.be.a('string');
+    const issued = controller.services.joinTokens.list().find((t) => oneTime!.startsWith(`shs_${t.id}_`));
+    expect(issued).to.include({ label: 'room 12 PC 3', state: 'unused' });
+    // The USB web installer link carries this controller and the same single-use token.
+    const href = /href="(http:\/\/127\.0\.0\.1:8090\/[^"]*)"/.exec(made.text)![1]!.replaceAll('&amp;', '&').replaceAll('&#x3D;', '=');
+    expect(Object.fromEntries(new URL(href).searchParams)).to.deep.equal({ controllerUrl: controller.url, joinToken: oneTime });
+    // The cluster token only when asked for; a rotation replaces it without showing the new one.
+    expect(unescape((await admin.post('/hosts/install', { kind: 'cluster' }, { 'HX-Request': 'true' })).text)).to.contain(`install.sh?token=${token}' | sudo sh`);
+    const rotated = await admin.post('/hosts/join-token/rotate', {}, { 'HX-Request': 'true' });
+    expect(rotated.status).to.equal(200);
+    expect(rotated.text).to.contain('old one is refused');
+    const fresh = controller.services.joinTokens.clusterToken();
+    expect(fresh).to.not.equal(token);
+    expect(rotated.text).to.not.contain(fresh);
+    expect(controller.services.joinTokens.redeem(token, 'h-rogue')).to.include({ ok: false, code: 'rotated' });
+    expect((await alice.post('/hosts/join-token/rotate', {})).status).to.equal(403);
+    expect((await alice.post('/hosts/install', {})).status).to.equal(403);
     expect((await admin.get('/templates')).text).to.contain('id="template-form"');
     expect((await alice.get('/templates')).text).to.not.contain('id="template-form"');
     const bad = await admin.post('/templates', { name: 'Alpine!', url: 'ftp://x', sha256: 'abc', os: '' }, { 'HX-Request': 'true' });

@@ -23,6 +23,7 @@ import {
   checkIsoForm, checkOptionsForm, fieldOfError, hashPassword, readIsoForm, readOptionsForm,
   toInstallerOptions, type FieldErrors, type IsoForm, type OptionsForm,
 } from './plan.ts';
+import { setupGuard } from './guard.ts';
 import { renderStep } from './views.ts';
 
 export interface SetupDeps {
@@ -34,6 +35,10 @@ export interface SetupDeps {
   inspectIso?: (file: string) => Promise<unknown>;
   /** Offer loop devices as USB sticks (tests only). */
   allowLoop?: boolean;
+  /** The per-run secret of the printed address (guard.ts setupKey). */
+  key: string;
+  /** The IP address given to --listen, accepted as a Host besides loopback. */
+  listenAddress?: string;
 }
 
 const ROLE_TITLES: Record<string, string> = { agent: 'host node', controller: 'controller' };
@@ -45,8 +50,8 @@ const ROLES = [
 export function buildSetupApp(deps: SetupDeps): Express {
   const app = express();
   app.disable('x-powered-by');
+  app.use(setupGuard({ key: deps.key, ...(deps.listenAddress ? { listenAddress: deps.listenAddress } : {}) }));
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
-  app.use(sameOriginPosts);
 
   app.get('/setup.css', asset('views/setup/setup.css'));
   app.get('/static/vendor/htmx.min.js', asset('static/vendor/htmx.min.js'));
@@ -275,22 +280,6 @@ function asset(key: string) {
     res.type(contentType(key)).setHeader('Cache-Control', 'no-cache');
     res.send(body);
   };
-}
-
-/** This server can erase disks: refuse form posts sent by another web site (a cross-site form). */
-function sameOriginPosts(req: Request, _res: Response, next: NextFunction): void {
-  if (req.method !== 'POST') return next();
-  const origin = req.get('Origin');
-  if (origin && origin !== 'null') {
-    let host: string;
-    try {
-      host = new URL(origin).host;
-    } catch {
-      host = '';
-    }
-    if (host !== req.get('Host')) return next(new SkyError(403, 'forbidden', 'this form was sent from another web site'));
-  }
-  next();
 }
 
 function wrap(fn: (req: Request, res: Response) => Promise<unknown>) {

@@ -7,6 +7,7 @@ import { close, listen, untilSignal } from '../../base/http.ts';
 import { buildInstallerIso, inspectUbuntuIso } from '../../iso/remaster.ts';
 import { writeImage } from '../../iso/usb.ts';
 import { buildSetupApp } from './app.ts';
+import { setupKey, setupUrl } from './guard.ts';
 import { downloadUbuntuIso } from './download.ts';
 import { SetupJobs } from './jobs.ts';
 import { runSetupMenu } from './menu.ts';
@@ -27,11 +28,14 @@ export async function runSetup(ctx: CommandContext): Promise<number | void> {
   if (ctx.flags.cli === true) {
     return runSetupMenu(process.stdin, process.stdout, { jobs, ubuntuMirror: ctx.config.ubuntuMirror, inspectIso: inspectUbuntuIso, allowLoop, cwd: process.cwd() });
   }
-  const app = buildSetupApp({ log: ctx.log, jobs, ubuntuMirror: ctx.config.ubuntuMirror, inspectIso: inspectUbuntuIso, allowLoop });
-  const server = createServer(app);
   const host = typeof ctx.flags.listen === 'string' ? ctx.flags.listen : '127.0.0.1';
+  const key = setupKey();
+  const app = buildSetupApp({ log: ctx.log, jobs, ubuntuMirror: ctx.config.ubuntuMirror, inspectIso: inspectUbuntuIso, allowLoop, key, listenAddress: host });
+  const server = createServer(app);
   const port = await listen(server, ctx.config.setupPort, host);
-  ctx.print(`SkyHost setup: open http://${host.includes(':') ? `[${host}]` : host}:${port}/ in a browser (Ctrl+C stops it)`);
+  // Listening everywhere: the page still answers only under a loopback address.
+  const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+  ctx.print(`SkyHost setup: open ${setupUrl(shown, port, key)} in a browser on this computer (Ctrl+C stops it)`);
   await untilSignal();
   await close(server);
   return 0;

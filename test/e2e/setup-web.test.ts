@@ -12,6 +12,7 @@ import { run } from '../../base/exec.ts';
 import { close, listen } from '../../base/http.ts';
 import { logger } from '../../base/log.ts';
 import { buildSetupApp } from '../../appliance/setup/app.ts';
+import { setupKey } from '../../appliance/setup/guard.ts';
 import { downloadUbuntuIso } from '../../appliance/setup/download.ts';
 import { SetupJobs } from '../../appliance/setup/jobs.ts';
 import { buildInstallerIso, inspectUbuntuIso } from '../../iso/remaster.ts';
@@ -36,6 +37,12 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   let page: Page;
   let downloaded: string;
   const offsite: string[] = [];
+  const key = setupKey();
+  /** What the teacher's browser sends after opening the printed address: the cookie, and its Origin on posts. */
+  const asBrowser = (url: string, init: RequestInit = {}) => fetch(url, {
+    ...init,
+    headers: { Cookie: `skyhost-setup-${new URL(base).port}=${key}`, ...(init.method === 'POST' ? { Origin: base } : {}), ...(init.headers as Record<string, string>) },
+  });
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-setup-e2e-'));
@@ -44,7 +51,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     loop = await createLoopDevice(256 * 1024 * 1024);
     const log = logger('setup-test');
     const jobs = new SetupJobs({ buildIso: buildInstallerIso, download: downloadUbuntuIso, writeImage, workDir: path.join(dir, 'work'), log });
-    server = createServer(buildSetupApp({ log, jobs, ubuntuMirror: 'https://releases.ubuntu.com', inspectIso: inspectUbuntuIso, allowLoop: true }));
+    server = createServer(buildSetupApp({ log, jobs, ubuntuMirror: 'https://releases.ubuntu.com', inspectIso: inspectUbuntuIso, allowLoop: true, key }));
     base = `http://127.0.0.1:${await listen(server, 0, '127.0.0.1')}`;
     browser = await launchBrowser();
     page = await browser.newPage({ width: 1100, height: 900 });
@@ -67,8 +74,9 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('should open from a controller link with its URL and join token filled in, then take the Host node role', async () => {
-    await page.goto(`${base}/?controllerUrl=${encodeURIComponent(CONTROLLER)}&joinToken=${TOKEN}`);
+  it('should open from the printed address plus a controller link with its URL and join token filled in, then take the Host node role', async () => {
+    await page.goto(`${base}/?key=${key}&controllerUrl=${encodeURIComponent(CONTROLLER)}&joinToken=${TOKEN}`);
+    expect(page.url(), 'the key is taken out of the address bar').to.not.contain('key=');
     await page.click('#role-agent');
     await page.waitForSelector('#options-form');
     expect(await page.inputValue('input[name=controllerUrl]')).to.equal(CONTROLLER);
@@ -161,7 +169,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   });
 
   it('should answer one URL both ways: the step alone for htmx, the whole page for a plain or boosted request', async () => {
-    const get = (headers: Record<string, string>) => fetch(`${base}/options?role=agent`, { headers });
+    const get = (headers: Record<string, string>) => asBrowser(`${base}/options?role=agent`, { headers });
     const step = await get({ 'HX-Request': 'true' });
     const boosted = await get({ 'HX-Request': 'true', 'HX-Boosted': 'true' });
     const plain = await get({});
@@ -174,7 +182,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   });
 
   it('should refuse a form posted from another web site (this server can erase drives)', async () => {
-    const r = await fetch(`${base}/options`, {
+    const r = await asBrowser(`${base}/options`, {
       method: 'POST',
       headers: { Origin: 'http://evil.example', 'Content-Type': 'application/x-www-form-urlencoded' },
       body: 'role=agent',
@@ -185,7 +193,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
 
   it('should refuse options tampered with between the steps (the hidden plan is checked again)', async () => {
     const tampered = JSON.stringify({ role: 'agent', hostnamePrefix: 'lab\nautoinstall: {}' });
-    const r = await fetch(`${base}/build`, { method: 'POST', body: new URLSearchParams({ plan: tampered, source: 'path', isoPath: '/etc/hostname' }) });
+    const r = await asBrowser(`${base}/build`, { method: 'POST', body: new URLSearchParams({ plan: tampered, source: 'path', isoPath: '/etc/hostname' }) });
     expect(r.status).to.equal(400);
     expect(await r.text()).to.contain('start again');
   });
@@ -195,13 +203,13 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     const bad = await startFakeMirror({ iso: await fakeUbuntuIso({ release: '22.04' }), release: '22.04', corrupt: true });
     try {
       const plan = JSON.stringify({ role: 'controller' });
-      const r = await fetch(`${base}/build`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ plan, source: 'download', ubuntuMirror: bad.url, release: '22.04' }) });
+      const r = await asBrowser(`${base}/build`, { method: 'POST', redirect: 'manual', body: new URLSearchParams({ plan, source: 'download', ubuntuMirror: bad.url, release: '22.04' }) });
       expect(r.status).to.equal(303);
       const jobUrl = `${base}${r.headers.get('location')}`;
       let body = '';
       for (let i = 0; i < 100 && !body.includes('did not work'); i++) {
         await new Promise((res) => setTimeout(res, 200));
-        body = await (await fetch(jobUrl, { headers: { 'HX-Request': 'true' } })).text();
+        body = await (await asBrowser(jobUrl, { headers: { 'HX-Request': 'true' } })).text();
       }
       expect(body).to.contain('The build did not work').and.contain('does not match the mirror&#x27;s SHA256SUMS');
     } finally {
@@ -210,7 +218,7 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
   });
 
   it('should answer an unknown build with a 404 page, not a stack trace', async () => {
-    const r = await fetch(`${base}/jobs/0123456789abcdef/download`);
+    const r = await asBrowser(`${base}/jobs/0123456789abcdef/download`);
     expect(r.status).to.equal(404);
     const body = await r.text();
     expect(body).to.contain('start again').and.not.contain('    at ');

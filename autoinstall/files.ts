@@ -1,6 +1,6 @@
 // Every file the SkyHost installer adds to the Ubuntu ISO, except the binary itself: the NoCloud
 // seed and what the late-commands install. Paths are ISO paths (the installer sees them under /cdrom).
-import { renderConfigFile } from './config-file.ts';
+import { joinTokenFile, renderConfigFile } from './config-file.ts';
 import { parseInstallerOptions, type InstallerOptions, type InstallerOptionsInput } from './options.ts';
 import { needsSudoers, renderMetaData, renderUserData } from './render.ts';
 import { HOSTNAME_SCRIPT, HOSTNAME_UNIT, hostnameScript, hostnameUnit, serviceUnit, unitName } from './units.ts';
@@ -19,6 +19,8 @@ export function isoFiles(input: InstallerOptionsInput | InstallerOptions): Map<s
     [`/skyhost/${HOSTNAME_UNIT}`, hostnameUnit],
     [`/skyhost/${HOSTNAME_SCRIPT}`, hostnameScript],
   ]);
+  const token = joinTokenFile(o);
+  if (token) files.set('/skyhost/join-token', token);
   if (needsSudoers(o)) files.set('/skyhost/sudoers', `${o.adminUser} ALL=(ALL) NOPASSWD:ALL\n`);
   return files;
 }

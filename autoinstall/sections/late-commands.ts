@@ -13,6 +13,8 @@ export const schema = z.array(z.array(z.string()).min(1));
 export const TARGET = {
   binary: '/usr/local/bin/skyhost',
   config: '/etc/skyhost/config.yaml',
+  /** Root-only (0600): the agent reads its join token here, never from a unit or a command line. */
+  joinToken: '/etc/skyhost/join-token',
   units: '/etc/systemd/system',
   hostnameScript: '/usr/local/lib/skyhost/set-hostname',
   sudoers: '/etc/sudoers.d/90-skyhost-admin',
@@ -28,6 +30,7 @@ export function emit(o: InstallerOptions, hasSudoers: boolean): string[][] {
   return [
     install('0755', 'skyhost', TARGET.binary),
     install('0644', 'config.yaml', TARGET.config),
+    ...(o.role === 'agent' && o.joinToken ? [install('0600', 'join-token', TARGET.joinToken)] : []),
     install('0644', unit, `${TARGET.units}/${unit}`),
     install('0755', HOSTNAME_SCRIPT, TARGET.hostnameScript),
     install('0644', HOSTNAME_UNIT, `${TARGET.units}/${HOSTNAME_UNIT}`),

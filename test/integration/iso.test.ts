@@ -147,7 +147,8 @@ describe('skyhost iso build (xorriso remaster)', function () {
       const auto = validateUserData(readFileSync(path.join(files, 'nocloud/user-data'), 'utf8'));
       expect(auto.identity).to.include({ hostname: 'lab' });
       expect(readFileSync(path.join(files, 'nocloud/meta-data'), 'utf8')).to.contain('instance-id');
-      expect(readFileSync(path.join(files, 'skyhost/config.yaml'), 'utf8')).to.contain('controllerUrl: http://controller.local:8080').and.contain('joinToken: join-3f9a2c7e');
+      expect(readFileSync(path.join(files, 'skyhost/config.yaml'), 'utf8')).to.contain('controllerUrl: http://controller.local:8080').and.not.contain('join-3f9a2c7e');
+      expect(readFileSync(path.join(files, 'skyhost/join-token'), 'utf8')).to.equal('join-3f9a2c7e\n');
       expect(readFileSync(path.join(files, 'skyhost/skyhost-agent.service'), 'utf8')).to.contain('ExecStart=/usr/local/bin/skyhost agent');
       const { stdout } = await run(path.join(files, 'skyhost/skyhost'), ['--version'], { timeout: 30_000 });
       expect(stdout.trim()).to.equal(`skyhost ${VERSION}`);

@@ -84,6 +84,19 @@ describe('autoinstall model', () => {
       for (const f of fromCdrom) expect(f === '/skyhost/skyhost' || files.has(f), f).to.equal(true);
       expect(files.get('/skyhost/sudoers')).to.equal('skyhost ALL=(ALL) NOPASSWD:ALL\n');
     });
+
+    it('should install the join token only into a root-only file, never into a world-readable one', () => {
+      const o = { role: 'agent' as const, controllerUrl: 'http://c.local:8080', joinToken: 'join-3f9a2c7e' };
+      const files = isoFiles(o);
+      expect(files.get('/skyhost/join-token')).to.equal('join-3f9a2c7e\n');
+      for (const [name, text] of files) if (name !== '/skyhost/join-token') expect(text, name).not.to.contain('join-3f9a2c7e');
+      const flat = (buildAutoinstall(parseInstallerOptions(o))['late-commands'] as string[][]).map((c) => c.join(' '));
+      expect(flat).to.include('install -D -m 0600 /cdrom/skyhost/join-token /target/etc/skyhost/join-token');
+      expect(flat.filter((c) => c.includes('join-token'))).to.have.length(1);
+      // Without a token there is no token file and nothing copies one.
+      expect(isoFiles({ role: 'agent' }).has('/skyhost/join-token')).to.equal(false);
+      expect(JSON.stringify(buildAutoinstall(parseInstallerOptions({ role: 'agent' }))['late-commands'])).not.to.contain('join-token');
+    });
   });
 
   describe('given the Ubuntu release', () => {
@@ -237,10 +250,11 @@ describe('autoinstall validation', () => {
 });
 
 describe('what the installer puts on each PC', () => {
-  it('should write a config file the binary accepts, with the controller URL and join token for an agent', () => {
+  it('should write a config file the binary accepts, with the controller URL for an agent and never the join token', () => {
     const text = renderConfigFile(parseInstallerOptions({ role: 'agent', controllerUrl: 'http://c.local:8080', joinToken: 'join-3f9a2c7e' }));
     const config = configSchema.partial().parse(parseYaml(text));
-    expect(config).to.deep.equal({ controllerUrl: 'http://c.local:8080', joinToken: 'join-3f9a2c7e' });
+    expect(config).to.deep.equal({ controllerUrl: 'http://c.local:8080' });
+    expect(text).not.to.contain('join-3f9a2c7e');
     expect(configSchema.partial().parse(parseYaml(renderConfigFile(parseInstallerOptions({ role: 'agent' })))) ).to.deep.equal({});
   });
 

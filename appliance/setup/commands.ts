@@ -6,8 +6,9 @@ export const setupCommand: Command = {
   name: 'setup',
   summary: 'make the USB stick that installs a host node or the controller (web installer, or --cli menu)',
   description:
-    'Opens a web page (http://127.0.0.1:8090 by default) that asks for the role and options, builds the\n' +
-    'installer from an Ubuntu Server ISO, and writes it to a USB stick. --cli asks the same in the terminal.\n' +
+    'Opens a web page (http://127.0.0.1:8090/?key=... by default: open the exact address it prints) that\n' +
+    'asks for the role and options, builds the installer from an Ubuntu Server ISO, and writes it to a USB\n' +
+    'stick. --cli asks the same in the terminal.\n' +
     'Writing USB sticks needs root (sudo).',
   flags: {
     port: { type: 'string', arg: 'PORT', key: 'setupPort', help: 'web installer port (default 8090)' },

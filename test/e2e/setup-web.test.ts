@@ -140,7 +140,8 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
       return readFileSync(out, 'utf8');
     };
     expect(await extract('/nocloud/user-data')).to.match(/^#cloud-config/).and.contain('hostname');
-    expect(await extract('/skyhost/config.yaml')).to.contain(TOKEN).and.contain(CONTROLLER);
+    expect(await extract('/skyhost/config.yaml')).to.contain(CONTROLLER).and.not.contain(TOKEN);
+    expect(await extract('/skyhost/join-token')).to.equal(TOKEN + '\n'); // installed 0600, never in the world-readable config
   });
 
   it('should explain refused drives, refuse a wrong confirmation, then write the loop device and verify it', async () => {
@@ -224,9 +225,28 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     expect(body).to.contain('start again').and.not.contain('    at ');
   });
 
+  it('should open from the controller\'s "Add a host" link on another site, with the cookie (SameSite=Strict) sent after one reload', async () => {
+    const link = `${base}/?controllerUrl=${encodeURIComponent(CONTROLLER)}&joinToken=${TOKEN}`;
+    await page.route('http://controller.test/**', (route) => route.fulfill({ contentType: 'text/html', body: `<a id="add" href="${link}">Add a host</a>` }));
+    await page.goto('http://controller.test/hosts');
+    await page.click('#add');
+    await page.waitForSelector('#role-agent');
+    await page.click('#role-agent');
+    await page.waitForSelector('#options-form');
+    expect(await page.inputValue('input[name=controllerUrl]')).to.equal(CONTROLLER);
+    await page.unroute('http://controller.test/**');
+  });
+
+  it('should refuse a browser without the cookie (one that never opened the printed address)', async () => {
+    await browser.context.clearCookies();
+    const r = await page.goto(`${base}/`);
+    expect(r?.status()).to.equal(403);
+    expect(await page.textContent('body')).to.contain('open the address skyhost setup printed');
+  });
+
   it('should have loaded nothing from outside this machine and logged no page errors', () => {
     expect(offsite).to.deep.equal([]);
-    // Chromium logs every 4xx answer; the 422s of the two validation steps above are expected.
-    expect(browser.errors.filter((e) => !/status of 422/.test(e))).to.deep.equal([]);
+    // Chromium logs every 4xx answer; the 422s of the two validation steps and the 403 above are expected.
+    expect(browser.errors.filter((e) => !/status of (422|403)/.test(e))).to.deep.equal([]);
   });
 });

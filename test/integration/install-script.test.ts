@@ -13,7 +13,9 @@ import express, { type ErrorRequestHandler } from 'express';
 import { toSkyError } from '../../base/errors.ts';
 import { HOST_PACKAGES } from '../../host/hostsetup.ts';
 import { close, jsonErrors, listen } from '../../base/http.ts';
-import { logger } from '../../base/log.ts';
+import { addSink, configureLogging, logger, type LogRecord } from '../../base/log.ts';
+import { VERSION } from '../../base/version.ts';
+import { readJoinToken, startDiscovery } from '../../agent/discovery/index.ts';
 import { hasCommand } from '../../base/exec.ts';
 import { skyhostExecutable } from '../../base/executable.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
@@ -187,6 +189,54 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       expect(execs.length).to.be.greaterThan(5); // mkdir, curl, skyhost --version, mv, systemctl...
       expect(execs.filter((l) => l.includes(token))).to.deep.equal([]);
       expect(readFileSync(path.join(root, 'etc/skyhost/join-token'), 'utf8')).to.equal(token + '\n');
+    });
+  });
+
+  describe('given an agent enrolling with the token from its file', () => {
+    let controller: RunningController;
+    before(async () => {
+      controller = await startController({ dataDir: path.join(dir, 'controller-log'), log: logger('install-log-test'), port: 0, listen: '127.0.0.1', poll: false, captureLogs: false });
+    });
+    after(async () => {
+      await controller?.stop();
+    });
+
+    it('should never write the token into a log line, accepted or refused, at debug level', async () => {
+      const records: LogRecord[] = [];
+      const removeSink = addSink((r) => records.push(r));
+      configureLogging({ level: 'debug', out: () => {} });
+      const enrollOnce = async (hostId: string, token: string, want: string) => {
+        const tokenFile = path.join(dir, `${hostId}-join-token`);
+        writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
+        const discovery = startDiscovery({
+          hostId, hostname: hostId, agentKey: `key-${hostId}-0123456789abcdef`, version: VERSION, agentPort: 0,
+          controllerUrl: controller.url, agentUrl: `http://127.0.0.1:9/${hostId}`, joinToken: readJoinToken(undefined, tokenFile),
+          dataDir: path.join(dir, `agent-${hostId}`), log: logger('agent'), tickMs: 50,
+        });
+        try {
+          if (want === 'ready') return (await discovery.enrolled(10_000)).state;
+          const end = Date.now() + 10_000;
+          while (discovery.state().state !== want && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+          return discovery.state().state;
+        } finally {
+          await discovery.stop();
+        }
+      };
+      const single = controller.services.joinTokens.issue({ label: 'log test' }).token;
+      const cluster = controller.services.joinTokens.clusterToken();
+      try {
+        expect(await enrollOnce('h-log-1', single, 'ready')).to.equal('ready');
+        expect(await enrollOnce('h-log-2', cluster, 'ready')).to.equal('ready');
+        expect(await enrollOnce('h-log-3', single, 'refused')).to.equal('refused'); // used up by h-log-1
+      } finally {
+        configureLogging({ level: 'info', out: (line) => process.stderr.write(line + '\n') });
+        removeSink();
+      }
+      const text = records.map((r) => JSON.stringify(r)).join('\n');
+      expect(text).to.contain('h-log-3'); // the log did record the enrollments
+      const secret = single.split('_').at(-1)!;
+      expect(text).not.to.contain(secret);
+      expect(text).not.to.contain(cluster);
     });
   });
 

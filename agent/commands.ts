@@ -26,7 +26,7 @@ export const agentCommand: Command = {
     key: { type: 'string', arg: 'K', key: 'agentKey', help: 'bearer key every API call must carry' },
     'host-id': { type: 'string', arg: 'ID', key: 'hostId', help: 'host identity (default /etc/machine-id)' },
     controller: { type: 'string', arg: 'URL', key: 'controllerUrl', help: 'controller to enroll with (default: found on the LAN by mDNS)' },
-    'join-token': { type: 'string', arg: 'T', key: 'joinToken', help: 'cluster join token for enrollment' },
+    'join-token': { type: 'string', arg: 'T', key: 'joinToken', help: 'join token for enrollment (shows in ps: prefer /etc/skyhost/join-token, mode 0600)' },
     'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of SSH forwards (default 20000-20999)' },
   },
   async run(ctx) {

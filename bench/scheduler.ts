@@ -193,7 +193,7 @@ export const schedulerGroup: Group = {
     return [
       withTarget(figure('scheduler.decisions_per_s_1000_hosts', 'decisions/s', speed, {
         baseline: speedOriginal,
-        note: `per second of CPU time (${speedWall}/s of wall time at load average ${load} on ${os.cpus().length} cores); place() over 1,000 mixed hosts (3% down/draining, 10% without the template, 30 in flight, ~40% left out with reasons); baseline: the original least-loaded pick (no checks, no reasons)`,
+        note: `per second of CPU time (${speedWall}/s of wall time at load average ${load} on ${os.cpus().length} cores); place() over 1,000 mixed hosts (3% down/draining, 10% without the template, 30 in flight, ~40% left out, each with its reason and sentence); baseline: the original least-loaded pick (no checks, no reasons)`,
       }), { atLeast: 20_000 }),
       figure('scheduler.burst_max_minus_min', 'VMs', burst, {
         baseline: burstOriginal,

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../base/config.ts';
 import { CommandFailed, Unavailable } from '../base/errors.ts';
-import { detectAccel, type AccelReport } from '../host/hostsetup.ts';
+import { detectAccel, type AccelReport } from '../host/accel.ts';
 import { close, listen } from '../base/http.ts';
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
 import { checkoutRoot } from '../../base/assets.ts';
-import { detectAccel, findProbeKernel, probeBoot } from '../../host/hostsetup.ts';
+import { detectAccel, findProbeKernel, probeBoot } from '../../host/accel.ts';
 
 const exec = promisify(execFile);
 

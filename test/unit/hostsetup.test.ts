@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { ACCEL_MARKER, decideAccel, HOST_PACKAGES, missingPackages, probeBootSector, TEST_PACKAGES } from '../../host/hostsetup.ts';
+import { ACCEL_MARKER, decideAccel, probeBootSector } from '../../host/accel.ts';
+import { HOST_PACKAGES, missingPackages, TEST_PACKAGES } from '../../host/hostsetup.ts';
 
 describe('host setup', () => {
   describe('missingPackages', () => {

@@ -115,26 +115,41 @@ function p99Figure(id: string, runs: LoadRun[], what: string, probe: { status: n
 
 /**
  * `count` VMs requested as an admin does (`POST /api/vms`), `CREATES_IN_FLIGHT` at a time; throws
- * on the first answer that is not 201/202. Returns the wall time in ms.
+ * on the first answer that is not 201/202. A request whose connection failed is sent again with the
+ * same Idempotency-Key (so it cannot make a second VM), at most twice: on a loaded machine this
+ * process's event loop can lag past the controller's keep-alive timeout, and a pooled connection the
+ * controller just closed fails with ECONNRESET. Returns the wall time in ms and how many were resent.
  */
-async function createVms(url: string, auth: Record<string, string>, count: number): Promise<number> {
+async function createVms(url: string, auth: Record<string, string>, count: number, say: (m: string) => void): Promise<{ ms: number; resent: number }> {
   const t0 = process.hrtime.bigint();
   let next = 0;
+  let resent = 0;
+  const createOne = async (i: number, attempt = 1): Promise<Response> => {
+    const name = `bench-${String(i).padStart(5, '0')}`;
+    try {
+      return await fetch(`${url}/api/vms`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json', 'idempotency-key': name },
+        body: JSON.stringify({ name, template: 'alpine', memoryMiB: 256, diskGiB: 2 }),
+        signal: AbortSignal.timeout(30_000),
+      });
+    } catch (err) {
+      if (attempt >= 3) throw err;
+      say(`controller: POST /api/vms for ${name} failed (${(err as Error).message}: ${String((err as Error).cause ?? '')}), sending it again`);
+      resent++;
+      return createOne(i, attempt + 1);
+    }
+  };
   const worker = async () => {
     while (next < count) {
       const i = next++;
-      const answer = await fetch(`${url}/api/vms`, {
-        method: 'POST',
-        headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify({ name: `bench-${String(i).padStart(5, '0')}`, template: 'alpine', memoryMiB: 256, diskGiB: 2 }),
-        signal: AbortSignal.timeout(30_000),
-      });
+      const answer = await createOne(i);
       const text = await answer.text();
       if (answer.status !== 201 && answer.status !== 202) throw new Error(`creating VM ${i + 1} of ${count}: HTTP ${answer.status} ${text.slice(0, 300)}`);
     }
   };
   await Promise.all(Array.from({ length: Math.min(CREATES_IN_FLIGHT, count) }, worker));
-  return msSince(t0);
+  return { ms: msSince(t0), resent };
 }
 
 /** CPU share (% of one core) this process used since `since` (from `process.cpuUsage()`), over `ms`. */
@@ -169,7 +184,7 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
 
     ctx.say(`controller: creating ${vmTotal} VMs through POST /api/vms, ${CREATES_IN_FLIGHT} in flight`);
     const cpuBeforeCreates = cpuSeconds(pid);
-    const createMs = await createVms(url, auth, vmTotal);
+    const { ms: createMs, resent } = await createVms(url, auth, vmTotal, ctx.say);
     const controllerMsPerCreate = (1000 * (cpuSeconds(pid) - cpuBeforeCreates)) / vmTotal;
     await waitUntil(`the controller to list ${vmTotal} running VMs`, 120_000, async () => {
       const body = (await (await get('/api/vms')).json()) as { vms?: Array<{ state: string }> };
@@ -200,7 +215,7 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
     }
     // What the fleet costs this process while the controller is loaded (it answers every poll).
     const benchCpuPct = cpuPctSince(cpu0, msSince(t0));
-    const benchRssMb = process.memoryUsage().rss / 1024 / 1024;
+    const benchMemory = process.memoryUsage();
     // The same list loaded by autocannon, as this bench did before: a JS client that needs a whole
     // core for 50 connections, so on 2 cores its own event loop delay becomes part of the latency.
     const apiVmsAutocannon: LoadRun[] = [];
@@ -217,10 +232,10 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
     if (size.extras) figures.push(p99Figure('controller.api_vms_p99_autocannon_ms', apiVmsAutocannon, 'the same GET /api/vms', apiProbe, scale, 'autocannon'));
     figures.push(
       withTarget(figure(`controller.rss_mb${s}`, 'MB', all.map((r) => r.maxRssMb), {
-        note: `peak resident memory of the controller process during each load run (${size.hosts} hosts polled every 5 s, ${vmTotal} VMs); private (anonymous) part at the peak ${median(all.map((r) => r.privateAtMaxMb)).toFixed(0)} MB, the rest clean pages of the executable; the bench process with the ${size.hosts} simulated agents: RSS ${benchRssMb.toFixed(0)} MB, ${benchCpuPct.toFixed(0)} % of a core during the wrk runs; ${readyAfter} of ${size.hosts} hosts ready after the runs`,
+        note: `peak resident memory of the controller process during each load run (${size.hosts} hosts polled every 5 s, ${vmTotal} VMs); private (anonymous) part at the peak ${median(all.map((r) => r.privateAtMaxMb)).toFixed(0)} MB, the rest clean pages of the executable; the bench process with the ${size.hosts} simulated agents: RSS ${(benchMemory.rss / 2 ** 20).toFixed(0)} MB (V8 heap in use ${(benchMemory.heapUsed / 2 ** 20).toFixed(0)} MB, garbage included), ${benchCpuPct.toFixed(0)} % of a core during the wrk runs; ${readyAfter} of ${size.hosts} hosts ready after the runs`,
       }), { below: size.targets.rssMb }),
       figure(`controller.create_rate${s}`, 'VMs/s', [(1000 * vmTotal) / createMs], {
-        note: `${vmTotal} POST /api/vms as admin, ${CREATES_IN_FLIGHT} in flight, took ${(createMs / 1000).toFixed(1)} s until the last answer, ${controllerMsPerCreate.toFixed(1)} ms of controller CPU per VM; the wall time also holds the simulated agents' work (the real agent app, in the bench process) and the machine's other load; ${size.hosts} hosts; one run`,
+        note: `${vmTotal} POST /api/vms as admin, each with an Idempotency-Key as the page's form sends one, ${CREATES_IN_FLIGHT} in flight, took ${(createMs / 1000).toFixed(1)} s until the last answer${resent > 0 ? ` (${resent} sent again after a connection failure)` : ''}, ${controllerMsPerCreate.toFixed(1)} ms of controller CPU per VM; the wall time also holds the simulated agents' work (the real agent app, in the bench process) and the machine's other load; ${size.hosts} hosts; one run`,
       }),
     );
     if (size.extras) figures.push(await classBurst(url, auth, size.hosts));

@@ -10,11 +10,13 @@
 // 150 MB; at 1,000 hosts dashboard p99 under 50 ms, VM list p99 under 100 ms, RSS under 250 MB.
 //
 // Why the fleet stays in this process at 1,000 hosts: measured, 1,000 simulated agents take ~210 MB
-// and ~2 % of a core idle, ~500-650 MB with their 10,000 VMs, and answering the controller's 200
-// polls a second costs ~15 % of a core (the rss note reports both). A child process would spend the
-// same CPU on the same 2 cores plus a second Node's memory; and this process only waits for wrk
-// during a load run, so its event loop is in no measured latency (a poll it answered late would
-// show as hosts not ready after the runs, which the notes also report).
+// and ~2 % of a core idle, ~410 MB with their 10,000 VMs (~95 MB of live heap; RSS climbs to ~1.1 GB
+// before V8 collects the big lists this process parses, there is no memory pressure to make it
+// sooner), and answering the controller's 200 polls a second costs ~15 % of a core (the rss note
+// reports both). A child process would spend the same CPU on the same 2 cores plus a second Node's
+// memory; and this process only waits for wrk during a load run, so its event loop is in no
+// measured latency (a poll it answered late would show as hosts not ready after the runs, which the
+// notes also report).
 import path from 'node:path';
 import { hasCommand, run } from '../base/exec.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';

@@ -33,10 +33,23 @@ function round2(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
+/** Busy and total CPU time of all cores so far (ms), from the kernel's counters. */
+function cpuTimes(): { busy: number; total: number } {
+  let busy = 0;
+  let total = 0;
+  for (const { times: t } of os.cpus()) {
+    busy += t.user + t.nice + t.sys + t.irq;
+    total += t.user + t.nice + t.sys + t.irq + t.idle;
+  }
+  return { busy, total };
+}
+
 /** This machine, as systeminformation and the kernel see it. */
 export class SystemResources implements HostResources {
   private readonly dataDir: string;
   private readonly log: Logger;
+  /** The CPU counters at the last sample: the load is the busy share since then (since boot at first). */
+  private lastCpu = { busy: 0, total: 0 };
 
   constructor(dataDir: string, log: Logger) {
     this.dataDir = dataDir;
@@ -71,13 +84,16 @@ export class SystemResources implements HostResources {
   }
 
   async sample(): Promise<HostSample> {
-    const [load, mem, fs] = await Promise.all([
-      this.read('the CPU load', si.currentLoad(), undefined),
+    // Not si.currentLoad(): it runs `cat /proc/stat` with execSync, blocking the agent's requests for up to 100 ms.
+    const cpu = cpuTimes();
+    const loadPct = cpu.total > this.lastCpu.total ? (100 * (cpu.busy - this.lastCpu.busy)) / (cpu.total - this.lastCpu.total) : 0;
+    this.lastCpu = cpu;
+    const [mem, fs] = await Promise.all([
       this.read('the memory', si.mem(), undefined),
       this.read(`the disk of ${this.dataDir}`, statfs(this.dataDir), undefined),
     ]);
     return {
-      load: { loadPct: Math.round((load?.currentLoad ?? 0) * 10) / 10, load1: os.loadavg()[0] ?? 0 },
+      load: { loadPct: Math.round(loadPct * 10) / 10, load1: os.loadavg()[0] ?? 0 },
       memory: mem
         ? { totalMiB: Math.round(mem.total / MiB), freeMiB: Math.round(mem.available / MiB) }
         : { totalMiB: Math.round(os.totalmem() / MiB), freeMiB: Math.round(os.freemem() / MiB) },

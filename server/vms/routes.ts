@@ -1,16 +1,22 @@
 // The JSON API of VMs: list (with an ETag for pollers), request, one VM, delete, lifecycle actions,
-// and the original design's `POST /request-vm`.
+// the original design's `POST /request-vm`, and the strangers hosts report (listed and adopted by an admin).
 import { z } from 'zod';
-import { VmAction } from '../../wire/api.ts';
+import { VmAction, VmName } from '../../wire/api.ts';
 import { NotFound } from '../../base/errors.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
-import { RequestVmAnswer, Vm, VmList, VmRequest } from './schemas.ts';
+import { UserName } from '../users/users.ts';
+import { RequestVmAnswer, Vm, VmList, VmRequest, VmStranger } from './schemas.ts';
 
 const VmListQuery = z.object({
   host: z.string().optional().describe('only on this host'),
   state: z.string().optional().describe('only in this state'),
   owner: z.string().optional().describe('only of this user'),
+});
+const StrangerQuery = z.object({ host: z.string().optional().describe('only those this host reports') });
+export const AdoptRequest = z.strictObject({
+  owner: UserName.describe('the user the VM becomes'),
+  name: VmName.optional().describe('its name in SkyHost (default: what the host calls it)'),
 });
 const IDEMPOTENCY = { 'Idempotency-Key': 'a retried request with the same key returns the first answer' };
 
@@ -69,5 +75,18 @@ export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
     const action = VmAction.safeParse(req.params.action);
     if (!action.success) throw new NotFound(`action "${String(req.params.action).slice(0, 32)}" (use start, shutdown, poweroff or reboot)`);
     res.json(await vms.action(me(res), param(req, 'id'), action.data));
+  });
+  api.route({
+    method: 'get', path: '/api/strangers', summary: 'VMs hosts report that the controller did not place there', auth: 'admin', query: StrangerQuery,
+    responses: { 200: z.object({ strangers: z.array(VmStranger) }) },
+  }, (_req, res, { query }) => {
+    res.json({ strangers: vms.strangers(me(res), query.host) });
+  });
+  api.route({
+    method: 'post', path: '/api/hosts/:id/strangers/:vmId/adopt', summary: 'Make a host\'s stranger a VM of a user (422 owner: no such user; 409: its id is another VM\'s)',
+    auth: 'admin', body: AdoptRequest, responses: { 201: Vm },
+  }, (req, res, { body }) => {
+    const vm = vms.adopt(me(res), param(req, 'id'), param(req, 'vmId'), { owner: body.owner, ...(body.name !== undefined ? { name: body.name } : {}) });
+    res.status(201).location(`/api/vms/${vm.id}`).json(vm);
   });
 }

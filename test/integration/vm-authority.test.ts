@@ -137,6 +137,38 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
     // An admin cannot adopt the other host's VM from the rogue either.
     expect(() => ctl.services.vms.adopt(ctl.services.system, 'host-rogue', victim.id, { owner: 'alice' })).to.throw(/cannot be adopted/);
   });
+
+  it('an admin lists the strangers and adopts one for a known user over the API; a student can do neither', async () => {
+    const admin = ctl.services.secrets.adminToken;
+    const alice = ctl.services.users.createToken('alice', 'test').token;
+    const victim = (await api('GET', '/api/vms', admin)).json.vms[0] as { id: string };
+
+    const listed = await api('GET', '/api/strangers', admin);
+    expect(listed.status).to.equal(200);
+    expect((listed.json.strangers as Array<{ id: string; host: string }>).map((s) => [s.id, s.host])).to.have.deep.members([
+      [victim.id, 'host-rogue'], ['invented0001', 'host-rogue'],
+    ]);
+    expect((await api('GET', '/api/strangers?host=host-honest', admin)).json).to.deep.equal({ strangers: [] });
+    expect((await api('GET', '/api/strangers', alice)).status).to.equal(403);
+    expect((await api('POST', '/api/hosts/host-rogue/strangers/invented0001/adopt', alice, { owner: 'alice' })).status).to.equal(403);
+
+    const unknown = await api('POST', '/api/hosts/host-rogue/strangers/invented0001/adopt', admin, { owner: 'nobody' });
+    expect(unknown.status).to.equal(422);
+    expect(unknown.json.error.details.fields.map((f: { field: string }) => f.field)).to.deep.equal(['owner']);
+    // The other host's VM id stays that host's: refused, and still a stranger.
+    const stolen = await api('POST', `/api/hosts/host-rogue/strangers/${victim.id}/adopt`, admin, { owner: 'alice' });
+    expect(stolen.status).to.equal(409);
+    expect((await api('GET', `/api/vms/${victim.id}`, alice)).json).to.include({ host: 'host-honest', name: 'homework' });
+
+    const adopted = await api('POST', '/api/hosts/host-rogue/strangers/invented0001/adopt', admin, { owner: 'alice', name: 'adopted' });
+    expect(adopted.status, JSON.stringify(adopted.json)).to.equal(201);
+    expect(adopted.json).to.include({ id: 'invented0001', owner: 'alice', name: 'adopted', host: 'host-rogue' });
+    const mine = (await api('GET', '/api/vms', alice)).json.vms as Array<{ id: string; owner: string }>;
+    expect(mine.find((v) => v.id === 'invented0001')).to.include({ owner: 'alice' });
+    expect((await api('GET', '/api/strangers?host=host-rogue', admin)).json.strangers.map((s: { id: string }) => s.id)).to.deep.equal([victim.id]);
+    // Forget it again (the rogue's agent never had it) so the next test starts from the same cluster.
+    expect((await api('DELETE', '/api/vms/invented0001', admin)).status).to.equal(204);
+  });
   it('a host\'s failure reaches API clients without its stderr or command lines; a refusal keeps its field list', async () => {
     const admin = ctl.services.secrets.adminToken;
     await api('POST', '/api/hosts/host-honest/drain', admin);

@@ -10,7 +10,7 @@ import type { Express } from 'express';
 import { configureLogging, logger } from '../../base/log.ts';
 import type { ApiRouter, Operation } from '../../server/api/route.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { freePort } from '../support/net.ts';
+import { freePort, jsonOrText } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
 type Role = 'anonymous' | 'student' | 'other student' | 'admin' | 'agent key';
@@ -48,12 +48,7 @@ describe('authorization matrix (generated from the router)', function () {
       return { status: res.status, json: 'event stream' };
     }
     const text = await res.text();
-    let json: any;
-    try {
-      json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = text;
-    }
+    const json = jsonOrText(text);
     return { status: res.status, json };
   }
 

@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { freePort } from '../support/net.ts';
+import { freePort, jsonOrText } from '../support/net.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';
 
 async function simAgent(hostId: string): Promise<SimAgent> {
@@ -34,12 +34,7 @@ describe('controller API (in-process, simulated agents)', function () {
     if (opts.body !== undefined || opts.raw !== undefined) headers['content-type'] ??= 'application/json';
     const res = await fetch(base + p, { method, headers, ...(opts.raw !== undefined ? { body: opts.raw } : opts.body !== undefined ? { body: JSON.stringify(opts.body) } : {}) });
     const text = await res.text();
-    let json: any;
-    try {
-      json = text ? JSON.parse(text) : undefined;
-    } catch {
-      json = text;
-    }
+    const json = jsonOrText(text);
     return { status: res.status, json, headers: res.headers };
   }
 

@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { HostStatus, TemplateInfo, VmInfo } from '../../wire/api.ts';
 import { ConsoleSession } from './guest.ts';
+import { jsonOrText } from './net.ts';
 
 export interface ContractTarget {
   /** Base URL of the agent, e.g. http://127.0.0.1:8081 */
@@ -61,13 +62,7 @@ export function agentContract(label: string, setup: () => Promise<ContractTarget
       if (body !== undefined) headers['content-type'] = opts.type ?? 'application/json';
       const res = await fetch(t.url + path, { method, headers, ...(body !== undefined ? { body } : {}) });
       const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = text ? JSON.parse(text) : undefined;
-      } catch {
-        // not JSON: kept as text
-      }
-      return { status: res.status, body: parsed, headers: res.headers };
+      return { status: res.status, body: jsonOrText(text) as unknown, headers: res.headers };
     };
 
     const expectError = (a: Answer, status: number, field?: string) => {

@@ -49,3 +49,12 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
     await new Promise((r) => setTimeout(r, every));
   }
 }
+
+/** An answer's body as JSON, or as the text itself when it is not JSON (undefined when empty). */
+export function jsonOrText(text: string): any {
+  try {
+    return text ? JSON.parse(text) : undefined;
+  } catch {
+    return text;
+  }
+}

@@ -234,7 +234,9 @@ describe('install script (/install.sh and /download/skyhost)', function () {
       }
       const text = records.map((r) => JSON.stringify(r)).join('\n');
       expect(text).to.contain('h-log-3'); // the log did record the enrollments
-      const secret = single.split('_').at(-1)!;
+      // shs_<12 hex id>_<secret>; the secret is base64url and may itself contain '_'
+      const secret = single.slice('shs_'.length + 12 + 1);
+      expect(secret).to.have.length.greaterThan(16);
       expect(text).not.to.contain(secret);
       expect(text).not.to.contain(cluster);
     });

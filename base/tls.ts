@@ -1,0 +1,133 @@
+// TLS between SkyHost machines, trusted the way Incus trusts its members: each machine makes its own
+// self-signed certificate at first start, and a peer is trusted by the sha256 fingerprint of its
+// certificate (carried by a join token, or recorded when a host enrolls), never by a certificate
+// authority or a name. A connection whose certificate does not match is closed before one byte of
+// HTTP (and so before any bearer key) is sent.
+import { randomBytes, X509Certificate } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import type http from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+import path from 'node:path';
+import tls from 'node:tls';
+import { InvalidField, SkyError } from './errors.ts';
+import { run } from './exec.ts';
+
+/** A machine's own certificate and key (PEM) and the certificate's fingerprint. */
+export interface TlsIdentity {
+  cert: string;
+  key: string;
+  /** sha256 of the certificate (DER), 64 lowercase hex digits. */
+  fingerprint: string;
+}
+
+/** A fingerprint as SkyHost writes it: 64 lowercase hex digits (colons and case of other tools accepted). */
+export function normalizeFingerprint(text: string): string {
+  const hex = text.trim().replace(/^sha256:/i, '').replaceAll(':', '').toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new InvalidField('fingerprint', 'must be a sha256 fingerprint: 64 hex digits (colons allowed)');
+  return hex;
+}
+
+/** The sha256 fingerprint of a PEM certificate. */
+export function fingerprintOf(certPem: string): string {
+  return normalizeFingerprint(new X509Certificate(certPem).fingerprint256);
+}
+
+/** Groups a fingerprint in fours for people to compare by eye: `3f2a 9c01 …`. */
+export function showFingerprint(fingerprint: string): string {
+  return normalizeFingerprint(fingerprint).match(/.{4}/g)!.join(' ');
+}
+
+/**
+ * The certificate in `dir` (tls.crt + tls.key, key mode 0600), made at the first call: ECDSA P-256,
+ * valid ten years, `commonName` as subject, `altNames` (host names and IP addresses) as
+ * subjectAltName so browsers that are told to trust it accept it for those addresses.
+ */
+export async function ensureIdentity(dir: string, opts: { commonName: string; altNames?: string[] }): Promise<TlsIdentity> {
+  const certFile = path.join(dir, 'tls.crt');
+  const keyFile = path.join(dir, 'tls.key');
+  if (!existsSync(certFile) || !existsSync(keyFile)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Made in a folder beside, then renamed in one by one, key last: a crash leaves no certificate
+    // without its key (a lone tls.crt is made again; a half-written file never has the final name).
+    const work = path.join(dir, `.tls-${process.pid}-${randomBytes(4).toString('hex')}`);
+    mkdirSync(work, { mode: 0o700 });
+    try {
+      const san = subjectAltName(opts.altNames ?? []);
+      await run('openssl', [
+        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', path.join(work, 'tls.key'), '-out', path.join(work, 'tls.crt'), '-days', '3650',
+        '-subj', `/CN=${opts.commonName.replace(/[^A-Za-z0-9._-]/g, '-')}`,
+        ...(san ? ['-addext', `subjectAltName=${san}`] : []),
+      ], { timeout: 30_000 });
+      renameSync(path.join(work, 'tls.crt'), certFile);
+      renameSync(path.join(work, 'tls.key'), keyFile);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }
+  const cert = readFileSync(certFile, 'utf8');
+  return { cert, key: readFileSync(keyFile, 'utf8'), fingerprint: fingerprintOf(cert) };
+}
+
+function subjectAltName(names: string[]): string {
+  return names
+    .filter((n) => /^[A-Za-z0-9.:-]{1,253}$/.test(n)) // names go into an openssl argument: nothing else gets through
+    .map((n) => (/^[0-9.]+$/.test(n) || n.includes(':') ? `IP:${n}` : `DNS:${n}`))
+    .join(',');
+}
+
+/** A refused peer: its certificate is not the one pinned. */
+export class UntrustedPeer extends SkyError {
+  constructor(expected: string, got: string | undefined) {
+    super(502, 'untrusted_peer', `the other side's certificate (sha256 ${got ? showFingerprint(got) : 'none'}) is not the pinned one (sha256 ${showFingerprint(expected)})`,
+      { expected, got });
+    this.name = 'UntrustedPeer';
+  }
+}
+
+/**
+ * Opens a TLS connection and calls `done` only once the peer's certificate has the pinned
+ * fingerprint; otherwise the socket is destroyed and `done` gets UntrustedPeer. Chain and name
+ * checks are off on purpose: the fingerprint is the trust, as with SSH host keys.
+ */
+export function connectPinned(options: tls.ConnectionOptions, fingerprint: string, done: (err: Error | null, socket?: Duplex) => void): tls.TLSSocket {
+  const expected = normalizeFingerprint(fingerprint);
+  const socket = tls.connect({ ...options, rejectUnauthorized: false });
+  let settled = false;
+  const finish = (err: Error | null): void => {
+    if (settled) return;
+    settled = true;
+    if (err) {
+      socket.destroy();
+      done(err);
+    } else done(null, socket);
+  };
+  socket.once('secureConnect', () => {
+    const raw = socket.getPeerCertificate().raw as Buffer | undefined;
+    const got = raw ? fingerprintOf(new X509Certificate(raw).toString()) : undefined;
+    finish(got === expected ? null : new UntrustedPeer(expected, got));
+  });
+  socket.once('error', (err) => finish(err));
+  return socket;
+}
+
+/**
+ * An https.Agent whose connections are pinned to one certificate: requests through it are written
+ * only after the peer proved it holds that certificate. One agent per peer (its pool is per peer too).
+ */
+export class PinnedAgent extends https.Agent {
+  readonly fingerprint: string;
+
+  constructor(fingerprint: string, opts: https.AgentOptions = {}) {
+    super(opts);
+    this.fingerprint = normalizeFingerprint(fingerprint);
+  }
+
+  // Node's Agent waits for the callback when createConnection returns nothing; the request is
+  // bound to the socket (and its headers written) only then.
+  override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | undefined {
+    connectPinned(options as tls.ConnectionOptions, this.fingerprint, (err, socket) => callback?.(err, socket as Duplex));
+    return undefined;
+  }
+}

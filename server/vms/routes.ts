@@ -1,4 +1,4 @@
-// The JSON API of VMs: list (with an ETag for pollers), request, one VM, delete, lifecycle actions,
+// The JSON API of VMs: list (in pages, with an ETag for pollers; server/vms/list-pages.ts), request, one VM, delete, lifecycle actions,
 // the original design's `POST /request-vm`, and the strangers hosts report (listed and adopted by an admin).
 import { z } from 'zod';
 import { VmAction, VmName } from '../../wire/api.ts';
@@ -7,11 +7,12 @@ import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
 import { UserName } from '../users/users.ts';
 import { RequestVmAnswer, Vm, VmList, VmRequest, VmStranger } from './schemas.ts';
+import { decodeCursor, gzipped, listOrder, nextUrl, pageOf, PAGE_DEFAULT, VersionedCache, VmListQuery, type PageAnswer } from './list-pages.ts';
+import type { VmRecord } from './records.ts';
 
-const VmListQuery = z.object({
-  host: z.string().optional().describe('only on this host'),
-  state: z.string().optional().describe('only in this state'),
-  owner: z.string().optional().describe('only of this user'),
+/** A page of the list: `next` is the URL of the page after it, sent as `Link: <next>; rel="next"` too. */
+const VmListPage = VmList.extend({
+  next: z.string().optional().describe('the next page (GET it as it is); absent on the last page'),
 });
 const StrangerQuery = z.object({ host: z.string().optional().describe('only those this host reports') });
 export const AdoptRequest = z.strictObject({
@@ -23,27 +24,40 @@ const IDEMPOTENCY = { 'Idempotency-Key': 'a retried request with the same key re
 export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
   const { vms, hosts } = services;
 
+  // Kept until any VM changes: the sorted list per user and filter, and each page's bytes.
+  const lists = new VersionedCache<VmRecord[]>(64);
+  const pages = new VersionedCache<PageAnswer>(256);
   api.route({
-    method: 'get', path: '/api/vms', summary: 'My VMs (an admin: every VM)', auth: 'user', query: VmListQuery,
-    headers: { 'If-None-Match': 'the ETag of the last answer: 304 when nothing changed (unfiltered list only)' },
-    responses: { 200: VmList, 304: 'nothing changed since the ETag sent' },
+    method: 'get', path: '/api/vms', auth: 'user', query: VmListQuery,
+    summary: `My VMs (an admin: every VM), newest first, ${PAGE_DEFAULT} a page unless ?limit= says otherwise; the next page is in next and in Link: rel="next"`,
+    headers: { 'If-None-Match': 'the ETag of the last answer: 304 while no VM changed', 'Accept-Encoding': 'gzip: the answer is sent gzipped' },
+    responses: { 200: VmListPage, 304: 'nothing changed since the ETag sent' },
   }, (req, res, { query }) => {
     const u = me(res);
-    const filter = {
-      ...(query.host !== undefined ? { host: query.host } : {}),
-      ...(query.state !== undefined ? { state: query.state } : {}),
-      ...(query.owner !== undefined ? { owner: query.owner } : {}),
-    };
-    if (Object.keys(filter).length > 0) return void res.json({ vms: vms.list(u, filter) });
     // Pollers send the ETag back: nothing changed is a 304 without a body.
     const tag = vms.listTag();
     res.setHeader('ETag', tag);
     res.setHeader('Cache-Control', 'private, no-cache');
     res.setHeader('Vary', 'Accept-Encoding, Authorization, Cookie');
     if (req.get('if-none-match') === tag) return void res.status(304).end();
+    const filter = {
+      ...(query.host !== undefined ? { host: query.host } : {}),
+      ...(query.state !== undefined ? { state: query.state } : {}),
+      ...(query.owner !== undefined ? { owner: query.owner } : {}),
+    };
+    const who = u.role === 'admin' ? '*' : `user:${u.name}`;
+    const limit = query.limit ?? PAGE_DEFAULT;
+    const listKey = JSON.stringify([who, filter.host, filter.state, filter.owner]);
+    const page = pages.get(tag, JSON.stringify([listKey, limit, query.after]), () => {
+      const sorted = lists.get(tag, listKey, () => vms.records(u, filter).sort(listOrder));
+      const { items, next } = pageOf(sorted, limit, query.after !== undefined ? decodeCursor(query.after) : undefined);
+      const url = next !== undefined ? nextUrl(query, limit, next) : undefined;
+      return { json: Buffer.from(JSON.stringify({ vms: items.map((vm) => vms.view(vm)), ...(url ? { next: url } : {}) })), ...(url ? { next: url } : {}) };
+    });
+    if (page.next) res.setHeader('Link', `<${page.next}>; rel="next"`);
     const gzip = /\bgzip\b/.test(req.get('accept-encoding') ?? '');
     if (gzip) res.setHeader('Content-Encoding', 'gzip');
-    res.type('application/json').send(vms.listJson(u, gzip));
+    res.type('application/json').send(gzip ? gzipped(page) : page.json);
   });
   api.route({
     method: 'post', path: '/api/vms', summary: 'Request a VM: 201 running, 202 creating (poll GET /api/vms/{id}); 503 no_host_fits with reasons',

@@ -17,6 +17,8 @@ import { jsonErrors, notFoundRoute } from '../base/http.ts';
 import { sameSecret } from '../base/secrets.ts';
 import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from '../wire/api.ts';
 import { bridgeVnc } from './console.ts';
+import { checkTicket } from '../base/tickets.ts';
+import type { TemplatePuller } from './pull.ts';
 import type { StatusSampler } from './status.ts';
 import type { TemplateCatalog } from './templates.ts';
 import type { VmManager } from './vms/manager.ts';
@@ -32,6 +34,8 @@ export interface AgentAppDeps {
   bodyLimit?: string | number;
   /** Largest template upload in bytes (default 64 GiB). */
   maxUploadBytes?: number;
+  /** Pulls of templates from other machines, and serving files to peers (none: those routes answer 404). */
+  pulls?: TemplatePuller;
 }
 
 export interface AgentApp {
@@ -80,13 +84,26 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     res.json({ ok: true, hostId: deps.hostId });
   });
 
+  // A template's files, for peers pulling it: the agent key, or a pull ticket for this template (base/tickets.ts).
+  app.get('/templates/:name/files/:file', async (req, res) => {
+    const name = String(req.params.name);
+    if (!TemplateName.safeParse(name).success) throw new NotFound(`template ${JSON.stringify(name.slice(0, 64))}`);
+    const auth = req.headers.authorization;
+    const ticket = keyMatches(auth, deps.key) ? undefined : checkTicket(auth, deps.key, name);
+    if (!ticket && !keyMatches(auth, deps.key)) throw new Unauthorized(`missing or wrong agent key or pull ticket for template ${name}`);
+    if (!deps.pulls) throw new NotFound(`file ${String(req.params.file).slice(0, 64)} of template ${name}`);
+    if (ticket) log.debug(`serving template ${name} to host ${ticket.h}`, { file: req.params.file, range: req.headers.range });
+    await deps.pulls.serve(req, res, name, String(req.params.file));
+  });
+
   app.use((req: Request, _res: Response, next: NextFunction) => {
     next(keyMatches(req.headers.authorization, deps.key) ? undefined : new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)'));
   });
   app.use(express.json({ limit: deps.bodyLimit ?? '512kb' }));
 
   app.get('/status', (_req, res) => {
-    res.json(deps.status.status());
+    const pulls = deps.pulls?.list() ?? [];
+    res.json(pulls.length > 0 ? { ...deps.status.status(), pulls } : deps.status.status());
   });
 
   const createVm = async (req: Request, res: Response) => {
@@ -158,6 +175,17 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     } finally {
       await rm(tmpDir, { recursive: true, force: true });
     }
+  });
+  // Fetch a template from the sources given (the controller, peers): 202 with its progress; a second request joins the first.
+  app.post('/templates/pull', async (req, res) => {
+    if (!deps.pulls) throw new SkyError(501, 'not_supported', 'this agent does not pull templates');
+    const progress = await deps.pulls.start(req.body ?? {});
+    res.status(progress.state === 'done' ? 200 : 202).json(progress);
+  });
+  app.get('/templates/pulls/:name', (req, res) => {
+    const p = deps.pulls?.progress(String(req.params.name));
+    if (!p) throw new NotFound(`pull of template ${JSON.stringify(String(req.params.name).slice(0, 64))}`);
+    res.json(p);
   });
   app.delete('/templates/:name', async (req, res) => {
     const name = String(req.params.name);

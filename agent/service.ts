@@ -22,6 +22,7 @@ import { parsePortRange, PortForwarder, type SshForwarder } from './forwarder.ts
 import type { Hypervisor } from './hypervisor/driver.ts';
 import { loadHypervisor } from './hypervisor/load.ts';
 import { SystemResources, type HostResources } from './resources.ts';
+import { TemplatePuller } from './pull.ts';
 import { StatusSampler } from './status.ts';
 import { TemplateStore, type TemplateCatalog } from './templates.ts';
 import type { CreateStep } from './vms/create.ts';
@@ -79,8 +80,10 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
     await vms.stop();
     throw err;
   }
+  // Pulls need real files: the simulated agent's in-memory templates have none.
+  const pulls = p.templates instanceof TemplateStore ? new TemplatePuller({ store: p.templates, log: p.log, installed: () => status.refresh() }) : undefined;
   const app = buildAgentApp({
-    key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log,
+    key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log, ...(pulls ? { pulls } : {}),
     ...(p.bodyLimit !== undefined ? { bodyLimit: p.bodyLimit } : {}), ...(p.maxUploadBytes !== undefined ? { maxUploadBytes: p.maxUploadBytes } : {}),
   });
   return {

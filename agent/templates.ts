@@ -165,6 +165,45 @@ export class TemplateStore implements TemplateCatalog {
     }
   }
 
+  /** Where a pull of `name` keeps its files until they are verified (hidden: list() skips it). */
+  stagingDir(name: string): string {
+    if (!TemplateName.safeParse(name).success) throw new InvalidField('name', 'not a template name');
+    return path.join(this.dir, `.pull-${name}`);
+  }
+
+  /** The path of an installed template's file named `file` in its manifest, or undefined. */
+  async fileOf(name: string, file: string): Promise<{ path: string; bytes: number } | undefined> {
+    const t = await this.get(name);
+    const f = t?.files.find((x) => x.file === file);
+    return f ? { path: path.join(this.dir, name, f.file), bytes: f.bytes } : undefined;
+  }
+
+  /**
+   * Makes a folder of verified files (`stagingDir`) the template `manifest.name`, atomically: the
+   * manifest is written, then the folder renamed into place. An existing template is never
+   * replaced: the same files (by sha256) count as done, other files are a 409.
+   */
+  async install(staged: string, manifest: TemplateInfo): Promise<TemplateInfo> {
+    const parsed = TemplateInfo.parse(manifest);
+    const existing = await this.get(parsed.name);
+    if (existing) {
+      if (!sameFiles(existing, parsed)) throw new SkyError(409, 'template_differs', `template ${parsed.name} exists here with other files: remove it first`);
+      await rm(staged, { recursive: true, force: true });
+      return existing;
+    }
+    await chmod(staged, 0o755);
+    for (const f of parsed.files) await chmod(path.join(staged, f.file), 0o644);
+    await writeFile(path.join(staged, 'manifest.json'), JSON.stringify(parsed, null, 2) + '\n', { mode: 0o644 });
+    try {
+      await rename(staged, path.join(this.dir, parsed.name));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${parsed.name} already exists`);
+      throw err;
+    }
+    return parsed;
+  }
+
   /** Removes a template; `inUse` names the VMs that still use it (then nothing is removed). */
   async remove(name: string, inUse: (name: string) => Promise<string[]>): Promise<void> {
     if (!(await this.get(name))) throw new NotFound(`template ${name}`);
@@ -190,6 +229,12 @@ async function copyHashing(from: string, to: string): Promise<{ bytes: number; s
   await pipeline(createReadStream(from, { highWaterMark: 1 << 20 }), tap, createWriteStream(to, { mode: 0o644 }));
   await chmod(to, 0o644);
   return { bytes, sha256: hash.digest('hex') };
+}
+
+/** Whether two manifests list the same files (names, sizes, sha256s). */
+export function sameFiles(a: TemplateInfo, b: TemplateInfo): boolean {
+  const key = (t: TemplateInfo) => t.files.map((f) => `${f.file}:${f.bytes}:${f.sha256}`).sort().join('|');
+  return key(a) === key(b);
 }
 
 /** sha256 of a file, streamed. */

@@ -5,9 +5,11 @@
 //   vm.ts        VmSpec and every VM shape that embeds it, the field limits, effectiveMemory()
 //   template.ts  templates on a host, template imports
 //   host.ts      an agent's /status, enrollment
+//   pull.ts      pulling templates from the controller or peers: sources, progress
 export * from './vm.ts';
 export * from './template.ts';
 export * from './host.ts';
+export * from './pull.ts';
 
 // Placement rules and reason codes shared by the scheduler and the agent.
 export * from './placement.ts';

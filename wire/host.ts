@@ -1,5 +1,6 @@
 // Hosts on the wire: an agent's `GET /status`, and enrollment with the controller.
 import { z } from 'zod';
+import { PullProgress } from './pull.ts';
 import { TemplateInfo } from './template.ts';
 import { Hypervisor, VmInfo } from './vm.ts';
 
@@ -18,6 +19,8 @@ export const HostStatus = z.object({
   libvirtVersion: z.string().optional(),
   qemuVersion: z.string().optional(),
   templates: z.array(TemplateInfo),
+  /** Templates being pulled from other machines, or pulled in the last minutes (absent: none). */
+  pulls: z.array(PullProgress).optional(),
   /** Every VM this agent has: the controller reconciles the VMs it placed here with this list. */
   vmList: z.array(VmInfo),
   /** Discovery state: which controller this agent belongs to, or why it has none. */

@@ -28,6 +28,7 @@ export function admitVm(req: VmCreate, host: HostView): TemplateInfo {
     needsKvm: t?.needsKvm ?? false,
     minMemoryMiB: t?.minMemoryMiB ?? 0,
     templateDiskGiB: diskGiB(t),
+    isoTemplate: t?.kind === 'iso',
   };
   const failed = templateRuleFailed(ask, { hypervisor: host.hypervisor, templates: t ? [t] : [] });
   if (failed) throw refusal(failed, ask);

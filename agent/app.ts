@@ -136,6 +136,15 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     vms.get(vmIdParam(req));
     res.status(426).set('Upgrade', 'websocket').json({ error: { code: 'upgrade_required', message: 'this is a WebSocket endpoint' } });
   });
+  app.post('/vms/:id/save-as-template', async (req, res) => {
+    const t = await vms.saveAsTemplate(vmIdParam(req), req.body ?? {});
+    void deps.status.refresh(); // the next poll lists the new template; refresh() logs its own failures
+    res.status(201).json(t);
+  });
+  app.post('/vms/:id/reset', async (req, res) => {
+    res.json(await vms.reset(vmIdParam(req)));
+    void deps.status.refresh(); // logs its own failures
+  });
   app.post('/vms/:id/:action', async (req, res) => {
     const id = vmIdParam(req);
     const action = VmAction.safeParse(req.params.action);
@@ -162,7 +171,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
       else await download(desc.url!, file);
       const t = await templates.import({
         name: desc.name,
-        disk: file,
+        ...(desc.kind === 'iso' ? { iso: file } : { disk: file }),
         ...(desc.sha256 ? { sha256: [desc.sha256] } : {}),
         ...(desc.os ? { os: desc.os } : {}),
         ...(desc.description ? { description: desc.description } : {}),

@@ -30,3 +30,12 @@ export async function createOverlay(backing: string, backingFormat: 'qcow2' | 'r
 export async function createBlankDisk(out: string, sizeBytes: number): Promise<void> {
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', out, String(sizeBytes)]);
 }
+
+/**
+ * Writes `image` with its whole backing chain as one standalone qcow2 at `out` (save as template).
+ * The image must not be in use: qemu-img refuses an image a running VM holds.
+ * @example await flattenDisk('/data/vms/x/disk.qcow2', '/data/templates/.save-1/disk.qcow2')
+ */
+export async function flattenDisk(image: string, out: string): Promise<void> {
+  await run('qemu-img', ['convert', '-q', '-O', 'qcow2', image, out], { timeout: 6 * 3_600_000 });
+}

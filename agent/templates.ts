@@ -1,10 +1,10 @@
 // The template store of a host: DATA/templates/NAME/ with the template's files and a manifest.json
-// (name, kind disk|kernel, os, minimum memory, console kind, needsKvm, every file with its sha256).
+// (name, kind disk|kernel|iso, os, minimum memory, console kind, needsKvm, every file with its sha256).
 // Import copies the files in while hashing them, checks given sha256s, and appears atomically
 // (a hidden folder renamed into place).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -19,7 +19,9 @@ export interface ImportOptions {
   kernel?: string;
   initrd?: string;
   cmdline?: string;
-  /** Expected sha256s, in the order of the files: disk for a disk template; kernel, initrd, disk otherwise. */
+  /** An installer ISO (ISO 9660): an `iso` template, alone (its VMs get an empty disk). */
+  iso?: string;
+  /** Expected sha256s, in the order of the files: disk for a disk template; iso for an iso one; kernel, initrd, disk otherwise. */
   sha256?: string[];
   os?: string;
   description?: string;
@@ -89,7 +91,8 @@ export class TemplateStore implements TemplateCatalog {
   async import(opts: ImportOptions): Promise<TemplateInfo> {
     const name = TemplateName.safeParse(opts.name);
     if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
-    if (!opts.disk && !opts.kernel) throw new InvalidField('disk', 'give a disk image (--disk) or a kernel (--kernel)');
+    if (!opts.disk && !opts.kernel && !opts.iso) throw new InvalidField('disk', 'give a disk image (--disk), a kernel (--kernel) or an installer ISO (--iso)');
+    if (opts.iso && (opts.disk || opts.kernel)) throw new InvalidField('iso', 'an installer ISO is a template of its own: give no disk or kernel with it');
     if (opts.initrd && !opts.kernel) throw new InvalidField('initrd', 'only goes with --kernel');
     if (opts.cmdline !== undefined && !opts.kernel) throw new InvalidField('cmdline', 'only goes with --kernel');
     if (opts.cmdline !== undefined && (opts.cmdline.length > 2048 || /[\x00-\x1f]/.test(opts.cmdline))) {
@@ -101,6 +104,7 @@ export class TemplateStore implements TemplateCatalog {
     if (opts.kernel) sources.push({ role: 'kernel', from: opts.kernel, field: 'kernel' });
     if (opts.initrd) sources.push({ role: 'initrd', from: opts.initrd, field: 'initrd' });
     if (opts.disk) sources.push({ role: 'disk', from: opts.disk, field: 'disk' });
+    if (opts.iso) sources.push({ role: 'iso', from: opts.iso, field: 'iso' });
     const expected = opts.sha256 ?? [];
     if (expected.length > sources.length) throw new InvalidField('sha256', `${expected.length} given for ${sources.length} file(s)`);
     for (const [i, h] of expected.entries()) {
@@ -127,6 +131,9 @@ export class TemplateStore implements TemplateCatalog {
           const file = `disk.${info.format}`;
           const copied = await copyHashing(src.from, path.join(tmp, file));
           entry = { role: 'disk', file, ...copied, format: info.format, virtualBytes: info.virtualBytes };
+        } else if (src.role === 'iso') {
+          await mustBeIso(src.from);
+          entry = { role: 'iso', file: 'installer.iso', ...(await copyHashing(src.from, path.join(tmp, 'installer.iso'))) };
         } else {
           const file = src.role === 'kernel' ? 'vmlinuz' : 'initrd';
           entry = { role: src.role, file, ...(await copyHashing(src.from, path.join(tmp, file))) };
@@ -139,11 +146,12 @@ export class TemplateStore implements TemplateCatalog {
       }
       const manifest = TemplateInfo.parse({
         name: opts.name,
-        kind: opts.kernel ? 'kernel' : 'disk',
+        kind: opts.kernel ? 'kernel' : opts.iso ? 'iso' : 'disk',
         os: opts.os ?? 'linux',
         ...(opts.description ? { description: opts.description } : {}),
         minMemoryMiB: opts.minMemoryMiB ?? 128,
-        console: opts.console ?? 'serial',
+        // an installer is used on its screen
+        console: opts.console ?? (opts.iso ? 'vnc' : 'serial'),
         needsKvm: opts.needsKvm ?? false,
         files,
         ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}),
@@ -212,6 +220,22 @@ export class TemplateStore implements TemplateCatalog {
     const trash = path.join(this.dir, `.rm-${name}-${randomBytes(4).toString('hex')}`);
     await rename(path.join(this.dir, name), trash);
     await rm(trash, { recursive: true, force: true });
+  }
+}
+
+/** Refuses a file that is not an ISO 9660 image (its first volume descriptor says `CD001` at byte 32769). */
+async function mustBeIso(file: string): Promise<void> {
+  const info = await imageInfo(file).catch((err: Error) => {
+    throw new InvalidField('iso', `must be an ISO 9660 image (qemu-img could not read it: ${err.message.split('\n')[0]})`);
+  });
+  if (info.format !== 'raw') throw new InvalidField('iso', `must be an ISO 9660 image, not a ${info.format} disk image`);
+  const fh = await open(file, 'r');
+  try {
+    const magic = Buffer.alloc(5);
+    const { bytesRead } = await fh.read(magic, 0, 5, 0x8001);
+    if (bytesRead < 5 || magic.toString('latin1') !== 'CD001') throw new InvalidField('iso', 'must be an ISO 9660 image (no CD001 volume descriptor at byte 32769): a raw disk is imported as a disk template');
+  } finally {
+    await fh.close();
   }
 }
 

@@ -17,6 +17,7 @@ export type PlacementReason =
   | 'missing_template'
   | 'memory_below_template'
   | 'disk_below_template'
+  | 'disk_size_required'
   // Room left on the host, counting the placements in flight (scheduler only).
   | 'memory'
   | 'vcpu'
@@ -35,6 +36,8 @@ export interface TemplateAsk {
   minMemoryMiB: number;
   /** The template's disk size as the guest sees it, e.g. 2.5; undefined when not known. */
   templateDiskGiB?: number | undefined;
+  /** The template is an installer ISO: the VM's disk starts empty, so its size must be asked for. */
+  isoTemplate?: boolean | undefined;
 }
 
 /** A host as the template rules read it: a scheduler's polled status or the agent's own view. */
@@ -99,6 +102,14 @@ export const REQUEST_TEMPLATE_RULES: readonly RequestRule[] = [
     reason: 'disk_below_template',
     test: (ask) => ask.diskGiB === undefined || ask.templateDiskGiB === undefined || ask.diskGiB >= ask.templateDiskGiB,
     message: (ask) => `template "${ask.template}" needs a disk of at least ${Math.ceil(ask.templateDiskGiB ?? 0)} GiB`,
+    status: 422,
+    field: 'diskGiB',
+  },
+  // An installer ISO brings no disk: the VM gets an empty one of the size asked for.
+  {
+    reason: 'disk_size_required',
+    test: (ask) => !ask.isoTemplate || ask.diskGiB !== undefined,
+    message: (ask) => `template "${ask.template}" is an installer ISO: give the size of the empty disk to install onto`,
     status: 422,
     field: 'diskGiB',
   },

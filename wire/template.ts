@@ -13,8 +13,11 @@ export type ConsoleKind = z.infer<typeof ConsoleKind>;
 /** A template present on a host. */
 export const TemplateInfo = z.object({
   name: TemplateName,
-  /** `disk`: a bootable qcow2/raw image; `kernel`: direct kernel boot (kernel + initrd [+ disk]). */
-  kind: z.enum(['disk', 'kernel']),
+  /**
+   * `disk`: a bootable qcow2/raw image; `kernel`: direct kernel boot (kernel + initrd [+ disk]);
+   * `iso`: an installer ISO, the VM gets an empty disk of the size asked for and boots the ISO from a CD-ROM.
+   */
+  kind: z.enum(['disk', 'kernel', 'iso']),
   /** e.g. "alpine", "debian", "ubuntu-desktop". */
   os: z.string().max(64),
   description: z.string().max(500).optional(),
@@ -24,7 +27,8 @@ export const TemplateInfo = z.object({
   /** A desktop template is too slow without KVM: hosts on TCG refuse it. */
   needsKvm: z.boolean(),
   files: z.array(z.object({
-    role: z.enum(['disk', 'kernel', 'initrd']),
+    /** `iso`: an iso template's installer image (ISO 9660). */
+    role: z.enum(['disk', 'kernel', 'initrd', 'iso']),
     file: z.string(),
     bytes: z.number().int(),
     sha256: z.string().length(64),
@@ -50,5 +54,7 @@ export const TemplateImportRequest = z.strictObject({
   minMemoryMiB: z.number().int().min(16).max(262144).optional(),
   console: ConsoleKind.optional(),
   needsKvm: z.boolean().optional(),
+  /** `iso`: the file is an installer ISO (ISO 9660), not a disk image (default `disk`). */
+  kind: z.enum(['disk', 'iso']).optional(),
 });
 export type TemplateImportRequest = z.infer<typeof TemplateImportRequest>;

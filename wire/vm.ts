@@ -142,6 +142,17 @@ export const VmActionRequest = z.strictObject({
 });
 export type VmActionRequest = z.infer<typeof VmActionRequest>;
 
+/** Body of `POST /vms/:id/save-as-template` (agent) and `POST /api/vms/:id/save-as-template` (controller). */
+export const VmSaveAsTemplateRequest = z.strictObject({
+  /** The new template's name, e.g. `lesson-3`: free on the host, never a path. */
+  name: TemplateName,
+  /** e.g. "Alpine with the lesson's packages" */
+  description: z.string().max(500).optional(),
+  /** Default: the source template's, e.g. "alpine". */
+  os: z.string().regex(/^[A-Za-z0-9._ -]{1,64}$/, 'must be 1-64 letters, digits, spaces, ".", "_" or "-"').optional(),
+});
+export type VmSaveAsTemplateRequest = z.infer<typeof VmSaveAsTemplateRequest>;
+
 // ---- the controller's JSON API ----
 
 /** `POST /api/vms` and `POST /request-vm`. */

@@ -74,6 +74,8 @@ export interface MachineSpec {
   disk: boolean;
   /** Direct kernel boot from a template's files. */
   kernel?: { kernel: string; initrd?: string; cmdline?: string };
+  /** An installer ISO (an iso template's image): a read-only CD-ROM the VM boots from while its disk is empty. */
+  installer?: string;
 }
 
 /** A VM's serial line: the guest's console bytes, both ways, unframed. */
@@ -104,6 +106,20 @@ export interface Hypervisor {
   createDisk(id: string, source: DiskSource): Promise<void>;
   /** The cloud-init NoCloud seed the VM boots with. */
   createSeed(id: string, seed: SeedInput): Promise<void>;
+  /**
+   * Writes the VM's disk, flattened (its template's image with the VM's changes), as one standalone
+   * qcow2 at `out` (save as template). The VM must be off.
+   */
+  exportDisk(id: string, out: string): Promise<void>;
+  /**
+   * Makes a fresh disk from `source` and puts it in place of the VM's disk (reset to its template),
+   * keeping the old one aside until `dropOldDisk`; `restoreOldDisk` puts the old one back. The VM must be off.
+   */
+  replaceDisk(id: string, source: DiskSource): Promise<void>;
+  /** Puts back the disk `replaceDisk` kept aside (an undo); nothing kept aside is fine. */
+  restoreOldDisk(id: string): Promise<void>;
+  /** Removes the disk `replaceDisk` kept aside; nothing kept aside is fine. */
+  dropOldDisk(id: string): Promise<void>;
   /** Removes the VM's folder and everything in it; a folder already gone is fine. */
   removeFiles(id: string): Promise<void>;
   /** The VM ids that have a folder (a create cut short by a crash leaves one without a VM). */

@@ -1,8 +1,10 @@
 // An in-memory hypervisor (tests, the simulated agent): domains with states and metadata, files and
 // DHCP reservations as records, a serial line to a tiny guest shell that prints a prompt and answers
-// `echo X` with X, and a VNC port that greets with the RFB banner. It answers with the same errors as
+// `echo X` with X, and a VNC port that greets with the RFB banner. A disk is its source and a
+// generation (a count of fresh disks made); an exported disk is a qcow2 header of the disk's size. It answers with the same errors as
 // the libvirt driver (driver.ts), and `failNext` makes any call fail once, for tests.
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { duplexPair, type Duplex } from 'node:stream';
 import { Conflict, NotFound, SkyError, Unavailable } from '../../base/errors.ts';
@@ -96,10 +98,21 @@ export class FakeGuest {
 }
 
 interface FakeDomain {
+  spec: MachineSpec;
   metadata: VmMetadata;
   state: PowerState;
   starting: boolean;
   guest: FakeGuest;
+}
+
+/** A fake disk: where it came from, and which fresh disk it is. */
+export type FakeDisk = DiskSource & { generation: number };
+
+export interface FakeFolder {
+  disk?: FakeDisk;
+  /** The disk a replaceDisk kept aside. */
+  oldDisk?: FakeDisk;
+  seed?: SeedInput;
 }
 
 type FakeMethod = { [K in keyof Hypervisor]: Hypervisor[K] extends (...a: never[]) => unknown ? K : never }[keyof Hypervisor];
@@ -107,8 +120,8 @@ type FakeMethod = { [K in keyof Hypervisor]: Hypervisor[K] extends (...a: never[
 export class FakeHypervisor implements Hypervisor {
   /** VM id -> domain. */
   readonly domains = new Map<string, FakeDomain>();
-  /** VM id -> what its folder holds. */
-  readonly folderContents = new Map<string, { disk?: DiskSource; seed?: SeedInput }>();
+  /** VM id -> what its folder holds (a disk's generation counts the fresh disks made, over all VMs). */
+  readonly folderContents = new Map<string, FakeFolder>();
   /** MAC -> IP. */
   readonly dhcp = new Map<string, string>();
   /** VMs whose guest ignores the ACPI power button. */
@@ -152,7 +165,9 @@ export class FakeHypervisor implements Hypervisor {
     this.folderContents.set(id, {});
   }
 
-  private folder(id: string): { disk?: DiskSource; seed?: SeedInput } {
+  private generation = 0;
+
+  private folder(id: string): FakeFolder {
     const f = this.folderContents.get(id);
     if (!f) throw new SkyError(500, 'no_folder', `VM ${id} has no folder`);
     return f;
@@ -160,7 +175,47 @@ export class FakeHypervisor implements Hypervisor {
 
   async createDisk(id: string, source: DiskSource): Promise<void> {
     this.check('createDisk');
-    this.folder(id).disk = source;
+    this.folder(id).disk = { ...source, generation: ++this.generation };
+  }
+
+  private offDisk(id: string, doing: string): FakeDisk {
+    const disk = this.folder(id).disk;
+    if (!disk) throw new HypervisorFailed(`VM ${id} has no disk to ${doing}`);
+    const state = this.domains.get(id)?.state;
+    if (state === 'running' || state === 'paused') throw new HypervisorFailed(`could not ${doing} the disk of VM ${id}: the VM is using it`);
+    return disk;
+  }
+
+  async exportDisk(id: string, out: string): Promise<void> {
+    this.check('exportDisk');
+    const disk = this.offDisk(id, 'export');
+    // a qcow2 header (magic, version 3) saying the disk's size: what an import reads of it
+    const header = Buffer.alloc(512);
+    header.writeUInt32BE(0x514649fb, 0);
+    header.writeUInt32BE(3, 4);
+    header.writeBigUInt64BE(BigInt(disk.sizeBytes ?? 1024 ** 3), 24);
+    await writeFile(out, header, { mode: 0o644 });
+  }
+
+  async replaceDisk(id: string, source: DiskSource): Promise<void> {
+    this.check('replaceDisk');
+    const f = this.folder(id);
+    f.oldDisk = this.offDisk(id, 'replace');
+    f.disk = { ...source, generation: ++this.generation };
+  }
+
+  async restoreOldDisk(id: string): Promise<void> {
+    this.check('restoreOldDisk');
+    const f = this.folderContents.get(id);
+    if (!f?.oldDisk) return;
+    f.disk = f.oldDisk;
+    delete f.oldDisk;
+  }
+
+  async dropOldDisk(id: string): Promise<void> {
+    this.check('dropOldDisk');
+    const f = this.folderContents.get(id);
+    if (f) delete f.oldDisk;
   }
 
   async createSeed(id: string, seed: SeedInput): Promise<void> {
@@ -183,7 +238,7 @@ export class FakeHypervisor implements Hypervisor {
     const id = spec.metadata.id;
     const old = this.domains.get(id);
     if (old && old.state !== 'shutoff') throw new SkyError(409, 'already_running', `VM ${id} is already running`);
-    this.domains.set(id, { metadata: { ...spec.metadata }, state: 'shutoff', starting: false, guest: new FakeGuest(spec.metadata) });
+    this.domains.set(id, { spec: { ...spec, metadata: { ...spec.metadata } }, metadata: { ...spec.metadata }, state: 'shutoff', starting: false, guest: new FakeGuest(spec.metadata) });
   }
 
   async list(): Promise<FoundVm[]> {

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { fromZod, SkyError } from '../../base/errors.ts';
 import { VmCreateRequest, type TemplateInfo, type VmCreate, type VmInfo } from '../../wire/api.ts';
 import { admitVm } from '../admission.ts';
-import type { VmMetadata, VmNetwork } from '../hypervisor/driver.ts';
+import type { DiskSource, MachineSpec, VmMetadata } from '../hypervisor/driver.ts';
 import { Reverter } from '../reverter.ts';
 import { freeIp, newMac } from './addresses.ts';
 import type { VmManager } from './manager.ts';
@@ -78,14 +78,11 @@ async function build(m: VmManager, metadata: VmMetadata, req: VmCreate, t: Templ
       revert.add('folder', () => hv.removeFiles(id));
       await hv.createFolder(id);
     });
-    const image = t.files.find((x) => x.role === 'disk');
-    const hasDisk = image !== undefined || req.diskGiB !== undefined;
+    const disk = diskSource(m, t, req.diskGiB);
     // disk, seed ISO and DHCP entry do not depend on each other: done side by side
     const parallel = await Promise.allSettled([
       step('disk', async () => {
-        const sizeBytes = req.diskGiB !== undefined ? req.diskGiB * GiB : undefined;
-        if (image) await hv.createDisk(id, { kind: 'overlay', image: m.deps.templates.pathOf(t, 'disk')!, format: image.format ?? 'qcow2', ...(sizeBytes ? { sizeBytes } : {}) });
-        else if (sizeBytes) await hv.createDisk(id, { kind: 'blank', sizeBytes });
+        if (disk) await hv.createDisk(id, disk);
       }),
       step('seed', () =>
         hv.createSeed(id, {
@@ -107,15 +104,8 @@ async function build(m: VmManager, metadata: VmMetadata, req: VmCreate, t: Templ
       metadata.sshPort = await openForward(m, metadata);
     });
     await step('define', async () => {
-      const kernel = m.deps.templates.pathOf(t, 'kernel');
-      const initrd = m.deps.templates.pathOf(t, 'initrd');
       revert.add('define', () => hv.destroy(id));
-      await hv.define({
-        metadata,
-        accel: m.deps.accel === 'kvm' ? 'kvm' : 'tcg',
-        disk: hasDisk,
-        ...(t.kind === 'kernel' && kernel ? { kernel: { kernel, ...(initrd ? { initrd } : {}), ...(t.cmdline ? { cmdline: t.cmdline } : {}) } } : {}),
-      });
+      await hv.define(machineSpec(m, t, metadata, disk !== undefined));
     });
     await step('start', async () => {
       revert.add('start', () => hv.destroy(id));
@@ -141,6 +131,31 @@ async function build(m: VmManager, metadata: VmMetadata, req: VmCreate, t: Templ
     m.log.warn('create failed; steps undone', { vm: id, err });
     throw err;
   }
+}
+
+/**
+ * A VM's disk from its template: an overlay on the template's image (grown to `diskGiB` if given),
+ * an empty disk of `diskGiB` (an installer ISO, or a kernel template without a disk), or none.
+ */
+export function diskSource(m: VmManager, t: TemplateInfo, diskGiB: number | undefined): DiskSource | undefined {
+  const image = t.files.find((x) => x.role === 'disk');
+  const sizeBytes = diskGiB !== undefined ? diskGiB * GiB : undefined;
+  if (image) return { kind: 'overlay', image: m.deps.templates.pathOf(t, 'disk')!, format: image.format ?? 'qcow2', ...(sizeBytes ? { sizeBytes } : {}) };
+  return sizeBytes ? { kind: 'blank', sizeBytes } : undefined;
+}
+
+/** What the VM is made of besides its files: a kernel template's kernel, an iso template's installer CD. */
+function machineSpec(m: VmManager, t: TemplateInfo, metadata: VmMetadata, disk: boolean): MachineSpec {
+  const kernel = m.deps.templates.pathOf(t, 'kernel');
+  const initrd = m.deps.templates.pathOf(t, 'initrd');
+  const installer = m.deps.templates.pathOf(t, 'iso');
+  return {
+    metadata,
+    accel: m.deps.accel === 'kvm' ? 'kvm' : 'tcg',
+    disk,
+    ...(t.kind === 'kernel' && kernel ? { kernel: { kernel, ...(initrd ? { initrd } : {}), ...(t.cmdline ? { cmdline: t.cmdline } : {}) } } : {}),
+    ...(t.kind === 'iso' && installer ? { installer } : {}),
+  };
 }
 
 /**

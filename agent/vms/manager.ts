@@ -1,10 +1,11 @@
 // The VMs of this host as the agent holds them: each VM's metadata (kept with the VM in the
 // hypervisor, the one source of truth), its state now, and its console bridge; one action or delete
 // at a time per VM. The work lives beside this file: create.ts (with its reverter), actions.ts
-// (power actions, delete), adoption.ts (taking VMs back after a restart).
+// (power actions, delete), adoption.ts (taking VMs back after a restart), save.ts (save as template),
+// reset.ts (reset to template).
 import type { Logger } from '../../base/log.ts';
 import { Conflict, NotFound, Unavailable } from '../../base/errors.ts';
-import type { VmAction, VmInfo, VmState } from '../../wire/api.ts';
+import type { TemplateInfo, VmAction, VmInfo, VmState } from '../../wire/api.ts';
 import { SCROLLBACK_BYTES, SerialBridge } from '../console.ts';
 import type { SshForwarder } from '../forwarder.ts';
 import type { Hypervisor, VmMetadata, VmNetwork } from '../hypervisor/driver.ts';
@@ -12,6 +13,8 @@ import type { TemplateCatalog } from '../templates.ts';
 import { deleteVm, runAction } from './actions.ts';
 import { adoptVms } from './adoption.ts';
 import { createVm, type CreateStep } from './create.ts';
+import { resetVm } from './reset.ts';
+import { saveAsTemplate } from './save.ts';
 
 export interface VmManagerDeps {
   hostId: string;
@@ -75,6 +78,16 @@ export class VmManager {
   /** start | shutdown (ACPI, waits up to timeoutSeconds) | poweroff | reboot. */
   action(id: string, action: VmAction, opts: { timeoutSeconds?: number } = {}): Promise<VmInfo> {
     return runAction(this, id, action, opts);
+  }
+
+  /** A stopped VM's disk, flattened into a new template of this host (save.ts). */
+  saveAsTemplate(id: string, input: unknown): Promise<TemplateInfo> {
+    return saveAsTemplate(this, id, input);
+  }
+
+  /** A fresh disk from the VM's template in place of its own; same id, name and address (reset.ts). */
+  reset(id: string): Promise<VmInfo> {
+    return resetVm(this, id);
   }
 
   /** Deletes a VM and everything it had; a create in flight is awaited first. */

@@ -5,10 +5,14 @@
 //
 //   agentContract('real agent', async () => ({ url, key, template: 'tiny' }));
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import WebSocket from 'ws';
 import { HostStatus, TemplateInfo, VmInfo } from '../../wire/api.ts';
 import { ConsoleSession } from './guest.ts';
+import { makeDataIso } from './installer-iso.ts';
 import { jsonOrText } from './net.ts';
 
 export interface ContractTarget {
@@ -241,6 +245,107 @@ export function agentContract(label: string, setup: () => Promise<ContractTarget
         expect(a.status).to.equal(200);
         expect(a.body).to.be.an('array');
         for (const v of a.body as unknown[]) VmInfo.parse(v);
+      });
+    });
+
+    // A VM made with a disk (diskGiB), saved as a template and reset to its template; an installer ISO.
+    describe('save as template, reset to template, install from an ISO', function () {
+      this.timeout(180_000);
+      const suffix = randomBytes(3).toString('hex');
+      const saved = `saved-${suffix}`;
+      const iso = `installer-${suffix}`;
+      let vm: VmInfo;
+
+      before(async function () {
+        const a = await call('POST', '/vms', { body: { name: `keeper-${suffix}`, template: t.template, diskGiB: 2 } });
+        expect(a.status, JSON.stringify(a.body)).to.equal(201);
+        vm = VmInfo.parse(a.body);
+        startIds.push(vm.id);
+      });
+
+      after(async function () {
+        for (const v of (await call('GET', '/vms')).body as VmInfo[]) if (v.template === saved || v.id === vm?.id) await call('DELETE', `/vms/${v.id}`);
+        for (const name of [saved, iso]) await call('DELETE', `/templates/${name}`);
+      });
+
+      it('should refuse to save a running VM with 409 in plain words', async function () {
+        const a = await call('POST', `/vms/${vm.id}/save-as-template`, { body: { name: saved } });
+        expectError(a, 409);
+        expect((a.body as { error: { code: string; message: string } }).error).to.include({ code: 'vm_running' });
+        expect((a.body as { error: { message: string } }).error.message).to.match(/shut it down first/);
+      });
+
+      it('should refuse a name that escapes or is taken, and an unknown VM', async function () {
+        expect((await call('POST', `/vms/${vm.id}/poweroff`)).status).to.equal(200);
+        for (const name of ['../../etc', 'a/b', '', 'A'.repeat(80), '.hidden']) {
+          expectError(await call('POST', `/vms/${vm.id}/save-as-template`, { body: { name } }), 422, 'name');
+        }
+        expectError(await call('POST', `/vms/${vm.id}/save-as-template`, { body: { name: saved, cdrom: '/etc/shadow' } }), 422);
+        expectError(await call('POST', `/vms/${vm.id}/save-as-template`, { body: { name: t.template } }), 409, 'name');
+        expectError(await call('POST', '/vms/abcdef123456/save-as-template', { body: { name: saved } }), 404);
+        expectError(await call('POST', '/vms/abcdef123456/reset'), 404);
+        expect(((await call('GET', '/templates')).body as { name: string }[]).map((x) => x.name)).not.to.include(saved);
+      });
+
+      it('should save a stopped VM as a template that keeps its source\'s kind, console, KVM need and minimum memory', async function () {
+        const source = ((await call('GET', '/templates')).body as unknown[]).map((x) => TemplateInfo.parse(x)).find((x) => x.name === t.template)!;
+        const a = await call('POST', `/vms/${vm.id}/save-as-template`, { body: { name: saved, description: 'after the lesson' } });
+        expect(a.status, JSON.stringify(a.body)).to.equal(201);
+        const made = TemplateInfo.parse(a.body);
+        expect(made).to.include({ name: saved, kind: source.kind, console: source.console, needsKvm: source.needsKvm, minMemoryMiB: source.minMemoryMiB, description: 'after the lesson' });
+        expect(made.files.find((f) => f.role === 'disk'), 'a disk of its own').to.include({ format: 'qcow2' });
+        const status = HostStatus.parse((await call('GET', '/status')).body);
+        expect(status.templates.map((x) => x.name)).to.include(saved);
+        const child = await call('POST', '/vms', { body: { name: `child-${suffix}`, template: saved } });
+        expect(child.status, JSON.stringify(child.body)).to.equal(201);
+        expect(VmInfo.parse(child.body)).to.include({ template: saved, state: 'running' });
+        // a template a VM uses stays
+        expectError(await call('DELETE', `/templates/${saved}`), 409);
+      });
+
+      it('should reset a stopped VM and a running one, keeping its id, name, MAC, address and SSH port', async function () {
+        const off = await call('POST', `/vms/${vm.id}/reset`);
+        expect(off.status, JSON.stringify(off.body)).to.equal(200);
+        const a = VmInfo.parse(off.body);
+        expect(a).to.include({ id: vm.id, name: vm.name, mac: vm.mac, ip: vm.ip, state: 'shutoff' });
+        expect(a.ssh?.port).to.equal(vm.ssh?.port);
+        expect((await call('POST', `/vms/${vm.id}/start`)).status).to.equal(200);
+        const on = await call('POST', `/vms/${vm.id}/reset`);
+        expect(on.status, JSON.stringify(on.body)).to.equal(200);
+        expect(VmInfo.parse(on.body)).to.include({ id: vm.id, name: vm.name, mac: vm.mac, ip: vm.ip, state: 'running' });
+        expect(VmInfo.parse((await call('GET', `/vms/${vm.id}`)).body).state).to.equal('running');
+      });
+
+      it('should import an installer ISO as an iso template and refuse a file that is not one', async function () {
+        const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-contract-iso-'));
+        try {
+          const file = path.join(dir, 'installer.iso');
+          await makeDataIso(file);
+          const notIso = await call('POST', `/templates?name=${iso}&kind=iso`, { raw: 'QFI\xfb not an ISO at all', type: 'application/octet-stream' });
+          expectError(notIso, 422, 'iso');
+          const res = await fetch(`${t.url}/templates?name=${iso}&kind=iso`, {
+            method: 'POST', headers: { authorization: `Bearer ${t.key}`, 'content-type': 'application/octet-stream' }, body: readFileSync(file),
+          });
+          const made = TemplateInfo.parse(await res.json());
+          expect(res.status).to.equal(201);
+          expect(made).to.include({ name: iso, kind: 'iso', console: 'vnc' });
+          expect(made.files.map((f) => f.role)).to.deep.equal(['iso']);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      });
+
+      it('should want a disk size for a VM from an installer ISO, then give it an empty disk and a VNC console', async function () {
+        expectError(await call('POST', '/vms', { body: { name: `install-${suffix}`, template: iso } }), 422, 'diskGiB');
+        const a = await call('POST', '/vms', { body: { name: `install-${suffix}`, template: iso, diskGiB: 3 } });
+        expect(a.status, JSON.stringify(a.body)).to.equal(201);
+        const made = VmInfo.parse(a.body);
+        try {
+          expect(made).to.include({ template: iso, console: 'vnc', diskGiB: 3, state: 'running' });
+          expect(await wsStatus(t.url, `/vms/${made.id}/vnc`, t.key)).to.equal(101);
+        } finally {
+          expect((await call('DELETE', `/vms/${made.id}`)).status).to.equal(204);
+        }
       });
     });
 

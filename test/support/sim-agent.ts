@@ -119,7 +119,7 @@ export class MemoryTemplates implements TemplateCatalog {
     const name = TemplateName.safeParse(o.name);
     if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
     if (this.byName.has(o.name)) throw new Conflict(`template ${o.name} already exists`);
-    const sources = [['kernel', o.kernel], ['initrd', o.initrd], ['disk', o.disk]].filter((x): x is ['kernel' | 'initrd' | 'disk', string] => x[1] !== undefined);
+    const sources = [['kernel', o.kernel], ['initrd', o.initrd], ['disk', o.disk], ['iso', o.iso]].filter((x): x is ['kernel' | 'initrd' | 'disk' | 'iso', string] => x[1] !== undefined);
     if (sources.length === 0) throw new InvalidField('disk', 'give a disk image or a kernel');
     const files: TemplateInfo['files'] = [];
     for (const [i, [role, file]] of sources.entries()) {
@@ -130,13 +130,15 @@ export class MemoryTemplates implements TemplateCatalog {
         throw new SkyError(422, 'checksum_mismatch', `${role}: sha256 is ${sha256}, expected ${want}`, { fields: [{ field: 'sha256', message: 'does not match' }] });
       }
       const qcow2 = role === 'disk' && bytes.length >= 32 && bytes.readUInt32BE(0) === 0x514649fb;
-      files.push(role === 'disk'
+      if (role === 'iso' && bytes.subarray(0x8001, 0x8006).toString('latin1') !== 'CD001') throw new InvalidField('iso', 'must be an ISO 9660 image');
+      if (role === 'iso') files.push({ role, file: 'installer.iso', bytes: bytes.length, sha256 });
+      else files.push(role === 'disk'
         ? { role, file: qcow2 ? 'disk.qcow2' : 'disk.raw', bytes: bytes.length, sha256, format: qcow2 ? 'qcow2' : 'raw', virtualBytes: qcow2 ? Number(bytes.readBigUInt64BE(24)) : bytes.length }
         : { role, file: role === 'kernel' ? 'vmlinuz' : 'initrd', bytes: bytes.length, sha256 });
     }
     const t = TemplateInfo.parse({
-      name: o.name, kind: o.kernel ? 'kernel' : 'disk', os: o.os ?? 'linux', ...(o.description ? { description: o.description } : {}),
-      minMemoryMiB: o.minMemoryMiB ?? 128, console: o.console ?? 'serial', needsKvm: o.needsKvm ?? false, files,
+      name: o.name, kind: o.kernel ? 'kernel' : o.iso ? 'iso' : 'disk', os: o.os ?? 'linux', ...(o.description ? { description: o.description } : {}),
+      minMemoryMiB: o.minMemoryMiB ?? 128, console: o.console ?? (o.iso ? 'vnc' : 'serial'), needsKvm: o.needsKvm ?? false, files,
       ...(o.cmdline !== undefined ? { cmdline: o.cmdline } : {}), createdAt: new Date().toISOString(),
     });
     this.byName.set(t.name, t);

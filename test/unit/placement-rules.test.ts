@@ -37,8 +37,8 @@ describe('placement rules (wire/placement.ts)', () => {
   describe('given the template rules', () => {
     const hostWith = (hypervisor: Hypervisor, templates = ['alpine']) => ({ hypervisor, templates: templates.map((name) => ({ name })) });
 
-    it('should check in order: QEMU, KVM, the template, memory, disk', () => {
-      expect(TEMPLATE_RULES.map((r) => r.reason)).to.deep.equal(['no_hypervisor', 'no_kvm', 'missing_template', 'memory_below_template', 'disk_below_template']);
+    it('should check in order: QEMU, KVM, the template, memory, disk, the size of an installer\'s empty disk', () => {
+      expect(TEMPLATE_RULES.map((r) => r.reason)).to.deep.equal(['no_hypervisor', 'no_kvm', 'missing_template', 'memory_below_template', 'disk_below_template', 'disk_size_required']);
       // A host that fails several rules is refused for the first.
       expect(templateRuleFailed(ask({ needsKvm: true, memoryMiB: 1 }), hostWith('none', []))?.reason).to.equal('no_hypervisor');
       expect(templateRuleFailed(ask({ needsKvm: true, memoryMiB: 1 }), hostWith('tcg', []))?.reason).to.equal('no_kvm');
@@ -78,6 +78,7 @@ describe('placement rules (wire/placement.ts)', () => {
       ['a template the host does not have', request({ template: 'desktop' }), agentHost({ template: undefined }), 422, 'missing_template', 'template'],
       ['memory below the template minimum', request({ memoryMiB: 64 }), agentHost(), 422, 'memory_below_template', 'memoryMiB'],
       ['a disk smaller than the template image', request({ diskGiB: 1 }), agentHost({ template: template({ diskGiB: 2.5 }) }), 422, 'disk_below_template', 'diskGiB'],
+      ['an installer ISO without a disk size', request(), agentHost({ template: template({ kind: 'iso', files: [] }) }), 422, 'disk_size_required', 'diskGiB'],
     ];
     for (const [what, req, h, status, code, field] of cases) {
       it(`should refuse ${what} with ${status} ${code}${field ? ` naming "${field}"` : ''}`, () => {
@@ -99,6 +100,7 @@ describe('placement rules (wire/placement.ts)', () => {
 
     it('should admit a request that fits, returning the template, and then look at names and ids', () => {
       expect(admitVm(request({ memoryMiB: 128, diskGiB: 2 }), agentHost()).name).to.equal('alpine');
+      expect(admitVm(request({ diskGiB: 1 }), agentHost({ template: template({ kind: 'iso', files: [] }) })).kind).to.equal('iso');
       expect(refusal(request(), agentHost({ names: ['vm-1'] }))?.code).to.equal('conflict');
       expect(refusal(request({ id: 'abcdefgh1' }), agentHost({ ids: new Set(['abcdefgh1']) }))?.code).to.equal('conflict');
     });

@@ -26,6 +26,8 @@ export interface DomainXmlSpec {
   seedIso?: string;
   /** Direct kernel boot. */
   kernel?: { kernel: string; initrd?: string; cmdline?: string };
+  /** An installer ISO: a read-only CD-ROM booted after the disk (so from the CD while the disk is empty). */
+  installerIso?: string;
   /** QEMU listens here for the serial console (one client) and logs the line to consoleLog. */
   consoleSocket: string;
   consoleLog: string;
@@ -47,7 +49,7 @@ export function domainXml(s: DomainXmlSpec): string {
     lines.push(`    <kernel>${xml(s.kernel.kernel)}</kernel>`);
     if (s.kernel.initrd) lines.push(`    <initrd>${xml(s.kernel.initrd)}</initrd>`);
     if (s.kernel.cmdline) lines.push(`    <cmdline>${xml(s.kernel.cmdline)}</cmdline>`);
-  } else {
+  } else if (!s.installerIso) {
     lines.push(`    <boot dev='hd'/>`);
   }
   lines.push(`  </os>`);
@@ -62,6 +64,8 @@ export function domainXml(s: DomainXmlSpec): string {
     lines.push(`      <driver name='qemu' type='qcow2' discard='unmap'/>`);
     lines.push(`      <source file='${xml(s.disk)}'/>`);
     lines.push(`      <target dev='vda' bus='virtio'/>`);
+    // the disk first, then the installer: an empty disk does not boot, an installed one does
+    if (s.installerIso) lines.push(`      <boot order='1'/>`);
     lines.push(`    </disk>`);
   }
   if (s.seedIso) {
@@ -70,6 +74,15 @@ export function domainXml(s: DomainXmlSpec): string {
     lines.push(`      <source file='${xml(s.seedIso)}'/>`);
     lines.push(`      <target dev='hdc' bus='ide'/>`);
     lines.push(`      <readonly/>`);
+    lines.push(`    </disk>`);
+  }
+  if (s.installerIso) {
+    lines.push(`    <disk type='file' device='cdrom'>`);
+    lines.push(`      <driver name='qemu' type='raw'/>`);
+    lines.push(`      <source file='${xml(s.installerIso)}'/>`);
+    lines.push(`      <target dev='hdd' bus='ide'/>`);
+    lines.push(`      <readonly/>`);
+    lines.push(`      <boot order='2'/>`);
     lines.push(`    </disk>`);
   }
   lines.push(`    <interface type='network'>`);

@@ -1,9 +1,9 @@
 // A VM's files on this machine: DATA/vms/<id>/ holds its disk (a qcow2 overlay on the template),
 // its cloud-init seed ISO, and the serial console's socket and log that QEMU makes there.
 import { readFileSync } from 'node:fs';
-import { chmod, chown, mkdir, open, readdir, rm } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readdir, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { createBlankDisk, createOverlay } from '../../disks.ts';
+import { createBlankDisk, createOverlay, flattenDisk } from '../../disks.ts';
 import { buildSeedIso, type SeedInput } from '../../seed.ts';
 import type { DiskSource } from '../driver.ts';
 
@@ -35,6 +35,9 @@ export class VmFiles {
     return {
       dir,
       disk: path.join(dir, 'disk.qcow2'),
+      /** A reset's fresh disk while it is made, and the old one kept aside until the reset is done. */
+      newDisk: path.join(dir, 'disk.new.qcow2'),
+      oldDisk: path.join(dir, 'disk.old.qcow2'),
       seed: path.join(dir, 'seed.iso'),
       socket: path.join(dir, 'console.sock'),
       log: path.join(dir, 'console.log'),
@@ -50,10 +53,46 @@ export class VmFiles {
     await chmod(dir, 0o770);
   }
 
-  async createDisk(id: string, source: DiskSource): Promise<void> {
-    const out = this.of(id).disk;
+  async createDisk(id: string, source: DiskSource, out = this.of(id).disk): Promise<void> {
     if (source.kind === 'overlay') await createOverlay(source.image, source.format, out, source.sizeBytes);
     else await createBlankDisk(out, source.sizeBytes);
+  }
+
+  async exportDisk(id: string, out: string): Promise<void> {
+    await flattenDisk(this.of(id).disk, out);
+  }
+
+  /** The fresh disk is made beside the old one, then two renames swap them (the old one stays as oldDisk). */
+  async replaceDisk(id: string, source: DiskSource): Promise<void> {
+    const f = this.of(id);
+    await rm(f.newDisk, { force: true }); // a reset cut short by a crash may have left one
+    try {
+      await this.createDisk(id, source, f.newDisk);
+    } catch (err) {
+      await rm(f.newDisk, { force: true });
+      throw err;
+    }
+    await rename(f.disk, f.oldDisk);
+    try {
+      await rename(f.newDisk, f.disk);
+    } catch (err) {
+      await rename(f.oldDisk, f.disk);
+      await rm(f.newDisk, { force: true });
+      throw err;
+    }
+  }
+
+  async restoreOldDisk(id: string): Promise<void> {
+    const f = this.of(id);
+    try {
+      await rename(f.oldDisk, f.disk);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // nothing kept aside: nothing to put back
+    }
+  }
+
+  async dropOldDisk(id: string): Promise<void> {
+    await rm(this.of(id).oldDisk, { force: true });
   }
 
   async createSeed(id: string, seed: SeedInput): Promise<void> {

@@ -100,6 +100,22 @@ export class LibvirtHypervisor implements Hypervisor {
     return this.files.createSeed(id, seed);
   }
 
+  exportDisk(id: string, out: string): Promise<void> {
+    return this.files.exportDisk(id, out);
+  }
+
+  replaceDisk(id: string, source: DiskSource): Promise<void> {
+    return this.files.replaceDisk(id, source);
+  }
+
+  restoreOldDisk(id: string): Promise<void> {
+    return this.files.restoreOldDisk(id);
+  }
+
+  dropOldDisk(id: string): Promise<void> {
+    return this.files.dropOldDisk(id);
+  }
+
   removeFiles(id: string): Promise<void> {
     return this.files.remove(id);
   }
@@ -117,6 +133,7 @@ export class LibvirtHypervisor implements Hypervisor {
       ...(spec.disk ? { disk: f.disk } : {}),
       seedIso: f.seed,
       ...(spec.kernel ? { kernel: spec.kernel } : {}),
+      ...(spec.installer ? { installerIso: spec.installer } : {}),
       consoleSocket: f.socket,
       consoleLog: f.log,
     });

@@ -11,7 +11,7 @@ import type { HostRegistry } from '../hosts/registry.ts';
 /** A template as the controller lists it: the manifest plus which hosts have it. */
 export const ClusterTemplate = z.object({
   name: z.string(),
-  kind: z.enum(['disk', 'kernel']),
+  kind: z.enum(['disk', 'kernel', 'iso']),
   os: z.string(),
   description: z.string().optional(),
   minMemoryMiB: z.number().int(),

@@ -4,7 +4,7 @@
 //   services.users      accounts, sessions, API tokens, self-registration   (server/users/users.ts)
 //   services.hosts      host registry: enroll, approve, drain, poll          (server/hosts/registry.ts)
 //   services.vms        VM records and requests, per-user visibility         (server/vms/vms.ts)
-//   services.templates  templates across hosts, import/upload/delete        (server/templates/templates.ts)
+//   services.templates  the catalog and templates across hosts              (server/templates/templates.ts)
 //   services.events     event log; `events.on('event', fn)` for a live tail  (server/events/events.ts)
 //   services.joinTokens cluster and single-use join tokens                   (server/tokens.ts)
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { EventLog } from './events/events.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import type { Policy } from './scheduler/index.ts';
 import { ensureSecrets, type ControllerSecrets } from './secrets.ts';
+import { Catalog } from './templates/catalog.ts';
 import { Templates } from './templates/templates.ts';
 import { JoinTokens } from './tokens.ts';
 import { Users, type User } from './users/users.ts';
@@ -104,12 +105,14 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
     ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),
   });
-  const templates = new Templates(hosts, logger('templates'));
+  const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
+  await templates.catalog.refresh();
   const vms = new VmService(store, hosts, templates, {
     log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
+  templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];
 
@@ -121,6 +124,8 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       // Two loops: pending hosts (anyone may enroll one) never hold up the polls of approved hosts.
       polls.push(repeatEvery(every * 1000, () => hosts.pollMembers(), { name: 'poll of the hosts', log, ...clock }));
       polls.push(repeatEvery(every * 1000, () => hosts.pollPending(), { name: 'poll of the pending hosts', log, ...clock }));
+      // a template the CLI built or imported into DATA/templates joins the catalog by the next round
+      polls.push(repeatEvery(every * 1000, async () => void await templates.catalog.refresh(), { name: "reading the templates' folder", log, ...clock }));
       tasks.push(cron.schedule('30 * * * * *', async () => {
         hosts.persistLastSeen();
         users.pruneSessions();
@@ -150,6 +155,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       for (const p of polls.splice(0)) p.stop();
       for (const t of tasks.splice(0)) await step('stop a periodic job', () => t.destroy());
       await step('wait for the polls under way', () => hosts.close(1500));
+      await step('stop the template imports', () => templates.catalog.close());
       await step("save the hosts' last-seen times", () => hosts.persistLastSeen());
       uncapture();
       await step('save the last events', () => events.close());

@@ -1,12 +1,10 @@
 // The admin's pages: hosts (approve, drain, undrain, wake, remove, "Add a host"), users (create,
-// reset password, admin flag, self-registration), the event log with filters and a live tail; and
-// the templates list, which every user may read.
+// reset password, admin flag, self-registration), the event log with filters and a live tail.
 import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { checkControllerUrl } from '../install.ts';
-import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { Password, UserName } from '../users/users.ts';
 import { hostRow } from './dashboard.ts';
@@ -80,33 +78,7 @@ export function adminPages(services: ControllerServices): Router {
     redirect(req, res, '/hosts', { swap: true });
   });
 
-  // ---- templates (every user reads; admins import and delete) ----
-  const templatesPage = (req: Request, res: Response, form: object = { values: {}, errors: {} }, status = 200, partial = 'template-list') => {
-    const templates = services.templates.list().map((t) => ({ ...t, sizeMiB: t.bytes / 1048576, hostCount: t.hosts.length }));
-    render(req, res, { page: 'templates', partial, status, title: 'Templates', data: { templates, hostTotal: services.hosts.records().length, form } });
-  };
-  r.get('/templates', requireUser(), (req, res) => templatesPage(req, res));
-
-  r.post('/templates', requireAdmin(), async (req, res) => {
-    const values = { name: field(req, 'name', 128), url: field(req, 'url', 4096), sha256: field(req, 'sha256', 128).toLowerCase(), os: field(req, 'os', 128) };
-    const parsed = TemplateImport.safeParse({ ...values, os: values.os || undefined });
-    if (!parsed.success) return templatesPage(req, res, { values, errors: fieldErrors(fromZod(parsed.error)) }, 422, 'template-form');
-    try {
-      const { results } = await services.templates.import(parsed.data);
-      const names = new Map(services.hosts.records().map((h) => [h.id, h.hostname]));
-      const shown = results.map((x) => ({ ...x, hostname: names.get(x.host) ?? x.host }));
-      templatesPage(req, res, { values: {}, errors: {}, imported: values.name, results: shown, failed: results.some((x) => !x.ok) }, 200, 'template-form');
-    } catch (err) {
-      const sky = toSkyError(err);
-      if (sky.status >= 500 && sky.status !== 502 && sky.status !== 503) throw err;
-      templatesPage(req, res, { values, errors: fieldErrors(sky), error: sky.message }, sky.status, 'template-form');
-    }
-  });
-
-  r.post('/templates/:name/delete', requireAdmin(), async (req, res) => {
-    await services.templates.remove(String(req.params.name));
-    redirect(req, res, '/templates', { swap: true });
-  });
+  // ---- templates: pages/templates.ts ----
 
   // ---- users ----
   const usersPage = (req: Request, res: Response, extra: { form?: unknown; notice?: string; status?: number; partial?: string } = {}) => {

@@ -1,12 +1,14 @@
-// Templates across the cluster: the union of what every host reports in `/status`, and imports,
-// uploads and deletions forwarded to the agents that hold (or should hold) the files.
+// Templates across the cluster: the controller's own catalog (catalog.ts, the source of truth hosts
+// pull from) joined with what every host reports in `/status` (which hosts hold each template, which
+// are pulling it). Imports and uploads go to the catalog, or to one host when a `host` is named.
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { TemplateImportRequest, type TemplateInfo } from '../../wire/api.ts';
-import { NotFound, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
+import { TemplateImportRequest, type HostStatus, type TemplateInfo } from '../../wire/api.ts';
+import { Conflict, NotFound, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { AgentClient } from '../hosts/agent-client.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
+import type { Catalog, ImportJob, TemplateMeta } from './catalog.ts';
 
 /** A template as the controller lists it: the manifest plus which hosts have it. */
 export const ClusterTemplate = z.object({
@@ -23,6 +25,10 @@ export const ClusterTemplate = z.object({
   diskGiB: z.number().int(),
   /** Ids of the hosts that have it. */
   hosts: z.array(z.string()),
+  /** Whether the controller's catalog holds it (hosts can pull it from the controller). */
+  controller: z.boolean(),
+  /** Hosts pulling it now, with how far along they are (from each host's `/status` `pulls`). */
+  pulling: z.array(z.object({ host: z.string(), percent: z.number().int() })),
 });
 export type ClusterTemplate = z.infer<typeof ClusterTemplate>;
 
@@ -53,35 +59,71 @@ function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
   return {
     name: t.name, kind: t.kind, os: t.os, ...(t.description ? { description: t.description } : {}),
     minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, bytes,
-    diskGiB: disk ? Math.max(1, Math.ceil((disk.virtualBytes ?? disk.bytes) / GiB)) : 0, hosts: [],
+    diskGiB: disk ? Math.max(1, Math.ceil((disk.virtualBytes ?? disk.bytes) / GiB)) : 0, hosts: [], controller: false, pulling: [],
   };
+}
+
+/** One pull as an agent reports it in `/status` `pulls` (wire/pull.ts `PullProgress`); read leniently. */
+const ReportedPull = z.object({ name: z.string(), state: z.string(), doneBytes: z.number(), totalBytes: z.number() });
+
+/**
+ * The one place pull progress is read from: a host's `/status` field `pulls`, a list of
+ * `{ name, state: 'pulling'|'done'|'failed', doneBytes, totalBytes }`. Answers the pulls under way.
+ */
+export function pullsReported(status: HostStatus | null | undefined): { template: string; percent: number }[] {
+  const raw = (status as { pulls?: unknown } | null | undefined)?.pulls;
+  if (!Array.isArray(raw)) return [];
+  const out: { template: string; percent: number }[] = [];
+  for (const item of raw) {
+    const p = ReportedPull.safeParse(item);
+    if (!p.success || p.data.state !== 'pulling') continue;
+    out.push({ template: p.data.name, percent: p.data.totalBytes > 0 ? Math.min(100, Math.floor((p.data.doneBytes * 100) / p.data.totalBytes)) : 0 });
+  }
+  return out;
 }
 
 export class Templates {
   private readonly registry: HostRegistry;
+  readonly catalog: Catalog;
   private readonly log: Logger;
+  /** Names of the VMs that use a template (set by the services once the VM service exists). */
+  usedBy: (template: string) => string[] = () => [];
 
-  constructor(registry: HostRegistry, log: Logger) {
+  constructor(registry: HostRegistry, log: Logger, catalog: Catalog) {
     this.registry = registry;
+    this.catalog = catalog;
     this.log = log;
   }
 
-  /** Every template some host reports, by name, with the hosts that have it. */
+  /** Every template of the catalog or of some host, by name, with the hosts that have it and those pulling it. */
   list(): ClusterTemplate[] {
     const byName = new Map<string, ClusterTemplate>();
+    for (const t of this.catalog.snapshot()) byName.set(t.name, { ...toClusterTemplate(t), controller: true });
     for (const h of this.registry.records()) {
       for (const t of h.status?.templates ?? []) {
         let entry = byName.get(t.name);
         if (!entry) byName.set(t.name, entry = toClusterTemplate(t));
         entry.hosts.push(h.id);
       }
+      for (const p of pullsReported(h.status)) byName.get(p.template)?.pulling.push({ host: h.id, percent: p.percent });
     }
     return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** One template by name (the first host's manifest), or undefined. */
+  /** Reads the catalog's folder again, then lists (what the CLI added there shows). */
+  async refreshed(): Promise<ClusterTemplate[]> {
+    await this.catalog.refresh();
+    return this.list();
+  }
+
+  /** One template by name, or undefined. */
   find(name: string): ClusterTemplate | undefined {
     return this.list().find((t) => t.name === name);
+  }
+
+  /** Imports by URL into the catalog running or finished lately. */
+  imports(): ImportJob[] {
+    return this.catalog.imports();
   }
 
   /** Hosts that take an import: the one named, or every ready host. */
@@ -92,24 +134,56 @@ export class Templates {
     return ready;
   }
 
-  /** Asks the agents to download and check a template; answers each host's result. */
-  async import(input: TemplateImport): Promise<{ results: HostResult[] }> {
+  /** Asks one host's agent to download and check a template (the import names a `host`); answers its result. */
+  async importOnHost(input: TemplateImport & { host: string }): Promise<{ results: HostResult[] }> {
     const req = TemplateImport.parse(input);
     const { host, ...body } = req;
     return this.onHosts(this.targets(host), `template ${req.name} imported`, (client) => client.importTemplate(body));
   }
 
-  /** Streams an upload to one host's agent (`host`, or the first ready host). */
-  async upload(query: URLSearchParams, body: Readable, contentType: string, length: string | undefined, host?: string): Promise<{ results: HostResult[] }> {
+  /** Starts an import by URL into the catalog; `done` settles with the template when it is in. */
+  startImport(input: TemplateImport): { job: ImportJob; done: Promise<TemplateInfo> } {
+    const { host: _host, url, sha256, ...meta } = TemplateImport.parse(input);
+    return this.catalog.startImport({ ...meta, url, sha256 });
+  }
+
+  /** Streams an upload to one host's agent (`host`); see `uploadToCatalog` for the controller's own. */
+  async uploadToHost(query: URLSearchParams, body: Readable, contentType: string, length: string | undefined, host: string): Promise<{ results: HostResult[] }> {
     const id = this.targets(host)[0]!;
     return this.onHosts([id], `template ${query.get('name') ?? ''} uploaded`, (client) => client.uploadTemplate(query, body, contentType, length));
   }
 
-  /** Deletes a template from every host that has it. */
-  async remove(name: string): Promise<{ results: HostResult[] }> {
-    const t = this.find(name);
-    if (!t) throw new NotFound(`template "${name}"`);
-    return this.onHosts(t.hosts, `template ${name} deleted`, (client) => client.deleteTemplate(name));
+  /** Streams an upload into the catalog; `sha256` (optional) is checked. */
+  async uploadToCatalog(meta: TemplateMeta, body: Readable, opts: { sha256?: string; declaredBytes?: number } = {}): Promise<TemplateInfo> {
+    const t = await this.catalog.upload(meta, body, opts);
+    this.log.info(`template ${t.name} uploaded into the catalog (${t.files[0]?.bytes ?? 0} bytes)`);
+    return t;
+  }
+
+  /**
+   * Deletes a template from the catalog and from every host that has it; refused (409, naming them)
+   * while a VM uses it.
+   */
+  async remove(name: string): Promise<{ controller: boolean; results: HostResult[] }> {
+    const t = (await this.refreshed()).find((x) => x.name === name);
+    if (!t) throw new NotFound(`template "${name.slice(0, 64)}"`);
+    const vms = this.usedBy(name);
+    if (vms.length > 0) {
+      throw new Conflict(`template ${name} is used by ${vms.length === 1 ? 'the VM' : 'the VMs'} ${vms.join(', ')}: delete ${vms.length === 1 ? 'it' : 'them'} first`, { vms });
+    }
+    if (t.controller) {
+      await this.catalog.remove(name);
+      this.log.info(`template ${name} deleted from the catalog`);
+    }
+    if (t.hosts.length === 0) return { controller: t.controller, results: [] };
+    try {
+      return { controller: t.controller, ...(await this.onHosts(t.hosts, `template ${name} deleted`, (client) => deleteIfThere(client, name))) };
+    } catch (err) {
+      // the catalog's copy is gone: say what each host did rather than fail the whole answer
+      if (!t.controller) throw err;
+      const sky = toSkyError(err);
+      return { controller: true, results: t.hosts.map((host) => ({ host, ok: false, error: sky.message })) };
+    }
   }
 
   /**
@@ -139,5 +213,14 @@ export class Templates {
       throw new SkyError(502, 'failed_on_every_host', `failed on every host: ${errors[0].message}`, { results });
     }
     return { results };
+  }
+}
+
+/** Deletes a template on a host; one already gone there (e.g. the local agent sharing the catalog's folder in `skyhost up`) is done. */
+async function deleteIfThere(client: AgentClient, name: string): Promise<void> {
+  try {
+    await client.deleteTemplate(name);
+  } catch (err) {
+    if (toSkyError(err).status !== 404) throw err;
   }
 }

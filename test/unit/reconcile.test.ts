@@ -6,6 +6,7 @@ import { VmRequest, type HostStatus, type VmInfo } from '../../wire/api.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { Store } from '../../server/db/store.ts';
 import { HostRegistry } from '../../server/hosts/registry.ts';
+import { Catalog } from '../../server/templates/catalog.ts';
 import { Templates } from '../../server/templates/templates.ts';
 import { Users, type User } from '../../server/users/users.ts';
 import { requestHash } from '../../server/vms/idempotency.ts';
@@ -176,7 +177,7 @@ describe('VmService applying host reports', () => {
   }
 
   function start(): void {
-    vms = new VmService(store, registry, new Templates(registry, logger('templates')), { log: logger('vms'), users: new Users(store) });
+    vms = new VmService(store, registry, new Templates(registry, logger('templates'), new Catalog('/nonexistent/skyhost-unit', { log: logger('templates') })), { log: logger('vms'), users: new Users(store) });
   }
 
   before(() => configureLogging({ out: () => {} }));

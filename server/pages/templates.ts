@@ -1,0 +1,80 @@
+// The templates page: the controller's catalog with which hosts hold each template and which are
+// pulling it, imports by URL with their progress (the list polls while anything is under way), the
+// upload form (views/static/templates.js sends the file to POST /api/templates with a progress bar),
+// and delete, refused in plain words while VMs use the template. Every user reads; admins change.
+import express, { type Request, type Response, type Router } from 'express';
+import { fromZod, toSkyError } from '../../base/errors.ts';
+import type { ControllerServices } from '../services.ts';
+import { TemplateImport } from '../templates/templates.ts';
+import { requireAdmin, requireUser } from '../users/auth.ts';
+import { field, fieldErrors, redirect } from './forms.ts';
+import { render } from './render.ts';
+
+interface FormState {
+  values: Record<string, string>;
+  errors: Record<string, string>;
+  error?: string;
+  started?: string;
+}
+
+export function templatePages(services: ControllerServices): Router {
+  const r = express.Router();
+  const { templates } = services;
+
+  const page = async (req: Request, res: Response, opts: { form?: FormState; status?: number; partial?: string; notice?: { ok: boolean; text: string } } = {}) => {
+    const names = new Map(services.hosts.records().map((h) => [h.id, h.hostname]));
+    const list = (await templates.refreshed()).map((t) => ({
+      ...t, sizeMiB: t.bytes / 1048576,
+      hostNames: t.hosts.map((id) => names.get(id) ?? id),
+      pulls: t.pulling.map((p) => ({ hostname: names.get(p.host) ?? p.host, percent: p.percent })),
+    }));
+    const imports = templates.imports().map((j) => ({ ...j, running: !j.finishedAt, failed: j.state === 'failed', mib: j.bytes / 1048576 }));
+    const busy = imports.some((j) => j.running) || list.some((t) => t.pulls.length > 0);
+    render(req, res, {
+      page: 'templates', partial: opts.partial ?? 'template-list', status: opts.status ?? 200, title: 'Templates',
+      scripts: ['/static/templates.js'],
+      data: {
+        templates: list, imports, busy, notice: opts.notice, hostTotal: services.hosts.records().length,
+        form: opts.form ?? { values: {}, errors: {} },
+      },
+    });
+  };
+  r.get('/templates', requireUser(), (req, res) => page(req, res));
+
+  // Import by URL into the catalog: starts the download and answers at once; the list shows its progress.
+  r.post('/templates', requireAdmin(), async (req, res) => {
+    const values = { name: field(req, 'name', 128), url: field(req, 'url', 4096), sha256: field(req, 'sha256', 128).toLowerCase(), os: field(req, 'os', 128) };
+    const parsed = TemplateImport.safeParse({ ...values, os: values.os || undefined });
+    if (!parsed.success) return page(req, res, { form: { values, errors: fieldErrors(fromZod(parsed.error)) }, status: 422, partial: 'template-form' });
+    try {
+      // its end or failure shows in the list's imports (the catalog logs it too)
+      templates.startImport(parsed.data);
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      return page(req, res, { form: { values, errors: fieldErrors(sky), error: sky.message }, status: sky.status, partial: 'template-form' });
+    }
+    res.setHeader('HX-Trigger', 'templates-changed');
+    await page(req, res, { form: { values: {}, errors: {}, started: values.name }, partial: 'template-form' });
+  });
+
+  r.post('/templates/:name/delete', requireAdmin(), async (req, res) => {
+    const name = String(req.params.name).slice(0, 128);
+    try {
+      const { results } = await templates.remove(name);
+      const failed = results.filter((x) => !x.ok);
+      if (failed.length === 0) return redirect(req, res, '/templates', { swap: true });
+      await page(req, res, { notice: { ok: false, text: `Template ${name} was deleted, but not on ${failed.map((x) => `${x.host} (${x.error ?? 'failed'})`).join(', ')}.` } });
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status !== 409) throw err;
+      const vms = (sky.details as { vms?: string[] } | undefined)?.vms ?? [];
+      const text = vms.length > 0
+        ? `Template ${name} was not deleted: ${vms.length === 1 ? 'the VM' : `${vms.length} VMs`} ${vms.join(', ')} still ${vms.length === 1 ? 'uses' : 'use'} it. Delete ${vms.length === 1 ? 'that VM' : 'those VMs'} first.`
+        : sky.message;
+      await page(req, res, { notice: { ok: false, text }, status: 409 });
+    }
+  });
+
+  return r;
+}

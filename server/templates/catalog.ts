@@ -1,0 +1,400 @@
+// The controller's template catalog: DATA/templates/NAME/ with a manifest.json of the same format as a
+// host's store (wire TemplateInfo), the source of truth hosts pull from. In `skyhost up` the local agent
+// uses the same data folder, so a template built or imported on the controller's machine is in the
+// catalog at once. Files arrive in a hidden staging folder (.incoming-NAME-XXXX) and appear only by one
+// rename once checked (sha256, format, no backing file); a failure removes the staging folder.
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { z } from 'zod';
+import { TemplateImportRequest, TemplateInfo, TemplateName } from '../../wire/api.ts';
+import { BadRequest, Conflict, DiskFull, InvalidField, NotFound, PayloadTooLarge, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
+import { run } from '../../base/exec.ts';
+import type { Logger } from '../../base/log.ts';
+
+type FileEntry = TemplateInfo['files'][number];
+
+/** What describes a template besides its file (`TemplateImportRequest` without url and sha256). */
+export type TemplateMeta = Omit<TemplateImportRequest, 'url' | 'sha256'>;
+
+/** An import by URL, as `GET /api/templates` shows it while it runs and for a while after. */
+export const ImportJob = z.object({
+  name: z.string(),
+  url: z.string(),
+  state: z.enum(['downloading', 'verifying', 'done', 'failed']),
+  /** Bytes downloaded so far. */
+  bytes: z.number().int(),
+  /** The file's size when the server said it (Content-Length or Content-Range). */
+  totalBytes: z.number().int().optional(),
+  /** 0-100 when the size is known. */
+  percent: z.number().int().optional(),
+  /** Connections made: more than 1 when a broken download was resumed with a Range request. */
+  attempts: z.number().int(),
+  error: z.object({ code: z.string(), message: z.string() }).optional(),
+  startedAt: z.string(),
+  finishedAt: z.string().optional(),
+});
+export type ImportJob = z.infer<typeof ImportJob>;
+
+export interface CatalogOptions {
+  log: Logger;
+  /** Largest template file accepted, upload or download (default 64 GiB). */
+  maxBytes?: number;
+  /** Connections per download before it fails (default 6); each one after the first resumes with Range. */
+  downloadAttempts?: number;
+  /** Wait before a resumed connection, doubled each time (default 500 ms). */
+  retryDelayMs?: number;
+}
+
+/** How long a finished import stays listed (so the page shows its result). */
+const KEEP_FINISHED_MS = 10 * 60_000;
+
+export class Catalog {
+  readonly dir: string;
+  private readonly log: Logger;
+  private readonly maxBytes: number;
+  private readonly attempts: number;
+  private readonly retryDelayMs: number;
+  private cache: TemplateInfo[] = [];
+  private readonly jobs = new Map<string, { view: ImportJob; done: Promise<TemplateInfo> }>();
+  private readonly stopping = new AbortController();
+
+  constructor(dataDir: string, opts: CatalogOptions) {
+    this.dir = path.join(dataDir, 'templates');
+    this.log = opts.log;
+    this.maxBytes = opts.maxBytes ?? 64 * 1024 ** 3;
+    this.attempts = Math.max(1, opts.downloadAttempts ?? 6);
+    this.retryDelayMs = opts.retryDelayMs ?? 500;
+  }
+
+  /** The templates as of the last `refresh()` (the controller's pages and scheduler read this). */
+  snapshot(): TemplateInfo[] {
+    return this.cache;
+  }
+
+  /** Reads every manifest again (a template built or imported by the CLI into this folder appears). */
+  async refresh(): Promise<TemplateInfo[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      names = []; // no template was ever added here
+    }
+    const out: TemplateInfo[] = [];
+    for (const n of names.sort()) {
+      const t = await this.read(n);
+      if (t) out.push(t);
+    }
+    this.cache = out;
+    return out;
+  }
+
+  /** A template's manifest from disk, or undefined (a bad name, a folder without a valid manifest, a hidden staging folder). */
+  async read(name: string): Promise<TemplateInfo | undefined> {
+    if (!TemplateName.safeParse(name).success) return undefined;
+    let text: string;
+    try {
+      text = await readFile(path.join(this.dir, name, 'manifest.json'), 'utf8');
+    } catch {
+      return undefined; // no manifest: not a template (a stray folder)
+    }
+    try {
+      const parsed = TemplateInfo.safeParse(JSON.parse(text));
+      if (parsed.success && parsed.data.name === name) return parsed.data;
+    } catch {
+      // not JSON: reported below like any other bad manifest
+    }
+    this.log.warn(`templates/${name}/manifest.json is not a valid manifest: the folder is ignored`);
+    return undefined;
+  }
+
+  /**
+   * A file of a complete template, for serving: its manifest entry and absolute path. Only files named
+   * in a manifest of a finished template are served (never a staging folder, never another path).
+   */
+  async file(name: string, file: string): Promise<{ template: TemplateInfo; entry: FileEntry; path: string }> {
+    const template = await this.read(name);
+    if (!template) throw new NotFound(`template ${JSON.stringify(name.slice(0, 64))} in the controller's catalog`);
+    const entry = template.files.find((f) => f.file === file);
+    if (!entry || entry.file.includes('/') || entry.file.startsWith('.')) throw new NotFound(`file ${JSON.stringify(file.slice(0, 64))} of template ${name}`);
+    return { template, entry, path: path.join(this.dir, name, entry.file) };
+  }
+
+  /** Imports running or finished in the last minutes, newest first. */
+  imports(): ImportJob[] {
+    const now = Date.now();
+    for (const [k, j] of this.jobs) {
+      if (j.view.finishedAt && now - Date.parse(j.view.finishedAt) > KEEP_FINISHED_MS) this.jobs.delete(k);
+    }
+    return [...this.jobs.values()].map((j) => ({ ...j.view })).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+  }
+
+  /** An upload streamed from `body`; `sha256` (optional) is checked. Answers the new template. */
+  async upload(meta: TemplateMeta, body: Readable, opts: { sha256?: string; declaredBytes?: number } = {}): Promise<TemplateInfo> {
+    const name = await this.checkNew(meta.name);
+    if (opts.declaredBytes !== undefined && opts.declaredBytes > this.maxBytes) throw new PayloadTooLarge(`${this.maxBytes} bytes`);
+    return this.staged(name, async (part) => {
+      const got = await writeHashing(body, part, this.maxBytes);
+      if (got.bytes === 0) throw new BadRequest('the upload is empty');
+      return this.finish(part, meta, got.sha256, opts.sha256);
+    });
+  }
+
+  /**
+   * Starts an import by URL in the background and answers its job at once; `done` settles when it
+   * ends. A broken connection is resumed with `Range: bytes=N-` (up to `downloadAttempts` times).
+   */
+  startImport(meta: TemplateMeta & { url: string; sha256: string }): { job: ImportJob; done: Promise<TemplateInfo> } {
+    const name = TemplateName.safeParse(meta.name);
+    if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
+    const running = this.jobs.get(meta.name);
+    if (running && !running.view.finishedAt) throw new Conflict(`template ${meta.name} is being imported already (${running.view.url})`);
+    const view: ImportJob = { name: meta.name, url: meta.url, state: 'downloading', bytes: 0, attempts: 0, startedAt: new Date().toISOString() };
+    const done = (async () => {
+      await this.checkNew(meta.name);
+      return this.staged(meta.name, async (part) => {
+        await this.download(meta.url, part, view);
+        view.state = 'verifying';
+        return this.finish(part, meta, await sha256File(part), meta.sha256);
+      });
+    })();
+    this.jobs.set(meta.name, { view, done });
+    done.then(() => {
+      view.state = 'done';
+      view.finishedAt = new Date().toISOString();
+      this.log.info(`template ${meta.name} imported into the catalog from ${meta.url} (${view.bytes} bytes, ${view.attempts} connection(s))`);
+    }, (err: unknown) => {
+      const sky = toSkyError(err);
+      view.state = 'failed';
+      view.error = { code: sky.code, message: sky.message };
+      view.finishedAt = new Date().toISOString();
+      this.log.warn(`import of template ${meta.name} from ${meta.url} failed: ${sky.message}`);
+    });
+    return { job: view, done };
+  }
+
+  /** Stops the imports under way (at shutdown); each removes its staging folder. */
+  async close(): Promise<void> {
+    this.stopping.abort(new Error('the controller is stopping'));
+    await Promise.allSettled([...this.jobs.values()].map((j) => j.done));
+  }
+
+  /** Removes a template from the catalog (the caller checked that no VM uses it). */
+  async remove(name: string): Promise<void> {
+    if (!(await this.read(name))) throw new NotFound(`template ${JSON.stringify(name.slice(0, 64))} in the controller's catalog`);
+    // Out of sight in one rename: a host reading a file keeps its open descriptor, nobody opens a new one.
+    const trash = path.join(this.dir, `.rm-${name}-${randomBytes(4).toString('hex')}`);
+    await rename(path.join(this.dir, name), trash);
+    await rm(trash, { recursive: true, force: true });
+    await this.refresh();
+  }
+
+  /** A valid name no template and no running import has. */
+  private async checkNew(name: string): Promise<string> {
+    const parsed = TemplateName.safeParse(name);
+    if (!parsed.success) throw new InvalidField('name', parsed.error.issues[0]!.message);
+    if (await this.read(name)) throw new Conflict(`template ${name} already exists in the controller's catalog (delete it first)`);
+    return name;
+  }
+
+  /** Runs `fill` with a file in a fresh staging folder; the folder is removed when `fill` fails. */
+  private async staged(name: string, fill: (part: string) => Promise<TemplateInfo>): Promise<TemplateInfo> {
+    await mkdir(this.dir, { recursive: true, mode: 0o755 });
+    const staging = path.join(this.dir, `.incoming-${name}-${randomBytes(4).toString('hex')}`);
+    await mkdir(staging, { mode: 0o755 });
+    try {
+      const t = await fill(path.join(staging, 'image.part'));
+      await this.refresh();
+      return t;
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Checks the staged image (sha256, format, no backing or data file), writes the manifest, renames the folder into place. */
+  private async finish(part: string, meta: TemplateMeta, sha256: string, expected?: string): Promise<TemplateInfo> {
+    if (expected && expected.toLowerCase() !== sha256) {
+      throw new SkyError(422, 'checksum_mismatch', `sha256 of the image is ${sha256}, expected ${expected.toLowerCase()}: nothing was kept`,
+        { fields: [{ field: 'sha256', message: 'does not match the file' }] });
+    }
+    const info = await probeImage(part);
+    const staging = path.dirname(part);
+    const file = `disk.${info.format}`;
+    await rename(part, path.join(staging, file));
+    await chmod(path.join(staging, file), 0o644);
+    const bytes = (await stat(path.join(staging, file))).size;
+    const manifest = TemplateInfo.parse({
+      name: meta.name,
+      kind: 'disk',
+      os: meta.os ?? 'linux',
+      ...(meta.description ? { description: meta.description } : {}),
+      minMemoryMiB: meta.minMemoryMiB ?? 128,
+      console: meta.console ?? 'serial',
+      needsKvm: meta.needsKvm ?? false,
+      files: [{ role: 'disk', file, bytes, sha256, format: info.format, virtualBytes: info.virtualBytes }],
+      createdAt: new Date().toISOString(),
+    });
+    await writeFile(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
+    try {
+      await rename(staging, path.join(this.dir, meta.name));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${meta.name} already exists in the controller's catalog`);
+      throw err;
+    }
+    return manifest;
+  }
+
+  /** Downloads `url` to `file`, resuming a broken connection with a Range request; updates `job`. */
+  private async download(url: string, file: string, job: ImportJob): Promise<void> {
+    let lastError = '';
+    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+      if (this.stopping.signal.aborted) throw new Unavailable('the controller stopped during the download: nothing was kept');
+      job.attempts = attempt;
+      const have = attempt === 1 ? 0 : await sizeOf(file);
+      job.bytes = have;
+      let res: Response;
+      try {
+        res = await fetch(url, { redirect: 'follow', headers: have > 0 ? { range: `bytes=${have}-` } : {}, signal: AbortSignal.any([this.stopping.signal, AbortSignal.timeout(3_600_000)]) });
+      } catch (err) {
+        lastError = (err as Error).message;
+        await this.pause(attempt);
+        continue; // the server may be back in a moment: the next attempt resumes
+      }
+      if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+        void res.body?.cancel();
+        throw new SkyError(422, 'download_failed', `could not download ${url}: HTTP ${res.status}`, { fields: [{ field: 'url', message: `HTTP ${res.status}` }] });
+      }
+      if (res.status !== 200 && res.status !== 206) {
+        void res.body?.cancel();
+        lastError = `HTTP ${res.status}`;
+        await this.pause(attempt);
+        continue;
+      }
+      // 206 continues where we are; 200 (a server without Range) starts the file over.
+      let start = 0;
+      if (res.status === 206) {
+        const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers.get('content-range') ?? '');
+        if (!m || Number(m[1]) !== have) {
+          void res.body?.cancel();
+          throw new SkyError(422, 'download_failed', `${url} answered a range request with the wrong part (${res.headers.get('content-range') ?? 'no Content-Range'})`);
+        }
+        start = have;
+        if (m[3] !== '*') job.totalBytes = Number(m[3]);
+      } else {
+        const length = res.headers.get('content-length');
+        if (length && /^\d+$/.test(length)) job.totalBytes = Number(length);
+      }
+      if (job.totalBytes !== undefined && job.totalBytes > this.maxBytes) {
+        void res.body?.cancel();
+        throw new PayloadTooLarge(`${this.maxBytes} bytes`);
+      }
+      job.bytes = start;
+      try {
+        await pipeline(
+          Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
+          new Transform({
+            transform: (chunk: Buffer, _enc, cb) => {
+              job.bytes += chunk.length;
+              if (job.totalBytes) job.percent = Math.min(100, Math.floor((job.bytes * 100) / job.totalBytes));
+              if (job.bytes > this.maxBytes) return cb(new PayloadTooLarge(`${this.maxBytes} bytes`));
+              cb(null, chunk);
+            },
+          }),
+          createWriteStream(file, { flags: start > 0 ? 'r+' : 'w', start, mode: 0o644 }),
+        );
+      } catch (err) {
+        if (err instanceof SkyError) throw err;
+        lastError = (err as Error).message;
+        this.log.info(`download of ${url} broke off at ${job.bytes} bytes (${lastError}): resuming`);
+        await this.pause(attempt);
+        continue;
+      }
+      if (job.totalBytes !== undefined && job.bytes < job.totalBytes) {
+        lastError = `the connection ended after ${job.bytes} of ${job.totalBytes} bytes`;
+        await this.pause(attempt);
+        continue;
+      }
+      if (job.bytes === 0) throw new SkyError(422, 'download_failed', `${url} is empty`, { fields: [{ field: 'url', message: 'the file is empty' }] });
+      job.percent = 100;
+      return;
+    }
+    throw new SkyError(422, 'download_truncated', `could not download all of ${url}: ${lastError} (${this.attempts} attempts, ${job.bytes}${job.totalBytes !== undefined ? ` of ${job.totalBytes}` : ''} bytes): nothing was kept`,
+      { fields: [{ field: 'url', message: lastError }] });
+  }
+
+  private pause(attempt: number): Promise<void> {
+    if (attempt >= this.attempts || this.stopping.signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, this.retryDelayMs * 2 ** (attempt - 1)).unref();
+      this.stopping.signal.addEventListener('abort', () => {
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+    });
+  }
+}
+
+/** The format and virtual size of a disk image; refuses anything but a standalone qcow2 or raw image. */
+export async function probeImage(file: string): Promise<{ format: 'qcow2' | 'raw'; virtualBytes: number }> {
+  let j: { format?: string; 'virtual-size'?: number; 'backing-filename'?: string; 'format-specific'?: { data?: { 'data-file'?: string } } };
+  try {
+    j = JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as typeof j;
+  } catch (err) {
+    throw new SkyError(422, 'unsupported_format', `the file is not a disk image qemu-img can read (${(err as Error).message.split('\n')[0]}): nothing was kept`,
+      { fields: [{ field: 'disk', message: 'not a readable disk image' }] });
+  }
+  if (j.format !== 'qcow2' && j.format !== 'raw') {
+    throw new SkyError(422, 'unsupported_format', `the disk image is ${j.format ?? 'of an unknown format'}; only qcow2 and raw are accepted (convert it: qemu-img convert -O qcow2 IN OUT): nothing was kept`,
+      { fields: [{ field: 'disk', message: `format ${j.format ?? 'unknown'}` }] });
+  }
+  if (j['backing-filename'] || j['format-specific']?.data?.['data-file']) {
+    const what = j['backing-filename'] ? `a backing file (${j['backing-filename']})` : `an external data file (${j['format-specific']!.data!['data-file']!})`;
+    throw new SkyError(422, 'backing_file', `the disk image has ${what}: give a standalone image (qemu-img convert -O qcow2 IN OUT): nothing was kept`,
+      { fields: [{ field: 'disk', message: 'has a backing file' }] });
+  }
+  return { format: j.format, virtualBytes: j['virtual-size'] ?? 0 };
+}
+
+/** Streams `body` to `file` while hashing it, refusing more than `limit` bytes. */
+async function writeHashing(body: Readable, file: string, limit: number): Promise<{ bytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  try {
+    await pipeline(body, new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        bytes += chunk.length;
+        if (bytes > limit) return cb(new PayloadTooLarge(`${limit} bytes`));
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    }), createWriteStream(file, { mode: 0o644 }));
+  } catch (err) {
+    if (err instanceof SkyError) throw err;
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new DiskFull('the templates folder');
+    throw new BadRequest(`the upload broke off after ${bytes} bytes (${(err as Error).message}): nothing was kept`, undefined, 'upload_interrupted');
+  }
+  return { bytes, sha256: hash.digest('hex') };
+}
+
+/** A file's size, 0 when it is not there (a first connection that failed before any byte). */
+async function sizeOf(file: string): Promise<number> {
+  try {
+    return (await stat(file)).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+    throw err;
+  }
+}
+
+/** sha256 of a file, streamed. */
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}

@@ -1,0 +1,52 @@
+// The templates page's upload: sends the chosen file as the raw body of POST /api/templates (into the
+// controller's catalog) with a progress bar, then asks the list to refresh.
+const form = document.getElementById('template-upload');
+if (form) {
+  const bar = document.getElementById('upload-progress');
+  const status = document.getElementById('upload-status');
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    const file = data.get('file');
+    if (!(file instanceof File) || file.size === 0) {
+      status.textContent = 'Choose a disk image first.';
+      return;
+    }
+    const query = new URLSearchParams({ name: String(data.get('name') || ''), console: String(data.get('console') || 'serial') });
+    for (const key of ['os', 'sha256']) if (data.get(key)) query.set(key, String(data.get(key)).trim());
+    if (data.get('needsKvm')) query.set('needsKvm', 'true');
+    const xhr = new XMLHttpRequest();
+    xhr.open('POST', '/api/templates?' + query.toString());
+    xhr.setRequestHeader('Content-Type', 'application/octet-stream');
+    xhr.setRequestHeader('X-CSRF-Token', form.dataset.csrf || '');
+    xhr.setRequestHeader('Accept', 'application/json');
+    const button = form.querySelector('button[type=submit]');
+    button.disabled = true;
+    bar.hidden = false;
+    bar.value = 0;
+    status.textContent = 'Uploading ' + file.name + '…';
+    xhr.upload.addEventListener('progress', (e) => {
+      if (!e.lengthComputable) return;
+      bar.value = Math.floor((e.loaded * 100) / e.total);
+      status.textContent = e.loaded < e.total ? 'Uploading ' + file.name + ': ' + bar.value + '%' : 'Checking ' + file.name + '…';
+    });
+    const done = (text) => {
+      button.disabled = false;
+      bar.hidden = true;
+      status.textContent = text;
+      document.body.dispatchEvent(new CustomEvent('templates-changed'));
+    };
+    xhr.addEventListener('load', () => {
+      if (xhr.status === 201) {
+        form.reset();
+        done('Uploaded: the template ' + query.get('name') + ' is in the catalog.');
+        return;
+      }
+      let message = 'The upload failed (' + xhr.status + ').';
+      try { message = 'Not uploaded: ' + JSON.parse(xhr.responseText).error.message; } catch (e) { /* not our error shape: keep the status */ }
+      done(message);
+    });
+    xhr.addEventListener('error', () => done('The upload broke off: the controller does not answer. Nothing was kept; try again.'));
+    xhr.send(file);
+  });
+}

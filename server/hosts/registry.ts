@@ -6,6 +6,7 @@
 //                  (join token) ─────▲  │ ───drain──────▲
 //                                    │  ▼ 3 missed polls
 //                                    └─ down (VMs unknown; on return the agent's VM list wins)
+import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
 import { EnrollRequest, type EnrollResponse, type HostStatus } from '../../wire/api.ts';
@@ -56,6 +57,50 @@ export type Host = z.infer<typeof Host>;
 export interface HostRecord {
   id: string;
   hostname: string;
+/** A host as it is now and as a refused enrollment asked it to become, side by side (admins only). */
+export const HostReplacement = z.object({
+  /** The request's id, e.g. `r-5f2c9a1b0d3e`. */
+  id: z.string(),
+  hostId: z.string(),
+  /** What the host's record holds now. */
+  current: z.object({ hostname: z.string(), url: z.string(), keyFingerprint: z.string(), state: HostState, lastSeen: z.string().optional() }),
+  /** What the enrollment asked for. */
+  requested: z.object({ hostname: z.string(), url: z.string(), keyFingerprint: z.string(), version: z.string() }),
+  /** The address the enrollment came from (none: in-process). */
+  from: z.string().optional(),
+  firstAsked: z.string(),
+  lastAsked: z.string(),
+  /** Enrollments that asked for exactly this (an agent asks again about every 30 s). */
+  times: z.number().int(),
+});
+export type HostReplacement = z.infer<typeof HostReplacement>;
+
+/** A replacement request as kept in memory: the new key stays here, never polled and never shown. */
+interface ReplacementRecord {
+  id: string;
+  hostId: string;
+  hostname: string;
+  agentUrl: string;
+  agentKey: string;
+  version: string;
+  mac?: string | undefined;
+  from?: string | undefined;
+  firstAsked: string;
+  lastAsked: string;
+  times: number;
+}
+
+/** Replacement requests kept at most, in all and per host; past either, new ones are refused (503). */
+export const MAX_REPLACEMENT_REQUESTS = 100;
+export const MAX_REPLACEMENTS_PER_HOST = 5;
+/** A replacement request nobody asked again for a day is forgotten. */
+const REPLACEMENT_TTL_MS = 86_400_000;
+
+/** How a key is shown: `sha256:` and the first 16 hex digits of its hash (the key itself never leaves the controller). */
+export function keyFingerprint(key: string): string {
+  return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+}
+
   agentUrl: string;
   agentKey: string;
   state: HostState;
@@ -144,6 +189,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.log = opts.log;
     for (const r of store.all('SELECT * FROM hosts ORDER BY id')) {
       const h = rowToHost(r);
+  /** Refused enrollments with a host's id and a new key, kept for the admin's explicit "replace" (by request id). */
+  private readonly replacementRequests = new Map<string, ReplacementRecord>();
       this.hosts.set(h.id, h);
     }
   }
@@ -225,10 +272,10 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     if (existing && !sameKey && !trusted) {
       // Not its key and no token: a stranger (or a reinstall that lost its key) must not touch the record.
       this.log.warn(`refused enrollment as ${existing.hostname} (${req.hostId})${sender}: another agent key and no join token; ` +
-        "the host's record is unchanged", { hostId: req.hostId, url: req.agentUrl });
+        `the host's record is unchanged${kept.times === 1 ? ` (kept as replacement request ${kept.id} for an admin)` : ''}`, { hostId: req.hostId, url: req.agentUrl });
       throw new SkyError(409, 'host_already_enrolled', `host ${req.hostId} is already enrolled with another agent key: ` +
-        'enroll with a join token to replace it (a reinstalled PC), or remove the host on the controller first',
-      { fields: [{ field: 'agentKey', message: 'not the key this host enrolled with' }] });
+        'enroll with a join token to replace it (a reinstalled PC), or ask an admin to approve the replacement on the hosts page',
+      { fields: [{ field: 'agentKey', message: 'not the key this host enrolled with' }], replacementRequest: kept.id });
     }
     if (existing && !sameKey && existing.agentUrl !== req.agentUrl && existing.missedPolls === 0 &&
       existing.lastSeen && Date.now() - Date.parse(existing.lastSeen) < LIVE_MS) {
@@ -245,6 +292,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       state = trusted ? 'ready' : 'pending';
       if (!trusted && [...this.hosts.values()].filter((h) => h.state === 'pending').length >= MAX_PENDING_HOSTS) {
         throw new Unavailable(`${MAX_PENDING_HOSTS} hosts already wait for approval: approve or remove some, or enroll with a join token`);
+      // It is kept as a replacement request, which only an admin's explicit approval applies.
+      const kept = this.keepReplacementRequest(req, from);
       }
     } else if (existing.state === 'pending') {
       state = trusted ? 'ready' : 'pending';
@@ -307,6 +356,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const h = this.require(id);
     if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
     this.setState(h, h.state === 'down' ? 'down' : 'draining', true);
+    if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.log.info(`host ${h.hostname} draining`, { hostId: id });
     return toApiHost(h);
   }
@@ -366,10 +416,95 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   /**
    * Asks every pending host whether it is there, a few at a time, in a round of its own: however
    * many strangers enroll (at addresses that may never answer), approved hosts are polled on time.
+    this.dropReplacementRequests(id);
    */
   pollPending(): Promise<void> {
     return this.round('pending', (h) => h.state === 'pending', PENDING_POLL_CONCURRENCY);
   }
+  // ---- replacement requests: a known host id with a new key and no token, for the admin to decide ----
+
+  /** The waiting replacement requests, each beside the host as it is now, oldest first. */
+  replacements(): HostReplacement[] {
+    this.pruneReplacementRequests(Date.now());
+    const out: HostReplacement[] = [];
+    for (const r of this.replacementRequests.values()) {
+      const h = this.hosts.get(r.hostId);
+      if (h) out.push(toApiReplacement(r, h));
+    }
+    return out.sort((a, b) => a.firstAsked.localeCompare(b.firstAsked) || a.id.localeCompare(b.id));
+  }
+
+  /**
+   * The admin's explicit "replace": the host takes the request's key, URL, hostname and version; its
+   * state and VMs stay, and it is polled with the new key at once. Other requests for the host go.
+   */
+  approveReplacement(requestId: string, by: string): Host {
+    const r = this.requireReplacement(requestId);
+    const h = this.require(r.hostId);
+    const before = { url: h.agentUrl, key: keyFingerprint(h.agentKey) };
+    this.store.run('UPDATE hosts SET hostname = ?, agent_url = ?, agent_key = ?, version = ?, mac = ? WHERE id = ?',
+      r.hostname, r.agentUrl, r.agentKey, r.version, r.mac ?? h.mac ?? null, h.id);
+    Object.assign(h, { hostname: r.hostname, agentUrl: r.agentUrl, agentKey: r.agentKey, version: r.version, mac: r.mac ?? h.mac, status: null, missedPolls: 0 });
+    this.dropReplacementRequests(h.id);
+    this.emit('enrolled', h);
+    this.log.info(`host ${h.hostname} (${h.id}) replaced by ${by}: agent key ${before.key} -> ${keyFingerprint(r.agentKey)}, ` +
+      `URL ${before.url} -> ${r.agentUrl} (replacement request ${r.id}${r.from ? ` from ${r.from}` : ''})`, { hostId: h.id, url: r.agentUrl });
+    if (!this.closed && h.state !== 'pending') {
+      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${h.hostname} after its replacement failed`, { hostId: h.id, err }));
+    }
+    return toApiHost(h);
+  }
+
+  /** Forgets a replacement request; the host stays as it is. */
+  rejectReplacement(requestId: string, by: string): void {
+    const r = this.requireReplacement(requestId);
+    this.replacementRequests.delete(r.id);
+    this.log.info(`replacement request ${r.id} for host ${r.hostId} (${r.agentUrl}${r.from ? ` from ${r.from}` : ''}, key ${keyFingerprint(r.agentKey)}) ` +
+      `rejected by ${by}`, { hostId: r.hostId });
+  }
+
+  private requireReplacement(requestId: string): ReplacementRecord {
+    this.pruneReplacementRequests(Date.now());
+    const r = this.replacementRequests.get(requestId);
+    if (!r || !this.hosts.has(r.hostId)) throw new NotFound(`replacement request "${requestId}"`);
+    return r;
+  }
+
+  /** Records (or refreshes) a refused enrollment's request; bounded in all and per host. */
+  private keepReplacementRequest(req: z.infer<typeof ControllerEnrollRequest>, from: string | undefined): ReplacementRecord {
+    const now = new Date();
+    this.pruneReplacementRequests(now.getTime());
+    const same = [...this.replacementRequests.values()].find((r) => r.hostId === req.hostId && sameSecret(r.agentKey, req.agentKey));
+    if (same) {
+      // The same agent asking again: its latest address and names win, the count goes on.
+      Object.assign(same, { hostname: req.hostname, agentUrl: req.agentUrl, version: req.version, mac: req.mac, from, lastAsked: now.toISOString() });
+      same.times++;
+      return same;
+    }
+    const forHost = [...this.replacementRequests.values()].filter((r) => r.hostId === req.hostId).length;
+    if (forHost >= MAX_REPLACEMENTS_PER_HOST || this.replacementRequests.size >= MAX_REPLACEMENT_REQUESTS) {
+      throw new Unavailable(forHost >= MAX_REPLACEMENTS_PER_HOST
+        ? `${MAX_REPLACEMENTS_PER_HOST} replacement requests already wait for host ${req.hostId}: an admin must approve or reject them, or enroll with a join token`
+        : `${MAX_REPLACEMENT_REQUESTS} replacement requests already wait: an admin must approve or reject some, or enroll with a join token`);
+    }
+    const r: ReplacementRecord = {
+      id: `r-${randomBytes(6).toString('hex')}`, hostId: req.hostId, hostname: req.hostname, agentUrl: req.agentUrl, agentKey: req.agentKey,
+      version: req.version, mac: req.mac, from, firstAsked: now.toISOString(), lastAsked: now.toISOString(), times: 1,
+    };
+    this.replacementRequests.set(r.id, r);
+    return r;
+  }
+
+  private dropReplacementRequests(hostId: string): void {
+    for (const [id, r] of this.replacementRequests) if (r.hostId === hostId) this.replacementRequests.delete(id);
+  }
+
+  private pruneReplacementRequests(now: number): void {
+    for (const [id, r] of this.replacementRequests) {
+      if (now - Date.parse(r.lastAsked) > REPLACEMENT_TTL_MS || !this.hosts.has(r.hostId)) this.replacementRequests.delete(id);
+    }
+  }
+
 
   private round(kind: 'members' | 'pending', which: (h: HostRecord) => boolean, concurrency: number): Promise<void> {
     if (this.closed) return Promise.resolve();
@@ -503,3 +638,12 @@ export function toApiHost(h: HostRecord): Host {
     templates: s ? s.templates.map((t) => t.name) : [],
   };
 }
+function toApiReplacement(r: ReplacementRecord, h: HostRecord): HostReplacement {
+  return {
+    id: r.id, hostId: r.hostId,
+    current: { hostname: h.hostname, url: h.agentUrl, keyFingerprint: keyFingerprint(h.agentKey), state: h.state, ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}) },
+    requested: { hostname: r.hostname, url: r.agentUrl, keyFingerprint: keyFingerprint(r.agentKey), version: r.version },
+    ...(r.from ? { from: r.from } : {}), firstAsked: r.firstAsked, lastAsked: r.lastAsked, times: r.times,
+  };
+}
+

@@ -1,10 +1,11 @@
-// The JSON API of hosts: enrollment, the host list, approve/drain/wake/forget, and join tokens.
+// The JSON API of hosts: enrollment, the host list, approve/drain/wake/forget, replacement requests
+// (a known host id enrolling with a new key and no token, for the admin to approve or reject), and join tokens.
 import { z } from 'zod';
 import { EnrollResponse } from '../../wire/api.ts';
 import { Conflict } from '../../base/errors.ts';
-import { param, type ApiRouter } from '../api/route.ts';
+import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
-import { ControllerEnrollRequest, Host } from './registry.ts';
+import { ControllerEnrollRequest, Host, HostReplacement } from './registry.ts';
 
 export const WakeRequest = z.strictObject({ mac: z.string().max(32).optional() });
 export const JoinTokenCreate = z.strictObject({
@@ -58,6 +59,27 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
       throw new Conflict(`host ${id} still has ${held} VM record(s): drain it and delete them, or add ?force=true to forget them`);
     }
     hosts.remove(id);
+    res.status(204).end();
+  });
+
+  // ---- replacement requests (admin) ----
+  api.route({
+    method: 'get', path: '/api/host-replacements', summary: 'Refused enrollments of known hosts with a new key: the host now and as asked, side by side',
+    auth: 'admin', responses: { 200: z.object({ replacements: z.array(HostReplacement) }) },
+  }, (_req, res) => {
+    res.json({ replacements: hosts.replacements() });
+  });
+  api.route({
+    method: 'post', path: '/api/host-replacements/:id/approve', summary: 'Replace: the host takes the requested agent key and URL (its VMs stay)',
+    auth: 'admin', responses: { 200: Host },
+  }, (req, res) => {
+    res.json(hosts.approveReplacement(param(req, 'id'), me(res).name));
+  });
+  api.route({
+    method: 'post', path: '/api/host-replacements/:id/reject', summary: 'Forget a replacement request; the host stays as it is', auth: 'admin',
+    responses: { 204: 'forgotten' },
+  }, (req, res) => {
+    hosts.rejectReplacement(param(req, 'id'), me(res).name);
     res.status(204).end();
   });
 

@@ -1,12 +1,13 @@
-// The admin's pages: hosts (approve, drain, undrain, wake, remove, "Add a host"), users (create,
-// reset password, admin flag, self-registration), the event log with filters and a live tail.
+// The admin's pages: hosts (approve, drain, undrain, wake, remove, "Add a host", replacement requests
+// and strangers), users (create, reset password, admin flag, self-registration), the event log with
+// filters and a live tail.
 import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
 import { checkControllerUrl } from '../install.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
-import { Password, UserName } from '../users/users.ts';
+import { Password, UserName, type User } from '../users/users.ts';
 import { hostRow } from './dashboard.ts';
 import { field, fieldErrors, me, redirect, schemaErrors } from './forms.ts';
 import { render } from './render.ts';
@@ -19,13 +20,49 @@ export function adminPages(services: ControllerServices): Router {
   // ---- hosts ----
   // "Add a host": the page itself carries no token. A POST makes the install command: by default with
   // a single-use token (one PC, one day); the reusable cluster token only when the admin picks it.
-  const hostsPage = (req: Request, res: Response, install: object = {}, partial = 'host-list') => {
+  const hostsPage = (req: Request, res: Response, install: object = {}, partial = 'host-list', extra: { status?: number; notes?: object } = {}) => {
     render(req, res, {
-      page: 'hosts', partial, title: 'Hosts',
-      data: { hosts: services.hosts.list().map(hostRow), install: { baseUrl: controllerBase(req), ...install } },
+      page: 'hosts', partial, title: 'Hosts', status: extra.status ?? 200,
+      data: {
+        hosts: services.hosts.list().map(hostRow), install: { baseUrl: controllerBase(req), ...install },
+        ...hostRequests(services, me(res)), ...extra.notes,
+      },
     });
   };
   r.get('/hosts', requireAdmin(), (req, res) => hostsPage(req, res));
+  r.get('/hosts/replacements', requireAdmin(), (req, res) => hostsPage(req, res, {}, 'host-replacements'));
+  r.get('/hosts/strangers', requireAdmin(), (req, res) => hostsPage(req, res, {}, 'host-strangers'));
+
+  // Replacement requests: a known host id with a new agent key and no token, approved or rejected by an admin.
+  r.post('/hosts/replacements/:id/:action', requireAdmin(), (req, res) => {
+    const id = String(req.params.id);
+    const action = String(req.params.action);
+    const asked = services.hosts.replacements().find((x) => x.id === id);
+    if (action === 'approve') services.hosts.approveReplacement(id, me(res).name);
+    else if (action === 'reject') services.hosts.rejectReplacement(id, me(res).name);
+    else throw new NotFound(`action "${action.slice(0, 32)}"`);
+    const what = `${asked?.current.hostname ?? id}: ${action === 'approve' ? 'the host now uses the new agent key and URL' : 'the request was forgotten, the host is unchanged'}`;
+    services.events.record({ source: 'pages', msg: `replacement request ${id} for host ${asked?.hostId ?? '?'}: ${action} by ${me(res).name}`, ...(asked ? { hostId: asked.hostId } : {}) });
+    hostsPage(req, res, {}, 'host-replacements', { notes: { replacementNotice: `${action === 'approve' ? 'Replaced' : 'Rejected'} ${what}.` } });
+  });
+
+  // Strangers: an admin gives one an owner (and a name), which makes it a VM record of that user.
+  r.post('/hosts/:id/strangers/:vmId/adopt', requireAdmin(), (req, res) => {
+    const hostId = String(req.params.id);
+    const vmId = String(req.params.vmId);
+    const owner = field(req, 'owner', 64);
+    const name = field(req, 'name', 63);
+    try {
+      if (!owner) throw new InvalidField('owner', 'choose the user the VM becomes');
+      const vm = services.vms.adopt(me(res), hostId, vmId, { owner, ...(name ? { name } : {}) });
+      services.events.record({ source: 'pages', msg: `VM ${vm.name} (${vmId}) on host ${hostId} adopted by ${me(res).name} for ${owner}`, hostId });
+      hostsPage(req, res, {}, 'host-strangers', { notes: { strangerNotice: `VM ${vm.name} now belongs to ${owner}.` } });
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      hostsPage(req, res, {}, 'host-strangers', { status: sky.status, notes: { strangerError: sky.message } });
+    }
+  });
 
   r.post('/hosts/install', requireAdmin(), (req, res) => {
     const kind = field(req, 'kind') === 'cluster' ? 'cluster' : 'single-use';
@@ -157,6 +194,27 @@ export function adminPages(services: ControllerServices): Router {
   });
 
   return r;
+}
+
+/** The hosts page's requests for the admin: replacement requests beside the hosts they name, and strangers with their hosts' names. */
+function hostRequests(services: ControllerServices, admin: User): object {
+  const records = services.hosts.records();
+  const names = new Map(records.map((h) => [h.id, h.hostname]));
+  const enrolled = new Map(records.map((h) => [h.id, h.enrolledAt]));
+  const replacements = services.hosts.replacements().map((x) => ({
+    ...x, enrolledAt: enrolled.get(x.hostId), askedAgain: x.times > 1, currentAddress: addressOf(x.current.url),
+  }));
+  const strangers = services.vms.strangers(admin).map((s) => ({ ...s, hostname: names.get(s.host) ?? s.host }));
+  return { replacements, strangers, owners: strangers.length ? services.users.list().map((u) => u.name) : [] };
+}
+
+/** The host part of a URL (`10.0.0.12` of `http://10.0.0.12:8081`). */
+function addressOf(url: string): string {
+  try {
+    return new URL(url).hostname;
+  } catch {
+    return url; // stored URLs were checked at enrollment; show it as it is rather than fail the page
+  }
 }
 
 /** The controller's URL as the admin's browser reached it (checked: it goes into a shell command). */

@@ -53,10 +53,6 @@ export const Host = z.object({
 });
 export type Host = z.infer<typeof Host>;
 
-/** A host's record in memory: the stored fields plus its latest status. */
-export interface HostRecord {
-  id: string;
-  hostname: string;
 /** A host as it is now and as a refused enrollment asked it to become, side by side (admins only). */
 export const HostReplacement = z.object({
   /** The request's id, e.g. `r-5f2c9a1b0d3e`. */
@@ -101,6 +97,10 @@ export function keyFingerprint(key: string): string {
   return `sha256:${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
 }
 
+/** A host's record in memory: the stored fields plus its latest status. */
+export interface HostRecord {
+  id: string;
+  hostname: string;
   agentUrl: string;
   agentKey: string;
   state: HostState;
@@ -180,6 +180,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   private readonly hosts = new Map<string, HostRecord>();
   private readonly rounds: { members?: Promise<void> | undefined; pending?: Promise<void> | undefined } = {};
   private readonly untrusted = new EnrollLimit();
+  /** Refused enrollments with a host's id and a new key, kept for the admin's explicit "replace" (by request id). */
+  private readonly replacementRequests = new Map<string, ReplacementRecord>();
   private closed = false;
 
   constructor(store: Store, opts: RegistryOptions) {
@@ -189,8 +191,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.log = opts.log;
     for (const r of store.all('SELECT * FROM hosts ORDER BY id')) {
       const h = rowToHost(r);
-  /** Refused enrollments with a host's id and a new key, kept for the admin's explicit "replace" (by request id). */
-  private readonly replacementRequests = new Map<string, ReplacementRecord>();
       this.hosts.set(h.id, h);
     }
   }
@@ -271,6 +271,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const sameKey = existing !== undefined && sameSecret(existing.agentKey, req.agentKey);
     if (existing && !sameKey && !trusted) {
       // Not its key and no token: a stranger (or a reinstall that lost its key) must not touch the record.
+      // It is kept as a replacement request, which only an admin's explicit approval applies.
+      const kept = this.keepReplacementRequest(req, from);
       this.log.warn(`refused enrollment as ${existing.hostname} (${req.hostId})${sender}: another agent key and no join token; ` +
         `the host's record is unchanged${kept.times === 1 ? ` (kept as replacement request ${kept.id} for an admin)` : ''}`, { hostId: req.hostId, url: req.agentUrl });
       throw new SkyError(409, 'host_already_enrolled', `host ${req.hostId} is already enrolled with another agent key: ` +
@@ -292,8 +294,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       state = trusted ? 'ready' : 'pending';
       if (!trusted && [...this.hosts.values()].filter((h) => h.state === 'pending').length >= MAX_PENDING_HOSTS) {
         throw new Unavailable(`${MAX_PENDING_HOSTS} hosts already wait for approval: approve or remove some, or enroll with a join token`);
-      // It is kept as a replacement request, which only an admin's explicit approval applies.
-      const kept = this.keepReplacementRequest(req, from);
       }
     } else if (existing.state === 'pending') {
       state = trusted ? 'ready' : 'pending';
@@ -333,6 +333,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
       record.drained ? 1 : 0);
     this.hosts.set(record.id, record);
+    if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.emit('enrolled', record);
     const how = !existing ? 'enrolled' : sameKey ? 'enrolled again' : 'replaced with a join token (new agent key)';
     this.log.info(`host ${record.hostname} ${how} (${state})${sender}`, { hostId: record.id, url: record.agentUrl });
@@ -356,7 +357,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const h = this.require(id);
     if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
     this.setState(h, h.state === 'down' ? 'down' : 'draining', true);
-    if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.log.info(`host ${h.hostname} draining`, { hostId: id });
     return toApiHost(h);
   }
@@ -393,34 +393,11 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const h = this.require(id);
     this.store.run('DELETE FROM hosts WHERE id = ?', id);
     this.hosts.delete(id);
+    this.dropReplacementRequests(id);
     this.log.info(`host ${h.hostname} removed`, { hostId: id });
     this.emit('removed', id);
   }
 
-  /** Finds the host an agent key belongs to (agents authenticate with it when they send events). */
-  byAgentKey(key: string): HostRecord | undefined {
-    for (const h of this.hosts.values()) if (sameSecret(h.agentKey, key)) return h;
-    return undefined;
-  }
-
-  /** Polls every host once: members and pending hosts, each in its own round. */
-  async pollAll(): Promise<void> {
-    await Promise.all([this.pollMembers(), this.pollPending()]);
-  }
-
-  /** Polls every approved host (ready, draining, down), `pollConcurrency` at a time; concurrent calls share one round. */
-  pollMembers(): Promise<void> {
-    return this.round('members', (h) => h.state !== 'pending', this.opts.pollConcurrency ?? 32);
-  }
-
-  /**
-   * Asks every pending host whether it is there, a few at a time, in a round of its own: however
-   * many strangers enroll (at addresses that may never answer), approved hosts are polled on time.
-    this.dropReplacementRequests(id);
-   */
-  pollPending(): Promise<void> {
-    return this.round('pending', (h) => h.state === 'pending', PENDING_POLL_CONCURRENCY);
-  }
   // ---- replacement requests: a known host id with a new key and no token, for the admin to decide ----
 
   /** The waiting replacement requests, each beside the host as it is now, oldest first. */
@@ -505,6 +482,29 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
   }
 
+  /** Finds the host an agent key belongs to (agents authenticate with it when they send events). */
+  byAgentKey(key: string): HostRecord | undefined {
+    for (const h of this.hosts.values()) if (sameSecret(h.agentKey, key)) return h;
+    return undefined;
+  }
+
+  /** Polls every host once: members and pending hosts, each in its own round. */
+  async pollAll(): Promise<void> {
+    await Promise.all([this.pollMembers(), this.pollPending()]);
+  }
+
+  /** Polls every approved host (ready, draining, down), `pollConcurrency` at a time; concurrent calls share one round. */
+  pollMembers(): Promise<void> {
+    return this.round('members', (h) => h.state !== 'pending', this.opts.pollConcurrency ?? 32);
+  }
+
+  /**
+   * Asks every pending host whether it is there, a few at a time, in a round of its own: however
+   * many strangers enroll (at addresses that may never answer), approved hosts are polled on time.
+   */
+  pollPending(): Promise<void> {
+    return this.round('pending', (h) => h.state === 'pending', PENDING_POLL_CONCURRENCY);
+  }
 
   private round(kind: 'members' | 'pending', which: (h: HostRecord) => boolean, concurrency: number): Promise<void> {
     if (this.closed) return Promise.resolve();
@@ -613,6 +613,15 @@ class EnrollLimit {
   }
 }
 
+function toApiReplacement(r: ReplacementRecord, h: HostRecord): HostReplacement {
+  return {
+    id: r.id, hostId: r.hostId,
+    current: { hostname: h.hostname, url: h.agentUrl, keyFingerprint: keyFingerprint(h.agentKey), state: h.state, ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}) },
+    requested: { hostname: r.hostname, url: r.agentUrl, keyFingerprint: keyFingerprint(r.agentKey), version: r.version },
+    ...(r.from ? { from: r.from } : {}), firstAsked: r.firstAsked, lastAsked: r.lastAsked, times: r.times,
+  };
+}
+
 /** The API view of a host record. */
 export function toApiHost(h: HostRecord): Host {
   const s = h.status;
@@ -638,12 +647,3 @@ export function toApiHost(h: HostRecord): Host {
     templates: s ? s.templates.map((t) => t.name) : [],
   };
 }
-function toApiReplacement(r: ReplacementRecord, h: HostRecord): HostReplacement {
-  return {
-    id: r.id, hostId: r.hostId,
-    current: { hostname: h.hostname, url: h.agentUrl, keyFingerprint: keyFingerprint(h.agentKey), state: h.state, ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}) },
-    requested: { hostname: r.hostname, url: r.agentUrl, keyFingerprint: keyFingerprint(r.agentKey), version: r.version },
-    ...(r.from ? { from: r.from } : {}), firstAsked: r.firstAsked, lastAsked: r.lastAsked, times: r.times,
-  };
-}
-

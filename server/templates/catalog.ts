@@ -5,7 +5,7 @@
 // rename once checked (sha256, format, no backing file); a failure removes the staging folder.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -222,21 +222,29 @@ export class Catalog {
       throw new SkyError(422, 'checksum_mismatch', `sha256 of the image is ${sha256}, expected ${expected.toLowerCase()}: nothing was kept`,
         { fields: [{ field: 'sha256', message: 'does not match the file' }] });
     }
-    const info = await probeImage(part);
     const staging = path.dirname(part);
-    const file = `disk.${info.format}`;
-    await rename(part, path.join(staging, file));
-    await chmod(path.join(staging, file), 0o644);
-    const bytes = (await stat(path.join(staging, file))).size;
+    let entry: FileEntry;
+    if (meta.kind === 'iso') {
+      await probeIso(part);
+      entry = { role: 'iso', file: 'installer.iso', bytes: 0, sha256 };
+    } else {
+      const info = await probeImage(part);
+      entry = { role: 'disk', file: `disk.${info.format}`, bytes: 0, sha256, format: info.format, virtualBytes: info.virtualBytes };
+    }
+    const target = path.join(staging, entry.file);
+    await rename(part, target);
+    await chmod(target, 0o644);
+    entry.bytes = (await stat(target)).size;
     const manifest = TemplateInfo.parse({
       name: meta.name,
-      kind: 'disk',
+      kind: meta.kind ?? 'disk',
       os: meta.os ?? 'linux',
       ...(meta.description ? { description: meta.description } : {}),
       minMemoryMiB: meta.minMemoryMiB ?? 128,
-      console: meta.console ?? 'serial',
+      // an installer is used on its screen
+      console: meta.console ?? (meta.kind === 'iso' ? 'vnc' : 'serial'),
       needsKvm: meta.needsKvm ?? false,
-      files: [{ role: 'disk', file, bytes, sha256, format: info.format, virtualBytes: info.virtualBytes }],
+      files: [entry],
       createdAt: new Date().toISOString(),
     });
     await writeFile(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
@@ -359,6 +367,22 @@ export async function probeImage(file: string): Promise<{ format: 'qcow2' | 'raw
       { fields: [{ field: 'disk', message: 'has a backing file' }] });
   }
   return { format: j.format, virtualBytes: j['virtual-size'] ?? 0 };
+}
+
+/** Refuses a file that is not an ISO 9660 image (raw to qemu-img, `CD001` at byte 32769). */
+export async function probeIso(file: string): Promise<void> {
+  const refuse = (why: string) => new SkyError(422, 'unsupported_format', `an iso template must be an ISO 9660 image (${why}): nothing was kept`,
+    { fields: [{ field: 'kind', message: 'not an ISO 9660 image' }] });
+  const head = Buffer.alloc(5);
+  const fh = await open(file, 'r');
+  try {
+    const { bytesRead } = await fh.read(head, 0, 5, 0x8001);
+    if (bytesRead < 5 || head.toString('latin1') !== 'CD001') throw refuse('no CD001 volume descriptor at byte 32769');
+  } finally {
+    await fh.close();
+  }
+  const format = (JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as { format?: string }).format;
+  if (format !== 'raw') throw refuse(`qemu-img reads it as ${format ?? 'unknown'}`);
 }
 
 /** Streams `body` to `file` while hashing it, refusing more than `limit` bytes. */

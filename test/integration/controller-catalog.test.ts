@@ -3,7 +3,7 @@
 // unknown format, names that escape), the files served to enrolled hosts with HTTP Range, and
 // deletion refused while a VM uses the template. Real controller, real qemu-img, real HTTP.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -145,6 +145,26 @@ describe('controller template catalog', function () {
     expect(onDisk()).to.deep.equal(before);
     const names = (await listed()).templates.map((t) => t.name);
     for (const n of ['bad', 'backed', 'odd', 'empty']) expect(names).to.not.include(n);
+  });
+
+  it('takes an installer ISO as an iso template (vnc console), and refuses a raw disk that claims to be one', async () => {
+    const tree = path.join(work, 'iso-tree');
+    mkdirSync(tree, { recursive: true });
+    writeFileSync(path.join(tree, 'README'), 'an installer\n');
+    const isoFile = path.join(work, 'installer.iso');
+    await run('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'INSTALLER', '-o', isoFile, tree]);
+    const iso = readFileSync(isoFile);
+    const ok = await upload(`name=installer&kind=iso&sha256=${sha(iso)}`, iso);
+    expect(ok.status, JSON.stringify(ok.json)).to.equal(201);
+    expect(ok.json.template).to.include({ kind: 'iso', console: 'vnc', controller: true, bytes: iso.length });
+    expect(JSON.parse(readFileSync(path.join(dir, 'templates', 'installer', 'manifest.json'), 'utf8')).files)
+      .to.deep.equal([{ role: 'iso', file: 'installer.iso', bytes: iso.length, sha256: sha(iso) }]);
+    const before = onDisk();
+    const fake = await upload('name=not-an-iso&kind=iso', raw);
+    expect(fake.status).to.equal(422);
+    expect(fake.json.error.code).to.equal('unsupported_format');
+    expect(fake.json.error.message).to.contain('CD001');
+    expect(onDisk()).to.deep.equal(before);
   });
 
   it('refuses names that would leave the templates folder, and serves only files a manifest names', async () => {

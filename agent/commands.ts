@@ -96,20 +96,28 @@ export const templateImportCommand: Command = {
 
 export const templateBuildCommand: Command = {
   name: 'template build',
-  summary: 'build a template on this host without a download: --busybox makes a tiny Linux from this machine\'s kernel and busybox',
-  usage: 'NAME --busybox',
+  summary: 'build a template on this host: debian-12 (a real Debian from this host\'s package mirror), or --busybox (a tiny Linux)',
+  usage: 'debian-12 [--desktop] | NAME --busybox',
   description:
-    'The tiny template boots in seconds even without KVM: a root shell on the serial console, an address by\n' +
-    'DHCP, power-off on the ACPI button. Needs a kernel in /boot with its modules and busybox-static.',
+    'debian-12 (and, on an Ubuntu host, ubuntu-VERSION of the host) is made with mmdebstrap from the apt sources\n' +
+    'and proxy this host uses: kernel, systemd, OpenSSH, cloud-init (NoCloud: hostname, SSH key, user-data),\n' +
+    'a login on the serial console, user "debian" (key-only). The disk grows to the VM\'s size on first boot.\n' +
+    '--desktop adds XFCE on the VNC display (needs KVM). Results are cached in ~/.cache/skyhost (XDG_CACHE_HOME):\n' +
+    'a second build is quick; --rebuild builds again (reusing downloaded packages). Needs root.\n' +
+    'The tiny template (--busybox) boots in seconds even without KVM: a root shell on the serial console, an\n' +
+    'address by DHCP, power-off on the ACPI button. Needs a kernel in /boot with its modules and busybox-static.',
   flags: {
     data: dataFlag,
     busybox: { type: 'boolean', help: 'a tiny busybox Linux (kernel + initramfs) from this machine\'s files' },
+    desktop: { type: 'boolean', help: 'with a light graphical desktop (XFCE) on the VNC display; needs KVM' },
+    as: { type: 'string', arg: 'NAME', help: 'the template\'s name (default: the recipe\'s, e.g. debian-12 or debian-12-desktop)' },
+    rebuild: { type: 'boolean', help: 'build again even if the cache has this recipe\'s image' },
   },
   async run(ctx) {
     const [name, ...extra] = ctx.args;
     if (!name || extra.length > 0) throw new UsageError('template build: give exactly one NAME (see skyhost template build --help)');
-    if (ctx.flags.busybox !== true) throw new UsageError('template build: say what to build: --busybox');
     const store = new TemplateStore(ctx.config.dataDir);
+    if (ctx.flags.busybox !== true) return buildDistroTemplate(ctx, store, name);
     if (!TemplateName.safeParse(name).success) throw new UsageError(`template build: ${TemplateName.safeParse(name).error!.issues[0]!.message}`);
     const work = await mkdtemp(path.join(os.tmpdir(), 'skyhost-build-'));
     try {
@@ -124,6 +132,53 @@ export const templateBuildCommand: Command = {
     }
   },
 };
+
+/** `template build debian-12 [--desktop]`: the recipe's image (built or cached), imported into the store. */
+async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, target: string): Promise<void> {
+  const { buildDistroImage, distroRecipe, distroTargets, BUILD_STAGES } = await import('./debian-template.ts');
+  if (!distroTargets().includes(target)) {
+    throw new UsageError(`template build: no recipe ${target}: choose ${distroTargets().join(', ')}, or NAME --busybox`);
+  }
+  const desktop = ctx.flags.desktop === true;
+  const name = typeof ctx.flags.as === 'string' ? ctx.flags.as : desktop ? `${target}-desktop` : target;
+  const valid = TemplateName.safeParse(name);
+  if (!valid.success) throw new UsageError(`template build: --as ${valid.error.issues[0]!.message}`);
+  if (await store.get(name)) throw new UsageError(`template build: template ${name} already exists (remove it first: skyhost template rm ${name})`);
+  const recipe = await distroRecipe(target, { desktop });
+  const line = progressLine(ctx);
+  const t0 = performance.now();
+  const stageOf = (s: string) => `[${BUILD_STAGES.indexOf(s as never) + 1}/${BUILD_STAGES.length}] ${s}`;
+  const built = await buildDistroImage(recipe, {
+    rebuild: ctx.flags.rebuild === true,
+    onProgress: (stage, detail) => line(`${stageOf(stage)}: ${detail}`, Math.round((performance.now() - t0) / 1000)),
+    onLine: (l) => ctx.log.debug('mmdebstrap', { line: l }),
+  });
+  if (built.cached) line(`${stageOf('image')}: from the cache ${built.dir}`, 0);
+  line(`${stageOf('hash')}: sha256 of the files, into ${store.dir}/${name}`, Math.round((performance.now() - t0) / 1000));
+  const t = await store.import({
+    name, kernel: built.kernel, initrd: built.initrd, disk: built.disk, cmdline: built.cmdline,
+    os: recipe.desktop ? `${recipe.distro}-desktop` : recipe.distro,
+    minMemoryMiB: recipe.minMemoryMiB, console: recipe.desktop ? 'vnc' : 'serial', needsKvm: recipe.desktop,
+    description: `${recipe.distro} ${recipe.suite}${recipe.desktop ? ' with the XFCE desktop' : ''}: cloud-init (NoCloud), OpenSSH, user ${recipe.user} (key-only)`,
+  });
+  line.done();
+  const disk = t.files.find((f) => f.role === 'disk')!;
+  const secs = Math.round((performance.now() - t0) / 100) / 10;
+  ctx.print(`built template ${t.name} in ${secs} s${built.cached ? ' (image from the cache)' : ''}: disk ${(disk.bytes / 2 ** 20).toFixed(0)} MiB sha256 ${disk.sha256}`);
+}
+
+/** One line of progress that rewrites itself on a terminal; a line per change otherwise. */
+function progressLine(ctx: CommandContext): ((text: string, seconds: number) => void) & { done: () => void } {
+  const tty = process.stdout.isTTY === true;
+  let last = '';
+  const show = (text: string, seconds: number) => {
+    const s = `${String(seconds).padStart(4)} s ${text}`;
+    if (tty) process.stdout.write(`\r\x1b[K${s.slice(0, (process.stdout.columns || 100) - 1)}`);
+    else if (text.split(':')[0] !== last.split(':')[0]) ctx.print(s); // stages only, not every line of mmdebstrap
+    last = text;
+  };
+  return Object.assign(show, { done: () => { if (tty) process.stdout.write('\n'); } });
+}
 
 export const templateListCommand: Command = {
   name: 'template list',

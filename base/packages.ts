@@ -8,4 +8,6 @@ export const HOST_PACKAGES = [
   'xorriso',
   'dnsmasq-base', // DHCP on libvirt's NAT network
   'iptables', // NAT rules of libvirt's network
+  'mmdebstrap', // `skyhost template build debian-12`: a Debian/Ubuntu image from this host's apt sources
+  'e2fsprogs', // mkfs.ext4 -d: that image's file system, made without mounting anything
 ] as const;

@@ -29,6 +29,7 @@ export const TEST_PACKAGES = [
   'cpio',
   'iproute2',
   'wrk',
+  'openssh-client', // the debian-12 template's test logs in with a real ssh
 ] as const;
 
 /** Packages whose dpkg status is not "install ok installed", from `dpkg-query -W -f '${Package} ${Status}\n'`. */

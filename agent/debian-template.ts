@@ -1,0 +1,350 @@
+// `skyhost template build debian-12`: a real Debian (or, on an Ubuntu host, that Ubuntu release) made
+// with mmdebstrap from the package mirror and apt proxy this host already uses, with no mounts on the
+// host (mmdebstrap's unshare mode writes a tarball; mkfs.ext4 -d turns the unpacked tree into a file
+// system; qemu-img makes it a compressed qcow2). Results are cached outside the checkout, keyed by
+// everything that decides them, and downloaded packages are kept for the next build.
+//
+// Boot path: direct kernel boot (template kind `kernel`: kernel + initrd + disk, root=/dev/vda).
+// Under TCG a bootloader only adds seconds of emulated BIOS and GRUB, and installing one into an
+// image needs loop devices and mounts; with the file system on the whole disk (no partition table)
+// growing the root to the VM's disk is a plain resize2fs on first boot (cloud-init resize_rootfs).
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { InvalidField, Unavailable } from '../base/errors.ts';
+import { run, runStreaming } from '../base/exec.ts';
+
+/** Bump when the steps below change in a way the recipe's text does not show. */
+const RECIPE_VERSION = 1;
+
+export type BuildStage = 'packages' | 'filesystem' | 'image' | 'hash';
+export const BUILD_STAGES: readonly BuildStage[] = ['packages', 'filesystem', 'image', 'hash'];
+
+/** Everything that decides a Debian/Ubuntu template. */
+export interface DistroRecipe {
+  /** The recipe's name as given on the command line, e.g. `debian-12`. */
+  target: string;
+  distro: 'debian' | 'ubuntu';
+  /** The apt suite, e.g. `bookworm`. */
+  suite: string;
+  desktop: boolean;
+  packages: string[];
+  /** Files written into the image, by absolute path. */
+  files: Record<string, string>;
+  /** Services enabled in the image. */
+  enable: string[];
+  /** Where packages come from: the host's own sources file(s) when the host runs this release, else a mirror URL. */
+  mirrors: { name: string; text: string }[];
+  /** apt options passed on (the host's proxy). */
+  aptOptions: string[];
+  /** The disk's size as the VM sees it before it grows to the VM's disk size. */
+  sizeGiB: number;
+  cmdline: string;
+  minMemoryMiB: number;
+  /** The image's default user (key-only login). */
+  user: string;
+}
+
+const DEBIAN_SUITES: Record<string, string> = { 'debian-12': 'bookworm', 'debian-13': 'trixie' };
+
+interface HostRelease {
+  id: string;
+  versionId: string;
+  codename: string;
+}
+
+/** This machine's /etc/os-release: ID, VERSION_ID, VERSION_CODENAME. */
+export function hostRelease(text = readOsRelease()): HostRelease {
+  const get = (k: string) => new RegExp(`^${k}="?([^"\\n]*)"?$`, 'm').exec(text)?.[1] ?? '';
+  return { id: get('ID'), versionId: get('VERSION_ID'), codename: get('VERSION_CODENAME') };
+}
+
+function readOsRelease(): string {
+  try {
+    return readFileSync('/etc/os-release', 'utf8');
+  } catch {
+    return ''; // no os-release (not Debian/Ubuntu): only the default mirrors are used
+  }
+}
+
+/** The names `template build` accepts as a recipe on this host (debian-12, and ubuntu-X on Ubuntu X). */
+export function distroTargets(host = hostRelease()): string[] {
+  const out = Object.keys(DEBIAN_SUITES);
+  if (host.id === 'ubuntu' && host.versionId && host.codename) out.push(`ubuntu-${host.versionId}`);
+  return out;
+}
+
+/** The host's apt sources as mmdebstrap mirror files, when they are for `distro`/`suite`. */
+function hostSources(distro: string, suite: string): { name: string; text: string }[] {
+  const files = ['/etc/apt/sources.list'];
+  const d = '/etc/apt/sources.list.d';
+  if (existsSync(d)) for (const f of readdirSync(d).sort()) if (/\.(list|sources)$/.test(f)) files.push(path.join(d, f));
+  const out: { name: string; text: string }[] = [];
+  for (const f of files) {
+    let text: string;
+    try {
+      text = readFileSync(f, 'utf8');
+    } catch {
+      continue; // a file listed by the folder but unreadable or gone: not a source
+    }
+    // only the entries of this distribution: another vendor's repository (a .list added by hand) stays out
+    const mirrorHost = distro === 'ubuntu' ? /ubuntu/ : /debian/;
+    if (new RegExp(`\\b${suite}\\b`).test(text) && mirrorHost.test(text)) out.push({ name: f, text });
+  }
+  return out;
+}
+
+/** The host's apt proxy (Acquire::http::Proxy), passed to mmdebstrap so it goes the way apt goes. */
+async function hostAptOptions(): Promise<string[]> {
+  const out: string[] = [];
+  for (const key of ['Acquire::http::Proxy', 'Acquire::https::Proxy']) {
+    const r = await run('apt-config', ['dump', '--format', '%v', key], { okCodes: [1] }).catch((err: Error) => {
+      throw new Unavailable(`apt-config failed (is this a Debian/Ubuntu host?): ${err.message.split('\n')[0]}`);
+    });
+    const value = r.stdout.trim();
+    if (value) out.push(`${key} "${value.replace(/"/g, '')}";`);
+  }
+  return out;
+}
+
+const CLOUD_CFG = (user: string, desktop: boolean) => `# SkyHost: NoCloud only (the seed ISO the agent attaches), key-only login as ${user}.
+datasource_list: [NoCloud, None]
+datasource:
+  NoCloud:
+    fs_label: cidata
+system_info:
+  default_user:
+    name: ${user}
+    lock_passwd: true
+    gecos: ${user}
+    groups: [adm, sudo${desktop ? ', audio, video, plugdev, netdev' : ''}]
+    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
+    shell: /bin/bash
+ssh_pwauth: false
+disable_root: true
+preserve_hostname: false
+manage_etc_hosts: true
+resize_rootfs: true
+growpart:
+  mode: auto
+  devices: ['/']
+# the image brings its own DHCP on every Ethernet interface (systemd-networkd)
+network:
+  config: disabled
+`;
+
+const NETWORK = `[Match]
+Type=ether
+
+[Network]
+DHCP=yes
+`;
+
+const FSTAB = `# the root file system is the whole of the VM's disk (direct kernel boot, root=/dev/vda)
+/dev/vda / ext4 defaults,discard,errors=remount-ro 0 1
+`;
+
+// cloud-init makes the SSH host keys on first boot; this only covers a boot where it did not run
+const SSH_KEYS_UNIT = `[Unit]
+Description=Make missing SSH host keys
+Before=ssh.service
+After=cloud-init.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+`;
+
+/** The recipe of `target` (e.g. `debian-12`), or InvalidField naming the choices. */
+export async function distroRecipe(target: string, opts: { desktop?: boolean } = {}, host = hostRelease()): Promise<DistroRecipe> {
+  const desktop = opts.desktop === true;
+  let distro: 'debian' | 'ubuntu';
+  let suite: string;
+  if (DEBIAN_SUITES[target]) {
+    distro = 'debian';
+    suite = DEBIAN_SUITES[target];
+  } else if (host.id === 'ubuntu' && target === `ubuntu-${host.versionId}` && host.codename) {
+    distro = 'ubuntu';
+    suite = host.codename;
+  } else {
+    throw new InvalidField('name', `no recipe for ${target}: choose ${distroTargets(host).join(', ')} (or --busybox)`);
+  }
+  const user = distro;
+  // the cloud kernels are smaller and boot faster, but have no graphics drivers for a desktop
+  const kernel = distro === 'debian' ? (desktop ? 'linux-image-amd64' : 'linux-image-cloud-amd64') : (desktop ? 'linux-image-generic' : 'linux-image-virtual');
+  const packages = [
+    kernel, 'initramfs-tools', 'systemd', 'systemd-sysv', 'systemd-resolved', 'udev', 'dbus', 'openssh-server',
+    'cloud-init', 'cloud-guest-utils', 'e2fsprogs', 'sudo', 'ca-certificates', 'iproute2', 'iputils-ping', 'less', 'nano',
+    ...(desktop ? ['xfce4', 'xfce4-terminal', 'lightdm', 'xserver-xorg-core', 'xserver-xorg-input-libinput', 'dbus-x11', 'at-spi2-core', 'fonts-dejavu-core'] : []),
+  ].sort();
+  const files: Record<string, string> = {
+    '/etc/cloud/cloud.cfg.d/90-skyhost.cfg': CLOUD_CFG(user, desktop),
+    '/etc/systemd/network/80-skyhost-dhcp.network': NETWORK,
+    '/etc/fstab': FSTAB,
+    '/etc/hostname': `${distro}\n`,
+    '/etc/systemd/system/skyhost-ssh-keys.service': SSH_KEYS_UNIT,
+  };
+  if (desktop) {
+    // the desktop starts on the VNC display for the image's user, who has no password to type
+    files['/etc/lightdm/lightdm.conf.d/50-skyhost.conf'] = `[Seat:*]\nautologin-user=${user}\nautologin-session=xfce\n`;
+    // the user exists once cloud-init has made it
+    files['/etc/systemd/system/lightdm.service.d/skyhost.conf'] = '[Unit]\nAfter=cloud-init.service\n';
+  }
+  const enable = ['systemd-networkd.service', 'systemd-resolved.service', 'serial-getty@ttyS0.service', 'skyhost-ssh-keys.service', ...(desktop ? ['lightdm.service'] : [])];
+  const own = distro === host.id && suite === host.codename ? hostSources(distro, suite) : [];
+  const mirrors = own.length > 0
+    ? own
+    : [{ name: 'default', text: distro === 'debian' ? `deb http://deb.debian.org/debian ${suite} main` : `deb http://archive.ubuntu.com/ubuntu ${suite} main universe` }];
+  return {
+    target, distro, suite, desktop, packages, files, enable, mirrors,
+    aptOptions: await hostAptOptions(),
+    sizeGiB: desktop ? 6 : 2,
+    // console=tty0 first for the desktop: the kernel's messages show on the screen too, the last one is /dev/console
+    cmdline: `root=/dev/vda rw ${desktop ? 'console=tty0 ' : ''}console=ttyS0`,
+    minMemoryMiB: desktop ? 1024 : 384,
+    user,
+  };
+}
+
+/** The cache key of a recipe: changes with anything that changes the result. */
+export function recipeKey(r: DistroRecipe): string {
+  const text = JSON.stringify({ v: RECIPE_VERSION, ...r, target: undefined, mirrors: r.mirrors.map((m) => m.text) });
+  return `${r.distro}-${r.suite}${r.desktop ? '-desktop' : ''}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
+}
+
+/** `${XDG_CACHE_HOME:-~/.cache}/skyhost`: outside any checkout, so a fresh clone on this machine reuses it. */
+export function defaultCacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache');
+  return path.join(base, 'skyhost');
+}
+
+export interface BuiltImage {
+  dir: string;
+  disk: string;
+  kernel: string;
+  initrd: string;
+  cmdline: string;
+  /** Whether the result came from the cache. */
+  cached: boolean;
+  seconds: number;
+}
+
+export interface BuildOptions {
+  cacheDir?: string;
+  /** Builds again even when the cache has the result (the package cache is still used). */
+  rebuild?: boolean;
+  /** A stage begins, or says what it is doing. */
+  onProgress?: (stage: BuildStage, detail: string) => void;
+  /** A line of mmdebstrap's output (for a log). */
+  onLine?: (line: string) => void;
+}
+
+/** Builds (or takes from the cache) the kernel, initrd and qcow2 disk of a recipe. Needs root. */
+export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {}): Promise<BuiltImage> {
+  const t0 = performance.now();
+  const cacheDir = opts.cacheDir ?? defaultCacheDir();
+  const dir = path.join(cacheDir, 'templates', recipeKey(r));
+  const result = (cached: boolean): BuiltImage => ({
+    dir, disk: path.join(dir, 'disk.qcow2'), kernel: path.join(dir, 'vmlinuz'), initrd: path.join(dir, 'initrd.img'),
+    cmdline: r.cmdline, cached, seconds: Math.round((performance.now() - t0) / 100) / 10,
+  });
+  if (!opts.rebuild && existsSync(path.join(dir, 'recipe.json'))) return result(true);
+  if (process.getuid?.() !== 0) throw new Unavailable('building a Debian/Ubuntu template needs root (the image keeps its files\' owners): run it with sudo');
+  for (const tool of ['mmdebstrap', 'mkfs.ext4', 'qemu-img', 'tar']) await requireTool(tool);
+
+  const progress = opts.onProgress ?? (() => {});
+  const packageCache = path.join(cacheDir, 'apt', `${r.distro}-${r.suite}`);
+  await mkdir(packageCache, { recursive: true });
+  await mkdir(path.dirname(dir), { recursive: true });
+  const work = await mkdtemp(path.join(path.dirname(dir), `.build-${recipeKey(r)}-`));
+  try {
+    const stage = path.join(work, 'stage');
+    for (const [file, text] of Object.entries(r.files)) {
+      await mkdir(path.join(stage, path.dirname(file)), { recursive: true });
+      await writeFile(path.join(stage, file), text, { mode: 0o644 });
+    }
+    const mirrorArgs: string[] = [];
+    for (const [i, m] of r.mirrors.entries()) {
+      const f = path.join(work, `mirror-${i}${m.text.includes('Types:') ? '.sources' : '.list'}`);
+      await writeFile(f, m.text);
+      mirrorArgs.push(f);
+    }
+
+    progress('packages', `mmdebstrap ${r.suite}: ${r.packages.length} packages and their dependencies`);
+    const tarball = path.join(work, 'root.tar');
+    const args = [
+      '--mode=unshare', '--variant=apt', '--format=tar',
+      `--include=${r.packages.join(',')}`,
+      ...r.aptOptions.map((o) => `--aptopt=${o}`),
+      ...(r.distro === 'ubuntu' ? ['--components=main,universe'] : []),
+      // downloaded packages are kept between builds: a second build downloads nothing
+      '--skip=essential/unlink',
+      '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+      `--setup-hook=sync-in ${packageCache} /var/cache/apt/archives/`,
+      `--customize-hook=sync-out /var/cache/apt/archives ${packageCache}`,
+      `--customize-hook=sync-in ${stage} /`,
+      `--customize-hook=chroot "$1" systemctl enable ${r.enable.join(' ')}`,
+      // each VM gets its own machine id and SSH host keys on first boot; no apt lists, logs or caches
+      '--customize-hook=: > "$1"/etc/machine-id; rm -f "$1"/var/lib/dbus/machine-id "$1"/etc/ssh/ssh_host_*; ' +
+        'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/lib/cloud/* "$1"/tmp/* "$1"/var/tmp/*',
+      r.suite, tarball, ...mirrorArgs,
+    ];
+    await runStreaming('mmdebstrap', args, {
+      timeout: 3_600_000,
+      onLine: (line) => {
+        opts.onLine?.(line);
+        const m = /^I: (.*)/.exec(line);
+        if (m) progress('packages', m[1]!.slice(0, 100));
+      },
+    });
+
+    progress('filesystem', `ext4 file system of ${r.sizeGiB} GiB`);
+    const tree = path.join(work, 'root');
+    await mkdir(tree);
+    // unpacked as root so that owners, modes and device nodes stay what the packages made them
+    await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tarball, '-C', tree], { timeout: 600_000 });
+    await rm(tarball);
+    const boot = await readdir(path.join(tree, 'boot'));
+    const vmlinuz = boot.filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
+    const initrd = boot.filter((f) => f.startsWith('initrd.img-')).sort().at(-1);
+    if (!vmlinuz || !initrd) throw new Unavailable(`the image has no kernel and initrd in /boot (found: ${boot.join(', ') || 'nothing'})`);
+    const out = path.join(work, 'out');
+    await mkdir(out);
+    await rename(path.join(tree, 'boot', vmlinuz), path.join(out, 'vmlinuz'));
+    await rename(path.join(tree, 'boot', initrd), path.join(out, 'initrd.img'));
+    const raw = path.join(work, 'disk.raw');
+    await run('mkfs.ext4', ['-q', '-F', '-L', 'skyroot', '-d', tree, raw, `${r.sizeGiB}G`], { timeout: 1_200_000 });
+    await rm(tree, { recursive: true, force: true });
+
+    progress('image', 'compressed qcow2');
+    await run('qemu-img', ['convert', '-c', '-O', 'qcow2', raw, path.join(out, 'disk.qcow2')], { timeout: 1_800_000 });
+    await rm(raw);
+    const sizes = { disk: (await stat(path.join(out, 'disk.qcow2'))).size, kernel: vmlinuz, initrd };
+    await writeFile(path.join(out, 'recipe.json'), JSON.stringify({ key: recipeKey(r), builtAt: new Date().toISOString(), ...sizes, recipe: r }, null, 2) + '\n');
+    await rm(dir, { recursive: true, force: true });
+    await rename(out, dir);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+  return result(false);
+}
+
+async function requireTool(tool: string): Promise<void> {
+  const found = ['/usr/bin', '/usr/sbin', '/bin', '/sbin'].some((d) => existsSync(path.join(d, tool)));
+  if (!found) throw new Unavailable(`${tool} is not installed (run: skyhost host setup)`, { command: tool }, 'missing_tool');
+}
+
+/** What a built image says about itself (recipe.json), or undefined. */
+export async function builtRecipe(dir: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return JSON.parse(await readFile(path.join(dir, 'recipe.json'), 'utf8')) as Record<string, unknown>;
+  } catch {
+    return undefined; // not built (yet)
+  }
+}

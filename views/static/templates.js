@@ -12,8 +12,8 @@ if (form) {
       status.textContent = 'Choose a disk image first.';
       return;
     }
-    const query = new URLSearchParams({ name: String(data.get('name') || ''), console: String(data.get('console') || 'serial') });
-    for (const key of ['os', 'sha256']) if (data.get(key)) query.set(key, String(data.get(key)).trim());
+    const query = new URLSearchParams({ name: String(data.get('name') || '').trim() });
+    for (const key of ['kind', 'console', 'os', 'sha256']) if (data.get(key)) query.set(key, String(data.get(key)).trim());
     if (data.get('needsKvm')) query.set('needsKvm', 'true');
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/api/templates?' + query.toString());

@@ -138,7 +138,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   });
   app.post('/vms/:id/save-as-template', async (req, res) => {
     const t = await vms.saveAsTemplate(vmIdParam(req), req.body ?? {});
-    void deps.status.refresh(); // the next poll lists the new template; refresh() logs its own failures
+    await deps.status.refresh(); // the answer's template is in /status from now on; refresh() logs its own failures
     res.status(201).json(t);
   });
   app.post('/vms/:id/reset', async (req, res) => {

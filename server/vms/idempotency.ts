@@ -42,6 +42,11 @@ export class IdempotencyKeys {
     this.store.run('UPDATE idempotency SET status = ? WHERE owner = ? AND key = ?', status, owner, key);
   }
 
+  /** Forgets one key (its VM never came to be: the retry makes it anew). */
+  forget(owner: string, key: string): void {
+    this.store.run('DELETE FROM idempotency WHERE owner = ? AND key = ?', owner, key);
+  }
+
   /** Forgets keys older than a day; returns how many. */
   prune(now = new Date()): number {
     return this.store.run('DELETE FROM idempotency WHERE created_at < ?', new Date(now.getTime() - KEY_LIFETIME_MS).toISOString()).changes;

@@ -78,6 +78,9 @@ export type Change =
 
 export type ChangeKind = Change['kind'];
 
+/** The error of a record left `creating` (the controller stopped mid-create) that its host does not have: a retry with its key makes it anew. */
+export const INTERRUPTED_CREATE = 'the host never reported this VM (its creation was interrupted)';
+
 /**
  * The changes one host's report makes to the records.
  * @example reconcile(records, { hostId: 'pc-1', sentAt: Date.now(), sample: status.sampledAt, vms: status.vmList }, operations, Date.now())
@@ -122,8 +125,7 @@ export function reconcile(records: RecordIndex, report: HostReport, pending: Rea
       continue; // created while this poll was out
     }
     if (vm.state === 'creating') {
-      const error = 'the host never reported this VM (its creation was interrupted)';
-      changes.push({ kind: 'mark-error', vmId: vm.id, error, reason: `VM ${vm.name}: ${error}` });
+      changes.push({ kind: 'mark-error', vmId: vm.id, error: INTERRUPTED_CREATE, reason: `VM ${vm.name}: ${INTERRUPTED_CREATE}` });
     } else if (vm.state !== 'error') {
       changes.push({ kind: 'forget', vmId: vm.id, reason: `VM ${vm.name} is gone from host ${report.hostId}: record removed` });
     }

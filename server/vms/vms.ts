@@ -18,7 +18,7 @@ import { place, type InFlight, type Placement, type Policy } from '../scheduler/
 import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
 import { IdempotencyKeys, requestHash, type KeyUse } from './idempotency.ts';
-import { hostDown, reconcile, reportedPatch, type Change, type CreateOperation, type Operation } from './reconcile.ts';
+import { hostDown, INTERRUPTED_CREATE, reconcile, reportedPatch, type Change, type CreateOperation, type Operation } from './reconcile.ts';
 import { VmRecords, type VmPatch, type VmRecord } from './records.ts';
 
 export type { VmRecord } from './records.ts';
@@ -200,7 +200,15 @@ export class VmService {
       if (!IdempotencyKey.safeParse(idempotencyKey).success) throw new InvalidField('Idempotency-Key', 'must be 1-255 visible ASCII characters');
       hash = requestHash(req);
       const seen = this.keys.find(user.name, idempotencyKey);
-      if (seen) return this.replay(seen, hash);
+      const dead = seen && this.interrupted(seen, hash);
+      if (seen && !dead) return this.replay(seen, hash);
+      if (dead) {
+        // Its create never reached the host (the controller stopped mid-create): the retry makes the VM, not the old failure.
+        this.store.tx(() => {
+          this.forget(dead, `VM ${dead.name}: its creation was interrupted; the retried Idempotency-Key makes it anew`);
+          this.keys.forget(user.name, idempotencyKey);
+        });
+      }
     }
 
     // From here to the insert nothing awaits: a concurrent request sees this one's reservation.
@@ -254,6 +262,12 @@ export class VmService {
     const out: InFlight[] = [];
     for (const op of this.operations.values()) if (op.kind === 'create') out.push({ hostId: op.hostId, ...op.reserved });
     return out;
+  }
+
+  /** The key's VM, if its create was interrupted before it reached the host (and the retry is the same request). */
+  private interrupted(seen: KeyUse, hash: string): VmRecord | undefined {
+    const vm = this.stored.get(seen.vmId);
+    return seen.requestHash === hash && vm?.state === 'error' && vm.error === INTERRUPTED_CREATE && !this.operations.has(vm.id) ? vm : undefined;
   }
 
   private replay(seen: KeyUse, hash: string): CreateAnswer {

@@ -61,6 +61,7 @@ export class Catalog {
   private cache: TemplateInfo[] = [];
   private readonly jobs = new Map<string, { view: ImportJob; done: Promise<TemplateInfo> }>();
   private readonly stopping = new AbortController();
+  private swept = false;
 
   constructor(dataDir: string, opts: CatalogOptions) {
     this.dir = path.join(dataDir, 'templates');
@@ -83,6 +84,10 @@ export class Catalog {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
       names = []; // no template was ever added here
+    }
+    if (!this.swept) {
+      this.swept = true;
+      await this.sweep(names);
     }
     const out: TemplateInfo[] = [];
     for (const n of names.sort()) {
@@ -191,6 +196,15 @@ export class Catalog {
     await rename(path.join(this.dir, name), trash);
     await rm(trash, { recursive: true, force: true });
     await this.refresh();
+  }
+
+  /** At the first read: staging folders a killed controller left (never a host's or the CLI's own, `.upload-*`, `.import-*`). */
+  private async sweep(names: string[]): Promise<void> {
+    for (const n of names) {
+      if (!n.startsWith('.incoming-')) continue;
+      await rm(path.join(this.dir, n), { recursive: true, force: true });
+      this.log.info(`removed ${n} from the templates folder: an import the controller did not finish`);
+    }
   }
 
   /** A valid name no template and no running import has. */

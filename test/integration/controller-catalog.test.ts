@@ -88,6 +88,10 @@ describe('controller template catalog', function () {
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', qcow2, '32M']);
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', qcow2, overlay]);
     await run('qemu-img', ['create', '-q', '-f', 'vmdk', vmdk, '8M']);
+    // what a controller killed mid-import leaves, and an agent's own upload in progress (skyhost up shares the folder)
+    mkdirSync(path.join(dir, 'templates', '.incoming-old-0bad'), { recursive: true });
+    writeFileSync(path.join(dir, 'templates', '.incoming-old-0bad', 'image.part'), 'half');
+    mkdirSync(path.join(dir, 'templates', '.upload-agent'), { recursive: true });
     ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 500, answerWithinMs: 2000 });
     base = ctl.url;
     admin = ctl.services.secrets.adminToken;
@@ -111,6 +115,7 @@ describe('controller template catalog', function () {
   });
 
   it('takes an upload into DATA/templates/NAME with a manifest, and lists it as held by the controller', async () => {
+    expect(onDisk(), 'a killed import is swept at start, an agent\'s upload is not').to.deep.equal(['.upload-agent']);
     const up = await upload(`name=up&os=tiny&sha256=${sha(raw)}&console=vnc&needsKvm=true&minMemoryMiB=256`, raw);
     expect(up.status, JSON.stringify(up.json)).to.equal(201);
     expect(up.json.template).to.include({ name: 'up', os: 'tiny', console: 'vnc', needsKvm: true, controller: true, bytes: raw.length });
@@ -128,6 +133,7 @@ describe('controller template catalog', function () {
   });
 
   it('refuses a bad sha256, a backing file, an unknown format and an empty upload, keeping nothing', async () => {
+    rmSync(path.join(dir, 'templates', '.upload-agent'), { recursive: true });
     const before = onDisk();
     const bad = await upload(`name=bad&sha256=${'0'.repeat(64)}`, raw);
     expect(bad.status).to.equal(422);

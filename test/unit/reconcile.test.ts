@@ -190,20 +190,30 @@ describe('VmService applying host reports', () => {
   });
   afterEach(() => store.close());
 
-  it('given a create a stopped controller left behind, should make it an error at the first poll and answer its retry with a clear failure', async () => {
+  it('given a create a stopped controller left behind, should make it an error at the first poll and let its retry make the VM anew', async () => {
     const body = { template: 'alpine', name: 'lost' };
     interruptedCreate('key-1', body);
     start();
     expect(vms.get(admin, 'lost00000001').state).to.equal('creating');
     poll([]);
     expect(vms.get(admin, 'lost00000001')).to.include({ state: 'error', error: 'the host never reported this VM (its creation was interrupted)' });
+    // Another body with the key is still refused, and leaves the record.
+    try {
+      await vms.create(admin, { ...body, name: 'other' }, 'key-1');
+      expect.fail('another body should be refused');
+    } catch (err) {
+      expect(err).to.include({ status: 422, code: 'idempotency_key_reused' });
+    }
+    expect(vms.records(admin).map((v) => v.id)).to.deep.equal(['lost00000001']);
+    // The same request is placed anew (here no host's capacity is known, so none fits): not the dead record's failure.
     try {
       await vms.create(admin, body, 'key-1');
-      expect.fail('the retry should fail');
+      expect.fail('no host fits here');
     } catch (err) {
-      expect(err).to.include({ status: 502, code: 'create_failed' });
-      expect((err as { details: { vm: { id: string } } }).details.vm.id).to.equal('lost00000001');
+      expect(err).to.include({ status: 503, code: 'no_host_fits' });
     }
+    expect(vms.records(admin)).to.deep.equal([]);
+    expect(store.all('SELECT key FROM idempotency')).to.deep.equal([]);
   });
 
   it('should keep a stranger once per host with when it was first seen, and let only an admin adopt it for a known user', () => {

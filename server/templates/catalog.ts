@@ -62,6 +62,8 @@ export class Catalog {
   private readonly jobs = new Map<string, { view: ImportJob; done: Promise<TemplateInfo> }>();
   private readonly stopping = new AbortController();
   private swept = false;
+  /** Folders whose bad manifest was logged once already (the folder is read every poll interval). */
+  private readonly warned = new Set<string>();
 
   constructor(dataDir: string, opts: CatalogOptions) {
     this.dir = path.join(dataDir, 'templates');
@@ -113,7 +115,8 @@ export class Catalog {
     } catch {
       // not JSON: reported below like any other bad manifest
     }
-    this.log.warn(`templates/${name}/manifest.json is not a valid manifest: the folder is ignored`);
+    if (!this.warned.has(name)) this.log.warn(`templates/${name}/manifest.json is not a valid manifest: the folder is ignored`);
+    this.warned.add(name);
     return undefined;
   }
 
@@ -156,6 +159,7 @@ export class Catalog {
   startImport(meta: TemplateMeta & { url: string; sha256: string }): { job: ImportJob; done: Promise<TemplateInfo> } {
     const name = TemplateName.safeParse(meta.name);
     if (!name.success) throw new InvalidField('name', name.error.issues[0]!.message);
+    if (this.cache.some((t) => t.name === meta.name)) throw new Conflict(`template ${meta.name} already exists in the controller's catalog (delete it first)`);
     const running = this.jobs.get(meta.name);
     if (running && !running.view.finishedAt) throw new Conflict(`template ${meta.name} is being imported already (${running.view.url})`);
     const view: ImportJob = { name: meta.name, url: meta.url, state: 'downloading', bytes: 0, attempts: 0, startedAt: new Date().toISOString() };

@@ -340,6 +340,22 @@ describe('controller template catalog', function () {
     expect(html).to.contain('by-url').and.contain('in the catalog').and.contain('id="template-upload"').and.contain('/static/templates.js');
   });
 
+  it("lists the hosts pulling a template, with their progress, from what they report in /status pulls", async () => {
+    const record = ctl.services.hosts.record('host-a')!;
+    const reported = record.status as unknown as { pulls?: unknown };
+    reported.pulls = [{ name: 'up', state: 'pulling', doneBytes: 430, totalBytes: 1000 }, { name: 'by-url', state: 'failed', doneBytes: 5, totalBytes: 10 }];
+    try {
+      const l = await listed();
+      expect(l.templates.find((t) => t.name === 'up').pulling).to.deep.equal([{ host: 'host-a', percent: 43 }]);
+      expect(l.templates.find((t) => t.name === 'by-url').pulling).to.deep.equal([]);
+      const page = await fetch(`${base}/templates`, { headers: { authorization: `Bearer ${admin}`, 'HX-Request': 'true' } });
+      const html = await page.text();
+      expect(html).to.contain('pulling 43%').and.contain('every 2s');
+    } finally {
+      delete reported.pulls;
+    }
+  });
+
   it("reads hosts' pull progress from /status pulls", () => {
     expect(pullsReported({ pulls: [{ name: 'a', state: 'pulling', doneBytes: 43, totalBytes: 100 }, { name: 'b', state: 'done', doneBytes: 1, totalBytes: 1 }] } as never))
       .to.deep.equal([{ template: 'a', percent: 43 }]);

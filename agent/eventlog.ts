@@ -9,6 +9,8 @@ export interface EventForwarderOptions {
   key: string;
   /** The controller to send to right now, or undefined (not enrolled, or refused). */
   controllerUrl: () => string | undefined;
+  /** The controller's certificate fingerprint, when it is trusted by one: events (and the key) go to no other. */
+  controllerFingerprint?: () => string | undefined;
   log: Logger;
   /** Milliseconds between sends (default 2000). */
   intervalMs?: number;
@@ -66,7 +68,9 @@ export function startEventForwarder(opts: EventForwarderOptions): EventForwarder
       : [];
     const records = queue.slice(0, API_BATCH - notice.length);
     // A fresh connection per send: a pooled one would stay bound to our old address after a DHCP change.
-    const controller = new HttpClient({ baseUrl: url, bearer: opts.key, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller' });
+    const controller = new HttpClient({
+      baseUrl: url, bearer: opts.key, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller', pin: opts.controllerFingerprint?.(),
+    });
     try {
       await controller.call('POST', '/api/events', { events: [...notice, ...records] }, { timeoutMs: 5000 });
       queue.splice(0, records.length);

@@ -16,6 +16,7 @@ import https from 'node:https';
 import path from 'node:path';
 import type { Request, Response } from 'express';
 import { Conflict, fromZod, NotFound, SkyError, toSkyError } from '../base/errors.ts';
+import { PinnedAgent } from '../base/tls.ts';
 import type { Logger } from '../base/log.ts';
 import { PullRequest, type PullProgress, type PullSource, type TemplateInfo } from '../wire/api.ts';
 import { imageInfo } from './disks.ts';
@@ -402,7 +403,9 @@ function fetchRange(source: PullSource, f: Arriving, fh: FileHandle, hash: Hash,
   return new Promise<void>((resolve, reject) => {
     const headers: Record<string, string> = { range: `bytes=${offset}-`, 'accept-encoding': 'identity' };
     if (source.authorization) headers.authorization = source.authorization;
-    const req = (url.protocol === 'https:' ? https : http).get(url, { headers, agent: false }, (res: IncomingMessage) => {
+    // An https:// source with a fingerprint is pinned to it: the ticket or key goes to that certificate only.
+    const agent = url.protocol === 'https:' && source.fingerprint ? new PinnedAgent(source.fingerprint) : false;
+    const req = (url.protocol === 'https:' ? https : http).get(url, { headers, agent }, (res: IncomingMessage) => {
       void (async () => {
         try {
           if (res.statusCode === 206) {

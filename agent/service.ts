@@ -4,13 +4,15 @@
 // so does `skyhost up` (in-process, next to the controller).
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:http';
+import type { Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import type { Config } from '../base/config.ts';
+import { ConfigError, type Config } from '../base/config.ts';
 import { CommandFailed, Unavailable } from '../base/errors.ts';
 import { detectAccel, type AccelReport } from '../host/accel.ts';
-import { close, listen } from '../base/http.ts';
+import { listen } from '../base/http.ts';
+import { ensureIdentity, isLoopback, normalizeFingerprint, tlsOrPlainServer } from '../base/tls.ts';
+import { parseJoin } from '../wire/join.ts';
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
 import type { HostStatus, Hypervisor as Accel } from '../wire/api.ts';
@@ -130,6 +132,8 @@ export interface RunningAgent {
   templates: TemplateStore;
   /** Enrollment with the controller, when started with `enroll`. */
   discovery?: Discovery;
+  /** sha256 of this agent's certificate (DATA/secrets/agent-tls): the controller pins it at enrollment. */
+  fingerprint: string;
   stop(): Promise<void>;
 }
 
@@ -176,6 +180,27 @@ async function makeTraversable(dir: string): Promise<void> {
   if ((st.mode & 0o001) === 0) await chmod(dir, (st.mode & 0o7777) | 0o011);
 }
 
+/**
+ * The join token and the controller's trust, from config `joinToken` (or the token file): a join
+ * string gives all three, a bare token only itself (the fingerprint then comes from
+ * `controllerFingerprint`, or is recorded at first contact).
+ */
+export function enrollTrust(enroll: boolean, config: Config): { token?: string; fingerprint?: string; addresses?: string[] } {
+  const flag = config.controllerFingerprint ? normalizeFingerprint(config.controllerFingerprint) : undefined;
+  const text = enroll ? readJoinToken(config.joinToken) : undefined;
+  let join: ReturnType<typeof parseJoin> | undefined;
+  try {
+    join = text ? parseJoin(text) : undefined;
+  } catch (err) {
+    throw new ConfigError('joinToken', (err as Error).message);
+  }
+  if (flag && join?.fingerprint && flag !== join.fingerprint) {
+    throw new ConfigError('controllerFingerprint', 'the join string names another controller certificate than --controller-fingerprint: give one of them');
+  }
+  const fingerprint = join?.fingerprint ?? flag;
+  return { ...(join ? { token: join.token } : {}), ...(fingerprint ? { fingerprint } : {}), ...(join?.addresses ? { addresses: join.addresses } : {}) };
+}
+
 /** Starts an agent: adopts this host's VMs, then serves the API. */
 export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent> {
   const { config, log } = opts;
@@ -185,6 +210,11 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   const hostId = opts.hostId ?? config.hostId ?? (await machineId());
   const key = opts.key ?? config.agentKey ?? (await agentKey(dataDir));
   const accel = opts.accel ?? (await detectAccel());
+  // What this agent was given to join with: a join string carries the controller's addresses and fingerprint too.
+  const join = enrollTrust(opts.enroll === true, config);
+  const identity = await ensureIdentity(path.join(dataDir, 'secrets', 'agent-tls'), {
+    commonName: `skyhost-agent-${hostId}`, altNames: [publicAddress(config), os.hostname(), 'localhost', '127.0.0.1'],
+  });
   const templates = new TemplateStore(dataDir);
   let discovery: Discovery | undefined;
   let events: EventForwarder | undefined;
@@ -202,21 +232,26 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     }
     throw err;
   });
-  const server = createServer(agent.app);
-  server.on('upgrade', agent.onUpgrade);
+  // One port: HTTPS for the LAN, plain HTTP for this machine only (or everyone on a trusted LAN).
+  const server = tlsOrPlainServer(agent.app, identity, (address) => config.trustedLan || isLoopback(address));
+  server.secure.on('upgrade', agent.onUpgrade);
+  server.plain.on('upgrade', agent.onUpgrade);
   const listenHost = opts.listen ?? config.listen;
-  const port = await listen(server, opts.port ?? config.agentPort, listenHost).catch(async (err: unknown) => {
+  const port = await listen(server.net as Server, opts.port ?? config.agentPort, listenHost).catch(async (err: unknown) => {
     await agent.stop();
     throw err;
   });
   const urlHost = listenHost === '0.0.0.0' || listenHost === '::' ? publicAddress(config) : listenHost;
-  const url = config.agentUrl ?? `http://${urlHost}:${port}`;
+  // Listening on loopback only, no one but this machine can connect: plain http:// is its URL then.
+  const scheme = isLoopback(urlHost) ? 'http' : 'https';
+  const url = config.agentUrl ?? `${scheme}://${urlHost.includes(':') ? `[${urlHost}]` : urlHost}:${port}`;
   log.info(`agent listening on ${url}`, { hostId, dataDir, hypervisor: accel.accel, adopted: agent.adopted });
   if (opts.enroll) {
     discovery = startDiscovery({
       dataDir, hostId, hostname: os.hostname(), agentKey: key, version: VERSION, agentPort: port, log,
       // Listening on one address: that is our URL; on all: the address that reaches the controller.
-      controllerUrl: config.controllerUrl, agentUrl: urlHost === listenHost ? url : config.agentUrl, joinToken: readJoinToken(config.joinToken), lanInterface: config.lanInterface,
+      controllerUrl: config.controllerUrl, agentUrl: urlHost === listenHost ? url : config.agentUrl, lanInterface: config.lanInterface,
+      joinToken: join.token, controllerFingerprint: join.fingerprint, joinAddresses: join.addresses, certFingerprint: identity.fingerprint,
       browser: opts.browser,
     });
     // The controller's event log shows every host's events: ours go there once we are a member.
@@ -224,7 +259,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       const s = discovery?.state();
       return s && (s.state === 'ready' || s.state === 'draining') ? s.url : undefined;
     };
-    events = startEventForwarder({ key, log, controllerUrl: enrolledUrl });
+    events = startEventForwarder({ key, log, controllerUrl: enrolledUrl, controllerFingerprint: () => discovery?.controllerFingerprint() });
   }
   let stopped: Promise<void> | undefined;
   return {
@@ -234,12 +269,13 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     hostId,
     vms: agent.vms,
     templates,
+    fingerprint: identity.fingerprint,
     ...(discovery ? { discovery } : {}),
     stop() {
       stopped ??= (async () => {
         await events?.stop();
         await discovery?.stop();
-        await close(server);
+        await server.close();
         await agent.stop();
       })();
       return stopped;

@@ -19,6 +19,7 @@ async function startLocalAgent(ctx: CommandContext, controller: RunningControlle
     // The controller reaches its own agent over loopback; SSH commands still carry the LAN address.
     agentUrl: everywhere ? `http://127.0.0.1:${agent.port}` : agent.url,
     agentKey: agent.key,
+    certFingerprint: agent.fingerprint,
     joinToken: controller.services.joinTokens.clusterToken(),
     version: VERSION,
   });

@@ -31,12 +31,22 @@ export const configShape = {
   selfRegistration: z.boolean(),
   pollIntervalSeconds: z.number().int().min(1).max(3600),
   advertise: z.boolean(),
+  /** HTTPS port for agents and for pages from the LAN (0: no HTTPS, plain HTTP for everyone as with trustedLan). */
+  httpsPort: z.number().int().min(0).max(65535),
+  /** HTTP serves LAN clients too (no redirect to HTTPS); agents may then enroll with http:// URLs. */
+  trustedLan: z.boolean(),
+  /** The school's own certificate and key (PEM files) for pages; agents still pin the controller's own. */
+  tlsCertFile: z.string().min(1).optional(),
+  tlsKeyFile: z.string().min(1).optional(),
   backupKeepDays: z.number().int().min(0).max(3650),
   // agent
   agentPort: portSchema,
   agentUrl: z.url().optional(),
   controllerUrl: z.url().optional(),
-  joinToken: z.string().min(8).max(256).optional(),
+  /** A join token, or a join string `shk1.…` (wire/join.ts) that also carries the controller's addresses and fingerprint. */
+  joinToken: z.string().min(8).max(2048).optional(),
+  /** The controller's certificate fingerprint (sha256) when the join token is a bare one. */
+  controllerFingerprint: z.string().regex(/^(sha256:)?[0-9A-Fa-f:]{64,95}$/, 'must be a sha256 fingerprint: 64 hex digits (colons allowed)').optional(),
   hostId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, ".", "_" or "-"').optional(),
   agentKey: z.string().min(16).max(256).optional(),
   sshPortRange: portRange,
@@ -61,6 +71,8 @@ export function defaults(opts: { isRoot: boolean; cwd: string }): Config {
     selfRegistration: false,
     pollIntervalSeconds: 5,
     advertise: true,
+    httpsPort: 8443,
+    trustedLan: false,
     backupKeepDays: 7,
     agentPort: 8081,
     sshPortRange: '20000-20999',

@@ -5,10 +5,13 @@
 //           node:http holds far less memory per host than fetch/undici keeps per origin)
 //   fresh   a new connection per call (an agent enrolling: a pooled connection stays bound to the
 //           source address it was opened from, and after a DHCP change the next call on it hangs)
+// With `pin` (https only), a connection is used only once the other side showed the certificate with
+// that sha256 fingerprint (base/tls.ts PinnedAgent): nothing, not even the bearer, reaches anyone else.
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
 import { SkyError, Unavailable } from './errors.ts';
+import { normalizeFingerprint, PinnedAgent, UntrustedPeer } from './tls.ts';
 
 export interface HttpClientOptions {
   /** Where the other side listens, e.g. `http://10.0.0.12:8081`; call paths are relative to it. */
@@ -26,6 +29,11 @@ export interface HttpClientOptions {
   timeoutMs?: number;
   /** Largest answer body read (default 16 MiB); a longer one fails the call. */
   maxAnswerBytes?: number;
+  /**
+   * The sha256 fingerprint the other side's certificate must have (base/tls.ts). Requires an
+   * https:// baseUrl: a plain http:// one is refused before anything is sent.
+   */
+  pin?: string | undefined;
 }
 
 export interface CallOptions {
@@ -58,10 +66,31 @@ export class RemoteError extends SkyError {
 }
 
 // The process's keep-alive pools (connection: 'pooled').
+const POOL_OPTIONS = { keepAlive: true, maxSockets: 8, maxFreeSockets: 1, timeout: 60_000 };
 const pools = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 1, timeout: 60_000 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 8, maxFreeSockets: 1, timeout: 60_000 }),
+  'http:': new http.Agent(POOL_OPTIONS),
+  'https:': new https.Agent(POOL_OPTIONS),
 };
+/** One pooled agent per pinned fingerprint (its sockets are to the peer holding that certificate). */
+const pinnedPools = new Map<string, PinnedAgent>();
+
+/** The pooled agent for connections pinned to `fingerprint`, made at first use. */
+export function pinnedPool(fingerprint: string): PinnedAgent {
+  const fp = normalizeFingerprint(fingerprint);
+  let agent = pinnedPools.get(fp);
+  if (!agent) {
+    agent = new PinnedAgent(fp, POOL_OPTIONS);
+    pinnedPools.set(fp, agent);
+  }
+  return agent;
+}
+
+/** Lets go of the pooled agent of a fingerprint no longer trusted (a host forgotten or re-pinned). */
+export function dropPinnedPool(fingerprint: string): void {
+  const fp = normalizeFingerprint(fingerprint);
+  pinnedPools.get(fp)?.destroy();
+  pinnedPools.delete(fp);
+}
 
 /**
  * Calls to one HTTP server. Cheap to make: one per call is fine.
@@ -99,10 +128,14 @@ export class HttpClient {
       payload = JSON.stringify(opts.body);
       headers['content-type'] ??= 'application/json';
     }
+    if (this.opts.pin !== undefined && url.protocol !== 'https:') {
+      throw new SkyError(502, 'untrusted_peer', `${this.opts.peer}: ${url.origin} is plain HTTP, but this peer is trusted by its certificate only (use https://)`);
+    }
     let raw: { status: number; text: string };
     try {
-      raw = await exchange(url, method, headers, payload, timeoutMs, this.opts.connection, this.opts.maxAnswerBytes ?? 16 << 20);
+      raw = await exchange(url, method, headers, payload, timeoutMs, this.opts.connection, this.opts.maxAnswerBytes ?? 16 << 20, this.opts.pin);
     } catch (err) {
+      if (err instanceof UntrustedPeer) throw new UntrustedPeer(err.expected, err.got, this.opts.peer);
       throw new Unavailable(`${this.opts.peer} is unreachable: ${(err as Error).message}`, this.opts.unreachableDetails, `${this.opts.codePrefix}_unreachable`);
     }
     let parsed: unknown;
@@ -140,11 +173,13 @@ function isStream(v: unknown): v is Readable {
 
 /** One request with a deadline for the whole exchange; resolves with the status and the body text. */
 function exchange(url: URL, method: string, headers: Record<string, string>, body: string | Readable | undefined, timeoutMs: number,
-  connection: 'pooled' | 'fresh', maxBytes: number): Promise<{ status: number; text: string }> {
+  connection: 'pooled' | 'fresh', maxBytes: number, pin: string | undefined): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const secure = url.protocol === 'https:';
     if (typeof body === 'string') headers['content-length'] = String(Buffer.byteLength(body));
-    const agent = connection === 'fresh' ? false : pools[secure ? 'https:' : 'http:'];
+    const agent = pin !== undefined
+      ? (connection === 'fresh' ? new PinnedAgent(pin) : pinnedPool(pin))
+      : connection === 'fresh' ? false : pools[secure ? 'https:' : 'http:'];
     let settled = false;
     const req = (secure ? https : http).request(url, { method, headers, agent }, (res) => {
       const chunks: Buffer[] = [];

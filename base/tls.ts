@@ -5,8 +5,9 @@
 // HTTP (and so before any bearer key) is sent.
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import type http from 'node:http';
+import http, { createServer as createHttpServer } from 'node:http';
 import https from 'node:https';
+import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -79,11 +80,38 @@ function subjectAltName(names: string[]): string {
 
 /** A refused peer: its certificate is not the one pinned. */
 export class UntrustedPeer extends SkyError {
-  constructor(expected: string, got: string | undefined) {
-    super(502, 'untrusted_peer', `the other side's certificate (sha256 ${got ? showFingerprint(got) : 'none'}) is not the pinned one (sha256 ${showFingerprint(expected)})`,
+  readonly expected: string;
+  readonly got: string | undefined;
+  /** `peer` names the other side in the message (e.g. `host pc-12`). */
+  constructor(expected: string, got: string | undefined, peer = 'the other side') {
+    super(502, 'untrusted_peer', `${peer}'s certificate (sha256 ${got ? showFingerprint(got) : 'none'}) is not the pinned one (sha256 ${showFingerprint(expected)})`,
       { expected, got });
     this.name = 'UntrustedPeer';
+    this.expected = expected;
+    this.got = got;
   }
+}
+
+/**
+ * The sha256 fingerprint of the certificate a TLS server at `host:port` shows, trusting nothing:
+ * for trust on first use, after which the connection is pinned to it (agent/discovery).
+ */
+export function peerFingerprint(host: string, port: number, timeoutMs = 3000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host, port, rejectUnauthorized: false, servername: '' });
+    const timer = setTimeout(() => socket.destroy(new Error(`no TLS answer from ${host}:${port} within ${timeoutMs} ms`)), timeoutMs);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      const raw = socket.getPeerCertificate().raw as Buffer | undefined;
+      socket.end();
+      if (!raw) reject(new Error(`${host}:${port} showed no certificate`));
+      else resolve(fingerprintOf(new X509Certificate(raw).toString()));
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
 }
 
 /**
@@ -93,7 +121,9 @@ export class UntrustedPeer extends SkyError {
  */
 export function connectPinned(options: tls.ConnectionOptions, fingerprint: string, done: (err: Error | null, socket?: Duplex) => void): tls.TLSSocket {
   const expected = normalizeFingerprint(fingerprint);
-  const socket = tls.connect({ ...options, rejectUnauthorized: false });
+  // No SNI: a controller answers a connection without a name with its own certificate (the one pinned),
+  // and one with a name (a browser) with the school's certificate when it has one.
+  const socket = tls.connect({ ...options, servername: '', rejectUnauthorized: false });
   let settled = false;
   const finish = (err: Error | null): void => {
     if (settled) return;
@@ -130,4 +160,67 @@ export class PinnedAgent extends https.Agent {
     connectPinned(options as tls.ConnectionOptions, this.fingerprint, (err, socket) => callback?.(err, socket as Duplex));
     return undefined;
   }
+}
+
+/** A server for one port that speaks TLS and, to the clients `allowPlain` accepts, plain HTTP. */
+export interface TlsOrPlainServer {
+  /** Listens: `listen(server.net, port, host)` (base/http.ts). */
+  net: net.Server;
+  /** Where requests and upgrades of TLS clients arrive. */
+  secure: https.Server;
+  /** Where those of plain-HTTP clients arrive (only those `allowPlain` let through). */
+  plain: http.Server;
+  /** Stops listening and ends every connection (idle ones at once, busy ones after `graceMs`). */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * One port for TLS and plain HTTP, told apart by the connection's first byte (0x16 starts a TLS
+ * handshake): TLS clients get `identity`'s certificate; plain-HTTP clients are served only when
+ * `allowPlain(remoteAddress)` says so (loopback, or a trusted LAN), others get 403 and nothing else.
+ */
+export function tlsOrPlainServer(handler: http.RequestListener, identity: TlsIdentity, allowPlain: (remoteAddress: string | undefined) => boolean): TlsOrPlainServer {
+  const plain = createHttpServer(handler);
+  const secure = https.createServer({ cert: identity.cert, key: identity.key }, handler);
+  const refused = JSON.stringify({ error: { code: 'https_required', message: 'this agent answers the LAN over HTTPS only' } });
+  const sort = (socket: net.Socket): void => {
+    const first = socket.read(1) as Buffer | null;
+    if (first === null) {
+      socket.once('readable', () => sort(socket));
+      return;
+    }
+    socket.setTimeout(0);
+    socket.unshift(first);
+    if (first[0] === 0x16) secure.emit('connection', socket);
+    else if (allowPlain(socket.remoteAddress)) plain.emit('connection', socket);
+    else socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(refused)}\r\nConnection: close\r\n\r\n${refused}`);
+  };
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy()); // a client that goes away mid-handshake: nothing to answer
+    socket.setTimeout(20_000, () => socket.destroy()); // said nothing at all in 20 s (cleared at the first byte)
+    sort(socket);
+  });
+  return {
+    net: server, secure, plain,
+    close(graceMs = 2000) {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        plain.closeIdleConnections();
+        secure.closeIdleConnections();
+        setTimeout(() => {
+          for (const s of sockets) s.destroy();
+        }, graceMs).unref();
+      });
+    },
+  };
+}
+
+/** Whether a connection comes from this machine itself (loopback never crosses the LAN). */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return a === '::1' || /^127\./.test(a);
 }

@@ -1,6 +1,9 @@
-// Runs the controller: services + app + HTTP server (with the console WebSocket upgrade), and stops
-// it cleanly. `skyhost controller`, `skyhost up` and the tests all start it through here.
-import { createServer, type Server } from 'node:http';
+// Runs the controller: services + app + HTTP and HTTPS servers (with the console WebSocket upgrade),
+// and stops it cleanly. `skyhost controller`, `skyhost up` and the tests all start it through here.
+// HTTPS (server/tls.ts) serves agents and the LAN; HTTP serves loopback clients, and LAN clients
+// only on a trusted LAN (others are sent to HTTPS).
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { RequestHandler } from 'express';
 import { close, listen } from '../base/http.ts';
@@ -8,6 +11,8 @@ import type { Logger } from '../base/log.ts';
 import { buildApp } from './app.ts';
 import { consoleUpgrade } from './console/proxy.ts';
 import { createServices, type ControllerServices, type ServicesOptions } from './services.ts';
+import { lanAddress } from '../base/net.ts';
+import { agentAddresses, httpsServerOptions, redirectToHttps, refuseLanUpgrade } from './tls.ts';
 
 /** How long a stop waits for HTTP requests under way before it cuts their connections. */
 const STOP_HTTP_MS = 2000;
@@ -22,6 +27,13 @@ export interface StartOptions extends ServicesOptions {
   /** Start the periodic polls (default true). */
   poll?: boolean;
   pages?: (services: ControllerServices) => RequestHandler;
+  /**
+   * Serve HTTPS on this port (0: any free one) with the controller's own certificate, or the
+   * school's for clients that name the server (SNI). Without it, only HTTP, for everyone.
+   */
+  https?: { port: number; school?: { cert: string; key: string } | undefined };
+  /** The HTTP port serves LAN clients too (config `trustedLan`); otherwise they are sent to HTTPS. */
+  trustedLan?: boolean;
 }
 
 export interface RunningController {
@@ -30,6 +42,11 @@ export interface RunningController {
   port: number;
   /** e.g. `http://127.0.0.1:8080` */
   url: string;
+  /** The HTTPS port and URL (e.g. `https://127.0.0.1:8443`), when started with `https`. */
+  httpsPort?: number;
+  httpsUrl?: string;
+  /** What agents are given to join: this controller's HTTPS addresses and its certificate's fingerprint. */
+  fingerprint: string;
   stop(): Promise<void>;
 }
 
@@ -37,28 +54,44 @@ export async function startController(opts: StartOptions): Promise<RunningContro
   const log: Logger = opts.log;
   const services = await createServices(opts);
   const app = buildApp({ log, services, publicUrl: opts.publicUrl, ...(opts.pages ? { pages: opts.pages(services) } : {}) });
-  const server = createServer(app);
+  const gate = opts.https && !opts.trustedLan ? opts.https : undefined;
+  let httpsPort = 0;
+  const server = createServer(gate ? (req, res) => {
+    if (!redirectToHttps(req, res, httpsPort)) app(req, res);
+  } : app);
+  const secure = opts.https ? createHttpsServer(httpsServerOptions(services.tls, opts.https.school), app) : undefined;
   // Console WebSockets are no longer the HTTP server's: a stop ends them itself, or close() would wait for them.
   const upgraded = new Set<Duplex>();
-  server.on('upgrade', (_req, socket: Duplex) => {
-    upgraded.add(socket);
-    socket.once('close', () => upgraded.delete(socket));
-  });
-  server.on('upgrade', consoleUpgrade(services, log));
-  server.headersTimeout = 20_000;
-  server.requestTimeout = 0;
+  const consoles = consoleUpgrade(services, log);
+  for (const s of secure ? [server, secure] : [server]) {
+    s.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
+      if (s === server && gate && refuseLanUpgrade(socket, req.socket.remoteAddress)) return;
+      consoles(req, socket, head);
+    });
+    s.headersTimeout = 20_000;
+    s.requestTimeout = 0;
+  }
   let port: number;
   try {
     port = await listen(server, opts.port, opts.listen);
+    if (secure) httpsPort = await listen(secure as unknown as Server, opts.https!.port, opts.listen);
   } catch (err) {
+    if (server.listening) await close(server);
     await services.stop();
     throw err;
+  }
+  if (secure) {
+    const lanIp = lanAddress()?.ip;
+    services.joinTokens.addresses = agentAddresses({ listen: opts.listen, httpsPort, publicUrl: opts.publicUrl, lanIp });
   }
   if (opts.poll !== false) services.start();
   const host = opts.listen === '0.0.0.0' || opts.listen === '::' ? '127.0.0.1' : opts.listen;
   let stopping: Promise<void> | undefined;
   return {
-    services, server, port, url: `http://${host}:${port}`,
+    services, server, port, url: `http://${host}:${port}`, fingerprint: services.tls.fingerprint,
+    ...(secure ? { httpsPort, httpsUrl: `https://${host.includes(':') ? `[${host}]` : host}:${httpsPort}` } : {}),
     stop() {
       stopping ??= (async () => {
         for (const socket of upgraded) socket.destroy();
@@ -66,9 +99,10 @@ export async function startController(opts: StartOptions): Promise<RunningContro
         const late = new Promise<void>((resolve) => (timer = setTimeout(() => {
           log.warn(`HTTP connections still open ${STOP_HTTP_MS} ms after the stop began: stopping anyway`);
           server.closeAllConnections();
+          secure?.closeAllConnections();
           resolve();
         }, STOP_HTTP_MS + 500)));
-        await Promise.race([close(server), late]);
+        await Promise.race([Promise.all([close(server), secure ? close(secure as unknown as Server) : undefined]), late]);
         clearTimeout(timer);
         await services.stop();
       })();

@@ -1,5 +1,5 @@
 // Zero-config enrollment, the controller's side (docs/design.md#mdns-record): publish `_skyhost._tcp` (TXT v, cluster,
-// url) and `_http._tcp` (the web page) over the LAN interface only, re-announce periodically, and say
+// url, fp: the certificate's fingerprint, a hint only) and `_http._tcp` (the web page) over the LAN interface only, re-announce periodically, and say
 // goodbye on stop or SIGTERM/SIGINT. Liveness of hosts comes from polling, never from mDNS.
 import { Bonjour, type Service } from 'bonjour-service';
 import type { Logger } from '../base/log.ts';
@@ -11,6 +11,10 @@ export interface AdvertiseOptions {
   /** Base URL agents enroll with and people open, e.g. `http://10.0.0.5:8080`. */
   url: string;
   port: number;
+  /** sha256 of the controller's certificate, published as TXT `fp` (a hint: agents trust by pinning, never by TXT). */
+  fingerprint?: string | undefined;
+  /** The port `_http._tcp` (the web page) names, when not `port`. */
+  pagePort?: number | undefined;
   /** The LAN address to send from (default: the LAN address, see `lanAddress`). */
   lanIp?: string | undefined;
   log: Logger;
@@ -40,9 +44,9 @@ function shortId(clusterId: string): string {
  * The base URL to advertise: `publicUrl` when set, else `http://<LAN IP>:<port>`.
  * @example advertisedUrl({ port: 8080, lanIp: '10.0.0.5' }) // 'http://10.0.0.5:8080'
  */
-export function advertisedUrl(opts: { publicUrl?: string | undefined; port: number; lanIp?: string | undefined }): string | undefined {
-  if (opts.publicUrl) return opts.publicUrl.replace(/\/$/, '');
-  return opts.lanIp ? `http://${opts.lanIp}:${opts.port}` : undefined;
+export function advertisedUrl(opts: { publicUrl?: string | undefined; port: number; lanIp?: string | undefined; scheme?: 'http' | 'https' }): string | undefined {
+  if (opts.publicUrl && (!opts.scheme || opts.publicUrl.startsWith(`${opts.scheme}:`))) return opts.publicUrl.replace(/\/$/, '');
+  return opts.lanIp ? `${opts.scheme ?? 'http'}://${opts.lanIp}:${opts.port}` : undefined;
 }
 
 /**
@@ -64,9 +68,9 @@ export function startAdvertising(opts: AdvertiseOptions): Advertisement {
   const services: Service[] = [
     bonjour.publish({
       name, type: SERVICE_TYPE, port: opts.port, host, disableIPv6: true,
-      txt: { v: TXT_VERSION, cluster: opts.clusterId, url: opts.url },
+      txt: { v: TXT_VERSION, cluster: opts.clusterId, url: opts.url, ...(opts.fingerprint ? { fp: opts.fingerprint } : {}) },
     }),
-    bonjour.publish({ name: `SkyHost ${short}`, type: 'http', port: opts.port, host, disableIPv6: true, txt: { path: '/' } }),
+    bonjour.publish({ name: `SkyHost ${short}`, type: 'http', port: opts.pagePort ?? opts.port, host, disableIPv6: true, txt: { path: '/' } }),
   ];
   // bonjour-service lists every interface's address (the VM bridge too): keep only the LAN's.
   // Patched before the first announcement, which waits for the probe.

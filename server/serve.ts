@@ -8,6 +8,9 @@ import { lanAddress } from '../base/net.ts';
 import { STOP_LIMIT_MS, startController, type RunningController } from './controller.ts';
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';
 import { servicesOptions } from './services.ts';
+import { loadSchoolCertificate } from './tls.ts';
+import { showFingerprint } from '../base/tls.ts';
+import { ConfigError } from '../base/config.ts';
 
 /** Something that runs beside the controller and stops after it (the local agent of `skyhost up`). */
 export interface Companion {
@@ -24,8 +27,17 @@ export interface ServeOptions {
 export async function serveController(cli: CommandContext, opts: ServeOptions = {}): Promise<number> {
   const ctx = { ...cli, log: logger('controller') };
   const { config } = ctx;
-  const controller = await startController({ ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl });
-  ctx.log.info(`controller listening on http://${config.listen}:${controller.port}`, { dataDir: config.dataDir });
+  if ((config.tlsCertFile === undefined) !== (config.tlsKeyFile === undefined)) {
+    throw new ConfigError('tlsCertFile', 'config keys "tlsCertFile" and "tlsKeyFile": give both (the school\'s certificate and its key) or neither');
+  }
+  const school = config.tlsCertFile && config.tlsKeyFile ? loadSchoolCertificate(config.tlsCertFile, config.tlsKeyFile) : undefined;
+  const controller = await startController({
+    ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl,
+    ...(config.httpsPort > 0 ? { https: { port: config.httpsPort, school } } : {}), trustedLan: config.trustedLan,
+  });
+  ctx.log.info(`controller listening on http://${config.listen}:${controller.port}` +
+    (controller.httpsPort ? ` and https://${config.listen}:${controller.httpsPort} (certificate sha256 ${showFingerprint(controller.fingerprint)})` : ''),
+  { dataDir: config.dataDir, fingerprint: controller.fingerprint, trustedLan: config.trustedLan });
   let companion: Companion | undefined;
   let ad: Advertisement | undefined;
   try {
@@ -38,8 +50,15 @@ export async function serveController(cli: CommandContext, opts: ServeOptions = 
     }
     if (config.advertise) {
       const lanIp = lanAddress(config.lanInterface)?.ip;
-      const url = advertisedUrl({ publicUrl: config.publicUrl, port: controller.port, lanIp });
-      if (url) ad = startAdvertising({ clusterId: controller.services.clusterId, url, port: controller.port, lanIp, log: ctx.log, handleSignals: false });
+      // Agents are sent to HTTPS (with the fingerprint as a hint in TXT): the HTTP port would redirect them.
+      const secure = controller.httpsPort !== undefined;
+      const url = advertisedUrl({ publicUrl: config.publicUrl, port: controller.httpsPort ?? controller.port, lanIp, scheme: secure ? 'https' : 'http' });
+      if (url) {
+        ad = startAdvertising({
+          clusterId: controller.services.clusterId, url, port: controller.httpsPort ?? controller.port, lanIp, log: ctx.log, handleSignals: false,
+          ...(secure ? { fingerprint: controller.fingerprint, pagePort: controller.port } : {}),
+        });
+      }
       else ctx.log.warn('no LAN address found: not advertising on mDNS (agents need --controller URL)');
     }
     const sig = await untilSignal();

@@ -17,6 +17,8 @@ import { EventLog } from './events/events.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import type { Policy } from './scheduler/index.ts';
 import { ensureSecrets, type ControllerSecrets } from './secrets.ts';
+import { controllerIdentity } from './tls.ts';
+import type { TlsIdentity } from '../base/tls.ts';
 import { Catalog } from './templates/catalog.ts';
 import { Templates } from './templates/templates.ts';
 import { JoinTokens } from './tokens.ts';
@@ -53,6 +55,8 @@ export interface ControllerServices {
   templates: Templates;
   events: EventLog;
   joinTokens: JoinTokens;
+  /** The controller's own certificate (DATA/secrets/tls): agents pin its fingerprint (server/tls.ts). */
+  tls: TlsIdentity;
   /** Starts the periodic jobs (polls, lease expiry). */
   start(): void;
   /** Stops the jobs and closes the database. */
@@ -89,7 +93,8 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   } else {
     log.info(`admin token in ${secrets.adminTokenFile}, join token in ${secrets.joinTokenFile}`, { clusterId: secrets.clusterId });
   }
-  const joinTokens = new JoinTokens({ dataDir: opts.dataDir });
+  const tls = await controllerIdentity(opts.dataDir, secrets.clusterId);
+  const joinTokens = new JoinTokens({ dataDir: opts.dataDir, fingerprint: tls.fingerprint });
   const hosts = new HostRegistry(store, {
     clusterId: secrets.clusterId,
     redeemJoinToken: (token, hostId) => {
@@ -117,7 +122,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const polls: Repeater[] = [];
 
   return {
-    store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, system,
+    store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, tls, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};

@@ -4,11 +4,14 @@
 // DATA/secrets/join-tokens.json (mode 0600), so that a refusal can say *why* a token is refused.
 //
 // Token shapes: cluster `shj_<secret>`; single-use `shs_<id>_<secret>` (the id finds the record).
+// What is handed out is the join string (wire/join.ts): the token with this controller's HTTPS
+// addresses and certificate fingerprint, so that the new host trusts nothing else.
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { InvalidField, NotFound } from '../base/errors.ts';
+import { encodeJoinString } from '../wire/join.ts';
 import { sameSecret } from '../base/secrets.ts';
 import { writeSecretFile as writeSecret } from './secrets.ts';
 
@@ -52,9 +55,14 @@ export class JoinTokens {
   private readonly file: string;
   private readonly clusterFile: string;
   private readonly now: () => Date;
+  /** The controller's certificate fingerprint, which join strings carry. */
+  readonly fingerprint: string | undefined;
+  /** The controller's HTTPS URLs for agents (server/controller.ts sets them once it listens); none: no join strings. */
+  addresses: string[] = [];
 
   /** `dataDir`'s secrets/join-token must exist (server/secrets.ts ensureSecrets makes it). */
-  constructor(opts: { dataDir: string; now?: () => Date }) {
+  constructor(opts: { dataDir: string; now?: () => Date; fingerprint?: string }) {
+    this.fingerprint = opts.fingerprint;
     const dir = path.join(opts.dataDir, 'secrets');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     this.file = path.join(dir, 'join-tokens.json');
@@ -65,6 +73,15 @@ export class JoinTokens {
   /** The current cluster token. */
   clusterToken(): string {
     return readFileSync(this.clusterFile, 'utf8').trim();
+  }
+
+  /**
+   * The join string for `token` (`shk1.…`: addresses, fingerprint, token), or undefined while the
+   * controller serves no HTTPS (then the bare token is all there is to hand out).
+   */
+  joinString(token: string): string | undefined {
+    if (!this.fingerprint || this.addresses.length === 0) return undefined;
+    return encodeJoinString({ addresses: this.addresses, fingerprint: this.fingerprint, token });
   }
 
   /** Replaces the cluster token; the old one is refused from now on ("rotated"). Returns the new one. */
@@ -83,7 +100,7 @@ export class JoinTokens {
    * Makes a single-use token valid for `ttlMinutes` (default one day).
    * @example tokens.issue({ ttlMinutes: 60, label: 'room 12 PC 3' }) // { id, token: 'shs_<id>_<secret>', expiresAt }
    */
-  issue(opts: { ttlMinutes?: number; label?: string } = {}): { id: string; token: string; expiresAt: string } {
+  issue(opts: { ttlMinutes?: number; label?: string } = {}): { id: string; token: string; expiresAt: string; joinString?: string } {
     const ttl = opts.ttlMinutes ?? 24 * 60;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_MINUTES) {
       throw new InvalidField('ttlMinutes', `must be a whole number of minutes from 1 to ${MAX_TTL_MINUTES}`);
@@ -97,7 +114,9 @@ export class JoinTokens {
     const data = this.load();
     data.singleUse.push({ id, hash: sha256(secret), label, createdAt: now.toISOString(), expiresAt });
     this.save(data);
-    return { id, token: `shs_${id}_${secret}`, expiresAt };
+    const token = `shs_${id}_${secret}`;
+    const joinString = this.joinString(token);
+    return { id, token, expiresAt, ...(joinString ? { joinString } : {}) };
   }
 
   /** Every single-use token, newest first. */

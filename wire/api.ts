@@ -9,6 +9,7 @@
 export * from './vm.ts';
 export * from './template.ts';
 export * from './host.ts';
+export * from './join.ts';
 export * from './pull.ts';
 
 // Placement rules and reason codes shared by the scheduler and the agent.

@@ -39,6 +39,8 @@ export const EnrollRequest = z.strictObject({
   agentKey: z.string().min(16).max(256),
   joinToken: z.string().min(8).max(256).optional(),
   version: z.string().max(64),
+  /** sha256 of the agent's TLS certificate (64 hex digits): the controller pins it for an https:// agentUrl. */
+  certFingerprint: z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 fingerprint: 64 lowercase hex digits').optional(),
 });
 export type EnrollRequest = z.infer<typeof EnrollRequest>;
 

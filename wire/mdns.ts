@@ -1,6 +1,6 @@
 // The mDNS contract between the controller and its agents (docs/design.md#mdns-record), as wire/api.ts
 // is for HTTP: the DNS-SD service type and TXT record a controller publishes (`_skyhost._tcp`, TXT v,
-// cluster, url) and how an agent reads them. server/discovery.ts publishes it; agent/discovery/ browses for it.
+// cluster, url, fp) and how an agent reads them. server/discovery.ts publishes it; agent/discovery/ browses for it.
 import type { Bonjour, Service } from 'bonjour-service';
 import { z } from 'zod';
 import type { Logger } from '../base/log.ts';
@@ -19,6 +19,11 @@ export interface ControllerAd {
   clusterId: string;
   /** Base URL to enroll with, from TXT `url` (or the sender's address when that is unusable). */
   url: string;
+  /**
+   * TXT `fp`: the sha256 fingerprint of the controller's certificate. A hint only (anyone can
+   * advertise anything): an agent trusts the certificate it pinned, never this.
+   */
+  fingerprint?: string;
 }
 
 /** Reads a `_skyhost._tcp` service; undefined (with the reason) when it is not one we can use. */
@@ -42,7 +47,8 @@ export function parseAd(service: Pick<Service, 'name' | 'port' | 'txt' | 'refere
     if (!sender || !service.port) return { invalid: 'TXT url missing and no sender address' };
     url = new URL(`http://${sender.includes(':') ? `[${sender}]` : sender}:${service.port}`);
   }
-  return { name: service.name, clusterId: cluster.data, url: url.href.replace(/\/$/, '') };
+  const fp = str('fp')?.toLowerCase();
+  return { name: service.name, clusterId: cluster.data, url: url.href.replace(/\/$/, ''), ...(fp && /^[0-9a-f]{64}$/.test(fp) ? { fingerprint: fp } : {}) };
 }
 
 /** multicast-dns emits 'error' for a busy port, which would crash the process with no listener. */

@@ -21,7 +21,9 @@ export type PlacementReason =
   // Room left on the host, counting the placements in flight (scheduler only).
   | 'memory'
   | 'vcpu'
-  | 'disk';
+  | 'disk'
+  // A host lacking the template would pull it first, but its disk has no room for it (scheduler only).
+  | 'no_room_for_template';
 
 /** A VM request as the template rules read it: what it asks, and what its template demands. */
 export interface TemplateAsk {
@@ -123,7 +125,8 @@ export function templateRuleFailed(ask: TemplateAsk, host: TemplateHost): Templa
   return TEMPLATE_RULES.find((rule) => !rule.test(ask, host));
 }
 
-function hasTemplate(host: TemplateHost, name: string): boolean {
+/** Whether `host` lists the template `name`. */
+export function hasTemplate(host: TemplateHost, name: string): boolean {
   const templates = host.templates;
   // An indexed loop: `for...of` here cost a tenth of a scheduling decision (an iterator per host).
   for (let i = 0; i < templates.length; i++) if (templates[i]!.name === name) return true;

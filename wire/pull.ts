@@ -15,6 +15,8 @@ export const PullSource = z.strictObject({
   url: z.url({ protocol: /^https?$/ }),
   /** The Authorization header's value sent to this source. */
   authorization: z.string().max(4096).optional(),
+  /** sha256 of the source's TLS certificate (an https:// source): nothing is sent to a server without it (base/tls.ts). */
+  fingerprint: z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits').optional(),
 });
 export type PullSource = z.infer<typeof PullSource>;
 

@@ -183,6 +183,8 @@ export const VmView = z.object({
   /** The host's name, e.g. `lab-pc-07`. */
   hostname: z.string().optional(),
   state: VmState,
+  /** What a VM in `creating` waits for, e.g. `pulling 43%` (its host fetches the template first). */
+  progress: z.string().optional(),
   ip: z.string().optional(),
   ssh: SshAccess.optional(),
   /**

@@ -11,8 +11,9 @@
 import { HttpClient } from '../../base/http-client.ts';
 import type { Logger } from '../../base/log.ts';
 import { lanAddress, localAddressTowards } from '../../base/net.ts';
+import { peerFingerprint } from '../../base/tls.ts';
 import { browseControllers, type ControllerBrowser } from './browse.ts';
-import { initialState, next, type ControllerState, type DiscoveryConfig, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
+import { initialState, knownPin, next, type ControllerState, type DiscoveryConfig, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
 import { enrollmentFile, loadRemembered, saveRemembered } from './remembered.ts';
 
 export { browseControllers, type ControllerBrowser } from './browse.ts';
@@ -44,6 +45,8 @@ export interface DiscoveryOptions extends Omit<DiscoveryConfig, 'tickMs' | 'sett
 export interface Discovery {
   /** For `/status` (HostStatus.controller). */
   state(): ControllerState;
+  /** The controller's certificate fingerprint this agent trusts (given, or recorded at first contact). */
+  controllerFingerprint(): string | undefined;
   /** Resolves at the first `ready` or `pending` (or rejects after `ms`). */
   enrolled(ms?: number): Promise<ControllerState>;
   stop(): Promise<void>;
@@ -62,6 +65,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   let state: DiscoveryState = initialState({
     hostId: opts.hostId, hostname: opts.hostname, agentKey: opts.agentKey, version: opts.version, agentPort: opts.agentPort,
     controllerUrl: opts.controllerUrl, agentUrl: opts.agentUrl, joinToken: opts.joinToken,
+    certFingerprint: opts.certFingerprint, controllerFingerprint: opts.controllerFingerprint, joinAddresses: opts.joinAddresses,
     tickMs: opts.tickMs ?? 500, settleMs: opts.settleMs ?? 500, enrollmentFile: file,
   }, loadRemembered(opts.dataDir, log), browser ? { lanIp: browser.lanIp, since: browser.since, ads: browser.ads() } : undefined);
   let stopped = false;
@@ -125,7 +129,8 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
         break;
       case 'findRoute':
         track(localAddressTowards(effect.controllerUrl).then((local) => {
-          const agentUrl = local ? `http://${local.includes(':') ? `[${local}]` : local}:${opts.agentPort}` : undefined;
+          const scheme = opts.certFingerprint ? 'https' : 'http';
+          const agentUrl = local ? `${scheme}://${local.includes(':') ? `[${local}]` : local}:${opts.agentPort}` : undefined;
           dispatch({ type: 'route', now: Date.now(), agentUrl });
         }));
         break;
@@ -134,12 +139,19 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
           dispatch({ type: 'reachable', now: Date.now(), urls: effect.urls.filter((_, i) => ok[i]) });
         }));
         break;
-      case 'enroll':
-        track(controller(effect.controllerUrl).request('POST', '/api/enroll', { body: effect.request, timeoutMs: ENROLL_TIMEOUT_MS }).then(
-          (answer) => dispatch({ type: 'enrollAnswered', now: Date.now(), status: answer.status, body: answer.body }),
+      case 'enroll': {
+        const sent = (async () => {
+          // Trust on first use: the certificate shown now is the one the enrollment is pinned to (and remembered).
+          const pin = effect.pin === 'first-use' ? await firstUse(effect.controllerUrl) : effect.pin;
+          const answer = await controller(effect.controllerUrl, pin).request('POST', '/api/enroll', { body: effect.request, timeoutMs: ENROLL_TIMEOUT_MS });
+          return { answer, pin };
+        })();
+        track(sent.then(
+          ({ answer, pin }) => dispatch({ type: 'enrollAnswered', now: Date.now(), status: answer.status, body: answer.body, fingerprint: pin }),
           (err: Error) => dispatch({ type: 'enrollFailed', now: Date.now(), message: err.message }),
         ));
         break;
+      }
       case 'remember':
         try {
           saveRemembered(opts.dataDir, effect.remembered);
@@ -161,6 +173,7 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   onTimer();
   return {
     state: () => ({ ...state.view }),
+    controllerFingerprint: () => knownPin(state),
     enrolled(ms = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
@@ -189,15 +202,25 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
   };
 }
 
-/** The controller at `url`, on a fresh connection per call (a pooled one would outlive a change of our address). */
-function controller(url: string): HttpClient {
-  return new HttpClient({ baseUrl: url, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller', maxAnswerBytes: 64 << 10 });
+/**
+ * The controller at `url`, on a fresh connection per call (a pooled one would outlive a change of
+ * our address), pinned to its certificate's fingerprint when there is one.
+ */
+function controller(url: string, pin?: string): HttpClient {
+  return new HttpClient({ baseUrl: url, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller', maxAnswerBytes: 64 << 10, pin });
 }
 
-/** Whether the controller at `url` answers `/healthz` within a second. */
+/** The fingerprint of the certificate the https:// server at `url` shows now. */
+function firstUse(url: string, timeoutMs = ENROLL_TIMEOUT_MS): Promise<string> {
+  const u = new URL(url);
+  return peerFingerprint(u.hostname.replace(/^\[|\]$/g, ''), Number(u.port || 443), timeoutMs);
+}
+
+/** Whether the controller at `url` answers `/healthz` within a second (nothing secret is sent: any certificate will do). */
 async function answersHealth(url: string): Promise<boolean> {
   try {
-    return (await controller(url).request('GET', '/healthz', { timeoutMs: HEALTH_TIMEOUT_MS })).status === 200;
+    const pin = url.startsWith('https:') ? await firstUse(url, HEALTH_TIMEOUT_MS) : undefined;
+    return (await controller(url, pin).request('GET', '/healthz', { timeoutMs: HEALTH_TIMEOUT_MS })).status === 200;
   } catch {
     return false; // no answer is the answer: a controller gone without a goodbye
   }

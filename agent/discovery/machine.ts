@@ -8,6 +8,11 @@
 //     │    │ one left                        our address │  └──▶ refused / unreachable             as the controller says)
 //     ▼    │                       or the controller's URL │            │ asked again later
 //   ambiguous (two clusters, no cluster of our own)        └────────────┘
+//
+// Trust: an agent that holds the controller's certificate fingerprint (a join string, the
+// --controller-fingerprint flag, or DATA/enrollment.json) enrolls over https:// pinned to it and
+// nowhere else; one that holds none takes the certificate of the first https:// controller it
+// enrolls with (trust on first use) and pins it from then on. TXT `fp` only helps choose.
 import { EnrollResponse, type EnrollRequest } from '../../wire/api.ts';
 import type { ControllerAd } from '../../wire/mdns.ts';
 import { errorOf } from '../../base/http-client.ts';
@@ -33,6 +38,12 @@ export interface DiscoveryConfig {
   /** A fixed agent URL (config `agentUrl`) instead of the one worked out from our address. */
   agentUrl?: string | undefined;
   joinToken?: string | undefined;
+  /** sha256 of our own certificate, sent with the enrollment (our URL is then https://). */
+  certFingerprint?: string | undefined;
+  /** The controller's certificate fingerprint we were given (join string or --controller-fingerprint). */
+  controllerFingerprint?: string | undefined;
+  /** The controller's addresses from a join string: tried when mDNS finds none of ours. */
+  joinAddresses?: string[] | undefined;
   /** The pace of everything (ms, default 500): checks before enrollment; x10 once settled; asking again x4, x20 while pending, x60 when refused. */
   tickMs: number;
   /** With no cluster yet, how long to listen before choosing, so that a second controller's answer is heard. */
@@ -45,7 +56,7 @@ export interface DiscoveryConfig {
 export type InFlight =
   | { step: 'route'; ad: ControllerAd }
   | { step: 'reachable'; ads: ControllerAd[] }
-  | { step: 'enroll'; ad: ControllerAd; agentUrl: string; withToken: boolean };
+  | { step: 'enroll'; ad: ControllerAd; agentUrl: string; withToken: boolean; pin?: string | undefined };
 
 export interface DiscoveryState {
   readonly config: DiscoveryConfig;
@@ -75,7 +86,8 @@ export type DiscoveryEvent =
   | { type: 'route'; now: number; agentUrl: string | undefined }
   /** Answer to `checkReachable`: the controller URLs that answered `/healthz`. */
   | { type: 'reachable'; now: number; urls: string[] }
-  | { type: 'enrollAnswered'; now: number; status: number; body: unknown }
+  /** `fingerprint`: the certificate the answer came over (pinned), none over plain HTTP. */
+  | { type: 'enrollAnswered'; now: number; status: number; body: unknown; fingerprint?: string | undefined }
   /** Nothing answered the enrollment (refused connection, timeout); `message` says what happened. */
   | { type: 'enrollFailed'; now: number; message: string };
 
@@ -88,8 +100,12 @@ export type Effect =
   | { type: 'findRoute'; controllerUrl: string }
   /** Ask each controller's `/healthz` -> `reachable`. */
   | { type: 'checkReachable'; urls: string[] }
-  /** `POST <controllerUrl>/api/enroll` on a fresh connection -> `enrollAnswered` or `enrollFailed`. */
-  | { type: 'enroll'; controllerUrl: string; request: EnrollRequest }
+  /**
+   * `POST <controllerUrl>/api/enroll` on a fresh connection -> `enrollAnswered` or `enrollFailed`.
+   * `pin`: the certificate fingerprint the controller must show; 'first-use': take the one it shows
+   * (https:// without a known fingerprint); none: plain HTTP.
+   */
+  | { type: 'enroll'; controllerUrl: string; request: EnrollRequest; pin?: string }
   /** Write DATA/enrollment.json. */
   | { type: 'remember'; remembered: Remembered }
   /** Send `timer` after `ms`, replacing any earlier wait. */
@@ -215,7 +231,7 @@ export function next(state: DiscoveryState, event: DiscoveryEvent): Transition {
     }
     case 'enrollAnswered':
       if (s.inFlight?.step !== 'enroll') break;
-      answered(s, fx, now, s.inFlight, event.status, event.body);
+      answered(s, fx, now, s.inFlight, event.status, event.body, event.fingerprint);
       break;
   }
   return { state: s, effects: fx };
@@ -252,7 +268,10 @@ function check(s: DiscoveryState, fx: Effect[], now: number): void {
     fx.push({ type: 'wait', ms: config.settleMs - listening });
     return;
   }
-  const choice = chooseController(s.ads, s.remembered?.clusterId, s.remembered?.url);
+  const pin = knownPin(s);
+  // Holding a fingerprint: advertisements that announce another one (TXT fp, a hint) are not ours.
+  const ads = pin ? s.ads.filter((a) => a.fingerprint === pin) : s.ads;
+  const choice = chooseController(ads, s.remembered?.clusterId, s.remembered?.url);
   if (choice.kind === 'ambiguous') {
     s.inFlight = { step: 'reachable', ads: choice.ads };
     fx.push({ type: 'checkReachable', urls: choice.ads.map((a) => a.url) });
@@ -270,6 +289,10 @@ function proceed(s: DiscoveryState, fx: Effect[], now: number, choice: Choice): 
   if (choice.kind === 'none' && s.remembered) {
     // Not heard (yet): our cluster's last address. The answer's cluster id is checked.
     choice = { kind: 'chosen', ad: { name: 'remembered', clusterId: s.remembered.clusterId, url: s.remembered.url } };
+  }
+  if (choice.kind === 'none' && s.config.joinAddresses?.length) {
+    // Not heard: the address the join string gave (the certificate decides whether it is the one).
+    choice = { kind: 'chosen', ad: { name: 'join string', clusterId: '', url: s.config.joinAddresses[0]!.replace(/\/$/, '') } };
   }
   if (choice.kind === 'none') {
     s.view = { state: 'searching', message: choice.message };
@@ -298,19 +321,36 @@ function decideEnroll(s: DiscoveryState, fx: Effect[], now: number, ad: Controll
   enroll(s, fx, now, ad, agentUrl, true);
 }
 
+/** The controller's fingerprint this agent holds: given (join string, flag), else recorded at enrollment. */
+export function knownPin(s: DiscoveryState): string | undefined {
+  return s.config.controllerFingerprint ?? s.remembered?.fingerprint;
+}
+
 function enroll(s: DiscoveryState, fx: Effect[], now: number, ad: ControllerAd, agentUrl: string, withToken: boolean): void {
   const { config } = s;
+  const pin = knownPin(s);
+  s.lastEnroll = { url: ad.url, agentUrl, at: now };
+  if (pin && !ad.url.startsWith('https:')) {
+    // Plain HTTP cannot prove who answers: the token and our key go nowhere unproven.
+    s.failures++;
+    s.view = { state: 'refused', url: ad.url, ...cluster(ad.clusterId),
+      message: `${ad.url} is plain HTTP, but this agent trusts only the controller with certificate sha256 ${pin}: give its https:// address` };
+    idle(s, fx, now);
+    return;
+  }
   if (s.view.state === 'searching' || s.view.state === 'ambiguous') s.view = { state: 'enrolling', url: ad.url, ...cluster(ad.clusterId) };
   const request: EnrollRequest = {
     hostId: config.hostId, hostname: config.hostname, agentUrl, agentKey: config.agentKey, version: config.version,
     ...(config.joinToken && withToken ? { joinToken: config.joinToken } : {}),
+    ...(config.certFingerprint && agentUrl.startsWith('https:') ? { certFingerprint: config.certFingerprint } : {}),
   };
-  s.lastEnroll = { url: ad.url, agentUrl, at: now };
-  s.inFlight = { step: 'enroll', ad, agentUrl, withToken };
-  fx.push({ type: 'enroll', controllerUrl: ad.url, request });
+  const how = pin ?? (ad.url.startsWith('https:') ? 'first-use' : undefined);
+  s.inFlight = { step: 'enroll', ad, agentUrl, withToken, pin: how };
+  fx.push({ type: 'enroll', controllerUrl: ad.url, request, ...(how ? { pin: how } : {}) });
 }
 
-function answered(s: DiscoveryState, fx: Effect[], now: number, sent: Extract<InFlight, { step: 'enroll' }>, status: number, body: unknown): void {
+function answered(s: DiscoveryState, fx: Effect[], now: number, sent: Extract<InFlight, { step: 'enroll' }>, status: number, body: unknown,
+  fingerprint: string | undefined): void {
   const { ad, agentUrl } = sent;
   s.inFlight = undefined;
   const reason = errorOf(body)?.message;
@@ -347,8 +387,13 @@ function answered(s: DiscoveryState, fx: Effect[], now: number, sent: Extract<In
     return;
   }
   s.failures = 0;
-  if (!s.remembered || s.remembered.url !== ad.url || s.remembered.agentUrl !== agentUrl) {
-    s.remembered = { clusterId: r.clusterId, url: ad.url, agentUrl, enrolledAt: new Date(now).toISOString() };
+  const pinned = fingerprint ?? s.remembered?.fingerprint;
+  if (sent.pin === 'first-use' && fingerprint && !s.remembered?.fingerprint) {
+    fx.push({ type: 'log', level: 'warn', msg: `trusting the controller at ${ad.url} on first use: certificate sha256 ${fingerprint} ` +
+      '(from now on this agent talks to no other; a join string would have proven it)', fields: { fingerprint } });
+  }
+  if (!s.remembered || s.remembered.url !== ad.url || s.remembered.agentUrl !== agentUrl || s.remembered.fingerprint !== pinned) {
+    s.remembered = { clusterId: r.clusterId, url: ad.url, agentUrl, enrolledAt: new Date(now).toISOString(), ...(pinned ? { fingerprint: pinned } : {}) };
     fx.push({ type: 'remember', remembered: s.remembered });
   }
   s.view = { state: r.state, url: ad.url, clusterId: r.clusterId, message: r.message ?? `enrolled as ${s.config.hostId} (${agentUrl})` };

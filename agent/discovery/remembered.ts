@@ -22,8 +22,12 @@ export function readJoinToken(configured: string | undefined, file = JOIN_TOKEN_
   return token.length >= 8 ? token : undefined;
 }
 
-const Remembered = z.object({ clusterId: ClusterId, url: z.string(), agentUrl: z.string(), enrolledAt: z.string() });
-/** The cluster this agent belongs to, its controller's URL and our URL as last enrolled. */
+const Remembered = z.object({
+  clusterId: ClusterId, url: z.string(), agentUrl: z.string(), enrolledAt: z.string(),
+  /** sha256 of the controller's certificate: pinned from the first enrollment over https:// on. */
+  fingerprint: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+});
+/** The cluster this agent belongs to, its controller's URL (and certificate) and our URL as last enrolled. */
 export type Remembered = z.infer<typeof Remembered>;
 
 export function enrollmentFile(dataDir: string): string {

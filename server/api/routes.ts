@@ -5,6 +5,7 @@ import { consoleRoutes } from '../console/routes.ts';
 import { eventRoutes } from '../events/routes.ts';
 import { hostRoutes } from '../hosts/routes.ts';
 import type { ControllerServices } from '../services.ts';
+import { distributeRoutes } from '../templates/distribute.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { userRoutes } from '../users/routes.ts';
 import { vmRoutes } from '../vms/routes.ts';
@@ -17,6 +18,7 @@ export function apiRoutes(services: ControllerServices): ApiRouter {
   vmRoutes(api, services);
   consoleRoutes(api, services);
   templateRoutes(api, services);
+  distributeRoutes(api, services.distribute);
   eventRoutes(api, services);
   api.route({ method: 'get', path: '/api/openapi.json', summary: 'This document', auth: 'none', responses: { 200: 'the OpenAPI 3.1 document' } }, (_req, res) => {
     res.json(api.document());

@@ -88,4 +88,8 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX events_host ON events(host_id, id);
   CREATE INDEX events_source ON events(source, id);
   `,
+  // 2: the agent's certificate, pinned at enrollment
+  `
+  ALTER TABLE hosts ADD COLUMN agent_fingerprint TEXT;
+  `,
 ];

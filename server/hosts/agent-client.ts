@@ -1,19 +1,30 @@
 // Calls to one agent's API (wire/api.ts) over base/http-client.ts: the bearer key from enrollment,
 // a timeout on every call, pooled keep-alive connections, errors in the one error model
 // (unreachable -> 503 `agent_unreachable`, the agent's 4xx passed on, its 5xx -> 502).
+// An https:// agent is pinned to the certificate it enrolled with: nothing (not its key) goes to
+// another one (502 `untrusted_peer`), and its console WebSocket goes through the same pinned agent.
+import type { Agent } from 'node:http';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
-import { HostStatus, TemplateInfo, VmInfo, type VmAction, type VmCreateRequest } from '../../wire/api.ts';
-import { HttpClient } from '../../base/http-client.ts';
+import { HostStatus, PullProgress, TemplateInfo, VmInfo, type PullRequest, type VmAction, type VmCreateRequest, type VmSaveAsTemplateRequest } from '../../wire/api.ts';
+import { HttpClient, pinnedPool } from '../../base/http-client.ts';
 
 export interface AgentTarget {
   id: string;
   agentUrl: string;
   agentKey: string;
+  /** sha256 of the agent's certificate (pinned at enrollment); required for an https:// agentUrl. */
+  agentFingerprint?: string | undefined;
 }
 
 export interface CallOptions {
   timeoutMs?: number;
+}
+
+/** The pin for a URL: an https:// agent is trusted by its fingerprint only (none pinned: nothing is trusted). */
+function pinFor(agentUrl: string, fingerprint: string | undefined): string | undefined {
+  if (!agentUrl.startsWith('https:')) return undefined;
+  return fingerprint ?? '0'.repeat(64); // no fingerprint for an https:// URL: no certificate matches, the call is refused
 }
 
 /** The agent's `/healthz` answer (no key needed). */
@@ -29,6 +40,7 @@ export class AgentClient {
     this.http = new HttpClient({
       baseUrl: target.agentUrl, bearer: target.agentKey, connection: 'pooled',
       peer: `host ${target.id}`, codePrefix: 'agent', unreachableDetails: { host: target.id },
+      pin: pinFor(target.agentUrl, target.agentFingerprint),
     });
   }
 
@@ -38,8 +50,8 @@ export class AgentClient {
   }
 
   /** `GET /healthz` without the key: whether something answers there, and as which host. */
-  static async health(agentUrl: string, opts: CallOptions = {}): Promise<{ hostId: string }> {
-    const http = new HttpClient({ baseUrl: agentUrl, connection: 'pooled', peer: agentUrl, codePrefix: 'agent' });
+  static async health(agentUrl: string, opts: CallOptions & { pin?: string | undefined } = {}): Promise<{ hostId: string }> {
+    const http = new HttpClient({ baseUrl: agentUrl, connection: 'pooled', peer: agentUrl, codePrefix: 'agent', pin: pinFor(agentUrl, opts.pin) });
     return Health.parse(await http.call('GET', '/healthz', undefined, { timeoutMs: opts.timeoutMs ?? 3000 }));
   }
 
@@ -59,6 +71,16 @@ export class AgentClient {
 
   async deleteVm(id: string): Promise<void> {
     await this.http.call('DELETE', `/vms/${encodeURIComponent(id)}`, undefined, { timeoutMs: 60_000 });
+  }
+
+  /** `POST /vms/:id/save-as-template`: the new template (flattening a disk takes a while). */
+  async saveVmAsTemplate(id: string, body: VmSaveAsTemplateRequest): Promise<TemplateInfo> {
+    return TemplateInfo.parse(await this.http.call('POST', `/vms/${encodeURIComponent(id)}/save-as-template`, body, { timeoutMs: 60 * 60_000 }));
+  }
+
+  /** `POST /vms/:id/reset`: the VM afterwards. */
+  async resetVm(id: string): Promise<VmInfo> {
+    return VmInfo.parse(await this.http.call('POST', `/vms/${encodeURIComponent(id)}/reset`, {}, { timeoutMs: 5 * 60_000 }));
   }
 
   async templates(): Promise<TemplateInfo[]> {
@@ -86,10 +108,24 @@ export class AgentClient {
     await this.http.call('DELETE', `/templates/${encodeURIComponent(name)}`, undefined, { timeoutMs: 60_000 });
   }
 
-  /** The agent's WebSocket URL for a path (`/vms/ID/console`) and the headers to open it. */
-  socket(path: string): { url: string; headers: Record<string, string> } {
+  /** `POST /templates/pull` (server/templates/distribute.ts): the agent starts or joins the pull, answers its progress. */
+  async pullTemplate(body: PullRequest): Promise<PullProgress> {
+    return PullProgress.parse(await this.http.call('POST', '/templates/pull', body, { timeoutMs: 30_000 }));
+  }
+
+  /** `GET /templates/pulls/:name`: how far the agent's pull of a template is. */
+  async pullProgress(name: string): Promise<PullProgress> {
+    return PullProgress.parse(await this.http.call('GET', `/templates/pulls/${encodeURIComponent(name)}`, undefined, { timeoutMs: 10_000 }));
+  }
+
+  /**
+   * The agent's WebSocket URL for a path (`/vms/ID/console`), the headers to open it, and for a
+   * wss:// URL the pinned connection agent to open it with (`new WebSocket(url, { headers, agent })`).
+   */
+  socket(path: string): { url: string; headers: Record<string, string>; agent?: Agent } {
     const url = new URL(path, this.target.agentUrl);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    return { url: url.toString(), headers: { authorization: `Bearer ${this.target.agentKey}` } };
+    const pin = pinFor(this.target.agentUrl, this.target.agentFingerprint);
+    return { url: url.toString(), headers: { authorization: `Bearer ${this.target.agentKey}` }, ...(pin ? { agent: pinnedPool(pin) } : {}) };
   }
 }

@@ -50,6 +50,10 @@ export const Host = z.object({
     diskFreeGiB: z.number(), vmsRunning: z.number(), vmsTotal: z.number(), vcpus: z.number(),
   }).optional(),
   templates: z.array(z.string()),
+  /** sha256 of the agent's certificate, pinned at enrollment (https:// agents). */
+  certFingerprint: z.string().optional(),
+  /** Why the host is refused or unreachable as enrolled (e.g. its certificate changed). */
+  problem: z.string().optional(),
 });
 export type Host = z.infer<typeof Host>;
 
@@ -112,6 +116,10 @@ export interface HostRecord {
   drained: boolean;
   missedPolls: number;
   status: HostStatus | null;
+  /** sha256 of the agent's TLS certificate, pinned at enrollment (https:// agents): polls, actions and consoles talk to nothing else. */
+  agentFingerprint?: string | undefined;
+  /** Why the host cannot be reached as it enrolled, e.g. its certificate changed (shown with its state). */
+  problem?: string | undefined;
 }
 
 /** Checks a join token for a host (server/tokens.ts `JoinTokens.redeem`). */
@@ -157,6 +165,7 @@ function rowToHost(r: Row): HostRecord {
     hostname: String(r.hostname),
     agentUrl: String(r.agent_url),
     agentKey: String(r.agent_key),
+    agentFingerprint: r.agent_fingerprint ? String(r.agent_fingerprint) : undefined,
     state: r.state as HostState,
     version: String(r.version),
     mac: r.mac ? String(r.mac) : undefined,
@@ -269,6 +278,18 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
     const trusted = req.joinToken !== undefined;
     const sameKey = existing !== undefined && sameSecret(existing.agentKey, req.agentKey);
+    if (req.agentUrl.startsWith('https:') && !req.certFingerprint) {
+      throw new InvalidField('certFingerprint', 'an https:// agentUrl needs the sha256 fingerprint of the agent\'s certificate');
+    }
+    if (existing?.agentFingerprint && sameKey && !trusted && req.certFingerprint !== existing.agentFingerprint) {
+      // Its key, another certificate: the key may have been copied off the PC; only a token (or a new enrollment after a removal) re-pins.
+      existing.problem = `refused a new certificate (sha256 ${req.certFingerprint ?? 'none: plain HTTP'}) at ${req.agentUrl}${sender}: ` +
+        'enroll with a join token to accept it';
+      this.log.warn(`refused enrollment of ${existing.hostname} (${req.hostId})${sender}: its certificate changed; the host's record is unchanged`,
+        { hostId: req.hostId, url: req.agentUrl, pinned: existing.agentFingerprint, got: req.certFingerprint });
+      throw new SkyError(409, 'host_certificate_changed', `host ${req.hostId} enrolled with another certificate (sha256 ${existing.agentFingerprint}): ` +
+        'enroll with a join token to replace it', { fields: [{ field: 'certFingerprint', message: 'not the certificate this host enrolled with' }] });
+    }
     if (existing && !sameKey && !trusted) {
       // Not its key and no token: a stranger (or a reinstall that lost its key) must not touch the record.
       // It is kept as a replacement request, which only an admin's explicit approval applies.
@@ -313,6 +334,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       drained: state === 'draining',
       missedPolls: 0,
       status: sameKey ? existing.status : null,
+      agentFingerprint: req.certFingerprint,
     };
     const answer: EnrollResponse = {
       hostId: record.id,
@@ -321,17 +343,18 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       message: state === 'pending' ? 'waiting for an admin to approve this host' : `joined cluster ${this.opts.clusterId}`,
     };
     if (existing && sameKey && existing.hostname === record.hostname && existing.agentUrl === record.agentUrl &&
-      existing.state === record.state && existing.version === record.version && existing.mac === record.mac) {
+      existing.state === record.state && existing.version === record.version && existing.mac === record.mac &&
+      existing.agentFingerprint === record.agentFingerprint) {
       // A pending agent asks again every few seconds: nothing to write, nothing worth an event.
       this.log.debug(`host ${record.hostname} enrolled again, unchanged (${state})`, { hostId: record.id });
       return answer;
     }
-    this.store.run(`INSERT INTO hosts (id, hostname, agent_url, agent_key, state, version, mac, enrolled_at, drained)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    this.store.run(`INSERT INTO hosts (id, hostname, agent_url, agent_key, state, version, mac, enrolled_at, drained, agent_fingerprint)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, agent_url = excluded.agent_url, agent_key = excluded.agent_key,
-        state = excluded.state, version = excluded.version, mac = excluded.mac, drained = excluded.drained`,
+        state = excluded.state, version = excluded.version, mac = excluded.mac, drained = excluded.drained, agent_fingerprint = excluded.agent_fingerprint`,
       record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
-      record.drained ? 1 : 0);
+      record.drained ? 1 : 0, record.agentFingerprint ?? null);
     this.hosts.set(record.id, record);
     if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.emit('enrolled', record);
@@ -532,7 +555,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     let status: HostStatus | undefined;
     try {
       let answeredAs: string;
-      if (h.state === 'pending') answeredAs = (await AgentClient.health(h.agentUrl, { timeoutMs })).hostId;
+      if (h.state === 'pending') answeredAs = (await AgentClient.health(h.agentUrl, { timeoutMs, pin: h.agentFingerprint })).hostId;
       else {
         status = await new AgentClient(h).status({ timeoutMs });
         answeredAs = status.hostId;
@@ -541,6 +564,10 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     } catch (err) {
       if (this.closed || this.hosts.get(h.id) !== h) return;
       h.missedPolls++;
+      if ((err as SkyError).code === 'untrusted_peer' && h.problem !== (err as Error).message) {
+        h.problem = (err as Error).message;
+        this.log.warn(`host ${h.hostname} refused: ${h.problem} (a join token re-pins a reinstalled host)`, { hostId: h.id });
+      }
       this.log.debug(`poll of ${h.hostname} failed`, { hostId: h.id, err: (err as Error).message });
       if (h.missedPolls === MISSED_POLLS_FOR_DOWN && (h.state === 'ready' || h.state === 'draining')) {
         this.setState(h, 'down', h.state === 'draining');
@@ -551,6 +578,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
     if (this.closed || this.hosts.get(h.id) !== h) return;
     h.missedPolls = 0;
+    h.problem = undefined;
     h.lastSeen = new Date().toISOString();
     if (!status || h.state === 'pending') return; // approved while the health check was under way: the next poll reads its status
     h.status = status;
@@ -645,5 +673,7 @@ export function toApiHost(h: HostRecord): Host {
       },
     } : {}),
     templates: s ? s.templates.map((t) => t.name) : [],
+    ...(h.agentFingerprint ? { certFingerprint: h.agentFingerprint } : {}),
+    ...(h.problem ? { problem: h.problem } : {}),
   };
 }

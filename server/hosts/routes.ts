@@ -85,10 +85,12 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
 
   // ---- join tokens (admin) ----
   api.route({
-    method: 'get', path: '/api/join-tokens', summary: 'The cluster join token and the single-use tokens', auth: 'admin',
-    responses: { 200: 'clusterToken and tokens' },
+    method: 'get', path: '/api/join-tokens', summary: 'The cluster join token (and its join string) and the single-use tokens', auth: 'admin',
+    responses: { 200: 'clusterToken, clusterJoinString (with the HTTPS addresses and the certificate fingerprint), fingerprint, tokens' },
   }, (_req, res) => {
-    res.json({ clusterToken: joinTokens.clusterToken(), tokens: joinTokens.list() });
+    const clusterToken = joinTokens.clusterToken();
+    const clusterJoinString = joinTokens.joinString(clusterToken);
+    res.json({ clusterToken, ...(clusterJoinString ? { clusterJoinString } : {}), ...(joinTokens.fingerprint ? { fingerprint: joinTokens.fingerprint } : {}), tokens: joinTokens.list() });
   });
   api.route({
     method: 'post', path: '/api/join-tokens', summary: 'Make a single-use join token', auth: 'admin', body: JoinTokenCreate,
@@ -98,9 +100,11 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
   });
   api.route({
     method: 'post', path: '/api/join-tokens/rotate', summary: 'Replace the cluster join token', auth: 'admin',
-    responses: { 200: z.object({ clusterToken: z.string() }) },
+    responses: { 200: z.object({ clusterToken: z.string(), clusterJoinString: z.string().optional() }) },
   }, (_req, res) => {
-    res.json({ clusterToken: joinTokens.rotateClusterToken() });
+    const clusterToken = joinTokens.rotateClusterToken();
+    const clusterJoinString = joinTokens.joinString(clusterToken);
+    res.json({ clusterToken, ...(clusterJoinString ? { clusterJoinString } : {}) });
   });
   api.route({
     method: 'post', path: '/api/join-tokens/:id/revoke', summary: 'Revoke a single-use join token', auth: 'admin', body: JoinTokenRevoke,

@@ -1,7 +1,7 @@
 // Feasibility: the checks a host must pass before it is scored, as one list. Each entry names its
 // reason, tests a host and says why not; adding a reason means adding one entry to CHECKS (and its
 // line to firstFailed()).
-import { HOST_TEMPLATE_RULES, type PlacementReason, type TemplateAsk, type TemplateRule } from '../../wire/api.ts';
+import { hasTemplate, HOST_TEMPLATE_RULES, type PlacementReason, type TemplateAsk, type TemplateRule } from '../../wire/api.ts';
 import type { HostUsage, InFlight, SchedulerHost } from './index.ts';
 
 /** The request as the checks read it: memory already raised to the template's minimum. */
@@ -12,6 +12,8 @@ export interface Need extends TemplateAsk {
   reserveMiB: number;
   /** vCPUs promised per hardware thread. */
   overcommit: number;
+  /** The template's download in GiB when some source holds it (a host lacking it can pull it); undefined: none does. */
+  pullGiB?: number | undefined;
 }
 
 /** What the placements in flight to one host already hold there. */
@@ -77,7 +79,8 @@ export const CHECKS: readonly Check[] = [
   },
   // The template's rules that read the host, the agent's own (wire/placement.ts): QEMU runs there,
   // KVM if the template needs it, the template is there.
-  ...HOST_TEMPLATE_RULES.map(onEveryHost),
+  // A host lacking the template qualifies when the template can be pulled (a disk-room check below).
+  ...HOST_TEMPLATE_RULES.map((rule) => (rule.reason === 'missing_template' ? orPulled(rule) : onEveryHost(rule))),
   // Room left, counting the placements in flight. Memory first: it runs out first on lab PCs; the
   // host keeps its reserve.
   {
@@ -96,6 +99,12 @@ export const CHECKS: readonly Check[] = [
     reason: 'disk',
     test: (need, s, held) => s.disk.freeGiB - held.diskGiB >= need.diskGiB,
     message: (need, s, held) => `needs ${need.diskGiB} GiB disk, ${Math.max(0, Math.floor((s.disk.freeGiB - held.diskGiB) * 10) / 10)} GiB free`,
+  },
+  // A host that must pull the template needs room for it beside the VM's disk (arithmetic first: most hosts have room).
+  {
+    reason: 'no_room_for_template',
+    test: (need, s, held) => need.pullGiB === undefined || s.disk.freeGiB - held.diskGiB - need.diskGiB >= need.pullGiB || hasTemplate(s, need.template),
+    message: (need, s, held) => `would pull template "${need.template}" (${need.pullGiB!.toFixed(1)} GiB) besides the ${need.diskGiB} GiB disk, ${Math.max(0, Math.floor((s.disk.freeGiB - held.diskGiB) * 10) / 10)} GiB free`,
   },
 ];
 
@@ -118,6 +127,7 @@ export function firstFailed(need: Need, status: HostUsage, held: Held, host: Sch
   if (!t5(need, status, held, host)) return c[5];
   if (!t6(need, status, held, host)) return c[6];
   if (!t7(need, status, held, host)) return c[7];
+  if (!t8(need, status, held, host)) return c[8];
   return undefined;
 }
 
@@ -125,7 +135,7 @@ export function firstFailed(need: Need, status: HostUsage, held: Held, host: Sch
 function testAt(position: number): Check['test'] {
   return CHECKS[position]!.test;
 }
-const t0 = testAt(0), t1 = testAt(1), t2 = testAt(2), t3 = testAt(3), t4 = testAt(4), t5 = testAt(5), t6 = testAt(6), t7 = testAt(7);
+const t0 = testAt(0), t1 = testAt(1), t2 = testAt(2), t3 = testAt(3), t4 = testAt(4), t5 = testAt(5), t6 = testAt(6), t7 = testAt(7), t8 = testAt(8);
 
 /**
  * `text(need)`, built once per decision (`need` is new for each): the part of a sentence that reads
@@ -146,6 +156,15 @@ function perRequest(text: (need: Need) => string): (need: Need) => string {
 /** A template rule of wire/placement.ts as a check; its sentence reads only the request. */
 function onEveryHost(rule: TemplateRule): Check {
   return { reason: rule.reason, test: rule.test, message: perRequest(rule.message) };
+}
+
+/** The template rule "the host has the template", passed too by a host that can pull it (`need.pullGiB` set). */
+function orPulled(rule: TemplateRule): Check {
+  return {
+    reason: rule.reason,
+    test: (need, s) => need.pullGiB !== undefined || rule.test(need, s),
+    message: perRequest((need) => `${rule.message(need)}, and no host or catalog to pull it from`),
+  };
 }
 
 const memoryNeeded = perRequest((need) => `needs ${need.memoryMiB} MiB + ${need.reserveMiB} MiB reserve`);

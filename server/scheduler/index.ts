@@ -1,7 +1,7 @@
 // The scheduler: which host gets a VM, and why every other host did not. Pure: no Express, no
 // database, no I/O. The pipeline (feasibility -> score -> seeded tie-break) is read in `place()`;
 // see README.md in this folder for the picture and the glossary.
-import { effectiveMemory, REQUEST_TEMPLATE_RULES, type HostStatus, type Hypervisor, type PlacementReason } from '../../wire/api.ts';
+import { effectiveMemory, hasTemplate, REQUEST_TEMPLATE_RULES, type HostStatus, type Hypervisor, type PlacementReason } from '../../wire/api.ts';
 import { firstFailed, holdings, NOTHING_HELD, NOTHING_KNOWN, type Held, type Need } from './feasibility.ts';
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
@@ -23,7 +23,16 @@ export interface PlacementRequest {
   minMemoryMiB?: number;
   /** The template's disk size in GiB, e.g. 2.5: a smaller `diskGiB` is refused (`disk_below_template`). */
   templateDiskGiB?: number;
+  /**
+   * The template's download in bytes when some source (the catalog, a host) holds it: a host lacking
+   * it is then feasible if its disk has room, and scores PULL_FACTOR of a host that has it. Undefined:
+   * only hosts that have it qualify (`missing_template`).
+   */
+  templateBytes?: number;
 }
+
+/** A host that must pull the template first scores this share of its score: one that has it wins unless much busier. */
+export const PULL_FACTOR = 0.5;
 
 /** The parts of an agent's `GET /status` the scheduler reads; a whole `HostStatus` fits. */
 export interface HostUsage {
@@ -75,6 +84,8 @@ export interface Rejection {
 export interface Placed {
   ok: true;
   host: string;
+  /** The host lacks the template: it pulls it before the VM is created. */
+  pull: boolean;
   /** 0..100, higher is better for the chosen policy. */
   score: number;
   explanation: string;
@@ -115,6 +126,7 @@ export function place(
     templateDiskGiB: request.templateDiskGiB,
     reserveMiB: options.memoryReserveMiB ?? DEFAULTS.memoryReserveMiB,
     overcommit: options.vcpuOvercommit ?? DEFAULTS.vcpuOvercommit,
+    pullGiB: request.templateBytes !== undefined ? request.templateBytes / 1024 ** 3 : undefined,
   };
   // The template's rules that read only the request are the same on every host: checked once.
   const unfit = REQUEST_TEMPLATE_RULES.find((rule) => !rule.test(need));
@@ -142,8 +154,9 @@ export function place(
       rejected.push({ host: host.id, reason: failed.reason, message: failed.message(need, status, held, host) });
       continue;
     }
-    // 2. Score, bounded 0..100 under the policy.
-    const score = scoreOf(status, need, held);
+    // 2. Score, bounded 0..100 under the policy; a host that would pull the template first scores less.
+    let score = scoreOf(status, need, held);
+    if (need.pullGiB !== undefined && !hasTemplate(status, need.template)) score *= PULL_FACTOR;
     if (score < bestScore) continue;
     // 3. Equal scores go to the host with the lower tie key, seeded by the request.
     const tie = hostTieKey(seed, host.id);
@@ -156,8 +169,9 @@ export function place(
 
   if (!best) return { ok: false, host: null, explanation: noHostFits(need, hosts.length, rejected), rejected };
   const feasible = hosts.length - rejected.length;
-  const explanation = describeScore(policy, best, need, bestHeld, bestScore, feasible, rejected.length);
-  return { ok: true, host: best.id, score: bestScore, explanation, rejected };
+  const pull = !hasTemplate(best.status!, need.template);
+  const explanation = describeScore(policy, best, need, bestHeld, bestScore, feasible, rejected.length) + (pull ? `; pulls template "${need.template}" first` : '');
+  return { ok: true, host: best.id, pull, score: bestScore, explanation, rejected };
 }
 
 /** "no host fits ...", with how many hosts were left out for each reason. */

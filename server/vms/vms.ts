@@ -15,6 +15,7 @@ import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
 import { place, type InFlight, type Placement, type Policy } from '../scheduler/index.ts';
+import type { TemplateDistributor } from '../templates/distribute.ts';
 import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
 import { IdempotencyKeys, requestHash, type KeyUse } from './idempotency.ts';
@@ -32,6 +33,8 @@ export interface VmServiceOptions {
   policy?: Policy;
   /** How long `create` waits for the agent before answering 202 `creating` (default 5000 ms). */
   answerWithinMs?: number;
+  /** Pulls a template to a host lacking it before the VM is created there (server/templates/distribute.ts). */
+  distribute?: Pick<TemplateDistributor, 'pullableBytes' | 'pull'>;
 }
 
 export interface CreateAnswer {
@@ -82,6 +85,9 @@ export class VmService {
   private readonly strangerLists = new Map<string, Map<string, Stranger>>();
   /** Host names are in VM views: a changed host makes cached lists stale. */
   private hostChanges = 0;
+  /** What a VM being created waits for, e.g. `pulling 43%` (in memory: it only lasts the create). */
+  private readonly progress = new Map<string, string>();
+  private progressChanges = 0;
   private listCache = new Map<string, { version: number; json: Buffer; gzip?: Buffer }>();
 
   constructor(store: Store, registry: HostRegistry, templates: Templates, opts: VmServiceOptions) {
@@ -102,7 +108,7 @@ export class VmService {
   }
 
   private get version(): number {
-    return this.stored.version + this.hostChanges;
+    return this.stored.version + this.hostChanges + this.progressChanges;
   }
 
   // ---- reading ----
@@ -172,7 +178,7 @@ export class VmService {
       ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: vm.ssh } : {}),
       consoleUrl: `/vms/${vm.id}`,
       console: vm.console, createdAt: vm.createdAt, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
-      ...(vm.error ? { error: vm.error } : {}),
+      ...(vm.error ? { error: vm.error } : {}), ...(this.progress.has(vm.id) ? { progress: this.progress.get(vm.id)! } : {}),
     };
   }
 
@@ -222,9 +228,10 @@ export class VmService {
       throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
     }
     const id = newVmId();
+    const templateBytes = this.opts.distribute?.pullableBytes(req.template);
     const placement = place(
       { key: idempotencyKey ?? id, template: req.template, vcpus: req.vcpus, memoryMiB, diskGiB, needsKvm: template?.needsKvm ?? false,
-        ...(template ? { minMemoryMiB: template.minMemoryMiB } : {}) },
+        ...(template ? { minMemoryMiB: template.minMemoryMiB } : {}), ...(templateBytes !== undefined ? { templateBytes } : {}) },
       this.registry.records(),
       this.inFlight(),
       { policy: this.opts.policy ?? 'least-loaded' },
@@ -246,7 +253,7 @@ export class VmService {
     this.operations.set(id, { kind: 'create', hostId: host.id, sentAt: Date.now(), reserved: { vcpus: vm.vcpus, memoryMiB, diskGiB } });
     this.log.info(`VM ${name} placed on ${host.hostname}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
 
-    const call = this.callCreate(vm, host, req);
+    const call = placement.pull && this.opts.distribute ? this.pullThenCreate(vm, host, req) : this.callCreate(vm, host, req);
     const timer = new Promise<'wait'>((resolve) => setTimeout(() => resolve('wait'), this.opts.answerWithinMs ?? 5000).unref());
     const outcome = await Promise.race([call, timer]);
     let status = 202;
@@ -285,6 +292,33 @@ export class VmService {
 
   private failure(err: SkyError, vm: VmRecord): SkyError {
     return new SkyError(err.status, err.code, `VM ${vm.name} could not be created: ${err.message}`, { vm: this.view(vm), ...fieldsOf(err) });
+  }
+
+  /** The host lacks the template: it pulls it first (the VM shows `pulling N%`), then the create call. */
+  private async pullThenCreate(vm: VmRecord, host: HostRecord, req: ReturnType<typeof VmRequest.parse>): Promise<'ok' | SkyError> {
+    const show = (text: string | undefined) => {
+      if (text === undefined) this.progress.delete(vm.id);
+      else this.progress.set(vm.id, text);
+      this.progressChanges++;
+    };
+    show('pulling 0%');
+    try {
+      await this.opts.distribute!.pull(host.id, vm.template, { onProgress: (percent) => show(`pulling ${percent}%`) });
+    } catch (err) {
+      show(undefined);
+      this.operations.delete(vm.id);
+      const sky = toSkyError(err);
+      try {
+        if (this.stored.get(vm.id) === vm) this.update(vm, { state: 'error', error: sky.message });
+      } catch (writeErr) {
+        // the store is closed (shutdown): the next start finds the record `creating` and reconciles it
+        this.log.warn(`VM ${vm.name}: the failure of its template's pull was not recorded: ${(writeErr as Error).message}`, { vmId: vm.id });
+      }
+      this.log.error(`VM ${vm.name}: template ${vm.template} could not be pulled to ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+      return sky;
+    }
+    show(undefined);
+    return this.callCreate(vm, host, req);
   }
 
   /** The agent call of a create: resolves 'ok' or the error (also recorded on the VM). */

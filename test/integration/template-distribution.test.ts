@@ -15,8 +15,17 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { ensureDaemons } from '../../host/hostsetup.ts';
 import { makeTicket } from '../../base/tickets.ts';
 import type { PullProgress, PullRequest, TemplateInfo } from '../../wire/api.ts';
-import { sha256File } from '../support/guest.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
+import { buildTestGuest, ConsoleSession, sha256File } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
+
+/** An agent's URL for this test's own calls: plain HTTP, which an agent takes from loopback. */
+const plain = (agent: RunningAgent) => agent.url.replace(/^https:/, 'http:');
+/** What pins an https:// agent (its certificate's sha256), nothing for a plain one. */
+const pin = (agent: RunningAgent): { fingerprint?: string } => {
+  const fingerprint = (agent as { fingerprint?: string }).fingerprint;
+  return agent.url.startsWith('https:') && fingerprint ? { fingerprint } : {};
+};
 
 /** A stand-in source in front of a real agent: forwards Range requests, and can throttle, cut or corrupt. */
 class Relay {
@@ -113,14 +122,14 @@ describe('template distribution between real agents', function () {
     return agent;
   };
   const call = async (agent: RunningAgent, method: string, p: string, body?: unknown, auth = `Bearer ${agent.key}`) => {
-    const res = await fetch(agent.url + p, {
+    const res = await fetch(plain(agent) + p, {
       method, headers: { authorization: auth, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.text();
     return { status: res.status, json: text ? JSON.parse(text) : undefined, text };
   };
   const ticket = (source: RunningAgent, template: string, reader: RunningAgent, ttlS = 600) => makeTicket(source.key, { t: template, h: reader.hostId, exp: Math.floor(Date.now() / 1000) + ttlS });
-  const peer = (source: RunningAgent, reader: RunningAgent, template = manifest.name) => ({ url: `${source.url}/templates/${template}`, authorization: ticket(source, template, reader) });
+  const peer = (source: RunningAgent, reader: RunningAgent, template = manifest.name) => ({ url: `${source.url}/templates/${template}`, authorization: ticket(source, template, reader), ...pin(source) });
   const pullTo = async (agent: RunningAgent, body: PullRequest): Promise<PullProgress> => {
     const started = await call(agent, 'POST', '/templates/pull', body);
     expect(started.status, started.text).to.be.oneOf([200, 202]);
@@ -132,7 +141,7 @@ describe('template distribution between real agents', function () {
   const hidden = (agent: RunningAgent) => readdirSync(path.join(work, agentLabel(agent), 'templates')).filter((n) => n.startsWith('.'));
   const agentLabel = (agent: RunningAgent) => agent.hostId.split('-')[1]!;
   const relay = async (source: RunningAgent, reader: RunningAgent) => {
-    const r = await new Relay(`${source.url}/templates/${manifest.name}`, ticket(source, manifest.name, reader)).start();
+    const r = await new Relay(`${plain(source)}/templates/${manifest.name}`, ticket(source, manifest.name, reader)).start();
     relays.push(r);
     return { r, source: { url: r.url } };
   };
@@ -191,7 +200,7 @@ describe('template distribution between real agents', function () {
   it('lets a ticket open only its template\'s files, until it expires; the key opens them too', async () => {
     const file = `/templates/${manifest.name}/files/disk.raw`;
     const range = { range: 'bytes=0-9' };
-    const get = (p: string, auth?: string) => fetch(a.url + p, { headers: { ...range, ...(auth ? { authorization: auth } : {}) } });
+    const get = (p: string, auth?: string) => fetch(plain(a) + p, { headers: { ...range, ...(auth ? { authorization: auth } : {}) } });
     expect((await get(file)).status).to.equal(401);
     expect((await get(file, ticket(a, 'other', b))).status).to.equal(401);
     expect((await get(file, ticket(a, manifest.name, b, -5))).status).to.equal(401);
@@ -204,7 +213,7 @@ describe('template distribution between real agents', function () {
     // A ticket is no key: the rest of the API refuses it.
     expect((await call(a, 'GET', '/status', undefined, ticket(a, manifest.name, b))).status).to.equal(401);
     expect((await call(a, 'GET', `/templates/pulls/${manifest.name}`, undefined, ticket(a, manifest.name, b))).status).to.equal(401);
-    const beyond = await get(file, `Bearer ${a.key}`).then(() => fetch(a.url + file, { headers: { authorization: `Bearer ${a.key}`, range: `bytes=${SIZE}-` } }));
+    const beyond = await get(file, `Bearer ${a.key}`).then(() => fetch(plain(a) + file, { headers: { authorization: `Bearer ${a.key}`, range: `bytes=${SIZE}-` } }));
     expect(beyond.status).to.equal(416);
   });
 
@@ -274,5 +283,114 @@ describe('template distribution between real agents', function () {
     expect(existsSync(path.join(work, 'c', 'templates', `.pull-${manifest.name}`))).to.equal(false);
     await removeTemplate(b);
     await removeTemplate(c);
+  });
+});
+
+describe('the controller putting templates on hosts (real agents, libvirt + QEMU under TCG)', function () {
+  this.timeout(240_000);
+  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-distrib-ctl-'));
+  const run = randomBytes(3).toString('hex');
+  const agents: RunningAgent[] = [];
+  let ctl: RunningController;
+  let token: string;
+  let a: RunningAgent;
+  let b: RunningAgent;
+
+  const api = async (method: string, p: string, body?: unknown) => {
+    const res = await fetch(ctl.url + p, {
+      method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : undefined, text };
+  };
+  const startOne = async (label: string, ports: string) => {
+    const agent = await startAgent({
+      config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, label), listen: '127.0.0.1', sshPortRange: ports },
+      log: logger(`agent-${label}`), hostId: `distctl-${label}-${run}`, port: 0, listen: '127.0.0.1', key: `distctl-key-${label}-0123456789abcdef`,
+    });
+    agents.push(agent);
+    const enrolled = await fetch(`${ctl.url}/api/enroll`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        hostId: agent.hostId, hostname: `lab-${label}`, agentUrl: agent.url, agentKey: agent.key, joinToken: ctl.services.secrets.joinToken, version: 'test',
+        ...(pin(agent).fingerprint ? { certFingerprint: pin(agent).fingerprint } : {}),
+      }),
+    });
+    expect(enrolled.status, await enrolled.text()).to.equal(200);
+    return agent;
+  };
+  const hostHas = (agent: RunningAgent, name: string) => ctl.services.hosts.record(agent.hostId)?.status?.templates.some((t) => t.name === name) ?? false;
+
+  before(async () => {
+    configureLogging({ out: () => {} });
+    await ensureDaemons();
+    chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agents' data folders below it
+    // answerWithinMs 0: a request is answered at once (202), showing what the VM waits for
+    ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1, answerWithinMs: 0 });
+    token = ctl.services.secrets.adminToken;
+    a = await startOne('a', '42330-42339');
+    b = await startOne('b', '42340-42349');
+    const guest = await buildTestGuest();
+    await a.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
+    const image = path.join(work, 'image.raw');
+    writeFileSync(image, randomBytes(8 * 1024 * 1024));
+    await a.templates.import({ name: 'lab-image', disk: image, os: 'test' });
+    await waitFor('host A to report its templates', () => hostHas(a, 'guest') && hostHas(a, 'lab-image'), 20_000);
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    await ctl?.stop().catch((err: Error) => console.warn(`stopping the controller: ${err.message}`));
+    for (const agent of agents) {
+      for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch((err: Error) => console.warn(`deleting VM ${vm.id}: ${err.message}`));
+      await agent.stop().catch((err: Error) => console.warn(`stopping ${agent.hostId}: ${err.message}`));
+      await removeNetwork(networkName(agent.hostId));
+    }
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('places a VM on a host lacking its template: the host pulls it from its peer (pulling N%), verifies it, and the VM boots', async () => {
+    // A holds the template but takes no new VMs: the scheduler picks B, which can pull it.
+    expect((await api('POST', `/api/hosts/${a.hostId}/drain`)).status).to.equal(200);
+    expect(hostHas(b, 'guest')).to.equal(false);
+    const created = await api('POST', '/api/vms', { template: 'guest', name: 'pulled-1', memoryMiB: 256 });
+    expect(created.status, created.text).to.equal(202);
+    expect(created.json).to.deep.include({ host: b.hostId, state: 'creating', progress: 'pulling 0%' });
+    const id = created.json.id as string;
+    const seen = new Set<string>(['pulling 0%']);
+    await waitFor('the VM to run on B', async () => {
+      const vm = (await api('GET', `/api/vms/${id}`)).json;
+      seen.add(vm.progress ?? vm.state);
+      expect(vm.state).to.be.oneOf(['creating', 'running']);
+      return vm.state === 'running';
+    }, 120_000, 20);
+    expect([...seen].filter((s) => !/^pulling \d+%$/.test(s)), 'pulling, then creating, then running').to.deep.equal(['creating', 'running']);
+    const guestOnB = await b.templates.get('guest');
+    expect(guestOnB?.files).to.deep.equal((await a.templates.get('guest'))?.files);
+    const session = await ConsoleSession.open(ctl.url, `/api/vms/${id}/console`, token);
+    try {
+      expect(await session.run('echo pulled-$((6*7))', 90_000)).to.include('pulled-42');
+    } finally {
+      session.close();
+    }
+    expect((await api('DELETE', `/api/vms/${id}`)).status).to.equal(204);
+    expect((await api('POST', `/api/hosts/${a.hostId}/undrain`)).status).to.equal(200);
+  });
+
+  it('copies a template to all hosts from the host that has it, and keeps a marked one on a host that joins later', async () => {
+    const copy = await api('POST', '/api/templates/lab-image/copy-to-all');
+    expect(copy.status, copy.text).to.equal(202);
+    expect(copy.json).to.deep.equal({ template: 'lab-image', skipped: [a.hostId], chains: [[{ host: b.hostId, from: a.hostId }]] });
+    await waitFor('B to have lab-image', () => hostHas(b, 'lab-image'), 60_000);
+    expect((await b.templates.get('lab-image'))?.files).to.deep.equal((await a.templates.get('lab-image'))?.files);
+    expect((await api('POST', '/api/templates/no-such/copy-to-all')).status).to.equal(404);
+
+    const keep = await api('PUT', '/api/templates/lab-image/keep', { keep: true });
+    expect(keep.status, keep.text).to.equal(200);
+    expect((await api('GET', '/api/templates-kept')).json).to.deep.equal({ templates: ['lab-image'] });
+    const c = await startOne('c', '42350-42359');
+    await waitFor('the new host C to pull the kept template', () => hostHas(c, 'lab-image'), 60_000);
+    expect((await c.templates.get('lab-image'))?.files).to.deep.equal((await a.templates.get('lab-image'))?.files);
   });
 });

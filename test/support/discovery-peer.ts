@@ -2,7 +2,10 @@
 //   discovery-peer.ts advertise --cluster ID --url URL --port P [--enroll-endpoint] [--token T]
 //     publishes like a controller; with --enroll-endpoint it also answers /healthz and
 //     POST /api/enroll (token T -> ready, none -> pending) and GET /api/hosts, so that the
-//     two-controllers rule is testable without the real controller.
+//     two-controllers rule is testable without the real controller. With --tls DIR it serves HTTPS
+//     with a certificate of its own (made in DIR) and advertises its fingerprint in TXT fp, as a
+//     controller does (a rogue controller, for the pinning tests); every request is logged
+//     ("request" lines with method, path and whether a join token came), so a test can count them.
 //   discovery-peer.ts agent --host-id H --data DIR --port P [--join-token T] [--controller URL]
 //     runs agent/discovery/'s enroll loop and serves GET /status { controller } on port P.
 //   discovery-peer.ts listen --lan-ip IP
@@ -10,6 +13,8 @@
 //     (Its ready line comes once its socket is bound.)
 // Prints one JSON line `{"ready":true,...}` when it is up. Exits on SIGTERM/SIGINT.
 import { createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { ensureIdentity } from '../../base/tls.ts';
 import { parseArgs } from 'node:util';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startDiscovery } from '../../agent/discovery/index.ts';
@@ -24,6 +29,7 @@ const { positionals, values } = parseArgs({
     cluster: { type: 'string' }, url: { type: 'string' }, port: { type: 'string' }, token: { type: 'string' },
     'enroll-endpoint': { type: 'boolean' }, 'host-id': { type: 'string' }, data: { type: 'string' },
     'join-token': { type: 'string' }, controller: { type: 'string' }, 'reannounce-ms': { type: 'string' }, 'lan-ip': { type: 'string' },
+    tls: { type: 'string' },
   },
 });
 const port = Number(values.port);
@@ -39,12 +45,15 @@ const readBody = async (req: import('node:http').IncomingMessage) => {
 if (positionals[0] === 'advertise') {
   const log = logger('peer-controller');
   const hosts = new Map<string, { hostId: string; agentUrl: string; state: string }>();
-  const server = createServer((req, res) => {
+  const identity = values.tls ? await ensureIdentity(values.tls, { commonName: 'peer-controller' }) : undefined;
+  const handler = (req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
     void (async () => {
+      const body = req.method === 'POST' ? await readBody(req) : '';
+      log.info('request', { method: req.method, path: req.url, joinToken: body.includes('joinToken'), authorization: req.headers.authorization !== undefined });
       if (req.url === '/healthz') return json(res, 200, { ok: true });
       if (req.url === '/api/hosts') return json(res, 200, [...hosts.values()]);
       if (req.method === 'POST' && req.url === '/api/enroll') {
-        const parsed = EnrollRequest.safeParse(JSON.parse(await readBody(req)));
+        const parsed = EnrollRequest.safeParse(JSON.parse(body));
         if (!parsed.success) return json(res, 400, { error: { code: 'bad_request', message: parsed.error.message } });
         const r = parsed.data;
         const old = hosts.get(r.hostId);
@@ -55,10 +64,14 @@ if (positionals[0] === 'advertise') {
       }
       json(res, 404, { error: { code: 'not_found', message: 'not found' } });
     })();
-  });
+  };
+  const server = identity ? createHttpsServer({ cert: identity.cert, key: identity.key }, handler) : createServer(handler);
   if (values['enroll-endpoint']) server.listen(port, '0.0.0.0');
-  const ad = startAdvertising({ clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: Number(values['reannounce-ms'] ?? 5000) });
-  process.stdout.write(JSON.stringify({ ready: true, name: ad.name }) + '\n');
+  const ad = startAdvertising({
+    clusterId: values.cluster!, url: values.url!, port, log, reannounceMs: Number(values['reannounce-ms'] ?? 5000),
+    ...(identity ? { fingerprint: identity.fingerprint } : {}),
+  });
+  process.stdout.write(JSON.stringify({ ready: true, name: ad.name, ...(identity ? { fingerprint: identity.fingerprint } : {}) }) + '\n');
   const exit = () => void ad.stop().then(() => process.exit(0));
   process.on('SIGTERM', exit);
   process.on('SIGINT', exit);

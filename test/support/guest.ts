@@ -64,10 +64,10 @@ export class ConsoleSession {
     });
   }
 
-  /** Opens `GET /vms/:id/console` on an agent (or anything that speaks the same). */
-  static async open(baseUrl: string, path: string, key: string): Promise<ConsoleSession> {
+  /** Opens `GET /vms/:id/console` on an agent (or anything that speaks the same); `agent` e.g. a PinnedAgent for wss://. */
+  static async open(baseUrl: string, path: string, key: string, opts: { agent?: import('node:http').Agent } = {}): Promise<ConsoleSession> {
     const { WebSocket } = await import('ws');
-    const ws = new WebSocket(baseUrl.replace(/^http/, 'ws') + path, { headers: { authorization: `Bearer ${key}` } });
+    const ws = new WebSocket(baseUrl.replace(/^http/, 'ws') + path, { headers: { authorization: `Bearer ${key}` }, ...(opts.agent ? { agent: opts.agent } : {}) });
     // listen before the handshake ends: the scrollback may come in the same packet as the upgrade
     const session = new ConsoleSession(ws);
     await new Promise<void>((resolve, reject) => {

@@ -136,6 +136,7 @@ describe('scheduler', () => {
         [{ hostId: 'h1', vcpus: 2, memoryMiB: 1, diskGiB: 0 }]],
       ['a full disk', host({ diskFreeGiB: 1.5 }), alpine(), 'disk'],
       ['any host, for a disk smaller than the template', host(), alpine({ diskGiB: 2, templateDiskGiB: 2.5 }), 'disk_below_template'],
+      ['a host lacking a template it has no disk room to pull', host({ templates: ['debian'], diskFreeGiB: 3.5 }), alpine({ templateBytes: 2 * 1024 ** 3 }), 'no_room_for_template'],
     ];
     for (const [what, h, req, reason, inFlight] of cases) {
       it(`should leave out ${what} as "${reason}"`, () => {
@@ -148,11 +149,33 @@ describe('scheduler', () => {
       });
     }
 
+    it('should take a host lacking the template when it can be pulled there, the holder first when they are equal', () => {
+      const lacking = host({ id: 'lacking', templates: ['debian'] });
+      const alone = place(alpine({ templateBytes: 2 * 1024 ** 3 }), [lacking]);
+      expect(alone).to.deep.include({ ok: true, host: 'lacking', pull: true });
+      expect(alone.explanation).to.contain('pulls template "alpine" first');
+      // Equal load: the host that has the template wins, whatever the tie-break.
+      for (let i = 0; i < 20; i++) {
+        const p = place(alpine({ key: `vm-${i}`, templateBytes: 2 * 1024 ** 3 }), [lacking, host({ id: 'holder' })]);
+        expect(p).to.deep.include({ ok: true, host: 'holder', pull: false });
+      }
+      // A nearly full holder loses to an idle host that pulls: a pull costs minutes, a full host every VM on it.
+      const full = host({ id: 'holder', freeMiB: 1024, vcpus: 28 });
+      expect(place(alpine({ templateBytes: 2 * 1024 ** 3 }), [lacking, full])).to.deep.include({ host: 'lacking', pull: true });
+      // Without a source to pull from, only the holder qualifies, and the lacking host is told why.
+      const none = place(alpine(), [lacking]);
+      expect(none.rejected[0]).to.deep.include({ reason: 'missing_template', message: 'no template "alpine" on this host, and no host or catalog to pull it from' });
+      // Room counts the VM's own disk and the placements in flight: 2 GiB disk + 2 GiB template.
+      expect(place(alpine({ templateBytes: 2 * 1024 ** 3 }), [host({ templates: [], diskFreeGiB: 4 })]).ok).to.equal(true);
+      const held = place(alpine({ templateBytes: 2 * 1024 ** 3 }), [host({ templates: [], diskFreeGiB: 4 })], [{ hostId: 'h1', vcpus: 1, memoryMiB: 1, diskGiB: 0.5 }]);
+      expect(held.rejected[0]).to.deep.include({ reason: 'no_room_for_template', message: 'would pull template "alpine" (2.0 GiB) besides the 2 GiB disk, 3.5 GiB free' });
+    });
+
     it('should have a case above for every check, each run by firstFailed() in the order of CHECKS', () => {
       const tableReasons = new Set(cases.map((c) => c[3]));
       for (const check of CHECKS) expect(tableReasons, check.reason).to.include(check.reason);
       // firstFailed() is written out by position: it must agree with a plain run of the list.
-      const need = { template: 'alpine', vcpus: 1, memoryMiB: 256, diskGiB: 2, needsKvm: true, minMemoryMiB: 128, reserveMiB: 256, overcommit: 4 };
+      const need = { template: 'alpine', vcpus: 1, memoryMiB: 256, diskGiB: 2, needsKvm: true, minMemoryMiB: 128, reserveMiB: 256, overcommit: 4, pullGiB: 2 };
       for (const [, h, , , inFlight] of cases) {
         const held = holdings(inFlight ?? []).get(h.id) ?? NOTHING_HELD;
         const status = h.status ?? NOTHING_KNOWN;

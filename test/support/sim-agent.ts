@@ -9,7 +9,7 @@
 //   ... fleet.agents[0].url, fleet.agents[0].key ...
 //   await fleet.stop();
 //
-// Run a fleet from a shell: `npx node test/support/sim-agent.ts --count 50 [--controller URL --join-token T]`.
+// Run a fleet from a shell: `npx node test/support/sim-agent.ts --count 50 [--controller URL --join-token T] [--listen ADDR]`.
 import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
@@ -429,8 +429,11 @@ function routeOf(method: string, url: string): string {
 
 // As a program: a fleet for manual tries (`--count N`), enrolled when given a controller.
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { count: { type: 'string', default: '10' }, controller: { type: 'string' }, 'join-token': { type: 'string' }, vms: { type: 'string', default: '0' } } });
-  const fleet = await SimFleet.start(Number(values.count), () => ({ vms: Number(values.vms) }));
+  const { values } = parseArgs({ options: {
+    count: { type: 'string', default: '10' }, controller: { type: 'string' }, 'join-token': { type: 'string' }, vms: { type: 'string', default: '0' },
+    listen: { type: 'string', default: '127.0.0.1' },
+  } });
+  const fleet = await SimFleet.start(Number(values.count), () => ({ vms: Number(values.vms), listenHost: values.listen }));
   if (values.controller) await fleet.enroll(values.controller, values['join-token']);
   for (const a of fleet.agents) console.log(`${a.hostname} ${a.url} key=${a.key}`);
   await new Promise<void>((resolve) => process.once('SIGINT', () => resolve()).once('SIGTERM', () => resolve()));

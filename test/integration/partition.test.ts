@@ -1,0 +1,143 @@
+// A host cut off from the LAN and back: a real controller process and two simulated agents (the real
+// agent app over the in-memory hypervisor), each in its own network namespace on one bridge. Host A's
+// link goes down: the controller marks it `down` within three polls while host B stays ready and takes
+// new VMs; the link comes back: A is `ready` again and its VMs are reconciled with its own list, with
+// no VM lost, none twice, and no stranger.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { run } from '../../base/exec.ts';
+import { CONFIG_KEYS, envName } from '../../base/config.ts';
+import { GiveUp, TestLan, waitFor } from '../support/netns.ts';
+
+/** Seconds between polls; a poll of a host that does not answer gives up after 3 s (the controller's poll timeout). */
+const POLL_SECONDS = 1;
+const POLL_TIMEOUT_SECONDS = 3;
+
+const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
+  ([['httpsPort', '0'], ['trustedLan', 'true']] as const).filter(([k]) => (CONFIG_KEYS as string[]).includes(k)).map(([k, v]) => [envName(k), v]));
+
+interface HostView { id: string; url: string; state: string; missedPolls: number }
+interface VmView { id: string; host: string; state: string }
+
+describe('partition: a host\'s link down and up (real controller, simulated agents, network namespaces)', function () {
+  this.timeout(120_000);
+  const lan = new TestLan();
+  let tmp: string;
+  let token: string;
+  const logs = new Map<string, string>();
+  const agents = new Map<string, { url: string; key: string }>();
+
+  const controllerUrl = () => `http://${lan.host('c').ip}:8080`;
+  const curl = async (args: string[]) => (await lan.exec('c', 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
+  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
+    JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json',
+      ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), controllerUrl() + route])) as T;
+  const hosts = async () => (await api<{ hosts: HostView[] }>('GET', '/api/hosts')).hosts;
+  const vms = async () => (await api<{ vms: VmView[] }>('GET', '/api/vms')).vms;
+  /** What an agent itself says it runs (asked from the controller's namespace with the agent's key). */
+  const agentVms = async (who: string) => {
+    const a = agents.get(who)!;
+    return (JSON.parse(await curl(['-H', `authorization: Bearer ${a.key}`, `${a.url}/vms`])) as { id: string }[]).map((v) => v.id).sort();
+  };
+  const hostOf = async (who: string) => (await hosts()).find((h) => h.url === agents.get(who)!.url)!;
+
+  const spawn = (who: string, script: string, args: string[], env: Record<string, string> = {}) => {
+    const child = lan.spawnNode(who, script, args, { env: { SKYHOST_LOG_FORMAT: 'json', ...env } });
+    logs.set(who, '');
+    child.stdout?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    void child.then((r) => {
+      if (!r.isTerminated && r.exitCode !== 0) logs.set(who, `${logs.get(who)}\n(exited ${r.exitCode})`);
+    });
+    return child;
+  };
+
+  before(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-partition-'));
+    await lan.create();
+    for (const h of ['c', 'a', 'b']) await lan.addHost(h);
+    const data = path.join(tmp, 'c');
+    const controller = spawn('c', 'appliance/main.ts', ['controller', '--data', data, '--port', '8080'],
+      { SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: String(POLL_SECONDS), ...PLAIN_HTTP });
+    await waitFor('the controller to answer', async () => {
+      if (controller.exitCode !== null && controller.exitCode !== undefined) throw new GiveUp(logs.get('c'));
+      return (await curl([`${controllerUrl()}/healthz`])).includes('"ok"');
+    }, 30_000, 200);
+    token = readFileSync(path.join(data, 'secrets', 'admin-token'), 'utf8').trim();
+    const joinToken = readFileSync(path.join(data, 'secrets', 'join-token'), 'utf8').trim();
+    for (const who of ['a', 'b']) {
+      spawn(who, 'test/support/sim-agent.ts', ['--count', '1', '--listen', lan.host(who).ip, '--controller', controllerUrl(), '--join-token', joinToken]);
+      const line = await waitFor(`agent ${who} enrolled`, () => /(http:\/\/\S+) key=(\S+)/.exec(logs.get(who)!) ?? undefined, 30_000, 100);
+      agents.set(who, { url: line[1]!, key: line[2]! });
+    }
+    await waitFor('both hosts ready and polled', async () => {
+      const hs = await hosts();
+      return hs.length === 2 && hs.every((h) => h.state === 'ready' && h.missedPolls === 0);
+    }, 20_000, 200);
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
+    }
+  });
+
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should mark the host down within three polls, keep the other serving, and reconcile it without duplicates or losses when it is back', async () => {
+    for (let i = 0; i < 6; i++) await api('POST', '/api/vms', { template: 'alpine', memoryMiB: 128, name: `before-${i}` });
+    await waitFor('six VMs running', async () => (await vms()).filter((v) => v.state === 'running').length === 6, 20_000, 200);
+    const a = await hostOf('a');
+    const b = await hostOf('b');
+    const onA = (await vms()).filter((v) => v.host === a.id).map((v) => v.id).sort();
+    expect(onA.length, 'the scheduler spreads six VMs over both hosts').to.be.greaterThan(0);
+    expect(await agentVms('a')).to.deep.equal(onA);
+
+    // Link down: every poll of A now waits for its timeout.
+    const ns = lan.host('a').ns;
+    await run('ip', ['-n', ns, 'link', 'set', 'eth0', 'down']);
+    const cut = Date.now();
+    const seenMissed = new Set<number>();
+    await waitFor('host A down', async () => {
+      const h = await hostOf('a');
+      seenMissed.add(h.missedPolls);
+      const other = await hostOf('b');
+      if (other.state !== 'ready') throw new GiveUp(`host B is ${other.state} while A is cut off`);
+      return h.state === 'down';
+    }, 30_000, 100);
+    const downAfterMs = Date.now() - cut;
+    const limitMs = 3 * (POLL_SECONDS + POLL_TIMEOUT_SECONDS) * 1000 + 1000;
+    console.log(`      host A down ${(downAfterMs / 1000).toFixed(1)} s after its link went down (limit: 3 polls, ${limitMs / 1000} s); missed polls seen: ${[...seenMissed].sort().join(', ')}`);
+    expect(downAfterMs).to.be.below(limitMs);
+    expect((await hostOf('a')).missedPolls).to.equal(3);
+    await waitFor('A\'s VMs unknown', async () => (await vms()).filter((v) => v.host === a.id).every((v) => v.state === 'unknown'), 5000, 100);
+
+    // Meanwhile B takes new VMs, and B's own VMs stay running.
+    for (let i = 0; i < 2; i++) {
+      const made = await api<VmView>('POST', '/api/vms', { template: 'alpine', memoryMiB: 128, name: `during-${i}` });
+      expect(made.host).to.equal(b.id);
+    }
+    expect((await vms()).filter((v) => v.host === b.id).every((v) => v.state === 'running' || v.state === 'creating')).to.equal(true);
+
+    // Link up: A answers again, comes back ready, and its list wins for the VMs placed on it.
+    await run('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+    await run('ip', ['-n', ns, 'route', 'replace', 'default', 'dev', 'eth0']);
+    await waitFor('host A ready again', async () => (await hostOf('a')).state === 'ready', 20_000, 200);
+    await waitFor('every VM running', async () => (await vms()).every((v) => v.state === 'running'), 10_000, 200);
+
+    const after = await vms();
+    expect(after.length).to.equal(8);
+    expect(new Set(after.map((v) => v.id)).size, 'a VM twice').to.equal(8);
+    expect(after.filter((v) => v.host === a.id).map((v) => v.id).sort(), 'A\'s VMs before and after').to.deep.equal(onA);
+    for (const who of ['a', 'b'] as const) {
+      const hostId = (await hostOf(who)).id;
+      expect(await agentVms(who), `host ${who}: the controller's records and the agent's own list`).to.deep.equal(after.filter((v) => v.host === hostId).map((v) => v.id).sort());
+    }
+    expect((await api<{ strangers: unknown[] }>('GET', '/api/strangers')).strangers).to.deep.equal([]);
+  });
+});

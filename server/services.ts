@@ -20,6 +20,7 @@ import { ensureSecrets, type ControllerSecrets } from './secrets.ts';
 import { controllerIdentity } from './tls.ts';
 import type { TlsIdentity } from '../base/tls.ts';
 import { Catalog } from './templates/catalog.ts';
+import { TemplateDistributor } from './templates/distribute.ts';
 import { Templates } from './templates/templates.ts';
 import { JoinTokens } from './tokens.ts';
 import { Users, type User } from './users/users.ts';
@@ -55,6 +56,8 @@ export interface ControllerServices {
   templates: Templates;
   events: EventLog;
   joinTokens: JoinTokens;
+  /** Templates onto hosts: pulls for VMs, "keep on every host", "copy to all hosts" (server/templates/distribute.ts). */
+  distribute: TemplateDistributor;
   /** The controller's own certificate (DATA/secrets/tls): agents pin its fingerprint (server/tls.ts). */
   tls: TlsIdentity;
   /** Starts the periodic jobs (polls, lease expiry). */
@@ -112,8 +115,9 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
   await templates.catalog.refresh();
+  const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot() });
   const vms = new VmService(store, hosts, templates, {
-    log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
+    distribute, log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
@@ -122,6 +126,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const polls: Repeater[] = [];
 
   return {
+    distribute,
     store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, tls, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);

@@ -2,8 +2,10 @@
 // consoles. A user sees only their own VMs (another user's VM is a 404), an admin every VM.
 import { randomBytes } from 'node:crypto';
 import express, { type Request, type Response, type Router } from 'express';
-import { VmAction } from '../../wire/api.ts';
-import { NotFound } from '../../base/errors.ts';
+import { VmAction, VmSaveAsTemplateRequest } from '../../wire/api.ts';
+import { logger } from '../../base/log.ts';
+import { resetVm, saveVmAsTemplate } from '../vms/disk-actions.ts';
+import { fromZod, NotFound } from '../../base/errors.ts';
 import { wantsFragment } from '../../base/views.ts';
 import type { ControllerServices } from '../services.ts';
 import { requireUser } from '../users/auth.ts';
@@ -26,6 +28,12 @@ export const LEASES = [
   { value: '10080', label: '1 week' },
 ];
 
+/** Disk sizes of the request form in GiB ('' keeps the template's own; an installer ISO needs one). */
+export const DISKS = [
+  { value: '', label: 'the template\'s size' },
+  ...[10, 20, 40, 80].map((n) => ({ value: String(n), label: `${n} GiB` })),
+];
+
 /** Rows in the VM list at most (an admin's view of every VM is cut to the newest). */
 const LIST_MAX = 200;
 
@@ -35,10 +43,10 @@ function listUrlOf(req: Request): string {
 }
 
 /** API field names -> the form's field names, for inline messages. */
-const FORM_FIELDS: Record<string, string> = { vcpus: 'size', memoryMiB: 'size', leaseMinutes: 'lease' };
+const FORM_FIELDS: Record<string, string> = { vcpus: 'size', memoryMiB: 'size', leaseMinutes: 'lease', diskGiB: 'disk' };
 
 interface FormState {
-  values: { template?: string; size: string; name?: string; sshKey?: string; lease: string };
+  values: { template?: string; size: string; name?: string; sshKey?: string; lease: string; disk?: string };
   errors: Record<string, string>;
   error?: string | undefined;
   reasons?: Array<{ host: string; reason: string }> | undefined;
@@ -62,7 +70,7 @@ export function vmPages(services: ControllerServices): Router {
       page: 'vms', partial, status, title: all ? 'All VMs' : 'My VMs',
       data: {
         vms: vms.slice(0, LIST_MAX), total: vms.length, cut: vms.length > LIST_MAX, max: LIST_MAX, all, listUrl: all ? '/vms?all=1' : '/vms',
-        templates: services.templates.list(), presets: PRESETS, leases: LEASES, form,
+        templates: services.templates.list(), presets: PRESETS, leases: LEASES, disks: DISKS, form,
       },
     });
   };
@@ -74,18 +82,20 @@ export function vmPages(services: ControllerServices): Router {
     const form = freshForm();
     const values = {
       template: field(req, 'template', 128), size: field(req, 'size', 16) || 'small', name: field(req, 'name', 200),
-      sshKey: field(req, 'sshKey', 16384), lease: field(req, 'lease', 16),
+      sshKey: field(req, 'sshKey', 16384), lease: field(req, 'lease', 16), disk: field(req, 'disk', 8),
     };
     form.values = values;
     const preset = PRESETS.find((p) => p.id === values.size);
     if (!values.template) form.errors.template = 'choose a template';
     if (!preset) form.errors.size = 'choose small, medium or large';
     if (!LEASES.some((l) => l.value === values.lease)) form.errors.lease = 'choose one of the offered lease times';
+    if (!DISKS.some((d) => d.value === values.disk)) form.errors.disk = 'choose one of the offered disk sizes';
     if (Object.keys(form.errors).length > 0) return listPage(req, res, form, 422, 'vm-form');
     const body = {
       template: values.template, vcpus: preset!.vcpus, memoryMiB: preset!.memoryMiB,
       ...(values.name ? { name: values.name } : {}), ...(values.sshKey ? { sshKey: values.sshKey } : {}),
       ...(values.lease ? { leaseMinutes: Number(values.lease) } : {}),
+      ...(values.disk ? { diskGiB: Number(values.disk) } : {}),
     };
     const key = field(req, 'idempotencyKey', 64);
     try {
@@ -113,12 +123,38 @@ export function vmPages(services: ControllerServices): Router {
     }
   });
 
+  const disks = { vms: services.vms, hosts: services.hosts, log: logger('vms') };
+
   r.get('/vms/:id', requireUser(), (req, res) => {
     const vm = services.vms.get(me(res), String(req.params.id));
     render(req, res, {
-      page: 'vm', partial: 'vm-detail', title: vm.name, data: { vm },
+      page: 'vm', partial: 'vm-detail', title: vm.name, data: { vm, save: { values: {}, errors: {} } },
       styles: ['/static/vendor/xterm/xterm.css'], scripts: ['/static/console.js'],
     });
+  });
+
+  // The save form answers with its own card (a result or inline errors); the VM page around it stays.
+  r.post('/vms/:id/save-as-template', requireUser(), async (req, res) => {
+    const user = me(res);
+    const vm = services.vms.get(user, String(req.params.id));
+    const name = field(req, 'name', 200);
+    const save: { values: { name: string }; errors: Record<string, string>; error?: string; saved?: { name: string; hostname: string } } = { values: { name }, errors: {} };
+    let status = 200;
+    try {
+      const parsed = VmSaveAsTemplateRequest.safeParse({ name });
+      if (!parsed.success) throw fromZod(parsed.error);
+      const done = await saveVmAsTemplate(disks, user, vm.id, parsed.data);
+      save.saved = { name: done.template.name, hostname: done.host.hostname };
+      save.values.name = '';
+    } catch (err) {
+      const sky = formError(err);
+      if (!sky) throw err;
+      status = sky.status;
+      save.errors = fieldErrors(sky);
+      if (Object.keys(save.errors).length === 0) save.error = sky.message;
+    }
+    render(req, res, { page: 'vm', partial: 'vm-template', status, title: vm.name, data: { vm, save },
+      styles: ['/static/vendor/xterm/xterm.css'], scripts: ['/static/console.js'] });
   });
 
   r.post('/vms/:id/:action', requireUser(), async (req, res) => {
@@ -129,6 +165,10 @@ export function vmPages(services: ControllerServices): Router {
     if (action === 'delete') {
       await services.vms.remove(user, id);
       return fromDetail ? redirect(req, res, '/vms') : redirect(req, res, listUrlOf(req), { swap: true });
+    }
+    if (action === 'reset') {
+      await resetVm(disks, user, id);
+      return redirect(req, res, fromDetail ? `/vms/${encodeURIComponent(id)}` : listUrlOf(req), { swap: true });
     }
     const parsed = VmAction.safeParse(action);
     if (!parsed.success) throw new NotFound(`action "${action}"`);

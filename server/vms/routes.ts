@@ -1,11 +1,13 @@
 // The JSON API of VMs: list (in pages, with an ETag for pollers; server/vms/list-pages.ts), request, one VM, delete, lifecycle actions,
 // the original design's `POST /request-vm`, and the strangers hosts report (listed and adopted by an admin).
 import { z } from 'zod';
-import { VmAction, VmName } from '../../wire/api.ts';
+import { TemplateInfo, VmAction, VmName, VmSaveAsTemplateRequest } from '../../wire/api.ts';
 import { NotFound } from '../../base/errors.ts';
+import { logger } from '../../base/log.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
 import { UserName } from '../users/users.ts';
+import { resetVm, saveVmAsTemplate } from './disk-actions.ts';
 import { RequestVmAnswer, Vm, VmList, VmRequest, VmStranger } from './schemas.ts';
 import { decodeCursor, gzipped, listOrder, nextUrl, pageOf, PAGE_DEFAULT, VersionedCache, VmListQuery, type PageAnswer } from './list-pages.ts';
 import type { VmRecord } from './records.ts';
@@ -19,10 +21,15 @@ export const AdoptRequest = z.strictObject({
   owner: UserName.describe('the user the VM becomes'),
   name: VmName.optional().describe('its name in SkyHost (default: what the host calls it)'),
 });
+const SavedTemplate = z.object({
+  template: TemplateInfo,
+  host: z.object({ id: z.string(), hostname: z.string() }).describe('the host that made the template and holds its files'),
+});
 const IDEMPOTENCY = { 'Idempotency-Key': 'a retried request with the same key returns the first answer' };
 
 export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
   const { vms, hosts } = services;
+  const disks = { vms, hosts, log: logger('vms') };
 
   // Kept until any VM changes: the sorted list per user and filter, and each page's bytes.
   const lists = new VersionedCache<VmRecord[]>(64);
@@ -81,6 +88,20 @@ export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
   api.route({ method: 'delete', path: '/api/vms/:id', summary: 'Delete a VM and its disk', auth: 'user', responses: { 204: 'deleted' } }, async (req, res) => {
     await vms.remove(me(res), param(req, 'id'));
     res.status(204).end();
+  });
+  // before /api/vms/:id/:action, which would take these paths for unknown actions
+  api.route({
+    method: 'post', path: '/api/vms/:id/save-as-template',
+    summary: 'Save a stopped VM\'s disk as a new template on its host (409 while it runs; 409 naming "name" when the name is taken)',
+    auth: 'user', body: VmSaveAsTemplateRequest, responses: { 201: SavedTemplate },
+  }, async (req, res, { body }) => {
+    res.status(201).json(await saveVmAsTemplate(disks, me(res), param(req, 'id'), body));
+  });
+  api.route({
+    method: 'post', path: '/api/vms/:id/reset', summary: 'Reset a VM to its template: a fresh disk, same name and address (a running VM restarts)',
+    auth: 'user', responses: { 200: Vm },
+  }, async (req, res) => {
+    res.json(await resetVm(disks, me(res), param(req, 'id')));
   });
   api.route({
     method: 'post', path: '/api/vms/:id/:action', summary: 'Start, shut down, power off or reboot a VM', auth: 'user', params: { action: VmAction },

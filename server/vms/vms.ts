@@ -18,6 +18,7 @@ import { place, type InFlight, type Placement, type Policy } from '../scheduler/
 import type { TemplateDistributor } from '../templates/distribute.ts';
 import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
+import { diskSizeRefusal } from './disk-actions.ts';
 import { IdempotencyKeys, requestHash, type KeyUse } from './idempotency.ts';
 import { hostDown, INTERRUPTED_CREATE, reconcile, reportedPatch, type Change, type CreateOperation, type Operation } from './reconcile.ts';
 import { VmRecords, type VmPatch, type VmRecord } from './records.ts';
@@ -219,6 +220,8 @@ export class VmService {
 
     // From here to the insert nothing awaits: a concurrent request sees this one's reservation.
     const template = this.templates.find(req.template);
+    const noDiskSize = diskSizeRefusal(req.template, template?.kind, req.diskGiB);
+    if (noDiskSize) throw noDiskSize;
     const memoryMiB = effectiveMemory(req.memoryMiB, template);
     const diskGiB = req.diskGiB ?? Math.max(1, template?.diskGiB ?? 1);
     // Names are unique in the cluster: an agent refuses a second VM of the same name on a host.

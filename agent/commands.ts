@@ -27,6 +27,8 @@ export const agentCommand: Command = {
     'host-id': { type: 'string', arg: 'ID', key: 'hostId', help: 'host identity (default /etc/machine-id)' },
     controller: { type: 'string', arg: 'URL', key: 'controllerUrl', help: 'controller to enroll with (default: found on the LAN by mDNS)' },
     'join-token': { type: 'string', arg: 'T', key: 'joinToken', help: 'join token for enrollment (shows in ps: prefer /etc/skyhost/join-token, mode 0600)' },
+    join: { type: 'string', arg: 'shk1.…', key: 'joinToken', help: 'join string from the hosts page: token, controller addresses and certificate fingerprint (shows in ps: prefer /etc/skyhost/join-token)' },
+    'controller-fingerprint': { type: 'string', arg: 'SHA256', key: 'controllerFingerprint', help: 'trust only the controller with this certificate (with a bare join token; a join string carries it)' },
     'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of SSH forwards (default 20000-20999)' },
   },
   async run(ctx) {

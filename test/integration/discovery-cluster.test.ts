@@ -41,11 +41,12 @@ describe('zero-config enrollment: real controller and agents across network name
   };
   const startAgent = (who: string, token?: string) =>
     spawn(who, ['agent', '--host-id', `id-${who}`, '--data', path.join(tmp, who), '--port', '8081', ...(token ? ['--join-token', token] : [])]);
-  const curl = async (from: string, args: string[]) => (await lan.exec(from, 'curl', ['-sf', '--max-time', '3', ...args])).stdout;
+  // -k -L: the HTTP port sends LAN clients to HTTPS, whose certificate is the controller's own (agents pin it; curl here need not).
+  const curl = async (from: string, args: string[]) => (await lan.exec(from, 'curl', ['-sfkL', '--max-time', '3', ...args])).stdout;
   const hosts = async (c = 'c'): Promise<HostView[]> =>
     (JSON.parse(await curl(c, ['-H', `authorization: Bearer ${secret(c, 'admin-token')}`, `http://${lan.host(c).ip}:8080/api/hosts`])) as { hosts: HostView[] }).hosts;
   const agentStatus = async (who: string): Promise<AgentStatus> =>
-    JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `http://${lan.host(who).ip}:8081/status`])) as AgentStatus;
+    JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `https://${lan.host(who).ip}:8081/status`])) as AgentStatus;
   const statesOf = async (c = 'c') => {
     alive();
     return Object.fromEntries((await hosts(c)).map((h) => [h.id, h.state]));
@@ -82,9 +83,9 @@ describe('zero-config enrollment: real controller and agents across network name
       return s['id-a1'] === 'ready' && s['id-a2'] === 'ready' && s['id-a3'] === 'pending';
     }, 60_000, 250);
     const list = await hosts();
-    expect(list.map((h) => [h.id, h.url]).sort()).to.deep.equal(['a1', 'a2', 'a3'].map((a) => [`id-${a}`, `http://${lan.host(a).ip}:8081`]));
+    expect(list.map((h) => [h.id, h.url]).sort()).to.deep.equal(['a1', 'a2', 'a3'].map((a) => [`id-${a}`, `https://${lan.host(a).ip}:8081`]));
     const clusterId = secret('c', 'cluster-id');
-    expect((await agentStatus('a1')).controller).to.deep.include({ state: 'ready', clusterId, url: `http://${lan.host('c').ip}:8080` });
+    expect((await agentStatus('a1')).controller).to.deep.include({ state: 'ready', clusterId, url: `https://${lan.host('c').ip}:8443` });
     expect((await agentStatus('a3')).controller).to.deep.include({ state: 'pending', clusterId });
     // A member's own log records reach the controller's event log (a pending host's do not).
     const agentEvents = async () => (JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret('c', 'admin-token')}`,
@@ -113,7 +114,7 @@ describe('zero-config enrollment: real controller and agents across network name
 
   it('should update the host, not add one, when an agent comes back with a new address', async () => {
     const ip = await lan.readdress('a2');
-    await waitFor('a2 at its new address', async () => (await hosts()).find((h) => h.id === 'id-a2')?.url === `http://${ip}:8081`, 30_000, 250);
+    await waitFor('a2 at its new address', async () => (await hosts()).find((h) => h.id === 'id-a2')?.url === `https://${ip}:8081`, 30_000, 250);
     expect(await hosts()).to.have.length(3);
     await waitFor('a2 ready at its new address', async () => (await statesOf())['id-a2'] === 'ready', 20_000, 250);
   });
@@ -144,7 +145,7 @@ describe('zero-config enrollment: real controller and agents across network name
     // Revoked: refused with the admin's reason (straight at the API: no agent needed to see the answer).
     const r = await admin('POST', '/api/join-tokens', { ttlMinutes: 30 });
     await admin('POST', `/api/join-tokens/${r.id}/revoke`, { reason: 'stick lost in room 12' });
-    const refused = await lan.exec('a6', 'curl', ['-s', '-H', 'content-type: application/json', '--data',
+    const refused = await lan.exec('a6', 'curl', ['-skL', '-H', 'content-type: application/json', '--data',
       JSON.stringify({ hostId: 'id-x', hostname: 'x', agentUrl: 'http://10.0.0.1:8081', agentKey: 'k'.repeat(32), joinToken: r.token, version: 't' }),
       `http://${lan.host('c').ip}:8080/api/enroll`]);
     expect(refused.stdout).to.match(/join_token_revoked.*stick lost in room 12/);
@@ -174,7 +175,7 @@ describe('zero-config enrollment: real controller and agents across network name
       const s = (await agentStatus('a4')).controller;
       return s?.state === 'refused' ? s : undefined;
     }, 20_000, 250);
-    expect(s4).to.deep.include({ url: `http://${lan.host('c').ip}:8080` });
+    expect(s4).to.deep.include({ url: `https://${lan.host('c').ip}:8443` });
     expect(s4.message).to.match(/\(403\): join token is not known to this controller/);
     expect((await statesOf())['id-a4']).to.equal(undefined);
   });
@@ -201,12 +202,12 @@ describe('zero-config enrollment with the advertisement published by Avahi', fun
     await waitFor('controller listening', () => /controller listening/.test(clog), 30_000);
     expect(clog).not.to.match(/advertising/);
     const read = (name: string) => readFileSync(path.join(tmp, 'c', 'secrets', name), 'utf8').trim();
-    avahi.publish('SkyHost controller via Avahi', '_skyhost._tcp', 8080, ['v=1', `cluster=${read('cluster-id')}`, `url=http://${c.ip}:8080`]);
+    avahi.publish('SkyHost controller via Avahi', '_skyhost._tcp', 8443, ['v=1', `cluster=${read('cluster-id')}`, `url=https://${c.ip}:8443`]);
     lan.spawnNode('a', MAIN, ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join-token', read('join-token')], { env: ENV });
     const host = await waitFor('agent ready on the controller', async () => {
-      const r = await lan.exec('c', 'curl', ['-sf', '--max-time', '3', '-H', `authorization: Bearer ${read('admin-token')}`, `http://${c.ip}:8080/api/hosts`]);
+      const r = await lan.exec('c', 'curl', ['-sfkL', '--max-time', '3', '-H', `authorization: Bearer ${read('admin-token')}`, `http://${c.ip}:8080/api/hosts`]);
       return (JSON.parse(r.stdout) as { hosts: HostView[] }).hosts.find((h) => h.id === 'id-a' && h.state === 'ready');
     }, 45_000, 250);
-    expect(host.url).to.equal(`http://${a.ip}:8081`);
+    expect(host.url).to.equal(`https://${a.ip}:8081`);
   });
 });

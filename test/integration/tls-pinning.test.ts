@@ -135,3 +135,98 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
     }
   });
 });
+
+describe('TLS between hosts, pinned: `skyhost controller` and `skyhost agent --join` on a LAN of network namespaces', function () {
+  this.timeout(180_000);
+  const lan = new TestLan();
+  let tmp: string;
+  const logs = new Map<string, string>();
+  const procs = new Map<string, ResultPromise>();
+  const ENV = { SKYHOST_LOG_FORMAT: 'json', SKYHOST_ACCEL: 'tcg' };
+  let joinString: string;
+  let fingerprint: string;
+
+  const watch = (who: string, child: ResultPromise) => {
+    logs.set(who, '');
+    procs.set(who, child);
+    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    child.stdout?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    return child;
+  };
+  const alive = () => {
+    for (const [who, p] of procs) if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${logs.get(who)!.slice(-2000)}`);
+  };
+  const secret = (dir: string, name: string) => readFileSync(path.join(tmp, dir, 'secrets', name), 'utf8').trim();
+  const curl = async (from: string, args: string[]) => (await lan.exec(from, 'curl', ['-s', '--max-time', '3', ...args])).stdout;
+  /** The controller's API from its own machine (loopback: plain HTTP is served in full there). */
+  const adminGet = async (route: string) => JSON.parse(await curl('c', ['-f', '-H', `authorization: Bearer ${secret('c', 'admin-token')}`, `http://127.0.0.1:8080${route}`]));
+  const hostsAtController = async () => (await adminGet('/api/hosts') as { hosts: { id: string; url: string; state: string; certFingerprint?: string }[] }).hosts;
+  const agentController = async (who: string) =>
+    (JSON.parse(await curl(who, ['-k', '-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `https://127.0.0.1:8081/status`])) as { controller: { state: string; url?: string; message?: string } }).controller;
+  /** Requests the rogue controller received (it logs one line per request). */
+  const rogueRequests = () => logs.get('r')!.split('\n').filter((l) => l.includes('"msg":"request"'));
+
+  before(async () => {
+    await ensureDaemons(); // agents start only with a libvirt that answers
+    tmp = mkdtempSync(path.join(tmpdir(), 'skyhost-tls-lan-'));
+    await lan.create();
+    for (const h of ['c', 'a', 'b', 'r']) await lan.addHost(h);
+    watch('c', lan.spawnNode('c', 'appliance/main.ts', ['controller', '--data', path.join(tmp, 'c'), '--port', '8080'], { env: ENV }));
+    await waitFor('controller advertising', () => alive() ?? /advertising SkyHost controller/.test(logs.get('c')!), 30_000);
+    const tokens = await adminGet('/api/join-tokens') as { clusterJoinString: string; fingerprint: string };
+    joinString = tokens.clusterJoinString;
+    fingerprint = tokens.fingerprint;
+    expect(parseJoin(joinString)).to.deep.include({ addresses: [`https://${lan.host('c').ip}:8443`], fingerprint });
+    // A rogue controller: its own certificate and cluster, an enroll endpoint that counts. Were the
+    // fingerprint not used to choose, a new agent would hear two clusters and choose neither.
+    watch('r', lan.spawnNode('r', 'test/support/discovery-peer.ts', ['advertise', '--cluster', 'rogue-cluster', '--url', `https://${lan.host('r').ip}:8443`,
+      '--port', '8443', '--enroll-endpoint', '--tls', path.join(tmp, 'r'), '--token', 'rogue-accepts-anything']));
+    await waitFor('rogue advertising', () => alive() ?? /advertising SkyHost controller/.test(logs.get('r')!), 15_000);
+  });
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
+  });
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should enroll an agent given the join string over HTTPS, never asking the rogue advertised beside it', async () => {
+    watch('a', lan.spawnNode('a', 'appliance/main.ts', ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join', joinString], { env: ENV }));
+    const host = await waitFor('a ready at the controller', async () => {
+      alive();
+      return (await hostsAtController()).find((h) => h.id === 'id-a' && h.state === 'ready');
+    }, 60_000, 250);
+    expect(host.url).to.equal(`https://${lan.host('a').ip}:8081`);
+    expect(host.certFingerprint).to.match(/^[0-9a-f]{64}$/);
+    expect(await agentController('a')).to.include({ state: 'ready', url: `https://${lan.host('c').ip}:8443` });
+    // polled over TLS: seen again after enrollment
+    const seen = (await hostsAtController()).find((h) => h.id === 'id-a') as { lastSeen?: string };
+    await waitFor('a polled again', async () => ((await hostsAtController()).find((h) => h.id === 'id-a') as { lastSeen?: string }).lastSeen !== seen.lastSeen, 15_000, 250);
+    expect(rogueRequests()).to.deep.equal([]);
+  });
+
+  it('should answer plain HTTP from the LAN with nothing but a refusal, and HTTPS with the API', async () => {
+    const plain = await curl('c', ['-w', '\n%{http_code}', `http://${lan.host('a').ip}:8081/healthz`]);
+    expect(plain).to.match(/https_required[\s\S]*\n403$/);
+    const secure = await curl('c', ['-k', `https://${lan.host('a').ip}:8081/healthz`]);
+    expect(JSON.parse(secure)).to.include({ ok: true, hostId: 'id-a' });
+    // The controller's HTTP port sends LAN clients to HTTPS.
+    const redirect = await curl('a', ['-o', '/dev/null', '-w', '%{http_code} %{redirect_url}', `http://${lan.host('c').ip}:8080/login`]);
+    expect(redirect).to.equal(`308 https://${lan.host('c').ip}:8443/login`);
+  });
+
+  it('should refuse a rogue controller given by URL to an agent holding the fingerprint: not one request reaches it', async () => {
+    watch('b', lan.spawnNode('b', 'appliance/main.ts', ['agent', '--host-id', 'id-b', '--data', path.join(tmp, 'b'), '--port', '8081',
+      '--controller', `https://${lan.host('r').ip}:8443`, '--join', joinString], { env: ENV }));
+    const state = await waitFor('b refusing the rogue', async () => {
+      alive();
+      const s = await agentController('b');
+      return s.state === 'unreachable' && /not the pinned one/.test(s.message ?? '') ? s : undefined;
+    }, 45_000, 250);
+    expect(state.message).to.contain(fingerprint.match(/.{4}/g)!.join(' '));
+    await new Promise((r) => setTimeout(r, 2000)); // and it keeps asking: still nothing gets through
+    expect(rogueRequests()).to.deep.equal([]);
+    expect((await hostsAtController()).map((h) => h.id)).not.to.include('id-b');
+  });
+});

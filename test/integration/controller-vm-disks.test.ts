@@ -115,6 +115,61 @@ describe('controller: save a VM as a template, reset it, install from an ISO', f
     }
   });
 
+  describe('given the pages', () => {
+    let cookie = '';
+    let csrf = '';
+    const page = async (method: 'GET' | 'POST', p: string, form?: Record<string, string>, headers: Record<string, string> = {}) => {
+      const res = await fetch(ctl.url + p, {
+        method, redirect: 'manual',
+        headers: { accept: 'text/html', cookie, ...(form ? { 'content-type': 'application/x-www-form-urlencoded' } : {}), ...headers },
+        ...(form ? { body: new URLSearchParams({ _csrf: csrf, ...form }) } : {}),
+      });
+      const set = res.headers.get('set-cookie');
+      if (set) cookie = set.split(';')[0]!;
+      const text = await res.text();
+      csrf = /name="_csrf" value="([^"]+)"/.exec(text)?.[1] ?? csrf;
+      return { status: res.status, location: res.headers.get('location'), text };
+    };
+
+    before(async () => {
+      await page('GET', '/login');
+      expect((await page('POST', '/login', { name: 'alice', password: 'alice-password-1', next: '/' })).status).to.equal(303);
+      await page('GET', '/');
+    });
+
+    it('should show the save form with the note on machine ids, save from it, and reset with a confirmation', async () => {
+      const vm = (await api('POST', '/api/vms', alice, { template: 'alpine', name: 'from-page' })).json;
+      const shown = await page('GET', `/vms/${vm.id}`);
+      expect(shown.text).to.include('Save as template').and.to.include('cloud-init clean').and.to.include('/etc/machine-id');
+      expect(shown.text).to.match(/hx-confirm="Reset from-page to template alpine\?/);
+      const htmx = { 'HX-Request': 'true' };
+      const bad = await page('POST', `/vms/${vm.id}/save-as-template`, { name: '../up' }, htmx);
+      expect(bad.status).to.equal(422);
+      expect(bad.text).to.include('field-error').and.not.to.include('<html');
+      const running = await page('POST', `/vms/${vm.id}/save-as-template`, { name: 'page-saved' }, htmx);
+      expect(running.status).to.equal(409);
+      expect(running.text).to.match(/shut it down first/);
+      await api('POST', `/api/vms/${vm.id}/poweroff`, alice);
+      const ok = await page('POST', `/vms/${vm.id}/save-as-template`, { name: 'page-saved' }, htmx);
+      expect(ok.status, ok.text).to.equal(200);
+      expect(ok.text).to.include('Saved as template <b>page-saved</b>').and.to.include('pc-a');
+      const reset = await page('POST', `/vms/${vm.id}/reset`, { from: 'detail' });
+      expect(reset.status).to.equal(303);
+      expect(reset.location).to.equal(`/vms/${vm.id}`);
+    });
+
+    it('should ask a disk size on the request form for an installer ISO', async () => {
+      const form = await page('GET', '/vms');
+      expect(form.text).to.include('name="disk"').and.to.include('installer ISO');
+      const none = await page('POST', '/vms', { template: 'installer', size: 'small', disk: '', lease: '', idempotencyKey: 'k-iso-1' }, { 'HX-Request': 'true' });
+      expect(none.status).to.equal(422);
+      expect(none.text).to.match(/field-error">[^<]*installer ISO/);
+      const made = await page('POST', '/vms', { template: 'installer', size: 'small', disk: '20', lease: '', name: 'page-install', idempotencyKey: 'k-iso-2' }, { 'HX-Request': 'true' });
+      expect(made.status, made.text).to.equal(200);
+      expect((await api('GET', '/api/vms', alice)).json.vms.find((v: { name: string }) => v.name === 'page-install')).to.include({ diskGiB: 20, console: 'vnc' });
+    });
+  });
+
   it('should want a disk size for a VM of an installer ISO (422 naming diskGiB) and give it a VNC console', async () => {
     const none = await api('POST', '/api/vms', alice, { template: 'installer', name: 'install-1' });
     expect(none.status).to.equal(422);

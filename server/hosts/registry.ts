@@ -63,9 +63,11 @@ export const HostReplacement = z.object({
   id: z.string(),
   hostId: z.string(),
   /** What the host's record holds now. */
-  current: z.object({ hostname: z.string(), url: z.string(), keyFingerprint: z.string(), state: HostState, lastSeen: z.string().optional() }),
-  /** What the enrollment asked for. */
-  requested: z.object({ hostname: z.string(), url: z.string(), keyFingerprint: z.string(), version: z.string() }),
+  current: z.object({
+    hostname: z.string(), url: z.string(), keyFingerprint: z.string(), certFingerprint: z.string().optional(), state: HostState, lastSeen: z.string().optional(),
+  }),
+  /** What the enrollment asked for (`certFingerprint`: the certificate an https:// agent would be pinned to). */
+  requested: z.object({ hostname: z.string(), url: z.string(), keyFingerprint: z.string(), certFingerprint: z.string().optional(), version: z.string() }),
   /** The address the enrollment came from (none: in-process). */
   from: z.string().optional(),
   firstAsked: z.string(),
@@ -82,6 +84,7 @@ interface ReplacementRecord {
   hostname: string;
   agentUrl: string;
   agentKey: string;
+  certFingerprint?: string | undefined;
   version: string;
   mac?: string | undefined;
   from?: string | undefined;
@@ -435,16 +438,19 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   }
 
   /**
-   * The admin's explicit "replace": the host takes the request's key, URL, hostname and version; its
-   * state and VMs stay, and it is polled with the new key at once. Other requests for the host go.
+   * The admin's explicit "replace": the host takes the request's key, URL, certificate (pinned), hostname
+   * and version; its state and VMs stay, and it is polled with the new key at once. Other requests for the host go.
    */
   approveReplacement(requestId: string, by: string): Host {
     const r = this.requireReplacement(requestId);
     const h = this.require(r.hostId);
     const before = { url: h.agentUrl, key: keyFingerprint(h.agentKey) };
-    this.store.run('UPDATE hosts SET hostname = ?, agent_url = ?, agent_key = ?, version = ?, mac = ? WHERE id = ?',
-      r.hostname, r.agentUrl, r.agentKey, r.version, r.mac ?? h.mac ?? null, h.id);
-    Object.assign(h, { hostname: r.hostname, agentUrl: r.agentUrl, agentKey: r.agentKey, version: r.version, mac: r.mac ?? h.mac, status: null, missedPolls: 0 });
+    this.store.run('UPDATE hosts SET hostname = ?, agent_url = ?, agent_key = ?, version = ?, mac = ?, agent_fingerprint = ? WHERE id = ?',
+      r.hostname, r.agentUrl, r.agentKey, r.version, r.mac ?? h.mac ?? null, r.certFingerprint ?? null, h.id);
+    Object.assign(h, {
+      hostname: r.hostname, agentUrl: r.agentUrl, agentKey: r.agentKey, version: r.version, mac: r.mac ?? h.mac, agentFingerprint: r.certFingerprint,
+      problem: undefined, status: null, missedPolls: 0,
+    });
     this.dropReplacementRequests(h.id);
     this.emit('enrolled', h);
     this.log.info(`host ${h.hostname} (${h.id}) replaced by ${by}: agent key ${before.key} -> ${keyFingerprint(r.agentKey)}, ` +
@@ -477,7 +483,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const same = [...this.replacementRequests.values()].find((r) => r.hostId === req.hostId && sameSecret(r.agentKey, req.agentKey));
     if (same) {
       // The same agent asking again: its latest address and names win, the count goes on.
-      Object.assign(same, { hostname: req.hostname, agentUrl: req.agentUrl, version: req.version, mac: req.mac, from, lastAsked: now.toISOString() });
+      Object.assign(same, {
+        hostname: req.hostname, agentUrl: req.agentUrl, certFingerprint: req.certFingerprint, version: req.version, mac: req.mac, from, lastAsked: now.toISOString(),
+      });
       same.times++;
       return same;
     }
@@ -489,7 +497,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
     const r: ReplacementRecord = {
       id: `r-${randomBytes(6).toString('hex')}`, hostId: req.hostId, hostname: req.hostname, agentUrl: req.agentUrl, agentKey: req.agentKey,
-      version: req.version, mac: req.mac, from, firstAsked: now.toISOString(), lastAsked: now.toISOString(), times: 1,
+      certFingerprint: req.certFingerprint, version: req.version, mac: req.mac, from, firstAsked: now.toISOString(), lastAsked: now.toISOString(), times: 1,
     };
     this.replacementRequests.set(r.id, r);
     return r;
@@ -644,8 +652,13 @@ class EnrollLimit {
 function toApiReplacement(r: ReplacementRecord, h: HostRecord): HostReplacement {
   return {
     id: r.id, hostId: r.hostId,
-    current: { hostname: h.hostname, url: h.agentUrl, keyFingerprint: keyFingerprint(h.agentKey), state: h.state, ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}) },
-    requested: { hostname: r.hostname, url: r.agentUrl, keyFingerprint: keyFingerprint(r.agentKey), version: r.version },
+    current: {
+      hostname: h.hostname, url: h.agentUrl, keyFingerprint: keyFingerprint(h.agentKey), ...(h.agentFingerprint ? { certFingerprint: h.agentFingerprint } : {}),
+      state: h.state, ...(h.lastSeen ? { lastSeen: h.lastSeen } : {}),
+    },
+    requested: {
+      hostname: r.hostname, url: r.agentUrl, keyFingerprint: keyFingerprint(r.agentKey), ...(r.certFingerprint ? { certFingerprint: r.certFingerprint } : {}), version: r.version,
+    },
     ...(r.from ? { from: r.from } : {}), firstAsked: r.firstAsked, lastAsked: r.lastAsked, times: r.times,
   };
 }

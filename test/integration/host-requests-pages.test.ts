@@ -121,18 +121,24 @@ describe('hosts page: replacement requests and strangers (HTTP, CSRF)', function
 
   it('should approve through the JSON API too, and bound the requests per host', async () => {
     const ids: string[] = [];
+    const cert = 'c'.repeat(64); // an https:// agent: the replacement pins its certificate
     for (let i = 0; i < MAX_REPLACEMENTS_PER_HOST; i++) {
-      const r = await enroll({ hostId: 'pc-1', url: `http://127.0.0.1:${1000 + i}`, key: `flood-key-${i}-0000000` });
-      expect(r.status).to.equal(409);
+      const https = i === 1 ? { certFingerprint: cert } : {};
+      const r = await api('POST', '/api/enroll', {
+        hostId: 'pc-1', hostname: 'pc-pc-1', agentUrl: `${i === 1 ? 'https' : 'http'}://127.0.0.1:${1000 + i}`, agentKey: `flood-key-${i}-0000000`, version: 'test', ...https,
+      });
+      expect(r.status, JSON.stringify(r.json)).to.equal(409);
       ids.push(r.json.error.details.replacementRequest);
     }
+    expect(ctl.services.hosts.replacements().find((x) => x.id === ids[1])!.requested).to.include({ certFingerprint: cert });
     const over = await enroll({ hostId: 'pc-1', url: 'http://127.0.0.1:2000', key: 'flood-key-over-000000' });
     expect(over.status).to.equal(503);
     expect(over.json.error.message).to.match(/replacement requests already wait for host pc-1/);
     expect((await api('POST', `/api/host-replacements/${ids[0]}/approve`, undefined, undefined)).status).to.equal(401);
     const approved = await asAdmin('POST', `/api/host-replacements/${ids[1]}/approve`);
     expect(approved.status).to.equal(200);
-    expect(approved.json).to.include({ id: 'pc-1', url: 'http://127.0.0.1:1001' });
+    expect(approved.json).to.include({ id: 'pc-1', url: 'https://127.0.0.1:1001', certFingerprint: cert });
+    expect(ctl.services.hosts.record('pc-1')!.agentFingerprint).to.equal(cert);
     expect(ctl.services.hosts.replacements(), 'approval drops the host\'s other requests').to.deep.equal([]);
     expect((await asAdmin('POST', `/api/host-replacements/${ids[0]}/reject`)).status).to.equal(404);
     ctl.services.hosts.remove('pc-1');

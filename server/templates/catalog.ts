@@ -292,6 +292,12 @@ export class Catalog {
         await this.pause(attempt);
         continue; // the server may be back in a moment: the next attempt resumes
       }
+      if (res.status === 416 && have > 0 && have === job.totalBytes) {
+        // the connection broke after the last byte: the file is whole
+        void res.body?.cancel();
+        job.percent = 100;
+        return;
+      }
       if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
         void res.body?.cancel();
         throw new SkyError(422, 'download_failed', `could not download ${url}: HTTP ${res.status}`, { fields: [{ field: 'url', message: `HTTP ${res.status}` }] });
@@ -309,6 +315,10 @@ export class Catalog {
         if (!m || Number(m[1]) !== have) {
           void res.body?.cancel();
           throw new SkyError(422, 'download_failed', `${url} answered a range request with the wrong part (${res.headers.get('content-range') ?? 'no Content-Range'})`);
+        }
+        if (m[3] !== '*' && job.totalBytes !== undefined && Number(m[3]) !== job.totalBytes) {
+          void res.body?.cancel();
+          throw new SkyError(422, 'download_failed', `${url} changed during the download (${job.totalBytes} bytes, now ${m[3]}): nothing was kept`);
         }
         start = have;
         if (m[3] !== '*') job.totalBytes = Number(m[3]);

@@ -300,6 +300,37 @@ describe('controller template catalog', function () {
     }
   });
 
+  it('refuses a file that changed on the server between a cut connection and its resumption', async () => {
+    const longer = Buffer.concat([raw, Buffer.from('more')]);
+    let calls = 0;
+    const server = createServer((req, res) => {
+      calls++;
+      if (!req.headers.range) {
+        res.writeHead(200, { 'content-length': raw.length });
+        res.write(raw.subarray(0, 65536), () => setTimeout(() => res.socket?.destroy(), 50));
+        return;
+      }
+      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range)?.[1]);
+      res.writeHead(206, { 'content-length': longer.length - start, 'content-range': `bytes ${start}-${longer.length - 1}/${longer.length}` });
+      res.end(longer.subarray(start));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const own = mkdtempSync(path.join(tmpdir(), 'skyhost-catalog-own-'));
+    try {
+      const catalog = new Catalog(own, { log: logger('catalog'), retryDelayMs: 10 });
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.img`;
+      const err = await catalog.startImport({ name: 'moving', url, sha256: sha(raw) }).done.then(() => undefined, (e: unknown) => e as { code: string; message: string });
+      expect(err?.code).to.equal('download_failed');
+      expect(err?.message).to.contain('changed during the download');
+      expect(calls).to.equal(2);
+      expect(readdirSync(path.join(own, 'templates'))).to.deep.equal([]);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to delete a template a VM uses, naming the VM; deletes it from the catalog and the hosts after', async () => {
     expect((await upload('name=busy&os=tiny', raw)).status).to.equal(201);
     const vm = await call('POST', '/api/vms', { token: admin, body: { template: 'busy', name: 'lesson-vm' } });

@@ -13,7 +13,8 @@ if (form) {
       return;
     }
     const query = new URLSearchParams({ name: String(data.get('name') || '').trim() });
-    for (const key of ['kind', 'console', 'os', 'sha256']) if (data.get(key)) query.set(key, String(data.get(key)).trim());
+    for (const key of ['kind', 'console', 'os']) if (data.get(key)) query.set(key, String(data.get(key)).trim());
+    if (data.get('sha256')) query.set('sha256', String(data.get('sha256')).trim().toLowerCase());
     if (data.get('needsKvm')) query.set('needsKvm', 'true');
     const xhr = new XMLHttpRequest();
     xhr.open('POST', '/api/templates?' + query.toString());

@@ -279,6 +279,8 @@ export class Catalog {
   /** Downloads `url` to `file`, resuming a broken connection with a Range request; updates `job`. */
   private async download(url: string, file: string, job: ImportJob): Promise<void> {
     let lastError = '';
+    // A resumption asks for the rest only if the file is still the one begun (If-Range): else the server sends it whole.
+    let validator: string | undefined;
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
       if (this.stopping.signal.aborted) throw new Unavailable('the controller stopped during the download: nothing was kept');
       job.attempts = attempt;
@@ -286,7 +288,7 @@ export class Catalog {
       job.bytes = have;
       let res: Response;
       try {
-        res = await fetch(url, { redirect: 'follow', headers: have > 0 ? { range: `bytes=${have}-` } : {}, signal: AbortSignal.any([this.stopping.signal, AbortSignal.timeout(3_600_000)]) });
+        res = await fetch(url, { redirect: 'follow', headers: have > 0 ? { range: `bytes=${have}-`, ...(validator ? { 'if-range': validator } : {}) } : {}, signal: AbortSignal.any([this.stopping.signal, AbortSignal.timeout(3_600_000)]) });
       } catch (err) {
         lastError = (err as Error).message;
         await this.pause(attempt);
@@ -323,8 +325,12 @@ export class Catalog {
         start = have;
         if (m[3] !== '*') job.totalBytes = Number(m[3]);
       } else {
+        const etag = res.headers.get('etag');
+        validator = etag && !etag.startsWith('W/') ? etag : res.headers.get('last-modified') ?? undefined;
         const length = res.headers.get('content-length');
         if (length && /^\d+$/.test(length)) job.totalBytes = Number(length);
+        else delete job.totalBytes;
+        delete job.percent;
       }
       if (job.totalBytes !== undefined && job.totalBytes > this.maxBytes) {
         void res.body?.cancel();

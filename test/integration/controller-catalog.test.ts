@@ -331,6 +331,39 @@ describe('controller template catalog', function () {
     }
   });
 
+  it('resumes with If-Range: a file replaced on the server meanwhile is downloaded again whole, never stitched', async () => {
+    const v1 = Buffer.from(raw);
+    const v2 = Buffer.from(raw);
+    v2.writeUInt8(v2.readUInt8(raw.length - 1) ^ 0xff, raw.length - 1);
+    const seen: { range?: string; ifRange?: string }[] = [];
+    const server = createServer((req, res) => {
+      seen.push({ range: req.headers.range, ifRange: req.headers['if-range'] as string | undefined });
+      if (seen.length === 1) {
+        res.writeHead(200, { 'content-length': v1.length, etag: '"v1"' });
+        res.write(v1.subarray(0, 65536), () => setTimeout(() => res.socket?.destroy(), 50));
+        return;
+      }
+      // by now the file is v2: a range asked for "if still v1" gets the whole new file
+      res.writeHead(200, { 'content-length': v2.length, etag: '"v2"' });
+      res.end(v2);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const own = mkdtempSync(path.join(tmpdir(), 'skyhost-catalog-own-'));
+    try {
+      const catalog = new Catalog(own, { log: logger('catalog'), retryDelayMs: 10 });
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.img`;
+      const t = await catalog.startImport({ name: 'replaced', url, sha256: sha(v2) }).done;
+      expect(t.files[0]!.sha256).to.equal(sha(v2));
+      expect(seen[1]!.ifRange).to.equal('"v1"');
+      expect(seen[1]!.range).to.match(/^bytes=\d+-$/);
+      expect(readFileSync(path.join(own, 'templates', 'replaced', 'disk.raw')).equals(v2)).to.equal(true);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to delete a template a VM uses, naming the VM; deletes it from the catalog and the hosts after', async () => {
     expect((await upload('name=busy&os=tiny', raw)).status).to.equal(201);
     const vm = await call('POST', '/api/vms', { token: admin, body: { template: 'busy', name: 'lesson-vm' } });

@@ -6,7 +6,6 @@
 //   POST /api/vms ─▶ validate ─▶ Idempotency-Key seen? ─▶ place() ─▶ record `creating` + create operation
 //        ─▶ agent POST /vms ─▶ record running | error      (polls then keep the record current)
 import { randomBytes } from 'node:crypto';
-import { gzipSync } from 'node:zlib';
 import {
   effectiveMemory, IdempotencyKey, VmName, VmRequest, type VmAction, type VmInfo, type VmStranger, type VmView,
 } from '../../wire/api.ts';
@@ -89,7 +88,6 @@ export class VmService {
   /** What a VM being created waits for, e.g. `pulling 43%` (in memory: it only lasts the create). */
   private readonly progress = new Map<string, string>();
   private progressChanges = 0;
-  private listCache = new Map<string, { version: number; json: Buffer; gzip?: Buffer }>();
 
   constructor(store: Store, registry: HostRegistry, templates: Templates, opts: VmServiceOptions) {
     this.store = store;
@@ -128,23 +126,6 @@ export class VmService {
 
   list(user: User, filter: { host?: string; state?: string; owner?: string } = {}): VmView[] {
     return this.records(user, filter).map((vm) => this.view(vm));
-  }
-
-  /**
-   * `{"vms":[...]}` for `user` as bytes, serialized once per change of any VM and gzipped once on
-   * demand (the API's hot path: a list of 2,000 VMs is ~0.8 MB of JSON, ~60 kB gzipped).
-   */
-  listJson(user: User, gzip = false): Buffer {
-    const key = user.role === 'admin' ? '*' : user.name;
-    let hit = this.listCache.get(key);
-    if (!hit || hit.version !== this.version) {
-      if (this.listCache.size > 1000) this.listCache.clear();
-      hit = { version: this.version, json: Buffer.from(JSON.stringify({ vms: this.list(user) })) };
-      this.listCache.set(key, hit);
-    }
-    if (!gzip) return hit.json;
-    hit.gzip ??= gzipSync(hit.json, { level: 6 });
-    return hit.gzip;
   }
 
   /** Changes whenever any VM record changes: an ETag for lists (`"vms-<n>"`). */

@@ -76,6 +76,18 @@ describe('agent: libvirt XML', function () {
     expect(text).to.include("<graphics type='vnc' autoport='yes' listen='127.0.0.1'>");
   });
 
+  it('should put an installer ISO on a read-only CD-ROM booted after the disk, instead of booting the disk alone', function () {
+    const text = domainXml(spec({ installerIso: '/data/templates/alpine-iso/installer.iso' }));
+    expect(text).not.to.include("<boot dev='hd'/>");
+    const disk = /<disk type='file' device='disk'>[\s\S]*?<\/disk>/.exec(text)![0];
+    expect(disk).to.include("<boot order='1'/>");
+    const cd = /<disk type='file' device='cdrom'>(?:(?!<\/disk>)[\s\S])*installer\.iso[\s\S]*?<\/disk>/.exec(text)![0];
+    expect(cd).to.include("<target dev='hdd' bus='ide'/>").and.include('<readonly/>').and.include("<boot order='2'/>");
+    expect(text.match(/device='cdrom'/g), 'the seed and the installer').to.have.length(2);
+    // without an installer: the disk boots as before
+    expect(domainXml(spec())).to.include("<boot dev='hd'/>").and.not.include('<boot order=');
+  });
+
   it('should keep the VM metadata in the domain and read it back, with any namespace prefix', function () {
     const m = metadata({ owner: `o'<&>`, sshUser: 'sky', expiresAt: '2026-02-01T00:00:00.000Z' });
     expect(parseMetadata(metadataXml(m))).to.deep.equal(m);

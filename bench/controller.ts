@@ -329,7 +329,13 @@ export const controllerGroup: Group = {
   async run(ctx) {
     if (!(await hasCommand('wrk'))) throw new Error('wrk is missing: run skyhost host setup --with-test-tools (as root)');
     const figures: Figure[] = [];
+    // SKYHOST_BENCH_HOSTS=1000 runs one size only (the other's ids are null, saying so).
+    const only = process.env.SKYHOST_BENCH_HOSTS;
     for (const size of SIZES) {
+      if (only !== undefined && only !== String(size.hosts)) {
+        figures.push(...sizeIds(size).map(([id, unit]) => notMeasured(id, unit, `not run: SKYHOST_BENCH_HOSTS=${only}`)));
+        continue;
+      }
       try {
         figures.push(...(await runSize(ctx, size)));
       } catch (err) {

@@ -1,6 +1,7 @@
 // Adoption, when the agent starts: every VM the hypervisor has whose metadata carries this host id is
 // taken back (its SSH forward reopened, its console bridge reconnected with the log's tail as
-// scrollback). What a create cut short by a crash left (a VM folder or DHCP entry without a VM) goes.
+// scrollback). What a create cut short by a crash left (a VM folder or DHCP entry without a VM) goes,
+// and a reset cut short is settled (reset.ts).
 import type { VmManager } from './manager.ts';
 
 export async function adoptVms(m: VmManager): Promise<number> {
@@ -11,6 +12,9 @@ export async function adoptVms(m: VmManager): Promise<number> {
       await m.deps.forwarder.open(metadata.sshPort, metadata.ip).catch((err: unknown) =>
         m.log.warn('could not restore the SSH forward', { vm: metadata.id, port: metadata.sshPort, err }));
     }
+    // a reset cut short by a crash: a stopped VM gets its old disk back, a running one keeps its new disk
+    const settleReset = state === 'running' || state === 'paused' ? m.hypervisor.dropOldDisk(metadata.id) : m.hypervisor.restoreOldDisk(metadata.id);
+    await settleReset.catch((err: unknown) => m.log.warn('could not settle a reset cut short: the VM keeps the disk it has', { vm: metadata.id, err }));
     const bridge = await m.openBridge(metadata.id);
     if (state === 'running') bridge.poke();
     m.log.info('adopted VM', { vm: metadata.id, name: metadata.name, state });

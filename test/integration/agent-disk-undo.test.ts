@@ -59,6 +59,21 @@ describe('agent: a failed reset or save as template undoes itself (fake hypervis
     expect(folder().oldDisk).to.equal(undefined);
   });
 
+  it('should settle a reset cut short by a crash when the agent starts again: a stopped VM gets its old disk back', async () => {
+    const old = folder().disk!;
+    expect((await call('POST', `/vms/${vm.id}/poweroff`)).body.state).to.equal('shutoff');
+    // the state a crash between the disk swap and the end of the reset leaves
+    folder().oldDisk = old;
+    folder().disk = { ...old, generation: old.generation + 1000 };
+    await sim.stop();
+    await sim.start();
+    // the client's kept-alive connection to the stopped agent is gone: the first call may find it closed
+    await fetch(`${sim.url}/healthz`).catch(() => undefined);
+    expect(folder().disk).to.deep.equal(old);
+    expect(folder().oldDisk).to.equal(undefined);
+    expect((await call('POST', `/vms/${vm.id}/start`)).body.state).to.equal('running');
+  });
+
   it('should leave no template and no work folder when flattening the disk fails', async () => {
     expect((await call('POST', `/vms/${vm.id}/poweroff`)).body.state).to.equal('shutoff');
     sim.hypervisor!.failNext('exportDisk', new SkyError(500, 'injected_failure', 'flattening failed (injected)'));

@@ -62,6 +62,8 @@ export class Catalog {
   private readonly jobs = new Map<string, { view: ImportJob; done: Promise<TemplateInfo> }>();
   private readonly stopping = new AbortController();
   private swept = false;
+  /** sha256s of the files being downloaded now (one download per file: they share a `.partial-SHA256` folder). */
+  private readonly partials = new Set<string>();
   /** Folders whose bad manifest was logged once already (the folder is read every poll interval). */
   private readonly warned = new Set<string>();
 
@@ -162,14 +164,34 @@ export class Catalog {
     if (this.cache.some((t) => t.name === meta.name)) throw new Conflict(`template ${meta.name} already exists in the controller's catalog (delete it first)`);
     const running = this.jobs.get(meta.name);
     if (running && !running.view.finishedAt) throw new Conflict(`template ${meta.name} is being imported already (${running.view.url})`);
+    const sha256 = meta.sha256.toLowerCase();
+    if (this.partials.has(sha256)) throw new Conflict(`the same file (sha256 ${sha256.slice(0, 12)}...) is being imported already`);
+    this.partials.add(sha256);
     const view: ImportJob = { name: meta.name, url: meta.url, state: 'downloading', bytes: 0, attempts: 0, startedAt: new Date().toISOString() };
+    const partial = path.join(this.dir, `.partial-${sha256}`);
     const done = (async () => {
-      await this.checkNew(meta.name);
-      return this.staged(meta.name, async (part) => {
-        await this.download(meta.url, part, view);
-        view.state = 'verifying';
-        return this.finish(part, meta, await sha256File(part), meta.sha256);
-      });
+      try {
+        await this.checkNew(meta.name);
+        await mkdir(partial, { recursive: true, mode: 0o755 });
+        const t = await this.staged(meta.name, async (part) => {
+          await this.download(meta.url, path.join(partial, 'image.part'), view);
+          await rename(path.join(partial, 'image.part'), part);
+          view.state = 'verifying';
+          return this.finish(part, meta, await sha256File(part), sha256);
+        });
+        await rm(partial, { recursive: true, force: true });
+        return t;
+      } catch (err) {
+        // Stopped with the controller: what came so far waits for the same import (same sha256) to resume it.
+        if (this.stopping.signal.aborted && view.state === 'downloading') {
+          this.log.info(`import of template ${meta.name} stopped at ${view.bytes} bytes: kept for a resume in ${partial}`);
+        } else {
+          await rm(partial, { recursive: true, force: true });
+        }
+        throw err;
+      } finally {
+        this.partials.delete(sha256);
+      }
     })();
     this.jobs.set(meta.name, { view, done });
     done.then(() => {
@@ -202,10 +224,16 @@ export class Catalog {
     await this.refresh();
   }
 
-  /** At the first read: staging folders a killed controller left (never a host's or the CLI's own, `.upload-*`, `.import-*`). */
+  /**
+   * At the first read: staging folders a killed controller left, and downloads stopped over a week ago
+   * (never a host's or the CLI's own, `.upload-*`, `.import-*`). A newer `.partial-SHA256` waits for
+   * the same import to resume it.
+   */
   private async sweep(names: string[]): Promise<void> {
+    const weekAgo = Date.now() - 7 * 24 * 3600_000;
     for (const n of names) {
-      if (!n.startsWith('.incoming-')) continue;
+      const stale = n.startsWith('.incoming-') || (n.startsWith('.partial-') && (await stat(path.join(this.dir, n))).mtimeMs < weekAgo);
+      if (!stale) continue;
       await rm(path.join(this.dir, n), { recursive: true, force: true });
       this.log.info(`removed ${n} from the templates folder: an import the controller did not finish`);
     }
@@ -280,11 +308,15 @@ export class Catalog {
   private async download(url: string, file: string, job: ImportJob): Promise<void> {
     let lastError = '';
     // A resumption asks for the rest only if the file is still the one begun (If-Range): else the server sends it whole.
-    let validator: string | undefined;
+    // What a stopped controller downloaded of this file is resumed too, with what it knew (source.json).
+    const sourceFile = path.join(path.dirname(file), 'source.json');
+    const before = await readSource(sourceFile, url);
+    let validator = before.validator;
+    if (before.totalBytes !== undefined) job.totalBytes = before.totalBytes;
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
-      if (this.stopping.signal.aborted) throw new Unavailable('the controller stopped during the download: nothing was kept');
+      if (this.stopping.signal.aborted) throw new Unavailable('the controller stopped during the download; importing the same file again resumes it');
       job.attempts = attempt;
-      const have = attempt === 1 ? 0 : await sizeOf(file);
+      const have = attempt === 1 && !before.resumable ? 0 : await sizeOf(file);
       job.bytes = have;
       let res: Response;
       try {
@@ -331,6 +363,7 @@ export class Catalog {
         if (length && /^\d+$/.test(length)) job.totalBytes = Number(length);
         else delete job.totalBytes;
         delete job.percent;
+        await writeFile(sourceFile, JSON.stringify({ url, ...(validator ? { validator } : {}), ...(job.totalBytes !== undefined ? { totalBytes: job.totalBytes } : {}) }) + '\n');
       }
       if (job.totalBytes !== undefined && job.totalBytes > this.maxBytes) {
         void res.body?.cancel();
@@ -438,6 +471,25 @@ async function writeHashing(body: Readable, file: string, limit: number): Promis
     throw new BadRequest(`the upload broke off after ${bytes} bytes (${(err as Error).message}): nothing was kept`, undefined, 'upload_interrupted');
   }
   return { bytes, sha256: hash.digest('hex') };
+}
+
+/** What a stopped download of `url` left in source.json: resumable when it was the same URL and had a validator. */
+async function readSource(file: string, url: string): Promise<{ resumable: boolean; validator?: string; totalBytes?: number }> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return { resumable: false }; // a first download of this file
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { resumable: false }; // cut short while written: start over
+  }
+  const parsed = z.object({ url: z.string(), validator: z.string().optional(), totalBytes: z.number().int().optional() }).safeParse(json);
+  if (!parsed.success || parsed.data.url !== url || !parsed.data.validator) return { resumable: false };
+  return { resumable: true, validator: parsed.data.validator, ...(parsed.data.totalBytes !== undefined ? { totalBytes: parsed.data.totalBytes } : {}) };
 }
 
 /** A file's size, 0 when it is not there (a first connection that failed before any byte). */

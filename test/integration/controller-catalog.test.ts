@@ -364,6 +364,49 @@ describe('controller template catalog', function () {
     }
   });
 
+  it('keeps what a stopped controller downloaded, and the same import after a restart resumes it with Range', async () => {
+    const seen: { range?: string; ifRange?: string }[] = [];
+    const server = createServer((req, res) => {
+      seen.push({ range: req.headers.range, ifRange: req.headers['if-range'] as string | undefined });
+      const start = Number(/^bytes=(\d+)-$/.exec(req.headers.range ?? '')?.[1] ?? 0);
+      if (start > 0 && req.headers['if-range'] === '"one"') {
+        res.writeHead(206, { 'content-length': raw.length - start, 'content-range': `bytes ${start}-${raw.length - 1}/${raw.length}`, etag: '"one"' });
+        res.end(raw.subarray(start));
+        return;
+      }
+      // the first answer trickles: the controller stops in the middle of it
+      res.writeHead(200, { 'content-length': raw.length, etag: '"one"' });
+      res.write(raw.subarray(0, 512 * 1024));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const own = mkdtempSync(path.join(tmpdir(), 'skyhost-catalog-own-'));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/disk.img`;
+    try {
+      const first = new Catalog(own, { log: logger('catalog'), retryDelayMs: 10 });
+      const { job, done } = first.startImport({ name: 'long', url, sha256: sha(raw) });
+      const stopped = done.then(() => undefined, (e: unknown) => e as { status: number });
+      for (let i = 0; i < 100 && job.bytes < 512 * 1024; i++) await new Promise((r) => setTimeout(r, 20));
+      await first.close();
+      expect((await stopped)?.status).to.equal(503);
+      const kept = readdirSync(path.join(own, 'templates'));
+      expect(kept).to.deep.equal([`.partial-${sha(raw)}`]);
+      // a new controller on the same folder: the same import resumes where the first one stopped
+      const second = new Catalog(own, { log: logger('catalog'), retryDelayMs: 10 });
+      await second.refresh();
+      const resumed = second.startImport({ name: 'long', url, sha256: sha(raw) });
+      const t = await resumed.done;
+      expect(t.files[0]!.sha256).to.equal(sha(raw));
+      expect(seen[1]).to.deep.equal({ range: `bytes=${512 * 1024}-`, ifRange: '"one"' });
+      expect(resumed.job.attempts).to.equal(1);
+      expect(readdirSync(path.join(own, 'templates'))).to.deep.equal(['long']);
+      await second.close();
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to delete a template a VM uses, naming the VM; deletes it from the catalog and the hosts after', async () => {
     expect((await upload('name=busy&os=tiny', raw)).status).to.equal(201);
     const vm = await call('POST', '/api/vms', { token: admin, body: { template: 'busy', name: 'lesson-vm' } });

@@ -3,6 +3,8 @@
 // uses the same data folder, so a template built or imported on the controller's machine is in the
 // catalog at once. Files arrive in a hidden staging folder (.incoming-NAME-XXXX) and appear only by one
 // rename once checked (sha256, format, no backing file); a failure removes the staging folder.
+// Its own code rather than agent/templates.ts's TemplateStore: the controller may not import the agent,
+// and it streams uploads and downloads straight into staging instead of copying a local file.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';

@@ -19,6 +19,9 @@ const ROLES: Role[] = ['anonymous', 'student', 'other student', 'admin', 'agent 
 /** What a role must get: `refused` with exactly this status, or `allowed` (anything but 401/403 and 5xx). */
 type Expected = { refused: 401 | 403 | 404 } | 'allowed';
 
+/** Bodies that pass a route's schema, so that the answer is about who calls (a body is checked before the VM is looked up). */
+const VALID_BODIES: Record<string, unknown> = { '/api/vms/:id/save-as-template': { name: 'matrix-template' } };
+
 /** The answer the declared `auth` promises; routes on one VM hide another student's VM (404). */
 function expected(op: Operation, role: Role): Expected {
   if (op.auth === 'none') return 'allowed';
@@ -104,7 +107,7 @@ describe('authorization matrix (generated from the router)', function () {
         const vmId = op.method === 'delete' && op.path === '/api/vms/:id' ? await studentVm() : sharedVm;
         const p = op.path.replace(':id', op.path.startsWith('/api/vms/') ? vmId : 'no-such-id').replace(':action', 'reboot').replace(/:[a-z]+/gi, 'no-such-thing');
         const want = expected(op, role);
-        const got = await call(op.method, p, tokens[role]);
+        const got = await call(op.method, p, tokens[role], VALID_BODIES[op.path]);
         cells++;
         const ok = want === 'allowed' ? got.status < 500 && got.status !== 401 && got.status !== 403 : got.status === want.refused;
         if (!ok) failures.push(`${op.method.toUpperCase()} ${op.path} as ${role} (auth ${op.auth}): want ${want === 'allowed' ? 'allowed' : want.refused}, got ${got.status} ${JSON.stringify(got.json).slice(0, 160)}`);

@@ -9,24 +9,13 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { CONFIG_KEYS, envName } from '../../base/config.ts';
+import { prng as seeded } from '../../bench/scheduler.ts';
 import { freePort, jsonOrText, waitFor } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
 const KEYS = 50;
 const KILLS = 3;
 const WORKERS = 8;
-
-/** mulberry32: a small seeded random, so a failing run can be replayed with its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Answer { status: number; json: any }
 
@@ -50,7 +39,8 @@ describe('controller SIGKILLed during a burst of keyed VM requests (child proces
 
   async function startController(): Promise<void> {
     const c = spawn(process.execPath, ['appliance/main.ts', 'controller', '--data', dir, '--port', String(port)], {
-      env: { ...process.env, SKYHOST_LISTEN: '127.0.0.1', SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: '1', ...PLAIN_HTTP },
+      // The seed variable is the test's, not a setting: the controller refuses SKYHOST_* names it does not know.
+      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'SKYHOST_TEST_SEED')), SKYHOST_LISTEN: '127.0.0.1', SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: '1', ...PLAIN_HTTP },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child = c;

@@ -8,42 +8,8 @@ import path from 'node:path';
 import { logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { createServices } from '../../server/services.ts';
+import { PageClient as Client } from '../support/page-client.ts';
 import { SimAgent } from '../support/sim-agent.ts';
-
-/** A browser-like client: keeps the session cookie, reads the CSRF token from pages. */
-class Client {
-  cookie = '';
-  csrf = '';
-  readonly base: string;
-  constructor(base: string) {
-    this.base = base;
-  }
-
-  async get(p: string, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string }> {
-    const res = await fetch(this.base + p, { headers: { accept: 'text/html', cookie: this.cookie, ...headers }, redirect: 'manual' });
-    const text = await res.text();
-    const m = /name="_csrf" value="([^"]+)"/.exec(text);
-    if (m) this.csrf = m[1]!;
-    return { status: res.status, headers: res.headers, text };
-  }
-
-  async post(p: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<{ status: number; headers: Headers; text: string }> {
-    const res = await fetch(this.base + p, {
-      method: 'POST', redirect: 'manual',
-      headers: { accept: 'text/html', 'content-type': 'application/x-www-form-urlencoded', cookie: this.cookie, ...headers },
-      body: new URLSearchParams({ _csrf: this.csrf, ...form }),
-    });
-    const set = res.headers.get('set-cookie');
-    if (set) this.cookie = set.split(';')[0]!;
-    return { status: res.status, headers: res.headers, text: await res.text() };
-  }
-
-  async login(name: string, password: string): Promise<void> {
-    const res = await this.post('/login', { name, password, next: '/' });
-    expect(res.status, res.text).to.equal(303);
-    await this.get('/');
-  }
-}
 
 describe('controller pages (HTTP)', function () {
   this.timeout(60_000);

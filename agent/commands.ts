@@ -52,8 +52,8 @@ function str(v: unknown): string | undefined {
 
 export const templateImportCommand: Command = {
   name: 'template import',
-  summary: 'import a VM template: a bootable disk, or a kernel + initrd (+ disk)',
-  usage: 'NAME (--disk FILE | --kernel FILE [--initrd FILE] [--cmdline "..."] [--disk FILE])',
+  summary: 'import a VM template: a bootable disk, a kernel + initrd (+ disk), or an installer ISO',
+  usage: 'NAME (--disk FILE | --kernel FILE [--initrd FILE] [--cmdline "..."] [--disk FILE] | --iso FILE)',
   description:
     'Copies the files into DATA/templates/NAME/ with a manifest (sha256 of every file). --sha256 checks\n' +
     'a file: give it once per file in the order kernel, initrd, disk (a disk template: just the disk).',
@@ -63,6 +63,7 @@ export const templateImportCommand: Command = {
     kernel: { type: 'string', arg: 'FILE', help: 'kernel for direct kernel boot' },
     initrd: { type: 'string', arg: 'FILE', help: 'initrd for direct kernel boot' },
     cmdline: { type: 'string', arg: 'ARGS', help: 'kernel command line' },
+    iso: { type: 'string', arg: 'FILE', help: 'an installer ISO: its VMs get an empty disk of the size asked for and boot it from a CD' },
     sha256: { type: 'string', arg: 'HEX', multiple: true, help: 'expected sha256 of a file (repeatable)' },
     os: { type: 'string', arg: 'OS', help: 'operating system, e.g. alpine, debian, ubuntu-desktop' },
     'min-memory': { type: 'string', arg: 'MIB', help: 'least memory a VM of this template gets (default 128)' },
@@ -85,6 +86,7 @@ export const templateImportCommand: Command = {
       ...(str(f.kernel) ? { kernel: str(f.kernel)! } : {}),
       ...(str(f.initrd) ? { initrd: str(f.initrd)! } : {}),
       ...(str(f.cmdline) !== undefined ? { cmdline: str(f.cmdline)! } : {}),
+      ...(str(f.iso) ? { iso: str(f.iso)! } : {}),
       ...(Array.isArray(f.sha256) ? { sha256: f.sha256 } : {}),
       ...(str(f.os) ? { os: str(f.os)! } : {}),
       ...(str(f.description) ? { description: str(f.description)! } : {}),

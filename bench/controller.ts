@@ -329,11 +329,11 @@ export const controllerGroup: Group = {
   async run(ctx) {
     if (!(await hasCommand('wrk'))) throw new Error('wrk is missing: run skyhost host setup --with-test-tools (as root)');
     const figures: Figure[] = [];
-    // SKYHOST_BENCH_HOSTS=1000 runs one size only (the other's ids are null, saying so).
-    const only = process.env.SKYHOST_BENCH_HOSTS;
+    // BENCH_CONTROLLER_HOSTS=1000 runs one size only (the other's ids are null, saying so); not SKYHOST_*, which the controller it starts would refuse as an unknown setting.
+    const only = process.env.BENCH_CONTROLLER_HOSTS;
     for (const size of SIZES) {
       if (only !== undefined && only !== String(size.hosts)) {
-        figures.push(...sizeIds(size).map(([id, unit]) => notMeasured(id, unit, `not run: SKYHOST_BENCH_HOSTS=${only}`)));
+        figures.push(...sizeIds(size).map(([id, unit]) => notMeasured(id, unit, `not run: BENCH_CONTROLLER_HOSTS=${only}`)));
         continue;
       }
       try {

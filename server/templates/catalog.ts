@@ -387,6 +387,8 @@ export class Catalog {
         );
       } catch (err) {
         if (err instanceof SkyError) throw err;
+        // a full disk is no broken connection: trying again would not help
+        if ((err as NodeJS.ErrnoException).code === 'ENOSPC') throw new DiskFull('the templates folder');
         lastError = (err as Error).message;
         this.log.info(`download of ${url} broke off at ${job.bytes} bytes (${lastError}): resuming`);
         await this.pause(attempt);

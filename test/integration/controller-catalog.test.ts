@@ -407,6 +407,27 @@ describe('controller template catalog', function () {
     }
   });
 
+  it('stops at once on a full disk (507), for a download and an upload, keeping nothing', async () => {
+    const small = mkdtempSync(path.join(tmpdir(), 'skyhost-catalog-full-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', small]);
+    const files = await fileServer(raw);
+    try {
+      const catalog = new Catalog(small, { log: logger('catalog'), retryDelayMs: 10 });
+      const down = await catalog.startImport({ name: 'big', url: files.url, sha256: sha(raw) }).done.then(() => undefined, (e: unknown) => e as { status: number; code: string });
+      expect(down).to.include({ status: 507, code: 'disk_full' });
+      expect(files.ranges).to.have.length(1);
+      const { Readable } = await import('node:stream');
+      const up = await catalog.upload({ name: 'big2' }, Readable.from([raw])).then(() => undefined, (e: unknown) => e as { status: number; code: string });
+      expect(up).to.include({ status: 507, code: 'disk_full' });
+      expect(readdirSync(path.join(small, 'templates'))).to.deep.equal([]);
+      await catalog.close();
+    } finally {
+      await files.close();
+      await run('umount', [small]);
+      rmSync(small, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to delete a template a VM uses, naming the VM; deletes it from the catalog and the hosts after', async () => {
     expect((await upload('name=busy&os=tiny', raw)).status).to.equal(201);
     const vm = await call('POST', '/api/vms', { token: admin, body: { template: 'busy', name: 'lesson-vm' } });

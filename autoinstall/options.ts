@@ -79,10 +79,13 @@ export const installerOptionsSchema = z
     mirror: httpUrl.optional(),
     /** The controller's URL; without it the agent finds the controller by mDNS. */
     controllerUrl: httpUrl.optional(),
-    /** A join token from the controller's "Add a host" page, so hosts are accepted without a click. */
+    /**
+     * A join token or join string (`shk1.…`, with the controller's addresses and certificate
+     * fingerprint) from the controller's "Add a host" page, so hosts are accepted without a click.
+     */
     joinToken: z
       .string()
-      .regex(/^[A-Za-z0-9._~+/=-]{8,256}$/, 'must be 8-256 letters, digits or . _ ~ + / = -')
+      .regex(/^[A-Za-z0-9._~+/=-]{8,2048}$/, 'must be 8-2048 letters, digits or . _ ~ + / = -')
       .optional(),
     /** The Ubuntu release of the ISO (the remaster detects it): `sizing-policy: all` exists on 24.04 only. */
     release: z.enum(RELEASES).default('24.04'),

@@ -3,7 +3,7 @@
 // certificate (carried by a join token, or recorded when a host enrolls), never by a certificate
 // authority or a name. A connection whose certificate does not match is closed before one byte of
 // HTTP (and so before any bearer key) is sent.
-import { randomBytes, X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import http, { createServer as createHttpServer } from 'node:http';
 import https from 'node:https';
@@ -32,6 +32,12 @@ export function normalizeFingerprint(text: string): string {
 /** The sha256 fingerprint of a PEM certificate. */
 export function fingerprintOf(certPem: string): string {
   return normalizeFingerprint(new X509Certificate(certPem).fingerprint256);
+}
+
+/** sha256 of a certificate's public key (SPKI, DER) in base64: what `curl --pinnedpubkey sha256//…` takes. */
+export function publicKeyPin(certPem: string): string {
+  const spki = new X509Certificate(certPem).publicKey.export({ type: 'spki', format: 'der' });
+  return createHash('sha256').update(spki).digest('base64');
 }
 
 /** Groups a fingerprint in fours for people to compare by eye: `3f2a 9c01 …`. */

@@ -14,6 +14,7 @@ import { apiRoutes } from './api/routes.ts';
 import { Metrics } from './metrics.ts';
 import type { ControllerServices } from './services.ts';
 import { sameSecret } from '../base/secrets.ts';
+import { publicKeyPin } from '../base/tls.ts';
 import { staticAssets } from './static.ts';
 import { authenticate, csrfProtect } from './users/auth.ts';
 
@@ -46,6 +47,8 @@ export function buildApp(deps: ControllerDeps): Express {
   app.use(installRouter({
     ...(deps.publicUrl ? { publicUrl: deps.publicUrl } : {}),
     checkJoinToken: (token) => usableJoinToken(services, token),
+    joinString: (token) => services.joinTokens.joinString(token),
+    pinnedPubkey: publicKeyPin(services.tls.cert),
   }));
   app.use(express.json({ limit: deps.jsonLimit ?? '1mb' }));
   app.use(express.urlencoded({ extended: false, limit: '64kb', parameterLimit: 100 }));

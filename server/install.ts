@@ -2,6 +2,9 @@
 //   curl -fsSL http://controller:8080/install.sh | sudo sh
 // GET /install.sh answers a POSIX sh script with this controller's URL and (from `?token=`, when the
 // controller accepts it) a join token; GET /download/skyhost answers the executable itself.
+// Over HTTPS the page's command pins the controller's public key (`curl -k --pinnedpubkey`), the
+// script does the same for its download, and the token it leaves is the join string (wire/join.ts):
+// the agent then talks to no controller but this one.
 import { createHash } from 'node:crypto';
 import { createReadStream, statSync } from 'node:fs';
 import { Router, type Request } from 'express';
@@ -16,6 +19,10 @@ export interface InstallDeps {
   checkJoinToken?: (token: string) => { ok: true } | { ok: false; message: string };
   /** The executable to hand out; default: this executable (SEA) or the checkout's dist/skyhost. */
   binary?: () => string;
+  /** The join string for an accepted token (server/tokens.ts), left on the host instead of the bare token. */
+  joinString?: (token: string) => string | undefined;
+  /** sha256 of the controller's public key (base64, curl's `--pinnedpubkey sha256//…`): an https:// script downloads with it. */
+  pinnedPubkey?: string;
 }
 
 /** What may appear in the script as the controller URL: scheme, host, port, a plain path. */
@@ -23,6 +30,21 @@ const SAFE_URL = /^https?:\/\/[A-Za-z0-9.-]+(:\d{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/
 const SAFE_IPV6_URL = /^https?:\/\/\[[0-9A-Fa-f:.]+\](:\d{1,5})?(\/[A-Za-z0-9._~\/-]*)?$/;
 /** Join tokens as the controller makes them (cluster `shj_...`, single-use `shs_..._...`). */
 const SAFE_TOKEN = /^[A-Za-z0-9._~+\/=-]{8,256}$/;
+/** What the script may leave on the host: a token, or a join string `shk1.<base64url>`. */
+const SAFE_JOIN = /^[A-Za-z0-9._~+\/=-]{8,2048}$/;
+const SAFE_PIN = /^[A-Za-z0-9+\/]{43}=$/;
+
+/**
+ * The command the hosts page shows: `curl … | sudo sh`. With the controller's HTTPS address and
+ * public-key pin, curl trusts that key and nothing else (-k: the certificate is self-made, the pin is the trust).
+ */
+export function installCommand(o: { base: string; token: string; httpsBase?: string | undefined; pinnedPubkey?: string | undefined }): string {
+  const query = `install.sh?token=${encodeURIComponent(o.token)}`;
+  if (o.httpsBase && o.pinnedPubkey && SAFE_PIN.test(o.pinnedPubkey)) {
+    return `curl -fsSLk --pinnedpubkey 'sha256//${o.pinnedPubkey}' '${checkControllerUrl(o.httpsBase)}/${query}' | sudo sh`;
+  }
+  return `curl -fsSL '${checkControllerUrl(o.base)}/${query}' | sudo sh`;
+}
 
 /** `it's` -> `'it'\''s'`: a single-quoted sh word that means exactly `s`. */
 export function shellQuote(s: string): string {
@@ -49,6 +71,8 @@ export interface ScriptOptions {
   joinToken?: string;
   /** sha256 of the executable /download/skyhost serves, checked after download. */
   binarySha256?: string;
+  /** For an https:// controllerUrl: the controller's public-key pin, which curl checks on the download. */
+  pinnedPubkey?: string;
 }
 
 /** Where the script leaves the join token (root only, 0600); the agent reads it from there. */
@@ -69,7 +93,9 @@ function agentArgs(o: ScriptOptions): string {
  */
 export function renderInstallScript(o: ScriptOptions): string {
   const url = checkControllerUrl(o.controllerUrl);
-  if (o.joinToken !== undefined && !SAFE_TOKEN.test(o.joinToken)) throw new BadRequest('join token has characters a token never has', undefined, 'invalid_token');
+  if (o.joinToken !== undefined && !SAFE_JOIN.test(o.joinToken)) throw new BadRequest('join token has characters a token never has', undefined, 'invalid_token');
+  if (o.pinnedPubkey !== undefined && !SAFE_PIN.test(o.pinnedPubkey)) throw new Error('pinnedPubkey must be a base64 sha256');
+  const curlTls = url.startsWith('https:') && o.pinnedPubkey ? `-k --pinnedpubkey sha256//${o.pinnedPubkey}` : '';
   if (o.binarySha256 !== undefined && !/^[0-9a-f]{64}$/.test(o.binarySha256)) throw new Error('binarySha256 must be 64 hex digits');
   const opts = { ...o, controllerUrl: url };
   return `#!/bin/sh
@@ -82,6 +108,8 @@ set -eu
 CONTROLLER_URL=${shellQuote(url)}
 JOIN_TOKEN=${shellQuote(o.joinToken ?? '')}
 BINARY_SHA256=${shellQuote(o.binarySha256 ?? '')}
+# Over HTTPS: the controller's certificate is its own, trusted by its public key (the pin), not by a CA.
+CURL_TLS=${shellQuote(curlTls)}
 PACKAGES=${shellQuote(HOST_PACKAGES.join(' '))}
 TOKEN_PATH=${shellQuote(JOIN_TOKEN_PATH)}
 AGENT_ARGS=${shellQuote(agentArgs(opts))}
@@ -114,7 +142,10 @@ main() {
   trap 'rm -f "$TMP"' EXIT
   say "downloading skyhost from $CONTROLLER_URL/download/skyhost"
   if command -v curl >/dev/null 2>&1; then
-    curl -fsSL -o "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+    # shellcheck disable=SC2086 # CURL_TLS is a list of words
+    curl -fsSL $CURL_TLS -o "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
+  elif [ -n "$CURL_TLS" ]; then
+    die 'need curl to download skyhost over HTTPS with the controller'"'"'s key pinned'
   elif command -v wget >/dev/null 2>&1; then
     wget -q -O "$TMP" "$CONTROLLER_URL/download/skyhost" || die "could not download $CONTROLLER_URL/download/skyhost"
   else
@@ -243,7 +274,7 @@ export function installRouter(deps: InstallDeps = {}): Router {
           res.status(403).send(refusalScript(`the join token in this install link is not accepted: ${verdict.message}. Make a new link on the Hosts page.`));
           return;
         }
-        joinToken = raw;
+        joinToken = deps.joinString?.(raw) ?? raw;
       }
       let controllerUrl: string;
       try {
@@ -258,7 +289,8 @@ export function installRouter(deps: InstallDeps = {}): Router {
       } catch {
         binarySha256 = undefined; // the download itself answers 503 with the reason
       }
-      res.send(renderInstallScript({ controllerUrl, ...(joinToken ? { joinToken } : {}), ...(binarySha256 ? { binarySha256 } : {}) }));
+      const pinnedPubkey = controllerUrl.startsWith('https:') ? deps.pinnedPubkey : undefined;
+      res.send(renderInstallScript({ controllerUrl, ...(joinToken ? { joinToken } : {}), ...(binarySha256 ? { binarySha256 } : {}), ...(pinnedPubkey ? { pinnedPubkey } : {}) }));
     } catch (e) {
       next(e);
     }

@@ -5,7 +5,8 @@ import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
-import { checkControllerUrl } from '../install.ts';
+import { checkControllerUrl, installCommand } from '../install.ts';
+import { publicKeyPin, showFingerprint } from '../../base/tls.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { Password, UserName, type User } from '../users/users.ts';
 import { hostRow } from './dashboard.ts';
@@ -88,9 +89,12 @@ export function adminPages(services: ControllerServices): Router {
     hostsPage(req, res, {
       made: {
         cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token,
-        command: installCommand(base, made.token),
+        // Over HTTPS with the key pinned; the USB installer gets the join string (the controller's addresses and fingerprint).
+        command: installCommand({ base, token: made.token, httpsBase: httpsBase(base, services), pinnedPubkey: publicKeyPin(services.tls.cert) }),
+        joinString: services.joinTokens.joinString(made.token),
+        fingerprint: showFingerprint(services.tls.fingerprint),
         // `skyhost setup` listens on 127.0.0.1: the link opens it on the teacher's own PC, prefilled.
-        setupUrl: `http://127.0.0.1:8090/?controllerUrl=${encodeURIComponent(base)}&joinToken=${encodeURIComponent(made.token)}`,
+        setupUrl: `http://127.0.0.1:8090/?controllerUrl=${encodeURIComponent(httpsBase(base, services) ?? base)}&joinToken=${encodeURIComponent(services.joinTokens.joinString(made.token) ?? made.token)}`,
       },
     }, 'host-install');
   });
@@ -222,9 +226,9 @@ function controllerBase(req: Request): string {
   return checkControllerUrl(`${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`);
 }
 
-/** `curl -fsSL 'URL/install.sh?token=T' | sudo sh`, the URL single-quoted for sh (`?` is a glob character). */
-function installCommand(base: string, token: string): string {
-  return `curl -fsSL '${base}/install.sh?token=${encodeURIComponent(token)}' | sudo sh`;
+/** The controller's HTTPS address for a new host: the page's own when it came over HTTPS, else the first one agents use. */
+function httpsBase(base: string, services: ControllerServices): string | undefined {
+  return base.startsWith('https:') ? base : services.joinTokens.addresses[0];
 }
 
 /** The distinct sources in the event log (an index scan). */

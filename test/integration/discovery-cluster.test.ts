@@ -41,8 +41,9 @@ describe('zero-config enrollment: real controller and agents across network name
   };
   const startAgent = (who: string, token?: string) =>
     spawn(who, ['agent', '--host-id', `id-${who}`, '--data', path.join(tmp, who), '--port', '8081', ...(token ? ['--join-token', token] : [])]);
-  // -k -L: the HTTP port sends LAN clients to HTTPS, whose certificate is the controller's own (agents pin it; curl here need not).
-  const curl = async (from: string, args: string[]) => (await lan.exec(from, 'curl', ['-sfkL', '--max-time', '3', ...args])).stdout;
+  // The HTTP port sends LAN clients to HTTPS (--location-trusted: with the Authorization header), whose
+  // certificate is the controller's own (agents pin it; -k: curl here need not).
+  const curl = async (from: string, args: string[]) => (await lan.exec(from, 'curl', ['-sfk', '--location-trusted', '--max-time', '3', ...args])).stdout;
   const hosts = async (c = 'c'): Promise<HostView[]> =>
     (JSON.parse(await curl(c, ['-H', `authorization: Bearer ${secret(c, 'admin-token')}`, `http://${lan.host(c).ip}:8080/api/hosts`])) as { hosts: HostView[] }).hosts;
   const agentStatus = async (who: string): Promise<AgentStatus> =>
@@ -205,7 +206,7 @@ describe('zero-config enrollment with the advertisement published by Avahi', fun
     avahi.publish('SkyHost controller via Avahi', '_skyhost._tcp', 8443, ['v=1', `cluster=${read('cluster-id')}`, `url=https://${c.ip}:8443`]);
     lan.spawnNode('a', MAIN, ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081', '--join-token', read('join-token')], { env: ENV });
     const host = await waitFor('agent ready on the controller', async () => {
-      const r = await lan.exec('c', 'curl', ['-sfkL', '--max-time', '3', '-H', `authorization: Bearer ${read('admin-token')}`, `http://${c.ip}:8080/api/hosts`]);
+      const r = await lan.exec('c', 'curl', ['-sfk', '--location-trusted', '--max-time', '3', '-H', `authorization: Bearer ${read('admin-token')}`, `http://${c.ip}:8080/api/hosts`]);
       return (JSON.parse(r.stdout) as { hosts: HostView[] }).hosts.find((h) => h.id === 'id-a' && h.state === 'ready');
     }, 45_000, 250);
     expect(host.url).to.equal(`https://${a.ip}:8081`);

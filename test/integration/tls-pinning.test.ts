@@ -16,7 +16,9 @@ import WebSocket from 'ws';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
 import { defaults } from '../../base/config.ts';
 import { configureLogging, logger } from '../../base/log.ts';
-import { ensureIdentity, PinnedAgent } from '../../base/tls.ts';
+import { execa } from 'execa';
+import { ensureIdentity, PinnedAgent, publicKeyPin } from '../../base/tls.ts';
+import { installCommand } from '../../server/install.ts';
 import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { ensureDaemons } from '../../host/hostsetup.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
@@ -102,6 +104,22 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
       session.close();
     }
     expect((await api('DELETE', `/api/vms/${vmId}`)).status).to.be.oneOf([200, 202, 204]);
+  });
+
+  it('should hand out install.sh over HTTPS to curl pinned to the controller\'s key, carrying the join string', async () => {
+    const pin = publicKeyPin(ctl.services.tls.cert);
+    const token = ctl.services.joinTokens.issue({ label: 'tls' }).token;
+    const command = installCommand({ base: ctl.url, token, httpsBase: ctl.httpsUrl, pinnedPubkey: pin });
+    expect(command).to.equal(`curl -fsSLk --pinnedpubkey 'sha256//${pin}' '${ctl.httpsUrl}/install.sh?token=${token}' | sudo sh`);
+    const url = `${ctl.httpsUrl}/install.sh?token=${token}`;
+    const script = (await execa('curl', ['-fsSLk', '--pinnedpubkey', `sha256//${pin}`, url])).stdout;
+    expect(script).to.contain(`CONTROLLER_URL='${ctl.httpsUrl}'`);
+    expect(script).to.contain(`CURL_TLS='-k --pinnedpubkey sha256//${pin}'`);
+    const join = /JOIN_TOKEN='(shk1\.[A-Za-z0-9_-]+)'/.exec(script)![1]!;
+    expect(parseJoin(join)).to.deep.equal({ token, addresses: [ctl.httpsUrl], fingerprint: ctl.fingerprint });
+    // Another key (a rogue answering at that address): curl refuses before sending the request.
+    const wrong = await execa('curl', ['-fsSLk', '--pinnedpubkey', `sha256//${Buffer.alloc(32, 7).toString('base64')}`, url], { reject: false });
+    expect(wrong.exitCode).to.equal(90); // CURLE_SSL_PINNEDPUBKEYNOTMATCH
   });
 
   it('should refuse the host once another certificate answers at its address, without sending it one request', async () => {

@@ -133,6 +133,18 @@ describe('templates page in a browser', function () {
     expect(await page.textContent('#template-list')).to.contain('done');
   });
 
+  it('fits a phone (375 px) without horizontal scroll, imports and hosts listed', async () => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    try {
+      await page.goto(base + '/templates');
+      await page.waitForSelector('#template-list tr:has-text("lesson2")');
+      const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
+      expect(overflow).to.be.at.most(0);
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   it('refuses to delete a template a VM uses, in plain words', async () => {
     const upload = await fetch(`${base}/api/templates?name=busy`, {
       method: 'POST', headers: { authorization: `Bearer ${controller.services.secrets.adminToken}`, 'content-type': 'application/octet-stream' }, body: image,

@@ -420,7 +420,9 @@ function fetchRange(source: PullSource, f: Arriving, fh: FileHandle, hash: Hash,
           }
           let batch: Buffer[] = [];
           let batchBytes = 0;
+          let flushedAt = Date.now();
           const flush = async () => {
+            flushedAt = Date.now();
             if (batchBytes === 0) return;
             const chunk = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
             batch = [];
@@ -436,7 +438,8 @@ function fetchRange(source: PullSource, f: Arriving, fh: FileHandle, hash: Hash,
             for await (const c of res) {
               batch.push(c as Buffer);
               batchBytes += (c as Buffer).length;
-              if (batchBytes >= 256 * 1024 || res.readableLength === 0) await flush();
+              // Written in batches (fewer trips to the disk thread), but at least every 50 ms: peers relaying it wait for these bytes.
+              if (batchBytes >= 1024 * 1024 || Date.now() - flushedAt >= 50) await flush();
             }
           } finally {
             await flush(); // what arrived before a cut counts: the next source continues after it

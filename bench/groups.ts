@@ -10,6 +10,7 @@ import { vmGroup } from './vm.ts';
 import { discoveryGroup } from './discovery.ts';
 import { isoGroup } from './iso.ts';
 import { usbGroup } from './usb.ts';
+import { distributeGroup } from './distribute.ts';
 
 export const GROUPS: readonly Group[] = [
   schedulerGroup,
@@ -21,4 +22,5 @@ export const GROUPS: readonly Group[] = [
   discoveryGroup,
   isoGroup,
   usbGroup,
+  distributeGroup,
 ];

@@ -71,13 +71,22 @@ class Relay {
           }
           sent += chunk.length;
           if (this.budget !== undefined) this.budget -= chunk.length;
-          if (!res.write(chunk)) {
+          // Paused until both the reader drained and the rate allows more.
+          let waits = 0;
+          const wait = () => {
+            waits++;
             upRes.pause();
-            res.once('drain', () => upRes.resume());
+          };
+          const done = () => {
+            if (--waits === 0) upRes.resume();
+          };
+          if (!res.write(chunk)) {
+            wait();
+            res.once('drain', done);
           }
           if (this.rate > 0) {
-            upRes.pause();
-            setTimeout(() => upRes.resume(), (chunk.length / this.rate) * 1000);
+            wait();
+            setTimeout(done, (chunk.length / this.rate) * 1000);
           }
         });
         upRes.on('end', () => res.end());

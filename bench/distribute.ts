@@ -1,0 +1,166 @@
+// Template distribution (part of group `template`): a real controller and nine real agents, each in
+// its own network namespace on one bridge, every host's link limited with `tc` (tbf, both directions)
+// like a school's 100 Mbit/s switch ports. One agent (the seed) holds a template.
+//
+//   template.pull_mbps      one host pulls the template from the seed (agent/pull.ts: Range, sha256,
+//                           qemu-img check, installed); baseline: `curl` of the same file on the same link
+//   template.distribute_s   "copy to all hosts" to the other 8 (chains of hosts relaying the file as it
+//                           arrives, server/templates/distribute.ts) until every one has it installed;
+//                           baseline: the time of one transfer (curl) on one link. Target: ≤ 2×; a
+//                           controller that sent 8 copies over its one link would take 8×.
+//
+// Plain HTTP between hosts (config trustedLan), as curl's baseline is: the figures are the transfer's.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { ResultPromise } from 'execa';
+import { run } from '../base/exec.ts';
+import { makeTicket } from '../base/tickets.ts';
+import { skyhostCommand, logRecord } from './discovery.ts';
+import type { Group } from './group.ts';
+import { figure, median, withTarget, type Figure } from './stats.ts';
+import { REPO, TestLan, waitFor } from '../test/support/netns.ts';
+
+export const DISTRIBUTION_IDS: Group['ids'] = [['template.pull_mbps', 'Mbit/s'], ['template.distribute_s', 's']];
+
+const TEMPLATE = 'bench-room';
+const TARGETS = 8;
+const RATE_MBIT = 100;
+const FILE_MIB = 48;
+const RUNS = 3;
+
+/** A host's link to the bridge limited to `RATE_MBIT` both ways: its own side (upload) and the bridge's (download). */
+async function limitLink(lan: TestLan, name: string, index: number): Promise<void> {
+  const tbf = ['root', 'tbf', 'rate', `${RATE_MBIT}mbit`, 'burst', '64kb', 'latency', '50ms'];
+  await run('ip', ['netns', 'exec', lan.host(name).ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', ...tbf]);
+  // TestLan names the bridge side of the n-th host's veth `sv<run><n>b`
+  await run('ip', ['netns', 'exec', lan.bridgeNs, 'tc', 'qdisc', 'add', 'dev', `sv${lan.runId}${index}b`, ...tbf]);
+}
+
+/** `curl` inside a namespace: answers stdout. */
+async function curl(lan: TestLan, from: string, args: string[]): Promise<string> {
+  return (await lan.exec(from, 'curl', ['-sS', '--fail-with-body', '--max-time', '300', ...args], 320_000)).stdout;
+}
+
+export async function measureDistribution(say: (m: string) => void): Promise<Figure[]> {
+  const sky = skyhostCommand();
+  const lan = new TestLan();
+  const tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-distrib-'));
+  const children: ResultPromise[] = [];
+  const env = { SKYHOST_LOG_FORMAT: 'json', SKYHOST_LOG_LEVEL: 'info', SKYHOST_ACCEL: 'tcg', SKYHOST_TRUSTED_LAN: 'true', SKYHOST_POLL_INTERVAL_SECONDS: '1' };
+  const names = ['seed', ...Array.from({ length: TARGETS }, (_, i) => `t${i + 1}`)];
+  const key = (name: string) => `bench-distrib-key-${name}-0123456789`;
+  const data = (name: string) => path.join(tmp, name);
+  const has = (name: string) => existsSync(path.join(data(name), 'templates', TEMPLATE, 'manifest.json'));
+  try {
+    await lan.create();
+    await lan.addHost('ctl');
+    for (const n of names) await lan.addHost(n);
+    for (const [i, n] of names.entries()) await limitLink(lan, n, i + 2);
+    const image = path.join(tmp, 'image.raw');
+    writeFileSync(image, randomBytes(FILE_MIB * 1024 * 1024));
+    await run(sky.cmd, [...sky.pre, 'template', 'import', TEMPLATE, '--disk', image, '--os', 'bench', '--data', data('seed')], { cwd: REPO, timeout: 120_000 });
+    const bytes = FILE_MIB * 1024 * 1024;
+
+    const ctlIp = lan.host('ctl').ip;
+    const controller = lan.spawn('ctl', sky.cmd, [...sky.pre, 'controller', '--data', data('controller'), '--port', '8080'], { env, cwd: REPO });
+    children.push(controller);
+    await logRecord(controller, (r) => /listening|advertising/.test(String(r.msg)), 60_000);
+    const token = await waitFor('join token', () => readFileSync(path.join(data('controller'), 'secrets', 'join-token'), 'utf8').trim(), 30_000);
+    const admin = readFileSync(path.join(data('controller'), 'secrets', 'admin-token'), 'utf8').trim();
+    for (const n of names) {
+      const ip = lan.host(n).ip;
+      children.push(lan.spawn(n, sky.cmd, [...sky.pre, 'agent', '--host-id', `bench-${n}`, '--data', data(n), '--port', '8081', '--key', key(n),
+        '--controller', `http://${ctlIp}:8080`, '--join-token', token], { env: { ...env, SKYHOST_AGENT_URL: `http://${ip}:8081` }, cwd: REPO }));
+    }
+    const api = (method: string, p: string, body?: unknown) =>
+      curl(lan, 'ctl', ['-X', method, '-H', `Authorization: Bearer ${admin}`, ...(body ? ['-H', 'content-type: application/json', '-d', JSON.stringify(body)] : []), `http://${ctlIp}:8080${p}`]);
+    await waitFor('every host ready, the seed with its template', async () => {
+      const hosts = JSON.parse(await api('GET', '/api/hosts')) as { hosts: { id: string; state: string; templates: string[] }[] };
+      return hosts.hosts.filter((h) => h.state === 'ready').length === names.length && hosts.hosts.some((h) => h.id === 'bench-seed' && h.templates.includes(TEMPLATE));
+    }, 120_000, 500);
+    say(`template: ${names.length} agents ready, links limited to ${RATE_MBIT} Mbit/s`);
+
+    const seedUrl = `http://${lan.host('seed').ip}:8081/templates/${TEMPLATE}`;
+    const ticket = (reader: string) => makeTicket(key('seed'), { t: TEMPLATE, h: `bench-${reader}`, exp: Math.floor(Date.now() / 1000) + 3600 });
+    const manifest = JSON.parse(readFileSync(path.join(data('seed'), 'templates', TEMPLATE, 'manifest.json'), 'utf8')) as unknown;
+    const removeFrom = async (n: string) => {
+      await curl(lan, 'ctl', ['-X', 'DELETE', '-H', `Authorization: Bearer ${key(n)}`, `http://${lan.host(n).ip}:8081/templates/${TEMPLATE}`]);
+    };
+
+    // One transfer on one link: curl, then the agent's pull, alternately.
+    const curlS: number[] = [];
+    const pullS: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const out = await curl(lan, 't1', ['-o', '/dev/null', '-w', '%{time_total}', '-H', `Authorization: ${ticket('t1')}`, `${seedUrl}/files/disk.raw`]);
+      curlS.push(Number(out));
+      const t0 = process.hrtime.bigint();
+      await curl(lan, 'ctl', ['-X', 'POST', '-H', `Authorization: Bearer ${key('t1')}`, '-H', 'content-type: application/json',
+        '-d', JSON.stringify({ manifest, sources: [{ url: seedUrl, authorization: ticket('t1') }] }), `http://${lan.host('t1').ip}:8081/templates/pull`]);
+      await waitFor('t1 to have the template', () => has('t1'), 300_000, 10);
+      pullS.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      say(`template: one transfer: curl ${curlS.at(-1)!.toFixed(2)} s, pull ${pullS.at(-1)!.toFixed(2)} s`);
+      await removeFrom('t1');
+    }
+
+    // Copy to all hosts: the seed holds it; 8 hosts lack it.
+    const distS: number[] = [];
+    let chains = '';
+    for (let i = 0; i < 2; i++) {
+      await waitFor('the controller to see the template gone from the targets', async () => {
+        const hosts = JSON.parse(await api('GET', '/api/hosts')) as { hosts: { id: string; templates: string[] }[] };
+        return hosts.hosts.filter((h) => h.id !== 'bench-seed' && h.templates.includes(TEMPLATE)).length === 0;
+      }, 30_000, 200);
+      const t0 = process.hrtime.bigint();
+      const plan = JSON.parse(await api('POST', `/api/templates/${TEMPLATE}/copy-to-all`)) as { chains: { host: string; from: string }[][] };
+      chains = plan.chains.map((c) => [c[0]!.from, ...c.map((s) => s.host)].join('→')).join(' ; ');
+      await waitFor('every target to have the template', () => names.slice(1).every(has), 600_000, 20);
+      distS.push(Number(process.hrtime.bigint() - t0) / 1e9);
+      say(`template: copy to ${TARGETS} hosts in ${distS.at(-1)!.toFixed(2)} s (${chains})`);
+      if (i === 0) for (const n of names.slice(1)) await removeFrom(n);
+    }
+
+    const mbit = (s: number) => (bytes * 8) / 1e6 / s;
+    const oneCopy = median(curlS);
+    const load = os.loadavg()[0]!.toFixed(1);
+    return [
+      withTarget(figure('template.pull_mbps', 'Mbit/s', pullS.map(mbit), {
+        baseline: curlS.map(mbit),
+        note: `${FILE_MIB} MiB template from the seed agent to another host over a ${RATE_MBIT} Mbit/s link (tc tbf both ways), request to installed (Range, sha256, qemu-img check); ` +
+          `baseline: curl of the same file on the same link; pull ${(100 * median(pullS.map(mbit)) / median(curlS.map(mbit))).toFixed(0)}% of curl; load average ${load} on ${os.cpus().length} cores`,
+      }), { atLeast: 0.9 * median(curlS.map(mbit)) }),
+      withTarget(figure('template.distribute_s', 's', distS, {
+        baseline: curlS,
+        note: `copy to all hosts: ${TARGETS} hosts lacking the ${FILE_MIB} MiB template, links limited to ${RATE_MBIT} Mbit/s, request to the last host installed; ` +
+          `chains ${chains}; ${(median(distS) / oneCopy).toFixed(2)}× one transfer (8 copies from one source would be 8×); load average ${load} on ${os.cpus().length} cores`,
+      }), { below: 2 * oneCopy }),
+    ];
+  } finally {
+    await lan.destroy();
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The distribution ids as a group of their own (`template`), for a registry that has no other `template` group. */
+export const distributeGroup: Group = {
+  name: 'template',
+  ids: DISTRIBUTION_IDS,
+  run: (ctx) => measureDistribution(ctx.say),
+};
+
+/** `group` and the distribution figures under one name (`template`): each group name appears once in the registry. */
+export function withDistribution(group: Group): Group {
+  return {
+    name: group.name,
+    ids: [...group.ids, ...DISTRIBUTION_IDS],
+    async run(ctx) {
+      const own = await group.run(ctx).catch((err: Error): Figure[] => {
+        ctx.say(`${group.name}: ${err.message}; the distribution figures are measured anyway`);
+        return [];
+      });
+      return [...own, ...(await measureDistribution(ctx.say))];
+    },
+  };
+}

@@ -3,11 +3,13 @@
 // (unreachable -> 503 `agent_unreachable`, the agent's 4xx passed on, its 5xx -> 502).
 // An https:// agent is pinned to the certificate it enrolled with: nothing (not its key) goes to
 // another one (502 `untrusted_peer`), and its console WebSocket goes through the same pinned agent.
-import type { Agent } from 'node:http';
+import { get as httpGet, type Agent, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { HostStatus, PullProgress, TemplateInfo, VmInfo, type PullRequest, type VmAction, type VmCreateRequest, type VmSaveAsTemplateRequest } from '../../wire/api.ts';
 import { HttpClient, pinnedPool } from '../../base/http-client.ts';
+import { SkyError, Unavailable } from '../../base/errors.ts';
 
 export interface AgentTarget {
   id: string;
@@ -76,6 +78,25 @@ export class AgentClient {
   /** `POST /vms/:id/save-as-template`: the new template (flattening a disk takes a while). */
   async saveVmAsTemplate(id: string, body: VmSaveAsTemplateRequest): Promise<TemplateInfo> {
     return TemplateInfo.parse(await this.http.call('POST', `/vms/${encodeURIComponent(id)}/save-as-template`, body, { timeoutMs: 60 * 60_000 }));
+  }
+
+  /**
+   * `GET /templates/:name/files/:file`: one of a template's files as the host holds it, streamed (the
+   * answer's body); through the pinned connection for an https:// agent. Not 200: a 502 saying so.
+   */
+  templateFile(name: string, file: string, timeoutMs = 60_000): Promise<IncomingMessage> {
+    const url = new URL(`/templates/${encodeURIComponent(name)}/files/${encodeURIComponent(file)}`, this.target.agentUrl);
+    const pin = pinFor(this.target.agentUrl, this.target.agentFingerprint);
+    const get = url.protocol === 'https:' ? httpsGet : httpGet;
+    return new Promise((resolve, reject) => {
+      const req = get(url, { headers: { authorization: `Bearer ${this.target.agentKey}` }, timeout: timeoutMs, ...(pin ? { agent: pinnedPool(pin) } : {}) }, (res) => {
+        if (res.statusCode === 200) return resolve(res);
+        res.resume(); // the error's body is not needed: its status says it
+        reject(new SkyError(502, 'agent_error', `host ${this.target.id} answered HTTP ${res.statusCode} for file ${file} of template ${name}`));
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+      req.on('error', (err) => reject(new Unavailable(`host ${this.target.id} is unreachable: ${err.message}`, { host: this.target.id }, 'agent_unreachable')));
+    });
   }
 
   /** `POST /vms/:id/reset`: the VM afterwards. */

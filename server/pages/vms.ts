@@ -123,7 +123,7 @@ export function vmPages(services: ControllerServices): Router {
     }
   });
 
-  const disks = { vms: services.vms, hosts: services.hosts, log: logger('vms') };
+  const disks = { vms: services.vms, hosts: services.hosts, templates: services.templates, log: logger('vms') };
 
   r.get('/vms/:id', requireUser(), (req, res) => {
     const vm = services.vms.get(me(res), String(req.params.id));
@@ -138,13 +138,13 @@ export function vmPages(services: ControllerServices): Router {
     const user = me(res);
     const vm = services.vms.get(user, String(req.params.id));
     const name = field(req, 'name', 200);
-    const save: { values: { name: string }; errors: Record<string, string>; error?: string; saved?: { name: string; hostname: string } } = { values: { name }, errors: {} };
+    const save: { values: { name: string }; errors: Record<string, string>; error?: string; saved?: { name: string; hostname: string; catalog: boolean; note?: string } } = { values: { name }, errors: {} };
     let status = 200;
     try {
       const parsed = VmSaveAsTemplateRequest.safeParse({ name });
       if (!parsed.success) throw fromZod(parsed.error);
       const done = await saveVmAsTemplate(disks, user, vm.id, parsed.data);
-      save.saved = { name: done.template.name, hostname: done.host.hostname };
+      save.saved = { name: done.template.name, hostname: done.host.hostname, catalog: done.catalog, ...(done.catalogNote ? { note: done.catalogNote } : {}) };
       save.values.name = '';
     } catch (err) {
       const sky = formError(err);

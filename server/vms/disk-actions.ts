@@ -1,18 +1,21 @@
 // A VM's disk and its template, through the VM's host: "save as template" (the stopped VM's disk
 // flattened into a new template on that host) and "reset to template" (a fresh disk; same name, MAC
-// and address). The owner or an admin may do either; another user's VM is a 404. The saved template
-// stays on the host that made it: the cluster's list shows it there, and VMs asking for it go there.
+// and address). The owner or an admin may do either; another user's VM is a 404. A saved template of
+// one disk is then sent into the controller's catalog (from the host's file, sha256 checked), so every
+// host can pull it; a kernel template (kernel, initrd and disk) stays on the host that made it.
 // Also the request rule of installer ISOs, which the scheduler cannot check (it is always given a size).
 import { Conflict, SkyError, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import { REQUEST_TEMPLATE_RULES, type TemplateInfo, type VmSaveAsTemplateRequest, type VmView } from '../../wire/api.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
+import type { Templates } from '../templates/templates.ts';
 import type { User } from '../users/users.ts';
 import type { VmRecord, VmService } from './vms.ts';
 
 export interface DiskActionDeps {
   vms: VmService;
   hosts: HostRegistry;
+  templates: Templates;
   log: Logger;
 }
 
@@ -21,6 +24,10 @@ export interface SavedTemplate {
   template: TemplateInfo;
   /** The host that made it and holds its files. */
   host: { id: string; hostname: string };
+  /** Whether the controller's catalog holds it too (then any host can pull it). */
+  catalog: boolean;
+  /** Why it is not in the catalog, e.g. `a kernel template stays on its host`. */
+  catalogNote?: string;
 }
 
 /** The VM and its live host, refusing a VM that is being created or deleted (409). */
@@ -42,6 +49,10 @@ function fromAgent(d: DiskActionDeps, err: unknown, host: HostRecord, what: stri
 /** Saves a stopped VM as a new template on its host (409 while it runs; 409 naming `name` when taken). */
 export async function saveVmAsTemplate(d: DiskActionDeps, user: User, id: string, body: VmSaveAsTemplateRequest): Promise<SavedTemplate> {
   const { vm, host } = target(d, user, id, 'save');
+  // names are the cluster's: a template of this name on another host or in the catalog is taken too
+  if (d.templates.find(body.name)) {
+    throw new Conflict(`template ${body.name} already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
+  }
   let template: TemplateInfo;
   try {
     template = await d.hosts.client(host.id).saveVmAsTemplate(vm.id, body);
@@ -49,9 +60,27 @@ export async function saveVmAsTemplate(d: DiskActionDeps, user: User, id: string
     throw fromAgent(d, err, host, `save VM ${vm.name} as a template`);
   }
   d.log.info(`VM ${vm.name} saved as template ${template.name} on ${host.hostname} by ${user.name}`, { vmId: vm.id, hostId: host.id });
+  const catalogNote = await intoCatalog(d, host, template);
   // the next list of templates shows it
   await d.hosts.pollOne(host).catch((err: unknown) => d.log.warn(`could not poll ${host.hostname} after a save as template`, { hostId: host.id, err }));
-  return { template, host: { id: host.id, hostname: host.hostname } };
+  return { template, host: { id: host.id, hostname: host.hostname }, catalog: catalogNote === undefined, ...(catalogNote ? { catalogNote } : {}) };
+}
+
+/** Copies a one-disk template from its host into the catalog; answers why not when it did not (the template stays on its host either way). */
+async function intoCatalog(d: DiskActionDeps, host: HostRecord, t: TemplateInfo): Promise<string | undefined> {
+  const disk = t.files.find((f) => f.role === 'disk');
+  if (t.kind !== 'disk' || t.files.length !== 1 || !disk) return `a ${t.kind} template (kernel, initrd and disk) stays on the host that made it`;
+  try {
+    const body = await d.hosts.client(host.id).templateFile(t.name, disk.file);
+    await d.templates.uploadToCatalog({
+      name: t.name, os: t.os, ...(t.description ? { description: t.description } : {}), minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm,
+    }, body, { sha256: disk.sha256, declaredBytes: disk.bytes });
+    return undefined;
+  } catch (err) {
+    const sky = toSkyError(err);
+    d.log.warn(`template ${t.name} saved on ${host.hostname} could not be copied into the catalog: ${sky.message}`, { hostId: host.id, code: sky.code });
+    return `it could not be copied into the controller's catalog (${sky.message}): it is on ${host.hostname} only`;
+  }
 }
 
 /** Resets a VM to its template (a running VM is restarted); the record follows the host's answer. */

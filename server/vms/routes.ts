@@ -24,12 +24,14 @@ export const AdoptRequest = z.strictObject({
 const SavedTemplate = z.object({
   template: TemplateInfo,
   host: z.object({ id: z.string(), hostname: z.string() }).describe('the host that made the template and holds its files'),
+  catalog: z.boolean().describe('whether the controller\'s catalog holds it too (then every host can pull it)'),
+  catalogNote: z.string().optional().describe('why it is not in the catalog'),
 });
 const IDEMPOTENCY = { 'Idempotency-Key': 'a retried request with the same key returns the first answer' };
 
 export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
   const { vms, hosts } = services;
-  const disks = { vms, hosts, log: logger('vms') };
+  const disks = { vms, hosts, templates: services.templates, log: logger('vms') };
 
   // Kept until any VM changes: the sorted list per user and filter, and each page's bytes.
   const lists = new VersionedCache<VmRecord[]>(64);

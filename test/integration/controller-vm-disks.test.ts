@@ -85,6 +85,9 @@ describe('controller: save a VM as a template, reset it, install from an ISO', f
     expect(saved.status, JSON.stringify(saved.json)).to.equal(201);
     expect(saved.json.template).to.include({ name: 'lesson-done', kind: 'disk', console: 'serial' });
     expect(saved.json.host).to.deep.equal({ id: 'host-a', hostname: 'pc-a' });
+    // the simulated host serves no template files: the template stays there, and the answer says why
+    expect(saved.json.catalog).to.equal(false);
+    expect(saved.json.catalogNote).to.match(/could not be copied into the controller's catalog.*pc-a only/);
     const listed = (await api('GET', '/api/templates', alice)).json.templates as Array<{ name: string; hosts: string[] }>;
     expect(listed.find((t) => t.name === 'lesson-done')?.hosts).to.deep.equal(['host-a']);
     // a VM can start from it

@@ -182,5 +182,9 @@ describe('controller: save a VM as a template, reset it, install from an ISO', f
     const made = await api('POST', '/api/vms', alice, { template: 'installer', name: 'install-1', diskGiB: 20 });
     expect(made.status, JSON.stringify(made.json)).to.equal(201);
     expect(made.json).to.include({ template: 'installer', diskGiB: 20, console: 'vnc' });
+    // on the host: an empty disk of that size and the installer on the CD-ROM
+    const hv = agent.hypervisor!;
+    expect(hv.folderContents.get(made.json.id)?.disk).to.include({ kind: 'blank', sizeBytes: 20 * 1024 ** 3 });
+    expect(hv.domains.get(made.json.id)?.spec.installer).to.match(/\/installer\/installer\.iso$/);
   });
 });

@@ -9,7 +9,7 @@ import { STOP_LIMIT_MS, startController, type RunningController } from './contro
 import { advertisedUrl, startAdvertising, type Advertisement } from './discovery.ts';
 import { servicesOptions } from './services.ts';
 import { loadSchoolCertificate } from './tls.ts';
-import { showFingerprint } from '../base/tls.ts';
+import { isLoopback, showFingerprint } from '../base/tls.ts';
 import { ConfigError } from '../base/config.ts';
 
 /** Something that runs beside the controller and stops after it (the local agent of `skyhost up`). */
@@ -33,7 +33,9 @@ export async function serveController(cli: CommandContext, opts: ServeOptions = 
   const school = config.tlsCertFile && config.tlsKeyFile ? loadSchoolCertificate(config.tlsCertFile, config.tlsKeyFile) : undefined;
   const controller = await startController({
     ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl,
-    ...(config.httpsPort > 0 ? { https: { port: config.httpsPort, school } } : {}), trustedLan: config.trustedLan,
+    // Listening on loopback only, nothing crosses the LAN: no HTTPS then (as for an agent).
+    ...(config.httpsPort > 0 && !isLoopback(config.listen) && config.listen !== 'localhost' ? { https: { port: config.httpsPort, school } } : {}),
+    trustedLan: config.trustedLan,
   });
   ctx.log.info(`controller listening on http://${config.listen}:${controller.port}` +
     (controller.httpsPort ? ` and https://${config.listen}:${controller.httpsPort} (certificate sha256 ${showFingerprint(controller.fingerprint)})` : ''),

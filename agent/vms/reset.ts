@@ -24,6 +24,7 @@ export async function resetVm(m: VmManager, id: string): Promise<VmInfo> {
     const before = (await hv.state(id)) ?? 'unknown';
     const wasOn = before === 'running' || before === 'paused';
     const revert = new Reverter(m.log);
+    const t0 = performance.now();
     try {
       if (wasOn) {
         // the disk's content is thrown away: no need to ask the guest to shut down
@@ -53,7 +54,7 @@ export async function resetVm(m: VmManager, id: string): Promise<VmInfo> {
       m.log.warn('could not remove the disk a reset replaced', { vm: id, err });
     }
     vm.state = (await hv.state(id)) ?? 'unknown';
-    m.log.info('reset VM to its template', { vm: id, name, template: t.name, restarted: wasOn });
+    m.log.info('reset VM to its template', { vm: id, name, template: t.name, restarted: wasOn, ms: Math.round(performance.now() - t0) });
     return m.info(vm);
   });
 }

@@ -272,6 +272,10 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const req = parsed.data;
     const existing = this.hosts.get(req.hostId);
     const sender = from ? ` from ${from}` : '';
+    if (req.agentUrl.startsWith('https:') && !req.certFingerprint) {
+      // Checked before the token: a single-use token is not used up by a request refused anyway.
+      throw new InvalidField('certFingerprint', 'an https:// agentUrl needs the sha256 fingerprint of the agent\'s certificate');
+    }
     if (req.joinToken !== undefined) {
       const verdict = this.opts.redeemJoinToken(req.joinToken, req.hostId);
       if (!verdict.ok) {
@@ -281,9 +285,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     }
     const trusted = req.joinToken !== undefined;
     const sameKey = existing !== undefined && sameSecret(existing.agentKey, req.agentKey);
-    if (req.agentUrl.startsWith('https:') && !req.certFingerprint) {
-      throw new InvalidField('certFingerprint', 'an https:// agentUrl needs the sha256 fingerprint of the agent\'s certificate');
-    }
     if (existing?.agentFingerprint && sameKey && !trusted && req.certFingerprint !== existing.agentFingerprint) {
       // Its key, another certificate: the key may have been copied off the PC; only a token (or a new enrollment after a removal) re-pins.
       existing.problem = `refused a new certificate (sha256 ${req.certFingerprint ?? 'none: plain HTTP'}) at ${req.agentUrl}${sender}: ` +

@@ -115,7 +115,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
   await templates.catalog.refresh();
-  const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot() });
+  const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot(), controllerFingerprint: tls.fingerprint });
   const vms = new VmService(store, hosts, templates, {
     distribute, log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),

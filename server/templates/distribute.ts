@@ -39,8 +39,6 @@ export interface DistributorOptions {
   log: Logger;
   /** The templates the controller's catalog holds (hosts pull them at `<controller>/api/templates/NAME`). */
   catalog?: () => readonly TemplateInfo[];
-  /** The controller's URL as hosts reach it, when a host's status does not say (it says once enrolled by discovery). */
-  controllerUrl?: () => string | undefined;
   /** sha256 of the controller's certificate, pinned by hosts pulling from an https:// controller URL. */
   controllerFingerprint?: string;
 }
@@ -63,6 +61,8 @@ export const CopyPlan = z.object({
 export type CopyPlan = z.infer<typeof CopyPlan>;
 
 export class TemplateDistributor {
+  /** The controller's URL as hosts reach it, for a host whose status does not say (an agent enrolled by discovery says). */
+  controllerUrl: string | undefined;
   private readonly opts: DistributorOptions;
   private readonly registry: HostRegistry;
   private readonly log: Logger;
@@ -70,6 +70,8 @@ export class TemplateDistributor {
   private readonly following = new Map<string, Promise<void>>();
   /** When a "keep" pull last failed on a host (`host\0template`). */
   private readonly keepFailedAt = new Map<string, number>();
+  /** The "keep on every host" list, read from the settings once (every poll looks at it). */
+  private keptList: string[] | undefined;
 
   constructor(opts: DistributorOptions) {
     this.opts = opts;
@@ -108,9 +110,14 @@ export class TemplateDistributor {
    * first), then the holders (starting at a place that depends on the target, so pullers spread
    * over them), then the catalog.
    */
-  sources(manifest: TemplateInfo, target: HostRecord, upstream: readonly HostRecord[] = []): { sources: PullSource[]; names: string[] } {
+  sources(manifest: TemplateInfo, target: HostRecord, upstream: readonly HostRecord[] = [], catalogFirst = false): { sources: PullSource[]; names: string[] } {
     const out: PullSource[] = [];
     const names: string[] = [];
+    const catalog = this.catalogSource(manifest, target);
+    if (catalog && catalogFirst) {
+      out.push(catalog);
+      names.push('controller');
+    }
     const add = (h: HostRecord) => {
       if (h.id === target.id || names.includes(h.id)) return;
       out.push(this.peerSource(h, manifest.name, target));
@@ -120,8 +127,7 @@ export class TemplateDistributor {
     const holders = this.holders(manifest);
     const start = holders.length > 0 ? hashOf(target.id) % holders.length : 0;
     for (let i = 0; i < holders.length; i++) add(holders[(start + i) % holders.length]!);
-    const catalog = this.catalogSource(manifest, target);
-    if (catalog) {
+    if (catalog && !catalogFirst) {
       out.push(catalog);
       names.push('controller');
     }
@@ -141,7 +147,7 @@ export class TemplateDistributor {
   private catalogSource(manifest: TemplateInfo, reader: HostRecord): PullSource | undefined {
     const inCatalog = this.opts.catalog?.().find((t) => t.name === manifest.name);
     if (!inCatalog || !sameFiles(inCatalog, manifest)) return undefined;
-    const base = reader.status?.controller?.url ?? this.opts.controllerUrl?.();
+    const base = reader.status?.controller?.url ?? this.controllerUrl;
     if (!base) return undefined;
     const fingerprint = base.startsWith('https:') ? this.opts.controllerFingerprint : undefined;
     return { url: `${base.replace(/\/+$/, '')}/api/templates/${manifest.name}`, authorization: `Bearer ${reader.agentKey}`, ...(fingerprint ? { fingerprint } : {}) };
@@ -168,11 +174,11 @@ export class TemplateDistributor {
   }
 
   /** Asks the host to start pulling; answers its first progress (the agent has registered the pull when this resolves). */
-  private async start(hostId: string, name: string, upstream: readonly HostRecord[]): Promise<PullProgress> {
+  private async start(hostId: string, name: string, upstream: readonly HostRecord[], catalogFirst = false): Promise<PullProgress> {
     const host = this.registry.require(hostId);
     const manifest = this.manifest(name);
     if (!manifest) throw new NotFound(`template "${name}" (neither the catalog nor any host that is up has it)`);
-    const { sources, names } = this.sources(manifest, host, upstream);
+    const { sources, names } = this.sources(manifest, host, upstream, catalogFirst);
     if (sources.length === 0) throw new SkyError(503, 'no_source', `template "${name}" cannot be pulled to ${host.hostname}: no host that is up holds it, and the catalog does not`);
     this.log.info(`host ${host.hostname} pulls template ${name} from ${names.join(', ')}`, { hostId, template: name });
     return this.registry.client(hostId).pullTemplate({ manifest, sources });
@@ -252,7 +258,8 @@ export class TemplateDistributor {
           if (head) upstream.push(head);
           const key = `${h.id}\0${name}`;
           // Started in chain order: a host's predecessor has registered its pull before the host asks it.
-          const started = this.start(h.id, name, upstream);
+          // The head of the catalog's chain pulls from the controller first, the others from their predecessor.
+          const started = this.start(h.id, name, upstream, i === 0 && heads[ci] === 'controller');
           const followed = started.then((first) => this.follow(h.id, name, first)).finally(() => this.following.delete(key));
           this.following.set(key, followed);
           outcomes.push(followed.catch((err: unknown) => {
@@ -270,14 +277,16 @@ export class TemplateDistributor {
 
   /** Templates marked "keep on every host". */
   kept(): string[] {
+    if (this.keptList) return this.keptList;
     const row = this.opts.store.get('SELECT value FROM settings WHERE key = ?', SETTING_KEEP);
     try {
       const list = row ? JSON.parse(String(row.value)) : [];
-      return Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string') : [];
+      this.keptList = Array.isArray(list) ? list.filter((x): x is string => typeof x === 'string') : [];
     } catch {
       this.log.warn(`setting ${SETTING_KEEP} is not a JSON list: read as empty`);
-      return [];
+      this.keptList = [];
     }
+    return this.keptList;
   }
 
   /** Marks `name` "keep on every host" (every ready host lacking it starts pulling it) or unmarks it. */
@@ -287,6 +296,7 @@ export class TemplateDistributor {
     if (on) list.add(name);
     else list.delete(name);
     this.opts.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', SETTING_KEEP, JSON.stringify([...list].sort()));
+    this.keptList = [...list].sort();
     if (on) for (const h of this.registry.records()) this.keepUp(h);
     return { template: name, keep: on };
   }

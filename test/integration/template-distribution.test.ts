@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
 import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { defaults } from '../../base/config.ts';
 import { listen } from '../../base/http.ts';
@@ -384,6 +385,21 @@ describe('the controller putting templates on hosts (real agents, libvirt + QEMU
       session.close();
     }
     expect((await api('DELETE', `/api/vms/${id}`)).status).to.equal(204);
+    expect((await api('POST', `/api/hosts/${a.hostId}/undrain`)).status).to.equal(200);
+  });
+
+  it('places a VM whose template only the controller\'s catalog holds: the host pulls it from the controller and the VM runs', async () => {
+    const guest = await buildTestGuest();
+    await new TemplateStore(path.join(work, 'controller')).import({ name: 'catalog-guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
+    await ctl.services.templates.catalog.refresh();
+    ctl.services.distribute.controllerUrl = ctl.url; // these agents were enrolled by hand: their status does not name the controller
+    expect((await api('POST', `/api/hosts/${a.hostId}/drain`)).status).to.equal(200);
+    const created = await api('POST', '/api/vms', { template: 'catalog-guest', name: 'from-catalog', memoryMiB: 256 });
+    expect(created.status, created.text).to.equal(202);
+    expect(created.json).to.deep.include({ host: b.hostId, progress: 'pulling 0%' });
+    await waitFor('the VM to run on B', async () => (await api('GET', `/api/vms/${created.json.id}`)).json.state === 'running', 120_000, 100);
+    expect((await b.templates.get('catalog-guest'))?.files).to.deep.equal(ctl.services.templates.catalog.snapshot().find((t) => t.name === 'catalog-guest')?.files);
+    expect((await api('DELETE', `/api/vms/${created.json.id}`)).status).to.equal(204);
     expect((await api('POST', `/api/hosts/${a.hostId}/undrain`)).status).to.equal(200);
   });
 

@@ -68,23 +68,8 @@ export function domainXml(s: DomainXmlSpec): string {
     if (s.installerIso) lines.push(`      <boot order='1'/>`);
     lines.push(`    </disk>`);
   }
-  if (s.seedIso) {
-    lines.push(`    <disk type='file' device='cdrom'>`);
-    lines.push(`      <driver name='qemu' type='raw'/>`);
-    lines.push(`      <source file='${xml(s.seedIso)}'/>`);
-    lines.push(`      <target dev='hdc' bus='ide'/>`);
-    lines.push(`      <readonly/>`);
-    lines.push(`    </disk>`);
-  }
-  if (s.installerIso) {
-    lines.push(`    <disk type='file' device='cdrom'>`);
-    lines.push(`      <driver name='qemu' type='raw'/>`);
-    lines.push(`      <source file='${xml(s.installerIso)}'/>`);
-    lines.push(`      <target dev='hdd' bus='ide'/>`);
-    lines.push(`      <readonly/>`);
-    lines.push(`      <boot order='2'/>`);
-    lines.push(`    </disk>`);
-  }
+  if (s.seedIso) lines.push(...cdrom(s.seedIso, 'hdc'));
+  if (s.installerIso) lines.push(...cdrom(s.installerIso, 'hdd', 2));
   lines.push(`    <interface type='network'>`);
   lines.push(`      <source network='${xml(m.network)}'/>`);
   lines.push(`      <mac address='${xml(m.mac)}'/>`);
@@ -104,6 +89,19 @@ export function domainXml(s: DomainXmlSpec): string {
   lines.push(`  </devices>`);
   lines.push(`</domain>`);
   return lines.join('\n') + '\n';
+}
+
+/** A read-only IDE CD-ROM of an ISO file, booted in `bootOrder` if given. */
+function cdrom(file: string, dev: 'hdc' | 'hdd', bootOrder?: number): string[] {
+  return [
+    `    <disk type='file' device='cdrom'>`,
+    `      <driver name='qemu' type='raw'/>`,
+    `      <source file='${xml(file)}'/>`,
+    `      <target dev='${dev}' bus='ide'/>`,
+    `      <readonly/>`,
+    ...(bootOrder !== undefined ? [`      <boot order='${bootOrder}'/>`] : []),
+    `    </disk>`,
+  ];
 }
 
 /** libvirt's words for a domain state, as SkyHost's. */

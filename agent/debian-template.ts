@@ -35,6 +35,8 @@ export interface DistroRecipe {
   files: Record<string, string>;
   /** Services enabled in the image. */
   enable: string[];
+  /** Units that never start in the image (jobs of a long-lived PC, not of a lesson's VM). */
+  mask: string[];
   /** Where packages come from: the host's own sources file(s) when the host runs this release, else a mirror URL. */
   mirrors: { name: string; text: string }[];
   /** apt options passed on (the host's proxy). */
@@ -109,37 +111,50 @@ async function hostAptOptions(): Promise<string[]> {
   return out;
 }
 
-const CLOUD_CFG = (user: string, desktop: boolean) => `# SkyHost: NoCloud only (the seed ISO the agent attaches), key-only login as ${user}.
+// the default user is the distribution's own (`debian`, `ubuntu`: sudo, locked password, bash)
+const CLOUD_CFG = (user: string) => `# SkyHost: NoCloud only (the seed ISO the agent attaches), key-only login as ${user}.
 datasource_list: [NoCloud, None]
 datasource:
   NoCloud:
     fs_label: cidata
-system_info:
-  default_user:
-    name: ${user}
-    lock_passwd: true
-    gecos: ${user}
-    groups: [adm, sudo${desktop ? ', audio, video, plugdev, netdev' : ''}]
-    sudo: ["ALL=(ALL) NOPASSWD:ALL"]
-    shell: /bin/bash
 ssh_pwauth: false
 disable_root: true
 preserve_hostname: false
 manage_etc_hosts: true
+# the file system is the whole disk (no partition to grow): resize2fs makes it as big as the VM's disk
 resize_rootfs: true
-growpart:
-  mode: auto
-  devices: ['/']
 # the image brings its own DHCP on every Ethernet interface (systemd-networkd)
 network:
   config: disabled
+# keep the host's apt sources the image was built from (a school mirror or proxy)
+apt:
+  preserve_sources_list: true
+# Debian's module lists without what has nothing to do here (GRUB, locales, snap, LXD, Puppet, ...):
+# each module is Python to load, and that costs seconds without KVM
+cloud_init_modules: [migrator, seed_random, bootcmd, write-files, resizefs, mounts, set_hostname, update_hostname,
+  update_etc_hosts, ca-certs, users-groups, ssh]
+cloud_config_modules: [ssh-import-id, set-passwords, apt-configure, ntp, timezone, runcmd]
+cloud_final_modules: [package-update-upgrade-install, write-files-deferred, scripts-vendor, scripts-per-once,
+  scripts-per-boot, scripts-per-instance, scripts-user, ssh-authkey-fingerprints, keys-to-console, final-message,
+  power-state-change]
+# RSA host keys take seconds to make without KVM
+ssh_genkeytypes: [ed25519, ecdsa]
 `;
 
+// IPv4 only: with IPv6 on, systemd-networkd-wait-online waited minutes for a router that never comes
 const NETWORK = `[Match]
 Type=ether
 
 [Network]
-DHCP=yes
+DHCP=ipv4
+IPv6AcceptRA=no
+LinkLocalAddressing=no
+`;
+
+// cloud-init waits for the network: one interface up is enough, and never more than a minute
+const WAIT_ONLINE = `[Service]
+ExecStart=
+ExecStart=/lib/systemd/systemd-networkd-wait-online --any --timeout=60
 `;
 
 const FSTAB = `# the root file system is the whole of the VM's disk (direct kernel boot, root=/dev/vda)
@@ -184,11 +199,12 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
     ...(desktop ? ['xfce4', 'xfce4-terminal', 'lightdm', 'xserver-xorg-core', 'xserver-xorg-input-libinput', 'dbus-x11', 'at-spi2-core', 'fonts-dejavu-core'] : []),
   ].sort();
   const files: Record<string, string> = {
-    '/etc/cloud/cloud.cfg.d/90-skyhost.cfg': CLOUD_CFG(user, desktop),
+    '/etc/cloud/cloud.cfg.d/90-skyhost.cfg': CLOUD_CFG(user),
     '/etc/systemd/network/80-skyhost-dhcp.network': NETWORK,
     '/etc/fstab': FSTAB,
     '/etc/hostname': `${distro}\n`,
     '/etc/systemd/system/skyhost-ssh-keys.service': SSH_KEYS_UNIT,
+    '/etc/systemd/system/systemd-networkd-wait-online.service.d/skyhost.conf': WAIT_ONLINE,
   };
   if (desktop) {
     // the desktop starts on the VNC display for the image's user, who has no password to type
@@ -197,12 +213,13 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
     files['/etc/systemd/system/lightdm.service.d/skyhost.conf'] = '[Unit]\nAfter=cloud-init.service\n';
   }
   const enable = ['systemd-networkd.service', 'systemd-resolved.service', 'serial-getty@ttyS0.service', 'skyhost-ssh-keys.service', ...(desktop ? ['lightdm.service'] : [])];
+  const mask = ['apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_reap.service', 'e2scrub_all.timer'];
   const own = distro === host.id && suite === host.codename ? hostSources(distro, suite) : [];
   const mirrors = own.length > 0
     ? own
     : [{ name: 'default', text: distro === 'debian' ? `deb http://deb.debian.org/debian ${suite} main` : `deb http://archive.ubuntu.com/ubuntu ${suite} main universe` }];
   return {
-    target, distro, suite, desktop, packages, files, enable, mirrors,
+    target, distro, suite, desktop, packages, files, enable, mask, mirrors,
     aptOptions: await hostAptOptions(),
     sizeGiB: desktop ? 6 : 2,
     // console=tty0 first for the desktop: the kernel's messages show on the screen too, the last one is /dev/console
@@ -290,6 +307,7 @@ export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {})
       `--customize-hook=sync-out /var/cache/apt/archives ${packageCache}`,
       `--customize-hook=sync-in ${stage} /`,
       `--customize-hook=chroot "$1" systemctl enable ${r.enable.join(' ')}`,
+      `--customize-hook=chroot "$1" systemctl mask ${r.mask.join(' ')}`,
       // each VM gets its own machine id and SSH host keys on first boot; no apt lists, logs or caches
       '--customize-hook=: > "$1"/etc/machine-id; rm -f "$1"/var/lib/dbus/machine-id "$1"/etc/ssh/ssh_host_*; ' +
         'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/lib/cloud/* "$1"/tmp/* "$1"/var/tmp/*',

@@ -10,7 +10,8 @@ import { vmGroup } from './vm.ts';
 import { discoveryGroup } from './discovery.ts';
 import { isoGroup } from './iso.ts';
 import { usbGroup } from './usb.ts';
-import { distributeGroup } from './distribute.ts';
+import { templateGroup } from './template.ts';
+import { withDistribution } from './distribute.ts';
 
 export const GROUPS: readonly Group[] = [
   schedulerGroup,
@@ -22,5 +23,6 @@ export const GROUPS: readonly Group[] = [
   discoveryGroup,
   isoGroup,
   usbGroup,
-  distributeGroup,
+  // one `template` group: the build figures and the distribution figures (bench/distribute.ts)
+  withDistribution(templateGroup),
 ];

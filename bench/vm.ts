@@ -13,6 +13,7 @@ import { ensureDaemons } from '../host/hostsetup.ts';
 import { TemplateStore } from '../agent/templates.ts';
 import { buildTestGuest, GUEST_PROMPT } from '../test/support/guest.ts';
 import type { Group } from './group.ts';
+import { requestToSshFigures } from './template.ts';
 import { removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
 import { figure, msSince, withTarget } from './stats.ts';
 
@@ -61,6 +62,7 @@ export const vmGroup: Group = {
     ['vm.request_to_running_ms', 'ms'],
     ['vm.request_to_console_ms', 'ms'],
     ['vm.overhead_ms', 'ms'],
+    ['vm.request_to_ssh_ms', 'ms'],
   ],
   async run(ctx) {
     await ensureDaemons();
@@ -131,6 +133,7 @@ export const vmGroup: Group = {
       }
       const insideMedian = figure('x', 'ms', inside).value;
       return [
+        ...(await requestToSshFigures(ctx)), // a real OS (bench/template.ts), beside the tiny guest's console figure
         figure('vm.request_to_running_ms', 'ms', running, {
           note: `${agent.what}: POST /api/vms to GET /api/vms/:id saying running (polled every 25 ms): controller + real agent + libvirt on TCG, test guest (kernel + busybox initramfs, 128 MiB), ${RUNS} runs`,
         }),

@@ -27,7 +27,7 @@ describe('debian-12 template recipe', () => {
     expect(r.suite).to.equal('bookworm');
     expect(r.cmdline).to.equal('root=/dev/vda rw console=ttyS0');
     expect(r.packages).to.include.members(['linux-image-cloud-amd64', 'openssh-server', 'cloud-init', 'systemd-sysv']);
-    expect(r.files['/etc/cloud/cloud.cfg.d/90-skyhost.cfg']).to.include('datasource_list: [NoCloud, None]').and.include('name: debian').and.include('resize_rootfs: true');
+    expect(r.files['/etc/cloud/cloud.cfg.d/90-skyhost.cfg']).to.include('datasource_list: [NoCloud, None]').and.include('resize_rootfs: true');
     expect(r.enable).to.include.members(['serial-getty@ttyS0.service', 'systemd-networkd.service']);
     expect(r.desktop).to.equal(false);
   });

@@ -1,0 +1,106 @@
+// Group `template`: the debian-12 template of `skyhost template build debian-12`. How long a build
+// takes when the packages are already downloaded (the image cache is bypassed, the package cache
+// is not) and how big the image is. `vm.request_to_ssh_ms` (reported by the `vm` group, whose name
+// its id carries) is measured here too: a VM of it from the request to a real SSH login
+// (controller + real agent in their own processes, QEMU under TCG, OpenSSH client).
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildDistroImage, distroRecipe } from '../agent/debian-template.ts';
+import { TemplateStore } from '../agent/templates.ts';
+import { run } from '../base/exec.ts';
+import { ensureDaemons } from '../host/hostsetup.ts';
+import type { BenchContext, Group } from './group.ts';
+import { removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { figure, msSince, type Figure } from './stats.ts';
+
+const TEMPLATE = 'bench-debian';
+
+export const templateGroup: Group = {
+  name: 'template',
+  ids: [
+    ['template.build_s', 's'],
+    ['template.size_mb', 'MB'],
+  ],
+  async run(ctx) {
+    const recipe = await distroRecipe('debian-12');
+    // the first build fills the package cache (and the image cache the suite uses) if this machine has none
+    const first = await buildDistroImage(recipe, { onProgress: (s, d) => ctx.say(`template: ${s}: ${d}`) });
+    const t0 = process.hrtime.bigint();
+    const warm = await buildDistroImage(recipe, { rebuild: true, onProgress: (s, d) => ctx.say(`template (warm packages): ${s}: ${d}`) });
+    const buildS = msSince(t0) / 1000;
+    return [
+      figure('template.build_s', 's', [buildS], {
+        note: `debian-12 (${recipe.packages.length} packages named, mmdebstrap unshare mode) with every package already downloaded: install, ext4, compressed qcow2; 1 run${first.cached ? '' : ' (after a cold build)'}`,
+      }),
+      figure('template.size_mb', 'MB', [statSync(warm.disk).size / 1e6], {
+        note: `disk.qcow2 (compressed; ${recipe.sizeGiB} GiB as the VM sees it before it grows) + kernel ${(statSync(warm.kernel).size / 1e6).toFixed(1)} MB + initrd ${(statSync(warm.initrd).size / 1e6).toFixed(1)} MB`,
+      }),
+    ];
+  },
+};
+
+/** `vm.request_to_ssh_ms`: a debian-12 VM requested through the controller until `ssh debian@` succeeds. */
+export async function requestToSshFigures(ctx: BenchContext): Promise<Figure[]> {
+  await ensureDaemons();
+  const recipe = await distroRecipe('debian-12');
+  const warm = await buildDistroImage(recipe, { onProgress: (s, d) => ctx.say(`template: ${s}: ${d}`) });
+  const figures: Figure[] = [];
+
+  const hostId = `bench-tpl-${randomBytes(3).toString('hex')}`;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-tpl-'));
+  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
+  let controller: ControllerProcess | undefined;
+  let agent: AgentProcess | undefined;
+  try {
+    await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: warm.kernel, initrd: warm.initrd, disk: warm.disk, cmdline: warm.cmdline, os: 'debian', minMemoryMiB: recipe.minMemoryMiB });
+    await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dataDir, 'key')]);
+    controller = await startControllerProcess(ctx.root);
+    const { url, token } = controller;
+    const api = async (method: string, p: string, body?: unknown) => {
+      const res = await fetch(url + p, {
+        method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+        ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(60_000),
+      });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) as Record<string, any> : {} };
+    };
+    agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex') });
+    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
+      if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
+      return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
+    });
+    const t1 = process.hrtime.bigint();
+    const created = await api('POST', '/api/vms', {
+      name: 'bench-debian-1', template: TEMPLATE, memoryMiB: 512, sshKey: readFileSync(path.join(dataDir, 'key.pub'), 'utf8').trim(),
+    });
+    if (created.status !== 201 && created.status !== 202) throw new Error(`POST /api/vms answered ${created.status}: ${JSON.stringify(created.body)}`);
+    const id = String(created.body.id);
+    let port = 0;
+    await waitUntil(`VM ${id} to run`, 120_000, async () => {
+      const vm = (await api('GET', `/api/vms/${id}`)).body;
+      if (vm.state === 'error') throw new Error(`VM ${id} failed: ${String(vm.error ?? '')}`);
+      port = vm.ssh?.port ?? 0;
+      return vm.state === 'running' && port > 0;
+    }, 100);
+    await waitUntil('an SSH login', 600_000, async () => {
+      const r = await run('ssh', ['-i', path.join(dataDir, 'key'), '-p', String(port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no',
+        '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', 'debian@127.0.0.1', 'true'], { timeout: 30_000 })
+        .then(() => true, () => false); // not up yet: sshd not listening or the key not installed yet
+      return r;
+    }, 1000);
+    const sshMs = msSince(t1);
+    ctx.say(`template: SSH login to VM ${id} after ${Math.round(sshMs)} ms`);
+    figures.push(figure('vm.request_to_ssh_ms', 'ms', [sshMs], {
+      note: 'debian-12 under TCG, 1 vCPU, 512 MiB: POST /api/vms (controller + real agent processes) to `ssh debian@` through the agent\'s forwarded port succeeding (tried every second); 1 run',
+    }));
+    await api('DELETE', `/api/vms/${id}`);
+    return figures;
+  } finally {
+    await agent?.stop();
+    await controller?.stop();
+    await removeAgentLeftovers(hostId);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}

@@ -16,6 +16,7 @@ import { hostnameScript, serviceUnit } from '../../autoinstall/units.ts';
 import { autoinstallProblems, validateAutoinstall, validateUserData, validateUserDataFile } from '../../autoinstall/validate.ts';
 import { parseInstallerOptions } from '../../autoinstall/options.ts';
 import { hashPassword } from '../../autoinstall/password.ts';
+import { encodeJoinString } from '../../wire/join.ts';
 
 const EXAMPLES = path.resolve(import.meta.dirname, '../../autoinstall/examples');
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOv4Wkq9p0Y3tG4yW2bJk0m5c8iQ0x1Zr2s3t4u5v6w7 teacher@lab';
@@ -93,6 +94,9 @@ describe('autoinstall model', () => {
       const flat = (buildAutoinstall(parseInstallerOptions(o))['late-commands'] as string[][]).map((c) => c.join(' '));
       expect(flat).to.include('install -D -m 0600 /cdrom/skyhost/join-token /target/etc/skyhost/join-token');
       expect(flat.filter((c) => c.includes('join-token'))).to.have.length(1);
+      // A join string (token, controller addresses, certificate fingerprint) goes the same way, whole.
+      const join = encodeJoinString({ addresses: ['https://10.0.0.5:8443'], fingerprint: 'a'.repeat(64), token: 'shs_0123456789ab_' + 'x'.repeat(32) });
+      expect(isoFiles({ role: 'agent', controllerUrl: 'https://10.0.0.5:8443', joinToken: join }).get('/skyhost/join-token')).to.equal(join + '\n');
       // Without a token there is no token file and nothing copies one.
       expect(isoFiles({ role: 'agent' }).has('/skyhost/join-token')).to.equal(false);
       expect(JSON.stringify(buildAutoinstall(parseInstallerOptions({ role: 'agent' }))['late-commands'])).not.to.contain('join-token');

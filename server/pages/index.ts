@@ -68,6 +68,16 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   r.post('/register', async (req, res) => {
     const name = field(req, 'name', 64);
     const password = field(req, 'password', 256);
+    // Checked here: Users.create would throw a schema error that is no SkyError (a 500).
+    const registerErrors = schemaErrors({ name: [UserName, name], password: [Password, password] });
+    const again = (status: number, registerError?: string) => render(req, res, {
+      page: 'login', partial: 'register-form', title: 'Log in', status,
+      data: {
+        next: '/', values: {}, errors: {}, selfRegistration: services.users.selfRegistration(),
+        registerValues: { name }, registerErrors, registerError,
+      },
+    });
+    if (Object.keys(registerErrors).length > 0) return again(422);
     try {
       await services.users.register(name, password);
       const { sessionId, session } = await services.users.login(name, password, req.ip);
@@ -76,14 +86,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
     } catch (err) {
       const sky = toSkyError(err);
       if (sky.status >= 500) throw err;
-      const registerErrors = schemaErrors({ name: [UserName, name], password: [Password, password] });
-      render(req, res, {
-        page: 'login', partial: 'register-form', title: 'Log in', status: sky.status === 409 || sky.status === 403 ? sky.status : 422,
-        data: {
-          next: '/', values: {}, errors: {}, selfRegistration: services.users.selfRegistration(),
-          registerValues: { name }, registerErrors, registerError: Object.keys(registerErrors).length ? undefined : sky.message,
-        },
-      });
+      again(sky.status === 409 || sky.status === 403 ? sky.status : 422, sky.message);
     }
   });
 

@@ -208,6 +208,9 @@ describe('controller pages (HTTP)', function () {
     const taken = await newcomer.post('/register', { name: 'alice', password: 'whatever-123' });
     expect(taken.status).to.equal(409);
     expect(taken.text).to.contain('value="alice"');
+    const badName = await newcomer.post('/register', { name: 'Not A Name!', password: 'short' });
+    expect(badName.status, 'bad input is a 422 with the fields\' messages, not a 500').to.equal(422);
+    expect(badName.text).to.contain('class="field-error"').and.contain('value="Not A Name!"');
     const joined = await newcomer.post('/register', { name: 'dave', password: 'dave-pass-12' });
     expect(joined.status).to.equal(303);
     expect((await newcomer.get('/vms')).status).to.equal(200);

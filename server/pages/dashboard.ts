@@ -11,6 +11,8 @@ export interface HostRow {
   hostname: string;
   url: string;
   state: Host['state'];
+  /** Why the host is refused or unreachable as enrolled (e.g. its certificate changed). */
+  problem?: string | undefined;
   hypervisor?: string | undefined;
   cpuModel?: string | undefined;
   threads: number;
@@ -28,7 +30,7 @@ export function hostRow(h: Host): HostRow {
   return {
     id: h.id, hostname: h.hostname, url: h.url, state: h.state, hypervisor: h.hypervisor, cpuModel: h.cpuModel,
     threads: h.capacity?.threads ?? 0, cpuPct: Math.round(Math.max(0, Math.min(100, h.usage?.cpuPct ?? 0))),
-    memUsed, memTotal, memPct: pct(memUsed, memTotal), vms: h.usage?.vmsTotal ?? 0, lastSeen: h.lastSeen,
+    memUsed, memTotal, memPct: pct(memUsed, memTotal), vms: h.usage?.vmsTotal ?? 0, lastSeen: h.lastSeen, problem: h.problem,
   };
 }
 

@@ -138,6 +138,8 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
       expect(host.state).to.equal('down');
       expect(host.problem).to.match(/certificate \(sha256 .*\) is not the pinned one/);
       expect(seen, 'requests that reached the impostor').to.deep.equal([]);
+      const page = await (await fetch(`${ctl.url}/hosts`, { headers: { authorization: `Bearer ${admin}` } })).text();
+      expect(page).to.contain('is not the pinned one');
       // Enrolling again with the host's own key but the impostor's certificate changes nothing.
       const res = await fetch(`${ctl.url}/api/enroll`, {
         method: 'POST', headers: { 'content-type': 'application/json' },

@@ -17,7 +17,9 @@ export const agentCommand: Command = {
   name: 'agent',
   summary: 'run the host agent: VMs through libvirt/QEMU, consoles, SSH forwards, templates',
   description:
-    'Without --controller the agent finds one on the LAN (mDNS) and enrolls; either way it serves its API\n' +
+    'Without --controller the agent finds one on the LAN (mDNS) and enrolls (with a join string, --join or\n' +
+    '/etc/skyhost/join-token, only with the controller whose certificate it names); either way it serves its API\n' +
+    'over HTTPS (plain HTTP to this machine only)\n' +
     'with the key from --key or DATA/secrets/agent-key\n' +
     '(created 0600). Several agents can share a machine with distinct --host-id, --data and sshPortRange.',
   flags: {

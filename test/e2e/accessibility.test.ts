@@ -1,0 +1,286 @@
+// Every page meets WCAG 2 AA: axe-core runs in headless chromium on each page an admin, a student and
+// a visitor can reach (and on each form re-rendered with a field error), at desktop and phone widths;
+// then on the web installer's steps. A real controller with a simulated host, so VMs and hosts show.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { Page } from 'playwright-core';
+import { close, listen } from '../../base/http.ts';
+import { configureLogging, logger } from '../../base/log.ts';
+import { buildSetupApp } from '../../appliance/setup/app.ts';
+import { setupKey } from '../../appliance/setup/guard.ts';
+import { SetupJobs } from '../../appliance/setup/jobs.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
+import { pageRouter } from '../../server/pages/index.ts';
+import { axeViolations, formatViolations } from '../support/axe.ts';
+import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { freePort } from '../support/net.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+const PHONE = { width: 375, height: 812 };
+const DESKTOP = { width: 1280, height: 800 };
+
+/** Checks the page as it is now; returns a readable failure, or '' when axe finds nothing. */
+async function check(page: Page, where: string): Promise<string> {
+  await page.waitForLoadState('load');
+  const found = await axeViolations(page);
+  return found.length ? formatViolations(found, where) : '';
+}
+
+/** Opens each address in turn and checks it; all failures at once, so one run shows every page's. */
+async function checkPages(page: Page, base: string, urls: string[], label: string): Promise<string[]> {
+  const failures: string[] = [];
+  for (const url of urls) {
+    const res = await page.goto(base + url);
+    expect(res?.status(), `${url} answers`).to.be.below(400);
+    failures.push(await check(page, `${label} ${url}`));
+  }
+  return failures.filter(Boolean);
+}
+
+/** Submits a form as it is, past the browser's own checks (required, minlength), for the server's errors. */
+async function submitUnchecked(page: Page, form: string): Promise<void> {
+  await page.$eval(form, (f) => { (f as unknown as { noValidate: boolean }).noValidate = true; });
+  await page.click(`${form} button[type=submit]`);
+}
+
+async function login(page: Page, base: string, name: string, password: string): Promise<void> {
+  await page.context().clearCookies();
+  await page.goto(base + '/login');
+  await page.fill('#login-name', name);
+  await page.fill('#login-password', password);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForURL((u) => !u.pathname.startsWith('/login'));
+}
+
+describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
+  this.timeout(300_000);
+  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-a11y-'));
+  let controller: RunningController;
+  let host: SimAgent;
+  let browser: TestBrowser;
+  let page: Page;
+  let base: string;
+  let adminVm: string;
+  let studentVm: string;
+
+  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, '/templates', '/admin/users', '/admin/events', '/account/password'];
+  const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account/password'];
+
+  before(async () => {
+    configureLogging({ out: () => {} });
+    controller = await startController({
+      dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false,
+      pages: (services) => pageRouter(services, { log: logger('pages') }),
+    });
+    base = controller.url;
+    const users = controller.services.users;
+    await users.create({ name: 'alice', password: 'alice-pass-1', mustChangePassword: true });
+    users.setSelfRegistration(true); // the login page then shows the register form too
+    host = await new SimAgent({ hostId: 'lab-pc-1', hostname: 'lab-pc-1', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
+    controller.services.hosts.enroll({
+      hostId: host.hostId, hostname: 'lab-pc-1', agentUrl: host.url, agentKey: host.key, version: 'test', joinToken: controller.services.secrets.joinToken,
+    });
+    await controller.services.hosts.pollAll();
+    controller.services.events.record({ source: 'pages', level: 'warn', msg: 'a warning, so the event log shows a level badge' });
+    browser = await launchBrowser({ timeoutMs: 60_000 });
+    browser.context.setDefaultTimeout(30_000);
+    page = await browser.newPage(DESKTOP);
+    page.on('dialog', (d) => void d.accept());
+  });
+
+  after(async () => {
+    await browser?.close();
+    await controller?.stop();
+    await host?.stop();
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('the check itself finds what it should: an unlabelled field, faint text, a scrolling code block', async () => {
+    const probe = await browser.newPage(DESKTOP);
+    try {
+      await probe.setContent(`<!doctype html><html lang="en"><head><title>probe</title></head><body><main><h1>Probe</h1>
+        <input type="text"><p style="color:#bbb;background:#fff">faint</p>
+        <code style="display:block;width:60px;overflow-x:auto;white-space:nowrap">a very long command line that scrolls</code></main></body></html>`);
+      const found = await axeViolations(probe);
+      expect(found.map((v) => v.id).sort()).to.deep.equal(['color-contrast', 'label', 'scrollable-region-focusable']);
+      expect(formatViolations(found, 'probe')).to.contain('label (critical)').and.match(/^    \S*input/m);
+    } finally {
+      await probe.close();
+    }
+  });
+
+  it('the login page, its errors and the 404 page, at desktop and phone widths', async () => {
+    const failures: string[] = [];
+    for (const viewport of [DESKTOP, PHONE]) {
+      await page.setViewportSize(viewport);
+      const w = `[${viewport.width}px]`;
+      await page.context().clearCookies();
+      failures.push(...await checkPages(page, base, ['/login'], w));
+      await submitUnchecked(page, '#login-form'); // empty: both fields get their error
+      await page.waitForSelector('#login-name[aria-invalid=true]');
+      failures.push(await check(page, `${w} /login with field errors`));
+      await page.fill('#login-name', 'nobody');
+      await page.fill('#login-password', 'wrong-password');
+      await page.click('#login-form button[type=submit]');
+      await page.waitForSelector('#login-form [role=alert]');
+      failures.push(await check(page, `${w} /login with a wrong password`));
+      await page.fill('#reg-name', 'Not A Name!');
+      await page.fill('#reg-password', 'x');
+      await submitUnchecked(page, '#register-form');
+      await page.waitForSelector('#register-form .field-error');
+      failures.push(await check(page, `${w} /login with register errors`));
+      await page.goto(base + '/no-such-page');
+      failures.push(await check(page, `${w} 404 page`));
+    }
+    expect(failures.filter(Boolean).join('\n\n')).to.equal('');
+  });
+
+  it('the first-login password change, with its error, then every admin page', async () => {
+    await page.setViewportSize(DESKTOP);
+    await login(page, base, 'admin', controller.services.secrets.adminToken);
+    await page.waitForURL('**/account/password');
+    const failures = [await check(page, 'admin forced /account/password')];
+    await page.fill('#pw-new', 'teacher-pass-1');
+    await page.fill('#pw-again', 'teacher-pass-2');
+    await page.click('#password-form button[type=submit]');
+    await page.waitForSelector('#password-form .field-error');
+    failures.push(await check(page, 'admin /account/password with a field error'));
+    await page.fill('#pw-new', 'teacher-pass-1');
+    await page.fill('#pw-again', 'teacher-pass-1');
+    await page.click('#password-form button[type=submit]');
+    await page.waitForURL(base + '/');
+    const admin = controller.services.users.get('admin')!;
+    const alice = controller.services.users.get('alice')!;
+    adminVm = (await controller.services.vms.create(admin, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'teacher-demo' })).vm.id;
+    studentVm = (await controller.services.vms.create(alice, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'alice-web' })).vm.id;
+    await controller.services.hosts.pollAll();
+    for (const viewport of [DESKTOP, PHONE]) {
+      await page.setViewportSize(viewport);
+      failures.push(...await checkPages(page, base, adminPages(), `[${viewport.width}px] admin`));
+    }
+    await page.goto(`${base}/vms/${studentVm}`);
+    expect(await page.locator('#ssh-cmd').count(), 'the VM page was checked with its SSH command shown').to.equal(1);
+    expect(failures.filter(Boolean).join('\n\n')).to.equal('');
+  });
+
+  it('the admin forms with an answer or a field error shown', async () => {
+    await page.setViewportSize(DESKTOP);
+    const failures: string[] = [];
+    await page.goto(base + '/hosts');
+    await page.click('#host-install button[type=submit]:has-text("Make the install command")');
+    await page.waitForSelector('#install-cmd');
+    failures.push(await check(page, '/hosts with an install command'));
+    await page.goto(base + '/admin/users');
+    await page.fill('#new-user-name', 'Bad Name!');
+    await page.fill('#new-user-password', 'x');
+    await submitUnchecked(page, '#user-form');
+    await page.waitForSelector('#user-form .field-error');
+    failures.push(await check(page, '/admin/users with field errors'));
+    await page.goto(`${base}/vms/${adminVm}`);
+    await page.fill('#vm-save-name', 'Not A Name!');
+    await submitUnchecked(page, '#vm-save-form');
+    await page.waitForSelector('#vm-save-form .field-error');
+    failures.push(await check(page, '/vms/:id with a save-as-template error'));
+    expect(failures.filter(Boolean).join('\n\n')).to.equal('');
+  });
+
+  it('the student: first-login password change, every page, the request form with a field error', async () => {
+    await page.setViewportSize(DESKTOP);
+    await login(page, base, 'alice', 'alice-pass-1');
+    await page.waitForURL('**/account/password');
+    const failures = [await check(page, 'student forced /account/password')];
+    await page.fill('#pw-new', 'alice-pass-2');
+    await page.fill('#pw-again', 'alice-pass-2');
+    await page.click('#password-form button[type=submit]');
+    await page.waitForURL(base + '/');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await page.setViewportSize(viewport);
+      const w = `[${viewport.width}px]`;
+      failures.push(...await checkPages(page, base, studentPages(), `${w} student`));
+      await page.goto(base + '/vms');
+      await page.fill('#vm-name', 'Not A Name!');
+      await submitUnchecked(page, '#vm-form');
+      await page.waitForSelector('#vm-form .field-error');
+      failures.push(await check(page, `${w} student /vms request form with a field error`));
+      await page.goto(base + '/account/password');
+      await submitUnchecked(page, '#password-form');
+      await page.waitForSelector('#password-form .field-error');
+      failures.push(await check(page, `${w} student /account/password with field errors`));
+    }
+    expect(failures.filter(Boolean).join('\n\n')).to.equal('');
+  });
+});
+
+describe('accessibility: the web installer steps meet WCAG 2 AA (axe-core)', function () {
+  this.timeout(180_000);
+  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-a11y-setup-'));
+  const key = setupKey();
+  let server: Server;
+  let base: string;
+  let browser: TestBrowser;
+  let page: Page;
+
+  before(async () => {
+    const log = logger('setup-test');
+    // The pages are under test, not the build: a stand-in build writes a small file at once.
+    const jobs = new SetupJobs({
+      buildIso: async (opts) => {
+        writeFileSync(opts.out, 'stand-in installer');
+        return { out: opts.out, seconds: 0, bytes: 18, release: '24.04', volumeId: 'Ubuntu-Server 24.04 LTS amd64', grubEntries: 1, files: [], warnings: ['THIS ERASES THE LARGEST DISK of every PC it boots'] };
+      },
+      download: () => Promise.reject(new Error('no download in this test')),
+      writeImage: () => Promise.reject(new Error('no USB writing in this test')),
+      workDir: path.join(work, 'work'), log,
+    });
+    server = createServer(buildSetupApp({ log, jobs, ubuntuMirror: 'https://releases.ubuntu.com', key }));
+    base = `http://127.0.0.1:${await listen(server, 0, '127.0.0.1')}`;
+    browser = await launchBrowser({ timeoutMs: 60_000 });
+    browser.context.setDefaultTimeout(30_000);
+    page = await browser.newPage(DESKTOP);
+  });
+
+  after(async () => {
+    await browser?.close();
+    if (server) await close(server);
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('role, options (and with a field error), ISO (and with a field error) and the built job, at desktop and phone widths', async () => {
+    const failures: string[] = [];
+    const iso = path.join(work, 'ubuntu.iso');
+    writeFileSync(iso, 'not checked: no inspectIso in this test');
+    for (const viewport of [DESKTOP, PHONE]) {
+      await page.setViewportSize(viewport);
+      const w = `[${viewport.width}px] setup`;
+      await page.goto(`${base}/?key=${key}`);
+      failures.push(await check(page, `${w} role`));
+      await page.click('#role-agent');
+      await page.waitForSelector('#options-form');
+      failures.push(await check(page, `${w} options`));
+      await page.fill('input[name=hostnamePrefix]', 'Lab PC 1');
+      await page.click('#options-next');
+      await page.waitForSelector('#error-hostnamePrefix');
+      failures.push(await check(page, `${w} options with a field error`));
+      await page.fill('input[name=hostnamePrefix]', 'lab');
+      await page.fill('input[name=controllerUrl]', 'http://skyhost-controller.local:8080');
+      await page.fill('input[name=joinToken]', 'shj_a11y-join-token-0001');
+      await page.fill('input[name=password]', 'correct horse battery');
+      await page.click('#options-next');
+      await page.waitForSelector('#iso-form');
+      failures.push(await check(page, `${w} ISO`));
+      await page.check('input[name=source][value=path]');
+      await page.click('#build');
+      await page.waitForSelector('#iso-form .field-error, #iso-form [id^=error-]');
+      failures.push(await check(page, `${w} ISO with a field error`));
+      await page.fill('input[name=isoPath]', iso);
+      await page.click('#build');
+      await page.waitForSelector('#download');
+      failures.push(await check(page, `${w} built job`));
+    }
+    expect(failures.filter(Boolean).join('\n\n')).to.equal('');
+  });
+});

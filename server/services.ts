@@ -58,7 +58,7 @@ export interface ControllerServices {
   joinTokens: JoinTokens;
   /** Templates onto hosts: pulls for VMs, "keep on every host", "copy to all hosts" (server/templates/distribute.ts). */
   distribute: TemplateDistributor;
-  /** The controller's own certificate (DATA/secrets/tls): agents pin its fingerprint (server/tls.ts). */
+  /** The controller's own certificate (DATA/secrets/tls.crt, tls.key): agents pin its fingerprint (server/tls.ts). */
   tls: TlsIdentity;
   /** Starts the periodic jobs (polls, lease expiry). */
   start(): void;

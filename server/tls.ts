@@ -1,5 +1,5 @@
 // The controller's TLS (docs/security.md#tls-between-machines): its own certificate, made at first
-// start in DATA/secrets/tls, which agents pin by fingerprint; optionally the school's own
+// start in DATA/secrets (tls.crt, tls.key), which agents pin by fingerprint; optionally the school's own
 // certificate for pages (served to clients that ask for a name by SNI: browsers, not agents); and
 // the HTTP port's rule: loopback clients are served in full (loopback never crosses the LAN), LAN
 // clients are sent to HTTPS unless the LAN is trusted (config `trustedLan`).
@@ -14,11 +14,15 @@ import { SkyError } from '../base/errors.ts';
 import { lanAddress } from '../base/net.ts';
 import { ensureIdentity, isLoopback, type TlsIdentity } from '../base/tls.ts';
 
-/** DATA/secrets/tls/tls.{crt,key}: made once, with this machine's names and LAN address in it. */
+/**
+ * DATA/secrets/tls.{crt,key}: made once, with this machine's names and LAN address in it. Files of
+ * DATA/secrets go into the controller's backup: a restored controller keeps the certificate its
+ * agents pinned.
+ */
 export function controllerIdentity(dataDir: string, clusterId: string): Promise<TlsIdentity> {
   const lan = lanAddress()?.ip;
   const host = os.hostname();
-  return ensureIdentity(path.join(dataDir, 'secrets', 'tls'), {
+  return ensureIdentity(path.join(dataDir, 'secrets'), {
     commonName: `skyhost-controller-${clusterId}`,
     altNames: [host, `${host}.local`, 'localhost', '127.0.0.1', '::1', ...(lan ? [lan] : [])],
   });

@@ -159,6 +159,7 @@ describe('controller backup and restore', function () {
       await agents.find((x) => x.hostId === gone.host)!.dropVm(gone.id);
       const clusterId = a.services.clusterId;
       const secrets = a.services.secrets;
+      const fingerprint = a.services.tls.fingerprint;
       await a.stop();
 
       const restored = await skyhost('controller', 'restore', file(), '--data', dirB());
@@ -178,6 +179,7 @@ describe('controller backup and restore', function () {
       expect(b.services.clusterId).to.equal(clusterId);
       expect(b.services.secrets.adminToken).to.equal(secrets.adminToken);
       expect(b.services.secrets.joinToken).to.equal(secrets.joinToken);
+      expect(b.services.tls.fingerprint, 'the certificate agents pinned').to.equal(fingerprint);
       const before = acked.filter((x) => x.at < backupStartedAt);
       expect(before.length).to.be.at.least(40);
       const users = new Set((await call(b, 'GET', '/api/users')).json.users.map((u: { name: string }) => u.name));

@@ -6,6 +6,7 @@
 //   template.ts  templates on a host, template imports
 //   host.ts      an agent's /status, enrollment
 //   pull.ts      pulling templates from the controller or peers: sources, progress
+//   join.ts      the join string a new host is given: token, controller addresses, certificate fingerprint
 export * from './vm.ts';
 export * from './template.ts';
 export * from './host.ts';

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { initialState, next, type DiscoveryConfig, type DiscoveryState, type Effect } from '../../agent/discovery/machine.ts';
 import { encodeJoinString, parseJoin } from '../../wire/join.ts';
-import type { ControllerAd } from '../../wire/mdns.ts';
+import { parseAd, type ControllerAd } from '../../wire/mdns.ts';
 
 const FP = 'a'.repeat(64);
 const ROGUE_FP = 'b'.repeat(64);
@@ -30,6 +30,14 @@ describe('join strings', () => {
     expect(() => parseJoin('shk1.!!!')).to.throw(/damaged/);
     const http = 'shk1.' + Buffer.from(JSON.stringify({ addresses: ['http://10.0.0.5:8080'], fingerprint: FP, token: 'shj_token-0001' })).toString('base64url');
     expect(() => parseJoin(http)).to.throw(/addresses\.0 must be an https:\/\/ URL/);
+  });
+});
+
+describe('the mDNS record\'s TXT fp', () => {
+  it('should be read as a hint beside the https:// url, and dropped when it is not a sha256', () => {
+    const service = (fp: string) => ({ name: 'SkyHost controller c1', port: 8443, txt: { v: '1', cluster: 'c1', url: 'https://10.0.0.5:8443', fp }, referer: { address: '10.0.0.5' } });
+    expect(parseAd(service(FP.toUpperCase()) as never)).to.deep.equal({ name: 'SkyHost controller c1', clusterId: 'c1', url: 'https://10.0.0.5:8443', fingerprint: FP });
+    expect(parseAd(service('not-a-fingerprint') as never)).not.to.have.property('fingerprint');
   });
 });
 

@@ -60,6 +60,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   const work = mkdtempSync(path.join(tmpdir(), 'skyhost-a11y-'));
   let controller: RunningController;
   let host: SimAgent;
+  let newcomer: SimAgent;
   let browser: TestBrowser;
   let page: Page;
   let base: string;
@@ -83,7 +84,16 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     controller.services.hosts.enroll({
       hostId: host.hostId, hostname: 'lab-pc-1', agentUrl: host.url, agentKey: host.key, version: 'test', joinToken: controller.services.secrets.joinToken,
     });
+    // The hosts page's every section: a stranger VM, a replacement request, a host waiting for approval.
+    await host.addVm({ name: 'left-behind', template: 'alpine' });
+    await host.stop();
+    await host.start(); // the agent takes the machine's VMs at its start
     await controller.services.hosts.pollAll();
+    expect(controller.services.vms.strangers(controller.services.system)).to.have.length(1);
+    const enroll = (body: object) => fetch(`${base}/api/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await enroll({ hostId: host.hostId, hostname: 'lab-pc-1', agentUrl: 'http://127.0.0.1:9', agentKey: 'someone-elses-key-01', version: 'test' })).status).to.equal(409);
+    newcomer = await new SimAgent({ hostId: 'lab-pc-2', hostname: 'lab-pc-2', memoryMiB: 4096, hypervisor: 'tcg', port: await freePort() }).start();
+    expect((await enroll({ hostId: newcomer.hostId, hostname: 'lab-pc-2', agentUrl: newcomer.url, agentKey: newcomer.key, version: 'test' })).status).to.be.below(300);
     controller.services.events.record({ source: 'pages', level: 'warn', msg: 'a warning, so the event log shows a level badge' });
     browser = await launchBrowser({ timeoutMs: 60_000 });
     browser.context.setDefaultTimeout(30_000);
@@ -95,6 +105,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await browser?.close();
     await controller?.stop();
     await host?.stop();
+    await newcomer?.stop();
     configureLogging({ out: (line) => process.stderr.write(line + '\n') });
     rmSync(work, { recursive: true, force: true });
   });
@@ -180,6 +191,11 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await submitUnchecked(page, '#user-form');
     await page.waitForSelector('#user-form .field-error');
     failures.push(await check(page, '/admin/users with field errors'));
+    await page.fill('#new-user-name', 'carol');
+    await page.fill('#new-user-password', 'carol-pass-1');
+    await page.click('#user-form button[type=submit]');
+    await page.waitForSelector('#user-form .flash.ok');
+    failures.push(await check(page, '/admin/users with a user created'));
     await page.goto(`${base}/vms/${adminVm}`);
     await page.fill('#vm-save-name', 'Not A Name!');
     await submitUnchecked(page, '#vm-save-form');
@@ -206,6 +222,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
       await submitUnchecked(page, '#vm-form');
       await page.waitForSelector('#vm-form .field-error');
       failures.push(await check(page, `${w} student /vms request form with a field error`));
+      await page.fill('#vm-name', `lesson-${viewport.width}`);
+      await page.click('#vm-form button[type=submit]');
+      await page.waitForSelector('#vm-form .flash.ok');
+      failures.push(await check(page, `${w} student /vms with a VM requested`));
       await page.goto(base + '/account/password');
       await submitUnchecked(page, '#password-form');
       await page.waitForSelector('#password-form .field-error');

@@ -24,20 +24,26 @@ function axeSource(): string {
   return source;
 }
 
-/** Runs axe on the page as it is now and returns the WCAG 2 A/AA violations (an empty list when it passes). */
-export async function axeViolations(page: Page, opts: { exclude?: string[] } = {}): Promise<AxeViolation[]> {
+/**
+ * Runs axe on the page as it is now and returns the WCAG 2 A/AA violations (an empty list when it
+ * passes). `needsReview` adds what axe could not decide (its "incomplete"), marked so, as failures too.
+ */
+export async function axeViolations(page: Page, opts: { exclude?: string[]; needsReview?: boolean } = {}): Promise<AxeViolation[]> {
   // Evaluated over the devtools protocol, so the page's Content-Security-Policy does not block it.
   if (!(await page.evaluate('typeof window.axe === "object"'))) await page.evaluate(axeSource());
-  return page.evaluate(async ({ tags, exclude }) => {
-    const axe = (globalThis as unknown as { axe: { run(ctx: unknown, o: unknown): Promise<{ violations: Array<Record<string, unknown>> }> } }).axe;
-    const result = await axe.run({ include: [['html']], exclude: exclude.map((s) => [s]) }, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] });
-    return result.violations.map((v) => ({
-      id: String(v.id), impact: String(v.impact), help: String(v.help), helpUrl: String(v.helpUrl),
-      nodes: (v.nodes as Array<{ target: unknown[]; failureSummary?: string }>).map((n) => ({
-        target: n.target.map(String).join(' '), summary: (n.failureSummary ?? '').replace(/\s+/g, ' ').trim(),
+  return page.evaluate(async ({ tags, exclude, needsReview }) => {
+    type Result = Record<string, unknown> & { nodes: Array<{ target: unknown[]; failureSummary?: string; any?: Array<{ message: string }> }> };
+    const axe = (globalThis as unknown as { axe: { run(ctx: unknown, o: unknown): Promise<{ violations: Result[]; incomplete: Result[] }> } }).axe;
+    const result = await axe.run({ include: [['html']], exclude: exclude.map((s) => [s]) }, { runOnly: { type: 'tag', values: tags } });
+    const shape = (v: Result, review: boolean) => ({
+      id: String(v.id), impact: review ? `${String(v.impact)}, needs review` : String(v.impact), help: String(v.help), helpUrl: String(v.helpUrl),
+      nodes: v.nodes.map((n) => ({
+        target: n.target.map(String).join(' '),
+        summary: (n.failureSummary ?? n.any?.map((c) => c.message).join('; ') ?? '').replace(/\s+/g, ' ').trim(),
       })),
-    }));
-  }, { tags: WCAG_AA_TAGS, exclude: opts.exclude ?? [] });
+    });
+    return [...result.violations.map((v) => shape(v, false)), ...(needsReview ? result.incomplete.map((v) => shape(v, true)) : [])];
+  }, { tags: WCAG_AA_TAGS, exclude: opts.exclude ?? [], needsReview: opts.needsReview ?? false });
 }
 
 /** The violations as readable lines: rule, impact, what to do, then each element's selector and reason. */

@@ -176,6 +176,31 @@ ExecStart=/usr/bin/ssh-keygen -A
 WantedBy=multi-user.target
 `;
 
+// The login on the serial console, without the stock serial-getty@ttyS0: that one waits for the
+// device unit dev-ttyS0.device and gives up after 90 s, which a boot under TCG on a busy PC outlasts.
+// After cloud-init's first stage, so that the prompt shows the VM's name.
+const SERIAL_LOGIN_UNIT = `[Unit]
+Description=Login prompt on the serial console (ttyS0)
+After=systemd-user-sessions.service cloud-init.service
+Before=getty.target
+
+[Service]
+ExecStart=-/sbin/agetty -L --keep-baud 115200,57600,38400,9600 ttyS0 vt220
+Type=idle
+Restart=always
+UtmpIdentifier=ttyS0
+StandardInput=tty
+StandardOutput=tty
+TTYPath=/dev/ttyS0
+TTYReset=yes
+TTYVHangup=yes
+IgnoreSIGPIPE=no
+SendSIGHUP=yes
+
+[Install]
+WantedBy=getty.target
+`;
+
 /** The recipe of `target` (e.g. `debian-12`), or InvalidField naming the choices. */
 export async function distroRecipe(target: string, opts: { desktop?: boolean } = {}, host = hostRelease()): Promise<DistroRecipe> {
   const desktop = opts.desktop === true;
@@ -204,6 +229,7 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
     '/etc/fstab': FSTAB,
     '/etc/hostname': `${distro}\n`,
     '/etc/systemd/system/skyhost-ssh-keys.service': SSH_KEYS_UNIT,
+    '/etc/systemd/system/skyhost-serial-login.service': SERIAL_LOGIN_UNIT,
     '/etc/systemd/system/systemd-networkd-wait-online.service.d/skyhost.conf': WAIT_ONLINE,
   };
   if (desktop) {
@@ -212,8 +238,8 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
     // the user exists once cloud-init has made it
     files['/etc/systemd/system/lightdm.service.d/skyhost.conf'] = '[Unit]\nAfter=cloud-init.service\n';
   }
-  const enable = ['systemd-networkd.service', 'systemd-resolved.service', 'serial-getty@ttyS0.service', 'skyhost-ssh-keys.service', ...(desktop ? ['lightdm.service'] : [])];
-  const mask = ['apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_reap.service', 'e2scrub_all.timer'];
+  const enable = ['systemd-networkd.service', 'systemd-resolved.service', 'skyhost-serial-login.service', 'skyhost-ssh-keys.service', ...(desktop ? ['lightdm.service'] : [])];
+  const mask = ['serial-getty@ttyS0.service', 'apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_reap.service', 'e2scrub_all.timer'];
   const own = distro === host.id && suite === host.codename ? hostSources(distro, suite) : [];
   const mirrors = own.length > 0
     ? own
@@ -231,7 +257,9 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
 
 /** The cache key of a recipe: changes with anything that changes the result. */
 export function recipeKey(r: DistroRecipe): string {
-  const text = JSON.stringify({ v: RECIPE_VERSION, ...r, target: undefined, mirrors: r.mirrors.map((m) => m.text) });
+  // the name, kernel command line, memory and user go into the manifest, not into the files
+  const { target: _t, cmdline: _c, minMemoryMiB: _m, user: _u, ...decides } = r;
+  const text = JSON.stringify({ v: RECIPE_VERSION, ...decides, mirrors: r.mirrors.map((m) => m.text) });
   return `${r.distro}-${r.suite}${r.desktop ? '-desktop' : ''}-${createHash('sha256').update(text).digest('hex').slice(0, 16)}`;
 }
 

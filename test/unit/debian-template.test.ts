@@ -28,7 +28,8 @@ describe('debian-12 template recipe', () => {
     expect(r.cmdline).to.equal('root=/dev/vda rw console=ttyS0');
     expect(r.packages).to.include.members(['linux-image-cloud-amd64', 'openssh-server', 'cloud-init', 'systemd-sysv']);
     expect(r.files['/etc/cloud/cloud.cfg.d/90-skyhost.cfg']).to.include('datasource_list: [NoCloud, None]').and.include('resize_rootfs: true');
-    expect(r.enable).to.include.members(['serial-getty@ttyS0.service', 'systemd-networkd.service']);
+    expect(r.enable).to.include.members(['skyhost-serial-login.service', 'systemd-networkd.service']);
+    expect(r.files['/etc/systemd/system/skyhost-serial-login.service']).to.include('ttyS0');
     expect(r.desktop).to.equal(false);
   });
 
@@ -47,7 +48,7 @@ describe('debian-12 template recipe', () => {
     expect(recipeKey(a)).to.match(/^debian-bookworm-[0-9a-f]{16}$/);
     expect(recipeKey({ ...a, packages: [...a.packages, 'git'] })).to.not.equal(recipeKey(a));
     expect(recipeKey({ ...a, mirrors: [{ name: 'x', text: 'deb http://mirror.school.lan/debian bookworm main' }] })).to.not.equal(recipeKey(a));
-    expect(recipeKey({ ...a, target: 'other-name' })).to.equal(recipeKey(a));
+    expect(recipeKey({ ...a, target: 'other-name', cmdline: 'root=/dev/vda quiet' })).to.equal(recipeKey(a));
     expect(recipeKey(await distroRecipe('debian-12', { desktop: true }, DEBIAN))).to.match(/^debian-bookworm-desktop-/);
   });
 });

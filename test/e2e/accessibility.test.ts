@@ -1,6 +1,7 @@
 // Every page meets WCAG 2 AA: axe-core runs in headless chromium on each page an admin, a student and
 // a visitor can reach (and on each form re-rendered with a field error), at desktop and phone widths;
-// then on the web installer's steps. A real controller with a simulated host, so VMs and hosts show.
+// then on the web installer's steps. A real controller with simulated hosts, so VMs (serial console
+// and VNC screen) and hosts show.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -61,13 +62,15 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   let controller: RunningController;
   let host: SimAgent;
   let newcomer: SimAgent;
+  let desktopHost: SimAgent;
   let browser: TestBrowser;
   let page: Page;
   let base: string;
   let adminVm: string;
   let studentVm: string;
+  let desktopVm: string;
 
-  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, '/templates', '/admin/users', '/admin/events', '/account/password'];
+  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/account/password'];
   const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account/password'];
 
   before(async () => {
@@ -92,6 +95,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     expect(controller.services.vms.strangers(controller.services.system)).to.have.length(1);
     const enroll = (body: object) => fetch(`${base}/api/enroll`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     expect((await enroll({ hostId: host.hostId, hostname: 'lab-pc-1', agentUrl: 'http://127.0.0.1:9', agentKey: 'someone-elses-key-01', version: 'test' })).status).to.equal(409);
+    desktopHost = await new SimAgent({ hostId: 'lab-pc-3', hostname: 'lab-pc-3', memoryMiB: 8192, hypervisor: 'kvm', port: await freePort() }).start();
+    controller.services.hosts.enroll({
+      hostId: desktopHost.hostId, hostname: 'lab-pc-3', agentUrl: desktopHost.url, agentKey: desktopHost.key, version: 'test', joinToken: controller.services.secrets.joinToken,
+    });
     newcomer = await new SimAgent({ hostId: 'lab-pc-2', hostname: 'lab-pc-2', memoryMiB: 4096, hypervisor: 'tcg', port: await freePort() }).start();
     expect((await enroll({ hostId: newcomer.hostId, hostname: 'lab-pc-2', agentUrl: newcomer.url, agentKey: newcomer.key, version: 'test' })).status).to.be.below(300);
     controller.services.events.record({ source: 'pages', level: 'warn', msg: 'a warning, so the event log shows a level badge' });
@@ -106,6 +113,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await controller?.stop();
     await host?.stop();
     await newcomer?.stop();
+    await desktopHost?.stop();
     configureLogging({ out: (line) => process.stderr.write(line + '\n') });
     rmSync(work, { recursive: true, force: true });
   });
@@ -168,6 +176,8 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     const alice = controller.services.users.get('alice')!;
     adminVm = (await controller.services.vms.create(admin, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'teacher-demo' })).vm.id;
     studentVm = (await controller.services.vms.create(alice, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'alice-web' })).vm.id;
+    await controller.services.hosts.pollAll(); // lab-pc-3, the one with KVM, is known to be ready
+    desktopVm = (await controller.services.vms.create(admin, { template: 'desktop', vcpus: 2, memoryMiB: 2048, name: 'desktop-demo' })).vm.id;
     await controller.services.hosts.pollAll();
     for (const viewport of [DESKTOP, PHONE]) {
       await page.setViewportSize(viewport);
@@ -175,6 +185,8 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     }
     await page.goto(`${base}/vms/${studentVm}`);
     expect(await page.locator('#ssh-cmd').count(), 'the VM page was checked with its SSH command shown').to.equal(1);
+    await page.goto(`${base}/vms/${desktopVm}`);
+    expect(await page.locator('#vnc').count(), 'a VM page was checked with its VNC screen').to.equal(1);
     expect(failures.filter(Boolean).join('\n\n')).to.equal('');
   });
 

@@ -418,32 +418,7 @@ function fetchRange(source: PullSource, f: Arriving, fh: FileHandle, hash: Hash,
             for await (const c of res) if (text.length < 300) text += String(c);
             throw new SkyError(502, 'source_refused', `HTTP ${res.statusCode}${text ? `: ${text.slice(0, 200)}` : ''}`);
           }
-          let batch: Buffer[] = [];
-          let batchBytes = 0;
-          let flushedAt = Date.now();
-          const flush = async () => {
-            flushedAt = Date.now();
-            if (batchBytes === 0) return;
-            const chunk = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batchBytes);
-            batch = [];
-            batchBytes = 0;
-            if (f.written + chunk.length > f.bytes) throw new SkyError(502, 'wrong_length', `sends more than the file's ${f.bytes} bytes`);
-            await fh.write(chunk, 0, chunk.length, f.written);
-            hash.update(chunk);
-            f.written += chunk.length;
-            onBytes();
-            f.notify();
-          };
-          try {
-            for await (const c of res) {
-              batch.push(c as Buffer);
-              batchBytes += (c as Buffer).length;
-              // Written in batches (fewer trips to the disk thread), but at least every 50 ms: peers relaying it wait for these bytes.
-              if (batchBytes >= 1024 * 1024 || Date.now() - flushedAt >= 50) await flush();
-            }
-          } finally {
-            await flush(); // what arrived before a cut counts: the next source continues after it
-          }
+          await receive(res, f, fh, hash, onBytes);
           if (!res.complete) throw new Error(`the answer was cut short at ${f.written} of ${f.bytes} bytes`);
           resolve();
         } catch (err) {
@@ -455,6 +430,66 @@ function fetchRange(source: PullSource, f: Arriving, fh: FileHandle, hash: Hash,
     req.setTimeout(SOURCE_IDLE_MS, () => req.destroy(new Error(`no answer for ${SOURCE_IDLE_MS / 1000} s`)));
     req.on('error', reject);
   });
+}
+
+/** Bytes held in memory before the socket is paused: the disk may lag a moment, the link never waits for it. */
+const QUEUE_HIGH = 16 * 1024 * 1024;
+const QUEUE_LOW = 4 * 1024 * 1024;
+
+/**
+ * Appends an answer's body to the file as it comes. The socket is read all the time (a reader that
+ * stops while it writes lets a rate-limited link's share go unused); writes run one after another
+ * behind it, each taking everything that arrived meanwhile, and count (`written`, what relaying
+ * peers read) once on disk. What arrived before a cut is written too: the next source continues after it.
+ */
+async function receive(res: IncomingMessage, f: Arriving, fh: FileHandle, hash: Hash, onBytes: () => void): Promise<void> {
+  const queue: Buffer[] = [];
+  let queued = 0;
+  let writer: Promise<void> | undefined;
+  let failure: unknown;
+  const writeQueued = async (): Promise<void> => {
+    while (queue.length > 0) {
+      const n = queued;
+      const chunk = queue.length === 1 ? queue[0]! : Buffer.concat(queue, n);
+      queue.length = 0;
+      queued = 0;
+      if (f.written + n > f.bytes) throw new SkyError(502, 'wrong_length', `sends more than the file's ${f.bytes} bytes`);
+      await fh.write(chunk, 0, n, f.written);
+      hash.update(chunk);
+      f.written += n;
+      onBytes();
+      f.notify();
+      if (res.isPaused() && queued < QUEUE_LOW) res.resume();
+    }
+  };
+  const kick = () => {
+    writer ??= writeQueued()
+      .catch((err: unknown) => {
+        failure ??= err;
+        res.destroy();
+      })
+      .finally(() => {
+        writer = undefined;
+        if (queue.length > 0 && failure === undefined) kick();
+      });
+  };
+  const ended = new Promise<void>((resolve, reject) => {
+    if (res.destroyed) reject(new Error('the connection closed before the answer was read'));
+    res.on('data', (c: Buffer) => {
+      if (failure !== undefined) return;
+      queue.push(c);
+      queued += c.length;
+      if (queued > QUEUE_HIGH) res.pause();
+      kick();
+    });
+    res.on('error', reject);
+    res.on('close', () => (res.complete ? resolve() : reject(new Error(`the answer was cut short at ${f.written + queued} of ${f.bytes} bytes`))));
+  });
+  let cut: unknown;
+  await ended.catch((err: unknown) => (cut = err));
+  while (writer) await writer;
+  if (failure !== undefined) throw failure;
+  if (cut !== undefined) throw cut;
 }
 
 /** Hashes what a file already holds (a pull continued after a failure); answers its length. */

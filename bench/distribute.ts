@@ -69,10 +69,16 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
     await logRecord(controller, (r) => /listening|advertising/.test(String(r.msg)), 60_000);
     const token = await waitFor('join token', () => readFileSync(path.join(data('controller'), 'secrets', 'join-token'), 'utf8').trim(), 30_000);
     const admin = readFileSync(path.join(data('controller'), 'secrets', 'admin-token'), 'utf8').trim();
+    // Nobody reads the controller's log from here on: it flows away (a full pipe would stop the process at its next line).
+    controller.stdout?.resume();
+    controller.stderr?.resume();
     for (const n of names) {
       const ip = lan.host(n).ip;
-      children.push(lan.spawn(n, sky.cmd, [...sky.pre, 'agent', '--host-id', `bench-${n}`, '--data', data(n), '--port', '8081', '--key', key(n),
-        '--controller', `http://${ctlIp}:8080`, '--join-token', token], { env: { ...env, SKYHOST_AGENT_URL: `http://${ip}:8081` }, cwd: REPO }));
+      const agent = lan.spawn(n, sky.cmd, [...sky.pre, 'agent', '--host-id', `bench-${n}`, '--data', data(n), '--port', '8081', '--key', key(n),
+        '--controller', `http://${ctlIp}:8080`, '--join-token', token], { env: { ...env, SKYHOST_AGENT_URL: `http://${ip}:8081` }, cwd: REPO });
+      agent.stdout?.resume();
+      agent.stderr?.resume();
+      children.push(agent);
     }
     const api = (method: string, p: string, body?: unknown) =>
       curl(lan, 'ctl', ['-X', method, '-H', `Authorization: Bearer ${admin}`, ...(body ? ['-H', 'content-type: application/json', '-d', JSON.stringify(body)] : []), `http://${ctlIp}:8080${p}`]);

@@ -160,7 +160,8 @@ describe('template distribution between real agents', function () {
     expect(del.status, del.text).to.be.oneOf([204, 404]);
   };
 
-  before(async () => {
+  before(async function () {
+    this.timeout(300_000); // three agents starting on a machine other tests load too
     configureLogging({ out: () => {} });
     await ensureDaemons();
     chmodSync(work, 0o711);

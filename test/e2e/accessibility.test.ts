@@ -30,6 +30,16 @@ async function check(page: Page, where: string): Promise<string> {
   return found.length ? formatViolations(found, where) : '';
 }
 
+/** Each field marked invalid in the form names its message (aria-describedby), so a screen reader reads it at the field. */
+async function errorsNamed(page: Page, form: string): Promise<string> {
+  const unnamed = await page.$$eval(`${form} [aria-invalid=true]`, (fields) => fields.filter((f) => {
+    const ids = (f.getAttribute('aria-describedby') ?? '').split(/\s+/).filter(Boolean);
+    return !ids.some((id: string) => (f.ownerDocument.getElementById(id)?.textContent ?? '').trim() !== '');
+  }).map((f) => f.id || f.getAttribute('name') || f.tagName));
+  expect(await page.locator(`${form} [aria-invalid=true]`).count(), `${form} shows a field error`).to.be.above(0);
+  return unnamed.length ? `${form}: fields marked invalid without their message in aria-describedby: ${unnamed.join(', ')}` : '';
+}
+
 /** Opens each address in turn and checks it; all failures at once, so one run shows every page's. */
 async function checkPages(page: Page, base: string, urls: string[], label: string): Promise<string[]> {
   const failures: string[] = [];
@@ -109,13 +119,22 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   });
 
   after(async () => {
-    await browser?.close();
-    await controller?.stop();
-    await host?.stop();
-    await newcomer?.stop();
-    await desktopHost?.stop();
+    // Each step bounded, the rest still runs, and a hang names its step.
+    const hung: string[] = [];
+    const step = async (name: string, done: Promise<unknown> | undefined) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), 30_000); });
+      if (await Promise.race([done, late]) === 'late') hung.push(name);
+      clearTimeout(timer);
+    };
+    await step('browser.close', browser?.close());
+    await step('controller.stop', controller?.stop());
+    await step('lab-pc-1 stop', host?.stop());
+    await step('lab-pc-2 stop', newcomer?.stop());
+    await step('lab-pc-3 stop', desktopHost?.stop());
     configureLogging({ out: (line) => process.stderr.write(line + '\n') });
     rmSync(work, { recursive: true, force: true });
+    expect(hung, 'steps that did not finish within 30 s').to.deep.equal([]);
   });
 
   it('the check itself finds what it should: an unlabelled field, faint text, a scrolling code block', async () => {
@@ -141,7 +160,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
       failures.push(...await checkPages(page, base, ['/login'], w));
       await submitUnchecked(page, '#login-form'); // empty: both fields get their error
       await page.waitForSelector('#login-name[aria-invalid=true]');
-      failures.push(await check(page, `${w} /login with field errors`));
+      failures.push(await check(page, `${w} /login with field errors`), await errorsNamed(page, '#login-form'));
       await page.fill('#login-name', 'nobody');
       await page.fill('#login-password', 'wrong-password');
       await page.click('#login-form button[type=submit]');
@@ -151,7 +170,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
       await page.fill('#reg-password', 'x');
       await submitUnchecked(page, '#register-form');
       await page.waitForSelector('#register-form .field-error');
-      failures.push(await check(page, `${w} /login with register errors`));
+      failures.push(await check(page, `${w} /login with register errors`), await errorsNamed(page, '#register-form'));
       await page.goto(base + '/no-such-page');
       failures.push(await check(page, `${w} 404 page`));
     }
@@ -167,7 +186,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await page.fill('#pw-again', 'teacher-pass-2');
     await page.click('#password-form button[type=submit]');
     await page.waitForSelector('#password-form .field-error');
-    failures.push(await check(page, 'admin /account/password with a field error'));
+    failures.push(await check(page, 'admin /account/password with a field error'), await errorsNamed(page, '#password-form'));
     await page.fill('#pw-new', 'teacher-pass-1');
     await page.fill('#pw-again', 'teacher-pass-1');
     await page.click('#password-form button[type=submit]');
@@ -202,7 +221,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await page.fill('#new-user-password', 'x');
     await submitUnchecked(page, '#user-form');
     await page.waitForSelector('#user-form .field-error');
-    failures.push(await check(page, '/admin/users with field errors'));
+    failures.push(await check(page, '/admin/users with field errors'), await errorsNamed(page, '#user-form'));
     await page.fill('#new-user-name', 'carol');
     await page.fill('#new-user-password', 'carol-pass-1');
     await page.click('#user-form button[type=submit]');
@@ -233,7 +252,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
       await page.fill('#vm-name', 'Not A Name!');
       await submitUnchecked(page, '#vm-form');
       await page.waitForSelector('#vm-form .field-error');
-      failures.push(await check(page, `${w} student /vms request form with a field error`));
+      failures.push(await check(page, `${w} student /vms request form with a field error`), await errorsNamed(page, '#vm-form'));
       await page.fill('#vm-name', `lesson-${viewport.width}`);
       await page.click('#vm-form button[type=submit]');
       await page.waitForSelector('#vm-form .flash.ok');
@@ -241,7 +260,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
       await page.goto(base + '/account/password');
       await submitUnchecked(page, '#password-form');
       await page.waitForSelector('#password-form .field-error');
-      failures.push(await check(page, `${w} student /account/password with field errors`));
+      failures.push(await check(page, `${w} student /account/password with field errors`), await errorsNamed(page, '#password-form'));
     }
     expect(failures.filter(Boolean).join('\n\n')).to.equal('');
   });

@@ -359,7 +359,15 @@ async function relay(f: Arriving, pull: Pull, res: Response, start: number, end:
     closed = true;
   });
   try {
-    fh = await open(f.path, 'r');
+    // A reader may come before the file's first byte (a chain starts all its pulls at once): it waits for it.
+    while (!fh) {
+      try {
+        fh = await open(f.path, 'r');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || pull.state !== 'pulling') throw err;
+        if (!(await f.change(RELAY_WAIT_MS))) throw new Error(`the file did not start arriving within ${RELAY_WAIT_MS / 1000} s`);
+      }
+    }
     let pos = start;
     while (pos <= end && !closed) {
       if (f.epoch !== epoch) throw new Error('the file was dropped (bad sha256) and is being fetched again');

@@ -281,7 +281,7 @@ describe('template distribution between real agents', function () {
     expect(started.status).to.equal(202);
     const joined = await call(b, 'POST', '/templates/pull', { manifest, sources: [slow.source] });
     expect(joined.json.state).to.equal('pulling');
-    await waitFor('B to have some bytes', async () => (await call(b, 'GET', `/templates/pulls/${manifest.name}`)).json.doneBytes > 1_000_000, 20_000, 20);
+    // C asks at once, before B has a byte (as the hosts of a chain do): B's answer waits for the bytes.
     const fromB = await relay(b, c);
     const cDone = await pullTo(c, { manifest, sources: [fromB.source] });
     const bState = (await call(b, 'GET', `/templates/pulls/${manifest.name}`)).json as PullProgress;

@@ -2,68 +2,35 @@
 // disk, flattened on its host, is copied into the controller's catalog with its sha256 checked, so
 // any host can pull it. The template is a small qcow2 with a marker written in it; no guest boots.
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { startAgent, type RunningAgent } from '../../agent/service.ts';
-import { defaults } from '../../base/config.ts';
 import { run } from '../../base/exec.ts';
-import { configureLogging, logger } from '../../base/log.ts';
-import { startController, type RunningController } from '../../server/controller.ts';
-import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { waitFor } from '../support/net.ts';
+import { startRealPair, type RealPair } from '../support/real-pair.ts';
 
 describe('controller: save as template into the catalog (real agent)', function () {
   this.timeout(180_000);
-  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-save-catalog-'));
-  const hostId = `save-cat-${process.pid}`;
-  let agent: RunningAgent | undefined;
-  let ctl: RunningController | undefined;
-  let token: string;
-
-  const api = async (method: string, p: string, body?: unknown) => {
-    const res = await fetch(ctl!.url + p, {
-      method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  };
+  let pair: RealPair;
+  const api: RealPair['api'] = (...args) => pair.api(...args);
 
   before(async () => {
-    configureLogging({ out: () => {} });
-    chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
-    agent = await startAgent({
-      config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42300-42399' },
-      log: logger('agent'), hostId, port: 0, listen: '127.0.0.1', key: 'save-catalog-agent-key-0123456789', accel: { accel: 'tcg', reason: 'tests run under TCG' },
+    pair = await startRealPair({
+      name: 'save-cat', sshPortRange: '42300-42399', waitForTemplate: 'marked', accel: { accel: 'tcg', reason: 'tests run under TCG' },
+      templates: async (agent, work) => {
+        // a 64 MiB disk with a marker in it (nothing boots from it: the VM runs in its firmware)
+        const image = path.join(work, 'marked.qcow2');
+        await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '64M']);
+        await run('qemu-io', ['-c', 'write -P 0x5a 1M 64k', image]);
+        await agent.templates.import({ name: 'marked', disk: image, os: 'none', minMemoryMiB: 64 });
+        rmSync(image);
+      },
     });
-    // a 64 MiB disk with a marker in it (nothing boots from it: the VM runs in its firmware)
-    const image = path.join(work, 'marked.qcow2');
-    await run('qemu-img', ['create', '-q', '-f', 'qcow2', image, '64M']);
-    await run('qemu-io', ['-c', 'write -P 0x5a 1M 64k', image]);
-    await agent.templates.import({ name: 'marked', disk: image, os: 'none', minMemoryMiB: 64 });
-    rmSync(image);
-    ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1 });
-    token = ctl.services.secrets.adminToken;
-    const enrolled = await fetch(`${ctl.url}/api/enroll`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ hostId, hostname: 'lab-pc-save', agentUrl: agent.url, agentKey: agent.key, joinToken: ctl.services.secrets.joinToken, version: 'test' }),
-    });
-    expect(enrolled.status).to.equal(200);
-    await waitFor('the host to report its template', () => ctl!.services.templates.find('marked') !== undefined, 20_000);
   });
 
   after(async function () {
     this.timeout(120_000);
-    await ctl?.stop();
-    if (agent) {
-      for (const vm of agent.vms.list()) await agent.vms.delete(vm.id);
-      await agent.stop();
-    }
-    await removeNetwork(networkName(hostId));
-    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
-    rmSync(work, { recursive: true, force: true });
+    await pair?.stop();
   });
 
   it('should flatten the stopped VM on its host and put the same file, sha256 checked, in the catalog', async () => {
@@ -80,9 +47,9 @@ describe('controller: save as template into the catalog (real agent)', function 
 
     const listed = ((await api('GET', '/api/templates')).json.templates as Array<{ name: string; controller: boolean; hosts: string[] }>).find((t) => t.name === 'marked-saved');
     expect(listed).to.include({ controller: true });
-    expect(listed!.hosts).to.include(hostId);
+    expect(listed!.hosts).to.include(pair.hostId);
     // the catalog's file is the host's file, and the marker is in it (the overlay's backing travelled)
-    const file = path.join(work, 'controller', 'templates', 'marked-saved', saved.json.template.files[0].file);
+    const file = path.join(pair.work, 'controller', 'templates', 'marked-saved', saved.json.template.files[0].file);
     expect(createHash('sha256').update(readFileSync(file)).digest('hex')).to.equal(saved.json.template.files[0].sha256);
     const check = await run('qemu-io', ['-r', '-c', 'read -P 0x5a 1M 64k', file]);
     expect(check.stdout).to.match(/read 65536\/65536 bytes/);

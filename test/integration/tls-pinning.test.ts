@@ -25,6 +25,7 @@ import { startController, type RunningController } from '../../server/controller
 import { parseJoin } from '../../wire/join.ts';
 import { buildTestGuest, ConsoleSession } from '../support/guest.ts';
 import { freePort, waitFor } from '../support/net.ts';
+import { bearerApi } from '../support/real-pair.ts';
 import { GiveUp, TestLan } from '../support/netns.ts';
 
 describe('TLS between hosts, pinned: controller and agent in this process', function () {
@@ -37,14 +38,7 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
   let agentPort: number;
   let admin: string;
 
-  const api = async (method: string, p: string, body?: unknown) => {
-    const res = await fetch(ctl.url + p, {
-      method, headers: { authorization: `Bearer ${admin}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  };
+  const api = bearerApi(() => ctl.url, () => admin);
 
   before(async () => {
     configureLogging({ out: () => {} });

@@ -1,5 +1,6 @@
 // Join tokens (docs/design.md#enrollment-and-join-tokens): the cluster token in DATA/secrets/join-token (rotatable), and
-// single-use tokens with an expiry that the "Add a host" page makes, revocable with a reason.
+// counted tokens with an expiry that the "Add a host" page makes, revocable with a reason: each one
+// lets `uses` different hosts join (1 by default; a USB stick for a room needs one use per PC).
 // Only hashes of single-use tokens and of retired cluster tokens are kept, in
 // DATA/secrets/join-tokens.json (mode 0600), so that a refusal can say *why* a token is refused.
 //
@@ -21,6 +22,11 @@ const SingleUse = z.object({
   label: z.string(),
   createdAt: z.string(),
   expiresAt: z.string(),
+  /** How many different hosts may join with it; files from before counted tokens have none: 1. */
+  uses: z.number().int().min(1).optional(),
+  /** The hosts that joined with it, in order. */
+  joined: z.array(z.object({ hostId: z.string(), at: z.string() })).optional(),
+  /** The one host of a token file from before counted tokens (read, then moved into `joined`). */
   usedBy: z.string().optional(),
   usedAt: z.string().optional(),
   revokedAt: z.string().optional(),
@@ -29,6 +35,10 @@ const SingleUse = z.object({
 const Retired = z.object({ hash: z.string(), retiredAt: z.string() });
 const TokenFile = z.object({ singleUse: z.array(SingleUse), retiredCluster: z.array(Retired) });
 type TokenFile = z.infer<typeof TokenFile>;
+type Stored = z.infer<typeof SingleUse>;
+
+/** The hosts that joined with `t`, old records (one `usedBy`) included. */
+const joinedHosts = (t: Stored) => t.joined ?? (t.usedBy ? [{ hostId: t.usedBy, at: t.usedAt ?? t.createdAt }] : []);
 
 /** A single-use token as the API and the hosts page show it (never the secret). */
 export interface TokenInfo {
@@ -36,7 +46,13 @@ export interface TokenInfo {
   label: string;
   createdAt: string;
   expiresAt: string;
+  /** `used` only once all its uses are taken. */
   state: 'unused' | 'used' | 'expired' | 'revoked';
+  uses: number;
+  usesLeft: number;
+  /** Every host that joined with it, in order. */
+  joined: { hostId: string; at: string }[];
+  /** The first host that joined with it, and when. */
   usedBy?: string;
   usedAt?: string;
   revokedReason?: string;
@@ -48,6 +64,8 @@ export type Verdict =
 
 /** Longest a single-use token may live: 30 days. */
 export const MAX_TTL_MINUTES = 30 * 24 * 60;
+/** Most hosts one token may let join: a large room. */
+export const MAX_USES = 200;
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
@@ -97,13 +115,17 @@ export class JoinTokens {
   }
 
   /**
-   * Makes a single-use token valid for `ttlMinutes` (default one day).
-   * @example tokens.issue({ ttlMinutes: 60, label: 'room 12 PC 3' }) // { id, token: 'shs_<id>_<secret>', expiresAt }
+   * Makes a token valid for `ttlMinutes` (default one day) that lets `uses` different hosts join (default 1).
+   * @example tokens.issue({ ttlMinutes: 60, label: 'room 12', uses: 20 }) // { id, token: 'shs_<id>_<secret>', expiresAt, uses }
    */
-  issue(opts: { ttlMinutes?: number; label?: string } = {}): { id: string; token: string; expiresAt: string; joinString?: string } {
+  issue(opts: { ttlMinutes?: number; label?: string; uses?: number } = {}): { id: string; token: string; expiresAt: string; uses: number; joinString?: string } {
     const ttl = opts.ttlMinutes ?? 24 * 60;
     if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TTL_MINUTES) {
       throw new InvalidField('ttlMinutes', `must be a whole number of minutes from 1 to ${MAX_TTL_MINUTES}`);
+    }
+    const uses = opts.uses ?? 1;
+    if (!Number.isInteger(uses) || uses < 1 || uses > MAX_USES) {
+      throw new InvalidField('uses', `must be a whole number of PCs from 1 to ${MAX_USES}`);
     }
     const label = (opts.label ?? '').trim();
     if (label.length > 100 || /[\u0000-\u001f]/.test(label)) throw new InvalidField('label', 'must be at most 100 printable characters');
@@ -112,11 +134,11 @@ export class JoinTokens {
     const now = this.now();
     const expiresAt = new Date(now.getTime() + ttl * 60_000).toISOString();
     const data = this.load();
-    data.singleUse.push({ id, hash: sha256(secret), label, createdAt: now.toISOString(), expiresAt });
+    data.singleUse.push({ id, hash: sha256(secret), label, createdAt: now.toISOString(), expiresAt, uses, joined: [] });
     this.save(data);
     const token = `shs_${id}_${secret}`;
     const joinString = this.joinString(token);
-    return { id, token, expiresAt, ...(joinString ? { joinString } : {}) };
+    return { id, token, expiresAt, uses, ...(joinString ? { joinString } : {}) };
   }
 
   /** Every single-use token, newest first. */
@@ -140,8 +162,9 @@ export class JoinTokens {
   }
 
   /**
-   * Checks a token for host `hostId` and, for a single-use token, uses it up. The same host may
-   * present its used token again (a reinstall from the same USB stick).
+   * Checks a token for host `hostId` and, for a counted token, takes one of its uses for that host.
+   * A host that already joined with it may present it again (a reinstall from the same USB stick)
+   * without taking another use, even after its expiry.
    */
   redeem(token: string, hostId: string): Verdict {
     if (token.startsWith('shs_')) {
@@ -150,13 +173,19 @@ export class JoinTokens {
       const t = m ? data.singleUse.find((x) => x.id === m[1]) : undefined;
       if (!m || !t || !sameSecret(t.hash, sha256(m[2]!))) return { ok: false, code: 'unknown', message: 'join token is not known to this controller' };
       if (t.revokedAt) return { ok: false, code: 'revoked', message: `join token ${t.id} was revoked at ${t.revokedAt}: ${t.revokedReason}` };
-      if (t.usedBy && t.usedBy !== hostId) return { ok: false, code: 'used', message: `join token ${t.id} was already used by host ${t.usedBy} at ${t.usedAt}` };
-      if (!t.usedBy && Date.parse(t.expiresAt) <= this.now().getTime()) return { ok: false, code: 'expired', message: `join token ${t.id} expired at ${t.expiresAt}` };
-      if (!t.usedBy) {
-        t.usedBy = hostId;
-        t.usedAt = this.now().toISOString();
-        this.save(data);
+      const joined = joinedHosts(t);
+      if (joined.some((j) => j.hostId === hostId)) return { ok: true, kind: 'single-use', id: t.id };
+      const uses = t.uses ?? 1;
+      if (joined.length >= uses) {
+        const last = joined[joined.length - 1]!;
+        const who = uses === 1 ? `host ${last.hostId}` : `all its ${uses} hosts (${joined.map((j) => j.hostId).join(', ')}), the last`;
+        return { ok: false, code: 'used', message: `join token ${t.id} was already used by ${who} at ${last.at}` };
       }
+      if (Date.parse(t.expiresAt) <= this.now().getTime()) return { ok: false, code: 'expired', message: `join token ${t.id} expired at ${t.expiresAt}` };
+      t.joined = [...joined, { hostId, at: this.now().toISOString() }];
+      delete t.usedBy;
+      delete t.usedAt;
+      this.save(data);
       return { ok: true, kind: 'single-use', id: t.id };
     }
     if (existsSync(this.clusterFile) && sameSecret(token, this.clusterToken())) return { ok: true, kind: 'cluster' };
@@ -165,11 +194,14 @@ export class JoinTokens {
     return { ok: false, code: 'unknown', message: 'join token is not known to this controller' };
   }
 
-  private info(t: z.infer<typeof SingleUse>): TokenInfo {
-    const state = t.revokedAt ? 'revoked' : t.usedBy ? 'used' : Date.parse(t.expiresAt) <= this.now().getTime() ? 'expired' : 'unused';
+  private info(t: Stored): TokenInfo {
+    const joined = joinedHosts(t);
+    const uses = t.uses ?? 1;
+    const usesLeft = Math.max(0, uses - joined.length);
+    const state = t.revokedAt ? 'revoked' : usesLeft === 0 ? 'used' : Date.parse(t.expiresAt) <= this.now().getTime() ? 'expired' : 'unused';
     return {
-      id: t.id, label: t.label, createdAt: t.createdAt, expiresAt: t.expiresAt, state,
-      ...(t.usedBy ? { usedBy: t.usedBy, usedAt: t.usedAt! } : {}),
+      id: t.id, label: t.label, createdAt: t.createdAt, expiresAt: t.expiresAt, state, uses, usesLeft, joined,
+      ...(joined[0] ? { usedBy: joined[0].hostId, usedAt: joined[0].at } : {}),
       ...(t.revokedReason ? { revokedReason: t.revokedReason } : {}),
     };
   }

@@ -11,6 +11,7 @@ export const WakeRequest = z.strictObject({ mac: z.string().max(32).optional() }
 export const JoinTokenCreate = z.strictObject({
   ttlMinutes: z.number().int().min(1).max(30 * 24 * 60).optional(),
   label: z.string().max(100).optional(),
+  uses: z.number().int().min(1).max(200).optional().describe('how many different hosts may join with it (default 1; a USB stick for a room: one per PC)'),
 });
 export const JoinTokenRevoke = z.strictObject({ reason: z.string().min(1).max(200) });
 const HostDelete = z.object({ force: z.string().optional().describe('true: also forget its VM records') });
@@ -85,7 +86,7 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
 
   // ---- join tokens (admin) ----
   api.route({
-    method: 'get', path: '/api/join-tokens', summary: 'The cluster join token (and its join string) and the single-use tokens', auth: 'admin',
+    method: 'get', path: '/api/join-tokens', summary: 'The cluster join token (and its join string) and the counted tokens with their uses left', auth: 'admin',
     responses: { 200: 'clusterToken, clusterJoinString (with the HTTPS addresses and the certificate fingerprint), fingerprint, tokens' },
   }, (_req, res) => {
     const clusterToken = joinTokens.clusterToken();
@@ -93,10 +94,12 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
     res.json({ clusterToken, ...(clusterJoinString ? { clusterJoinString } : {}), ...(joinTokens.fingerprint ? { fingerprint: joinTokens.fingerprint } : {}), tokens: joinTokens.list() });
   });
   api.route({
-    method: 'post', path: '/api/join-tokens', summary: 'Make a single-use join token', auth: 'admin', body: JoinTokenCreate,
-    responses: { 201: 'the token (shown once) and its id' },
+    method: 'post', path: '/api/join-tokens', summary: 'Make a join token for one host, or for `uses` hosts (a USB stick for a room)', auth: 'admin', body: JoinTokenCreate,
+    responses: { 201: 'the token (shown once), its id and its uses' },
   }, (_req, res, { body }) => {
-    res.status(201).json(joinTokens.issue({ ...(body.ttlMinutes ? { ttlMinutes: body.ttlMinutes } : {}), ...(body.label ? { label: body.label } : {}) }));
+    res.status(201).json(joinTokens.issue({
+      ...(body.ttlMinutes ? { ttlMinutes: body.ttlMinutes } : {}), ...(body.label ? { label: body.label } : {}), ...(body.uses ? { uses: body.uses } : {}),
+    }));
   });
   api.route({
     method: 'post', path: '/api/join-tokens/rotate', summary: 'Replace the cluster join token', auth: 'admin',

@@ -20,12 +20,14 @@ export function adminPages(services: ControllerServices): Router {
 
   // ---- hosts ----
   // "Add a host": the page itself carries no token. A POST makes the install command: by default with
-  // a single-use token (one PC, one day); the reusable cluster token only when the admin picks it.
+  // a counted token (one day; one PC unless the admin asks for more, e.g. a USB stick for a room);
+  // the reusable cluster token only when the admin picks it.
   const hostsPage = (req: Request, res: Response, install: object = {}, partial = 'host-list', extra: { status?: number; notes?: object } = {}) => {
     render(req, res, {
       page: 'hosts', partial, title: 'Hosts', status: extra.status ?? 200,
       data: {
-        hosts: services.hosts.list().map(hostRow), install: { baseUrl: controllerBase(req), ...install },
+        hosts: services.hosts.list().map(hostRow),
+        install: { baseUrl: controllerBase(req), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
         ...hostRequests(services, me(res)), ...extra.notes,
       },
     });
@@ -68,27 +70,30 @@ export function adminPages(services: ControllerServices): Router {
   r.post('/hosts/install', requireAdmin(), (req, res) => {
     const kind = field(req, 'kind') === 'cluster' ? 'cluster' : 'single-use';
     const label = field(req, 'label', 100);
+    const usesText = field(req, 'uses', 10);
+    const uses = usesText === '' ? 1 : /^\d+$/.test(usesText) ? Number(usesText) : Number.NaN; // NaN: refused below, naming the field
     const base = controllerBase(req);
-    let made: { token: string; expiresAt?: string };
+    let made: { token: string; expiresAt?: string; uses?: number };
     if (kind === 'cluster') {
       made = { token: services.joinTokens.clusterToken() };
     } else {
       try {
-        made = services.joinTokens.issue({ label });
+        made = services.joinTokens.issue({ label, uses });
       } catch (err) {
         const sky = toSkyError(err);
         if (sky.status >= 500) throw err;
-        return hostsPage(req, res, { label, error: sky.message }, 'host-install');
+        return hostsPage(req, res, { label, uses: usesText, error: sky.message }, 'host-install', { status: sky.status });
       }
     }
     res.setHeader('Cache-Control', 'no-store'); // the answer holds a join token
     services.events.record({
       source: 'pages',
-      msg: kind === 'cluster' ? `the cluster join token was shown to ${me(res).name}` : `single-use join token made by ${me(res).name}${label ? ` for "${label}"` : ''}`,
+      msg: kind === 'cluster' ? `the cluster join token was shown to ${me(res).name}`
+        : `join token for ${uses} PC(s) made by ${me(res).name}${label ? ` for "${label}"` : ''}`,
     });
     hostsPage(req, res, {
       made: {
-        cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token,
+        cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token, uses: made.uses, manyUses: (made.uses ?? 1) > 1,
         // Over HTTPS with the key pinned; the USB installer gets the join string (the controller's addresses and fingerprint).
         command: installCommand({ base, token: made.token, httpsBase: httpsBase(base, services), pinnedPubkey: publicKeyPin(services.tls.cert) }),
         joinString: services.joinTokens.joinString(made.token),

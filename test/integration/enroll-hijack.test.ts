@@ -154,6 +154,35 @@ describe('enrollment cannot be hijacked (real controller app)', function () {
     }
   });
 
+  it('should let a 3-use token from POST /api/join-tokens enroll three hosts and refuse the fourth as used, and a 1-use token one', async () => {
+    const made = await admin('POST', '/api/join-tokens', { label: 'room 12 stick', uses: 3 });
+    expect(made.status, JSON.stringify(made.json)).to.equal(201);
+    expect(made.json.uses).to.equal(3);
+    const pc = (n: string) => ({ hostId: `room12-${n}`, url: 'http://127.0.0.1:9', key: `room12-key-${n}-0123456789` });
+    for (const n of ['a', 'b', 'c']) expect((await enroll(pc(n), { joinToken: made.json.token })).json.state, n).to.equal('ready');
+    const fourth = await enroll(pc('d'), { joinToken: made.json.token });
+    expect(fourth.status).to.equal(403);
+    expect(fourth.json.error.code).to.equal('join_token_used');
+    expect(fourth.json.error.message).to.match(/already used by all its 3 hosts \(room12-a, room12-b, room12-c\)/);
+    const listed = (await admin('GET', '/api/join-tokens')).json.tokens.find((t: { id: string }) => t.id === made.json.id);
+    expect(listed).to.deep.include({ state: 'used', uses: 3, usesLeft: 0 });
+    const one = await admin('POST', '/api/join-tokens', {});
+    expect(one.json.uses).to.equal(1);
+    expect((await enroll(pc('e'), { joinToken: one.json.token })).json.state).to.equal('ready');
+    const second = await enroll(pc('f'), { joinToken: one.json.token });
+    expect(second.json.error).to.include({ code: 'join_token_used' });
+    expect(second.json.error.message).to.match(/already used by host room12-e/);
+    for (const h of ['a', 'b', 'c', 'e']) await admin('DELETE', `/api/hosts/room12-${h}`);
+  });
+
+  it('should refuse a number of uses that is not a whole number from 1 to 200 with 422 naming uses', async () => {
+    for (const uses of [0, 201, 'three', 2.5]) {
+      const r = await admin('POST', '/api/join-tokens', { uses });
+      expect(r.status, String(uses)).to.equal(422);
+      expect(JSON.stringify(r.json.error), String(uses)).to.contain('uses');
+    }
+  });
+
   it('should refuse a flood of enrollments from one address after 30 a minute, token or not, and say so once', async () => {
     let accepted = 0;
     let refused: { status: number; json: any } | undefined;

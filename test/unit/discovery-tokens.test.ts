@@ -40,6 +40,51 @@ describe('join tokens', () => {
     expect(tokens.list()[0]).to.deep.include({ id: t.id, state: 'used', usedBy: 'h1', label: 'room 12' });
   });
 
+  it('should let a 3-use token (a USB stick for a room) enroll three hosts, each again, and refuse the fourth as used', () => {
+    const t = tokens.issue({ ttlMinutes: 60, label: 'room 12', uses: 3 });
+    expect(t.uses).to.equal(3);
+    for (const h of ['h1', 'h2', 'h3']) expect(tokens.redeem(t.token, h), h).to.deep.include({ ok: true, kind: 'single-use', id: t.id });
+    expect(tokens.redeem(t.token, 'h2').ok).to.equal(true);
+    const fourth = tokens.redeem(t.token, 'h4');
+    expect(fourth).to.deep.include({ ok: false, code: 'used' });
+    expect((fourth as { message: string }).message).to.match(new RegExp(`join token ${t.id} was already used by all its 3 hosts \\(h1, h2, h3\\)`));
+    expect(tokens.list()[0]).to.deep.include({ state: 'used', uses: 3, usesLeft: 0, usedBy: 'h1' });
+    expect(tokens.list()[0]!.joined.map((j) => j.hostId)).to.deep.equal(['h1', 'h2', 'h3']);
+  });
+
+  it('should show the uses left, and keep a partly used token usable until its expiry', () => {
+    const t = tokens.issue({ ttlMinutes: 1, uses: 2 });
+    expect(tokens.redeem(t.token, 'h1').ok).to.equal(true);
+    expect(tokens.list()[0]).to.deep.include({ state: 'unused', uses: 2, usesLeft: 1 });
+    now = new Date(now.getTime() + 60_000);
+    expect(tokens.redeem(t.token, 'h2')).to.deep.include({ ok: false, code: 'expired' });
+    expect(tokens.redeem(t.token, 'h1').ok).to.equal(true);
+  });
+
+  it('should refuse a number of uses that is not a whole number from 1 to 200, naming the field', () => {
+    for (const uses of [0, 201, 1.5, Number.NaN]) {
+      expect(() => tokens.issue({ uses }), String(uses)).to.throw(/^uses: /).with.property('status', 422);
+    }
+    expect(tokens.issue({ uses: 200 }).uses).to.equal(200);
+  });
+
+  it('should read a token file from before counted tokens as one use each', () => {
+    const t = tokens.issue();
+    const file = path.join(dir, 'secrets', 'join-tokens.json');
+    const old = JSON.parse(readFileSync(file, 'utf8'));
+    const fresh = tokens.issue();
+    old.singleUse = [
+      { id: t.id, hash: old.singleUse[0].hash, label: '', createdAt: old.singleUse[0].createdAt, expiresAt: old.singleUse[0].expiresAt, usedBy: 'h1', usedAt: '2026-01-01T10:00:00.000Z' },
+      { ...JSON.parse(readFileSync(file, 'utf8')).singleUse[1], uses: undefined, joined: undefined },
+    ];
+    writeFileSync(file, JSON.stringify(old));
+    expect(tokens.list().map((x) => [x.state, x.usesLeft])).to.deep.equal([['unused', 1], ['used', 0]]);
+    expect(tokens.redeem(t.token, 'h1').ok).to.equal(true);
+    expect((tokens.redeem(t.token, 'h2') as { message: string }).message).to.match(/already used by host h1 at 2026-01-01T10:00:00/);
+    expect(tokens.redeem(fresh.token, 'h5').ok).to.equal(true);
+    expect(tokens.redeem(fresh.token, 'h6')).to.deep.include({ ok: false, code: 'used' });
+  });
+
   it('should refuse a single-use token at its expiry, not a millisecond before', () => {
     const t = tokens.issue({ ttlMinutes: 1 });
     now = new Date(now.getTime() + 60_000 - 1);

@@ -73,7 +73,7 @@ export function adminPages(services: ControllerServices): Router {
     const usesText = field(req, 'uses', 10);
     const uses = usesText === '' ? 1 : /^\d+$/.test(usesText) ? Number(usesText) : Number.NaN; // NaN: refused below, naming the field
     const base = controllerBase(req);
-    let made: { token: string; expiresAt?: string; uses?: number };
+    let made: { token: string; id?: string; expiresAt?: string; uses?: number };
     if (kind === 'cluster') {
       made = { token: services.joinTokens.clusterToken() };
     } else {
@@ -93,7 +93,7 @@ export function adminPages(services: ControllerServices): Router {
     });
     hostsPage(req, res, {
       made: {
-        cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token, uses: made.uses, manyUses: (made.uses ?? 1) > 1,
+        cluster: kind === 'cluster', label, expiresAt: made.expiresAt, token: made.token, id: made.id, uses: made.uses, manyUses: (made.uses ?? 1) > 1,
         // Over HTTPS with the key pinned; the USB installer gets the join string (the controller's addresses and fingerprint).
         command: installCommand({ base, token: made.token, httpsBase: httpsBase(base, services), pinnedPubkey: publicKeyPin(services.tls.cert) }),
         joinString: services.joinTokens.joinString(made.token),

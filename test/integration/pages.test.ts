@@ -234,6 +234,16 @@ describe('controller pages (HTTP)', function () {
     expect(oneTime, made.text).to.be.a('string');
     const issued = controller.services.joinTokens.list().find((t) => oneTime!.startsWith(`shs_${t.id}_`));
     expect(issued).to.include({ label: 'room 12 PC 3', state: 'unused' });
+    expect(issued).to.include({ uses: 1 });
+    // A USB stick for a room: one token for 20 PCs, listed with its uses left; a bad number is 422 naming it.
+    const room = await admin.post('/hosts/install', { kind: 'single-use', label: 'room 12 stick', uses: '20' }, { 'HX-Request': 'true' });
+    expect(room.text).to.contain('This command joins 20 PCs (room 12 stick)').and.match(/class="token-uses">20 of 20</);
+    expect(controller.services.joinTokens.list()[0]).to.include({ label: 'room 12 stick', uses: 20, usesLeft: 20 });
+    for (const uses of ['0', '201', 'twenty']) {
+      const bad = await admin.post('/hosts/install', { kind: 'single-use', uses }, { 'HX-Request': 'true' });
+      expect(bad.status, uses).to.equal(422);
+      expect(bad.text, uses).to.contain('uses: must be a whole number of PCs from 1 to 200');
+    }
     // The USB web installer link carries this controller and the same single-use token.
     const href = /href="(http:\/\/127\.0\.0\.1:8090\/[^"]*)"/.exec(made.text)![1]!.replaceAll('&amp;', '&').replaceAll('&#x3D;', '=');
     expect(Object.fromEntries(new URL(href).searchParams)).to.deep.equal({ controllerUrl: controller.url, joinToken: oneTime });

@@ -8,7 +8,9 @@
 // list once more asking for gzip as browsers and HTTP libraries do. The VM list comes in pages of 500
 // (server/vms/list-pages.ts): each connection reads every page of the whole list in turn, following
 // `next` as a client does, so the p99 is over all pages (not only the first one pollers read); one
-// more figure is the time one client takes to read the whole list page by page.
+// more figure is the time one client takes to read the whole list page by page. At 200 hosts, last, a
+// flood of `POST /api/enroll` without a valid token (issue 15): how many refusals a second, and
+// whether the ready hosts are still polled every 5 s meanwhile.
 // Targets (docs/design.md#benchmarks): at 200 hosts dashboard and VM list p99 under 50 ms, RSS under
 // 150 MB; at 1,000 hosts dashboard p99 under 50 ms, VM list p99 under 100 ms, RSS under 250 MB.
 //
@@ -64,8 +66,19 @@ export function sizeIds(size: ControllerSize): Array<[id: string, unit: string]>
     [`controller.rss_mb${s}`, 'MB'],
     [`controller.create_rate${s}`, 'VMs/s'],
     ...(size.extras ? [['controller.class_burst_30_ms', 'ms'] as [string, string]] : []),
+    ...(size.extras ? FLOOD_IDS : []),
   ];
 }
+
+/** The enrollment flood's ids (issue 15): refusals per second, and the ready hosts' poll gaps without and during it. */
+const FLOOD_IDS: Array<[id: string, unit: string]> = [
+  ['controller.enroll_refused_per_s', 'refusals/s'],
+  ['controller.poll_round_ms', 'ms'],
+  ['controller.poll_round_ms_flood', 'ms'],
+];
+/** How long the quiet window and the flood each last: three poll rounds at the usual 5 s. */
+const FLOOD_SECONDS = 15;
+const FLOOD_CONNECTIONS = 8;
 
 interface LoadRun {
   p99: number;
@@ -292,6 +305,7 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
       }),
     );
     if (size.extras) figures.push(await classBurst(url, auth, size.hosts));
+    if (size.extras) figures.push(...(await enrollFlood(url, auth, new Set(fleet.agents.map((a) => a.hostId)), scratch)));
     return figures;
   } finally {
     await controller?.stop();
@@ -321,6 +335,88 @@ async function classBurst(url: string, auth: Record<string, string>, hosts: numb
   return figure('controller.class_burst_30_ms', 'ms', bursts, {
     note: `30 POST /api/vms at once (a class pressing "Request VM"), until the last answer; simulated agents answer at once, so this is the controller's own cost; the 30 VMs landed on ${Math.min(...distinctHosts)}-${Math.max(...distinctHosts)} distinct hosts of ${hosts}`,
   });
+}
+
+/**
+ * Every ready host's gaps between two polls that it answered (from `lastSeen` in GET /api/hosts,
+ * read each second) for `ms`; the gap still open at the end counts too, so a host not polled at all
+ * in the window shows as late, not as missing.
+ */
+async function pollGaps(url: string, auth: Record<string, string>, ours: ReadonlySet<string>, ms: number): Promise<{ gaps: number[]; closed: number[]; notReady: number }> {
+  const seen = new Map<string, number[]>();
+  let notReady = 0;
+  const end = Date.now() + ms;
+  for (;;) {
+    const answer = await fetch(`${url}/api/hosts`, { headers: auth, signal: AbortSignal.timeout(10_000) });
+    if (answer.status !== 200) throw new Error(`GET /api/hosts answered HTTP ${answer.status} during the poll sampling`);
+    const hosts = ((await answer.json()) as { hosts?: Array<{ id: string; state: string; lastSeen?: string }> }).hosts ?? [];
+    notReady = 0;
+    for (const h of hosts) {
+      if (!ours.has(h.id)) continue;
+      if (h.state !== 'ready') notReady++;
+      if (!h.lastSeen) continue;
+      const at = Date.parse(h.lastSeen);
+      const times = seen.get(h.id) ?? [];
+      if (times.at(-1) !== at) times.push(at);
+      seen.set(h.id, times);
+    }
+    if (Date.now() >= end) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  const now = Date.now();
+  const closed: number[] = [];
+  const open: number[] = [];
+  for (const times of seen.values()) {
+    for (let i = 1; i < times.length; i++) closed.push(times[i]! - times[i - 1]!);
+    open.push(now - times.at(-1)!);
+  }
+  return { gaps: [...closed, ...open], closed, notReady };
+}
+
+/**
+ * Issue 15: `POST /api/enroll` flooded with unknown host ids, half without a token and half with a
+ * bad one (wrk, its own process, all from one address as one rogue PC would), while the ready hosts
+ * are polled as usual; their poll gaps are read first without the flood, then during it.
+ */
+async function enrollFlood(url: string, auth: Record<string, string>, ours: ReadonlySet<string>, scratch: string): Promise<Figure[]> {
+  const script = path.join(scratch, 'enroll-flood.lua');
+  writeFileSync(script, [
+    'wrk.method = "POST"',
+    'wrk.headers["Content-Type"] = "application/json"',
+    'local n = 0',
+    'request = function()',
+    '  n = n + 1',
+    '  local token = (n % 2 == 0) and \',"joinToken":"not-a-valid-token"\' or ""',
+    '  local body = string.format(\'{"hostId":"flood-%d","hostname":"flood-%d","agentUrl":"http://127.0.0.1:9/","agentKey":"flood-key-0123456789abcdef","version":"0.0.0"%s}\', n, n, token)',
+    '  return wrk.format(nil, "/api/enroll", nil, body)',
+    'end',
+  ].join('\n') + '\n');
+  const quiet = await pollGaps(url, auth, ours, FLOOD_SECONDS * 1000);
+  const [flood, during] = await Promise.all([
+    run('wrk', ['-t', '1', '-c', String(FLOOD_CONNECTIONS), '-d', `${FLOOD_SECONDS}s`, '--timeout', '10s', '--latency', '-s', script, url], { timeout: (FLOOD_SECONDS + 30) * 1000 })
+      .then(({ stdout }) => {
+        // wrk's summary line, e.g. "39569 requests in 15.10s": the count and the time it really ran.
+        const done = /(\d+) requests in (\d+(?:\.\d+)?)(ms|s|m)\b/.exec(stdout);
+        if (!done) throw new Error(`no request count in wrk's report: ${stdout.trim().split('\n').slice(-3).join(' | ')}`);
+        return { ...parseWrk(stdout), total: Number(done[1]), seconds: (Number(done[2]) * { ms: 0.001, s: 1, m: 60 }[done[3] as 'ms' | 's' | 'm']) };
+      }),
+    pollGaps(url, auth, ours, FLOOD_SECONDS * 1000),
+  ]);
+  const total = flood.total;
+  const scene = `${ours.size} ready simulated hosts polled every 5 s`;
+  const gapNote = (g: { closed: number[]; notReady: number }) =>
+    `median ${median(g.closed).toFixed(0)} ms over ${g.closed.length} gaps between two polls, ${g.notReady} of ${ours.size} hosts not ready at the end`;
+  return [
+    figure('controller.enroll_refused_per_s', 'refusals/s', [flood.non2xx / flood.seconds], {
+      note: `POST /api/enroll with new host ids, half without a token and half with a bad one, ${FLOOD_CONNECTIONS} connections (wrk, its own process, one source address) for ${flood.seconds.toFixed(1)} s: ${flood.non2xx} of ${total} answered 4xx/5xx (the other ${total - flood.non2xx} 2xx: new pending hosts before the per-address limit of 30 a minute), p99 ${flood.latencyMs[99]!.toFixed(1)} ms, ${flood.errors} socket errors; ${scene}`,
+    }),
+    figure('controller.poll_round_ms', 'ms', [Math.max(...quiet.gaps)], {
+      note: `longest time between two answered polls of one ready host (lastSeen, read each second) over ${FLOOD_SECONDS} s without the flood, ${gapNote(quiet)}; ${scene}`,
+    }),
+    figure('controller.poll_round_ms_flood', 'ms', [Math.max(...during.gaps)], {
+      note: `the same during the enrollment flood, ${gapNote(during)}; ${scene}`,
+    }),
+  ];
 }
 
 export const controllerGroup: Group = {

@@ -2,19 +2,14 @@
 // recipe, cached per machine) on a real agent (libvirt + QEMU under TCG), requested through the
 // controller with an SSH key and a startup script. The serial console shows a login prompt,
 // cloud-init names the VM, and a real OpenSSH client logs in through the agent's forwarded port.
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import { startAgent, type RunningAgent } from '../../agent/service.ts';
 import { run } from '../../base/exec.ts';
-import { defaults } from '../../base/config.ts';
-import { configureLogging, logger } from '../../base/log.ts';
-import { startController, type RunningController } from '../../server/controller.ts';
-import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
-import { buildDebianImage, type DebianImage } from '../support/debian-image.ts';
+import { buildDebianImage } from '../support/debian-image.ts';
 import { ConsoleSession } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
+import { startRealPair, type RealPair } from '../support/real-pair.ts';
 
 const MARKER = 'skyhost-startup-ran';
 
@@ -22,60 +17,31 @@ describe('debian-12 template: a real OS through the controller (TCG)', function 
   // under TCG a Debian boot takes a minute or two on an idle 2-core PC, and many more when the machine is
   // busy: every wait below is bounded, generously
   this.timeout(1_800_000);
-  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-debian-'));
-  const hostId = `debian-${process.pid}`;
-  let agent: RunningAgent | undefined;
-  let ctl: RunningController | undefined;
-  let token: string;
-  let image: DebianImage;
-
-  const api = async (method: string, p: string, body?: unknown) => {
-    const res = await fetch(ctl!.url + p, {
-      method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  };
+  let pair: RealPair;
+  const api: RealPair['api'] = (...args) => pair.api(...args);
 
   before(async function () {
     // a cold build (no cache on this machine yet) downloads and installs the packages: minutes
     this.timeout(1_800_000);
-    image = await buildDebianImage();
-    configureLogging({ out: () => {} });
-    chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
-    agent = await startAgent({
-      config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42400-42499' },
-      log: logger('agent'), hostId, port: 0, listen: '127.0.0.1', key: 'debian-real-agent-key-0123456789',
+    const image = await buildDebianImage();
+    pair = await startRealPair({
+      name: 'debian', sshPortRange: '42400-42499', waitForTemplate: 'debian-12',
+      templates: async (agent) => {
+        await agent.templates.import({
+          name: 'debian-12', kernel: image.kernel, initrd: image.initrd, disk: image.disk, cmdline: image.cmdline,
+          os: 'debian', minMemoryMiB: image.recipe.minMemoryMiB,
+        });
+      },
     });
-    await agent.templates.import({
-      name: 'debian-12', kernel: image.kernel, initrd: image.initrd, disk: image.disk, cmdline: image.cmdline,
-      os: 'debian', minMemoryMiB: image.recipe.minMemoryMiB,
-    });
-    ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1 });
-    token = ctl.services.secrets.adminToken;
-    const enrolled = await fetch(`${ctl.url}/api/enroll`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ hostId, hostname: 'lab-pc-debian', agentUrl: agent.url, agentKey: agent.key, joinToken: ctl.services.secrets.joinToken, version: 'test' }),
-    });
-    expect(enrolled.status).to.equal(200);
-    await waitFor('the host to report its template', () => ctl!.services.templates.find('debian-12') !== undefined, 20_000);
   });
 
   after(async function () {
     this.timeout(120_000);
-    await ctl?.stop().catch((err: Error) => process.stderr.write(`controller stop: ${err.message}\n`));
-    if (agent) {
-      for (const vm of agent.vms.list()) await agent.vms.delete(vm.id).catch((err: Error) => process.stderr.write(`delete ${vm.id}: ${err.message}\n`));
-      await agent.stop().catch((err: Error) => process.stderr.write(`agent stop: ${err.message}\n`));
-    }
-    await removeNetwork(networkName(hostId));
-    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
-    rmSync(work, { recursive: true, force: true });
+    await pair?.stop();
   });
 
   it('boots to a login prompt, takes the hostname, the SSH key and the startup script from cloud-init', async () => {
-    const keyFile = path.join(work, 'id_ed25519');
+    const keyFile = path.join(pair.work, 'id_ed25519');
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'student@lab', '-f', keyFile]);
     const started = Date.now();
     const created = await api('POST', '/api/vms', {
@@ -90,7 +56,7 @@ describe('debian-12 template: a real OS through the controller (TCG)', function 
       return v.state === 'running' && v.ssh ? v : undefined;
     }, 60_000);
 
-    const session = await ConsoleSession.open(ctl!.url, `/api/vms/${id}/console`, token);
+    const session = await ConsoleSession.open(pair.ctl.url, `/api/vms/${id}/console`, pair.ctl.services.secrets.adminToken);
     try {
       await session.waitFor(/ login: /, 900_000);
     } finally {

@@ -27,7 +27,11 @@ const DESKTOP = { width: 1280, height: 800 };
 async function check(page: Page, where: string): Promise<string> {
   await page.waitForLoadState('load');
   // htmx fades a form while it posts and settles the swap for a moment after: check the page at rest.
-  await page.waitForFunction("!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')");
+  // (Polled with a locator: waitForFunction evaluates a string in the page, which the pages' CSP forbids.)
+  for (let tries = 0; await page.locator('.htmx-request, .htmx-swapping, .htmx-settling').count() > 0; tries++) {
+    if (tries === 100) throw new Error(`${where}: the page never came to rest (htmx request or swap classes stayed for 5 s)`);
+    await page.waitForTimeout(50);
+  }
   const found = await axeViolations(page, { needsReview: true });
   return found.length ? formatViolations(found, where) : '';
 }

@@ -92,4 +92,89 @@ export const MIGRATIONS: readonly string[] = [
   `
   ALTER TABLE hosts ADD COLUMN agent_fingerprint TEXT;
   `,
+  // 3: roles admin/teacher/student (a 'user' becomes a student), classes and their members, quotas,
+  // class sessions, leases and housekeeping on VMs, per-template policy, hosts that sleep on purpose.
+  // users and hosts are rebuilt for their new CHECKs (Store.migrate turns foreign keys off around this).
+  `
+  CREATE TABLE users_new (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('admin', 'teacher', 'student')),
+    password_hash TEXT,
+    must_change_password INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    display_name TEXT,
+    quota_json TEXT
+  );
+  INSERT INTO users_new (name, role, password_hash, must_change_password, created_at)
+    SELECT name, CASE role WHEN 'user' THEN 'student' ELSE role END, password_hash, must_change_password, created_at FROM users;
+  DROP TABLE users;
+  ALTER TABLE users_new RENAME TO users;
+
+  CREATE TABLE hosts_new (
+    id TEXT PRIMARY KEY,
+    hostname TEXT NOT NULL,
+    agent_url TEXT NOT NULL,
+    agent_key TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'ready', 'down', 'draining', 'asleep')),
+    version TEXT NOT NULL DEFAULT '',
+    mac TEXT,
+    drained INTEGER NOT NULL DEFAULT 0,
+    enrolled_at TEXT NOT NULL,
+    last_seen TEXT,
+    status_json TEXT,
+    agent_fingerprint TEXT,
+    display_name TEXT,
+    asleep INTEGER NOT NULL DEFAULT 0,
+    shutdown_vms_at TEXT
+  );
+  INSERT INTO hosts_new (id, hostname, agent_url, agent_key, state, version, mac, drained, enrolled_at, last_seen, status_json, agent_fingerprint)
+    SELECT id, hostname, agent_url, agent_key, state, version, mac, drained, enrolled_at, last_seen, status_json, agent_fingerprint FROM hosts;
+  DROP TABLE hosts;
+  ALTER TABLE hosts_new RENAME TO hosts;
+
+  CREATE TABLE classes (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    quota_json TEXT,
+    lease_default_minutes INTEGER,
+    created_at TEXT NOT NULL
+  );
+  CREATE TABLE class_members (
+    class_id TEXT NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+    user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    role TEXT NOT NULL CHECK (role IN ('teacher', 'student')),
+    PRIMARY KEY (class_id, user_name)
+  );
+  CREATE INDEX class_members_user ON class_members(user_name);
+
+  CREATE TABLE class_sessions (
+    id TEXT PRIMARY KEY,
+    class_id TEXT NOT NULL REFERENCES classes(id) ON DELETE CASCADE,
+    teacher TEXT NOT NULL,
+    template TEXT NOT NULL,
+    vcpus INTEGER NOT NULL,
+    memory_mib INTEGER NOT NULL,
+    disk_gib INTEGER,
+    ends_at TEXT NOT NULL,
+    keep_disks INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL CHECK (state IN ('running', 'ending', 'ended')),
+    created_at TEXT NOT NULL,
+    ended_at TEXT
+  );
+  CREATE INDEX class_sessions_class ON class_sessions(class_id, state);
+
+  ALTER TABLE vms ADD COLUMN class_id TEXT;
+  ALTER TABLE vms ADD COLUMN session_id TEXT;
+  ALTER TABLE vms ADD COLUMN start_on_boot INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE vms ADD COLUMN lease_warned_at TEXT;
+  ALTER TABLE vms ADD COLUMN lease_ended_at TEXT;
+  ALTER TABLE vms ADD COLUMN stopped_since TEXT;
+  CREATE INDEX vms_session ON vms(session_id);
+
+  CREATE TABLE template_policies (
+    template TEXT PRIMARY KEY,
+    lease_default_minutes INTEGER,
+    start_on_boot INTEGER
+  );
+  `,
 ];

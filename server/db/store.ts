@@ -36,13 +36,26 @@ export class Store {
     return Number((this.db.prepare('PRAGMA user_version').get() as Row).user_version);
   }
 
+  /**
+   * Applies the migrations this file lacks, each in its own transaction. Foreign keys are off meanwhile
+   * (SQLite's way to rebuild a table others refer to: a DROP would otherwise cascade to them) and
+   * checked before each commit, so a migration that broke a reference rolls back.
+   */
   private migrate(): void {
     const from = this.version();
-    for (let v = from; v < MIGRATIONS.length; v++) {
-      this.tx(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.exec(`PRAGMA user_version = ${v + 1}`);
-      });
+    if (from >= MIGRATIONS.length) return;
+    this.db.exec('PRAGMA foreign_keys = OFF');
+    try {
+      for (let v = from; v < MIGRATIONS.length; v++) {
+        this.tx(() => {
+          this.db.exec(MIGRATIONS[v]!);
+          const broken = this.db.prepare('PRAGMA foreign_key_check').all();
+          if (broken.length > 0) throw new Error(`migration ${v + 1} broke ${broken.length} references, e.g. ${JSON.stringify(broken[0])}`);
+          this.db.exec(`PRAGMA user_version = ${v + 1}`);
+        });
+      }
+    } finally {
+      this.db.exec('PRAGMA foreign_keys = ON');
     }
   }
 

@@ -144,7 +144,7 @@ export function adminPages(services: ControllerServices): Router {
     if (Object.keys(errors).length > 0) return usersPage(req, res, { partial: 'user-form', status: 422, form: { values, errors } });
     try {
       await services.users.create({
-        name: values.name, password: field(req, 'password', 256), role: values.admin ? 'admin' : 'user', mustChangePassword: values.mustChange,
+        name: values.name, password: field(req, 'password', 256), role: values.admin ? 'admin' : 'student', mustChangePassword: values.mustChange,
       });
       usersPage(req, res, { partial: 'user-form', form: { values: {}, errors: {}, created: values.name } });
     } catch (err) {
@@ -171,8 +171,8 @@ export function adminPages(services: ControllerServices): Router {
       await services.users.changePassword(name, field(req, 'password', 256), { by: me(res).name });
       notice = `New password set for ${name}.`;
     } else if (action === 'role') {
-      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'user', me(res).name);
-      notice = `${name} is now ${services.users.get(name)?.role === 'admin' ? 'an admin' : 'a user'}.`;
+      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'student', me(res).name);
+      notice = `${name} is now ${services.users.get(name)?.role === 'admin' ? 'an admin' : 'a student'}.`;
     } else if (action === 'delete') {
       services.users.remove(name);
       return redirect(req, res, '/admin/users', { swap: true });

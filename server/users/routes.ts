@@ -13,7 +13,7 @@ export const PasswordChange = z.strictObject({
   currentPassword: z.string().max(256).optional(),
   newPassword: Password,
 });
-export const UserCreate = z.strictObject({ username: UserName, password: Password, role: Role.default('user') });
+export const UserCreate = z.strictObject({ username: UserName, password: Password, role: Role.default('student') });
 export const UserUpdate = z.strictObject({ role: Role.optional(), password: Password.optional() });
 export const TokenCreate = z.strictObject({ label: z.string().min(1).max(100).regex(/^[^\u0000-\u001f]*$/, 'must be printable') });
 export const Settings = z.strictObject({ selfRegistration: z.boolean() });

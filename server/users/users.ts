@@ -18,7 +18,7 @@ export interface AuditEvent {
 
 export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1-32 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit');
 export const Password = z.string().min(8, 'must be at least 8 characters').max(256);
-export const Role = z.enum(['admin', 'user']);
+export const Role = z.enum(['admin', 'teacher', 'student']);
 export type Role = z.infer<typeof Role>;
 
 /** A user as the API returns it (never a hash). */
@@ -117,7 +117,7 @@ export class Users {
     const hash = await hashPassword(Password.parse(input.password));
     if (this.get(name)) throw new Conflict(`user "${name}" already exists`);
     this.store.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES (?, ?, ?, ?, ?)',
-      name, input.role ?? 'user', hash, input.mustChangePassword ? 1 : 0, new Date().toISOString());
+      name, input.role ?? 'student', hash, input.mustChangePassword ? 1 : 0, new Date().toISOString());
     return this.get(name)!;
   }
 
@@ -258,6 +258,6 @@ export class Users {
   /** Self-registration: a plain user, only while the setting is on. */
   async register(name: string, password: string): Promise<User> {
     if (!this.selfRegistration()) throw new Forbidden('self-registration is off: ask an admin for an account');
-    return this.create({ name, password, role: 'user' });
+    return this.create({ name, password, role: 'student' });
   }
 }

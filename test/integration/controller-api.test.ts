@@ -487,7 +487,7 @@ describe('controller API (in-process, simulated agents)', function () {
       expect((await call('PUT', '/api/settings', { token: adminToken, body: { selfRegistration: true } })).json.selfRegistration).to.equal(true);
       const r = await call('POST', '/api/register', { body: { username: 'carol', password: 'carol-password' } });
       expect(r.status).to.equal(201);
-      expect(r.json.user.role).to.equal('user');
+      expect(r.json.user.role).to.equal('student');
       expect((await call('POST', '/api/register', { body: { username: 'carol', password: 'carol-password' } })).status).to.equal(409);
       await call('PUT', '/api/settings', { token: adminToken, body: { selfRegistration: false } });
     });

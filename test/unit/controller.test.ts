@@ -98,7 +98,7 @@ describe('controller users', function () {
   it('should refuse self-registration until it is switched on', async () => {
     await expectReject(users.register('bob', 'bob-password'), 403);
     users.setSelfRegistration(true);
-    expect((await users.register('bob', 'bob-password')).role).to.equal('user');
+    expect((await users.register('bob', 'bob-password')).role).to.equal('student');
     await expectReject(users.register('bob', 'bob-password'), 409);
   });
 });

@@ -107,7 +107,7 @@ describe('login back-off per address and per name', function () {
     expect(audit[0]).to.deep.equal({ level: 'warn', msg: `failed sign-in as "alice" from ${A}`, data: { user: 'alice', from: A } });
     expect(audit[1]).to.deep.equal({ level: 'info', msg: `"alice" signed in from ${B}`, data: { user: 'alice', from: B } });
     expect(audit.filter((e) => e.msg.startsWith('sign-ins refused'))).to.have.length(1); // once per window, not per request
-    expect(audit.at(-2)).to.deep.equal({ level: 'info', msg: 'role of "alice" changed from user to admin by "admin"', data: { user: 'alice', was: 'user', role: 'admin', by: 'admin' } });
+    expect(audit.at(-2)).to.deep.equal({ level: 'info', msg: 'role of "alice" changed from student to admin by "admin"', data: { user: 'alice', was: 'student', role: 'admin', by: 'admin' } });
     expect(audit.at(-1)).to.deep.equal({ level: 'info', msg: 'password of "alice" changed by "admin"', data: { user: 'alice', by: 'admin' } });
   });
 

@@ -162,7 +162,7 @@ describe('VmService applying host reports', () => {
   let registry: HostRegistry;
   let vms: VmService;
   const admin: User = { name: 'admin', role: 'admin', mustChangePassword: false, createdAt: '2025-01-01T00:00:00.000Z' };
-  const alice: User = { ...admin, name: 'alice', role: 'user' };
+  const alice: User = { ...admin, name: 'alice', role: 'student' };
 
   /** A poll answer of host pc-1 with these VMs (the rest of /status is not read here). */
   const poll = (vmList: VmInfo[], sentAt = Date.now()) =>

@@ -30,6 +30,8 @@ export interface TinyGuestOptions {
   prompt: string;
   /** Lines of shell run in the background before the shell starts (e.g. a listener on a port). */
   extra?: string;
+  /** A line printed just before the shell starts, for tests that wait for a boot (real templates print none). */
+  readyMarker?: string;
 }
 
 /** The guest's /init. */
@@ -53,8 +55,7 @@ for d in /sys/class/input/event*; do
 done
 ${o.extra ?? ''}
 export PS1='${o.prompt}'
-echo SKYGUEST-READY
-while true; do setsid cttyhack sh -i; done
+${o.readyMarker ? `echo ${o.readyMarker}\n` : ''}while true; do setsid cttyhack sh -i; done
 `;
 }
 

@@ -11,6 +11,8 @@ import { buildTinyGuest, IGNORE_ACPI_ARG, TINY_CMDLINE, tinyRecipe, type TinyGue
 export const GUEST_PROMPT = 'skyguest# ';
 /** What the guest's port 22 answers before closing. */
 export const GUEST_BANNER = 'SSH-2.0-skyhost-test-guest';
+/** What the test guest (and only it: real templates print nothing of the kind) prints when its shell starts. */
+export const GUEST_READY = 'SKYGUEST-READY';
 export const GUEST_CMDLINE = TINY_CMDLINE;
 /** Kernel argument that makes the guest ignore the ACPI power button (a guest that will not shut down). */
 export const IGNORE_ACPI = IGNORE_ACPI_ARG;
@@ -20,6 +22,7 @@ const CACHE = path.resolve(import.meta.dirname, '../../.cache/guest');
 const OPTIONS: TinyGuestOptions = {
   hostname: 'skyguest',
   prompt: GUEST_PROMPT,
+  readyMarker: GUEST_READY,
   extra: `(while true; do echo ${GUEST_BANNER} | nc -l -p 22 >/dev/null 2>&1; done) &`,
 };
 

@@ -24,6 +24,7 @@ import { parsePortRange, PortForwarder, type SshForwarder } from './forwarder.ts
 import type { Hypervisor } from './hypervisor/driver.ts';
 import { loadHypervisor } from './hypervisor/load.ts';
 import { SystemResources, type HostResources } from './resources.ts';
+import { commandPower, parsePowerCommand, type PowerControl } from './power.ts';
 import { TemplatePuller } from './pull.ts';
 import { StatusSampler } from './status.ts';
 import { TemplateStore, type TemplateCatalog } from './templates.ts';
@@ -49,6 +50,8 @@ export interface AgentParts {
   bodyLimit?: string | number;
   maxUploadBytes?: number;
   afterStep?: (step: CreateStep, vmId: string) => void | Promise<void>;
+  /** How `POST /sleep` switches the machine off (none: it cannot). */
+  power?: PowerControl;
 }
 
 /** An agent without its listening socket: VMs adopted, status sampled, the API ready to serve. */
@@ -85,7 +88,7 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
   // Pulls need real files: the simulated agent's in-memory templates have none.
   const pulls = p.templates instanceof TemplateStore ? new TemplatePuller({ store: p.templates, log: p.log, installed: () => status.refresh() }) : undefined;
   const app = buildAgentApp({
-    key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log, ...(pulls ? { pulls } : {}),
+    key: p.key, hostId: p.hostId, vms, templates: p.templates, status, log: p.log, ...(pulls ? { pulls } : {}), ...(p.power ? { power: p.power } : {}),
     ...(p.bodyLimit !== undefined ? { bodyLimit: p.bodyLimit } : {}), ...(p.maxUploadBytes !== undefined ? { maxUploadBytes: p.maxUploadBytes } : {}),
   });
   return {
@@ -97,6 +100,8 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
       status.stop();
       app.close();
       await vms.stop();
+      // VMs keep their network; one that no VM uses is not left behind (docs/design.md#cli)
+      await p.hypervisor.releaseNetwork().catch((err: unknown) => p.log.warn('could not check or remove the VM network on stop', { err }));
       await p.hypervisor.close();
     },
   };
@@ -225,6 +230,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
     resources: new SystemResources(dataDir, log),
     sshHost: publicAddress(config),
     controller: () => discovery?.state(),
+    power: commandPower(parsePowerCommand(config.powerOffCommand)),
     ...(opts.afterStep ? { afterStep: opts.afterStep } : {}),
   }).catch((err: unknown) => {
     if (err instanceof CommandFailed) {

@@ -155,6 +155,11 @@ export interface Hypervisor {
   removeReservation(mac: string, ip: string): Promise<void>;
   /** MAC -> IP of every reservation; empty while there is no network yet. */
   reservations(): Promise<Map<string, string>>;
+  /**
+   * Removes the agent's NAT network when no VM of this machine (running or off) is attached to it;
+   * one in use stays. The agent does this when it stops, so nothing is left behind that nothing uses.
+   */
+  releaseNetwork(): Promise<'removed' | 'in-use' | 'absent'>;
 
   /** Lets go of what the driver itself holds; VMs keep running. */
   close(): Promise<void>;

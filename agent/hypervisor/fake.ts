@@ -385,6 +385,16 @@ export class FakeHypervisor implements Hypervisor {
     return new Map(this.dhcp);
   }
 
+  async releaseNetwork(): Promise<'removed' | 'in-use' | 'absent'> {
+    this.check('releaseNetwork');
+    if (!this.network) return 'absent';
+    const name = this.network.name;
+    if ([...this.domains.values()].some((d) => d.metadata.network === name)) return 'in-use';
+    this.network = undefined;
+    this.dhcp.clear();
+    return 'removed';
+  }
+
   async close(): Promise<void> {
     const vnc = this.vnc;
     this.vnc = undefined;

@@ -13,7 +13,7 @@ import {
 import { domainName, domainXml, hostTag, toState } from './domain.ts';
 import { tailFile, VmFiles } from './files.ts';
 import { METADATA_NS, parseMetadata } from './metadata.ts';
-import { addReservation, ensureNetwork, networkName, removeReservation, reservations } from './network.ts';
+import { addReservation, ensureNetwork, networkName, releaseNetwork, removeReservation, reservations } from './network.ts';
 import { defineXml, isNoDomain, isNotRunning, virsh, vmError } from './virsh.ts';
 
 /** Every domain of the connection with its state (`virsh list --all`). */
@@ -248,6 +248,10 @@ export class LibvirtHypervisor implements Hypervisor {
 
   reservations(): Promise<Map<string, string>> {
     return reservations(this.network);
+  }
+
+  releaseNetwork(): Promise<'removed' | 'in-use' | 'absent'> {
+    return releaseNetwork(this.network, this.log);
   }
 
   async close(): Promise<void> {

@@ -6,7 +6,7 @@ import { CommandFailed, Unavailable } from '../../../base/errors.ts';
 import type { Logger } from '../../../base/log.ts';
 import type { VmNetwork } from '../driver.ts';
 import { hostTag } from './domain.ts';
-import { defineXml, isNoNetwork, virsh } from './virsh.ts';
+import { defineXml, isNoDomain, isNoNetwork, virsh } from './virsh.ts';
 import { xml } from './xml.ts';
 
 export function networkName(hostId: string): string {
@@ -103,7 +103,7 @@ export async function ensureNetwork(hostId: string, log: Logger): Promise<VmNetw
   throw new Unavailable('no free /24 in 10.213.0.0/16 for the VM network');
 }
 
-/** Stops and removes a network; one not running or already gone is fine (tests; `skyhost agent` keeps it). */
+/** Stops and removes a network; one not running or already gone is fine (tests, and releaseNetwork). */
 export async function removeNetwork(name: string): Promise<void> {
   try {
     await virsh(['net-destroy', name]);
@@ -115,6 +115,40 @@ export async function removeNetwork(name: string): Promise<void> {
   } catch (err) {
     if (!isNoNetwork(err)) throw err;
   }
+}
+
+/** Names of the domains (any state) with an interface on `network`: `virsh domiflist` of each. */
+async function domainsOn(network: string): Promise<string[]> {
+  const users: string[] = [];
+  for (const dom of (await virsh(['list', '--all', '--name'])).split('\n').map((l) => l.trim()).filter(Boolean)) {
+    let table: string;
+    try {
+      table = await virsh(['domiflist', dom]);
+    } catch (err) {
+      // undefined since the list was taken: it uses nothing
+      if (isNoDomain(err)) continue;
+      throw err;
+    }
+    // rows: Interface Type Source Model MAC (`-` for the interface of a domain that is off)
+    if (table.split('\n').some((row) => { const c = row.trim().split(/\s+/); return c[1] === 'network' && c[2] === network; })) users.push(dom);
+  }
+  return users;
+}
+
+/**
+ * Stops and removes the agent's network when no domain (running or off) is attached to it, so a
+ * stopped agent leaves no bridge nothing uses; while any VM uses it, it stays. Returns what it did.
+ */
+export async function releaseNetwork(name: string, log: Logger): Promise<'removed' | 'in-use' | 'absent'> {
+  if ((await networkDump(name, true)) === undefined) return 'absent';
+  const users = await domainsOn(name);
+  if (users.length > 0) {
+    log.debug('keeping the VM network: VMs use it', { network: name, vms: users.length });
+    return 'in-use';
+  }
+  await removeNetwork(name);
+  log.info('removed the VM network: no VM uses it', { network: name });
+  return 'removed';
 }
 
 function hostEntry(mac: string, ip: string): string {

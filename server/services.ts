@@ -7,10 +7,14 @@
 //   services.templates  the catalog and templates across hosts              (server/templates/templates.ts)
 //   services.events     event log; `events.on('event', fn)` for a live tail  (server/events/events.ts)
 //   services.joinTokens cluster and single-use join tokens                   (server/tokens.ts)
+//   services.classes    classes and their teachers and students              (server/classes/classes.ts)
+//   services.access     who may see and act on which VM, by role and class   (server/classes/access.ts)
 import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { Config } from '../base/config.ts';
 import { logger, type Logger } from '../base/log.ts';
+import { classAccess, type ClassAccess } from './classes/access.ts';
+import { Classes } from './classes/classes.ts';
 import { nightlyBackup } from './db/backup.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
@@ -56,6 +60,9 @@ export interface ControllerServices {
   templates: Templates;
   events: EventLog;
   joinTokens: JoinTokens;
+  classes: Classes;
+  /** The role and class rules: canActOnVm, classesOf, teaches, studentsOf (server/classes/access.ts). */
+  access: ClassAccess;
   /** Templates onto hosts: pulls for VMs, "keep on every host", "copy to all hosts" (server/templates/distribute.ts). */
   distribute: TemplateDistributor;
   /** The controller's own certificate (DATA/secrets/tls.crt, tls.key): agents pin its fingerprint (server/tls.ts). */
@@ -89,6 +96,9 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const users = new Users(store, { audit: (e) => events.record({ source: 'users', ...e }) });
   await users.ensureAdmin(secrets.adminToken);
   users.ensureToken('admin', 'admin token (DATA/secrets/admin-token)', secrets.adminToken);
+  const classes = new Classes(store, { users, audit: (e) => events.record({ source: 'classes', ...e }) });
+  users.onRemoved(() => classes.reload()); // SQLite removed the memberships (ON DELETE CASCADE)
+  const access = classAccess(classes);
   if (store.get('SELECT 1 FROM settings WHERE key = ?', 'selfRegistration') === undefined) users.setSelfRegistration(opts.selfRegistration ?? false);
   if (secrets.created) {
     log.info(`first start: admin token in ${secrets.adminTokenFile}, join token in ${secrets.joinTokenFile} (both mode 0600); ` +
@@ -117,17 +127,18 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   await templates.catalog.refresh();
   const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot(), controllerFingerprint: tls.fingerprint });
   const vms = new VmService(store, hosts, templates, {
-    distribute, log: logger('vms'), users, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
+    distribute, log: logger('vms'), users, canAct: access.canActOnVm, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
   templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
+  events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];
 
   return {
     distribute,
-    store, secrets, clusterId: secrets.clusterId, users, hosts, vms, templates, events, joinTokens, tls, system,
+    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, vms, templates, events, joinTokens, tls, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};

@@ -20,11 +20,16 @@ export const UserName = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be
 export const Password = z.string().min(8, 'must be at least 8 characters').max(256);
 export const Role = z.enum(['admin', 'teacher', 'student']);
 export type Role = z.infer<typeof Role>;
+/** A name people read (Anna Berg): printable, no markup. */
+export const DisplayName = z.string().trim().min(1, 'must not be empty').max(64, 'must be at most 64 characters')
+  .regex(/^[^\u0000-\u001f\u007f<>]*$/, 'must be printable, without < or >');
 
 /** A user as the API returns it (never a hash). */
 export const User = z.object({
   name: UserName,
   role: Role,
+  /** How people call them, when set (Anna Berg); the name is what they sign in with. */
+  displayName: z.string().optional(),
   /** True until the first password change (the admin's first login with the admin token). */
   mustChangePassword: z.boolean(),
   createdAt: z.string(),
@@ -75,7 +80,30 @@ export function tokenHash(token: string): string {
 }
 
 function rowToUser(r: Row): User {
-  return { name: String(r.name), role: r.role as Role, mustChangePassword: Number(r.must_change_password) === 1, createdAt: String(r.created_at) };
+  return {
+    name: String(r.name), role: r.role as Role, ...(r.display_name ? { displayName: String(r.display_name) } : {}),
+    mustChangePassword: Number(r.must_change_password) === 1, createdAt: String(r.created_at),
+  };
+}
+
+/** Letters and digits nobody confuses on paper (no 0/O, 1/l/I). */
+const READABLE = 'abcdefghjkmnpqrstuvwxyz23456789';
+
+/** A one-time password to hand out on paper: `kp7m-x3rt-9bqa` (12 random characters, ~59 bits). */
+export function oneTimePassword(): string {
+  const bytes = randomBytes(12);
+  let out = '';
+  for (let i = 0; i < 12; i++) out += (i > 0 && i % 4 === 0 ? '-' : '') + READABLE[bytes[i]! % READABLE.length];
+  return out;
+}
+
+/** A new account with its password already hashed (`Users.hash`), for `Users.insertHashed` inside a transaction. */
+export interface HashedAccount {
+  name: string;
+  displayName?: string | undefined;
+  role: Role;
+  hash: string;
+  mustChangePassword: boolean;
 }
 
 /**
@@ -88,6 +116,7 @@ export class Users {
   private readonly store: Store;
   private readonly throttle: LoginThrottle;
   private readonly audit: ((e: AuditEvent) => void) | undefined;
+  private readonly removedListeners: Array<(name: string) => void> = [];
 
   /** `now` drives the login back-off (tests pass a clock they control); `audit` receives the audit events. */
   constructor(store: Store, opts: { now?: () => number; audit?: (e: AuditEvent) => void } = {}) {
@@ -112,12 +141,39 @@ export class Users {
   }
 
   /** Creates a user; a duplicate name is a 409. */
-  async create(input: { name: string; password: string; role?: Role; mustChangePassword?: boolean }): Promise<User> {
+  async create(input: { name: string; password: string; role?: Role; displayName?: string | undefined; mustChangePassword?: boolean }): Promise<User> {
     const name = UserName.parse(input.name);
+    const displayName = input.displayName ? DisplayName.parse(input.displayName) : undefined;
     const hash = await hashPassword(Password.parse(input.password));
     if (this.get(name)) throw new Conflict(`user "${name}" already exists`);
-    this.store.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES (?, ?, ?, ?, ?)',
-      name, input.role ?? 'student', hash, input.mustChangePassword ? 1 : 0, new Date().toISOString());
+    this.insertHashed([{ name, displayName, role: input.role ?? 'student', hash, mustChangePassword: input.mustChangePassword ?? false }]);
+    return this.get(name)!;
+  }
+
+  /** Hashes a password for `insertHashed` (slow on purpose: scrypt). */
+  hash(password: string): Promise<string> {
+    return hashPassword(Password.parse(password));
+  }
+
+  /**
+   * Inserts accounts whose names were checked (UserName) and passwords hashed, in one transaction
+   * (joins the caller's: a bulk import adds class members in the same one). A taken name is a 409.
+   */
+  insertHashed(accounts: HashedAccount[]): void {
+    const at = new Date().toISOString();
+    this.store.tx(() => {
+      for (const a of accounts) {
+        if (this.get(a.name)) throw new Conflict(`user "${a.name}" already exists`);
+        this.store.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at, display_name) VALUES (?, ?, ?, ?, ?, ?)',
+          a.name, a.role, a.hash, a.mustChangePassword ? 1 : 0, at, a.displayName ?? null);
+      }
+    });
+  }
+
+  /** Sets or clears (undefined) how people call a user. */
+  setDisplayName(name: string, displayName: string | undefined): User {
+    const value = displayName ? DisplayName.parse(displayName) : null;
+    if (this.store.run('UPDATE users SET display_name = ? WHERE name = ?', value, name).changes === 0) throw new NotFound(`user "${name}"`);
     return this.get(name)!;
   }
 
@@ -132,6 +188,12 @@ export class Users {
   remove(name: string): void {
     if (name === 'admin') throw new Forbidden('the admin user cannot be removed');
     if (this.store.run('DELETE FROM users WHERE name = ?', name).changes === 0) throw new NotFound(`user "${name}"`);
+    for (const fn of this.removedListeners) fn(name);
+  }
+
+  /** Calls `fn` after a user is removed (the classes forget their memberships: the database cascades). */
+  onRemoved(fn: (name: string) => void): void {
+    this.removedListeners.push(fn);
   }
 
   /** Changes a user's role; `by` is the admin who did it (for the audit event). */

@@ -54,7 +54,7 @@ export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
       ...(query.state !== undefined ? { state: query.state } : {}),
       ...(query.owner !== undefined ? { owner: query.owner } : {}),
     };
-    const who = u.role === 'admin' ? '*' : `user:${u.name}`;
+    const who = u.role === 'admin' ? '*' : `user:${u.name}:${services.access.version()}`; // a teacher's list changes with their classes
     const limit = query.limit ?? PAGE_DEFAULT;
     const listKey = JSON.stringify([who, filter.host, filter.state, filter.owner]);
     const page = pages.get(tag, JSON.stringify([listKey, limit, query.after]), () => {

@@ -19,8 +19,10 @@ import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
 import { diskSizeRefusal } from './disk-actions.ts';
 import { IdempotencyKeys, requestHash, type KeyUse } from './idempotency.ts';
+import { deletionTime, extendedExpiry, leaseDefaultsOf, leaseMinutesFor, minutesText, type PolicyStore } from './leases.ts';
+import type { Quotas } from './quotas.ts';
 import { hostDown, INTERRUPTED_CREATE, reconcile, reportedPatch, type Change, type CreateOperation, type Operation } from './reconcile.ts';
-import { VmRecords, type VmPatch, type VmRecord } from './records.ts';
+import { VmRecords, type LeasePatch, type VmPatch, type VmRecord } from './records.ts';
 
 export type { VmRecord } from './records.ts';
 
@@ -35,6 +37,18 @@ export interface VmServiceOptions {
   answerWithinMs?: number;
   /** Pulls a template to a host lacking it before the VM is created there (server/templates/distribute.ts). */
   distribute?: Pick<TemplateDistributor, 'pullableBytes' | 'pull'>;
+  /** Lease defaults and maximums (server/vms/leases.ts); without them a VM's lease is only what its request asks. */
+  policies?: Pick<PolicyStore, 'current'>;
+  /** Checked before placement (server/vms/quotas.ts): 403 `quota_exceeded`. */
+  quotas?: Pick<Quotas, 'check'>;
+  /** Whether a user may see and act on a VM (server/classes/access.ts); default: an admin, or the owner. */
+  canAct?: (user: User, vm: VmRecord) => boolean;
+}
+
+/** What an in-process caller adds to a request (a class session). */
+export interface CreateOptions {
+  /** The class the VM is for: it counts against the class's quota and takes the class's lease default. */
+  classId?: string;
 }
 
 export interface CreateAnswer {
@@ -65,8 +79,8 @@ function defaultName(template: string): string {
 }
 
 /**
- * VMs. Every read and action takes the acting user: a user sees and acts on their own VMs only
- * (another user's VM is a 404), an admin on all.
+ * VMs. Every read and action takes the acting user: a user sees and acts on the VMs `canAct` allows
+ * (server/classes/access.ts: their own, a teacher their classes', an admin all); any other VM is a 404.
  *
  *   const { status, vm } = await services.vms.create(user, { template: 'alpine' }, idempotencyKey);
  *   services.vms.list(user); services.vms.get(user, id); await services.vms.action(user, id, 'reboot');
@@ -106,6 +120,10 @@ export class VmService {
     registry.on('enrolled', () => this.hostChanges++);
   }
 
+  private canAct(user: User, vm: VmRecord): boolean {
+    return this.opts.canAct ? this.opts.canAct(user, vm) : user.role === 'admin' || vm.owner === user.name;
+  }
+
   private get version(): number {
     return this.stored.version + this.hostChanges + this.progressChanges;
   }
@@ -116,7 +134,7 @@ export class VmService {
   records(user: User, filter: { host?: string; state?: string; owner?: string } = {}): VmRecord[] {
     const out: VmRecord[] = [];
     for (const vm of filter.host !== undefined ? this.stored.onHost(filter.host) : this.stored.values()) {
-      if (user.role !== 'admin' && vm.owner !== user.name) continue;
+      if (!this.canAct(user, vm)) continue;
       if (filter.state && vm.state !== filter.state) continue;
       if (filter.owner && vm.owner !== filter.owner) continue;
       out.push(vm);
@@ -136,7 +154,7 @@ export class VmService {
   /** A VM `user` may see, or a 404 (also for another user's VM: its existence is not disclosed). */
   require(user: User, id: string): VmRecord {
     const vm = this.stored.get(id);
-    if (!vm || (user.role !== 'admin' && vm.owner !== user.name)) throw new NotFound(`VM "${id}"`);
+    if (!vm || !this.canAct(user, vm)) throw new NotFound(`VM "${id}"`);
     return vm;
   }
 
@@ -160,7 +178,18 @@ export class VmService {
       ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: vm.ssh } : {}),
       consoleUrl: `/vms/${vm.id}`,
       console: vm.console, createdAt: vm.createdAt, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
+      ...this.leaseView(vm),
       ...(vm.error ? { error: vm.error } : {}), ...(this.progress.has(vm.id) ? { progress: this.progress.get(vm.id)! } : {}),
+    };
+  }
+
+  /** The lease marks of a VM's view: warned, ended, when it will be deleted, stopped since. */
+  private leaseView(vm: VmRecord): Partial<VmView> {
+    const policies = this.opts.policies?.current();
+    const deleteAt = vm.leaseEndedAt && policies ? deletionTime(vm, policies.lease) : undefined;
+    return {
+      ...(vm.leaseWarnedAt ? { leaseWarnedAt: vm.leaseWarnedAt } : {}), ...(vm.leaseEndedAt ? { leaseEndedAt: vm.leaseEndedAt } : {}),
+      ...(deleteAt ? { deleteAt } : {}), ...(vm.stoppedSince ? { stoppedSince: vm.stoppedSince } : {}),
     };
   }
 
@@ -179,7 +208,7 @@ export class VmService {
    * host), records it `creating`, then calls the agent. Resolves once the agent answered or after
    * `answerWithinMs` (202 `creating`; the call goes on and the record follows).
    */
-  async create(user: User, body: unknown, idempotencyKey?: string): Promise<CreateAnswer> {
+  async create(user: User, body: unknown, idempotencyKey?: string, opts: CreateOptions = {}): Promise<CreateAnswer> {
     const parsed = VmRequest.safeParse(body);
     if (!parsed.success) throw fromZod(parsed.error);
     const req = parsed.data;
@@ -211,6 +240,12 @@ export class VmService {
     if (this.stored.nameTaken(name)) {
       throw new Conflict(`a VM named "${name}" already exists: choose another name`, { fields: [{ field: 'name', message: 'already in use' }] });
     }
+    // Lease and quota before placement: a refused request reserves nothing.
+    const policies = this.opts.policies?.current();
+    const leaseMinutes = policies
+      ? leaseMinutesFor(policies.lease, user.role, req.leaseMinutes, leaseDefaultsOf(this.store, req.template, opts.classId))
+      : req.leaseMinutes;
+    this.opts.quotas?.check(user, { vcpus: req.vcpus, memoryMiB, diskGiB }, { classId: opts.classId });
     const id = newVmId();
     const templateBytes = this.opts.distribute?.pullableBytes(req.template);
     const placement = place(
@@ -228,7 +263,8 @@ export class VmService {
     const vm: VmRecord = {
       id, name, owner: user.name, template: req.template, hostId: host.id, state: 'creating', vcpus: req.vcpus,
       memoryMiB, diskGiB, console: template?.console ?? 'serial', createdAt: now.toISOString(),
-      expiresAt: req.leaseMinutes ? new Date(now.getTime() + req.leaseMinutes * 60_000).toISOString() : undefined,
+      expiresAt: leaseMinutes ? new Date(now.getTime() + leaseMinutes * 60_000).toISOString() : undefined,
+      ...(opts.classId !== undefined ? { classId: opts.classId } : {}),
     };
     this.store.tx(() => {
       this.stored.insert(vm);
@@ -424,19 +460,28 @@ export class VmService {
     return this.keys.prune(now);
   }
 
-  /** Deletes every VM whose lease ran out (run by the controller's periodic job). */
-  async expireLeases(system: User, now = new Date()): Promise<number> {
-    let n = 0;
-    for (const vm of [...this.stored.values()]) {
-      if (!vm.expiresAt || vm.expiresAt > now.toISOString() || vm.state === 'deleting' || vm.state === 'creating') continue;
-      try {
-        await this.remove(system, vm.id);
-        n++;
-      } catch (err) {
-        this.log.warn(`lease of VM ${vm.name} ran out but it could not be deleted: ${(err as Error).message}`, { vmId: vm.id });
-      }
-    }
-    return n;
+  /**
+   * Extends a VM's lease by `minutes` from its current end (or from now), within the maximum of the
+   * acting user's role (422 naming `minutes` and both numbers). A VM whose lease ended but is not
+   * deleted yet is rescued: it stays stopped, and is no longer deleted.
+   */
+  extend(user: User, id: string, minutes: number, now = new Date()): VmView {
+    const vm = this.require(user, id);
+    if (vm.state === 'creating' || vm.state === 'deleting') throw new Conflict(`VM ${vm.name} is ${vm.state}`);
+    const policies = this.opts.policies?.current();
+    if (!policies) throw new Conflict('leases are not managed by this controller');
+    const expiresAt = extendedExpiry(policies.lease, user.role, vm.expiresAt, minutes, now);
+    const rescued = vm.leaseEndedAt !== undefined;
+    this.update(vm, { expiresAt, leaseWarnedAt: undefined, leaseEndedAt: undefined });
+    this.log.info(`lease of VM ${vm.name} extended by ${user.name} by ${minutesText(minutes)}: it now ends at ${expiresAt}` +
+      `${rescued ? ' (its lease had ended: it stays stopped and is no longer deleted)' : ''}`, { vmId: vm.id, by: user.name, expiresAt });
+    return this.view(vm);
+  }
+
+  /** Sets a VM's lease marks (housekeeping: warned, ended). */
+  markLease(id: string, patch: LeasePatch): void {
+    const vm = this.stored.get(id);
+    if (vm) this.update(vm, patch);
   }
 
   private liveHost(vm: VmRecord): HostRecord {
@@ -534,7 +579,7 @@ export class VmService {
     this.strangerLists.delete(hostId);
   }
 
-  private update(vm: VmRecord, patch: VmPatch): void {
+  private update(vm: VmRecord, patch: VmPatch & LeasePatch): void {
     if (Object.keys(patch).length > 0) this.stored.update(vm, patch);
   }
 

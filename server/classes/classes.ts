@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { Conflict, InvalidField, NotFound } from '../../base/errors.ts';
 import type { Store } from '../db/store.ts';
-import type { AuditEvent, Users } from '../users/users.ts';
+import { oneTimePassword, type AuditEvent, type HashedAccount, type Users } from '../users/users.ts';
+import { checkStudentRows, type RejectedRow, type StudentRow } from './import.ts';
 
 /** A class's name as people write it (7b, Networking 2): printable, no markup. */
 export const ClassName = z.string().trim().min(1, 'must not be empty').max(64, 'must be at most 64 characters')
@@ -29,9 +30,21 @@ export const ClassInfo = z.object({
 });
 export type ClassInfo = z.infer<typeof ClassInfo>;
 
+/** A student account made by an import, with its one-time password (shown once, never stored). */
+export interface CreatedStudent {
+  name: string;
+  displayName?: string;
+  password: string;
+}
+
+export interface ImportResult {
+  created: CreatedStudent[];
+  rejected: RejectedRow[];
+}
+
 export interface ClassesOptions {
-  /** To check that members exist and have a role that fits. */
-  users: Pick<Users, 'get'>;
+  /** To check that members exist and have a role that fits, and to make accounts in bulk. */
+  users: Pick<Users, 'get' | 'hash' | 'insertHashed'>;
   audit?: (e: AuditEvent) => void;
 }
 
@@ -151,9 +164,40 @@ export class Classes {
     return this.require(classId);
   }
 
-  /** Adds students already checked (`checkMember`) inside the caller's transaction; call `reload()` after it commits. */
-  insertStudents(classId: string, names: string[]): void {
-    for (const n of names) this.store.run('INSERT INTO class_members (class_id, user_name, role) VALUES (?, ?, ?)', classId, n, 'student');
+  /**
+   * Makes student accounts from rows (server/classes/import.ts) and puts them in the class: the good
+   * rows all in one transaction, each with a one-time password they change at their first login;
+   * the bad rows (empty, invalid, twice in the file, taken) come back with a reason and change nothing.
+   */
+  async importStudents(classId: string, rows: StudentRow[], by: string): Promise<ImportResult> {
+    const c = this.require(classId);
+    const { good, rejected } = checkStudentRows(rows, (name) => this.opts.users.get(name) !== undefined);
+    const made = await Promise.all(good.map(async (row) => {
+      const password = oneTimePassword();
+      return { row, password, hash: await this.opts.users.hash(password) };
+    }));
+    // Hashing took a while: a name someone took meanwhile is rejected too, not the whole import.
+    const fresh = made.filter(({ row }) => {
+      const taken = this.opts.users.get(row.name) !== undefined;
+      if (taken) rejected.push({ line: row.line, name: row.name, reason: 'a user with this name already exists' });
+      return !taken;
+    });
+    rejected.sort((a, b) => a.line - b.line);
+    const accounts: HashedAccount[] = fresh.map(({ row, hash }) => ({ name: row.name, displayName: row.displayName, role: 'student', hash, mustChangePassword: true }));
+    this.store.tx(() => {
+      this.require(classId); // still there after the hashing
+      this.opts.users.insertHashed(accounts);
+      for (const a of accounts) this.store.run('INSERT INTO class_members (class_id, user_name, role) VALUES (?, ?, ?)', classId, a.name, 'student');
+    });
+    this.reload();
+    if (accounts.length > 0 || rejected.length > 0) {
+      this.said(`${accounts.length} student(s) created in class ${c.name} by "${by}"${rejected.length ? `, ${rejected.length} row(s) rejected` : ''}`,
+        { classId, by, created: accounts.length, rejected: rejected.length });
+    }
+    return {
+      created: fresh.map(({ row, password }) => ({ name: row.name, ...(row.displayName ? { displayName: row.displayName } : {}), password })),
+      rejected,
+    };
   }
 
   /** Takes a user out of a class (their account and VMs stay). */

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import { SkyError } from '../../base/errors.ts';
 import { classAccess, type ClassAccess } from '../../server/classes/access.ts';
 import { Classes } from '../../server/classes/classes.ts';
+import { parseStudentCsv, patternRows } from '../../server/classes/import.ts';
 import { Store } from '../../server/db/store.ts';
 import { Users, type Role, type User } from '../../server/users/users.ts';
 
@@ -113,5 +114,48 @@ describe('classes and access', () => {
     expect(classes.get(a.id)).to.equal(undefined);
     expect(u('anna').role).to.equal('student');
     expect(access.canActOnVm(u('berg'), { owner: 'anna' })).to.equal(false);
+  });
+
+  it('given a CSV with bad rows, should create the good ones (one-time passwords) in the class, list the bad with a reason, and change nothing else', async () => {
+    const { a, b } = twoClasses();
+    const before = { users: users.list(), other: classes.get(b.id) };
+    const csv = 'name,display name\nella,Ella Ek\n\nfinn\n<b>x</b>\nella\nanna\n';
+    const result = await classes.importStudents(a.id, parseStudentCsv(csv), 'berg');
+    expect(result.created.map((c) => [c.name, c.displayName])).to.deep.equal([['ella', 'Ella Ek'], ['finn', undefined]]);
+    expect(result.rejected.map((r) => [r.line, r.name, r.reason])).to.deep.equal([
+      [3, '', 'empty line'], [5, '<b>x</b>', 'contains markup (< or >)'], [6, 'ella', 'the same name as line 2'], [7, 'anna', 'a user with this name already exists'],
+    ]);
+    for (const c of result.created) {
+      expect(c.password).to.match(/^[a-z2-9]{4}-[a-z2-9]{4}-[a-z2-9]{4}$/);
+      const made = await users.authenticate(c.name, c.password);
+      expect(made).to.include({ role: 'student', mustChangePassword: true });
+    }
+    expect(u('ella').displayName).to.equal('Ella Ek');
+    expect(classes.get(a.id)!.students).to.deep.equal(['anna', 'ben', 'ella', 'finn']);
+    // nothing else: the users that were there are as they were, the other class too
+    expect(users.list().filter((x) => !['ella', 'finn'].includes(x.name))).to.deep.equal(before.users);
+    expect(classes.get(b.id)).to.deep.equal(before.other);
+    expect(access.canActOnVm(u('berg'), { owner: 'finn' })).to.equal(true);
+  });
+
+  it('given a pattern whose names partly exist, should create the others', async () => {
+    const { a } = twoClasses();
+    seed('7b-02', 'student');
+    const result = await classes.importStudents(a.id, patternRows('7b-', 3), 'admin');
+    expect(result.created.map((c) => c.name)).to.deep.equal(['7b-01', '7b-03']);
+    expect(result.rejected).to.deep.equal([{ line: 2, name: '7b-02', reason: 'a user with this name already exists' }]);
+  });
+
+  it('given an import into a class removed meanwhile, should create nobody', async () => {
+    const { a } = twoClasses();
+    const pending = classes.importStudents(a.id, patternRows('zz', 2), 'admin');
+    classes.remove(a.id, 'admin');
+    try {
+      await pending;
+      expect.fail('should have thrown');
+    } catch (err) {
+      expect((err as SkyError).status).to.equal(404);
+    }
+    expect(users.get('zz01')).to.equal(undefined);
   });
 });

@@ -162,7 +162,7 @@ export const VmRequest = VmSpec.extend({
   vcpus: VmSpec.shape.vcpus.default(DEFAULT_VCPUS),
   /** Default: the template's minimum memory, at least 256. */
   memoryMiB: VmSpec.shape.memoryMiB.optional(),
-  /** The VM is deleted this many minutes after creation, e.g. `90` (at most a year). */
+  /** The VM is shut down this many minutes after creation, e.g. `90`: at most the role's maximum (GET /api/policies); default: the class's, the template's or the cluster's. */
   leaseMinutes: z.number().int().min(VM_LIMITS.leaseMinutes.min).max(VM_LIMITS.leaseMinutes.max).optional(),
 });
 export type VmRequest = z.input<typeof VmRequest>;
@@ -195,7 +195,16 @@ export const VmView = z.object({
   /** Which console a person uses: serial text or a graphical screen. */
   console: ConsoleKind,
   createdAt: z.string(),
+  /** When its lease ends, e.g. `2025-06-30T12:00:00.000Z`: it is shut down then (POST /api/vms/{id}/extend pushes it). */
   expiresAt: z.string().optional(),
+  /** When housekeeping warned that the lease ends soon (the VM page shows a banner). */
+  leaseWarnedAt: z.string().optional(),
+  /** When the lease ended and the VM was shut down. */
+  leaseEndedAt: z.string().optional(),
+  /** When a VM whose lease ended will be deleted, unless its lease is extended first. */
+  deleteAt: z.string().optional(),
+  /** Since when the VM is stopped (housekeeping may delete VMs stopped for long: GET /api/policies). */
+  stoppedSince: z.string().optional(),
   /** Why the VM is in `error`. */
   error: z.string().optional(),
 });

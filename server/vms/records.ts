@@ -21,10 +21,21 @@ export interface VmRecord {
   error?: string | undefined;
   createdAt: string;
   expiresAt?: string | undefined;
+  /** The class it was made for (its VMs count against the class's quota and take its lease default). */
+  classId?: string | undefined;
+  /** When housekeeping warned that the lease ends soon; cleared when the lease is extended. */
+  leaseWarnedAt?: string | undefined;
+  /** When the lease ended and the VM was shut down (deleted after the grace period unless extended). */
+  leaseEndedAt?: string | undefined;
+  /** Since when the VM is stopped: set when first seen `shutoff`, cleared when it runs (housekeeping reaps by it). */
+  stoppedSince?: string | undefined;
 }
 
 /** What a host's report or an agent's answer may change in a record. */
 export type VmPatch = Partial<Pick<VmRecord, 'state' | 'vcpus' | 'memoryMiB' | 'ip' | 'ssh' | 'console' | 'error'>>;
+
+/** What the lease logic changes in a record (server/vms/leases.ts); `undefined` clears a mark. */
+export type LeasePatch = Partial<Pick<VmRecord, 'expiresAt' | 'leaseWarnedAt' | 'leaseEndedAt' | 'stoppedSince'>>;
 
 /** Reading records by id and by host (what the reconciler needs). */
 export interface RecordIndex {
@@ -38,7 +49,9 @@ function rowToRecord(r: Row): VmRecord {
     state: r.state as VmState, vcpus: Number(r.vcpus), memoryMiB: Number(r.memory_mib), diskGiB: Number(r.disk_gib ?? 0),
     ip: r.ip ? String(r.ip) : undefined, ssh: r.ssh_json ? JSON.parse(String(r.ssh_json)) as SshAccess : undefined,
     console: r.console === 'vnc' ? 'vnc' : 'serial', error: r.error ? String(r.error) : undefined, createdAt: String(r.created_at),
-    expiresAt: r.expires_at ? String(r.expires_at) : undefined,
+    expiresAt: r.expires_at ? String(r.expires_at) : undefined, classId: r.class_id ? String(r.class_id) : undefined,
+    leaseWarnedAt: r.lease_warned_at ? String(r.lease_warned_at) : undefined, leaseEndedAt: r.lease_ended_at ? String(r.lease_ended_at) : undefined,
+    stoppedSince: r.stopped_since ? String(r.stopped_since) : undefined,
   };
 }
 
@@ -73,21 +86,29 @@ export class VmRecords implements RecordIndex {
   }
 
   insert(vm: VmRecord): void {
-    this.store.run(`INSERT INTO vms (id, name, owner, template, host_id, state, vcpus, memory_mib, disk_gib, ip, ssh_json, console, error, created_at, expires_at, updated_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    if (vm.state === 'shutoff') vm.stoppedSince ??= new Date().toISOString();
+    this.store.run(`INSERT INTO vms (id, name, owner, template, host_id, state, vcpus, memory_mib, disk_gib, ip, ssh_json, console, error, created_at, expires_at, updated_at, class_id, stopped_since)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     vm.id, vm.name, vm.owner, vm.template, vm.hostId, vm.state, vm.vcpus, vm.memoryMiB, vm.diskGiB, vm.ip ?? null,
-    vm.ssh ? JSON.stringify(vm.ssh) : null, vm.console, vm.error ?? null, vm.createdAt, vm.expiresAt ?? null, new Date().toISOString());
+    vm.ssh ? JSON.stringify(vm.ssh) : null, vm.console, vm.error ?? null, vm.createdAt, vm.expiresAt ?? null, new Date().toISOString(),
+    vm.classId ?? null, vm.stoppedSince ?? null);
     this.remember(vm);
     this.version++;
   }
 
-  /** Changes a record; a state other than `error` clears the error unless the patch sets one. */
-  update(vm: VmRecord, patch: VmPatch): void {
+  /**
+   * Changes a record; a state other than `error` clears the error unless the patch sets one. A VM
+   * first seen `shutoff` gets `stoppedSince`; running (or paused) clears it.
+   */
+  update(vm: VmRecord, patch: VmPatch & LeasePatch): void {
     Object.assign(vm, patch);
     if (vm.state !== 'error' && patch.state !== undefined && patch.error === undefined) vm.error = undefined;
-    this.store.run(`UPDATE vms SET state = ?, vcpus = ?, memory_mib = ?, ip = ?, ssh_json = ?, console = ?, error = ?, updated_at = ? WHERE id = ?`,
+    if (vm.state === 'shutoff') vm.stoppedSince ??= new Date().toISOString();
+    else if (vm.state === 'running' || vm.state === 'paused') vm.stoppedSince = undefined;
+    this.store.run(`UPDATE vms SET state = ?, vcpus = ?, memory_mib = ?, ip = ?, ssh_json = ?, console = ?, error = ?, updated_at = ?,
+      expires_at = ?, lease_warned_at = ?, lease_ended_at = ?, stopped_since = ? WHERE id = ?`,
       vm.state, vm.vcpus, vm.memoryMiB, vm.ip ?? null, vm.ssh ? JSON.stringify(vm.ssh) : null, vm.console, vm.error ?? null,
-      new Date().toISOString(), vm.id);
+      new Date().toISOString(), vm.expiresAt ?? null, vm.leaseWarnedAt ?? null, vm.leaseEndedAt ?? null, vm.stoppedSince ?? null, vm.id);
     this.version++;
   }
 

@@ -18,6 +18,7 @@ import { sameSecret } from '../base/secrets.ts';
 import { TemplateImportRequest, TemplateName, VmAction, VmActionRequest, VmCreateRequest, VmId } from '../wire/api.ts';
 import { bridgeVnc } from './console.ts';
 import { checkTicket } from '../base/tickets.ts';
+import { powerRoutes, type PowerControl } from './power.ts';
 import type { TemplatePuller } from './pull.ts';
 import type { StatusSampler } from './status.ts';
 import type { TemplateCatalog } from './templates.ts';
@@ -36,6 +37,8 @@ export interface AgentAppDeps {
   maxUploadBytes?: number;
   /** Pulls of templates from other machines, and serving files to peers (none: those routes answer 404). */
   pulls?: TemplatePuller;
+  /** How `POST /sleep` switches the machine off (none: that route answers 404). */
+  power?: PowerControl;
 }
 
 export interface AgentApp {
@@ -100,6 +103,8 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
     next(keyMatches(req.headers.authorization, deps.key) ? undefined : new Unauthorized('missing or wrong agent key (Authorization: Bearer KEY)'));
   });
   app.use(express.json({ limit: deps.bodyLimit ?? '512kb' }));
+
+  powerRoutes(app, deps.power, log);
 
   app.get('/status', (_req, res) => {
     const pulls = deps.pulls?.list() ?? [];

@@ -4,6 +4,7 @@
 import type { Logger } from '../base/log.ts';
 import { VERSION } from '../base/version.ts';
 import type { HostStatus, Hypervisor as Accel, TemplateInfo } from '../wire/api.ts';
+import { macTowards } from './discovery/mac.ts';
 import type { Hypervisor } from './hypervisor/driver.ts';
 import type { HostFacts, HostResources, HostSample } from './resources.ts';
 import type { TemplateCatalog } from './templates.ts';
@@ -28,6 +29,8 @@ export interface StatusDeps {
 interface Sample extends HostSample {
   templates: TemplateInfo[];
   sampledAt: string;
+  /** The MAC of the interface towards the controller (Wake-on-LAN). */
+  mac?: string | undefined;
 }
 
 export class StatusSampler {
@@ -70,12 +73,14 @@ export class StatusSampler {
 
   private async takeSample(): Promise<void> {
     try {
-      const [now, templates] = await Promise.all([
+      const controllerUrl = this.deps.controller?.()?.url;
+      const [now, templates, mac] = await Promise.all([
         this.deps.resources.sample(),
         this.deps.templates.list(),
+        controllerUrl ? macTowards(controllerUrl) : undefined,
         this.deps.vms.refresh().catch((err: unknown) => this.deps.log.warn('could not read VM states from the hypervisor', { err })),
       ]);
-      this.sample = { ...now, disk: now.disk ?? this.sample.disk, templates, sampledAt: new Date().toISOString() };
+      this.sample = { ...now, disk: now.disk ?? this.sample.disk, templates, sampledAt: new Date().toISOString(), mac };
     } catch (err) {
       this.deps.log.warn('status sample failed', { err });
     }
@@ -109,6 +114,7 @@ export class StatusSampler {
       vmList,
       ...(controller ? { controller } : {}),
       uptimeS: Math.round((Date.now() - this.startedAt) / 1000),
+      ...(s.mac ? { mac: s.mac } : {}),
       sampledAt: s.sampledAt,
     };
   }

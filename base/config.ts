@@ -51,6 +51,8 @@ export const configShape = {
   agentKey: z.string().min(16).max(256).optional(),
   sshPortRange: portRange,
   lanInterface: z.string().min(1).optional(),
+  /** What the agent runs when the controller puts this PC to sleep (words split on spaces, no shell). */
+  powerOffCommand: z.string().min(1).max(500),
   // bootstrapper
   setupPort: portSchema,
   ubuntuMirror: z.url(),
@@ -76,6 +78,7 @@ export function defaults(opts: { isRoot: boolean; cwd: string }): Config {
     backupKeepDays: 7,
     agentPort: 8081,
     sshPortRange: '20000-20999',
+    powerOffCommand: 'systemctl poweroff',
     setupPort: 8090,
     ubuntuMirror: 'https://releases.ubuntu.com',
   };

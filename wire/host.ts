@@ -4,6 +4,9 @@ import { PullProgress } from './pull.ts';
 import { TemplateInfo } from './template.ts';
 import { Hypervisor, VmInfo } from './vm.ts';
 
+/** A MAC address, e.g. `aa:bb:cc:dd:ee:ff` (or with `-`). */
+export const MAC_ADDRESS = /^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$/i;
+
 /** `GET /status`: CPU, RAM and VM count, and what a scheduler needs. */
 export const HostStatus = z.object({
   hostId: z.string(),
@@ -26,6 +29,8 @@ export const HostStatus = z.object({
   /** Discovery state: which controller this agent belongs to, or why it has none. */
   controller: z.object({ url: z.string().optional(), clusterId: z.string().optional(), state: z.string(), message: z.string().optional() }).optional(),
   uptimeS: z.number(),
+  /** MAC address of the interface that reaches the controller (for Wake-on-LAN); absent when unknown. */
+  mac: z.string().regex(MAC_ADDRESS).optional(),
   /** When the usage figures (CPU, memory, disk) were sampled, on the host's clock. */
   sampledAt: z.string(),
 });
@@ -41,6 +46,8 @@ export const EnrollRequest = z.strictObject({
   version: z.string().max(64),
   /** sha256 of the agent's TLS certificate (64 hex digits): the controller pins it for an https:// agentUrl. */
   certFingerprint: z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 fingerprint: 64 lowercase hex digits').optional(),
+  /** MAC address of the interface that reaches the controller, so that the controller can wake this host. */
+  mac: z.string().regex(MAC_ADDRESS, 'must be a MAC address like aa:bb:cc:dd:ee:ff').optional(),
 });
 export type EnrollRequest = z.infer<typeof EnrollRequest>;
 

@@ -13,6 +13,7 @@ import type { Logger } from '../../base/log.ts';
 import { lanAddress, localAddressTowards } from '../../base/net.ts';
 import { peerFingerprint } from '../../base/tls.ts';
 import { browseControllers, type ControllerBrowser } from './browse.ts';
+import { macTowards } from './mac.ts';
 import { initialState, knownPin, next, type ControllerState, type DiscoveryConfig, type DiscoveryEvent, type DiscoveryState, type Effect } from './machine.ts';
 import { enrollmentFile, loadRemembered, saveRemembered } from './remembered.ts';
 
@@ -143,7 +144,10 @@ export function startDiscovery(opts: DiscoveryOptions): Discovery {
         const sent = (async () => {
           // Trust on first use: the certificate shown now is the one the enrollment is pinned to (and remembered).
           const pin = effect.pin === 'first-use' ? await firstUse(effect.controllerUrl) : effect.pin;
-          const answer = await controller(effect.controllerUrl, pin).request('POST', '/api/enroll', { body: effect.request, timeoutMs: ENROLL_TIMEOUT_MS });
+          // The MAC of the interface towards the controller, so that it can wake this PC (Wake-on-LAN).
+          const mac = await macTowards(effect.controllerUrl).catch((err: Error) => void log.warn('cannot read our MAC address: enrolling without it', { err }));
+          const body = mac ? { ...effect.request, mac } : effect.request;
+          const answer = await controller(effect.controllerUrl, pin).request('POST', '/api/enroll', { body, timeoutMs: ENROLL_TIMEOUT_MS });
           return { answer, pin };
         })();
         track(sent.then(

@@ -104,6 +104,11 @@ export class AgentClient {
     return VmInfo.parse(await this.http.call('POST', `/vms/${encodeURIComponent(id)}/reset`, {}, { timeoutMs: 5 * 60_000 }));
   }
 
+  /** `POST /sleep`: the agent answers, then switches its machine off (agent/power.ts). */
+  async sleep(): Promise<void> {
+    await this.http.call('POST', '/sleep', {}, { timeoutMs: 10_000 });
+  }
+
   async templates(): Promise<TemplateInfo[]> {
     const body = await this.http.call('GET', '/templates', undefined, { timeoutMs: 10_000 });
     const list = Array.isArray(body) ? body : (body as { templates?: unknown }).templates;

@@ -5,7 +5,9 @@
 //   enroll ──▶ pending ──approve──▶ ready ◀──undrain── draining
 //                  (join token) ─────▲  │ ───drain──────▲
 //                                    │  ▼ 3 missed polls
-//                                    └─ down (VMs unknown; on return the agent's VM list wins)
+//                                    ├─ down (VMs unknown; on return the agent's VM list wins)
+//                                    │  ▼ "Put to sleep" (the agent powers the PC off)
+//                                    └─ asleep (no alarm; Wake-on-LAN, and its first answer makes it ready)
 import { createHash, randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { z } from 'zod';
@@ -15,9 +17,9 @@ import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../../base/secrets.ts';
 import { AgentClient } from './agent-client.ts';
-import { MAC_RE, sendWake } from './wol.ts';
+import { addressOfUrl, broadcastFor, MAC_RE, sendWake, WAKE_PORT, type WakeSender } from './wol.ts';
 
-export const HostState = z.enum(['pending', 'ready', 'down', 'draining']);
+export const HostState = z.enum(['pending', 'ready', 'down', 'draining', 'asleep']);
 export type HostState = z.infer<typeof HostState>;
 
 /** The enrollment body: the agent's `EnrollRequest`, plus the host's MAC (for Wake-on-LAN) if it sends one. */
@@ -54,6 +56,8 @@ export const Host = z.object({
   certFingerprint: z.string().optional(),
   /** Why the host is refused or unreachable as enrolled (e.g. its certificate changed). */
   problem: z.string().optional(),
+  /** A drained host's running VMs are shut down at this time (ISO 8601). */
+  shutdownVmsAt: z.string().optional(),
 });
 export type Host = z.infer<typeof Host>;
 
@@ -123,6 +127,12 @@ export interface HostRecord {
   agentFingerprint?: string | undefined;
   /** Why the host cannot be reached as it enrolled, e.g. its certificate changed (shown with its state). */
   problem?: string | undefined;
+  /** A drained host's running VMs are shut down at this time (ISO 8601; hosts.shutdown_vms_at). */
+  shutdownVmsAt?: string | undefined;
+  /** When it was put to sleep (ms, this controller's clock): answers while it powers off do not wake it. */
+  sleptAt?: number | undefined;
+  /** It missed a poll since it was put to sleep: the next answer is a PC that woke up. */
+  offSinceSleep?: boolean | undefined;
 }
 
 /** Checks a join token for a host (server/tokens.ts `JoinTokens.redeem`). */
@@ -137,13 +147,20 @@ export interface RegistryOptions {
   pollTimeoutMs?: number;
   /** Polls running at once (default 32: a round of 200 switched-off hosts, 3 s each, takes ~20 s). */
   pollConcurrency?: number;
+  /** Sends Wake-on-LAN packets (default: wol.ts `sendWake`, real UDP broadcasts). */
+  sendWake?: WakeSender;
 }
 
 export interface RegistryEvents {
   /** A poll answered: `startedAt` is when the poll was sent (ms since epoch). */
   status: [host: HostRecord, status: HostStatus, startedAt: number];
-  /** The host missed its third poll in a row. */
+  /** The host missed its third poll in a row, or was put to sleep: what it runs is unknown. */
   down: [host: HostRecord];
+  /**
+   * The host answers again after it was down or asleep, or its agent restarted (a reboot quicker than
+   * three polls): emitted just before that answer's `status`.
+   */
+  returned: [host: HostRecord, from: 'down' | 'asleep' | 'restart'];
   /** The host was removed from the registry. */
   removed: [hostId: string];
   /** The host enrolled or changed its record (hostname, URL, key, state). */
@@ -161,6 +178,8 @@ const PENDING_POLL_CONCURRENCY = 8;
 export const UNTRUSTED_ENROLLS_PER_MINUTE = 30;
 /** A host that answered a poll this recently is up: another machine may not take its id. */
 const LIVE_MS = 20_000;
+/** A host put to sleep may answer while it powers off; past this (or once it missed a poll) an answer means it woke up. */
+export const SLEEP_GRACE_MS = 120_000;
 
 function rowToHost(r: Row): HostRecord {
   return {
@@ -177,6 +196,7 @@ function rowToHost(r: Row): HostRecord {
     drained: Number(r.drained) === 1,
     missedPolls: 0,
     status: null,
+    shutdownVmsAt: r.shutdown_vms_at ? String(r.shutdown_vms_at) : undefined,
   };
 }
 
@@ -339,6 +359,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       missedPolls: 0,
       status: sameKey ? existing.status : null,
       agentFingerprint: req.certFingerprint,
+      shutdownVmsAt: existing?.shutdownVmsAt,
     };
     const answer: EnrollResponse = {
       hostId: record.id,
@@ -356,7 +377,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.store.run(`INSERT INTO hosts (id, hostname, agent_url, agent_key, state, version, mac, enrolled_at, drained, agent_fingerprint)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT(id) DO UPDATE SET hostname = excluded.hostname, agent_url = excluded.agent_url, agent_key = excluded.agent_key,
-        state = excluded.state, version = excluded.version, mac = excluded.mac, drained = excluded.drained, agent_fingerprint = excluded.agent_fingerprint`,
+        state = excluded.state, version = excluded.version, mac = excluded.mac, drained = excluded.drained, agent_fingerprint = excluded.agent_fingerprint,
+        asleep = 0`,
       record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
       record.drained ? 1 : 0, record.agentFingerprint ?? null);
     this.hosts.set(record.id, record);
@@ -379,40 +401,87 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     return toApiHost(h);
   }
 
-  /** Takes no new VMs; running VMs stay. */
-  drain(id: string): Host {
+  /**
+   * Takes no new VMs; running VMs stay, or are shut down at `shutdownVmsAt` (ISO 8601; null: never) by the
+   * controller's job (server/hosts/wake.ts). Draining a draining host again changes only that time.
+   */
+  drain(id: string, shutdownVmsAt?: string | null): Host {
     const h = this.require(id);
     if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
-    this.setState(h, h.state === 'down' ? 'down' : 'draining', true);
-    this.log.info(`host ${h.hostname} draining`, { hostId: id });
+    this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'draining', true);
+    if (shutdownVmsAt !== undefined) this.setShutdownVmsAt(h, shutdownVmsAt ?? undefined);
+    this.log.info(`host ${h.hostname} draining${h.shutdownVmsAt ? `; its VMs are shut down at ${h.shutdownVmsAt}` : ''}`, { hostId: id });
     return toApiHost(h);
   }
 
   undrain(id: string): Host {
     const h = this.require(id);
-    if (h.state !== 'draining' && !(h.state === 'down' && h.drained)) throw new Conflict(`host ${h.hostname} is ${h.state}, not draining`);
-    this.setState(h, h.state === 'down' ? 'down' : 'ready', false);
+    if (h.state !== 'draining' && !((h.state === 'down' || h.state === 'asleep') && h.drained)) throw new Conflict(`host ${h.hostname} is ${h.state}, not draining`);
+    this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'ready', false);
+    this.setShutdownVmsAt(h, undefined);
     this.log.info(`host ${h.hostname} back in service`, { hostId: id });
     return toApiHost(h);
   }
 
-  /** Sends a Wake-on-LAN packet to the host's MAC (or `mac`, which is then remembered). */
-  async wake(id: string, mac?: string): Promise<{ host: Host; sent: boolean; mac: string }> {
+  /** Sets (or clears) when a drained host's VMs are shut down. */
+  setShutdownVmsAt(h: HostRecord, at: string | undefined): void {
+    if (at !== undefined && Number.isNaN(Date.parse(at))) throw new InvalidField('shutdownVmsAt', 'must be a date and time like 2026-05-04T16:00:00Z');
+    h.shutdownVmsAt = at === undefined ? undefined : new Date(at).toISOString();
+    this.store.run('UPDATE hosts SET shutdown_vms_at = ? WHERE id = ?', h.shutdownVmsAt ?? null, h.id);
+  }
+
+  /**
+   * Sends a Wake-on-LAN packet to the host's MAC (or `mac`, which is then remembered), to the broadcast
+   * address of the subnet its agent was last seen on (wol.ts `broadcastFor`), port 9.
+   */
+  async wake(id: string, mac?: string): Promise<{ host: Host; sent: boolean; mac: string; address: string; port: number }> {
     const h = this.require(id);
     const target = mac ?? h.mac;
-    if (!target) throw new InvalidField('mac', 'this host\'s MAC address is not known: give it as { "mac": "aa:bb:cc:dd:ee:ff" }');
+    if (!target) {
+      throw new InvalidField('mac', `the MAC address of ${h.hostname} is not known (its agent reports it once it runs this version): ` +
+        'give it as { "mac": "aa:bb:cc:dd:ee:ff" }');
+    }
     if (!MAC_RE.test(target)) throw new InvalidField('mac', 'must be a MAC address like aa:bb:cc:dd:ee:ff');
     if (mac && mac !== h.mac) {
-      h.mac = mac;
-      this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', mac, id);
+      h.mac = mac.toLowerCase();
+      this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', h.mac, id);
     }
+    const address = broadcastFor(addressOfUrl(h.agentUrl) ?? '');
     try {
-      await sendWake(target);
+      await (this.opts.sendWake ?? sendWake)(target, address, WAKE_PORT);
     } catch (err) {
-      throw new Unavailable(`the Wake-on-LAN packet could not be sent: ${(err as Error).message}`);
+      throw new Unavailable(`the Wake-on-LAN packet could not be sent to ${address}: ${(err as Error).message}`);
     }
-    this.log.info(`Wake-on-LAN sent to ${h.hostname} (${target})`, { hostId: id });
-    return { host: toApiHost(h), sent: true, mac: target };
+    this.log.info(`Wake-on-LAN sent to ${h.hostname} (${target}, broadcast ${address} port ${WAKE_PORT})`, { hostId: id });
+    return { host: toApiHost(h), sent: true, mac: target, address, port: WAKE_PORT };
+  }
+
+  /**
+   * "Put to sleep": the host is `asleep` at once (it takes no new VMs, and not answering is no alarm),
+   * and its agent switches the PC off. A host that does not answer (already off) is just marked asleep.
+   */
+  async sleep(id: string, by: string): Promise<{ host: Host; poweredOff: boolean; message: string }> {
+    const h = this.require(id);
+    if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
+    if (h.state === 'asleep') return { host: toApiHost(h), poweredOff: false, message: `${h.hostname} is already asleep` };
+    const wasUp = h.state === 'ready' || h.state === 'draining';
+    h.sleptAt = Date.now();
+    h.offSinceSleep = false;
+    this.setState(h, 'asleep', h.drained || h.state === 'draining');
+    if (wasUp) this.emit('down', h);
+    let poweredOff = false;
+    let message: string;
+    try {
+      await this.client(id).sleep();
+      poweredOff = true;
+      message = `${h.hostname} is switching off`;
+    } catch (err) {
+      // Off already, or it cannot switch itself off: it is asleep either way, and Wake brings it back.
+      h.offSinceSleep = true;
+      message = `${h.hostname} is marked asleep; its agent did not switch it off: ${(err as Error).message}`;
+    }
+    this.log.info(`host ${h.hostname} put to sleep by ${by}: ${message}`, { hostId: id });
+    return { host: toApiHost(h), poweredOff, message };
   }
 
   /** Forgets a host (its VMs' records are the VM service's business: see `removed`). */
@@ -578,6 +647,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
         this.log.warn(`host ${h.hostname} refused: ${h.problem} (a join token re-pins a reinstalled host)`, { hostId: h.id });
       }
       this.log.debug(`poll of ${h.hostname} failed`, { hostId: h.id, err: (err as Error).message });
+      if (h.state === 'asleep') h.offSinceSleep = true; // switched off on purpose: no alarm
       if (h.missedPolls === MISSED_POLLS_FOR_DOWN && (h.state === 'ready' || h.state === 'draining')) {
         this.setState(h, 'down', h.state === 'draining');
         this.log.warn(`host ${h.hostname} is down: ${MISSED_POLLS_FOR_DOWN} polls missed (${(err as Error).message})`, { hostId: h.id });
@@ -590,18 +660,34 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     h.problem = undefined;
     h.lastSeen = new Date().toISOString();
     if (!status || h.state === 'pending') return; // approved while the health check was under way: the next poll reads its status
-    h.status = status;
-    if (h.state === 'down') {
-      this.setState(h, h.drained ? 'draining' : 'ready', h.drained);
-      this.log.info(`host ${h.hostname} is back`, { hostId: h.id });
+    if (h.state === 'asleep' && !h.offSinceSleep && h.sleptAt !== undefined && Date.now() - h.sleptAt < SLEEP_GRACE_MS) {
+      return; // still powering off: its VMs stay unknown until it wakes
     }
+    const previous = h.status;
+    h.status = status;
+    if (status.mac && status.mac.toLowerCase() !== h.mac) {
+      this.log.info(`host ${h.hostname} reports MAC address ${status.mac.toLowerCase()}${h.mac ? ` (was ${h.mac})` : ''}`, { hostId: h.id });
+      h.mac = status.mac.toLowerCase();
+      this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', h.mac, h.id);
+    }
+    let returned: 'down' | 'asleep' | 'restart' | undefined;
+    if (h.state === 'down' || h.state === 'asleep') {
+      returned = h.state;
+      this.setState(h, h.drained ? 'draining' : 'ready', h.drained);
+      h.sleptAt = undefined;
+      this.log.info(returned === 'asleep' ? `host ${h.hostname} woke up` : `host ${h.hostname} is back`, { hostId: h.id });
+    } else if (previous && status.uptimeS < previous.uptimeS) {
+      returned = 'restart'; // its agent started again between two polls (a quick reboot): what it ran may have stopped
+    }
+    if (returned) this.emit('returned', h, returned);
     this.emit('status', h, status, startedAt);
   }
 
   private setState(h: HostRecord, state: HostState, drained: boolean): void {
     h.state = state;
     h.drained = drained;
-    this.store.run('UPDATE hosts SET state = ?, drained = ?, last_seen = ? WHERE id = ?', state, drained ? 1 : 0, h.lastSeen ?? null, h.id);
+    this.store.run('UPDATE hosts SET state = ?, drained = ?, asleep = ?, last_seen = ? WHERE id = ?',
+      state, drained ? 1 : 0, state === 'asleep' ? 1 : 0, h.lastSeen ?? null, h.id);
   }
 
   /** Stops polling: waits for a round in flight (at most `timeoutMs`) and ignores what comes later. */
@@ -689,5 +775,6 @@ export function toApiHost(h: HostRecord): Host {
     templates: s ? s.templates.map((t) => t.name) : [],
     ...(h.agentFingerprint ? { certFingerprint: h.agentFingerprint } : {}),
     ...(h.problem ? { problem: h.problem } : {}),
+    ...(h.shutdownVmsAt ? { shutdownVmsAt: h.shutdownVmsAt } : {}),
   };
 }

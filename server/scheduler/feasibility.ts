@@ -174,5 +174,6 @@ const NOT_READY_TEXT: Record<SchedulerHost['state'], string> = {
   pending: 'host is pending, not ready (waiting for approval)',
   down: 'host is down, not ready (missed its last polls)',
   draining: 'host is draining, not ready (takes no new VMs)',
+  asleep: 'host is asleep, not ready (switched off on purpose: Wake starts it)',
   ready: 'host is ready',
 };

@@ -6,7 +6,7 @@ import { firstFailed, holdings, NOTHING_HELD, NOTHING_KNOWN, type Held, type Nee
 import { POLICIES, describeScore } from './score.ts';
 import { hostTieKey, requestSeed } from './seed.ts';
 
-export type HostState = 'pending' | 'ready' | 'down' | 'draining';
+export type HostState = 'pending' | 'ready' | 'down' | 'draining' | 'asleep';
 export type Policy = 'least-loaded' | 'spread' | 'binpack';
 
 /** What a VM request needs from a host, e.g. `{ template: 'alpine', vcpus: 1, memoryMiB: 256, diskGiB: 2, needsKvm: false }`. */

@@ -1,0 +1,219 @@
+// A room that sleeps: wake every sleeping host at once, wake the room on a schedule before the first
+// lesson ("weekdays 07:30", settings key `wake.schedule`), wake sleeping hosts when the ready ones
+// cannot fit a request, and shut a drained host's VMs down at the time the admin set.
+//
+//   wake-all / schedule / no host fits ──▶ hosts asleep or down with a MAC ──▶ registry.wake (magic packet)
+//   every minute: drained hosts whose shutdownVmsAt passed ──▶ shutdown of each running VM
+import cron, { type ScheduledTask } from 'node-cron';
+import { InvalidField } from '../../base/errors.ts';
+import type { Logger } from '../../base/log.ts';
+import type { Store } from '../db/store.ts';
+import type { HostRecord, HostRegistry } from './registry.ts';
+
+/** The settings key of the wake-up schedule (the admin's words, e.g. `weekdays 07:30`). */
+export const WAKE_SCHEDULE_KEY = 'wake.schedule';
+/** A host woken because a request did not fit is not woken again for this long (it takes a minute or two to boot). */
+export const DEMAND_WAKE_EVERY_MS = 5 * 60_000;
+
+const DAY_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
+const DAY_WORDS: Record<string, string> = { daily: '*', everyday: '*', weekdays: '1-5', weekends: '0,6' };
+
+/**
+ * A schedule in the admin's words as a node-cron expression: `weekdays 07:30`, `daily 7:30`,
+ * `weekends 09:00`, or days by name (`mon,wed,fri 07:45`); the controller's local time.
+ * @example scheduleToCron('weekdays 07:30') // '30 7 * * 1-5'
+ */
+export function scheduleToCron(text: string): string {
+  const m = /^\s*([a-z,\s-]+?)\s+(\d{1,2}):(\d{2})\s*$/i.exec(text);
+  const bad = (why: string) => new InvalidField('schedule', `${why}: write it as "weekdays 07:30", "daily 07:30", "weekends 09:00" or "mon,wed,fri 07:45"`);
+  if (!m) throw bad('not a schedule');
+  const hour = Number(m[2]);
+  const minute = Number(m[3]);
+  if (hour > 23 || minute > 59) throw bad(`${m[2]}:${m[3]} is not a time of day`);
+  const words = m[1]!.toLowerCase().replace(/\s+/g, '');
+  let days = DAY_WORDS[words.replace(/-/g, '')];
+  if (days === undefined) {
+    const list = words.split(',').map((d) => DAY_NAMES.indexOf(d.slice(0, 3)));
+    if (list.some((d, i) => d < 0 || words.split(',')[i]!.length < 3)) throw bad(`"${m[1]!.trim()}" are not days`);
+    days = [...new Set(list)].sort().join(',');
+  }
+  const expression = `${minute} ${hour} * * ${days}`;
+  if (!cron.validate(expression)) throw bad('not a schedule');
+  return expression;
+}
+
+/** One host's outcome in a wake-all. */
+export interface WakeOutcome {
+  id: string;
+  hostname: string;
+  /** Sent: the MAC and where to; skipped: why not. */
+  mac?: string;
+  address?: string;
+  reason?: string;
+}
+
+export interface RoomPowerOptions {
+  store: Store;
+  hosts: HostRegistry;
+  log: Logger;
+  /** Shuts a VM down (VmService.action as the system user); given by the services. */
+  shutdownVm: (vmId: string) => Promise<unknown>;
+  /** The VMs running on a host (ids and names), for the drained host's shutdown. */
+  runningVms: (hostId: string) => Array<{ id: string; name: string }>;
+}
+
+/**
+ * Waking and putting the room to sleep, beyond one host: `wakeAll`, the schedule (`setSchedule`,
+ * started by `start()`), `wakeForDemand` (a request no ready host fits) and `shutdownDue` (drained
+ * hosts' VMs at their set time).
+ */
+export class RoomPower {
+  private readonly opts: RoomPowerOptions;
+  private readonly log: Logger;
+  private task: ScheduledTask | undefined;
+  private minutely: ScheduledTask | undefined;
+  private started = false;
+  /** When each host was last woken for a request that did not fit (ms). */
+  private readonly demandWakes = new Map<string, number>();
+
+  constructor(opts: RoomPowerOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+  }
+
+  /** The wake-up schedule: the admin's words, its cron expression and its next run (none: no schedule). */
+  schedule(): { schedule: string | null; cron?: string; nextRun?: string } {
+    const row = this.opts.store.get<{ value: string }>('SELECT value FROM settings WHERE key = ?', WAKE_SCHEDULE_KEY);
+    if (!row) return { schedule: null };
+    const expression = scheduleToCron(row.value);
+    const next = this.task?.getNextRun();
+    return { schedule: row.value, cron: expression, ...(next ? { nextRun: next.toISOString() } : {}) };
+  }
+
+  /** Sets the schedule (checked first: a bad one names the field and changes nothing) or removes it (null or ''). */
+  setSchedule(text: string | null, by: string): { schedule: string | null; cron?: string; nextRun?: string } {
+    const value = text?.trim() ? text.trim() : null;
+    if (value === null) {
+      this.opts.store.run('DELETE FROM settings WHERE key = ?', WAKE_SCHEDULE_KEY);
+      this.log.info(`the room's wake-up schedule was removed by ${by}`);
+    } else {
+      scheduleToCron(value);
+      this.opts.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', WAKE_SCHEDULE_KEY, value);
+      this.log.info(`the room wakes ${value} (set by ${by})`);
+    }
+    if (this.started) this.arm();
+    return this.schedule();
+  }
+
+  /** Starts the schedule and the minute job of drained hosts' shutdowns. */
+  start(): void {
+    this.started = true;
+    this.arm();
+    this.minutely = cron.schedule('15 * * * * *', async () => {
+      await this.shutdownDue();
+    }, { name: 'shutdown of drained hosts\' VMs', noOverlap: true });
+  }
+
+  async stop(): Promise<void> {
+    this.started = false;
+    await this.task?.destroy();
+    await this.minutely?.destroy();
+    this.task = undefined;
+    this.minutely = undefined;
+  }
+
+  private arm(): void {
+    void this.task?.destroy();
+    this.task = undefined;
+    const { cron: expression, schedule } = this.scheduleOrNone();
+    if (!expression) return;
+    this.task = cron.schedule(expression, async () => {
+      const outcome = await this.wakeAll(`the schedule "${schedule}"`);
+      this.log.info(`scheduled wake-up (${schedule}): ${outcome.woken.length} host(s) woken, ${outcome.skipped.length} skipped`);
+    }, { name: 'wake-up of the room', noOverlap: true });
+  }
+
+  private scheduleOrNone(): { cron?: string; schedule?: string } {
+    try {
+      const s = this.schedule();
+      return s.cron ? { cron: s.cron, schedule: s.schedule ?? '' } : {};
+    } catch (err) {
+      // Only a value written around the API could be bad: say so, and keep the room unscheduled rather than fail the start.
+      this.log.error(`the stored wake-up schedule is not valid, so the room is not woken on a schedule: ${(err as Error).message}`);
+      return {};
+    }
+  }
+
+  /** Sends Wake-on-LAN to every host that is asleep or down and has a MAC; the others are listed with the reason. */
+  async wakeAll(by: string): Promise<{ woken: WakeOutcome[]; skipped: WakeOutcome[] }> {
+    const woken: WakeOutcome[] = [];
+    const skipped: WakeOutcome[] = [];
+    for (const h of this.opts.hosts.records()) {
+      const why = sleepingWithoutMac(h);
+      if (why) {
+        skipped.push({ id: h.id, hostname: h.hostname, reason: why });
+        continue;
+      }
+      try {
+        const sent = await this.opts.hosts.wake(h.id);
+        woken.push({ id: h.id, hostname: h.hostname, mac: sent.mac, address: sent.address });
+      } catch (err) {
+        skipped.push({ id: h.id, hostname: h.hostname, reason: (err as Error).message });
+      }
+    }
+    this.log.info(`wake-all by ${by}: ${woken.length} host(s) woken${woken.length ? ` (${woken.map((w) => w.hostname).join(', ')})` : ''}`);
+    return { woken, skipped };
+  }
+
+  /**
+   * No ready host fits a request: wakes the hosts asleep (switched off on purpose) that have a MAC and
+   * were not woken for this in the last minutes. Returns the names of the hosts woken (empty: none to wake).
+   */
+  async wakeForDemand(now = Date.now()): Promise<string[]> {
+    const names: string[] = [];
+    for (const h of this.opts.hosts.records()) {
+      if (h.state !== 'asleep' || !h.mac) continue;
+      const last = this.demandWakes.get(h.id);
+      if (last !== undefined && now - last < DEMAND_WAKE_EVERY_MS) {
+        names.push(h.hostname); // still booting from the last wake: worth waiting for
+        continue;
+      }
+      try {
+        await this.opts.hosts.wake(h.id);
+        this.demandWakes.set(h.id, now);
+        names.push(h.hostname);
+      } catch (err) {
+        this.log.warn(`could not wake ${h.hostname} for a request no ready host fits: ${(err as Error).message}`, { hostId: h.id });
+      }
+    }
+    if (names.length) this.log.info(`no ready host fits a request: waking ${names.join(', ')}`);
+    return names;
+  }
+
+  /** Shuts down the running VMs of every drained host whose `shutdownVmsAt` has passed, then clears the time. */
+  async shutdownDue(now = new Date()): Promise<number> {
+    let n = 0;
+    for (const h of this.opts.hosts.records()) {
+      if (!h.shutdownVmsAt || h.shutdownVmsAt > now.toISOString() || !h.drained) continue;
+      this.opts.hosts.setShutdownVmsAt(h, undefined);
+      const vms = this.opts.runningVms(h.id);
+      this.log.info(`drained host ${h.hostname}: shutting down its ${vms.length} running VM(s) as set for ${now.toISOString()}`, { hostId: h.id });
+      for (const vm of vms) {
+        try {
+          await this.opts.shutdownVm(vm.id);
+          n++;
+        } catch (err) {
+          this.log.warn(`VM ${vm.name} on drained host ${h.hostname} could not be shut down: ${(err as Error).message}`, { vmId: vm.id, hostId: h.id });
+        }
+      }
+    }
+    return n;
+  }
+}
+
+/** Why a host is not woken by a wake-all (undefined: it is woken). */
+function sleepingWithoutMac(h: HostRecord): string | undefined {
+  if (h.state !== 'asleep' && h.state !== 'down') return `${h.state}: not asleep`;
+  if (!h.mac) return 'its MAC address is not known';
+  return undefined;
+}

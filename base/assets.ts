@@ -1,5 +1,5 @@
 // Files the executable carries: views, our CSS and scripts, and vendored browser libraries (htmx,
-// xterm.js, noVNC). In the single executable they are SEA assets; in development they are read from
+// xterm.js, noVNC, Swagger UI for /docs). In the single executable they are SEA assets; in development they are read from
 // the checkout. Both go through this one table, so what works in development works in the binary.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -16,6 +16,9 @@ export const ASSET_SOURCES: ReadonlyArray<{ key: string; source: string }> = [
   { key: 'static/vendor/xterm/addon-fit.js', source: 'node_modules/@xterm/addon-fit/lib/addon-fit.js' },
   { key: 'static/vendor/novnc/core/', source: 'node_modules/@novnc/novnc/core/' },
   { key: 'static/vendor/novnc/vendor/', source: 'node_modules/@novnc/novnc/vendor/' },
+  { key: 'static/vendor/swagger-ui/swagger-ui-bundle.js', source: 'node_modules/swagger-ui-dist/swagger-ui-bundle.js' },
+  { key: 'static/vendor/swagger-ui/swagger-ui-standalone-preset.js', source: 'node_modules/swagger-ui-dist/swagger-ui-standalone-preset.js' },
+  { key: 'static/vendor/swagger-ui/swagger-ui.css', source: 'node_modules/swagger-ui-dist/swagger-ui.css' },
 ];
 
 let devRoot: string | undefined;

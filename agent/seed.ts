@@ -44,7 +44,9 @@ export async function buildSeedIso(out: string, input: SeedInput): Promise<void>
   try {
     await writeFile(path.join(dir, 'user-data'), userDataDocument(input));
     await writeFile(path.join(dir, 'meta-data'), metaDataDocument(input));
-    await run('xorriso', ['-as', 'mkisofs', '-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', dir]);
+    // Not -quiet: when xorriso gives up ("ABORT : Wait the normal burning time…") the reason is the
+    // line before, and CommandFailed carries stderr only if xorriso was allowed to write it.
+    await run('xorriso', ['-as', 'mkisofs', '-output', out, '-volid', 'cidata', '-joliet', '-rock', dir]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -2,15 +2,48 @@
 // socket, logged to a file); the agent holds that one connection and fans it out to every viewer over
 // WebSocket, with a scrollback so a viewer who joins late sees the prompt. Graphical: VNC on 127.0.0.1, bridged
 // WebSocket->TCP for noVNC. Both carry raw bytes, unframed.
+//
+// The serial WebSocket's binary frames are the line's bytes; its text frames are notices (JSON) about
+// the line (docs/api.md#consoles): `{"history":N}` announces that the next binary frame is replayed
+// history, `{"console":STATE}` says what the line is doing now:
+//
+//   connected ──line breaks, VM off──▶ stopped ──start──▶ reconnecting ──line up──▶ connected
+//   connected ──line breaks, VM on───▶ reconnecting
+//   connected ──reboot asked, or the guest's kernel says "reboot: Restarting system"──▶ rebooting
+//   rebooting ──first output after the kernel's "reboot: ..." (or after a silence)──▶ connected
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import type { Logger } from '../base/log.ts';
-import type { SerialLine } from './hypervisor/driver.ts';
+import type { PowerState, SerialLine } from './hypervisor/driver.ts';
 
 export const SCROLLBACK_BYTES = 64 * 1024;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5000;
+/** A reboot whose guest never says so, nor prints again after a silence, is over after this long. */
+const REBOOT_MAX_MS = 180_000;
+/** Output after this much silence since a reboot was asked ends it (guests whose kernel does not announce the reset). */
+const REBOOT_QUIET_MS = 5000;
+
+/** What a serial console is doing, as its viewers are told. */
+export type ConsoleState = 'connected' | 'rebooting' | 'reconnecting' | 'stopped';
+
+// Linux's last words before a reset or power-off (printed at emergency level, so even with `quiet`).
+const KERNEL_RESET = /reboot: (Restarting system|Power down)/;
+const KERNEL_RESTART = /reboot: Restarting system/;
+
+// Terminal queries whose answers a terminal types back: device status (ESC[5n, ESC[6n, ESC[?6n), device
+// attributes (ESC[c, ESC[>c, ESC[=c), mode reports (ESC[?1$p), window reports (ESC[14t ...), colour
+// queries (OSC 4/10/11/12 with "?") and setting requests (DCS $q). Replayed, they would type old answers
+// into today's shell (`9;7R` -> `sh: 9: not found`).
+const QUERIES = /\x1b\[[?]?\d*n|\x1b\[[>=]?\d*c|\x1b\[\??\d+\$p|\x1b\[(1[13-9]|2[01])t|\x1b\](4;\d+|1[0-2]);\?(\x07|\x1b\\)|\x1bP\$q[^\x1b\x07]*(\x07|\x1b\\)/g;
+
+/** The history without the terminal queries in it: a replay shows what was printed and asks the terminal nothing. */
+export function withoutQueries(history: Buffer): Buffer {
+  const text = history.toString('latin1');
+  const clean = text.replace(QUERIES, '');
+  return clean.length === text.length ? history : Buffer.from(clean, 'latin1');
+}
 
 /** One VM's serial line: the agent's single connection to the guest's serial port, shared by every viewer. */
 export class SerialBridge {
@@ -23,10 +56,16 @@ export class SerialBridge {
   private retryMs = RETRY_MIN_MS;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  private readonly powerState: (() => Promise<PowerState | undefined>) | undefined;
+  private lineState: ConsoleState = 'reconnecting';
+  /** A reboot under way: when it began, whether the guest's kernel said it resets, its last output and the text since. */
+  private reboot: { since: number; reset: boolean; lastOutput: number; tail: string } | undefined;
 
-  constructor(line: SerialLine, log: Logger, history?: Buffer) {
+  /** `powerState` tells a stopped VM from a line that broke for another reason (when the line breaks). */
+  constructor(line: SerialLine, log: Logger, history?: Buffer, powerState?: () => Promise<PowerState | undefined>) {
     this.line = line;
     this.log = log;
+    this.powerState = powerState;
     if (history) this.remember(history);
   }
 
@@ -34,11 +73,72 @@ export class SerialBridge {
     return this.socket !== undefined;
   }
 
+  /** What the line is doing now, as viewers are told. */
+  get state(): ConsoleState {
+    return this.lineState;
+  }
+
+  /** A reboot is being asked for (call it first): viewers see `rebooting` until the guest prints again after its reset. */
+  rebooting(): void {
+    this.reboot ??= { since: Date.now(), reset: false, lastOutput: Date.now(), tail: '' };
+    this.setState('rebooting');
+  }
+
+  /** The reboot was refused: the line is as it was. */
+  rebootRefused(): void {
+    if (this.reboot && !this.reboot.reset) this.rebooted();
+  }
+
+  private setState(state: ConsoleState): void {
+    if (state === this.lineState) return;
+    this.lineState = state;
+    this.log.debug(`serial console ${state}`);
+    const notice = JSON.stringify({ console: state });
+    for (const v of this.viewers) if (v.readyState === v.OPEN) v.send(notice);
+  }
+
+  /**
+   * Follows a reboot through the guest's output: its kernel's last words, then the first visible
+   * output after them is the new boot. A guest that never says so is back at its first output after
+   * a silence (or after REBOOT_MAX_MS).
+   */
+  private watchReboot(chunk: Buffer): void {
+    const text = chunk.toString('latin1');
+    const now = Date.now();
+    let r = this.reboot;
+    if (!r) {
+      // a reboot from inside the guest (`reboot` typed in the console)
+      if (this.lineState !== 'connected' || !KERNEL_RESTART.test(text)) return;
+      r = this.reboot = { since: now, reset: false, lastOutput: now, tail: '' };
+      this.setState('rebooting');
+    }
+    const quietFor = now - r.lastOutput;
+    r.lastOutput = now;
+    let after = text;
+    if (!r.reset) {
+      r.tail = (r.tail + text).slice(-512);
+      const m = KERNEL_RESET.exec(r.tail);
+      if (!m) {
+        if (quietFor >= REBOOT_QUIET_MS || now - r.since >= REBOOT_MAX_MS) this.rebooted();
+        return;
+      }
+      r.reset = true;
+      after = r.tail.slice(m.index + m[0].length);
+    }
+    if (/\S/.test(after) || now - r.since >= REBOOT_MAX_MS) this.rebooted();
+  }
+
+  private rebooted(): void {
+    this.reboot = undefined;
+    this.setState(this.socket ? 'connected' : 'reconnecting');
+  }
+
   /** Connects now (after a start or reboot) instead of waiting for the next retry. */
   poke(): void {
     if (this.stopped || this.socket || this.connecting) return;
     clearTimeout(this.timer);
     this.retryMs = RETRY_MIN_MS;
+    if (this.lineState === 'stopped') this.setState('reconnecting');
     this.connect();
   }
 
@@ -53,15 +153,20 @@ export class SerialBridge {
       }
       this.socket = s;
       this.retryMs = RETRY_MIN_MS;
-      this.log.debug('serial console connected');
+      // a new QEMU (the VM was started, or restarted by its hypervisor) boots from the start
+      this.reboot = undefined;
+      this.setState('connected');
       s.on('data', (chunk: Buffer) => {
         this.remember(chunk);
+        this.watchReboot(chunk);
         for (const v of this.viewers) if (v.readyState === v.OPEN) v.send(chunk, { binary: true });
       });
       // the line breaks when the VM stops; 'close' follows and schedules the reconnect
       s.on('error', (err) => this.log.debug('serial console connection broke', { err }));
       s.on('close', () => {
-        if (this.socket === s) this.socket = undefined;
+        if (this.socket !== s) return;
+        this.socket = undefined;
+        this.lineBroke();
         this.retry();
       });
     }, (err: unknown) => {
@@ -70,6 +175,19 @@ export class SerialBridge {
       this.log.debug('serial console not reachable yet', { err });
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
       this.retry();
+    });
+  }
+
+  /** The line broke: the VM stopped (viewers see `stopped`) or something else happened (`reconnecting`). */
+  private lineBroke(): void {
+    if (this.stopped) return;
+    if (!this.powerState) return this.setState('reconnecting');
+    this.powerState().then((power) => {
+      // a start meanwhile reconnected the line: that state stands
+      if (!this.socket && !this.stopped) this.setState(power === 'shutoff' || power === undefined ? 'stopped' : 'reconnecting');
+    }, (err: unknown) => {
+      this.log.debug('could not read the VM\'s power state after its console line broke', { err });
+      if (!this.socket) this.setState('reconnecting');
     });
   }
 
@@ -85,10 +203,18 @@ export class SerialBridge {
     if (this.scrollback.length > SCROLLBACK_BYTES) this.scrollback = this.scrollback.subarray(this.scrollback.length - SCROLLBACK_BYTES);
   }
 
-  /** Adds a viewer: it gets the scrollback at once, then everything live; what it sends goes to the guest. */
+  /**
+   * Adds a viewer: it gets the scrollback at once (announced, and without terminal queries), the line's
+   * state, then everything live; what it sends goes to the guest.
+   */
   attach(ws: WebSocket): void {
     this.poke();
-    if (this.scrollback.length > 0) ws.send(this.scrollback, { binary: true });
+    if (this.scrollback.length > 0) {
+      const history = withoutQueries(this.scrollback);
+      ws.send(JSON.stringify({ history: history.length }));
+      ws.send(history, { binary: true });
+    }
+    ws.send(JSON.stringify({ console: this.lineState }));
     this.viewers.add(ws);
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data as Buffer);

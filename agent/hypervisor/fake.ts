@@ -40,6 +40,12 @@ export class FakeGuest {
     this.print(this.banner);
   }
 
+  /** A reboot: the kernel's last words (as Linux prints them), then a new boot. */
+  restart(): void {
+    this.print('reboot: Restarting system\r\n');
+    this.boot();
+  }
+
   /** The last `bytes` bytes printed (QEMU's console log). */
   history(bytes: number): Buffer {
     return this.log.subarray(Math.max(0, this.log.length - bytes));
@@ -316,7 +322,7 @@ export class FakeHypervisor implements Hypervisor {
     this.check('reboot');
     const d = this.domain(id);
     if (d.state !== 'running') throw new VmNotRunning(id, 'reboot');
-    if (!this.ignoresAcpi.has(id)) d.guest.boot();
+    if (!this.ignoresAcpi.has(id)) d.guest.restart();
   }
 
   async destroy(id: string): Promise<void> {

@@ -32,7 +32,11 @@ export async function runAction(m: VmManager, id: string, action: VmAction, opts
         break;
       case 'reboot':
         if (now !== 'running') throw new SkyError(409, 'not_running', `VM ${id} is not running (it is ${now}): start it instead`);
-        await hv.reboot(id);
+        m.bridges.get(id)?.rebooting(); // before: a fast guest is back before the call returns
+        await hv.reboot(id).catch((err: unknown) => {
+          m.bridges.get(id)?.rebootRefused();
+          throw err;
+        });
         break;
       case 'shutdown': {
         if (now !== 'running' && now !== 'paused') break;

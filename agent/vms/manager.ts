@@ -184,7 +184,7 @@ export class VmManager {
       this.log.warn('could not read the console log: viewers start without scrollback', { vm: id, err });
       return Buffer.alloc(0);
     });
-    const bridge = new SerialBridge(line, this.log.child({ vm: id }), history);
+    const bridge = new SerialBridge(line, this.log.child({ vm: id }), history, () => this.hypervisor.state(id));
     this.bridges.set(id, bridge);
     return bridge;
   }

@@ -59,12 +59,30 @@ export class ConsoleSession {
   private readonly ws: import('ws').WebSocket;
   private waiters: (() => void)[] = [];
 
+  /** The line's states as the console's notices said them, oldest first (e.g. `connected`, `rebooting`). */
+  readonly states: string[] = [];
+
   private constructor(ws: import('ws').WebSocket) {
     this.ws = ws;
-    ws.on('message', (d: Buffer) => {
-      this.text += d.toString('utf8');
+    ws.on('message', (d: Buffer, binary: boolean) => {
+      // text frames are the console's notices about the line (docs/api.md#consoles), binary ones its bytes
+      if (!binary) {
+        const notice = JSON.parse(d.toString('utf8')) as { console?: string };
+        if (notice.console) this.states.push(notice.console);
+      } else {
+        this.text += d.toString('utf8');
+      }
       for (const w of this.waiters) w();
     });
+  }
+
+  /** Waits until the console's latest notice says `state`. */
+  async waitForState(state: string, timeoutMs = 60_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (this.states.at(-1) !== state) {
+      if (Date.now() > until) throw new Error(`console: not ${state} within ${timeoutMs} ms; states: ${this.states.join(' → ')}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** Opens `GET /vms/:id/console` on an agent (or anything that speaks the same); `agent` e.g. a PinnedAgent for wss://. */

@@ -1,6 +1,7 @@
 // The VM page's consoles. Serial: xterm.js over the WebSocket /api/vms/:id/console (the serial
-// line's bytes both ways), with copy (selection, Ctrl+Shift+C) and paste (Ctrl+Shift+V, the browser's
-// paste, a Paste button that also works on plain http). Graphical: noVNC over /api/vms/:id/vnc.
+// line's bytes both ways, and the agent's notices: what the line is doing, where the replay is), with
+// copy (selection, Ctrl+Shift+C) and paste (Ctrl+Shift+V, the browser's paste, a Paste button that
+// also works on plain http). Graphical: noVNC over /api/vms/:id/vnc.
 // Everything is served by the controller itself (/static/vendor/...).
 
 const encoder = new TextEncoder();
@@ -33,34 +34,72 @@ function startSerial(box) {
   window.addEventListener('resize', refit);
   if (window.ResizeObserver) new ResizeObserver(refit).observe(box);
 
+  // What the status says comes from the socket (open or not), the agent's notices about the serial line
+  // (text frames: {"console": STATE}, {"history": N}) and, failing those, the VM's state on the polled card.
+  const LINE = {
+    connected: ['connected', 'open'],
+    rebooting: ['rebooting…', ''],
+    reconnecting: ['reconnecting…', ''],
+    stopped: ['stopped: start the VM to use its console', 'closed'],
+  };
+  const show = (state, text, cls) => {
+    setStatus(status, text, cls);
+    if (status) status.dataset.state = state;
+  };
   let ws;
   let retry = 0;
   let timer;
+  let line; // the agent's last notice on this socket
+  // While replayed history is written, what xterm answers (to old cursor-position queries, ESC[6n)
+  // must not reach the guest: it would be typed into today's shell.
+  let replaying = false;
   const send = (text) => {
-    if (ws && ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(text));
+    if (!replaying && ws && ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(text));
   };
   term.onData(send);
+
+  const vmState = () => document.getElementById('vm-detail')?.dataset.state;
+  function showLine() {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    if (line && LINE[line]) return show(line, ...LINE[line]);
+    // an agent that sends no notices: the VM card says whether it runs
+    if (vmState() === 'shutoff') return show('stopped', ...LINE.stopped);
+    show('connected', ...LINE.connected);
+  }
+  document.body.addEventListener('htmx:afterSwap', showLine);
 
   function connect() {
     clearTimeout(timer);
     if (ws) { ws.onclose = null; ws.close(); }
-    setStatus(status, 'connecting…', '');
+    show(retry > 0 ? 'reconnecting' : 'connecting', retry > 0 ? 'reconnecting…' : 'connecting…', '');
     ws = new WebSocket(socketUrl(box.dataset.socket));
     ws.binaryType = 'arraybuffer';
-    let fresh = true;
+    line = undefined;
+    let history = true; // the first bytes after opening are the agent's replay
     ws.onopen = () => {
       retry = 0;
-      setStatus(status, 'connected', 'open');
+      showLine();
       term.focus();
     };
     ws.onmessage = (ev) => {
-      // The agent replays its scrollback to every new viewer: start from a clean screen.
-      if (fresh) { term.reset(); fresh = false; }
-      term.write(typeof ev.data === 'string' ? ev.data : new Uint8Array(ev.data));
+      if (typeof ev.data === 'string') {
+        let notice;
+        try { notice = JSON.parse(ev.data); } catch { return; }
+        if (typeof notice.history === 'number') history = true;
+        if (typeof notice.console === 'string') { history = false; line = notice.console; showLine(); }
+        return;
+      }
+      const bytes = new Uint8Array(ev.data);
+      if (!history) return term.write(bytes);
+      // The replay starts from a clean screen, and nothing xterm answers to it goes to the guest.
+      history = false;
+      term.reset();
+      replaying = true;
+      term.write(bytes, () => { replaying = false; });
     };
     ws.onclose = () => {
       const wait = Math.min(10, 2 ** retry++);
-      setStatus(status, `disconnected: retrying in ${wait} s`, 'closed');
+      show('reconnecting', `disconnected: reconnecting in ${wait} s…`, 'closed');
       timer = setTimeout(connect, wait * 1000);
     };
   }
@@ -91,7 +130,7 @@ function startSerial(box) {
   document.getElementById('console-copy')?.addEventListener('click', () => { copySelection(); term.focus(); });
   document.getElementById('console-paste')?.addEventListener('click', pasteFromClipboard);
   document.getElementById('console-reconnect')?.addEventListener('click', () => { retry = 0; connect(); });
-  window.skyhostConsole = { term, send, copySelection };
+  window.skyhostConsole = { term, send, copySelection, state: () => status?.dataset.state };
 }
 
 // A browser keeps a failed script or module load (a network change on the way cuts one short), so

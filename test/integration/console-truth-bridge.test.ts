@@ -1,0 +1,102 @@
+// The serial console tells the truth, over the agent's own WebSocket on the simulated agent (the real
+// agent app over the in-memory hypervisor): its notices follow the VM (connected, rebooting, stopped),
+// a replay asks the terminal nothing, and real templates print no test marker. The same through real
+// libvirt and a browser: test/e2e/console-truth.test.ts.
+import { expect } from 'chai';
+import { tinyInit } from '../../agent/tinyguest.ts';
+import { withoutQueries } from '../../agent/console.ts';
+import { ConsoleSession, GUEST_READY } from '../support/guest.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+describe('serial console notices (simulated agent)', function () {
+  this.timeout(30_000);
+  let sim: SimAgent;
+  let vmId: string;
+  const call = async (method: string, p: string, body?: unknown) => {
+    const res = await fetch(sim.url + p, {
+      method, headers: { authorization: `Bearer ${sim.key}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    return { status: res.status, body: await res.json() as { id: string; state: string } };
+  };
+
+  before(async () => {
+    sim = await new SimAgent().start();
+    const created = await call('POST', '/vms', { name: 'truth', template: 'alpine' });
+    expect(created.status).to.equal(201);
+    vmId = created.body.id;
+  });
+  after(async () => {
+    await sim?.stop();
+  });
+
+  it('should say connected to a new viewer, then rebooting and connected again around a reboot', async () => {
+    const session = await ConsoleSession.open(sim.url, `/vms/${vmId}/console`, sim.key);
+    try {
+      await session.waitForState('connected', 5000);
+      const from = session.output.length;
+      expect((await call('POST', `/vms/${vmId}/reboot`)).status).to.equal(200);
+      await session.waitFor(/Simulated VM/, 5000, from);
+      await session.waitForState('connected', 5000);
+      expect(session.states).to.deep.equal(['connected', 'rebooting', 'connected']);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('should say stopped when the VM is powered off, and connected once it is started again', async () => {
+    const session = await ConsoleSession.open(sim.url, `/vms/${vmId}/console`, sim.key);
+    try {
+      await session.waitForState('connected', 5000);
+      expect((await call('POST', `/vms/${vmId}/poweroff`)).body.state).to.equal('shutoff');
+      await session.waitForState('stopped', 5000);
+      expect((await call('POST', `/vms/${vmId}/start`)).body.state).to.equal('running');
+      await session.waitForState('connected', 5000);
+      expect(session.states).to.deep.equal(['connected', 'stopped', 'reconnecting', 'connected']);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('should replay the history without the terminal queries in it, announced before it', async () => {
+    const first = await ConsoleSession.open(sim.url, `/vms/${vmId}/console`, sim.key);
+    try {
+      // the fake guest echoes keystrokes as a terminal does: the query lands in the console's history
+      first.send('echo before\x1b[6nafter\r');
+      await first.waitFor(/beforeafter|before.*after/, 5000);
+    } finally {
+      first.close();
+    }
+    const { WebSocket } = await import('ws');
+    const ws = new WebSocket(sim.url.replace(/^http/, 'ws') + `/vms/${vmId}/console`, { headers: { authorization: `Bearer ${sim.key}` } });
+    const frames: Array<{ binary: boolean; data: string }> = [];
+    await new Promise<void>((resolve, reject) => {
+      ws.on('message', (d: Buffer, binary: boolean) => {
+        frames.push({ binary, data: d.toString('latin1') });
+        if (!binary && d.toString().includes('"console"')) resolve();
+      });
+      ws.once('error', reject);
+    });
+    ws.close();
+    expect(frames.map((f) => f.binary)).to.deep.equal([false, true, false]);
+    expect(JSON.parse(frames[0]!.data)).to.deep.equal({ history: frames[1]!.data.length });
+    expect(frames[1]!.data).to.include('echo beforeafter');
+    expect(frames[1]!.data).not.to.include('\x1b[6n');
+  });
+});
+
+describe('terminal queries in a replay', () => {
+  it('should drop device status, attribute and colour queries and keep everything else', () => {
+    const text = 'a\x1b[6nb\x1b[?6nc\x1b[5nd\x1b[ce\x1b[>cf\x1b[0cg\x1b]11;?\x07h\x1b]10;?\x1b\\i\x1b[?1$pj\x1b[14tk\x1bP$qm\x1b\\l';
+    expect(withoutQueries(Buffer.from(text, 'latin1')).toString('latin1')).to.equal('abcdefghijkl');
+    const kept = 'colour \x1b[1;32mgreen\x1b[0m, cursor \x1b[9;7H, answer-like 9;7R, title \x1b]0;hi\x07';
+    expect(withoutQueries(Buffer.from(kept)).toString()).to.equal(kept);
+  });
+});
+
+describe('the tiny guest', () => {
+  it('should print no test marker unless it is the test guest', () => {
+    expect(tinyInit({ hostname: 'tiny', prompt: 'tiny# ' })).not.to.match(/SKYGUEST|READY/);
+    expect(tinyInit({ hostname: 'skyguest', prompt: 'skyguest# ', readyMarker: GUEST_READY })).to.include(`echo ${GUEST_READY}`);
+  });
+});

@@ -1,0 +1,196 @@
+// Leases, housekeeping and quotas through the controller's API, with the controller in-process (real
+// SQLite, real HTTP) over a simulated agent, and housekeeping's clock driven by the test
+// (`services.housekeeping.sweep(now)`): the admin's policies (422 naming the field), a lease past
+// the role's maximum refused with both numbers, extension within it, the warning, the shutdown on the
+// host and the deletion after the grace period at the right moments, each in the event log as done by
+// housekeeping; reaping of exactly the VMs stopped for longer than the policy; quotas at the boundary.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { configureLogging, logger } from '../../base/log.ts';
+import { startController, type RunningController } from '../../server/controller.ts';
+import { DEFAULT_POLICIES, type Policies } from '../../server/vms/leases.ts';
+import { freePort } from '../support/net.ts';
+import { SimAgent } from '../support/sim-agent.ts';
+
+interface Answer {
+  status: number;
+  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+describe('leases, housekeeping and quotas over the API', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let ctl: RunningController;
+  let agent: SimAgent;
+  let admin: string;
+  let alice: string;
+
+  async function api(method: string, p: string, token: string, body?: unknown): Promise<Answer> {
+    const res = await fetch(ctl.url + p, {
+      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await res.text();
+    return { status: res.status, json: text ? JSON.parse(text) : undefined };
+  }
+  const policies = (o: { lease?: Partial<Policies['lease']>; housekeeping?: Policies['housekeeping'] }): Policies => ({
+    ...DEFAULT_POLICIES, lease: { ...DEFAULT_POLICIES.lease, ...o.lease }, housekeeping: o.housekeeping ?? DEFAULT_POLICIES.housekeeping,
+  });
+  const agentState = async (id: string) => {
+    const res = await fetch(`${agent.url}/vms/${id}`, { headers: { authorization: `Bearer ${agent.key}` } });
+    return res.status === 404 ? 'gone' : ((await res.json()) as { state: string }).state;
+  };
+  const sweep = (t: number) => ctl.services.housekeeping.sweep(new Date(t));
+  const housekeepingEvents = async () => ((await api('GET', '/api/events?source=housekeeping&limit=100', admin)).json.events as Array<{ msg: string; vmId?: string }>).reverse();
+
+  before(async () => {
+    configureLogging({ out: () => {} });
+    dir = mkdtempSync(path.join(tmpdir(), 'skyhost-leases-'));
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    admin = ctl.services.secrets.adminToken;
+    agent = await new SimAgent({ hostId: 'host-lease', memoryMiB: 65536, threads: 32, hypervisor: 'kvm', port: await freePort() }).start();
+    await agent.enroll(ctl.url, ctl.services.secrets.joinToken);
+    await ctl.services.hosts.pollAll();
+    expect((await api('POST', '/api/users', admin, { username: 'alice', password: 'alice-password-1' })).status).to.equal(201);
+    alice = ctl.services.users.createToken('alice', 'test').token;
+  });
+
+  after(async () => {
+    await ctl?.stop();
+    await agent?.stop();
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the admin reads and sets the policies; a bad field is a 422 naming it; a student may not', async () => {
+    expect((await api('GET', '/api/policies', admin)).json).to.deep.equal(DEFAULT_POLICIES);
+    const bad = await api('PUT', '/api/policies', admin, { ...DEFAULT_POLICIES, lease: { ...DEFAULT_POLICIES.lease, warnMinutes: -1 } });
+    expect(bad.status).to.equal(422);
+    expect(bad.json.error.details.fields[0].field).to.equal('lease.warnMinutes');
+    expect((await api('PUT', '/api/policies', alice, DEFAULT_POLICIES)).status).to.equal(403);
+    const set = policies({ lease: { defaultMinutes: 60, maxMinutes: { student: 120, teacher: 600, admin: null }, warnMinutes: 15, deleteAfterMinutes: 60 } });
+    expect((await api('PUT', '/api/policies', admin, set)).json).to.deep.equal(set);
+    expect((await api('GET', '/api/policies', admin)).json).to.deep.equal(set);
+  });
+
+  it('a lease past the maximum is refused with both numbers; one within it is extended, warned, shut down and deleted at the right moments', async () => {
+    const tooLong = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'too-long', leaseMinutes: 121 });
+    expect(tooLong.status).to.equal(422);
+    expect(tooLong.json.error.message).to.match(/^leaseMinutes: 121 minutes .*more than the 120 minutes/);
+    expect(tooLong.json.error.details.fields[0].field).to.equal('leaseMinutes');
+
+    const made = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'lesson' });
+    expect(made.status, JSON.stringify(made.json)).to.equal(201);
+    const id = made.json.id as string;
+    const created = Date.parse(made.json.createdAt);
+    expect(Date.parse(made.json.expiresAt) - created).to.equal(60 * 60_000); // the cluster's default
+
+    // Extend within the maximum (counted from now): +61 min would end 121 min after creation, past it.
+    const over = await api('POST', `/api/vms/${id}/extend`, alice, { minutes: 61 });
+    expect(over.status).to.equal(422);
+    expect(over.json.error.details.fields[0].field).to.equal('minutes');
+    expect(over.json.error.details).to.include({ allowed: 120 });
+    expect(over.json.error.message).to.match(/more than the 120 minutes/);
+    const extended = await api('POST', `/api/vms/${id}/extend`, alice, { minutes: 30 });
+    expect(extended.status, JSON.stringify(extended.json)).to.equal(200);
+    const end = created + 90 * 60_000;
+    expect(extended.json.expiresAt).to.equal(new Date(end).toISOString());
+
+    // 15 minutes before the end: a warning, once.
+    expect((await sweep(end - 16 * 60_000)).warned).to.deep.equal([]);
+    expect((await sweep(end - 15 * 60_000)).warned).to.deep.equal(['lesson']);
+    expect((await sweep(end - 14 * 60_000)).warned).to.deep.equal([]);
+    expect((await api('GET', `/api/vms/${id}`, alice)).json.leaseWarnedAt).to.be.a('string');
+
+    // At the end: shut down on its host, not deleted.
+    expect((await sweep(end - 1)).shutDown).to.deep.equal([]);
+    expect(await agentState(id)).to.equal('running');
+    expect((await sweep(end)).shutDown).to.deep.equal(['lesson']);
+    expect(await agentState(id)).to.equal('shutoff');
+    const ended = (await api('GET', `/api/vms/${id}`, alice)).json;
+    expect(ended).to.include({ state: 'shutoff', leaseEndedAt: new Date(end).toISOString(), deleteAt: new Date(end + 60 * 60_000).toISOString() });
+
+    // The grace period later: deleted on its host and from the records.
+    expect((await sweep(end + 59 * 60_000)).deleted).to.deep.equal([]);
+    expect((await sweep(end + 60 * 60_000)).deleted).to.deep.equal(['lesson']);
+    expect(await agentState(id)).to.equal('gone');
+    expect((await api('GET', `/api/vms/${id}`, alice)).status).to.equal(404);
+
+    ctl.services.events.flush();
+    const said = (await housekeepingEvents()).filter((e) => e.vmId === id).map((e) => e.msg);
+    expect(said).to.have.length(3);
+    expect(said[0]).to.match(/^lease of VM lesson \(owner alice\) ends in 15 min/);
+    expect(said[1]).to.match(/^lease of VM lesson \(owner alice\) ended: shut down by housekeeping/);
+    expect(said[2]).to.match(/^lease of VM lesson \(owner alice\) ended 1 h ago: deleted by housekeeping/);
+  });
+
+  it('extending a lease that ended rescues the VM from deletion', async () => {
+    const made = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'rescued', leaseMinutes: 10 });
+    const id = made.json.id as string;
+    const end = Date.parse(made.json.expiresAt);
+    await sweep(end);
+    expect(await agentState(id)).to.equal('shutoff');
+    const back = await api('POST', `/api/vms/${id}/extend`, alice, { minutes: 60 });
+    expect(back.status, JSON.stringify(back.json)).to.equal(200);
+    expect(back.json.leaseEndedAt).to.equal(undefined);
+    expect((await sweep(end + 61 * 60_000)).deleted).to.not.include('rescued');
+    expect(await agentState(id)).to.equal('shutoff');
+    expect((await api('DELETE', `/api/vms/${id}`, alice)).status).to.equal(204);
+  });
+
+  it('housekeeping reaps exactly the VMs stopped for longer than the policy: not a running one, not one stopped for less', async () => {
+    // Admin VMs without a lease, so that only the reaping acts.
+    await api('PUT', '/api/policies', admin, policies({ lease: { defaultMinutes: null }, housekeeping: { reapStoppedAfterMinutes: 7 * 1440 } }));
+    const ids: Record<string, string> = {};
+    for (const name of ['stopped-long', 'stopped-later', 'still-running']) {
+      const made = await api('POST', '/api/vms', admin, { template: 'alpine', name });
+      expect(made.json.expiresAt).to.equal(undefined);
+      ids[name] = made.json.id;
+    }
+    expect((await api('POST', `/api/vms/${ids['stopped-long']}/poweroff`, admin)).status).to.equal(200);
+    const since = Date.parse((await api('GET', `/api/vms/${ids['stopped-long']}`, admin)).json.stoppedSince);
+    const week = 7 * 1440 * 60_000;
+    await new Promise((r) => setTimeout(r, 20));
+    expect((await api('POST', `/api/vms/${ids['stopped-later']}/poweroff`, admin)).status).to.equal(200);
+
+    expect((await sweep(since + week - 1)).reaped).to.deep.equal([]);
+    expect((await sweep(since + week)).reaped).to.deep.equal(['stopped-long']);
+    expect(await agentState(ids['stopped-long']!)).to.equal('gone');
+    expect(await agentState(ids['stopped-later']!)).to.equal('shutoff');
+    expect(await agentState(ids['still-running']!)).to.equal('running');
+    // A VM that runs again stops counting.
+    expect((await api('POST', `/api/vms/${ids['stopped-later']}/start`, admin)).json.stoppedSince).to.equal(undefined);
+    expect((await sweep(since + 2 * week)).reaped).to.deep.equal([]);
+    for (const name of ['stopped-later', 'still-running']) await api('DELETE', `/api/vms/${ids[name]}`, admin);
+  });
+
+  it('a quota: exactly at it succeeds, one over is refused with 403 quota_exceeded and both numbers', async () => {
+    await api('PUT', '/api/policies', admin, DEFAULT_POLICIES);
+    const bad = await api('PUT', '/api/users/alice/quota', admin, { quota: { vms: -1 } });
+    expect(bad.status).to.equal(422);
+    expect(bad.json.error.details.fields[0].field).to.equal('quota.vms');
+    expect((await api('PUT', '/api/users/alice/quota', alice, { quota: null })).status).to.equal(403);
+    const set = await api('PUT', '/api/users/alice/quota', admin, { quota: { vms: 2, memoryMiB: 1024 } });
+    expect(set.status, JSON.stringify(set.json)).to.equal(200);
+    expect((await api('POST', '/api/vms', alice, { template: 'alpine', name: 'q-1', memoryMiB: 512 })).status).to.equal(201);
+    // Memory: 512 + 768 is one step over 1024.
+    const memory = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'q-2', memoryMiB: 768 });
+    expect(memory.status).to.equal(403);
+    expect(memory.json.error).to.deep.include({ code: 'quota_exceeded' });
+    expect(memory.json.error.details).to.deep.include({ resource: 'memoryMiB', used: 512, allowed: 1024, requested: 768 });
+    expect((await api('POST', '/api/vms', alice, { template: 'alpine', name: 'q-2', memoryMiB: 512 })).status).to.equal(201);
+    const third = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'q-3', memoryMiB: 256 });
+    expect(third.status).to.equal(403);
+    expect(third.json.error.message).to.match(/you have 2 of 2 VMs/);
+    expect(third.json.error.details).to.deep.include({ resource: 'vms', used: 2, allowed: 2 });
+    // Usage against the quota, for alice herself and the admin.
+    const usage = (await api('GET', '/api/users/alice/quota', alice)).json;
+    expect(usage.quota).to.deep.equal({ vms: 2, memoryMiB: 1024 });
+    expect(usage.usage.map((u: { resource: string; used: number; allowed: number | null }) => [u.resource, u.used, u.allowed]))
+      .to.deep.equal([['vms', 2, 2], ['vcpus', 2, null], ['memoryMiB', 1024, 1024], ['diskGiB', usage.usage[3].used, null]]);
+    // Nothing was placed for the refused requests.
+    expect(((await api('GET', '/api/vms', alice)).json.vms as Array<{ name: string }>).map((v) => v.name).sort()).to.deep.equal(['q-1', 'q-2']);
+  });
+});

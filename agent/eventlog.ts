@@ -52,7 +52,8 @@ export function startEventForwarder(opts: EventForwarderOptions): EventForwarder
       level: r.level,
       component: r.component,
       msg: r.msg.slice(0, 2000),
-      ...(typeof r.vmId === 'string' ? { vmId: r.vmId.slice(0, 64) } : {}),
+      // the agent's own records name their VM `vm`: the controller adds its name, owner and host
+      ...(typeof (r.vmId ?? r.vm) === 'string' ? { vmId: String(r.vmId ?? r.vm).slice(0, 64) } : {}),
     });
     if (queue.length > maxQueued) {
       queue.shift();

@@ -133,6 +133,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
   templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
   events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
+  events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];
 

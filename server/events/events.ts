@@ -46,6 +46,14 @@ export const EventQuery = z.strictObject({
 export type EventQuery = z.input<typeof EventQuery>;
 
 const KEEP = 50_000;
+/** A reported time this far behind the last event is a clock that was set back, not a late report: kept as it is. */
+const CLOCK_SET_BACK_MS = 10 * 60_000;
+
+/** What an event is about, by name: looked up when it is recorded (a VM's name outlives the VM). */
+export interface EventNames {
+  /** A VM's name and owner by its id. */
+  vm?: (vmId: string) => { name: string; owner: string; hostId?: string } | undefined;
+}
 
 /**
  * The event log service. `record()` stores an event; `on('event', fn)` gets each new one as it is
@@ -61,24 +69,55 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
   private timer: NodeJS.Timeout | undefined;
   private unsink: (() => void) | undefined;
   private closed = false;
+  /** The time of the last event recorded (ms): ids and times go up together. */
+  private lastTime: number;
+  /** Looks up names for `record()` (set by the services once the VMs exist). */
+  names: EventNames = {};
 
   constructor(store: Store) {
     super();
     this.setMaxListeners(0);
     this.store = store;
     this.nextId = Number(store.get<Row>('SELECT COALESCE(MAX(id), 0) AS m FROM events')?.m ?? 0) + 1;
+    this.lastTime = Date.parse(String(store.get<Row>('SELECT time FROM events ORDER BY id DESC LIMIT 1')?.time ?? '')) || 0;
   }
 
+  /**
+   * Records an event. Its time is the reported one (an agent's record, a log line) but never later
+   * than now nor earlier than the event before it: the log is read newest id first, and a host's
+   * records arrive seconds after the controller's own (or from a host whose clock is off). A moved
+   * time keeps the reported one in `data.reportedTime`. An event about a VM gets the VM's name and
+   * owner (`data.vmName`, `data.user`), and an agent's bare "created VM" becomes "created VM NAME".
+   */
   record(input: EventInput): Event {
+    const now = Date.now();
+    const reported = input.time !== undefined ? Date.parse(input.time) : Number.NaN;
+    let t = Number.isFinite(reported) ? Math.min(reported, now) : now;
+    if (t < this.lastTime && this.lastTime - t < CLOCK_SET_BACK_MS) t = this.lastTime;
+    this.lastTime = Math.max(this.lastTime, t);
+    const data: Record<string, unknown> = { ...input.data };
+    if (Number.isFinite(reported) && Math.abs(reported - t) >= 1000) data.reportedTime = input.time;
+    // Agents' records name their VM `vm` (and its name `name`); the controller's say vmId.
+    const vmId = input.vmId ?? (typeof data.vm === 'string' ? data.vm : undefined);
+    let msg = input.msg.slice(0, 2000);
+    let hostId = input.hostId;
+    if (vmId) {
+      const vm = this.lookupVm(vmId);
+      const vmName = typeof data.name === 'string' ? data.name : vm?.name;
+      if (vmName && data.vmName === undefined) data.vmName = vmName;
+      if (vm && data.user === undefined) data.user = vm.owner;
+      hostId ??= vm?.hostId;
+      if (vmName && /\bVM$/.test(msg)) msg = `${msg} ${vmName}`;
+    }
     const event: Event = {
       id: this.nextId++,
-      time: input.time ?? new Date().toISOString(),
+      time: new Date(t).toISOString(),
       level: input.level ?? 'info',
       source: input.source,
-      msg: input.msg.slice(0, 2000),
-      ...(input.hostId ? { hostId: input.hostId } : {}),
-      ...(input.vmId ? { vmId: input.vmId } : {}),
-      ...(input.data && Object.keys(input.data).length > 0 ? { data: input.data } : {}),
+      msg,
+      ...(hostId ? { hostId } : {}),
+      ...(vmId ? { vmId } : {}),
+      ...(Object.keys(data).length > 0 ? { data } : {}),
     };
     if (this.closed) return event;
     this.pending.push(event);
@@ -92,6 +131,14 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
     }, 200);
     this.emit('event', event);
     return event;
+  }
+
+  private lookupVm(vmId: string): ReturnType<NonNullable<EventNames['vm']>> {
+    try {
+      return this.names.vm?.(vmId);
+    } catch {
+      return undefined; // a VM gone or not (yet) known: the event keeps what it carries itself
+    }
   }
 
   /** Writes buffered events now (called on a timer and on close). */

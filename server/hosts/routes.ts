@@ -5,7 +5,11 @@ import { EnrollResponse } from '../../wire/api.ts';
 import { Conflict } from '../../base/errors.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
+import { hostNames, HostRename } from './names.ts';
 import { ControllerEnrollRequest, Host, HostReplacement } from './registry.ts';
+
+/** A host with what the pages call it: `label` (its display name or hostname, told apart from namesakes by a short id). */
+export const NamedHost = Host.extend({ displayName: z.string().optional(), label: z.string() });
 
 export const WakeRequest = z.strictObject({ mac: z.string().max(32).optional() });
 export const JoinTokenCreate = z.strictObject({
@@ -18,6 +22,8 @@ const HostDelete = z.object({ force: z.string().optional().describe('true: also 
 
 export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
   const { hosts, vms, joinTokens } = services;
+  const names = hostNames(services);
+  const named = (h: Host) => ({ ...h, ...(names.displayName(h.id) ? { displayName: names.displayName(h.id) } : {}), label: names.label(h.id) });
 
   api.route({
     method: 'post', path: '/api/enroll', summary: 'An agent joins: a valid join token makes it ready, none leaves it pending', auth: 'none',
@@ -27,12 +33,22 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
   });
   api.route({
     method: 'get', path: '/api/hosts', summary: 'Hosts with state, capacity, usage, templates, last seen', auth: 'user',
-    responses: { 200: z.object({ hosts: z.array(Host) }) },
+    responses: { 200: z.object({ hosts: z.array(NamedHost) }) },
   }, (_req, res) => {
-    res.json({ hosts: hosts.list() });
+    res.json({ hosts: hosts.list().map(named) });
   });
-  api.route({ method: 'get', path: '/api/hosts/:id', summary: 'One host', auth: 'user', responses: { 200: Host } }, (req, res) => {
-    res.json(hosts.get(param(req, 'id')));
+  api.route({ method: 'get', path: '/api/hosts/:id', summary: 'One host', auth: 'user', responses: { 200: NamedHost } }, (req, res) => {
+    res.json(named(hosts.get(param(req, 'id'))));
+  });
+  api.route({
+    method: 'put', path: '/api/hosts/:id/name', summary: 'Give a host the name the pages show (null: its hostname again)', auth: 'admin',
+    body: HostRename, responses: { 200: NamedHost },
+  }, (req, res, { body }) => {
+    const id = param(req, 'id');
+    const before = names.label(id);
+    const given = names.rename(id, body.name);
+    services.events.record({ source: 'hosts', hostId: id, msg: `host ${before} renamed ${given ? `"${given}"` : `back to its hostname`} by ${me(res).name}` });
+    res.json(named(hosts.get(id)));
   });
   api.route({ method: 'post', path: '/api/hosts/:id/approve', summary: 'Approve a pending host', auth: 'admin', responses: { 200: Host } }, (req, res) => {
     res.json(hosts.approve(param(req, 'id')));

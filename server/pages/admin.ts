@@ -9,7 +9,8 @@ import { checkControllerUrl, installCommand } from '../install.ts';
 import { publicKeyPin, showFingerprint } from '../../base/tls.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { Password, UserName, type User } from '../users/users.ts';
-import { hostRow } from './dashboard.ts';
+import { hostNames } from '../hosts/names.ts';
+import { eventRow, hostRow } from './dashboard.ts';
 import { field, fieldErrors, me, redirect, schemaErrors } from './forms.ts';
 import { render } from './render.ts';
 
@@ -26,7 +27,7 @@ export function adminPages(services: ControllerServices): Router {
     render(req, res, {
       page: 'hosts', partial, title: 'Hosts', status: extra.status ?? 200,
       data: {
-        hosts: services.hosts.list().map(hostRow),
+        hosts: services.hosts.list().map((h) => hostRow(h, hostNames(services).labels(), hostNames(services).displayName(h.id))),
         install: { baseUrl: controllerBase(req), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
         ...hostRequests(services, me(res)), ...extra.notes,
       },
@@ -110,6 +111,16 @@ export function adminPages(services: ControllerServices): Router {
     hostsPage(req, res, { notice: 'The cluster join token was replaced: the old one is refused from now on. Hosts that already joined stay.' }, 'host-install');
   });
 
+  // Rename: the name the pages show for a host (empty: its hostname again).
+  r.post('/hosts/:id/name', requireAdmin(), (req, res) => {
+    const id = String(req.params.id);
+    const names = hostNames(services);
+    const before = names.label(id);
+    const given = names.rename(id, field(req, 'name', 200));
+    services.events.record({ source: 'pages', msg: `host ${before} renamed ${given ? `"${given}"` : 'back to its hostname'} by ${me(res).name}`, hostId: id });
+    redirect(req, res, '/hosts', { swap: true });
+  });
+
   r.post('/hosts/:id/:action', requireAdmin(), async (req, res) => {
     const id = String(req.params.id);
     const action = HOST_ACTIONS.find((a) => a === req.params.action);
@@ -188,16 +199,16 @@ export function adminPages(services: ControllerServices): Router {
     const level = (LEVELS as readonly string[]).includes(q('level')) ? q('level') as (typeof LEVELS)[number] : 'info';
     const filter = { source: q('source'), level, host: q('host') };
     const hosts = services.hosts.records();
-    const names = new Map(hosts.map((h) => [h.id, h.hostname]));
+    const labels = hostNames(services).labels();
     const events = services.events.list({
       level, limit: 100, ...(filter.source ? { source: filter.source } : {}), ...(filter.host ? { hostId: filter.host } : {}),
-    }).map((e) => ({ ...e, hostname: e.hostId ? names.get(e.hostId) ?? e.hostId : undefined }));
+    }).map((e) => eventRow(e, labels));
     const query = new URLSearchParams(Object.entries(filter).filter(([, v]) => v)).toString();
     render(req, res, {
       page: 'events', partial: 'event-log', title: 'Events',
       data: {
         events, filter, query, levels: LEVELS,
-        sources: eventSources(services), hostOptions: hosts.map((h) => ({ id: h.id, hostname: h.hostname })),
+        sources: eventSources(services), hostOptions: hosts.map((h) => ({ id: h.id, hostname: labels.get(h.id) ?? h.hostname })),
       },
     });
   });
@@ -208,7 +219,7 @@ export function adminPages(services: ControllerServices): Router {
 /** The hosts page's requests for the admin: replacement requests beside the hosts they name, and strangers with their hosts' names. */
 function hostRequests(services: ControllerServices, admin: User): object {
   const records = services.hosts.records();
-  const names = new Map(records.map((h) => [h.id, h.hostname]));
+  const names = hostNames(services).labels();
   const enrolled = new Map(records.map((h) => [h.id, h.enrolledAt]));
   const replacements = services.hosts.replacements().map((x) => ({
     ...x, enrolledAt: enrolled.get(x.hostId), askedAgain: x.times > 1, currentAddress: addressOf(x.current.url),

@@ -1,6 +1,8 @@
 // The dashboard's data: every host with its load, cluster totals and recent events, computed from
 // the registry's memory and one events query (no per-host query), and the rendered partial kept for
 // a second so that a classroom of browsers polling it costs one render.
+import type { Event } from '../events/events.ts';
+import { hostNames } from '../hosts/names.ts';
 import type { Host } from '../hosts/registry.ts';
 import type { ControllerServices } from '../services.ts';
 import { pct } from './render.ts';
@@ -9,6 +11,10 @@ import { pct } from './render.ts';
 export interface HostRow {
   id: string;
   hostname: string;
+  /** What the pages call it: its display name or hostname, with a short id where two read alike (server/hosts/names.ts). */
+  label: string;
+  /** The name an admin gave it, if any. */
+  displayName?: string | undefined;
   url: string;
   state: Host['state'];
   /** Why the host is refused or unreachable as enrolled (e.g. its certificate changed). */
@@ -24,11 +30,12 @@ export interface HostRow {
   lastSeen?: string | undefined;
 }
 
-export function hostRow(h: Host): HostRow {
+/** A host as the pages show it; `labels` from `hostNames(services).labels()`. */
+export function hostRow(h: Host, labels: Map<string, string> = new Map(), displayName?: string): HostRow {
   const memTotal = h.capacity?.memoryMiB ?? 0;
   const memUsed = h.usage?.memoryUsedMiB ?? 0;
   return {
-    id: h.id, hostname: h.hostname, url: h.url, state: h.state, hypervisor: h.hypervisor, cpuModel: h.cpuModel,
+    id: h.id, hostname: h.hostname, label: labels.get(h.id) ?? h.hostname, displayName, url: h.url, state: h.state, hypervisor: h.hypervisor, cpuModel: h.cpuModel,
     threads: h.capacity?.threads ?? 0, cpuPct: Math.round(Math.max(0, Math.min(100, h.usage?.cpuPct ?? 0))),
     memUsed, memTotal, memPct: pct(memUsed, memTotal), vms: h.usage?.vmsTotal ?? 0, lastSeen: h.lastSeen, problem: h.problem,
   };
@@ -36,8 +43,31 @@ export function hostRow(h: Host): HostRow {
 
 export interface DashboardData {
   hosts: HostRow[];
-  totals: { ready: number; down: number; pending: number; draining: number; vms: number; vmsRunning: number; memUsed: number; memTotal: number; memPct: number };
-  events: Array<{ time: string; level: string; source: string; msg: string; hostname?: string | undefined }>;
+  totals: { ready: number; down: number; pending: number; draining: number; asleep: number; vms: number; vmsRunning: number; memUsed: number; memTotal: number; memPct: number };
+  events: EventRow[];
+  /** The first steps, until each is done (null once all are): a template, hosts, students. */
+  checklist: { template: boolean; hosts: boolean; students: boolean } | null;
+}
+
+/** An event as the pages show it: what it is about, by name (the host's label as it is now). */
+export interface EventRow {
+  time: string;
+  level: string;
+  source: string;
+  msg: string;
+  /** The host's label (events about no host: none). */
+  hostname?: string | undefined;
+  vm?: string | undefined;
+  user?: string | undefined;
+}
+
+export function eventRow(e: Event, labels: Map<string, string>): EventRow {
+  const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
+  return {
+    time: e.time, level: e.level, source: e.source, msg: e.msg,
+    hostname: e.hostId ? labels.get(e.hostId) ?? e.hostId : undefined,
+    vm: str(e.data?.vmName), user: str(e.data?.user),
+  };
 }
 
 const cache = new WeakMap<ControllerServices, { at: number; data: DashboardData }>();
@@ -46,11 +76,13 @@ const cache = new WeakMap<ControllerServices, { at: number; data: DashboardData 
 export function dashboardData(services: ControllerServices, now = Date.now()): DashboardData {
   const cached = cache.get(services);
   if (cached && now - cached.at < 1000) return cached.data;
-  const hosts = services.hosts.list().map(hostRow);
-  const totals = { ready: 0, down: 0, pending: 0, draining: 0, vms: 0, vmsRunning: 0, memUsed: 0, memTotal: 0, memPct: 0 };
+  const names = hostNames(services);
+  const labels = names.labels(now);
+  const hosts = services.hosts.list().map((h) => hostRow(h, labels, names.displayName(h.id)));
+  const totals = { ready: 0, down: 0, pending: 0, draining: 0, asleep: 0, vms: 0, vmsRunning: 0, memUsed: 0, memTotal: 0, memPct: 0 };
   for (const h of hosts) {
     totals[h.state]++;
-    if (h.state !== 'down') {
+    if (h.state !== 'down' && h.state !== 'asleep') {
       totals.memUsed += h.memUsed;
       totals.memTotal += h.memTotal;
     }
@@ -60,11 +92,28 @@ export function dashboardData(services: ControllerServices, now = Date.now()): D
     totals.vms += n;
     if (state === 'running') totals.vmsRunning += n;
   }
-  const names = new Map(hosts.map((h) => [h.id, h.hostname]));
-  const events = services.events.list({ limit: 8 }).map((e) => ({
-    time: e.time, level: e.level, source: e.source, msg: e.msg, hostname: e.hostId ? names.get(e.hostId) ?? e.hostId : undefined,
-  }));
-  const data = { hosts, totals, events };
+  const events = services.events.list({ limit: 8 }).map((e) => eventRow(e, labels));
+  const data = { hosts, totals, events, checklist: firstSteps(services, hosts.length) };
   cache.set(services, { at: now, data });
   return data;
 }
+
+/**
+ * The dashboard's first-run checklist: add a template, add hosts, add students. It stays until all
+ * three are done once, then is gone for good (settings `dashboard.firstSteps.done`), even if a step is undone later.
+ */
+function firstSteps(services: ControllerServices, hostCount: number): DashboardData['checklist'] {
+  if (services.store.get('SELECT 1 FROM settings WHERE key = ?', DONE_KEY)) return null;
+  const steps = {
+    template: services.templates.catalog.snapshot().length > 0 || services.hosts.records().some((h) => (h.status?.templates.length ?? 0) > 0),
+    hosts: hostCount > 0,
+    students: services.users.list().some((u) => u.role !== 'admin'),
+  };
+  if (steps.template && steps.hosts && steps.students) {
+    services.store.run('INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)', DONE_KEY, new Date().toISOString());
+    return null;
+  }
+  return steps;
+}
+
+const DONE_KEY = 'dashboard.firstSteps.done';

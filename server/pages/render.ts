@@ -9,11 +9,12 @@ import type { ErrorRequestHandler, Request, Response } from 'express';
 import { errorHandler } from '../../base/http.ts';
 import type { Logger } from '../../base/log.ts';
 import { Views, htmlAnswer, wantsFragment } from '../../base/views.ts';
+import { wordHelpers } from './words.ts';
 
 const views = new Views({
   partials: 'views/partials/',
   layout: 'views/layouts/main.hbs',
-  helpers: { pct, barLevel, mib, time: shortTime, ago: (v: unknown) => ago(v) },
+  helpers: { pct, barLevel, mib, ago: (v: unknown) => ago(v), ...wordHelpers },
 });
 
 /** What every page knows about the signed-in user (absent on the login page). */
@@ -208,13 +209,6 @@ export function mib(v: unknown): string {
   if (n < 1024) return `${Math.round(n)} MiB`;
   const g = n / 1024;
   return `${g >= 100 ? Math.round(g) : Math.round(g * 10) / 10} GiB`;
-}
-
-/** An ISO time as "12:03:04" today, else "2026-11-22 12:03". */
-export function shortTime(v: unknown): string {
-  if (typeof v !== 'string' || v.length < 16) return '';
-  const today = new Date().toISOString().slice(0, 10);
-  return v.startsWith(today) ? v.slice(11, 19) : `${v.slice(0, 10)} ${v.slice(11, 16)}`;
 }
 
 /** Relative "3 s ago" / "5 min ago" for a last-seen time. */

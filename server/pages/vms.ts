@@ -8,6 +8,7 @@ import { resetVm, saveVmAsTemplate } from '../vms/disk-actions.ts';
 import { fromZod, NotFound } from '../../base/errors.ts';
 import { wantsFragment } from '../../base/views.ts';
 import type { ControllerServices } from '../services.ts';
+import { hostNames } from '../hosts/names.ts';
 import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';
 import { render } from './render.ts';
@@ -111,7 +112,7 @@ export function vmPages(services: ControllerServices): Router {
       form.errors = fieldErrors(sky, FORM_FIELDS);
       const details = sky.details as { rejected?: Array<{ host: string; message: string }> } | undefined;
       if (sky.code === 'no_host_fits') {
-        const names = new Map(services.hosts.records().map((h) => [h.id, h.hostname]));
+        const names = hostNames(services).labels();
         form.error = 'No host can take this VM right now.';
         form.reasons = (details?.rejected ?? []).map((x) => ({ host: names.get(x.host) ?? x.host, reason: x.message }));
       } else if (Object.keys(form.errors).length === 0) {

@@ -12,6 +12,7 @@ import {
 import { Conflict, Forbidden, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
+import { hostNames } from '../hosts/names.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
 import { place, type InFlight, type Placement, type Policy } from '../scheduler/index.ts';
 import type { TemplateDistributor } from '../templates/distribute.ts';
@@ -174,7 +175,7 @@ export class VmService {
     const host = this.registry.record(vm.hostId);
     return {
       id: vm.id, name: vm.name, template: vm.template, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB: vm.diskGiB,
-      owner: vm.owner, host: vm.hostId, ...(host ? { hostname: host.hostname } : {}), state: vm.state,
+      owner: vm.owner, host: vm.hostId, ...(host ? { hostname: hostNames({ store: this.store, hosts: this.registry }).label(host.id) } : {}), state: vm.state,
       ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: vm.ssh } : {}),
       consoleUrl: `/vms/${vm.id}`,
       console: vm.console, createdAt: vm.createdAt, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
@@ -256,7 +257,8 @@ export class VmService {
       { policy: this.opts.policy ?? 'least-loaded' },
     );
     if (!placement.ok) {
-      throw new SkyError(503, 'no_host_fits', placement.explanation, { rejected: placement.rejected });
+      const names = hostNames({ store: this.store, hosts: this.registry });
+      throw new SkyError(503, 'no_host_fits', placement.explanation, { rejected: placement.rejected.map((r) => ({ ...r, hostname: names.label(r.host) })) });
     }
     const host = this.registry.require(placement.host);
     const now = new Date();

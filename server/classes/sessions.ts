@@ -5,7 +5,7 @@
 //         ─▶ session row `running` ─▶ VmService.create per student, all at once (each records `creating`
 //            before its agent call, so the scheduler spreads them) ─▶ VMs tagged class_id, session_id,
 //            start_on_boot=1 ─▶ refusals listed per student (scheduler's reasons, quota, name)
-//   timer (clock) at ends_at, or end() ─▶ `ending` (start_on_boot=0) ─▶ each VM shut down (keep) or
+//   timer (clock) at ends_at, or end() ─▶ `ending` (start_on_boot=-1, off) ─▶ each VM shut down (keep) or
 //            deleted ─▶ `ended`; a VM that cannot be reached yet is retried every minute
 //   controller start ─▶ sessions past ends_at still `running` end at once; `ending` ones resume
 import { randomBytes } from 'node:crypto';
@@ -19,6 +19,8 @@ import type { HostRegistry } from '../hosts/registry.ts';
 import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
 import type { VmRecord, VmService } from '../vms/vms.ts';
+import type { ClassAccess } from './access.ts';
+import type { Classes } from './classes.ts';
 
 /** The longest session, start to end (a school day and then some). */
 export const MAX_SESSION_MINUTES = 24 * 60;
@@ -90,10 +92,7 @@ export interface SessionView extends ClassSession {
   counts: Record<string, number>;
 }
 
-/**
- * Who is in which class. Read from `class_members` here until the Classes service
- * (server/classes/classes.ts) takes over; `storeRoster` is the stand-in.
- */
+/** Who is in which class, as sessions need it (`classRoster` over the Classes service; tests may give their own). */
 export interface Roster {
   classInfo(classId: string): { id: string; name: string } | undefined;
   students(classId: string): Array<{ name: string; displayName?: string | undefined }>;
@@ -101,28 +100,28 @@ export interface Roster {
   teaches(user: User, classId: string): boolean;
   /** Whether `user` is a student of the class. */
   isStudent(user: User, classId: string): boolean;
-  /** The classes `user` teaches or is a student of. */
+  /** The classes `user` teaches or is a student of (an admin: every class). */
   classesOf(user: User): string[];
 }
 
-/** The roster straight from the `classes` and `class_members` tables. */
-export function storeRoster(store: Store): Roster {
-  const roleIn = (user: User, classId: string) =>
-    store.get('SELECT role FROM class_members WHERE class_id = ? AND user_name = ?', classId, user.name)?.role as string | undefined;
+/** The roster from the Classes service (server/classes/classes.ts) and its access rules (access.ts). */
+export function classRoster(classes: Pick<Classes, 'get' | 'ofUser'>, access: Pick<ClassAccess, 'teaches' | 'classesOf'>, users: Pick<Users, 'get'>): Roster {
   return {
     classInfo(classId) {
-      const r = store.get('SELECT id, name FROM classes WHERE id = ?', classId);
-      return r ? { id: String(r.id), name: String(r.name) } : undefined;
+      const c = classes.get(classId);
+      return c ? { id: c.id, name: c.name } : undefined;
     },
     students(classId) {
-      return store.all(`SELECT m.user_name, u.display_name FROM class_members m JOIN users u ON u.name = m.user_name
-        WHERE m.class_id = ? AND m.role = 'student' ORDER BY m.user_name`, classId)
-        .map((r) => ({ name: String(r.user_name), ...(r.display_name ? { displayName: String(r.display_name) } : {}) }));
+      return (classes.get(classId)?.students ?? []).map((name) => {
+        const displayName = users.get(name)?.displayName;
+        return { name, ...(displayName ? { displayName } : {}) };
+      });
     },
-    teaches: (user, classId) => user.role === 'admin' || (user.role === 'teacher' && roleIn(user, classId) === 'teacher'),
-    isStudent: (user, classId) => roleIn(user, classId) === 'student',
+    teaches: (user, classId) => access.teaches(user, { id: classId }),
+    isStudent: (user, classId) => classes.ofUser(user.name).attending.has(classId),
     classesOf(user) {
-      return store.all('SELECT class_id FROM class_members WHERE user_name = ? ORDER BY class_id', user.name).map((r) => String(r.class_id));
+      const mine = classes.ofUser(user.name);
+      return user.role === 'admin' ? access.classesOf(user).map((c) => c.id) : [...new Set([...mine.teaching, ...mine.attending])];
     },
   };
 }
@@ -136,7 +135,7 @@ export interface SessionServiceOptions {
   log: Logger;
   /** The user the end-of-session job acts as. */
   system: User;
-  roster?: Roster;
+  roster: Roster;
   /** The timers the end of sessions runs on (tests pass one they control). */
   clock?: Clock;
 }
@@ -210,7 +209,7 @@ export class SessionService {
     this.store = opts.store;
     this.log = opts.log;
     this.clock = opts.clock ?? realClock;
-    this.roster = opts.roster ?? storeRoster(opts.store);
+    this.roster = opts.roster;
     for (const r of this.store.all('SELECT * FROM class_sessions')) this.sessions.set(String(r.id), rowToSession(r));
     for (const r of this.store.all('SELECT id, owner, session_id FROM vms WHERE session_id IS NOT NULL')) {
       this.vmMap(String(r.session_id)).set(String(r.owner), String(r.id));
@@ -319,10 +318,8 @@ export class SessionService {
 
   /** The classes `user` may start a session for (id and name). */
   classesToTeach(user: User): Array<{ id: string; name: string }> {
-    const ids = user.role === 'admin'
-      ? this.store.all('SELECT id FROM classes ORDER BY name').map((r) => String(r.id))
-      : this.roster.classesOf(user).filter((id) => this.roster.teaches(user, id));
-    return ids.map((id) => this.roster.classInfo(id)).filter((c): c is { id: string; name: string } => c !== undefined);
+    return this.roster.classesOf(user).filter((id) => this.roster.teaches(user, id)).map((id) => this.roster.classInfo(id))
+      .filter((c): c is { id: string; name: string } => c !== undefined).sort((a, b) => a.name.localeCompare(b.name));
   }
 
   private vmRecord(id: string): VmRecord | undefined {
@@ -428,7 +425,7 @@ export class SessionService {
       taken.add(name);
       const vmBody = { template: req.template, vcpus: req.vcpus, memoryMiB: req.memoryMiB, name, ...(req.diskGiB !== undefined ? { diskGiB: req.diskGiB } : {}) };
       // Not awaited one by one: each create records its VM `creating` (and reserves its host) before its agent call.
-      const call = this.opts.vms.create(owner, vmBody);
+      const call = this.opts.vms.create(owner, vmBody, undefined, { classId });
       const made = this.opts.vms.records(system, { owner: owner.name }).find((v) => v.name === name);
       if (made) {
         this.vmMap(session.id).set(owner.name, made.id);
@@ -467,13 +464,13 @@ export class SessionService {
     return this.render(session);
   }
 
-  /** Tags VMs as the session's (class, session, start on boot while it runs), in one transaction. */
+  /** Tags VMs as the session's (class, session, start on boot while it runs: 1, else -1 off), in one transaction. */
   private tag(session: ClassSession, vmIds: string[], startOnBoot: boolean): void {
     if (vmIds.length === 0) return;
     try {
       this.store.tx(() => {
         for (const id of vmIds) {
-          this.store.run('UPDATE vms SET class_id = ?, session_id = ?, start_on_boot = ? WHERE id = ?', session.classId, session.id, startOnBoot ? 1 : 0, id);
+          this.store.run('UPDATE vms SET class_id = ?, session_id = ?, start_on_boot = ? WHERE id = ?', session.classId, session.id, startOnBoot ? 1 : -1, id);
         }
       });
     } catch (err) {
@@ -531,7 +528,7 @@ export class SessionService {
     if (endedEarly) session.endsAt = new Date(this.clock.now()).toISOString();
     this.store.tx(() => {
       this.store.run("UPDATE class_sessions SET state = 'ending', ends_at = ? WHERE id = ?", session.endsAt, session.id);
-      this.store.run('UPDATE vms SET start_on_boot = 0 WHERE session_id = ?', session.id);
+      this.store.run('UPDATE vms SET start_on_boot = -1 WHERE session_id = ?', session.id); // -1: off (0 would be the template's default)
     });
     this.version++;
     this.log.info(`class session ${session.id} ends (${why}): its VMs are ${session.keepDisks ? 'shut down, disks kept' : 'deleted'}`, { sessionId: session.id });

@@ -127,6 +127,7 @@ describe('class sessions (simulated hosts)', function () {
     const tags = ctl.services.store.all('SELECT class_id, session_id, start_on_boot FROM vms WHERE session_id = ?', session.id);
     expect(tags).to.have.length(STUDENTS);
     expect(tags.every((t) => t.class_id === classId && t.start_on_boot === 1)).to.equal(true);
+    expect(records.every((r) => r.classId === classId)).to.equal(true); // in memory too: the class's quota counts them
 
     // The VMs come up; the teacher's grid page shows a tile per student with a console button.
     for (let i = 0; i < 100 && records.some((r) => r.state !== 'running'); i++) await new Promise((r) => setTimeout(r, 50));
@@ -157,7 +158,7 @@ describe('class sessions (simulated hosts)', function () {
     expect(ended.tiles.map((t: { vm: { state: string } }) => t.vm.state)).to.deep.equal(students.map(() => 'shutoff'));
     const onHosts = fleet.agents.flatMap((a) => [...a.vms.entries()]).filter(([id]) => ids.includes(id));
     expect(onHosts.map(([, v]) => v.state)).to.deep.equal(ids.map(() => 'shutoff'));
-    expect(ctl.services.store.all('SELECT start_on_boot FROM vms WHERE session_id = ? AND start_on_boot = 1', session.id)).to.deep.equal([]);
+    expect(ctl.services.store.all('SELECT DISTINCT start_on_boot FROM vms WHERE session_id = ?', session.id)).to.deep.equal([{ start_on_boot: -1 }]);
   });
 
   it('a student of another class sees none of it; a student of the class sees only their own tile', async () => {

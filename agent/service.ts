@@ -83,6 +83,7 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
     // consoles and forwards of the VMs adopted so far are let go; the VMs themselves keep running
     status.stop();
     await vms.stop();
+    await p.hypervisor.close();
     throw err;
   }
   // Pulls need real files: the simulated agent's in-memory templates have none.
@@ -225,7 +226,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
   let events: EventForwarder | undefined;
   const agent = await assembleAgent({
     hostId, key, dataDir, accel, templates, log,
-    hypervisor: await loadHypervisor({ hostId, dataDir, log }),
+    hypervisor: await loadHypervisor({ hostId, dataDir, log, exclusive: true }),
     forwarder: new PortForwarder(parsePortRange(config.sshPortRange), opts.listen ?? config.listen),
     resources: new SystemResources(dataDir, log),
     sshHost: publicAddress(config),

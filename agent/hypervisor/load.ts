@@ -12,6 +12,8 @@ export interface HypervisorConfig {
   hostId: string;
   dataDir: string;
   log: Logger;
+  /** The running agent's own hypervisor: the host id is claimed until close() (libvirt/host-lock.ts). */
+  exclusive?: boolean;
   /** Only for the fake. */
   fake?: Omit<FakeHypervisorOptions, 'hostId'>;
 }
@@ -26,7 +28,7 @@ export async function loadHypervisor(c: HypervisorConfig): Promise<Hypervisor> {
   switch (c.kind ?? 'libvirt') {
     case 'libvirt': {
       const { LibvirtHypervisor } = await import('./libvirt/libvirt.ts');
-      return new LibvirtHypervisor({ hostId: c.hostId, dataDir: c.dataDir, log: c.log });
+      return new LibvirtHypervisor({ hostId: c.hostId, dataDir: c.dataDir, log: c.log, ...(c.exclusive ? { exclusive: true } : {}) });
     }
     case 'fake': {
       const { FakeHypervisor } = await import('./fake.ts');

@@ -13,6 +13,7 @@ import {
 import { domainName, domainXml, hostTag, toState } from './domain.ts';
 import { tailFile, VmFiles } from './files.ts';
 import { METADATA_NS, parseMetadata } from './metadata.ts';
+import { claimHost } from './host-lock.ts';
 import { addReservation, ensureNetwork, networkName, releaseNetwork, removeReservation, reservations } from './network.ts';
 import { defineXml, isNoDomain, isNotRunning, virsh, vmError } from './virsh.ts';
 
@@ -45,6 +46,8 @@ export interface LibvirtOptions {
   hostId: string;
   dataDir: string;
   log: Logger;
+  /** Claim the host id for this process until close() (host-lock.ts): what a running agent does. */
+  exclusive?: boolean;
 }
 
 export class LibvirtHypervisor implements Hypervisor {
@@ -52,12 +55,14 @@ export class LibvirtHypervisor implements Hypervisor {
   private readonly log: Logger;
   private readonly files: VmFiles;
   private readonly network: string;
+  private readonly release: (() => void) | undefined;
 
   constructor(o: LibvirtOptions) {
     this.hostId = o.hostId;
     this.log = o.log;
     this.files = new VmFiles(o.dataDir);
     this.network = networkName(o.hostId);
+    this.release = o.exclusive ? claimHost(o.hostId) : undefined;
   }
 
   private dom(id: string): string {
@@ -255,6 +260,7 @@ export class LibvirtHypervisor implements Hypervisor {
   }
 
   async close(): Promise<void> {
-    // nothing held: every virsh call is its own process
+    // every virsh call is its own process: the host claim is all there is to let go
+    this.release?.();
   }
 }

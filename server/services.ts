@@ -3,6 +3,7 @@
 //
 //   services.users      accounts, sessions, API tokens, self-registration   (server/users/users.ts)
 //   services.hosts      host registry: enroll, approve, drain, poll          (server/hosts/registry.ts)
+//   services.history    each host's CPU and memory over the last hour        (server/hosts/history.ts)
 //   services.vms        VM records and requests, per-user visibility         (server/vms/vms.ts)
 //   services.templates  the catalog and templates across hosts              (server/templates/templates.ts)
 //   services.events     event log; `events.on('event', fn)` for a live tail  (server/events/events.ts)
@@ -18,6 +19,7 @@ import { Classes } from './classes/classes.ts';
 import { nightlyBackup } from './db/backup.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
+import { HostHistory } from './hosts/history.ts';
 import { HostRegistry } from './hosts/registry.ts';
 import type { Policy } from './scheduler/index.ts';
 import { ensureSecrets, type ControllerSecrets } from './secrets.ts';
@@ -56,6 +58,8 @@ export interface ControllerServices {
   clusterId: string;
   users: Users;
   hosts: HostRegistry;
+  /** Each host's CPU and memory over the last hour, from the polls (server/hosts/history.ts). */
+  history: HostHistory;
   vms: VmService;
   templates: Templates;
   events: EventLog;
@@ -123,6 +127,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
     ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),
   });
+  const history = new HostHistory().follow(hosts);
   const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
   await templates.catalog.refresh();
   const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot(), controllerFingerprint: tls.fingerprint });
@@ -139,7 +144,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
 
   return {
     distribute,
-    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, vms, templates, events, joinTokens, tls, system,
+    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, history, vms, templates, events, joinTokens, tls, system,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};

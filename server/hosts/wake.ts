@@ -5,7 +5,7 @@
 //   wake-all / schedule / no host fits ──▶ hosts asleep or down with a MAC ──▶ registry.wake (magic packet)
 //   every minute: drained hosts whose shutdownVmsAt passed ──▶ shutdown of each running VM
 import cron, { type ScheduledTask } from 'node-cron';
-import { InvalidField } from '../../base/errors.ts';
+import { InvalidField, SkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
 import type { HostRecord, HostRegistry } from './registry.ts';
@@ -216,4 +216,21 @@ function sleepingWithoutMac(h: HostRecord): string | undefined {
   if (h.state !== 'asleep' && h.state !== 'down') return `${h.state}: not asleep`;
   if (!h.mac) return 'its MAC address is not known';
   return undefined;
+}
+
+/**
+ * Runs a VM request; when no ready host fits it and sleeping hosts can be woken, wakes them and answers
+ * 503 `room_waking` ("try again in a minute") instead of the scheduler's no.
+ * @example await wakeIfNoHostFits(services.room, () => vms.create(user, body))
+ */
+export async function wakeIfNoHostFits<T>(room: RoomPower, request: () => Promise<T>): Promise<T> {
+  try {
+    return await request();
+  } catch (err) {
+    if (!(err instanceof SkyError) || err.code !== 'no_host_fits') throw err;
+    const waking = await room.wakeForDemand();
+    if (waking.length === 0) throw err;
+    throw new SkyError(503, 'room_waking', `no awake host fits this request, so the room is waking (${waking.join(', ')}): try again in a minute`,
+      { waking, ...(err.details as object | undefined) });
+  }
 }

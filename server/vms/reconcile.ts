@@ -166,3 +166,29 @@ export function reportedPatch(vm: Readonly<VmRecord>, info: VmInfo): VmPatch {
 function describe(patch: VmPatch): string {
   return Object.entries(patch).map(([k, v]) => `${k} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(', ');
 }
+
+/** A VM to start again because it ran when its host went away (see `startAgain`). */
+export interface StartAgain {
+  vmId: string;
+  reason: string;
+}
+
+/**
+ * A host came back (from down or asleep, or its agent restarted): the VMs to start again. Decided here,
+ * on the controller, not by the agent at its start: only the controller knows the intent (the VM's
+ * own setting, its template's default, whether its class session has ended), and it alone knew which
+ * VMs ran before the host went away. A VM is started again when it ran then (`wasRunning`), is still
+ * this host's, the host now reports it shut off, and `wanted(vm)` says its setting asks for it.
+ * @example startAgain(records, 'pc-3', ['k3x9...'], status.vmList, (vm) => policy(vm), 'lab-03')
+ */
+export function startAgain(records: RecordIndex, hostId: string, wasRunning: Iterable<string>, report: readonly VmInfo[],
+  wanted: (vm: Readonly<VmRecord>) => boolean, hostname = hostId): StartAgain[] {
+  const reported = new Map(report.map((v) => [v.id, v]));
+  const out: StartAgain[] = [];
+  for (const id of new Set(wasRunning)) {
+    const vm = records.get(id);
+    if (!vm || vm.hostId !== hostId || reported.get(id)?.state !== 'shutoff' || !wanted(vm)) continue;
+    out.push({ vmId: id, reason: `VM ${vm.name} started again after host ${hostname} came back` });
+  }
+  return out;
+}

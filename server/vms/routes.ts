@@ -6,6 +6,7 @@ import { NotFound } from '../../base/errors.ts';
 import { logger } from '../../base/log.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
+import { wakeIfNoHostFits } from '../hosts/wake.ts';
 import { UserName } from '../users/users.ts';
 import { resetVm, saveVmAsTemplate } from './disk-actions.ts';
 import { RequestVmAnswer, Vm, VmList, VmRequest, VmStranger } from './schemas.ts';
@@ -73,14 +74,14 @@ export function vmRoutes(api: ApiRouter, services: ControllerServices): void {
     auth: 'user', body: VmRequest, headers: IDEMPOTENCY, responses: { 201: Vm, 202: Vm },
   }, async (req, res) => {
     // VmService checks the body again (it is called in-process too) and keys idempotency on it.
-    const { status, vm } = await vms.create(me(res), req.body, req.get('idempotency-key'));
+    const { status, vm } = await wakeIfNoHostFits(services.room, () => vms.create(me(res), req.body, req.get('idempotency-key')));
     res.status(status).location(`/api/vms/${vm.id}`).json(vm);
   });
   api.route({
     method: 'post', path: '/request-vm', summary: 'The original design\'s request: same body as POST /api/vms', auth: 'user', body: VmRequest,
     headers: { 'Idempotency-Key': 'as for POST /api/vms' }, responses: { 201: RequestVmAnswer, 202: RequestVmAnswer },
   }, async (req, res) => {
-    const { status, vm } = await vms.create(me(res), req.body, req.get('idempotency-key'));
+    const { status, vm } = await wakeIfNoHostFits(services.room, () => vms.create(me(res), req.body, req.get('idempotency-key')));
     const host = hosts.record(vm.host);
     res.status(status).json({ vm, host: { id: vm.host, hostname: host?.hostname ?? vm.host }, consoleUrl: vm.consoleUrl });
   });

@@ -12,6 +12,7 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { DEFAULT_POLICIES, type Policies } from '../../server/vms/leases.ts';
 import { freePort } from '../support/net.ts';
+import { PageClient } from '../support/page-client.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
 interface Answer {
@@ -192,5 +193,74 @@ describe('leases, housekeeping and quotas over the API', function () {
       .to.deep.equal([['vms', 2, 2], ['vcpus', 2, null], ['memoryMiB', 1024, 1024], ['diskGiB', usage.usage[3].used, null]]);
     // Nothing was placed for the refused requests.
     expect(((await api('GET', '/api/vms', alice)).json.vms as Array<{ name: string }>).map((v) => v.name).sort()).to.deep.equal(['q-1', 'q-2']);
+  });
+});
+
+describe('leases and policies on the pages', function () {
+  this.timeout(60_000);
+  let dir: string;
+  let ctl: RunningController;
+  let agent: SimAgent;
+
+  before(async () => {
+    configureLogging({ out: () => {} });
+    dir = mkdtempSync(path.join(tmpdir(), 'skyhost-lease-pages-'));
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    agent = await new SimAgent({ hostId: 'host-pages', memoryMiB: 16384, hypervisor: 'kvm', port: await freePort() }).start();
+    await agent.enroll(ctl.url, ctl.services.secrets.joinToken);
+    await ctl.services.hosts.pollAll();
+    await ctl.services.users.create({ name: 'bea', password: 'bea-password-1' });
+    await ctl.services.users.create({ name: 'root', password: 'root-password-1', role: 'admin' });
+  });
+
+  after(async () => {
+    await ctl?.stop();
+    await agent?.stop();
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the VM page shows the time left and extends the lease; the list shows the time left; a warned lease shows a banner', async () => {
+    const bea = new PageClient(ctl.url);
+    await bea.login('bea', 'bea-password-1');
+    const { vm } = await ctl.services.vms.create(ctl.services.users.get('bea')!, { template: 'alpine', name: 'essay', leaseMinutes: 130 });
+    const detail = await bea.get(`/vms/${vm.id}`);
+    expect(detail.text).to.match(/Lease: <b>2 h (9|10) min left<\/b>/);
+    expect(detail.text).to.include(`action="/vms/${vm.id}/extend"`);
+    expect(detail.text).to.not.include('Its lease ends soon');
+    expect((await bea.get('/vms')).text).to.match(/2 h (9|10) min left/);
+    const extended = await bea.post(`/vms/${vm.id}/extend`, { minutes: '60' });
+    expect(extended.status, extended.text).to.equal(303);
+    expect(extended.headers.get('location')).to.equal(`/vms/${vm.id}`);
+    expect(Date.parse(ctl.services.vms.get(ctl.services.system, vm.id).expiresAt!) - Date.parse(vm.expiresAt!)).to.equal(60 * 60_000);
+    // Past the student's maximum (7 days): refused with the numbers, the lease unchanged.
+    const refused = await bea.post(`/vms/${vm.id}/extend`, { minutes: '10080' });
+    expect(refused.status).to.equal(422);
+    expect(refused.text).to.match(/more than the 10080 minutes/);
+    await ctl.services.housekeeping.sweep(new Date(Date.parse(vm.expiresAt!) + 60 * 60_000 - 10 * 60_000));
+    expect((await bea.get(`/vms/${vm.id}`)).text).to.include('Its lease ends soon');
+  });
+
+  it('the admin\'s policies page saves valid policies and marks a wrong field without saving anything', async () => {
+    const root = new PageClient(ctl.url);
+    await root.login('root', 'root-password-1');
+    const page = await root.get('/admin/policies');
+    expect(page.status).to.equal(200);
+    expect(page.text).to.include('name="lease.maxMinutes.student" type="text" inputmode="numeric" value="10080"');
+    const form: Record<string, string> = {};
+    for (const m of page.text.matchAll(/<input id="policy-[^"]+" name="([^"]+)" type="text" inputmode="numeric" value="([^"]*)"/g)) form[m[1]!] = m[2]!;
+    expect(Object.keys(form)).to.have.length(19);
+    const bad = await root.post('/admin/policies', { ...form, 'lease.warnMinutes': 'soon' });
+    expect(bad.status).to.equal(422);
+    expect(bad.text).to.match(/id="policy-lease-warnMinutes-err"/);
+    expect(ctl.services.policies.current().lease.warnMinutes).to.equal(15);
+    const ok = await root.post('/admin/policies', { ...form, 'housekeeping.reapStoppedAfterMinutes': '10080', 'quota.student.vms': '3' });
+    expect(ok.status, ok.text).to.equal(200);
+    expect(ctl.services.policies.current().housekeeping.reapStoppedAfterMinutes).to.equal(10080);
+    expect(ctl.services.policies.current().quota.student).to.deep.equal({ vms: 3 });
+    expect(ok.text).to.match(/<td>bea<\/td><td data-label="Role">student<\/td><td data-label="VMs">1 VM of 3 VMs<\/td>/);
+    const student = new PageClient(ctl.url);
+    await student.login('bea', 'bea-password-1');
+    expect((await student.get('/admin/policies')).status).to.equal(403);
   });
 });

@@ -20,9 +20,9 @@ export const PRESETS = [
   { id: 'large', label: 'Large', vcpus: 4, memoryMiB: 4096 },
 ] as const;
 
-/** Lease choices: minutes ('' keeps the VM until it is deleted). */
+/** Lease choices: minutes ('' takes the default lease: the class's, the template's or the cluster's, server/vms/leases.ts). */
 export const LEASES = [
-  { value: '', label: 'until I delete it' },
+  { value: '', label: 'the default lease' },
   { value: '60', label: '1 hour' },
   { value: '240', label: '4 hours' },
   { value: '1440', label: '1 day' },

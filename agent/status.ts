@@ -79,6 +79,8 @@ export class StatusSampler {
         this.deps.templates.list(),
         controllerUrl ? macTowards(controllerUrl) : undefined,
         this.deps.vms.refresh().catch((err: unknown) => this.deps.log.warn('could not read VM states from the hypervisor', { err })),
+        this.deps.vms.usage.sample(this.deps.hypervisor, (id) => this.deps.vms.vms.get(id)?.metadata.vcpus)
+          .catch((err: unknown) => this.deps.log.warn('could not read the VMs\' CPU and memory from the hypervisor', { err })),
       ]);
       this.sample = { ...now, disk: now.disk ?? this.sample.disk, templates, sampledAt: new Date().toISOString(), mac };
     } catch (err) {

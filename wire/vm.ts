@@ -129,6 +129,11 @@ export const VmInfo = z.object({
   expiresAt: z.string().optional(),
   /** Why the VM is in `error`. */
   error: z.string().optional(),
+  /**
+   * What a running VM uses now, when its hypervisor says: `cpuRatio` its vCPUs' busy share since the
+   * agent's previous sample (0..1, e.g. `0.35`), `memoryUsedMiB` the memory it takes on the host.
+   */
+  usage: z.object({ cpuRatio: z.number().min(0).optional(), memoryUsedMiB: z.number().min(0).optional() }).optional(),
 });
 export type VmInfo = z.infer<typeof VmInfo>;
 

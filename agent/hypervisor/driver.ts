@@ -86,6 +86,14 @@ export interface SerialLine {
   history(bytes: number): Promise<Buffer>;
 }
 
+/** What a running VM uses now, as the hypervisor counts it. */
+export interface VmStats {
+  /** CPU time of all its vCPUs since it started, in ns (cumulative: a rate needs two samples). */
+  cpuTimeNs: number;
+  /** Memory it takes on the host in MiB (the guest's own figure when it reports one), when known. */
+  memoryUsedMiB?: number;
+}
+
 /** Versions of what runs the VMs, for `GET /status`. */
 export interface HypervisorVersions {
   libvirt?: string;
@@ -131,6 +139,8 @@ export interface Hypervisor {
   list(): Promise<FoundVm[]>;
   /** The state of each of this agent's VMs by id, in one cheap call. */
   states(): Promise<Map<string, PowerState>>;
+  /** CPU time and memory of each of this agent's running VMs, by id, in one cheap call. */
+  stats(): Promise<Map<string, VmStats>>;
   /** One VM's state; undefined when there is no such VM. */
   state(id: string): Promise<PowerState | undefined>;
   start(id: string): Promise<void>;

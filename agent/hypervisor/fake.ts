@@ -11,7 +11,7 @@ import { Conflict, NotFound, SkyError, Unavailable } from '../../base/errors.ts'
 import type { SeedInput } from '../seed.ts';
 import {
   HypervisorFailed, VmNotRunning, type DiskSource, type FoundVm, type Hypervisor, type HypervisorVersions, type MachineSpec,
-  type PowerState, type SerialLine, type VmMetadata, type VmNetwork,
+  type PowerState, type SerialLine, type VmMetadata, type VmNetwork, type VmStats,
 } from './driver.ts';
 
 export interface FakeHypervisorOptions {
@@ -126,6 +126,7 @@ type FakeMethod = { [K in keyof Hypervisor]: Hypervisor[K] extends (...a: never[
 export class FakeHypervisor implements Hypervisor {
   /** VM id -> domain. */
   readonly domains = new Map<string, FakeDomain>();
+  private readonly statsSince = new Map<string, number>();
   /** VM id -> what its folder holds (a disk's generation counts the fresh disks made, over all VMs). */
   readonly folderContents = new Map<string, FakeFolder>();
   /** MAC -> IP. */
@@ -256,6 +257,19 @@ export class FakeHypervisor implements Hypervisor {
     this.check('states');
     const out = new Map<string, PowerState>();
     for (const [id, d] of this.domains) if (d.metadata.hostId === this.o.hostId) out.set(id, d.state);
+    return out;
+  }
+
+  /** Every running fake VM is 10% busy since it was first asked about, and takes half its memory. */
+  async stats(): Promise<Map<string, VmStats>> {
+    this.check('stats');
+    const out = new Map<string, VmStats>();
+    const now = performance.now();
+    for (const [id, d] of this.domains) {
+      if (d.metadata.hostId !== this.o.hostId || d.state !== 'running') continue;
+      const since = this.statsSince.get(id) ?? this.statsSince.set(id, now).get(id)!;
+      out.set(id, { cpuTimeNs: Math.round((now - since) * 1e6 * 0.1 * d.metadata.vcpus), memoryUsedMiB: Math.round(d.metadata.memoryMiB / 2) });
+    }
     return out;
   }
 

@@ -15,6 +15,7 @@ import { adoptVms } from './adoption.ts';
 import { createVm, type CreateStep } from './create.ts';
 import { resetVm } from './reset.ts';
 import { saveAsTemplate } from './save.ts';
+import { VmUsage } from '../vm-usage.ts';
 
 export interface VmManagerDeps {
   hostId: string;
@@ -45,6 +46,8 @@ export class VmManager {
   /** Creates in flight, by VM id. */
   readonly creating = new Map<string, Promise<VmInfo>>();
   readonly bridges = new Map<string, SerialBridge>();
+  /** Each running VM's CPU and memory, sampled with the status (vm-usage.ts). */
+  readonly usage = new VmUsage();
   private readonly locks = new Map<string, Promise<unknown>>();
   private network: Promise<VmNetwork> | undefined;
   private refreshedAt = 0;
@@ -155,6 +158,7 @@ export class VmManager {
       createdAt: m.createdAt,
       ...(m.expiresAt ? { expiresAt: m.expiresAt } : {}),
       ...(vm.error ? { error: vm.error } : {}),
+      ...(vm.state === 'running' && this.usage.of(m.id) ? { usage: this.usage.of(m.id) } : {}),
     };
   }
 

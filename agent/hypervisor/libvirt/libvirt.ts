@@ -8,7 +8,7 @@ import type { Logger } from '../../../base/log.ts';
 import type { SeedInput } from '../../seed.ts';
 import {
   HypervisorFailed, type DiskSource, type FoundVm, type Hypervisor, type HypervisorVersions, type MachineSpec, type PowerState,
-  type SerialLine, type VmNetwork,
+  type SerialLine, type VmNetwork, type VmStats,
 } from '../driver.ts';
 import { domainName, domainXml, hostTag, toState } from './domain.ts';
 import { tailFile, VmFiles } from './files.ts';
@@ -26,6 +26,35 @@ export async function listDomains(): Promise<Map<string, PowerState>> {
     if (m) states.set(m[2]!, toState(m[3]!));
   }
   return states;
+}
+
+/**
+ * `virsh domstats --cpu-total --balloon` of running domains, by domain name: CPU time and memory in use
+ * (the guest's figure, available - unused, when its balloon driver reports one; else QEMU's resident memory).
+ */
+export function parseDomstats(out: string): Map<string, VmStats> {
+  const stats = new Map<string, VmStats>();
+  let fields: Map<string, number> | undefined;
+  const done = (name: string | undefined) => {
+    if (!name || !fields) return;
+    const kib = fields.has('balloon.available') && fields.has('balloon.unused')
+      ? fields.get('balloon.available')! - fields.get('balloon.unused')! : fields.get('balloon.rss');
+    stats.set(name, { cpuTimeNs: fields.get('cpu.time') ?? 0, ...(kib !== undefined ? { memoryUsedMiB: Math.round(kib / 1024) } : {}) });
+  };
+  let name: string | undefined;
+  for (const line of out.split('\n')) {
+    const d = /^Domain: '(.+)'$/.exec(line.trim());
+    if (d) {
+      done(name);
+      name = d[1];
+      fields = new Map();
+      continue;
+    }
+    const f = /^\s*([a-z.]+)=(\d+)\s*$/.exec(line);
+    if (f && fields) fields.set(f[1]!, Number(f[2]));
+  }
+  done(name);
+  return stats;
 }
 
 /** Stops (if running) and undefines a domain; a domain already gone is fine. */
@@ -171,6 +200,15 @@ export class LibvirtHypervisor implements Hypervisor {
     const prefix = `sky-${hostTag(this.hostId)}-`;
     const out = new Map<string, PowerState>();
     for (const [name, state] of await listDomains()) if (name.startsWith(prefix)) out.set(name.slice(prefix.length), state);
+    return out;
+  }
+
+  async stats(): Promise<Map<string, VmStats>> {
+    const prefix = `sky-${hostTag(this.hostId)}-`;
+    const out = new Map<string, VmStats>();
+    for (const [name, s] of parseDomstats(await virsh(['domstats', '--list-running', '--cpu-total', '--balloon']))) {
+      if (name.startsWith(prefix)) out.set(name.slice(prefix.length), s);
+    }
     return out;
   }
 

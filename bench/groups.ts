@@ -12,6 +12,7 @@ import { isoGroup } from './iso.ts';
 import { usbGroup } from './usb.ts';
 import { templateGroup } from './template.ts';
 import { withDistribution } from './distribute.ts';
+import { classGroup } from './class.ts';
 
 export const GROUPS: readonly Group[] = [
   schedulerGroup,
@@ -25,4 +26,5 @@ export const GROUPS: readonly Group[] = [
   usbGroup,
   // one `template` group: the build figures and the distribution figures (bench/distribute.ts)
   withDistribution(templateGroup),
+  classGroup,
 ];

@@ -26,7 +26,7 @@ interface CreateLog {
 }
 
 /** Resolves when the console WebSocket at `url` has shown `text`; the scrollback covers a late join. */
-function consoleShows(url: string, token: string, text: string, ms: number): Promise<void> {
+export function consoleShows(url: string, token: string, text: string, ms: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
     let seen = '';

@@ -20,7 +20,7 @@ const ROLES: Role[] = ['anonymous', 'student', 'other student', 'admin', 'agent 
 type Expected = { refused: 401 | 403 | 404 } | 'allowed';
 
 /** Bodies that pass a route's schema, so that the answer is about who calls (a body is checked before the VM is looked up). */
-const VALID_BODIES: Record<string, unknown> = { '/api/vms/:id/save-as-template': { name: 'matrix-template' } };
+const VALID_BODIES: Record<string, unknown> = { '/api/vms/:id/save-as-template': { name: 'matrix-template' }, '/api/vms/:id/extend': { minutes: 60 } };
 
 /** The answer the declared `auth` promises; routes on one VM hide another student's VM (404). */
 function expected(op: Operation, role: Role): Expected {

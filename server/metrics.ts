@@ -1,7 +1,10 @@
 // `/metrics` in the Prometheus text format: HTTP requests and latencies, hosts and VMs by state,
-// polls, and the process's memory. Counters live in memory; gauges are read when scraped.
+// polls, each host's and each VM's CPU and memory, and the process's memory. Counters live in memory;
+// gauges are read when scraped (docs/monitoring.md). Names follow Prometheus' conventions: base units
+// in the name (`_bytes`, `_ratio` for 0..1), `_total` for counters only, one label per dimension.
 import { getHeapStatistics } from 'node:v8';
 import type { RequestHandler } from 'express';
+import type { HostStatus } from '../wire/api.ts';
 import type { ControllerServices } from './services.ts';
 
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -59,6 +62,7 @@ export class Metrics {
     metric('skyhost_vms', 'gauge', 'VMs by state', Object.entries(vmStates).map(([s, n]) => `skyhost_vms{state="${s}"} ${n}`));
     metric('skyhost_cluster_memory_mib', 'gauge', 'memory of hosts that answer polls', [
       `skyhost_cluster_memory_mib{kind="total"} ${memTotal}`, `skyhost_cluster_memory_mib{kind="free"} ${memFree}`]);
+    hostAndVmGauges(services, metric);
     const mem = process.memoryUsage();
     metric('process_resident_memory_bytes', 'gauge', 'resident memory of the controller', [`process_resident_memory_bytes ${mem.rss}`]);
     metric('nodejs_heap_used_bytes', 'gauge', 'V8 heap in use', [`nodejs_heap_used_bytes ${mem.heapUsed}`]);
@@ -68,6 +72,64 @@ export class Metrics {
     metric('nodejs_v8_malloced_bytes', 'gauge', 'memory V8 itself has from malloc (compiler zones, tables)', [`nodejs_v8_malloced_bytes ${getHeapStatistics().malloced_memory}`]);
     return out.join('\n') + '\n';
   }
+}
+
+type MetricFn = (name: string, type: string, help: string, lines: string[]) => void;
+
+const MiB = 1024 * 1024;
+
+/**
+ * Per host (`host` its id, `hostname`) and per VM (`vm` its id, `name`, `host`, `owner`): the figures of
+ * each host's last poll answer, which carries its VMs' usage. A host that does not answer has no usage lines.
+ */
+function hostAndVmGauges(services: ControllerServices, metric: MetricFn): void {
+  const up: string[] = [];
+  const cpu: string[] = [];
+  const memUsed: string[] = [];
+  const memTotal: string[] = [];
+  const hostVms: string[] = [];
+  const usage = new Map<string, NonNullable<NonNullable<HostStatus['vmList'][number]['usage']>>>();
+  for (const h of services.hosts.records()) {
+    const l = `host="${escape(h.id)}",hostname="${escape(h.hostname)}"`;
+    const answers = h.status !== null && (h.state === 'ready' || h.state === 'draining');
+    up.push(`skyhost_host_up{${l}} ${answers ? 1 : 0}`);
+    if (!answers || !h.status) continue;
+    const s = h.status;
+    cpu.push(`skyhost_host_cpu_ratio{${l}} ${round(Math.max(0, Math.min(1, s.cpu.loadPct / 100)))}`);
+    memUsed.push(`skyhost_host_memory_used_bytes{${l}} ${(s.memory.totalMiB - s.memory.freeMiB) * MiB}`);
+    memTotal.push(`skyhost_host_memory_total_bytes{${l}} ${s.memory.totalMiB * MiB}`);
+    hostVms.push(`skyhost_host_vms_running{${l}} ${s.vms.running}`);
+    for (const v of s.vmList) if (v.usage) usage.set(v.id, v.usage);
+  }
+  metric('skyhost_host_up', 'gauge', 'whether the host answered its last poll as a member (1) or not (0)', up);
+  metric('skyhost_host_cpu_ratio', 'gauge', 'CPU busy of the host at its last poll (0..1)', cpu);
+  metric('skyhost_host_memory_used_bytes', 'gauge', 'memory in use on the host at its last poll', memUsed);
+  metric('skyhost_host_memory_total_bytes', 'gauge', 'memory of the host', memTotal);
+  metric('skyhost_host_vms_running', 'gauge', 'VMs running on the host at its last poll', hostVms);
+
+  const running: string[] = [];
+  const vcpus: string[] = [];
+  const memory: string[] = [];
+  const vmCpu: string[] = [];
+  const vmMem: string[] = [];
+  for (const v of services.vms.list(services.system)) {
+    const l = `vm="${escape(v.id)}",name="${escape(v.name)}",host="${escape(v.host)}",owner="${escape(v.owner)}"`;
+    running.push(`skyhost_vm_running{${l}} ${v.state === 'running' ? 1 : 0}`);
+    vcpus.push(`skyhost_vm_vcpus{${l}} ${v.vcpus}`);
+    memory.push(`skyhost_vm_memory_bytes{${l}} ${v.memoryMiB * MiB}`);
+    const u = v.state === 'running' ? usage.get(v.id) : undefined;
+    if (u?.cpuRatio !== undefined) vmCpu.push(`skyhost_vm_cpu_ratio{${l}} ${round(u.cpuRatio)}`);
+    if (u?.memoryUsedMiB !== undefined) vmMem.push(`skyhost_vm_memory_used_bytes{${l}} ${u.memoryUsedMiB * MiB}`);
+  }
+  metric('skyhost_vm_running', 'gauge', 'whether the VM runs (1) or not (0)', running);
+  metric('skyhost_vm_vcpus', 'gauge', 'virtual CPUs the VM has', vcpus);
+  metric('skyhost_vm_memory_bytes', 'gauge', 'memory the VM was given', memory);
+  metric('skyhost_vm_cpu_ratio', 'gauge', 'CPU busy of the VM\'s vCPUs at its host\'s last poll (0..1)', vmCpu);
+  metric('skyhost_vm_memory_used_bytes', 'gauge', 'memory the VM takes on its host at its host\'s last poll', vmMem);
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
 }
 
 function escape(s: string): string {

@@ -8,6 +8,7 @@ import { AGENT_COMMANDS } from '../agent/commands.ts';
 import { usbListCommand, usbWriteCommand } from '../iso/usb-commands.ts';
 import { setupCommand } from './setup/commands.ts';
 import { isoBuildCommand } from '../iso/commands.ts';
+import { CLIENT_COMMANDS } from '../client/commands.ts';
 
 export const upCommand: Command = {
   name: 'up',
@@ -17,4 +18,4 @@ export const upCommand: Command = {
   run: async (ctx) => (await import('./up.ts')).serveUp(ctx),
 };
 
-export const COMMANDS: Command[] = [upCommand, controllerCommand, controllerBackupCommand, controllerRestoreCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS];
+export const COMMANDS: Command[] = [upCommand, controllerCommand, controllerBackupCommand, controllerRestoreCommand, hostSetupCommand, usbListCommand, usbWriteCommand, isoBuildCommand, setupCommand, ...AGENT_COMMANDS, ...CLIENT_COMMANDS];

@@ -164,8 +164,8 @@ export function loadConfig(opts: LoadOptions = {}): LoadedConfig {
   return file ? { config, file } : { config };
 }
 
-/** SKYHOST_* variables that are not configuration (test and build switches). */
-const ENV_NOT_CONFIG = new Set(['SKYHOST_TEST_KEEP', 'SKYHOST_NO_SETUP', 'SKYHOST_ACCEL']);
+/** SKYHOST_* variables that are not configuration (test and build switches, and `skyhost vm`'s API token). */
+const ENV_NOT_CONFIG = new Set(['SKYHOST_TEST_KEEP', 'SKYHOST_NO_SETUP', 'SKYHOST_ACCEL', 'SKYHOST_TOKEN']);
 
 function readConfigFile(file: string): Record<string, unknown> {
   let text: string;

@@ -105,6 +105,16 @@ export async function runStreaming(command: string, args: readonly string[], opt
   return { ...output, exitCode: result.exitCode ?? -1, stopped };
 }
 
+/**
+ * Runs `command args...` on this terminal (stdin, stdout and stderr are the user's: `ssh` into a VM)
+ * and resolves with its exit code. The user's own locale is kept: the program talks to a person.
+ */
+export async function runAttached(command: string, args: readonly string[]): Promise<number> {
+  const result = await execa(command, args, { reject: false, stdio: 'inherit', timeout: 0 });
+  if ((result as { code?: string }).code === 'ENOENT') throw new Unavailable(`${command} is not installed`, { command }, 'missing_tool');
+  return result.exitCode ?? 1;
+}
+
 /** Whether `command` can be found on PATH. */
 export async function hasCommand(command: string): Promise<boolean> {
   const r = await execa('sh', ['-c', 'command -v "$1"', 'sh', command], { reject: false });

@@ -13,8 +13,13 @@ import { CLIENT_COMMANDS } from '../client/commands.ts';
 export const upCommand: Command = {
   name: 'up',
   summary: 'controller + local agent on this machine, enrolled automatically (npm start runs this)',
-  description: 'One --data folder serves both: `skyhost template import NAME --disk FILE --data DIR` of that folder feeds the cluster.',
-  flags: { data: dataFlag, port: portFlag, 'agent-port': { type: 'string', arg: 'PORT', key: 'agentPort', help: 'local agent port (default 8081)' } },
+  description: 'One --data folder serves both: `skyhost template import NAME --disk FILE --data DIR` of that folder feeds the cluster.\n' +
+    'On stop, VMs keep running; the VM network is removed only when no VM uses it.',
+  flags: {
+    data: dataFlag, port: portFlag, 'agent-port': { type: 'string', arg: 'PORT', key: 'agentPort', help: 'local agent port (default 8081)' },
+    'host-id': { type: 'string', arg: 'ID', key: 'hostId', help: 'the local agent\'s host identity (default /etc/machine-id)' },
+    'ssh-ports': { type: 'string', arg: 'LOW-HIGH', key: 'sshPortRange', help: 'port range of the local agent\'s SSH forwards (default 20000-20999)' },
+  },
   run: async (ctx) => (await import('./up.ts')).serveUp(ctx),
 };
 

@@ -464,13 +464,19 @@ export class SessionService {
     return this.render(session);
   }
 
-  /** Tags VMs as the session's (class, session, start on boot while it runs: 1, else -1 off), in one transaction. */
+  /**
+   * Tags VMs as the session's (class, session, start on boot while it runs: 1, else -1 off), in one
+   * transaction. A lease (the class's or template's default) that would end before the session is
+   * moved to the session's end: the lesson is not cut short.
+   */
   private tag(session: ClassSession, vmIds: string[], startOnBoot: boolean): void {
     if (vmIds.length === 0) return;
     try {
       this.store.tx(() => {
         for (const id of vmIds) {
           this.store.run('UPDATE vms SET class_id = ?, session_id = ?, start_on_boot = ? WHERE id = ?', session.classId, session.id, startOnBoot ? 1 : -1, id);
+          const expiresAt = this.vmRecord(id)?.expiresAt;
+          if (startOnBoot && expiresAt !== undefined && expiresAt < session.endsAt) this.opts.vms.markLease(id, { expiresAt: session.endsAt });
         }
       });
     } catch (err) {

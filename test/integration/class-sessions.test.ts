@@ -105,6 +105,8 @@ describe('class sessions (simulated hosts)', function () {
 
   it('starts 30 VMs in one call, spread over the hosts; the grid shows 30 tiles; the end time shuts them down', async () => {
     const t0 = clock.now();
+    // The class's lease default is shorter than the lesson: the session's VMs last until its end anyway.
+    ctl.services.store.run('UPDATE classes SET lease_default_minutes = 30 WHERE id = ?', classId);
     const started = await api('POST', `/api/classes/${classId}/sessions`, 'ms-berg', { template: 'alpine', vcpus: 1, memoryMiB: 256, minutes: 45, keepDisks: true });
     expect(started.status, JSON.stringify(started.json)).to.equal(201);
     const session = started.json;
@@ -128,6 +130,7 @@ describe('class sessions (simulated hosts)', function () {
     expect(tags).to.have.length(STUDENTS);
     expect(tags.every((t) => t.class_id === classId && t.start_on_boot === 1)).to.equal(true);
     expect(records.every((r) => r.classId === classId)).to.equal(true); // in memory too: the class's quota counts them
+    expect(records.map((r) => r.expiresAt)).to.deep.equal(students.map(() => session.endsAt));
 
     // The VMs come up; the teacher's grid page shows a tile per student with a console button.
     for (let i = 0; i < 100 && records.some((r) => r.state !== 'running'); i++) await new Promise((r) => setTimeout(r, 50));

@@ -200,11 +200,12 @@ export class Classes {
     };
   }
 
-  /** Takes a user out of a class (their account and VMs stay). */
-  removeMember(classId: string, userName: string, by: string): ClassInfo {
+  /** Takes a user out of a class (their account and VMs stay); with `role`, only a member in that role (else 404). */
+  removeMember(classId: string, userName: string, by: string, role?: MemberRole): ClassInfo {
     const c = this.require(classId);
-    if (this.store.run('DELETE FROM class_members WHERE class_id = ? AND user_name = ?', classId, userName).changes === 0) {
-      throw new NotFound(`member "${userName.slice(0, 64)}" of class ${c.name}`);
+    const sql = `DELETE FROM class_members WHERE class_id = ? AND user_name = ?${role ? ' AND role = ?' : ''}`;
+    if (this.store.run(sql, classId, userName, ...(role ? [role] : [])).changes === 0) {
+      throw new NotFound(`${role ?? 'member'} "${userName.slice(0, 64)}" of class ${c.name}`);
     }
     this.reload();
     this.said(`${userName} removed from class ${c.name} by "${by}"`, { classId, user: userName, by });

@@ -1,6 +1,5 @@
 // The admin's pages: hosts (approve, drain, undrain, wake, remove, "Add a host", replacement requests
-// and strangers), users (create, reset password, admin flag, self-registration), the event log with
-// filters and a live tail.
+// and strangers), the event log with filters and a live tail (users: pages/users.ts).
 import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
@@ -8,10 +7,10 @@ import type { ControllerServices } from '../services.ts';
 import { checkControllerUrl, installCommand } from '../install.ts';
 import { publicKeyPin, showFingerprint } from '../../base/tls.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
-import { Password, UserName, type User } from '../users/users.ts';
+import type { User } from '../users/users.ts';
 import { hostNames } from '../hosts/names.ts';
 import { eventRow, hostRow } from './dashboard.ts';
-import { field, fieldErrors, me, redirect, schemaErrors } from './forms.ts';
+import { field, me, redirect } from './forms.ts';
 import { render } from './render.ts';
 
 const HOST_ACTIONS = ['approve', 'drain', 'undrain', 'wake', 'remove'] as const;
@@ -137,61 +136,7 @@ export function adminPages(services: ControllerServices): Router {
 
   // ---- templates: pages/templates.ts ----
 
-  // ---- users ----
-  const usersPage = (req: Request, res: Response, extra: { form?: unknown; notice?: string; status?: number; partial?: string } = {}) => {
-    render(req, res, {
-      page: 'users', partial: extra.partial ?? 'user-list', title: 'Users', status: extra.status ?? 200,
-      data: {
-        users: services.users.list(), selfRegistration: services.users.selfRegistration(),
-        form: extra.form ?? { values: {}, errors: {} }, notice: extra.notice,
-      },
-    });
-  };
-  r.get('/admin/users', requireAdmin(), (req, res) => usersPage(req, res));
-
-  r.post('/admin/users', requireAdmin(), async (req, res) => {
-    const values = { name: field(req, 'name', 64), admin: field(req, 'admin') === 'true', mustChange: field(req, 'mustChange') === 'true' };
-    const errors = schemaErrors({ name: [UserName, values.name], password: [Password, field(req, 'password', 256)] });
-    if (Object.keys(errors).length > 0) return usersPage(req, res, { partial: 'user-form', status: 422, form: { values, errors } });
-    try {
-      await services.users.create({
-        name: values.name, password: field(req, 'password', 256), role: values.admin ? 'admin' : 'student', mustChangePassword: values.mustChange,
-      });
-      usersPage(req, res, { partial: 'user-form', form: { values: {}, errors: {}, created: values.name } });
-    } catch (err) {
-      const sky = toSkyError(err);
-      if (sky.status >= 500) throw err;
-      const errors = sky.status === 409 ? { name: 'this name is taken' } : fieldErrors(sky);
-      usersPage(req, res, { partial: 'user-form', status: sky.status === 409 ? 409 : 422, form: { values, errors, error: Object.keys(errors).length ? undefined : sky.message } });
-    }
-  });
-
-  r.post('/admin/users/registration', requireAdmin(), (req, res) => {
-    services.users.setSelfRegistration(field(req, 'on') === 'true');
-    redirect(req, res, '/admin/users', { swap: true });
-  });
-
-  r.post('/admin/users/:name/:action', requireAdmin(), async (req, res) => {
-    const name = String(req.params.name);
-    const action = String(req.params.action);
-    if (!services.users.get(name)) throw new NotFound(`user "${name}"`);
-    let notice: string;
-    if (action === 'password') {
-      const errors = schemaErrors({ password: [Password, field(req, 'password', 256)] });
-      if (errors.password) throw new InvalidField('password', errors.password);
-      await services.users.changePassword(name, field(req, 'password', 256), { by: me(res).name });
-      notice = `New password set for ${name}.`;
-    } else if (action === 'role') {
-      services.users.setRole(name, field(req, 'admin') === 'true' ? 'admin' : 'student', me(res).name);
-      notice = `${name} is now ${services.users.get(name)?.role === 'admin' ? 'an admin' : 'a student'}.`;
-    } else if (action === 'delete') {
-      services.users.remove(name);
-      return redirect(req, res, '/admin/users', { swap: true });
-    } else {
-      throw new NotFound(`action "${action}"`);
-    }
-    usersPage(req, res, { notice });
-  });
+  // ---- users: pages/users.ts ----
 
   // ---- events ----
   r.get('/admin/events', requireAdmin(), (req, res) => {

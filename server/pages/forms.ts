@@ -55,7 +55,7 @@ export function me(res: Response): User {
 export const viewer: RequestHandler = (_req, res, next) => {
   const user = currentUser(res);
   if (user) {
-    const v: Viewer = { name: user.name, admin: user.role === 'admin', csrf: String(res.locals.csrfToken ?? '') };
+    const v: Viewer = { name: user.name, admin: user.role === 'admin', role: user.role, csrf: String(res.locals.csrfToken ?? '') };
     res.locals.viewer = v;
   }
   next();

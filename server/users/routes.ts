@@ -4,7 +4,7 @@ import { Conflict, NotFound } from '../../base/errors.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
 import { authOf, clearSessionCookie, setSessionCookie } from './auth.ts';
-import { ApiToken, Password, Role, User, UserName } from './users.ts';
+import { ApiToken, DisplayName, Password, Role, User, UserName } from './users.ts';
 
 export const LoginRequest = z.strictObject({ username: z.string().min(1).max(64), password: z.string().min(1).max(256) });
 export const RegisterRequest = z.strictObject({ username: UserName, password: Password });
@@ -13,8 +13,15 @@ export const PasswordChange = z.strictObject({
   currentPassword: z.string().max(256).optional(),
   newPassword: Password,
 });
-export const UserCreate = z.strictObject({ username: UserName, password: Password, role: Role.default('student') });
-export const UserUpdate = z.strictObject({ role: Role.optional(), password: Password.optional() });
+export const UserCreate = z.strictObject({
+  username: UserName, password: Password, role: Role.default('student').describe('admin, teacher or student'),
+  displayName: DisplayName.optional().describe('how people call them, e.g. Anna Berg'),
+  mustChangePassword: z.boolean().optional().describe('the password is a one-time one: they choose their own at the first login'),
+});
+export const UserUpdate = z.strictObject({
+  role: Role.optional(), password: Password.optional(), displayName: z.union([DisplayName, z.literal('')]).optional().describe('"" clears it'),
+});
+export const RoleChange = z.strictObject({ role: Role });
 export const TokenCreate = z.strictObject({ label: z.string().min(1).max(100).regex(/^[^\u0000-\u001f]*$/, 'must be printable') });
 export const Settings = z.strictObject({ selfRegistration: z.boolean() });
 
@@ -83,7 +90,11 @@ export function userRoutes(api: ApiRouter, services: ControllerServices): void {
     res.json({ users: users.list() });
   });
   api.route({ method: 'post', path: '/api/users', summary: 'Create a user', auth: 'admin', body: UserCreate, responses: { 201: OneUser } }, async (_req, res, { body }) => {
-    res.status(201).json({ user: await users.create({ name: body.username, password: body.password, role: body.role }) });
+    res.status(201).json({
+      user: await users.create({
+        name: body.username, password: body.password, role: body.role, displayName: body.displayName, mustChangePassword: body.mustChangePassword ?? false,
+      }),
+    });
   });
   api.route({
     method: 'patch', path: '/api/users/:name', summary: 'Change a user\'s role or password', auth: 'admin', body: UserUpdate, responses: { 200: OneUser },
@@ -91,8 +102,14 @@ export function userRoutes(api: ApiRouter, services: ControllerServices): void {
     const name = param(req, 'name');
     if (!users.get(name)) throw new NotFound(`user "${name}"`);
     if (body.role) users.setRole(name, body.role, me(res).name);
+    if (body.displayName !== undefined) users.setDisplayName(name, body.displayName || undefined);
     if (body.password) await users.changePassword(name, body.password, { by: me(res).name });
     res.json({ user: users.get(name) });
+  });
+  api.route({
+    method: 'put', path: '/api/users/:name/role', summary: 'Set a user\'s role: admin, teacher or student', auth: 'admin', body: RoleChange, responses: { 200: OneUser },
+  }, (req, res, { body }) => {
+    res.json({ user: users.setRole(param(req, 'name'), body.role, me(res).name) });
   });
   api.route({ method: 'delete', path: '/api/users/:name', summary: 'Remove a user (who has no VMs)', auth: 'admin', responses: { 204: 'removed' } }, (req, res) => {
     const name = param(req, 'name');

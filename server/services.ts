@@ -30,6 +30,9 @@ import { TemplateDistributor } from './templates/distribute.ts';
 import { Templates } from './templates/templates.ts';
 import { JoinTokens } from './tokens.ts';
 import { Users, type User } from './users/users.ts';
+import { Housekeeping } from './vms/housekeeping.ts';
+import { PolicyStore } from './vms/leases.ts';
+import { Quotas } from './vms/quotas.ts';
 import { VmService } from './vms/vms.ts';
 
 export interface ServicesOptions {
@@ -64,6 +67,12 @@ export interface ControllerServices {
   templates: Templates;
   events: EventLog;
   joinTokens: JoinTokens;
+  /** Lease, housekeeping and default quota policies the admin sets (server/vms/leases.ts). */
+  policies: PolicyStore;
+  /** Quotas of users and classes, and usage against them (server/vms/quotas.ts). */
+  quotas: Quotas;
+  /** Lease warnings, shutdowns and deletions, and reaping of long-stopped VMs (server/vms/housekeeping.ts). */
+  housekeeping: Housekeeping;
   classes: Classes;
   /** The role and class rules: canActOnVm, classesOf, teaches, studentsOf (server/classes/access.ts). */
   access: ClassAccess;
@@ -131,7 +140,13 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
   await templates.catalog.refresh();
   const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot(), controllerFingerprint: tls.fingerprint });
+  const policies = new PolicyStore(store, logger('policies'));
+  const quotas: Quotas = new Quotas({
+    store, records: () => vms.records(system), roleDefaults: () => policies.current().quota,
+    audit: (msg, data) => events.record({ source: 'quotas', msg, data }),
+  });
   const vms = new VmService(store, hosts, templates, {
+    policies, quotas,
     distribute, log: logger('vms'), users, canAct: access.canActOnVm, ...(opts.schedulerPolicy ? { policy: opts.schedulerPolicy } : {}),
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
@@ -139,12 +154,13 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
   events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
   events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
+  const housekeeping = new Housekeeping({ vms, policies, record: (e) => events.record(e), log: logger('housekeeping') });
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];
 
   return {
     distribute,
-    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, history, vms, templates, events, joinTokens, tls, system,
+    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, history, vms, templates, events, joinTokens, tls, system, policies, quotas, housekeeping,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};
@@ -157,7 +173,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
         hosts.persistLastSeen();
         users.pruneSessions();
         vms.pruneIdempotencyKeys();
-        await vms.expireLeases(system);
+        await housekeeping.sweep(new Date());
       }, { name: 'housekeeping', noOverlap: true }));
       const keepDays = opts.backupKeepDays ?? 0;
       if (keepDays > 0) {

@@ -10,19 +10,18 @@ import { errorHandler } from '../../base/http.ts';
 import type { Logger } from '../../base/log.ts';
 import { Views, htmlAnswer, wantsFragment } from '../../base/views.ts';
 import { wordHelpers } from './words.ts';
+import { timeLeft } from '../vms/leases.ts';
 
 const views = new Views({
   partials: 'views/partials/',
   layout: 'views/layouts/main.hbs',
-  helpers: { pct, barLevel, mib, ago: (v: unknown) => ago(v), ...wordHelpers },
+  helpers: { pct, barLevel, mib, ago: (v: unknown) => ago(v), ...wordHelpers, left: (v: unknown) => timeLeft(v) },
 });
 
 /** What every page knows about the signed-in user (absent on the login page). */
 export interface Viewer {
   name: string;
   admin: boolean;
-  /** admin, teacher or student (which nav entries show). */
-  role?: string;
   csrf: string;
 }
 
@@ -146,15 +145,14 @@ const NAV = [
   { href: '/vms', label: 'My VMs' },
   { href: '/templates', label: 'Templates' },
   { href: '/hosts', label: 'Hosts', admin: true },
-  { href: '/classes', label: 'Classes', teacher: true },
   { href: '/admin/users', label: 'Users', admin: true },
   { href: '/admin/events', label: 'Events', admin: true },
-  { href: '/account', label: 'My account' },
+  { href: '/admin/policies', label: 'Policies', admin: true },
 ];
 
 function navFor(viewer: Viewer | undefined, current: string) {
   if (!viewer) return [];
-  return NAV.filter((n) => (!n.admin || viewer.admin) && (!n.teacher || viewer.admin || viewer.role === 'teacher')).map((n) => ({
+  return NAV.filter((n) => !n.admin || viewer.admin).map((n) => ({
     ...n,
     current: n.href === '/' ? current === '/' : current === n.href || current.startsWith(n.href + '/'),
   }));

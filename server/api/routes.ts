@@ -1,6 +1,7 @@
 // The JSON API: every component registers its routes and their OpenAPI operations (its routes.ts);
 // `GET /api/openapi.json` is the document of what was registered. Handlers only translate HTTP to
 // the services and back; the rules live in the services.
+import { classRoutes } from '../classes/routes.ts';
 import { consoleRoutes } from '../console/routes.ts';
 import { eventRoutes } from '../events/routes.ts';
 import { hostRoutes } from '../hosts/routes.ts';
@@ -16,6 +17,7 @@ import { ApiRouter } from './route.ts';
 export function apiRoutes(services: ControllerServices): ApiRouter {
   const api = new ApiRouter({ hostOfAgentKey: (key) => services.hosts.byAgentKey(key) });
   userRoutes(api, services);
+  classRoutes(api, services);
   hostRoutes(api, services);
   policyRoutes(api, services); // before vmRoutes: its /api/vms/:id/:action would take /extend
   vmRoutes(api, services);

@@ -5,7 +5,9 @@
 //   /login /register /logout /account/password   account.ts-like flow below
 //   /                                             dashboard (polled partial: hosts, totals, events)
 //   /vms /vms/:id                                 vms.ts
-//   /hosts /admin/users /admin/events             admin.ts
+//   /hosts /admin/events                          admin.ts
+//   /admin/users /account                         users.ts
+//   /classes /classes/:id                         classes.ts
 //   /templates                                    templates.ts
 import express, { type Router } from 'express';
 import { NotFound, SkyError, Unauthorized, toSkyError } from '../../base/errors.ts';
@@ -19,6 +21,8 @@ import { dashboardData } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
 import { pageErrors, precompileViews, render } from './render.ts';
 import { templatePages } from './templates.ts';
+import { classPages } from './classes.ts';
+import { userPages } from './users.ts';
 import { policyPages } from './policies.ts';
 import { vmPages } from './vms.ts';
 
@@ -137,6 +141,8 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   r.use(policyPages(services)); // before vmPages: its /vms/:id/:action would take /vms/:id/extend
   r.use(vmPages(services));
   r.use(adminPages(services));
+  r.use(userPages(services));
+  r.use(classPages(services));
   r.use(templatePages(services));
   // An unknown address in a browser gets the friendly 404 page, not the API's JSON.
   r.use((req, _res, next) => next(req.method === 'GET' && (req.get('accept') ?? '').includes('text/html') ? new NotFound(`the page ${req.path}`) : undefined));

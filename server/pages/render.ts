@@ -22,6 +22,8 @@ const views = new Views({
 export interface Viewer {
   name: string;
   admin: boolean;
+  /** admin, teacher or student (which nav entries show). */
+  role?: string;
   csrf: string;
 }
 
@@ -145,14 +147,16 @@ const NAV = [
   { href: '/vms', label: 'My VMs' },
   { href: '/templates', label: 'Templates' },
   { href: '/hosts', label: 'Hosts', admin: true },
+  { href: '/classes', label: 'Classes', teacher: true },
   { href: '/admin/users', label: 'Users', admin: true },
   { href: '/admin/events', label: 'Events', admin: true },
   { href: '/admin/policies', label: 'Policies', admin: true },
+  { href: '/account', label: 'My account' },
 ];
 
 function navFor(viewer: Viewer | undefined, current: string) {
   if (!viewer) return [];
-  return NAV.filter((n) => !n.admin || viewer.admin).map((n) => ({
+  return NAV.filter((n) => (!n.admin || viewer.admin) && (!n.teacher || viewer.admin || viewer.role === 'teacher')).map((n) => ({
     ...n,
     current: n.href === '/' ? current === '/' : current === n.href || current.startsWith(n.href + '/'),
   }));

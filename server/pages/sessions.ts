@@ -78,7 +78,12 @@ export function sessionPages(services: ControllerServices): Router {
     });
   };
 
-  r.get('/sessions', requireUser(), (req, res) => listPage(req, res, freshForm()));
+  r.get('/sessions', requireUser(), (req, res) => {
+    const form = freshForm();
+    // "Start a session" on a class's page comes with the class chosen.
+    if (typeof req.query.class === 'string') form.values.classId = req.query.class.slice(0, 64);
+    listPage(req, res, form);
+  });
 
   r.post('/sessions', requireUser(), async (req, res) => {
     const user = me(res);

@@ -9,7 +9,7 @@ import { UsageError } from '../base/cli.ts';
 import { untilSignal } from '../base/http.ts';
 import { TemplateName } from '../wire/api.ts';
 import { TemplateStore } from './templates.ts';
-import { buildTinyGuest } from './tinyguest.ts';
+import { buildTinyGuest, TINY_MIN_MEMORY_MIB } from './tinyguest.ts';
 
 const dataFlag = { type: 'string', arg: 'DIR', key: 'dataDir', help: 'data folder (default /var/lib/skyhost as root, ./.skyhost otherwise)' } as const;
 
@@ -129,7 +129,7 @@ export const templateBuildCommand: Command = {
     try {
       const built = await buildTinyGuest(work, { hostname: name.replace(/[^a-z0-9-]/g, '-').slice(0, 32), prompt: `${name}# ` });
       const t = await store.import({
-        name, kernel: built.kernel, initrd: built.initrd, cmdline: built.cmdline, os: 'busybox', minMemoryMiB: 64,
+        name, kernel: built.kernel, initrd: built.initrd, cmdline: built.cmdline, os: 'busybox', minMemoryMiB: TINY_MIN_MEMORY_MIB,
         description: 'tiny busybox Linux built on this host: root shell on the serial console',
       });
       ctx.print(`built template ${t.name} (kernel ${t.files[0]!.sha256.slice(0, 12)}, initrd ${t.files[1]!.sha256.slice(0, 12)})`);

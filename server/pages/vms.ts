@@ -64,11 +64,11 @@ export function vmPages(services: ControllerServices): Router {
 
   const listPage = (req: Request, res: Response, form: FormState, status = 200, partial = 'vm-list') => {
     const user = me(res);
-    // Everyone sees their own VMs; an admin may ask for every user's (?all=1), the newest LIST_MAX.
-    const all = user.role === 'admin' && req.query.all === '1';
+    // Everyone sees their own VMs; an admin may ask for every user's (?all=1), a teacher for their classes' too, the newest LIST_MAX.
+    const all = user.role !== 'student' && req.query.all === '1';
     const vms = services.vms.list(user, all ? {} : { owner: user.name });
     render(req, res, {
-      page: 'vms', partial, status, title: all ? 'All VMs' : 'My VMs',
+      page: 'vms', partial, status, title: all ? (user.role === 'admin' ? 'All VMs' : 'My classes\' VMs') : 'My VMs',
       data: {
         vms: vms.slice(0, LIST_MAX), total: vms.length, cut: vms.length > LIST_MAX, max: LIST_MAX, all, listUrl: all ? '/vms?all=1' : '/vms',
         templates: services.templates.list(), presets: PRESETS, leases: LEASES, disks: DISKS, form,

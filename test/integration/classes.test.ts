@@ -169,12 +169,16 @@ describe('classes: roles, bulk students, who sees which VM', function () {
     expect(list.text).to.contain('7b').and.not.contain('8a');
     expect(list.text).to.not.contain('id="class-form"');
     expect((await berg.get(`/classes/${classB}`)).status).to.equal(404);
+    const vms = await berg.get('/vms?all=1', { 'HX-Request': 'true' });
+    expect(vms.text).to.contain('anna-vm').and.contain('ben-vm').and.not.contain('8a01-vm');
+    expect((await berg.get('/vms', { 'HX-Request': 'true' })).text, 'My VMs stays mine').to.not.contain('anna-vm');
     const page = await berg.get(`/classes/${classA}`);
     expect(page.text).to.contain('Anna Berg').and.contain('id="class-import"');
     const ben = new PageClient(ctl.url);
     await ben.login('ben', 'ben-own-password');
     expect((await ben.get('/')).text).to.not.contain('href="/classes"');
     expect((await ben.get('/classes')).status).to.equal(403);
+    expect((await ben.get('/vms?all=1', { 'HX-Request': 'true' })).text).to.contain('ben-vm').and.not.contain('anna-vm');
     expect((await ben.get(`/classes/${classA}`)).status).to.equal(403);
   });
 

@@ -10,6 +10,7 @@ import { startController, type RunningController } from '../../server/controller
 import { errorFields } from '../support/agent-contract.ts';
 import { freePort } from '../support/net.ts';
 import { DEFAULT_TEMPLATES, SimAgent, simTemplate } from '../support/sim-agent.ts';
+import { tokenApi } from '../support/real-pair.ts';
 
 describe('controller: save a VM as a template, reset it, install from an ISO', function () {
   this.timeout(30_000);
@@ -20,14 +21,7 @@ describe('controller: save a VM as a template, reset it, install from an ISO', f
   let alice: string;
   let bob: string;
 
-  async function api(method: string, p: string, token: string, body?: unknown) {
-    const res = await fetch(ctl.url + p, {
-      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  }
+  const api = tokenApi(() => ctl.url);
 
   before(async () => {
     configureLogging({ out: () => {} });

@@ -15,6 +15,7 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { freePort } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
+import { tokenApi } from '../support/real-pair.ts';
 
 describe('controller: the authority on VMs (a rogue host\'s report)', function () {
   this.timeout(30_000);
@@ -29,14 +30,7 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
   /** Answers the rogue gives instead of its agent, by `METHOD /route` (`/vms/:id` for any VM). */
   const failures = new Map<string, { status: number; body: unknown }>();
 
-  async function api(method: string, p: string, token: string, body?: unknown) {
-    const res = await fetch(ctl.url + p, {
-      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    });
-    const text = await res.text();
-    return { status: res.status, json: text ? JSON.parse(text) : undefined };
-  }
+  const api = tokenApi(() => ctl.url);
 
   async function enroll(hostId: string, url: string, key: string) {
     const res = await fetch(`${ctl.url}/api/enroll`, {

@@ -14,16 +14,22 @@ import { waitFor } from './net.ts';
 /** One JSON exchange with the controller's API: the status and the parsed body (undefined when empty). */
 export type ApiCall = (method: string, path: string, body?: unknown) => Promise<{ status: number; json: any }>;
 
-/** Calls to the API at `baseUrl()` with the bearer `token()` (both read at each call). */
-export function bearerApi(baseUrl: () => string, token: () => string): ApiCall {
-  return async (method, p, body) => {
+/** Calls to the API at `baseUrl()` with the bearer token given at each call (tests that act as several users). */
+export function tokenApi(baseUrl: () => string): (method: string, path: string, token: string, body?: unknown) => Promise<{ status: number; json: any }> {
+  return async (method, p, token, body) => {
     const res = await fetch(baseUrl() + p, {
-      method, headers: { authorization: `Bearer ${token()}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      ...(body ? { body: JSON.stringify(body) } : {}),
+      method, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await res.text();
     return { status: res.status, json: text ? JSON.parse(text) : undefined };
   };
+}
+
+/** Calls to the API at `baseUrl()` with the bearer `token()` (both read at each call). */
+export function bearerApi(baseUrl: () => string, token: () => string): ApiCall {
+  const call = tokenApi(baseUrl);
+  return (method, p, body) => call(method, p, token(), body);
 }
 
 export interface RealPair {

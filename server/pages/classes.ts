@@ -10,6 +10,7 @@ import type { ControllerServices } from '../services.ts';
 import { requireUser } from '../users/auth.ts';
 import type { User } from '../users/users.ts';
 import { field, fieldErrors, me, redirect } from './forms.ts';
+import { quotaUsageView } from './policies.ts';
 import { render } from './render.ts';
 
 interface ImportForm {
@@ -79,6 +80,7 @@ export function classPages(services: ControllerServices): Router {
         teacherOptions: isAdmin ? everyone.filter((u) => u.role !== 'student' && !members.has(u.name)) : [],
         studentOptions: everyone.filter((u) => u.role === 'student' && !members.has(u.name)).slice(0, 1000),
         form: extra.form ?? { values: { count: '30', start: '1' }, errors: {} }, maxRows: MAX_ROWS,
+        quota: quotaUsageView(services.quotas.usageOfClass(c.id), services.quotas.ofClass(c.id), { action: `/classes/${c.id}/quota`, admin: isAdmin, next: `/classes/${c.id}`, title: 'Quota of the class (its VMs together)' }),
       },
     });
   };

@@ -101,9 +101,13 @@ function quotaFromForm(req: Request): Record<string, unknown> {
  * @example { quota: quotaUsageView(rows, own, { action: `/admin/users/${name}/quota`, admin, next: req.originalUrl }) }
  */
 export function quotaUsageView(rows: UsageRow[], own: Quota | undefined, opts: { action?: string; admin: boolean; next?: string; title?: string }) {
+  const limited = rows.filter((r) => r.allowed !== null);
   return {
     rows, title: opts.title ?? 'Quota', editable: opts.admin && opts.action !== undefined, action: opts.action, next: opts.next ?? '',
     idPrefix: `quota${(opts.action ?? '').replace(/[^a-z0-9]+/gi, '-')}`,
+    /** One line for a table cell, e.g. `VMs 2 of 3 · memory 1.5 GiB of 4 GiB`, or `no quota`. */
+    summary: limited.length === 0 ? 'no quota' : limited.map((r) => `${r.label} ${r.resource === 'vms' || r.resource === 'vcpus' ? r.used : r.usedText} of ${r.resource === 'vms' || r.resource === 'vcpus' ? r.allowed : r.allowedText}`).join(' · '),
+    full: limited.some((r) => r.full),
     fields: RESOURCES.map((r) => ({ name: r, label: RESOURCE_LABELS[r], value: shown(own?.[r]) })),
   };
 }

@@ -8,6 +8,7 @@ import { requireAdmin, requireUser } from '../users/auth.ts';
 import { TokenCreate } from '../users/routes.ts';
 import { DisplayName, Password, Role, UserName, type User } from '../users/users.ts';
 import { field, fieldErrors, me, redirect, schemaErrors } from './forms.ts';
+import { quotaUsageView } from './policies.ts';
 import { render } from './render.ts';
 
 /** The roles a form offers, with what each may do. */
@@ -35,7 +36,8 @@ export function userPages(services: ControllerServices): Router {
     return users.list().map((u) => {
       const mine = classes.ofUser(u.name);
       const named = (ids: ReadonlySet<string>) => [...ids].map((id) => names.get(id) ?? id).sort();
-      return { ...u, teaching: named(mine.teaching), attending: named(mine.attending), roles: ROLES.map((x) => ({ ...x, selected: x.value === u.role })) };
+      return { ...u, teaching: named(mine.teaching), attending: named(mine.attending), roles: ROLES.map((x) => ({ ...x, selected: x.value === u.role })),
+        quota: quotaUsageView(services.quotas.usageOf(u), services.quotas.ofUser(u.name), { action: `/admin/users/${u.name}/quota`, admin: true, next: '/admin/users', title: u.name }) };
     });
   };
 

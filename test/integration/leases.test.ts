@@ -263,4 +263,30 @@ describe('leases and policies on the pages', function () {
     await student.login('bea', 'bea-password-1');
     expect((await student.get('/admin/policies')).status).to.equal(403);
   });
+
+  it('the users page shows each user\'s usage against their quota and sets it; the class page its VMs\' against the class\'s', async () => {
+    const root = new PageClient(ctl.url);
+    await root.login('root', 'root-password-1');
+    ctl.services.policies.set({ ...ctl.services.policies.current(), quota: { student: { vms: 3 }, teacher: {}, admin: {} } });
+    const users = await root.get('/admin/users');
+    expect(users.text).to.match(/Quota: VMs 1 of 3/);
+    expect(users.text).to.include('action="/admin/users/bea/quota"');
+    const set = await root.post('/admin/users/bea/quota', { vms: '1', vcpus: '', memoryMiB: '', diskGiB: '', next: '/admin/users' });
+    expect(set.status, set.text).to.equal(303);
+    expect(ctl.services.quotas.ofUser('bea')).to.deep.equal({ vms: 1 });
+    expect((await root.get('/admin/users')).text).to.match(/Quota: VMs 1 of 1 <b>\(full\)<\/b>/);
+    const refused = await ctl.services.vms.create(ctl.services.users.get('bea')!, { template: 'alpine', name: 'one-too-many' }).catch((err: unknown) => err);
+    expect(refused).to.include({ status: 403, code: 'quota_exceeded', message: 'quota exceeded: you have 1 of 1 VMs' });
+
+    const cls = ctl.services.classes.create({ name: '7b' }, 'root');
+    await ctl.services.vms.create(ctl.services.users.get('root')!, { template: 'alpine', name: 'class-vm', memoryMiB: 512 }, undefined, { classId: cls.id });
+    expect((await root.post(`/classes/${cls.id}/quota`, { vms: '', vcpus: '', memoryMiB: '512', diskGiB: '', next: `/classes/${cls.id}` })).status).to.equal(303);
+    const page = await root.get(`/classes/${cls.id}`);
+    expect(page.status).to.equal(200);
+    expect(page.text).to.match(/<td>memory<\/td><td data-label="Used">512 MiB<\/td><td data-label="Allowed">512 MiB <b>\(full\)<\/b>/);
+    const classRefusal = await ctl.services.vms.create(ctl.services.users.get('root')!, { template: 'alpine', name: 'class-vm-2', memoryMiB: 256 }, undefined, { classId: cls.id })
+      .catch((err: unknown) => err);
+    expect(classRefusal).to.include({ status: 403, code: 'quota_exceeded' });
+    expect((classRefusal as Error).message).to.equal('quota exceeded: class 7b uses 512 MiB of 512 MiB of memory and this VM asks for 256 MiB');
+  });
 });

@@ -86,7 +86,7 @@ export class RoomPower {
     const row = this.opts.store.get<{ value: string }>('SELECT value FROM settings WHERE key = ?', WAKE_SCHEDULE_KEY);
     if (!row) return { schedule: null };
     const expression = scheduleToCron(row.value);
-    const next = this.task?.getNextRun();
+    const next = this.task?.getNextRun() ?? nextRunOf(expression);
     return { schedule: row.value, cron: expression, ...(next ? { nextRun: next.toISOString() } : {}) };
   }
 
@@ -208,6 +208,16 @@ export class RoomPower {
       }
     }
     return n;
+  }
+}
+
+/** When a cron expression runs next (a task made and dropped, never started). */
+function nextRunOf(expression: string): Date | null {
+  const task = cron.createTask(expression, () => undefined);
+  try {
+    return task.getNextRuns(1)[0] ?? null; // getNextRun() is null until a task is started
+  } finally {
+    void task.destroy();
   }
 }
 

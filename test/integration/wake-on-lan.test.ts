@@ -1,0 +1,134 @@
+// A room that sleeps with the real `skyhost controller` and `skyhost agent` processes, each in its own
+// network namespace on one bridge: the agent reports the MAC of its interface towards the controller;
+// "Put to sleep" makes the agent run its power-off command (a file it touches here: this machine is
+// never switched off) and the host `asleep`, which stays so, without alarm, while it does not answer;
+// Wake sends a magic packet that a third namespace on the bridge receives on the broadcast address of
+// the LAN, port 9, checked byte by byte; the agent's first answer makes the host ready again.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { ResultPromise } from 'execa';
+import { CONFIG_KEYS, envName } from '../../base/config.ts';
+import { ensureDaemons } from '../../host/hostsetup.ts';
+import { GiveUp, NODE, TestLan, waitFor } from '../support/netns.ts';
+
+const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
+  ([['httpsPort', '0'], ['trustedLan', 'true']] as const).filter(([k]) => (CONFIG_KEYS as string[]).includes(k)).map(([k, v]) => [envName(k), v]));
+
+interface HostView { id: string; state: string; mac?: string; missedPolls: number }
+
+/** Listens on ADDRESS:9 (binding to the broadcast address: only packets sent to it arrive) and prints each as a JSON line. */
+const LISTENER = `
+const s = require('node:dgram').createSocket({ type: 'udp4', reuseAddr: true });
+s.on('message', (m, r) => console.log(JSON.stringify({ hex: m.toString('hex'), from: r.address })));
+s.bind(9, process.argv[1], () => console.log('listening'));
+`;
+
+describe('Wake-on-LAN with a real agent in a network namespace', function () {
+  this.timeout(120_000);
+  const lan = new TestLan();
+  let tmp: string;
+  let token: string;
+  const logs = new Map<string, string>();
+  const procs = new Map<string, ResultPromise>();
+  const powerOffFile = () => path.join(tmp, 'powered-off');
+
+  const controllerUrl = () => `http://${lan.host('c').ip}:8080`;
+  const curl = async (args: string[]) => (await lan.exec('c', 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
+  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
+    JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json',
+      ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), controllerUrl() + route])) as T;
+  const host = async () => (await api<{ hosts: HostView[] }>('GET', '/api/hosts')).hosts.find((h) => h.id === 'id-a')!;
+  const alive = () => {
+    for (const [who, p] of procs) if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${logs.get(who)!.slice(-2000)}`);
+  };
+  const spawn = (who: string, cmd: string, args: string[], env: Record<string, string> = {}) => {
+    const child = lan.spawn(who, cmd, args, { cwd: path.resolve(import.meta.dirname, '../..'), env: { SKYHOST_LOG_FORMAT: 'json', ...env } });
+    logs.set(who, '');
+    child.stdout?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
+    procs.set(who, child);
+    return child;
+  };
+  const startAgent = (joinToken: string) => spawn('a', NODE, ['appliance/main.ts', 'agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081',
+    '--controller', controllerUrl(), '--join-token', joinToken], { SKYHOST_ACCEL: 'tcg', SKYHOST_POWER_OFF_COMMAND: `touch ${powerOffFile()}` });
+
+  before(async () => {
+    await ensureDaemons(); // the agent starts only with a libvirt that answers (it makes no VM here)
+    tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-wol-'));
+    await lan.create();
+    for (const h of ['c', 'a', 'w']) await lan.addHost(h);
+    const data = path.join(tmp, 'c');
+    spawn('c', NODE, ['appliance/main.ts', 'controller', '--data', data, '--port', '8080'],
+      { SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: '1', ...PLAIN_HTTP });
+    await waitFor('the controller to answer', async () => alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 30_000, 200);
+    token = readFileSync(path.join(data, 'secrets', 'admin-token'), 'utf8').trim();
+    startAgent(readFileSync(path.join(data, 'secrets', 'join-token'), 'utf8').trim());
+  });
+
+  afterEach(function () {
+    if (this.currentTest?.state === 'failed') {
+      for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
+    }
+  });
+
+  after(async () => {
+    await lan.destroy();
+    rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('should have the agent report the MAC of its interface towards the controller', async () => {
+    const link = JSON.parse((await lan.exec('a', 'ip', ['-j', 'link', 'show', 'eth0'])).stdout) as Array<{ address: string }>;
+    const mac = link[0]!.address;
+    const h = await waitFor('the host ready with its MAC', async () => {
+      alive();
+      const h = await host().catch(() => undefined);
+      return h?.state === 'ready' && h.mac ? h : undefined;
+    }, 60_000, 250);
+    expect(h.mac).to.equal(mac);
+  });
+
+  it('should refuse POST /sleep on the agent without its key', async () => {
+    const status = await curl(['-k', '-o', '/dev/null', '-w', '%{http_code}', '-X', 'POST', `https://${lan.host('a').ip}:8081/sleep`]);
+    expect(status).to.equal('401');
+    expect(existsSync(powerOffFile())).to.equal(false);
+  });
+
+  it('should put the host to sleep: the agent runs its power-off command, and the host stays asleep while it does not answer', async () => {
+    const answer = await api<{ host: HostView; poweredOff: boolean }>('POST', '/api/hosts/id-a/sleep');
+    expect(answer.poweredOff).to.equal(true);
+    expect(answer.host.state).to.equal('asleep');
+    await waitFor('the power-off command run', () => existsSync(powerOffFile()), 10_000, 100);
+    // What the power-off would do: the agent is gone.
+    procs.get('a')!.kill('SIGKILL');
+    await procs.get('a');
+    procs.delete('a');
+    await waitFor('polls missed', async () => (await host()).missedPolls >= 4, 30_000, 250);
+    expect((await host()).state).to.equal('asleep');
+    const events = await api<{ events: Array<{ level: string; msg: string }> }>('GET', '/api/events?limit=200&level=warn');
+    expect(events.events.filter((e) => /is down/.test(e.msg)), 'no "host is down" alarm').to.deep.equal([]);
+  });
+
+  it('should send the magic packet to the LAN\'s broadcast address, port 9, from the Wake of the API', async () => {
+    const broadcast = `${lan.prefix}.255`;
+    const listener = spawn('w', NODE, ['-e', LISTENER, broadcast]);
+    await waitFor('the listener bound', () => alive() ?? /listening/.test(logs.get('w')!), 10_000, 50);
+    const answer = await api<{ mac: string; address: string; port: number }>('POST', '/api/hosts/id-a/wake');
+    expect(answer).to.deep.include({ address: broadcast, port: 9 });
+    const line = await waitFor('the packet on the bridge', () => /\{"hex".*\}/.exec(logs.get('w')!)?.[0], 10_000, 50);
+    const got = JSON.parse(line) as { hex: string; from: string };
+    listener.kill('SIGKILL');
+    const packet = Buffer.from(got.hex, 'hex');
+    const mac = (await host()).mac!.split(':').map((b) => parseInt(b, 16));
+    expect(packet.length).to.equal(102);
+    for (let i = 0; i < 6; i++) expect(packet[i], `byte ${i}`).to.equal(0xff);
+    for (let r = 0; r < 16; r++) for (let i = 0; i < 6; i++) expect(packet[6 + r * 6 + i], `MAC ${r} byte ${i}`).to.equal(mac[i]);
+    expect(got.from).to.equal(lan.host('c').ip);
+  });
+
+  it('should make the host ready at the first answer of its agent', async () => {
+    startAgent(readFileSync(path.join(tmp, 'c', 'secrets', 'join-token'), 'utf8').trim());
+    await waitFor('the host ready again', async () => alive() ?? (await host()).state === 'ready', 60_000, 250);
+  });
+});

@@ -72,8 +72,7 @@ export class PolicyStore {
     let policies = DEFAULT_POLICIES;
     if (typeof text === 'string') {
       // Sections missing from an older row take their defaults.
-      const stored = JSON.parse(text) as Partial<Policies>;
-      const parsed = Policies.safeParse({ ...DEFAULT_POLICIES, ...stored });
+      const parsed = Policies.safeParse({ ...DEFAULT_POLICIES, ...parseJson(text) });
       if (parsed.success) policies = parsed.data;
       else this.log?.error(`the stored policies are not valid (${parsed.error.issues[0]?.message}); the defaults apply until an admin saves them`);
     }
@@ -86,6 +85,16 @@ export class PolicyStore {
     this.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', SETTING, JSON.stringify(parsed.data));
     this.cached = parsed.data;
     return parsed.data;
+  }
+}
+
+/** A stored JSON object, or {} for text that is not one (then the checks that follow refuse or default it). */
+function parseJson(text: string): Record<string, unknown> {
+  try {
+    const v: unknown = JSON.parse(text);
+    return typeof v === 'object' && v !== null ? v as Record<string, unknown> : {};
+  } catch {
+    return {}; // not JSON: treated as an empty document, which the caller reports or defaults
   }
 }
 

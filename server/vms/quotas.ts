@@ -124,9 +124,16 @@ export function usageRows(limits: Limits, usage: Usage): UsageRow[] {
   });
 }
 
+/** A stored quota; text that is no valid quota counts as none set (the default applies), as a NULL does. */
 function parseStored(text: unknown): Quota | undefined {
   if (typeof text !== 'string' || text === '') return undefined;
-  const parsed = Quota.safeParse(JSON.parse(text));
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined; // not JSON (written by hand): no quota of its own
+  }
+  const parsed = Quota.safeParse(value);
   return parsed.success ? parsed.data : undefined;
 }
 

@@ -126,6 +126,9 @@ describe('leases: the policies the admin sets', () => {
     expect(err.message).to.match(/^lease\.maxMinutes\.student:/);
     expect(refusal(() => policies.set({ ...DEFAULT_POLICIES, quota: { ...DEFAULT_POLICIES.quota, student: { vms: 'two' } } })).message).to.match(/^quota\.student\.vms:/);
     expect(policies.current()).to.deep.equal(changed);
+    // A row that is no valid document (edited by hand) gives the defaults, not a failure on every request.
+    store.run('UPDATE settings SET value = ? WHERE key = ?', '{not json', 'policies');
+    expect(new PolicyStore(store).current()).to.deep.equal(DEFAULT_POLICIES);
     store.close();
   });
 });

@@ -77,7 +77,7 @@ export class StatusSampler {
       const [now, templates, mac] = await Promise.all([
         this.deps.resources.sample(),
         this.deps.templates.list(),
-        controllerUrl ? macTowards(controllerUrl) : undefined,
+        controllerUrl ? macTowards(controllerUrl).catch((err: unknown) => void this.deps.log.warn('cannot read the MAC address towards the controller', { err })) : undefined,
         this.deps.vms.refresh().catch((err: unknown) => this.deps.log.warn('could not read VM states from the hypervisor', { err })),
         this.deps.vms.usage.sample(this.deps.hypervisor, (id) => this.deps.vms.vms.get(id)?.metadata.vcpus)
           .catch((err: unknown) => this.deps.log.warn('could not read the VMs\' CPU and memory from the hypervisor', { err })),

@@ -9,6 +9,7 @@ import type { ControllerServices } from '../services.ts';
 import { distributeRoutes } from '../templates/distribute.ts';
 import { templateRoutes } from '../templates/routes.ts';
 import { userRoutes } from '../users/routes.ts';
+import { bootRoutes } from '../vms/boot-routes.ts';
 import { policyRoutes } from '../vms/policy-routes.ts';
 import { vmRoutes } from '../vms/routes.ts';
 import { docsRoutes } from './docs.ts';
@@ -21,6 +22,7 @@ export function apiRoutes(services: ControllerServices): ApiRouter {
   hostRoutes(api, services);
   policyRoutes(api, services); // before vmRoutes: its /api/vms/:id/:action would take /extend
   vmRoutes(api, services);
+  bootRoutes(api, services);
   consoleRoutes(api, services);
   templateRoutes(api, services);
   distributeRoutes(api, services.distribute);

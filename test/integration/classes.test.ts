@@ -143,6 +143,11 @@ describe('classes: roles, bulk students, who sees which VM', function () {
     expect(await names('berg')).to.include('solo');
     expect((await api('DELETE', `/api/classes/${classA}/students/solo`, tokenOf('berg'))).status).to.equal(200);
     expect(await names('berg')).to.not.include('solo');
+    // A student lists only their own classes, without their classmates; a class's own routes are a 404 to them.
+    const theirs = (await api('GET', '/api/classes', tokenOf('anna'))).json.classes as any[];
+    expect(theirs.map((c) => [c.name, c.teachers, c.students])).to.deep.equal([['7b', ['berg'], ['anna']]]);
+    expect((await api('GET', `/api/classes/${classA}`, tokenOf('anna'))).status).to.equal(404);
+    expect((await api('POST', `/api/classes/${classA}/students`, tokenOf('anna'), { user: 'solo' })).status).to.equal(404);
   });
 
   it('a student cannot open a classmate\'s console (WebSocket refused); their teacher and they themselves can', async () => {

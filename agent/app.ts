@@ -183,6 +183,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
         ...(desc.minMemoryMiB ? { minMemoryMiB: desc.minMemoryMiB } : {}),
         ...(desc.console ? { console: desc.console } : {}),
         ...(desc.needsKvm !== undefined ? { needsKvm: desc.needsKvm } : {}),
+        ...(desc.ssh ? { ssh: true } : {}),
       });
       void deps.status.refresh(); // logs its own failures
       res.status(201).json(t);

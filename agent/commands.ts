@@ -71,6 +71,7 @@ export const templateImportCommand: Command = {
     'min-memory': { type: 'string', arg: 'MIB', help: 'least memory a VM of this template gets (default 128)' },
     console: { type: 'string', arg: 'KIND', help: 'serial (default) or vnc (graphical)' },
     'needs-kvm': { type: 'boolean', help: 'refuse on hosts without KVM (desktops)' },
+    ssh: { type: 'boolean', help: 'the image runs an SSH server: its VMs\' pages show an SSH command' },
     description: { type: 'string', arg: 'TEXT', help: 'one line shown with the template' },
   },
   async run(ctx) {
@@ -95,6 +96,7 @@ export const templateImportCommand: Command = {
       ...(minMem ? { minMemoryMiB: Number(minMem) } : {}),
       ...(consoleKind ? { console: consoleKind } : {}),
       ...(f['needs-kvm'] === true ? { needsKvm: true } : {}),
+      ...(f.ssh === true ? { ssh: true } : {}),
     });
     ctx.print(`imported template ${t.name} (${t.kind}, ${t.files.map((x) => `${x.role} ${x.sha256.slice(0, 12)}`).join(', ')})`);
   },
@@ -164,7 +166,7 @@ async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, ta
   const t = await store.import({
     name, kernel: built.kernel, initrd: built.initrd, disk: built.disk, cmdline: built.cmdline,
     os: recipe.desktop ? `${recipe.distro}-desktop` : recipe.distro,
-    minMemoryMiB: recipe.minMemoryMiB, console: recipe.desktop ? 'vnc' : 'serial', needsKvm: recipe.desktop,
+    minMemoryMiB: recipe.minMemoryMiB, console: recipe.desktop ? 'vnc' : 'serial', needsKvm: recipe.desktop, ssh: true,
     description: `${recipe.distro} ${recipe.suite}${recipe.desktop ? ' with the XFCE desktop' : ''}: cloud-init (NoCloud), OpenSSH, user ${recipe.user} (key-only)`,
   });
   line.done();

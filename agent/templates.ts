@@ -28,6 +28,8 @@ export interface ImportOptions {
   minMemoryMiB?: number;
   console?: 'serial' | 'vnc';
   needsKvm?: boolean;
+  /** The image runs an SSH server (written to the manifest as `ssh: true`). */
+  ssh?: boolean;
 }
 
 type FileEntry = TemplateInfo['files'][number];
@@ -153,6 +155,7 @@ export class TemplateStore implements TemplateCatalog {
         // an installer is used on its screen
         console: opts.console ?? (opts.iso ? 'vnc' : 'serial'),
         needsKvm: opts.needsKvm ?? false,
+        ...(opts.ssh ? { ssh: true } : {}),
         files,
         ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}),
         createdAt: new Date().toISOString(),

@@ -26,6 +26,8 @@ export const TemplateInfo = z.object({
   console: ConsoleKind,
   /** A desktop template is too slow without KVM: hosts on TCG refuse it. */
   needsKvm: z.boolean(),
+  /** The image runs an SSH server (e.g. OpenSSH in debian-12): VMs of it get an SSH command (absent: none). */
+  ssh: z.boolean().optional(),
   files: z.array(z.object({
     /** `iso`: an iso template's installer image (ISO 9660). */
     role: z.enum(['disk', 'kernel', 'initrd', 'iso']),
@@ -54,6 +56,8 @@ export const TemplateImportRequest = z.strictObject({
   minMemoryMiB: z.number().int().min(16).max(262144).optional(),
   console: ConsoleKind.optional(),
   needsKvm: z.boolean().optional(),
+  /** The image runs an SSH server on port 22 (default: no, and its VMs' pages offer no SSH command). */
+  ssh: z.boolean().optional(),
   /** `iso`: the file is an installer ISO (ISO 9660), not a disk image (default `disk`). */
   kind: z.enum(['disk', 'iso']).optional(),
 });

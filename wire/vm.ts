@@ -92,6 +92,8 @@ export const SshAccess = z.object({
   port: z.number().int(),
   /** e.g. `ssh -p 22014 skyhost@10.0.0.12` */
   command: z.string(),
+  /** The user made for the request's SSH key, e.g. `sky` (absent: no key was given, so no one can log in with one). */
+  user: z.string().optional(),
 });
 export type SshAccess = z.infer<typeof SshAccess>;
 

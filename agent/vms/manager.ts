@@ -152,7 +152,7 @@ export class VmManager {
       ...(m.diskGiB !== undefined ? { diskGiB: m.diskGiB } : {}),
       mac: m.mac,
       ip: m.ip,
-      ...(m.sshPort ? { ssh: { host: ssh, port: m.sshPort, command: `ssh -p ${m.sshPort} ${m.sshUser ? `${m.sshUser}@` : ''}${ssh}` } } : {}),
+      ...(m.sshPort ? { ssh: { host: ssh, port: m.sshPort, command: `ssh -p ${m.sshPort} ${m.sshUser ? `${m.sshUser}@` : ''}${ssh}`, ...(m.sshUser ? { user: m.sshUser } : {}) } } : {}),
       console: m.console,
       hypervisor: this.deps.accel,
       createdAt: m.createdAt,

@@ -10,6 +10,7 @@ import { requireAdmin, requireUser } from '../users/auth.ts';
 import type { User } from '../users/users.ts';
 import { hostNames } from '../hosts/names.ts';
 import { eventRow, hostRow } from './dashboard.ts';
+import { hostSparklines } from './hosts.ts';
 import { field, me, redirect } from './forms.ts';
 import { render } from './render.ts';
 
@@ -26,6 +27,7 @@ export function adminPages(services: ControllerServices): Router {
     render(req, res, {
       page: 'hosts', partial, title: 'Hosts', status: extra.status ?? 200,
       data: {
+        spark: hostSparklines(services),
         hosts: services.hosts.list().map((h) => hostRow(h, hostNames(services).labels(), hostNames(services).displayName(h.id))),
         install: { baseUrl: controllerBase(req), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
         ...hostRequests(services, me(res)), ...extra.notes,

@@ -17,6 +17,7 @@ import type { ControllerServices } from '../services.ts';
 import { PASSWORD_CHANGE_PATH, authOf, clearSessionCookie, requireUser, setSessionCookie } from '../users/auth.ts';
 import { Password, UserName } from '../users/users.ts';
 import { adminPages } from './admin.ts';
+import { hostPages } from './hosts.ts';
 import { dashboardData } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
 import { pageErrors, precompileViews, render } from './render.ts';
@@ -141,6 +142,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   r.use(policyPages(services)); // before vmPages: its /vms/:id/:action would take /vms/:id/extend
   r.use(vmPages(services));
   r.use(adminPages(services));
+  r.use(hostPages(services)); // after adminPages: its GET /hosts/replacements and /hosts/strangers come first
   r.use(userPages(services));
   r.use(classPages(services));
   r.use(templatePages(services));

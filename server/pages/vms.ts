@@ -12,6 +12,7 @@ import { hostNames } from '../hosts/names.ts';
 import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';
 import { render } from './render.ts';
+import { vmFacts } from './vm-facts.ts';
 
 /** The size presets of the request form. */
 export const PRESETS = [
@@ -129,7 +130,7 @@ export function vmPages(services: ControllerServices): Router {
   r.get('/vms/:id', requireUser(), (req, res) => {
     const vm = services.vms.get(me(res), String(req.params.id));
     render(req, res, {
-      page: 'vm', partial: 'vm-detail', title: vm.name, data: { vm, save: { values: {}, errors: {} } },
+      page: 'vm', partial: 'vm-detail', title: vm.name, data: { vm, save: { values: {}, errors: {} }, ...vmFacts(services, vm) },
       styles: ['/static/vendor/xterm/xterm.css'], scripts: ['/static/console.js'],
     });
   });
@@ -154,7 +155,7 @@ export function vmPages(services: ControllerServices): Router {
       save.errors = fieldErrors(sky);
       if (Object.keys(save.errors).length === 0) save.error = sky.message;
     }
-    render(req, res, { page: 'vm', partial: 'vm-template', status, title: vm.name, data: { vm, save },
+    render(req, res, { page: 'vm', partial: 'vm-template', status, title: vm.name, data: { vm, save, ...vmFacts(services, vm) },
       styles: ['/static/vendor/xterm/xterm.css'], scripts: ['/static/console.js'] });
   });
 

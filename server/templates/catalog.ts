@@ -292,6 +292,7 @@ export class Catalog {
       // an installer is used on its screen
       console: meta.console ?? (meta.kind === 'iso' ? 'vnc' : 'serial'),
       needsKvm: meta.needsKvm ?? false,
+      ...(meta.ssh ? { ssh: true } : {}),
       files: [entry],
       createdAt: new Date().toISOString(),
     });

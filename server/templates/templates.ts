@@ -19,6 +19,8 @@ export const ClusterTemplate = z.object({
   minMemoryMiB: z.number().int(),
   console: z.enum(['serial', 'vnc']),
   needsKvm: z.boolean(),
+  /** The image runs an SSH server (its manifest says `ssh: true`). */
+  ssh: z.boolean().optional(),
   /** Total size of its files. */
   bytes: z.number().int(),
   /** Size of its disk as the guest sees it, in GiB (rounded up); 0 for a kernel-only template. */
@@ -58,7 +60,7 @@ function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
   const disk = t.files.find((f) => f.role === 'disk');
   return {
     name: t.name, kind: t.kind, os: t.os, ...(t.description ? { description: t.description } : {}),
-    minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, bytes,
+    minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, ...(t.ssh ? { ssh: true } : {}), bytes,
     diskGiB: disk ? Math.max(1, Math.ceil((disk.virtualBytes ?? disk.bytes) / GiB)) : 0, hosts: [], controller: false, pulling: [],
   };
 }

@@ -201,7 +201,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     const admin = controller.services.users.get('admin')!;
     const alice = controller.services.users.get('alice')!;
     adminVm = (await controller.services.vms.create(admin, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'teacher-demo' })).vm.id;
-    studentVm = (await controller.services.vms.create(alice, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'alice-web' })).vm.id;
+    studentVm = (await controller.services.vms.create(alice, {
+      template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'alice-web',
+      sshKey: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ9Zq0mZ6dzqyZk3lG0f9w2y4b8XhQ0kK1s4X5v3mN7p alice@laptop', // the SSH line shows a command only with a key
+    })).vm.id;
     await controller.services.hosts.pollAll(); // lab-pc-3, the one with KVM, is known to be ready
     desktopVm = (await controller.services.vms.create(admin, { template: 'desktop', vcpus: 2, memoryMiB: 2048, name: 'desktop-demo' })).vm.id;
     await controller.services.hosts.pollAll();

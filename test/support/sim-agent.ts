@@ -87,7 +87,7 @@ export function simTemplate(name: string, o: Partial<TemplateInfo> = {}): Templa
 }
 
 export const DEFAULT_TEMPLATES: readonly TemplateInfo[] = [
-  simTemplate('alpine', { os: 'alpine', description: 'Alpine Linux, serial console' }),
+  simTemplate('alpine', { os: 'alpine', description: 'Alpine Linux, serial console', ssh: true }),
   simTemplate('desktop', { os: 'ubuntu-desktop', minMemoryMiB: 2048, console: 'vnc', needsKvm: true, description: 'Ubuntu desktop' }),
 ];
 

@@ -12,6 +12,14 @@ import { ControllerEnrollRequest, Host, HostReplacement } from './registry.ts';
 export const NamedHost = Host.extend({ displayName: z.string().optional(), label: z.string() });
 
 export const WakeRequest = z.strictObject({ mac: z.string().max(32).optional() });
+export const DrainRequest = z.strictObject({
+  shutdownVmsAt: z.string().max(40).nullable().optional().describe('shut the host\'s running VMs down at this time (ISO 8601); null: never'),
+});
+export const WakeSchedule = z.strictObject({
+  schedule: z.string().max(100).nullable().describe('when the room is woken, e.g. "weekdays 07:30", "daily 07:30", "mon,wed,fri 07:45"; null: never'),
+});
+const WakeScheduleAnswer = z.object({ schedule: z.string().nullable(), cron: z.string().optional(), nextRun: z.string().optional() });
+const WakeOutcome = z.object({ id: z.string(), hostname: z.string(), mac: z.string().optional(), address: z.string().optional(), reason: z.string().optional() });
 export const JoinTokenCreate = z.strictObject({
   ttlMinutes: z.number().int().min(1).max(30 * 24 * 60).optional(),
   label: z.string().max(100).optional(),
@@ -53,17 +61,42 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
   api.route({ method: 'post', path: '/api/hosts/:id/approve', summary: 'Approve a pending host', auth: 'admin', responses: { 200: Host } }, (req, res) => {
     res.json(hosts.approve(param(req, 'id')));
   });
-  api.route({ method: 'post', path: '/api/hosts/:id/drain', summary: 'Take no new VMs on this host', auth: 'admin', responses: { 200: Host } }, (req, res) => {
-    res.json(hosts.drain(param(req, 'id')));
+  api.route({
+    method: 'post', path: '/api/hosts/:id/drain', summary: 'Take no new VMs on this host (and shut its VMs down at shutdownVmsAt, if given)', auth: 'admin',
+    body: DrainRequest, responses: { 200: Host },
+  }, (req, res, { body }) => {
+    res.json(hosts.drain(param(req, 'id'), body.shutdownVmsAt));
   });
   api.route({ method: 'post', path: '/api/hosts/:id/undrain', summary: 'Put a draining host back in service', auth: 'admin', responses: { 200: Host } }, (req, res) => {
     res.json(hosts.undrain(param(req, 'id')));
   });
   api.route({
     method: 'post', path: '/api/hosts/:id/wake', summary: 'Send Wake-on-LAN to the host (its MAC, or the one given, remembered)', auth: 'admin',
-    body: WakeRequest, responses: { 200: z.object({ host: Host, sent: z.boolean(), mac: z.string() }) },
+    body: WakeRequest, responses: { 200: z.object({ host: Host, sent: z.boolean(), mac: z.string(), address: z.string(), port: z.number() }) },
   }, async (req, res, { body }) => {
     res.json(await hosts.wake(param(req, 'id'), body.mac));
+  });
+  api.route({
+    method: 'post', path: '/api/hosts/wake-all', summary: 'Send Wake-on-LAN to every host asleep or down whose MAC is known', auth: 'admin',
+    responses: { 200: z.object({ woken: z.array(WakeOutcome), skipped: z.array(WakeOutcome) }) },
+  }, async (_req, res) => {
+    res.json(await services.room.wakeAll(me(res).name));
+  });
+  api.route({
+    method: 'post', path: '/api/hosts/:id/sleep', summary: 'Put a host to sleep: asleep (no alarm), and its agent switches the PC off', auth: 'admin',
+    responses: { 200: z.object({ host: Host, poweredOff: z.boolean(), message: z.string() }) },
+  }, async (req, res) => {
+    res.json(await hosts.sleep(param(req, 'id'), me(res).name));
+  });
+  api.route({ method: 'get', path: '/api/wake-schedule', summary: 'When the room is woken (Wake-on-LAN to every sleeping host)', auth: 'admin',
+    responses: { 200: WakeScheduleAnswer } }, (_req, res) => {
+    res.json(services.room.schedule());
+  });
+  api.route({
+    method: 'put', path: '/api/wake-schedule', summary: 'Set or remove when the room is woken, e.g. "weekdays 07:30"', auth: 'admin',
+    body: WakeSchedule, responses: { 200: WakeScheduleAnswer },
+  }, (_req, res, { body }) => {
+    res.json(services.room.setSchedule(body.schedule, me(res).name));
   });
   api.route({
     method: 'delete', path: '/api/hosts/:id', summary: 'Forget a host (409 while it has VM records, unless ?force=true)', auth: 'admin',

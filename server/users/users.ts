@@ -178,9 +178,9 @@ export class Users {
   }
 
   /** Creates the `admin` user with `password` (the admin token) as a one-time password, once. */
-  async ensureAdmin(oneTimePassword: string): Promise<void> {
+  async ensureAdmin(adminToken: string): Promise<void> {
     if (this.get('admin')) return;
-    const hash = await hashPassword(oneTimePassword);
+    const hash = await hashPassword(adminToken);
     this.store.run(`INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES ('admin', 'admin', ?, 1, ?)`,
       hash, new Date().toISOString());
   }

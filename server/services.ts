@@ -16,6 +16,7 @@ import type { Config } from '../base/config.ts';
 import { logger, type Logger } from '../base/log.ts';
 import { classAccess, type ClassAccess } from './classes/access.ts';
 import { Classes } from './classes/classes.ts';
+import { classRoster, SessionService } from './classes/sessions.ts';
 import { nightlyBackup } from './db/backup.ts';
 import { Store } from './db/store.ts';
 import { EventLog } from './events/events.ts';
@@ -33,7 +34,9 @@ import { Users, type User } from './users/users.ts';
 import { Housekeeping } from './vms/housekeeping.ts';
 import { PolicyStore } from './vms/leases.ts';
 import { Quotas } from './vms/quotas.ts';
+import { StartOnBootService } from './vms/start-on-boot.ts';
 import { VmService } from './vms/vms.ts';
+import { RoomPower } from './hosts/wake.ts';
 
 export interface ServicesOptions {
   dataDir: string;
@@ -67,6 +70,10 @@ export interface ControllerServices {
   templates: Templates;
   events: EventLog;
   joinTokens: JoinTokens;
+  /** Wake-on-LAN for the whole room, its wake-up schedule, drained hosts' VM shutdowns (server/hosts/wake.ts). */
+  room: RoomPower;
+  /** VMs started again when their host comes back (server/vms/start-on-boot.ts). */
+  startOnBoot: StartOnBootService;
   /** Lease, housekeeping and default quota policies the admin sets (server/vms/leases.ts). */
   policies: PolicyStore;
   /** Quotas of users and classes, and usage against them (server/vms/quotas.ts). */
@@ -76,6 +83,8 @@ export interface ControllerServices {
   classes: Classes;
   /** The role and class rules: canActOnVm, classesOf, teaches, studentsOf (server/classes/access.ts). */
   access: ClassAccess;
+  /** Class sessions: one VM per student in one action, ended on time (server/classes/sessions.ts). */
+  sessions: SessionService;
   /** Templates onto hosts: pulls for VMs, "keep on every host", "copy to all hosts" (server/templates/distribute.ts). */
   distribute: TemplateDistributor;
   /** The controller's own certificate (DATA/secrets/tls.crt, tls.key): agents pin its fingerprint (server/tls.ts). */
@@ -151,16 +160,24 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     ...(opts.answerWithinMs !== undefined ? { answerWithinMs: opts.answerWithinMs } : {}),
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
+  const sessions = new SessionService({
+    store, vms, users, templates, hosts, log: logger('sessions'), system, roster: classRoster(classes, access, users), ...(opts.clock ? { clock: opts.clock } : {}),
+  });
   templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
   events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
-  events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };
   const housekeeping = new Housekeeping({ vms, policies, record: (e) => events.record(e), log: logger('housekeeping') });
+  const room = new RoomPower({
+    store, hosts, log: logger('hosts'),
+    shutdownVm: (id) => vms.action(system, id, 'shutdown'),
+    runningVms: (hostId) => vms.records(system, { host: hostId, state: 'running' }),
+  });
+  const startOnBoot = new StartOnBootService({ store, hosts, vms, system, log: logger('vms') });
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];
 
   return {
     distribute,
-    store, secrets, clusterId: secrets.clusterId, users, classes, access, hosts, history, vms, templates, events, joinTokens, tls, system, policies, quotas, housekeeping,
+    store, secrets, clusterId: secrets.clusterId, users, classes, access, sessions, hosts, history, vms, templates, events, joinTokens, tls, system, policies, quotas, housekeeping, room, startOnBoot,
     start() {
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};
@@ -175,6 +192,8 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
         vms.pruneIdempotencyKeys();
         await housekeeping.sweep(new Date());
       }, { name: 'housekeeping', noOverlap: true }));
+      sessions.startTimer(); // sessions whose end passed while the controller was off end now
+      room.start();
       const keepDays = opts.backupKeepDays ?? 0;
       if (keepDays > 0) {
         tasks.push(cron.schedule('0 3 * * *', async () => {
@@ -197,6 +216,8 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       };
       for (const p of polls.splice(0)) p.stop();
       for (const t of tasks.splice(0)) await step('stop a periodic job', () => t.destroy());
+      await step('stop the wake-up schedule', () => room.stop());
+      await step('stop the end of class sessions', () => sessions.stop());
       await step('wait for the polls under way', () => hosts.close(1500));
       await step('stop the template imports', () => templates.catalog.close());
       await step("save the hosts' last-seen times", () => hosts.persistLastSeen());

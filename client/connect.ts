@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import tls from 'node:tls';
 import { UsageError, type CommandContext } from '../base/cli.ts';
 import { SkyError } from '../base/errors.ts';
 import { HttpClient, RemoteError } from '../base/http-client.ts';
@@ -70,6 +71,7 @@ export async function connect(ctx: CommandContext): Promise<Connection> {
   const fingerprint = ctx.config.controllerFingerprint ? normalizeFingerprint(ctx.config.controllerFingerprint) : undefined;
   const url = (ctx.config.controllerUrl ?? (await discover(ctx, fingerprint)).url).replace(/\/+$/, '');
   if (fingerprint && !url.startsWith('https://')) throw new UsageError(`--controller-fingerprint needs an https:// controller URL (got ${url})`);
+  if (!fingerprint && url.startsWith('https://')) trustSystemCas();
   const api = new HttpClient({
     baseUrl: url, bearer: token, connection: 'fresh', peer: `controller ${url}`, codePrefix: 'controller', timeoutMs: 30_000,
     ...(fingerprint ? { pin: fingerprint } : {}),
@@ -93,13 +95,24 @@ export async function call<T>(c: Connection, method: string, apiPath: string, bo
     if (err instanceof RemoteError && err.remoteStatus === 401) {
       throw new SkyError(401, err.code, `${err.message} (the token comes from --token, SKYHOST_TOKEN or ${tokenFile()})`);
     }
-    if (isCertificateError(err)) {
-      throw new SkyError(502, 'untrusted_certificate', `${(err as Error).message}: the controller's certificate is not signed by a CA this machine trusts; give --controller-fingerprint SHA256 (shown on its hosts page)`);
+    const reason = certificateProblem(err);
+    if (reason) {
+      throw new SkyError(502, 'untrusted_certificate', `controller ${c.url}: its certificate is not signed by a CA this machine trusts (${reason}); give --controller-fingerprint SHA256 (shown on its hosts page) to trust that certificate alone`);
     }
     throw err;
   }
 }
 
-function isCertificateError(err: unknown): boolean {
-  return err instanceof SkyError && /self[- ]signed|unable to verify|certificate/i.test(err.message) && !/fingerprint/i.test(err.message);
+/** Why Node refused the controller's certificate, in its own words, or undefined for any other error. */
+function certificateProblem(err: unknown): string | undefined {
+  if (!(err instanceof SkyError) || err.code === 'untrusted_peer') return undefined;
+  return /(self[- ]signed certificate(?: in certificate chain)?|unable to verify the first certificate|unable to get local issuer certificate|certificate has expired|Hostname\/IP does not match certificate's altnames[^;]*)/i.exec(err.message)?.[1];
+}
+
+let systemCasAdded = false;
+/** HTTPS checked with this machine's CAs (a school's own CA installed here) besides Node's bundled ones. */
+function trustSystemCas(): void {
+  if (systemCasAdded) return;
+  systemCasAdded = true;
+  tls.setDefaultCACertificates([...new Set([...tls.getCACertificates('default'), ...tls.getCACertificates('system')])]);
 }

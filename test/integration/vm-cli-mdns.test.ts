@@ -51,6 +51,6 @@ describe('skyhost vm finds the controller by mDNS (network namespaces)', functio
     const r = await vm(['list', '--token', token], [1]);
     expect(r.exitCode).to.equal(1);
     expect(r.stderr).to.include(`https://${lan.host('ctl').ip}:8443`);
-    expect(r.stderr).to.match(/not signed by a CA this machine trusts; give --controller-fingerprint/);
+    expect(r.stderr).to.match(/not signed by a CA this machine trusts \(self-signed certificate\); give --controller-fingerprint/);
   });
 });

@@ -4,10 +4,11 @@
 // the VM's command, delete; a bad token or a missing one in one line with the right exit code; the
 // token from the environment or the token file; HTTPS pinned to the controller's fingerprint.
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import { run } from '../../base/exec.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { freePort } from '../support/net.ts';
@@ -174,7 +175,36 @@ describe('skyhost vm (the API client) against a controller', function () {
     expect(wrong.stderr.trim().split('\n')).to.have.length(1);
     const unpinned = await skyhost(['vm', 'list', '--controller', controller.httpsUrl!, '--token', token]);
     expect(unpinned.code).to.equal(1);
-    expect(unpinned.stderr).to.match(/not signed by a CA this machine trusts; give --controller-fingerprint/);
+    expect(unpinned.stderr.trim().split('\n')).to.have.length(1);
+    expect(wrong.stderr).to.match(/is not the pinned one/);
+    expect(unpinned.stderr).to.match(/not signed by a CA this machine trusts \(self-signed certificate\); give --controller-fingerprint/);
+  });
+
+  it('checks HTTPS with this machine\'s CAs when no fingerprint is given: a school\'s certificate from a trusted CA passes', async () => {
+    const dir = path.join(work, 'school');
+    mkdirSync(dir);
+    const f = (n: string) => path.join(dir, n);
+    await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=Test School CA']);
+    await run('openssl', ['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', f('site.key'), '-out', f('site.csr'), '-subj', '/CN=localhost']);
+    writeFileSync(f('ext'), 'subjectAltName=DNS:localhost\n');
+    await run('openssl', ['x509', '-req', '-in', f('site.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('site.pem'), '-days', '2', '-extfile', f('ext')]);
+    const school = await startController({
+      dataDir: f('controller'), log: logger('school'), port: 0, listen: '127.0.0.1',
+      https: { port: 0, school: { cert: readFileSync(f('site.pem'), 'utf8'), key: readFileSync(f('site.key'), 'utf8') } },
+    });
+    try {
+      const url = `https://localhost:${school.httpsPort}`;
+      const args = ['vm', 'list', '--controller', url, '--token', school.services.secrets.adminToken];
+      // SSL_CERT_FILE stands for this machine's CA store (OpenSSL's default file)
+      const trusted = await skyhost(args, { env: { SSL_CERT_FILE: f('ca.pem') } });
+      expect(trusted.code, trusted.stderr).to.equal(0);
+      expect(trusted.stdout).to.match(/^no VMs/);
+      const untrusted = await skyhost(args);
+      expect(untrusted.code).to.equal(1);
+      expect(untrusted.stderr).to.match(/not signed by a CA this machine trusts \(unable to (get local issuer certificate|verify the first certificate)\)/);
+    } finally {
+      await school.stop();
+    }
   });
 
   it('deletes a VM', async () => {

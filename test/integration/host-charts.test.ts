@@ -62,6 +62,20 @@ describe('charts, usage and the SSH line on the pages', function () {
     expect(page.text).to.contain(`href="/hosts/${sim.hostId}"`);
   });
 
+  it('the dashboard\'s cards link to what they count, and its host tiles name their bars', async () => {
+    const page = await admin.get('/');
+    expect(page.text).to.match(/<a class="total" href="\/hosts"><b>1<\/b><span>hosts ready<\/span><\/a>/);
+    expect(page.text).to.match(/<a class="total" href="\/vms"><b>3 \/ 3<\/b><span>VMs running<\/span><\/a>/);
+    expect(page.text).to.match(/<li class="tile ready"><b>lab-pc-7<\/b>.*<div class="meter"><span>CPU<\/span>.*<div class="meter"><span>Memory<\/span>/);
+    // a student's cards link only to what a student may open
+    await controller.services.users.create({ name: 'stu', password: 'student-pass-1' });
+    const student = new PageClient(controller.url);
+    await student.login('stu', 'student-pass-1');
+    const theirs = await student.get('/');
+    expect(theirs.text).to.contain('<div class="total"><b>1</b><span>hosts ready</span></div>');
+    expect(theirs.text).to.match(/<a class="total" href="\/vms">/);
+  });
+
   it('a host\'s page charts its last hour and lists its VMs with what they use', async () => {
     const page = await admin.get(`/hosts/${sim.hostId}`);
     expect(page.status).to.equal(200);

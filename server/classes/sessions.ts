@@ -381,6 +381,7 @@ export class SessionService {
    * student with their reasons; an agent's failure later shows on the tile and in the list.
    */
   async start(user: User, classId: string, body: unknown): Promise<SessionView> {
+    const began = performance.now();
     const cls = this.requireClass(user, classId);
     if (!cls.teacher) throw new Forbidden(`only a teacher of class ${cls.name} starts its sessions`);
     const parsed = SessionRequest.safeParse(body ?? {});
@@ -445,6 +446,7 @@ export class SessionService {
       ));
     }
     this.tag(session, toTag, true);
+    const creatingMs = Math.round(performance.now() - began); // every VM recorded `creating`, its agent call under way
     // Refusals before any agent call (no host fits, quota, name) settle at once: they are in the answer.
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.batching.delete(session.id);
@@ -452,7 +454,7 @@ export class SessionService {
     const started = toTag.length;
     this.log.info(`class session ${session.id} of class ${cls.name} started by ${user.name}: ${started} of ${students.length} VMs requested` +
       `${failures.length > 0 ? `, ${failures.length} refused` : ''}; ends at ${session.endsAt}, disks ${session.keepDisks ? 'kept' : 'deleted'}`,
-    { sessionId: session.id, classId, user: user.name });
+    { sessionId: session.id, classId, user: user.name, creatingMs });
     const settled = Promise.allSettled(creates);
     this.creating.set(session.id, settled);
     void settled.then(() => {

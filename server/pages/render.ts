@@ -148,6 +148,7 @@ const NAV = [
   { href: '/templates', label: 'Templates' },
   { href: '/hosts', label: 'Hosts', admin: true },
   { href: '/classes', label: 'Classes', teacher: true },
+  { href: '/sessions', label: 'Sessions', teacher: true },
   { href: '/admin/users', label: 'Users', admin: true },
   { href: '/admin/events', label: 'Events', admin: true },
   { href: '/admin/policies', label: 'Policies', admin: true },

@@ -12,6 +12,7 @@ import { pageRouter } from './pages/index.ts';
 import { installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
 import { docsPage } from './api/docs.ts';
+import { sessionRoutes } from './classes/session-routes.ts';
 import { Metrics } from './metrics.ts';
 import type { ControllerServices } from './services.ts';
 import { sameSecret } from '../base/secrets.ts';
@@ -59,6 +60,7 @@ export function buildApp(deps: ControllerDeps): Express {
     res.type('text/plain; version=0.0.4').send(metrics.render(services));
   });
   const api = apiRoutes(services);
+  sessionRoutes(api, services.sessions);
   app.locals.api = api;
   app.use(api.router);
   app.use('/api', notFoundRoute);

@@ -21,6 +21,7 @@ import { hostPages } from './hosts.ts';
 import { dashboardData } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
 import { pageErrors, precompileViews, render } from './render.ts';
+import { sessionPages } from './sessions.ts';
 import { templatePages } from './templates.ts';
 import { classPages } from './classes.ts';
 import { userPages } from './users.ts';
@@ -146,6 +147,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
   r.use(userPages(services));
   r.use(classPages(services));
   r.use(templatePages(services));
+  r.use(sessionPages(services));
   // An unknown address in a browser gets the friendly 404 page, not the API's JSON.
   r.use((req, _res, next) => next(req.method === 'GET' && (req.get('accept') ?? '').includes('text/html') ? new NotFound(`the page ${req.path}`) : undefined));
 

@@ -7,7 +7,7 @@ import type { ControllerServices } from '../services.ts';
 import { Vm } from './schemas.ts';
 
 export const VmPatch = z.strictObject({
-  startOnBoot: z.boolean().nullable().describe('start the VM again when its host comes back: true, false, or null for its template\'s default'),
+  startOnBoot: z.boolean().nullable().optional().describe('start the VM again when its host comes back: true, false, or null for its template\'s default; absent: unchanged'),
 });
 
 export function bootRoutes(api: ApiRouter, services: ControllerServices): void {
@@ -18,7 +18,7 @@ export function bootRoutes(api: ApiRouter, services: ControllerServices): void {
   }, (req, res, { body }) => {
     const user = me(res);
     const vm = vms.require(user, param(req, 'id'));
-    startOnBoot.set(vm, body.startOnBoot, user.name);
+    if (body.startOnBoot !== undefined) startOnBoot.set(vm, body.startOnBoot, user.name);
     res.json({ ...vms.view(vm), startOnBoot: startOnBoot.setting(vm.id), startsOnBoot: startOnBoot.wanted(vm) });
   });
 }

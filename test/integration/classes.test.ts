@@ -224,6 +224,7 @@ describe('classes: roles, bulk students, who sees which VM', function () {
     await boss.login('boss', 'boss-password-1');
     const page = await boss.get('/admin/users');
     expect(page.text).to.contain('<option value="teacher"').and.contain('<option value="student"').and.contain('<option value="admin"');
+    expect(page.text, 'dates with their day').to.match(/<time datetime="[^"]+">(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{1,2} [A-Z][a-z]{2}( \d{4})? \d\d:\d\d<\/time>/);
     const made = await boss.post('/admin/users', { name: 'gus', password: 'gus-password-1', role: 'teacher', displayName: 'Gus G' }, { 'HX-Request': 'true' });
     expect(made.status).to.equal(200);
     expect(made.text).to.contain('Created gus').and.contain('hx-swap-oob="true"').and.contain('id="user-gus"');

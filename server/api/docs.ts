@@ -79,7 +79,7 @@ export function docsRoutes(api: ApiRouter): void {
 export function docsPage(): Router {
   const r = Router();
   r.get('/docs', viewer, (req, res) => {
-    render(req, res, { page: 'docs', title: 'API docs', styles: ['/static/vendor/swagger-ui/swagger-ui.css'] });
+    render(req, res, { page: 'docs', title: 'API docs', styles: ['/static/vendor/swagger-ui/swagger-ui.css', '/static/api-docs.css'] });
   });
   return r;
 }

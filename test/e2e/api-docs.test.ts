@@ -2,7 +2,7 @@
 // controller alone (every request that would leave this machine is refused and recorded: none may
 // happen), under the pages' CSP, and every route of the controller's API router and of the agent's
 // app is there. The route lists are read from the routers themselves, so a route added tomorrow
-// must show too.
+// must show too. The page meets WCAG 2 AA as the others do (test/support/axe.ts).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import { buildAgentApp, type AgentAppDeps } from '../../agent/app.ts';
 import type { ApiRouter } from '../../server/api/route.ts';
 import { buildApp, CONTENT_SECURITY_POLICY } from '../../server/app.ts';
 import { createServices, type ControllerServices } from '../../server/services.ts';
+import { axeViolations, formatViolations } from '../support/axe.ts';
 import { launchBrowser, type TestBrowser } from '../support/browser.ts';
 
 interface Layer {
@@ -110,6 +111,7 @@ describe('/docs: the API documents in Swagger UI, served locally', function () {
     expect(controllerRoutes.length).to.be.greaterThan(40);
     expect(controllerRoutes).to.include('GET /api/openapi-agent.json');
     expect(controllerRoutes.filter((r) => !shown.includes(r)), 'controller routes missing on /docs').to.deep.equal([]);
+    expect(formatViolations(await axeViolations(page), '/docs')).to.equal('/docs: no WCAG 2 AA violations');
 
     await page.locator('select#select').selectOption({ label: 'Agent API' });
     await page.locator('.opblock-summary-path[data-path="/templates/pull"]').waitFor({ timeout: 30_000 });
@@ -118,6 +120,7 @@ describe('/docs: the API documents in Swagger UI, served locally', function () {
     expect(agentRoutes.filter((r) => !shownAgent.includes(r)), 'agent routes missing on /docs (describe them in server/api/docs.ts)').to.deep.equal([]);
     expect(shownAgent.filter((r) => !agentRoutes.includes(r)), 'agent operations described without a route').to.deep.equal([]);
 
+    expect(formatViolations(await axeViolations(page), '/docs (agent API)')).to.equal('/docs (agent API): no WCAG 2 AA violations');
     expect(leaving, 'requests that left the machine').to.deep.equal([]);
     expect(browser.errors, 'page errors (a CSP refusal shows here)').to.deep.equal([]);
   });

@@ -9,7 +9,7 @@ import { VERSION } from '../base/version.ts';
 import { jsonErrors, notFoundRoute } from '../base/http.ts';
 import type { Logger } from '../base/log.ts';
 import { pageRouter } from './pages/index.ts';
-import { installRouter } from './install.ts';
+import { controllerAddressOf, installRouter } from './install.ts';
 import { apiRoutes } from './api/routes.ts';
 import { docsPage } from './api/docs.ts';
 import { sessionRoutes } from './classes/session-routes.ts';
@@ -48,6 +48,7 @@ export function buildApp(deps: ControllerDeps): Express {
   // `curl http://controller/install.sh | sudo sh` (no auth: a join token in the link is checked, not used up).
   app.use(installRouter({
     ...(deps.publicUrl ? { publicUrl: deps.publicUrl } : {}),
+    lanAddresses: () => ({ http: controllerAddressOf(services.hosts).url, https: services.joinTokens.addresses[0] }),
     checkJoinToken: (token) => usableJoinToken(services, token),
     joinString: (token) => services.joinTokens.joinString(token),
     pinnedPubkey: publicKeyPin(services.tls.cert),

@@ -11,6 +11,7 @@ import type { Logger } from '../base/log.ts';
 import { buildApp } from './app.ts';
 import { consoleUpgrade } from './console/proxy.ts';
 import { createServices, type ControllerServices, type ServicesOptions } from './services.ts';
+import { controllerAddress, setControllerAddress } from './install.ts';
 import { lanAddress } from '../base/net.ts';
 import { agentAddresses, httpsServerOptions, redirectToHttps, refuseLanUpgrade } from './tls.ts';
 
@@ -24,6 +25,10 @@ export interface StartOptions extends ServicesOptions {
   listen: string;
   /** The URL agents and people reach this controller at (config `publicUrl`). */
   publicUrl?: string | undefined;
+  /** The LAN interface (config `lanInterface`): its address goes into what the controller hands out. */
+  lanInterface?: string | undefined;
+  /** This machine's LAN address, when the caller knows it better than the interface list (tests). */
+  lanIp?: string | undefined;
   /** Start the periodic polls (default true). */
   poll?: boolean;
   pages?: (services: ControllerServices) => RequestHandler;
@@ -82,8 +87,10 @@ export async function startController(opts: StartOptions): Promise<RunningContro
     await services.stop();
     throw err;
   }
+  const lanIp = opts.lanIp ?? lanAddress(opts.lanInterface)?.ip;
+  // Commands, links and scripts the pages hand out carry this, whatever address the browser used (server/install.ts).
+  setControllerAddress(services.hosts, controllerAddress({ publicUrl: opts.publicUrl, listen: opts.listen, port, lanIp }));
   if (secure) {
-    const lanIp = lanAddress()?.ip;
     services.joinTokens.addresses = agentAddresses({ listen: opts.listen, httpsPort, publicUrl: opts.publicUrl, lanIp });
   }
   if (opts.poll !== false) services.start();

@@ -11,10 +11,95 @@ import { Router, type Request } from 'express';
 import { BadRequest, Unavailable } from '../base/errors.ts';
 import { skyhostExecutable } from '../base/executable.ts';
 import { HOST_PACKAGES } from '../base/packages.ts';
+import type { SshAccess } from '../wire/api.ts';
+
+// ---- the address hosts and people use ----
+// Whatever address the admin's browser used (often http://localhost:8080 on the controller's own
+// PC), every command, link and script the controller hands out carries the address lab PCs reach it
+// at: config `publicUrl`, else the LAN address it advertises over mDNS (base/net.ts), else the
+// specific address it listens on. Only with none of these does a loopback request's own address go out.
+
+/** Where lab PCs and students reach this controller, and where that came from. */
+export interface ControllerAddress {
+  /** e.g. `http://10.0.0.5:8080`; undefined when the controller knows no address but loopback. */
+  url: string | undefined;
+  source: 'config' | 'lan' | 'listen' | 'none';
+}
+
+/**
+ * The controller's address for the LAN, from its configuration and its LAN address.
+ * @example controllerAddress({ listen: '0.0.0.0', port: 8080, lanIp: '10.0.0.5' }) // { url: 'http://10.0.0.5:8080', source: 'lan' }
+ */
+export function controllerAddress(o: { publicUrl?: string | undefined; listen: string; port: number; lanIp?: string | undefined }): ControllerAddress {
+  if (o.publicUrl) return { url: o.publicUrl.replace(/\/+$/, ''), source: 'config' };
+  const everywhere = o.listen === '0.0.0.0' || o.listen === '::';
+  const host = everywhere ? o.lanIp : isLoopbackHost(o.listen) ? undefined : o.listen;
+  if (!host) return { url: undefined, source: 'none' };
+  return { url: `http://${host.includes(':') ? `[${host}]` : host}:${o.port}`, source: everywhere ? 'lan' : 'listen' };
+}
+
+/** Whether a host name or address (as in a URL or a Host header) is this machine's own: localhost, 127.x, ::1, 0.0.0.0. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h.endsWith('.localhost') || /^127\./.test(h) || h === '::1' || h === '0.0.0.0' || h === '::' || h.startsWith('::ffff:127.');
+}
+
+/** Whether a URL's host is this machine's own (see isLoopbackHost); a malformed URL is not. */
+export function isLoopbackUrl(url: string): boolean {
+  try {
+    return isLoopbackHost(new URL(url).hostname);
+  } catch {
+    return false;
+  }
+}
+
+const addresses = new WeakMap<object, ControllerAddress>();
+
+/** Remembers the controller's address for these services (keyed by their host registry, which pages and VMs both hold). */
+export function setControllerAddress(registry: object, address: ControllerAddress): void {
+  addresses.set(registry, address);
+}
+
+/** The controller's address as set at start (none in tests that build an app without starting a controller). */
+export function controllerAddressOf(registry: object): ControllerAddress {
+  return addresses.get(registry) ?? { url: undefined, source: 'none' };
+}
+
+/**
+ * The URL to hand out for a request that reached the controller at `requestBase`: the controller's
+ * LAN address for that scheme (agents and LAN browsers are sent to HTTPS when the controller serves
+ * it), whatever address the request used; the request's own only when the controller knows no other.
+ */
+export function handOutBase(requestBase: string, lan: { http?: string | undefined; https?: string | undefined }): string {
+  const mine = requestBase.startsWith('https:') ? lan.https : lan.http;
+  return mine && !isLoopbackUrl(mine) ? mine : requestBase;
+}
+
+/**
+ * What a page says when the browser reached the controller through loopback: the address it used,
+ * and the one lab PCs will use (none: the controller knows no LAN address, set `publicUrl`).
+ */
+export function loopbackNotice(requestBase: string, handedOut: string): { opened: string; lanUrl?: string } | undefined {
+  if (!isLoopbackUrl(requestBase)) return undefined;
+  return { opened: requestBase, ...(isLoopbackUrl(handedOut) ? {} : { lanUrl: handedOut }) };
+}
+
+/**
+ * An SSH line a student can use from another PC: a host that reported its loopback address (the
+ * controller's own local agent without a LAN address) gets the controller's LAN host instead.
+ */
+export function reachableSsh(ssh: SshAccess, address: ControllerAddress): SshAccess {
+  if (!isLoopbackHost(ssh.host) || !address.url) return ssh;
+  const host = new URL(address.url).hostname.replace(/^\[|\]$/g, '');
+  if (isLoopbackHost(host)) return ssh;
+  return { ...ssh, host, command: ssh.command.replace(/@?[^@\s]+$/, (m) => (m.startsWith('@') ? `@${host}` : host)) };
+}
 
 export interface InstallDeps {
   /** The URL agents reach this controller at (config `publicUrl`); default: the one the request used. */
   publicUrl?: string;
+  /** The controller's LAN addresses, used instead of a loopback address the request came to (see handOutBase). */
+  lanAddresses?: () => { http?: string | undefined; https?: string | undefined };
   /** Whether a join token from an install link is accepted (without using it up). */
   checkJoinToken?: (token: string) => { ok: true } | { ok: false; message: string };
   /** The executable to hand out; default: this executable (SEA) or the checkout's dist/skyhost. */
@@ -278,7 +363,7 @@ export function installRouter(deps: InstallDeps = {}): Router {
       }
       let controllerUrl: string;
       try {
-        controllerUrl = checkControllerUrl(deps.publicUrl ?? requestBaseUrl(req));
+        controllerUrl = checkControllerUrl(deps.publicUrl ?? handOutBase(requestBaseUrl(req), deps.lanAddresses?.() ?? {}));
       } catch {
         res.status(400).send(refusalScript("the address this controller was reached at cannot go into a script: set publicUrl in the controller's config"));
         return;

@@ -32,7 +32,7 @@ export async function serveController(cli: CommandContext, opts: ServeOptions = 
   }
   const school = config.tlsCertFile && config.tlsKeyFile ? loadSchoolCertificate(config.tlsCertFile, config.tlsKeyFile) : undefined;
   const controller = await startController({
-    ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl,
+    ...servicesOptions(config, ctx.log), port: config.port, listen: config.listen, publicUrl: config.publicUrl, lanInterface: config.lanInterface,
     // Listening on loopback only, nothing crosses the LAN: no HTTPS then (as for an agent).
     ...(config.httpsPort > 0 && !isLoopback(config.listen) && config.listen !== 'localhost' ? { https: { port: config.httpsPort, school } } : {}),
     trustedLan: config.trustedLan,

@@ -8,14 +8,18 @@
 //   GET  /jobs/:id             progress / result (polled every 700 ms while it runs)
 //   GET  /jobs/:id/download    the installer ISO
 //   GET  /jobs/:id/usb         drives / write progress   POST /jobs/:id/usb -> start writing (422 when refused)
+//   GET  /jobs/:id/iso         the ISO step again with the job's options (after a failed download)
+//   GET  /check-controller     "Test": the controller's /healthz from this PC, in one sentence
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { readdirSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { contentType, readAsset } from '../../base/assets.ts';
 import { SkyError } from '../../base/errors.ts';
 import { errorHandler } from '../../base/http.ts';
 import type { Logger } from '../../base/log.ts';
 import { wantsFragment } from '../../base/views.ts';
-import { installerOptionsSchema, RELEASES, type InstallerOptionsInput } from '../../autoinstall/index.ts';
+import { effectivePrefix, installerOptionsSchema, RELEASES, type InstallerOptions, type InstallerOptionsInput } from '../../autoinstall/index.ts';
 import { checkTarget, listDrives, type DriveChoice } from '../../iso/usb.ts';
 import { confirmationMatches, confirmationWord, describeDrive, formatBytes, hasErrors } from '../../iso/usb-guards.ts';
 import type { Job, SetupJobs, UsbWrite } from './jobs.ts';
@@ -24,6 +28,7 @@ import {
   toInstallerOptions, type FieldErrors, type IsoForm, type OptionsForm,
 } from './plan.ts';
 import { setupGuard } from './guard.ts';
+import { reachController } from './reach.ts';
 import { renderStep } from './views.ts';
 
 export interface SetupDeps {
@@ -39,6 +44,8 @@ export interface SetupDeps {
   key: string;
   /** The IP address given to --listen, accepted as a Host besides loopback. */
   listenAddress?: string;
+  /** Folders searched for Ubuntu ISOs already on this PC (default: the download cache, ~/Downloads of every user, the current folder). */
+  isoFolders?: string[];
 }
 
 const ROLE_TITLES: Record<string, string> = { agent: 'host node', controller: 'controller' };
@@ -54,12 +61,19 @@ export function buildSetupApp(deps: SetupDeps): Express {
   app.use(express.urlencoded({ extended: false, limit: '64kb' }));
 
   app.get('/setup.css', asset('views/setup/setup.css'));
+  app.get('/setup.js', asset('views/setup/setup.js'));
   app.get('/static/vendor/htmx.min.js', asset('static/vendor/htmx.min.js'));
 
   app.get('/', (req, res) => {
     const q = readOptionsForm(req.query);
     renderStep(req, res, { view: 'role', title: 'Choose what to set up', data: { roles: ROLES, controllerUrl: q.controllerUrl, joinToken: q.joinToken } });
   });
+
+  // "Test": from this PC, before anything is built (bounded: reach.ts REACH_TIMEOUT_MS).
+  app.get('/check-controller', wrap(async (req, res) => {
+    const url = typeof req.query.controllerUrl === 'string' ? req.query.controllerUrl.slice(0, 2048) : '';
+    renderStep(req, res, { view: 'controller-check', title: 'Controller test', data: { ...(await reachController(url)) } });
+  }));
 
   app.get('/options', (req, res) => {
     const form = readOptionsForm(req.query);
@@ -118,6 +132,15 @@ export function buildSetupApp(deps: SetupDeps): Express {
     renderJob(req, res, job, await usbStep(job, {}));
   }));
 
+  // After a failed download: the ISO step again, every option as it was typed, with the ISOs already on this PC.
+  app.get('/jobs/:id/iso', (req, res) => {
+    const job = findJob(deps, String(req.params.id));
+    const mirror = job.source.kind === 'download' ? job.source.mirror : deps.ubuntuMirror;
+    const release = job.source.kind === 'download' ? job.source.release : '24.04';
+    renderIso(req, res, job.options, { source: 'path', isoPath: job.source.kind === 'path' ? job.source.path : '', ubuntuMirror: mirror, release }, {},
+      200, job.stage === 'failed' ? job.error : undefined);
+  });
+
   app.get('/jobs/:id/download', (req, res, next) => {
     const job = findJob(deps, String(req.params.id));
     if (job.stage !== 'built' || !job.result) throw new SkyError(409, 'not_built', 'the installer is not built yet');
@@ -172,8 +195,12 @@ export function buildSetupApp(deps: SetupDeps): Express {
     });
   }
 
-  function renderIso(req: Request, res: Response, plan: InstallerOptionsInput, form: IsoForm, errors: FieldErrors, status = 200): void {
-    renderStep(req, res, { view: 'iso', title: 'Ubuntu ISO', status, data: { plan: JSON.stringify(plan), form, errors, releases: RELEASES } });
+  function renderIso(req: Request, res: Response, plan: InstallerOptionsInput, form: IsoForm, errors: FieldErrors, status = 200, failure?: string): void {
+    const found = findIsos(deps.isoFolders ?? defaultIsoFolders(deps.jobs.ubuntuDir));
+    renderStep(req, res, {
+      view: 'iso', title: 'Ubuntu ISO', status,
+      data: { plan: JSON.stringify(plan), form, errors, releases: RELEASES, found, failure, recap: recapOf(plan) },
+    });
   }
 
   function renderJob(req: Request, res: Response, job: Job, usb: Record<string, unknown>): void {
@@ -186,6 +213,7 @@ export function buildSetupApp(deps: SetupDeps): Express {
         polling: job.stage === 'downloading' || job.stage === 'building',
         downloading: job.stage === 'downloading',
         failed: job.stage === 'failed',
+        downloadFailed: job.stage === 'failed' && job.source.kind === 'download' && !job.ubuntuIso,
         built: job.stage === 'built',
         error: job.error,
         percent: Math.round(job.fraction * 100),
@@ -196,6 +224,7 @@ export function buildSetupApp(deps: SetupDeps): Express {
         size: result && formatBytes(result.bytes),
         release: result?.release,
         warnings: result?.warnings ?? [],
+        recap: recapOf(job.options),
         usb,
       },
     });
@@ -220,6 +249,8 @@ export function buildSetupApp(deps: SetupDeps): Express {
     const choices = await drivesFor(job);
     return {
       id: job.id,
+      recap: usb?.stage === 'done' ? { ...recapOf(job.options), drive: describeDrive(usb.drive) } : undefined,
+      anyDrive: choices.some((c) => !hasErrors(c.findings)),
       done: usb?.stage === 'done',
       failure: usb?.stage === 'failed' ? usb.error : undefined,
       drive: usb && describeDrive(usb.drive),
@@ -240,6 +271,52 @@ export function buildSetupApp(deps: SetupDeps): Express {
   }
 
   return app;
+}
+
+/** What goes onto the stick, in the words of the options page (the join token shown only in part). */
+function recapOf(plan: InstallerOptionsInput): Record<string, unknown> {
+  const agent = plan.role === 'agent';
+  const token = plan.joinToken;
+  return {
+    role: ROLE_TITLES[plan.role] ?? plan.role,
+    agent,
+    controller: plan.controllerUrl ?? 'none given: each PC finds the controller on the school network (mDNS)',
+    token: token ? `${token.slice(0, 5)}…${token.slice(-4)} (${token.length} characters, hidden)` : 'none: each PC waits on the Hosts page for your approval',
+    hostnames: `${effectivePrefix(plan as InstallerOptions)}-xxxxxx (xxxxxx from each PC's network card)`,
+    adminUser: plan.adminUser ?? 'skyhost',
+  };
+}
+
+/** Where Ubuntu ISOs may already be on this PC: the download cache, every user's Downloads, the current folder. */
+function defaultIsoFolders(cache: string): string[] {
+  const homes = ['/root', ...listDir('/home').map((h) => path.join('/home', h))];
+  return [cache, ...homes.map((h) => path.join(h, 'Downloads')), os.homedir(), process.cwd()];
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return []; // a folder that is not there (or not ours to read) has no ISOs to offer
+  }
+}
+
+/** Ubuntu server ISOs in `folders` (not below them), newest first, at most 12. */
+function findIsos(folders: string[]): Array<{ path: string; size: string }> {
+  const out: Array<{ path: string; size: string; mtime: number }> = [];
+  for (const dir of new Set(folders)) {
+    for (const name of listDir(dir)) {
+      if (!/^ubuntu-.*\.iso$/i.test(name)) continue;
+      const file = path.join(dir, name);
+      try {
+        const st = statSync(file);
+        if (st.isFile()) out.push({ path: file, size: formatBytes(st.size), mtime: st.mtimeMs });
+      } catch {
+        continue; // gone or unreadable since the listing: not offered
+      }
+    }
+  }
+  return out.sort((a, b) => b.mtime - a.mtime).slice(0, 12).map(({ path: p, size }) => ({ path: p, size }));
 }
 
 const USB_PHASES: Record<string, string> = {

@@ -38,6 +38,9 @@ export interface UsbWrite {
 export interface Job {
   id: string;
   role: string;
+  /** The options it was started with: a failed download goes back to the ISO step with them. */
+  options: InstallerOptionsInput;
+  source: IsoSource;
   stage: Stage;
   /** 0..1 of the current stage. */
   fraction: number;
@@ -67,6 +70,11 @@ export class SetupJobs {
     this.deps = deps;
   }
 
+  /** Where downloaded Ubuntu ISOs are kept (and found again). */
+  get ubuntuDir(): string {
+    return path.join(this.deps.workDir, 'ubuntu');
+  }
+
   get(id: string): Job | undefined {
     return this.jobs.get(id);
   }
@@ -79,6 +87,8 @@ export class SetupJobs {
     const job: Job = {
       id,
       role: options.role,
+      options,
+      source,
       stage: source.kind === 'download' ? 'downloading' : 'building',
       fraction: 0,
       message: source.kind === 'download' ? `Downloading Ubuntu ${source.release}` : STEP_WORDS.check,

@@ -7,6 +7,8 @@ import { z } from 'zod';
 import { run } from '../../base/exec.ts';
 import { SkyError } from '../../base/errors.ts';
 import { installerOptionsSchema, RELEASES, ROLES, type InstallerOptionsInput, type Release, type Role } from '../../autoinstall/index.ts';
+import { isLoopbackHost } from '../../server/install.ts';
+import { parseJoin } from '../../wire/api.ts';
 
 /** The options form, exactly as the browser (or the menu) sends it: strings. */
 export interface OptionsForm {
@@ -69,6 +71,8 @@ export function checkOptionField(field: keyof OptionsForm, value: string): strin
     return r.success ? undefined : r.error.issues[0]?.message;
   }
   if (field === 'role') return (ROLES as readonly string[]).includes(value) ? undefined : 'choose "agent" (a host node) or "controller"';
+  const unreachable = field === 'controllerUrl' ? loopbackController(value) : field === 'joinToken' ? loopbackJoinString(value) : undefined;
+  if (unreachable) return unreachable;
   const input = toInputValue(field, value);
   if (input === undefined) return undefined;
   const schema = (installerOptionsSchema.shape as Record<string, z.ZodType>)[field];
@@ -78,6 +82,36 @@ export function checkOptionField(field: keyof OptionsForm, value: string): strin
   const issue = r.error.issues[0];
   const which = field === 'sshKeys' && issue && typeof issue.path[0] === 'number' ? ` (line ${issue.path[0] + 1})` : '';
   return `${issue?.message ?? 'is not valid'}${which}`;
+}
+
+/**
+ * A controller address that no lab PC can reach: this PC's own (localhost, 127.x, ::1, 0.0.0.0).
+ * Every PC installed from the stick would look for the controller on itself.
+ */
+function loopbackController(value: string): string | undefined {
+  let host: string;
+  try {
+    host = new URL(value).hostname;
+  } catch {
+    return undefined; // not a URL at all: the schema's own message says so
+  }
+  if (!isLoopbackHost(host)) return undefined;
+  return `${value} is this PC's own address: every lab PC installed from the stick would look for the controller on itself. ` +
+    "Give the address lab PCs reach the controller at, e.g. http://10.0.0.5:8080 (the controller's Hosts page shows it), or leave it empty to find it on the network.";
+}
+
+/** A join string whose controller addresses are all loopback (made on a page opened as localhost by an older controller). */
+function loopbackJoinString(value: string): string | undefined {
+  if (!value.startsWith('shk1.')) return undefined;
+  let addresses: string[] | undefined;
+  try {
+    addresses = parseJoin(value).addresses;
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (!addresses?.length || !addresses.every((a) => isLoopbackHost(new URL(a).hostname))) return undefined;
+  return `this join token names only this PC's own address (${addresses.join(', ')}) as the controller: lab PCs could not reach it. ` +
+    "Make a new one on the controller's Hosts page, opened through its network address.";
 }
 
 function toInputValue(field: keyof OptionsForm, value: string): unknown {
@@ -131,6 +165,8 @@ export interface IsoForm {
 export function readIsoForm(body: unknown, defaults: { ubuntuMirror: string }): IsoForm {
   const src = (typeof body === 'object' && body !== null ? body : {}) as Record<string, unknown>;
   const s = (k: string, d = '') => (typeof src[k] === 'string' ? (src[k] as string).trim() : d);
+  // "Use this one" beside an ISO found on this PC sends its path as isoChoice.
+  if (s('isoChoice')) return { source: 'path', isoPath: s('isoChoice'), ubuntuMirror: s('ubuntuMirror', defaults.ubuntuMirror), release: s('release', '24.04') };
   return { source: s('source', 'path'), isoPath: s('isoPath'), ubuntuMirror: s('ubuntuMirror', defaults.ubuntuMirror), release: s('release', '24.04') };
 }
 

@@ -51,7 +51,7 @@ export class HostNames {
   readonly #store: Store;
   readonly #registry: HostRegistry;
   readonly #given = new Map<string, string>();
-  #labels: { at: number; map: Map<string, string> } | undefined;
+  #labels: { key: string; at: number; map: Map<string, string> } | undefined;
 
   constructor(store: Store, registry: HostRegistry) {
     this.#store = store;
@@ -66,17 +66,24 @@ export class HostNames {
     return this.#given.get(id);
   }
 
-  /** Every host's label by id (worked out at most once a second, and again after a rename). */
-  labels(now = Date.now()): Map<string, string> {
-    if (this.#labels && now - this.#labels.at < 1000) return this.#labels.map;
-    const map = hostLabels(this.#registry.records().map((h) => ({ id: h.id, hostname: h.hostname, displayName: this.#given.get(h.id) })));
-    this.#labels = { at: now, map };
+  /** Every host's label by id (worked out again when a host comes, goes, changes its hostname or is renamed). */
+  labels(): Map<string, string> {
+    const records = this.#registry.records();
+    const key = records.map((h) => `${h.id}\0${h.hostname}`).join('\n');
+    if (this.#labels?.key === key) {
+      this.#labels.at = Date.now();
+      return this.#labels.map;
+    }
+    const map = hostLabels(records.map((h) => ({ id: h.id, hostname: h.hostname, displayName: this.#given.get(h.id) })));
+    this.#labels = { key, at: Date.now(), map };
     return map;
   }
 
   /** The host's label; an id no host has any more stays as it is. */
   label(id: string): string {
-    return this.labels().get(id) ?? id;
+    // A list of VMs asks once per VM: the labels of the last 200 ms do, unless this host is new.
+    const recent = this.#labels && Date.now() - this.#labels.at < 200 ? this.#labels.map.get(id) : undefined;
+    return recent ?? this.labels().get(id) ?? id;
   }
 
   /** Gives the host a name for the pages (`undefined` or '': its hostname again). 404 for an unknown host. */

@@ -4,7 +4,7 @@ import express, { type Request, type Response, type Router } from 'express';
 import { InvalidField, NotFound, fromZod, toSkyError } from '../../base/errors.ts';
 import { LEVELS } from '../../base/log.ts';
 import type { ControllerServices } from '../services.ts';
-import { checkControllerUrl, installCommand } from '../install.ts';
+import { checkControllerUrl, controllerAddressOf, handOutBase, installCommand, isLoopbackUrl, loopbackNotice } from '../install.ts';
 import { publicKeyPin, showFingerprint } from '../../base/tls.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import type { User } from '../users/users.ts';
@@ -29,7 +29,9 @@ export function adminPages(services: ControllerServices): Router {
       data: {
         spark: hostSparklines(services),
         hosts: services.hosts.list().map((h) => hostRow(h, hostNames(services).labels(), hostNames(services).displayName(h.id))),
-        install: { baseUrl: controllerBase(req), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
+        install: {
+          baseUrl: controllerBase(req, services), agentUrl: httpsBase(controllerBase(req, services), services) ?? controllerBase(req, services),
+          loopback: loopbackNotice(requestBase(req), controllerBase(req, services)), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
         ...hostRequests(services, me(res)), ...extra.notes,
       },
     });
@@ -74,7 +76,7 @@ export function adminPages(services: ControllerServices): Router {
     const label = field(req, 'label', 100);
     const usesText = field(req, 'uses', 10);
     const uses = usesText === '' ? 1 : /^\d+$/.test(usesText) ? Number(usesText) : Number.NaN; // NaN: refused below, naming the field
-    const base = controllerBase(req);
+    const base = controllerBase(req, services);
     let made: { token: string; id?: string; expiresAt?: string; uses?: number };
     if (kind === 'cluster') {
       made = { token: services.joinTokens.clusterToken() };
@@ -184,14 +186,20 @@ function addressOf(url: string): string {
   }
 }
 
-/** The controller's URL as the admin's browser reached it (checked: it goes into a shell command). */
-function controllerBase(req: Request): string {
-  return checkControllerUrl(`${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`);
+/** The controller's URL as the admin's browser reached it. */
+function requestBase(req: Request): string {
+  return `${req.protocol}://${req.get('host') ?? 'CONTROLLER'}`;
+}
+
+/** The controller's URL for lab PCs, whatever address the browser used (server/install.ts; checked: it goes into a shell command). */
+function controllerBase(req: Request, services: ControllerServices): string {
+  return checkControllerUrl(handOutBase(requestBase(req), { http: controllerAddressOf(services.hosts).url, https: services.joinTokens.addresses[0] }));
 }
 
 /** The controller's HTTPS address for a new host: the page's own when it came over HTTPS, else the first one agents use. */
 function httpsBase(base: string, services: ControllerServices): string | undefined {
-  return base.startsWith('https:') ? base : services.joinTokens.addresses[0];
+  const https = services.joinTokens.addresses.find((a) => !isLoopbackUrl(a)) ?? services.joinTokens.addresses[0];
+  return base.startsWith('https:') ? base : https;
 }
 
 /** The distinct sources in the event log (an index scan). */

@@ -1,7 +1,9 @@
 // The dashboard's data: every host with its load, cluster totals and recent events, computed from
 // the registry's memory and one events query (no per-host query), and the rendered partial kept for
 // a second so that a classroom of browsers polling it costs one render.
+import type { Request } from 'express';
 import type { Event } from '../events/events.ts';
+import { controllerAddressOf, handOutBase, loopbackNotice } from '../install.ts';
 import { hostNames } from '../hosts/names.ts';
 import type { Host } from '../hosts/registry.ts';
 import type { ControllerServices } from '../services.ts';
@@ -77,7 +79,7 @@ export function dashboardData(services: ControllerServices, now = Date.now()): D
   const cached = cache.get(services);
   if (cached && now - cached.at < 1000) return cached.data;
   const names = hostNames(services);
-  const labels = names.labels(now);
+  const labels = names.labels();
   const hosts = services.hosts.list().map((h) => hostRow(h, labels, names.displayName(h.id)));
   const totals = { ready: 0, down: 0, pending: 0, draining: 0, asleep: 0, vms: 0, vmsRunning: 0, memUsed: 0, memTotal: 0, memPct: 0 };
   for (const h of hosts) {
@@ -117,3 +119,9 @@ function firstSteps(services: ControllerServices, hostCount: number): DashboardD
 }
 
 const DONE_KEY = 'dashboard.firstSteps.done';
+
+/** For a page opened through loopback: the address used and the one lab PCs use (server/install.ts). */
+export function loopbackFor(req: Request, services: ControllerServices): ReturnType<typeof loopbackNotice> {
+  const opened = `${req.protocol}://${req.get('host') ?? 'localhost'}`;
+  return loopbackNotice(opened, handOutBase(opened, { http: controllerAddressOf(services.hosts).url, https: services.joinTokens.addresses[0] }));
+}

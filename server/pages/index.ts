@@ -18,7 +18,7 @@ import { PASSWORD_CHANGE_PATH, authOf, clearSessionCookie, requireUser, setSessi
 import { Password, UserName } from '../users/users.ts';
 import { adminPages } from './admin.ts';
 import { hostPages } from './hosts.ts';
-import { dashboardData } from './dashboard.ts';
+import { dashboardData, loopbackFor } from './dashboard.ts';
 import { field, localPath, me, redirect, schemaErrors, viewer } from './forms.ts';
 import { pageErrors, precompileViews, render } from './render.ts';
 import { sessionPages } from './sessions.ts';
@@ -137,7 +137,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
     const admin = me(res).role === 'admin';
     render(req, res, {
       page: 'dashboard', partial: 'dashboard', title: 'Dashboard', memo: { scope: services, key: `dashboard:${admin}`, ms: 1000 },
-      data: dashboardData(services),
+      data: { ...dashboardData(services), loopback: loopbackFor(req, services) },
     });
   });
   r.use(policyPages(services)); // before vmPages: its /vms/:id/:action would take /vms/:id/extend

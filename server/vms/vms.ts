@@ -13,6 +13,7 @@ import { Conflict, Forbidden, InvalidField, NotFound, SkyError, Unavailable, fro
 import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
 import { hostNames } from '../hosts/names.ts';
+import { controllerAddressOf, reachableSsh } from '../install.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
 import { place, type InFlight, type Placement, type Policy } from '../scheduler/index.ts';
 import type { TemplateDistributor } from '../templates/distribute.ts';
@@ -176,7 +177,7 @@ export class VmService {
     return {
       id: vm.id, name: vm.name, template: vm.template, vcpus: vm.vcpus, memoryMiB: vm.memoryMiB, diskGiB: vm.diskGiB,
       owner: vm.owner, host: vm.hostId, ...(host ? { hostname: hostNames({ store: this.store, hosts: this.registry }).label(host.id) } : {}), state: vm.state,
-      ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: vm.ssh } : {}),
+      ...(vm.ip ? { ip: vm.ip } : {}), ...(vm.ssh ? { ssh: reachableSsh(vm.ssh, controllerAddressOf(this.registry)) } : {}),
       consoleUrl: `/vms/${vm.id}`,
       console: vm.console, createdAt: vm.createdAt, ...(vm.expiresAt ? { expiresAt: vm.expiresAt } : {}),
       ...this.leaseView(vm),

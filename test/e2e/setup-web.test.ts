@@ -152,11 +152,16 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     const rootDisk = (await run('findmnt', ['-n', '-o', 'SOURCE', '/'])).stdout.trim();
     if (rootDisk.startsWith('/dev/')) expect(refusedRoot).to.be.greaterThan(0);
 
+    expect(await page.isDisabled('#usb-write'), 'Erase before a drive is chosen').to.equal(true);
     await page.check(radio);
     await page.fill('input[name=confirm]', 'not-the-name');
-    await page.click('#usb-write');
-    await page.waitForSelector('#error-confirm');
-    expect(await page.textContent('#error-confirm')).to.contain(`type “${loop.name}”`);
+    expect(await page.isDisabled('#usb-write'), 'Erase before the name is typed exactly').to.equal(true);
+    // The server refuses a wrong name too (a browser without the page's script), keeping the choice.
+    const jobId = /\/jobs\/([0-9a-f]{16})/.exec(page.url())![1];
+    const refused = await asBrowser(`${base}/jobs/${jobId}/usb`, { method: 'POST', headers: { 'HX-Request': 'true' }, body: new URLSearchParams({ device: loop.device, confirm: 'not-the-name' }) });
+    expect(refused.status).to.equal(422);
+    const again = await refused.text();
+    expect(again).to.contain(`type “${loop.name}”`).and.match(/value="[^"]*"[^>]* checked/);
     expect(await page.isChecked(radio)).to.equal(true);
 
     await page.fill('input[name=confirm]', loop.name);
@@ -212,7 +217,10 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
         await new Promise((res) => setTimeout(res, 200));
         body = await (await asBrowser(jobUrl, { headers: { 'HX-Request': 'true' } })).text();
       }
-      expect(body).to.contain('The build did not work').and.contain('does not match the mirror&#x27;s SHA256SUMS');
+      expect(body).to.contain('The download did not work').and.contain('does not match the mirror&#x27;s SHA256SUMS');
+      expect(body, 'the options are kept: back to the ISO step').to.contain('Back to the ISO step');
+      const iso = await (await asBrowser(`${jobUrl}/iso`, { headers: { 'HX-Request': 'true' } })).text();
+      expect(iso).to.contain('id="iso-form"').and.contain('The download did not work').and.contain(plan.replace(/"/g, '&quot;'));
     } finally {
       await bad.close();
     }

@@ -51,6 +51,8 @@ export interface VmServiceOptions {
 export interface CreateOptions {
   /** The class the VM is for: it counts against the class's quota and takes the class's lease default. */
   classId?: string;
+  /** Who asks when it is not the owner (a teacher starting a class session): a quota refusal then names the owner, not "you". */
+  actor?: string;
 }
 
 export interface CreateAnswer {
@@ -247,7 +249,7 @@ export class VmService {
     const leaseMinutes = policies
       ? leaseMinutesFor(policies.lease, user.role, req.leaseMinutes, leaseDefaultsOf(this.store, req.template, opts.classId))
       : req.leaseMinutes;
-    this.opts.quotas?.check(user, { vcpus: req.vcpus, memoryMiB, diskGiB }, { classId: opts.classId });
+    this.opts.quotas?.check(user, { vcpus: req.vcpus, memoryMiB, diskGiB }, { classId: opts.classId, ...(opts.actor !== undefined ? { actor: opts.actor } : {}) });
     const id = newVmId();
     const templateBytes = this.opts.distribute?.pullableBytes(req.template);
     const placement = place(

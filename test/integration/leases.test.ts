@@ -141,6 +141,27 @@ describe('leases, housekeeping and quotas over the API', function () {
     expect((await api('DELETE', `/api/vms/${id}`, alice)).status).to.equal(204);
   });
 
+  it('a teacher of the VM\'s class extends its lease within the teacher\'s maximum; another student cannot see it (404)', async () => {
+    const { users, classes } = ctl.services;
+    await users.create({ name: 'tom', password: 'tom-password-1', role: 'teacher' });
+    await users.create({ name: 'bob', password: 'bob-password-1' });
+    const cls = classes.create({ name: '7c', teachers: ['tom'] }, 'admin');
+    classes.addMember(cls.id, 'alice', 'student', 'admin');
+    const tom = users.createToken('tom', 'test').token;
+    const bob = users.createToken('bob', 'test').token;
+    const made = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'homework-7c', leaseMinutes: 60 });
+    const id = made.json.id as string;
+    expect((await api('POST', `/api/vms/${id}/extend`, bob, { minutes: 10 })).status).to.equal(404);
+    // Past the student's maximum (120) but within the teacher's (600).
+    const byTeacher = await api('POST', `/api/vms/${id}/extend`, tom, { minutes: 300 });
+    expect(byTeacher.status, JSON.stringify(byTeacher.json)).to.equal(200);
+    expect(Date.parse(byTeacher.json.expiresAt) - Date.parse(made.json.expiresAt)).to.equal(300 * 60_000);
+    const tooFar = await api('POST', `/api/vms/${id}/extend`, tom, { minutes: 300 });
+    expect(tooFar.status).to.equal(422);
+    expect(tooFar.json.error.details).to.include({ allowed: 600 });
+    expect((await api('DELETE', `/api/vms/${id}`, alice)).status).to.equal(204);
+  });
+
   it('housekeeping reaps exactly the VMs stopped for longer than the policy: not a running one, not one stopped for less', async () => {
     // Admin VMs without a lease, so that only the reaping acts.
     await api('PUT', '/api/policies', admin, policies({ lease: { defaultMinutes: null }, housekeeping: { reapStoppedAfterMinutes: 7 * 1440 } }));

@@ -174,6 +174,8 @@ export class SerialBridge {
       this.connecting = false;
       this.log.debug('serial console not reachable yet', { err });
       this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
+      // the line broke before the hypervisor called the VM off: ask again until it says so
+      if (this.lineState === 'reconnecting') this.lineBroke();
       this.retry();
     });
   }

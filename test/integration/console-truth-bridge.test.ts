@@ -4,7 +4,11 @@
 // libvirt and a browser: test/e2e/console-truth.test.ts.
 import { expect } from 'chai';
 import { tinyInit } from '../../agent/tinyguest.ts';
-import { withoutQueries } from '../../agent/console.ts';
+import { duplexPair } from 'node:stream';
+import type { WebSocket } from 'ws';
+import { SerialBridge, withoutQueries } from '../../agent/console.ts';
+import type { PowerState } from '../../agent/hypervisor/driver.ts';
+import { Logger } from '../../base/log.ts';
 import { ConsoleSession, GUEST_READY } from '../support/guest.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
@@ -82,6 +86,35 @@ describe('serial console notices (simulated agent)', function () {
     expect(JSON.parse(frames[0]!.data)).to.deep.equal({ history: frames[1]!.data.length });
     expect(frames[1]!.data).to.include('echo beforeafter');
     expect(frames[1]!.data).not.to.include('\x1b[6n');
+  });
+});
+
+describe('a line that breaks before its VM is called off', () => {
+  it('should say stopped once the hypervisor says the VM is off, not stay reconnecting', async () => {
+    const [agentSide] = duplexPair();
+    let connects = 0;
+    const line = {
+      connect: async () => {
+        if (connects++ === 0) return agentSide;
+        throw new Error('no QEMU');
+      },
+      history: async () => Buffer.alloc(0),
+    };
+    // QEMU closes the socket while libvirt still says running; a moment later, shutoff
+    const answers: PowerState[] = ['running', 'running'];
+    const bridge = new SerialBridge(line, new Logger('test'), undefined, async () => answers.shift() ?? 'shutoff');
+    const notices: string[] = [];
+    const viewer = { OPEN: 1, readyState: 1, send: (d: unknown) => { if (typeof d === 'string') notices.push(JSON.parse(d).console); }, on: () => viewer };
+    try {
+      bridge.attach(viewer as unknown as WebSocket);
+      const until = Date.now() + 5000;
+      while (bridge.state !== 'connected' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      agentSide.destroy(); // QEMU went away
+      while (bridge.state !== 'stopped' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      expect(notices).to.deep.equal(['reconnecting', 'connected', 'reconnecting', 'stopped']);
+    } finally {
+      bridge.stop(false);
+    }
   });
 });
 

@@ -117,9 +117,8 @@ export async function removeNetwork(name: string): Promise<void> {
   }
 }
 
-/** Names of the domains (any state) with an interface on `network`: `virsh domiflist` of each. */
-async function domainsOn(network: string): Promise<string[]> {
-  const users: string[] = [];
+/** A domain (any state) with an interface on `network`, if there is one: `virsh domiflist` of each until one is. */
+async function domainOn(network: string): Promise<string | undefined> {
   for (const dom of (await virsh(['list', '--all', '--name'])).split('\n').map((l) => l.trim()).filter(Boolean)) {
     let table: string;
     try {
@@ -130,9 +129,9 @@ async function domainsOn(network: string): Promise<string[]> {
       throw err;
     }
     // rows: Interface Type Source Model MAC (`-` for the interface of a domain that is off)
-    if (table.split('\n').some((row) => { const c = row.trim().split(/\s+/); return c[1] === 'network' && c[2] === network; })) users.push(dom);
+    if (table.split('\n').some((row) => { const c = row.trim().split(/\s+/); return c[1] === 'network' && c[2] === network; })) return dom;
   }
-  return users;
+  return undefined;
 }
 
 /**
@@ -141,9 +140,9 @@ async function domainsOn(network: string): Promise<string[]> {
  */
 export async function releaseNetwork(name: string, log: Logger): Promise<'removed' | 'in-use' | 'absent'> {
   if ((await networkDump(name, true)) === undefined) return 'absent';
-  const users = await domainsOn(name);
-  if (users.length > 0) {
-    log.debug('keeping the VM network: VMs use it', { network: name, vms: users.length });
+  const user = await domainOn(name);
+  if (user) {
+    log.debug('keeping the VM network: a VM uses it', { network: name, domain: user });
     return 'in-use';
   }
   await removeNetwork(name);

@@ -9,15 +9,15 @@ export interface VmFacts {
   /** The template says it runs an SSH server. */
   sshServer: boolean;
   /** The VM's usage at its host's last poll, each figure when the host reports it. */
-  usage?: { cpu?: { pct: number } | undefined; memory?: { usedMiB: number; pct: number } | undefined } | undefined;
+  usage?: { cpu?: { percent: number } | undefined; memory?: { usedMiB: number; percent: number } | undefined } | undefined;
 }
 
 export function vmFacts(services: ControllerServices, vm: VmView): { facts: VmFacts } {
   const reported = vm.state === 'running'
     ? services.hosts.record(vm.host)?.status?.vmList.find((v) => v.id === vm.id)?.usage : undefined;
   const usage = reported && (reported.cpuRatio !== undefined || reported.memoryUsedMiB !== undefined) ? {
-    cpu: reported.cpuRatio !== undefined ? { pct: Math.round(reported.cpuRatio * 100) } : undefined,
-    memory: reported.memoryUsedMiB !== undefined ? { usedMiB: reported.memoryUsedMiB, pct: pct(reported.memoryUsedMiB, vm.memoryMiB) } : undefined,
+    cpu: reported.cpuRatio !== undefined ? { percent: Math.round(reported.cpuRatio * 100) } : undefined,
+    memory: reported.memoryUsedMiB !== undefined ? { usedMiB: reported.memoryUsedMiB, percent: pct(reported.memoryUsedMiB, vm.memoryMiB) } : undefined,
   } : undefined;
   return { facts: { sshServer: services.templates.find(vm.template)?.ssh === true, usage } };
 }

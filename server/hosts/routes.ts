@@ -88,6 +88,22 @@ export function hostRoutes(api: ApiRouter, services: ControllerServices): void {
   }, async (req, res) => {
     res.json(await hosts.sleep(param(req, 'id'), me(res).name));
   });
+  api.route({
+    method: 'post', path: '/api/hosts/sleep-all', summary: 'Put to sleep every host that is up and runs no VM (the controller\'s own machine stays on)', auth: 'admin',
+    responses: { 200: z.object({ asleep: z.array(WakeOutcome), skipped: z.array(WakeOutcome) }) },
+  }, async (_req, res) => {
+    res.json(await services.room.sleepAll(me(res).name));
+  });
+  api.route({ method: 'get', path: '/api/sleep-schedule', summary: 'When the room is put to sleep (hosts that run no VM)', auth: 'admin',
+    responses: { 200: WakeScheduleAnswer } }, (_req, res) => {
+    res.json(services.room.schedule('sleep'));
+  });
+  api.route({
+    method: 'put', path: '/api/sleep-schedule', summary: 'Set or remove when the room is put to sleep, e.g. "weekdays 18:00"', auth: 'admin',
+    body: WakeSchedule, responses: { 200: WakeScheduleAnswer },
+  }, (_req, res, { body }) => {
+    res.json(services.room.setSchedule(body.schedule, me(res).name, 'sleep'));
+  });
   api.route({ method: 'get', path: '/api/wake-schedule', summary: 'When the room is woken (Wake-on-LAN to every sleeping host)', auth: 'admin',
     responses: { 200: WakeScheduleAnswer } }, (_req, res) => {
     res.json(services.room.schedule());

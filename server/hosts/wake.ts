@@ -1,6 +1,7 @@
 // A room that sleeps: wake every sleeping host at once, wake the room on a schedule before the first
-// lesson ("weekdays 07:30", settings key `wake.schedule`), wake sleeping hosts when the ready ones
-// cannot fit a request, and shut a drained host's VMs down at the time the admin set.
+// lesson ("weekdays 07:30", settings key `wake.schedule`) and put it to sleep in the evening (hosts
+// without running VMs, `sleep.schedule`), wake sleeping hosts when the ready ones cannot fit a
+// request, and shut a drained host's VMs down at the time the admin set.
 //
 //   wake-all / schedule / no host fits ──▶ hosts asleep or down with a MAC ──▶ registry.wake (magic packet)
 //   every minute: drained hosts whose shutdownVmsAt passed ──▶ shutdown of each running VM
@@ -8,12 +9,27 @@ import cron, { type ScheduledTask } from 'node-cron';
 import { InvalidField, SkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
+import { isLoopback } from '../../base/tls.ts';
 import type { HostRecord, HostRegistry } from './registry.ts';
+import { addressOfUrl } from './wol.ts';
 
 /** The settings key of the wake-up schedule (the admin's words, e.g. `weekdays 07:30`). */
 export const WAKE_SCHEDULE_KEY = 'wake.schedule';
+/** The settings key of the evening's sleep (e.g. `weekdays 18:00`). */
+export const SLEEP_SCHEDULE_KEY = 'sleep.schedule';
 /** A host woken because a request did not fit is not woken again for this long (it takes a minute or two to boot). */
 export const DEMAND_WAKE_EVERY_MS = 5 * 60_000;
+
+/** The two schedules of a room: when it wakes, when it goes to sleep. */
+export type ScheduleKind = 'wake' | 'sleep';
+const KEYS: Record<ScheduleKind, string> = { wake: WAKE_SCHEDULE_KEY, sleep: SLEEP_SCHEDULE_KEY };
+
+/** A schedule as the API and the page show it: the admin's words, its cron expression, its next run. */
+export interface RoomSchedule {
+  schedule: string | null;
+  cron?: string;
+  nextRun?: string;
+}
 
 const DAY_NAMES = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 const DAY_WORDS: Record<string, string> = { daily: '*', everyday: '*', weekdays: '1-5', weekends: '0,6' };
@@ -60,6 +76,8 @@ export interface RoomPowerOptions {
   shutdownVm: (vmId: string) => Promise<unknown>;
   /** The VMs running on a host (ids and names), for the drained host's shutdown. */
   runningVms: (hostId: string) => Array<{ id: string; name: string }>;
+  /** Whether a host is the controller's own machine, which a sleep-all leaves on (default: its agent is at a loopback address, as `skyhost up`'s). */
+  isControllerMachine?: (h: HostRecord) => boolean;
 }
 
 /**
@@ -70,7 +88,7 @@ export interface RoomPowerOptions {
 export class RoomPower {
   private readonly opts: RoomPowerOptions;
   private readonly log: Logger;
-  private task: ScheduledTask | undefined;
+  private readonly tasks: Partial<Record<ScheduleKind, ScheduledTask>> = {};
   private minutely: ScheduledTask | undefined;
   private started = false;
   /** When each host was last woken for a request that did not fit (ms). */
@@ -81,34 +99,36 @@ export class RoomPower {
     this.log = opts.log;
   }
 
-  /** The wake-up schedule: the admin's words, its cron expression and its next run (none: no schedule). */
-  schedule(): { schedule: string | null; cron?: string; nextRun?: string } {
-    const row = this.opts.store.get<{ value: string }>('SELECT value FROM settings WHERE key = ?', WAKE_SCHEDULE_KEY);
+  /** The wake-up (or sleep) schedule: the admin's words, its cron expression and its next run (none: no schedule). */
+  schedule(kind: ScheduleKind = 'wake'): RoomSchedule {
+    const row = this.opts.store.get<{ value: string }>('SELECT value FROM settings WHERE key = ?', KEYS[kind]);
     if (!row) return { schedule: null };
     const expression = scheduleToCron(row.value);
-    const next = this.task?.getNextRun() ?? nextRunOf(expression);
+    const next = this.tasks[kind]?.getNextRun() ?? nextRunOf(expression);
     return { schedule: row.value, cron: expression, ...(next ? { nextRun: next.toISOString() } : {}) };
   }
 
-  /** Sets the schedule (checked first: a bad one names the field and changes nothing) or removes it (null or ''). */
-  setSchedule(text: string | null, by: string): { schedule: string | null; cron?: string; nextRun?: string } {
+  /** Sets a schedule (checked first: a bad one names the field and changes nothing) or removes it (null or ''). */
+  setSchedule(text: string | null, by: string, kind: ScheduleKind = 'wake'): RoomSchedule {
     const value = text?.trim() ? text.trim() : null;
+    const what = kind === 'wake' ? 'wake-up' : 'sleep';
     if (value === null) {
-      this.opts.store.run('DELETE FROM settings WHERE key = ?', WAKE_SCHEDULE_KEY);
-      this.log.info(`the room's wake-up schedule was removed by ${by}`);
+      this.opts.store.run('DELETE FROM settings WHERE key = ?', KEYS[kind]);
+      this.log.info(`the room's ${what} schedule was removed by ${by}`);
     } else {
       scheduleToCron(value);
-      this.opts.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', WAKE_SCHEDULE_KEY, value);
-      this.log.info(`the room wakes ${value} (set by ${by})`);
+      this.opts.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', KEYS[kind], value);
+      this.log.info(`the room ${kind === 'wake' ? 'wakes' : 'goes to sleep'} ${value} (set by ${by})`);
     }
-    if (this.started) this.arm();
-    return this.schedule();
+    if (this.started) this.arm(kind);
+    return this.schedule(kind);
   }
 
-  /** Starts the schedule and the minute job of drained hosts' shutdowns. */
+  /** Starts the schedules and the minute job of drained hosts' shutdowns. */
   start(): void {
     this.started = true;
-    this.arm();
+    this.arm('wake');
+    this.arm('sleep');
     this.minutely = cron.schedule('15 * * * * *', async () => {
       await this.shutdownDue();
     }, { name: 'shutdown of drained hosts\' VMs', noOverlap: true });
@@ -116,32 +136,68 @@ export class RoomPower {
 
   async stop(): Promise<void> {
     this.started = false;
-    await this.task?.destroy();
+    for (const kind of ['wake', 'sleep'] as const) {
+      await this.tasks[kind]?.destroy();
+      delete this.tasks[kind];
+    }
     await this.minutely?.destroy();
-    this.task = undefined;
     this.minutely = undefined;
   }
 
-  private arm(): void {
-    void this.task?.destroy();
-    this.task = undefined;
-    const { cron: expression, schedule } = this.scheduleOrNone();
+  private arm(kind: ScheduleKind): void {
+    void this.tasks[kind]?.destroy();
+    delete this.tasks[kind];
+    const { cron: expression, schedule } = this.scheduleOrNone(kind);
     if (!expression) return;
-    this.task = cron.schedule(expression, async () => {
-      const outcome = await this.wakeAll(`the schedule "${schedule}"`);
-      this.log.info(`scheduled wake-up (${schedule}): ${outcome.woken.length} host(s) woken, ${outcome.skipped.length} skipped`);
-    }, { name: 'wake-up of the room', noOverlap: true });
+    this.tasks[kind] = cron.schedule(expression, async () => {
+      if (kind === 'wake') {
+        const outcome = await this.wakeAll(`the schedule "${schedule}"`);
+        this.log.info(`scheduled wake-up (${schedule}): ${outcome.woken.length} host(s) woken, ${outcome.skipped.length} skipped`);
+      } else {
+        await this.sleepAll(`the schedule "${schedule}"`);
+      }
+    }, { name: `${kind} of the room`, noOverlap: true });
   }
 
-  private scheduleOrNone(): { cron?: string; schedule?: string } {
+  private scheduleOrNone(kind: ScheduleKind): { cron?: string; schedule?: string } {
     try {
-      const s = this.schedule();
+      const s = this.schedule(kind);
       return s.cron ? { cron: s.cron, schedule: s.schedule ?? '' } : {};
     } catch (err) {
       // Only a value written around the API could be bad: say so, and keep the room unscheduled rather than fail the start.
-      this.log.error(`the stored wake-up schedule is not valid, so the room is not woken on a schedule: ${(err as Error).message}`);
+      this.log.error(`the stored ${kind} schedule is not valid, so it does not run: ${(err as Error).message}`);
       return {};
     }
+  }
+
+  /**
+   * Puts to sleep every host that is up (ready or draining) and runs no VM; a host with running VMs is
+   * left on and named (its VMs are someone's work), and so is the controller's own machine.
+   */
+  async sleepAll(by: string): Promise<{ asleep: WakeOutcome[]; skipped: WakeOutcome[] }> {
+    const asleep: WakeOutcome[] = [];
+    const skipped: WakeOutcome[] = [];
+    for (const h of this.opts.hosts.records()) {
+      if (h.state !== 'ready' && h.state !== 'draining') continue;
+      if ((this.opts.isControllerMachine ?? onLoopback)(h)) {
+        skipped.push({ id: h.id, hostname: h.hostname, reason: 'the controller\'s own machine' });
+        continue;
+      }
+      const running = this.opts.runningVms(h.id);
+      if (running.length > 0) {
+        skipped.push({ id: h.id, hostname: h.hostname, reason: `${running.length} VM(s) running: ${running.map((v) => v.name).join(', ')}` });
+        continue;
+      }
+      try {
+        await this.opts.hosts.sleep(h.id, by);
+        asleep.push({ id: h.id, hostname: h.hostname });
+      } catch (err) {
+        skipped.push({ id: h.id, hostname: h.hostname, reason: (err as Error).message });
+      }
+    }
+    this.log.info(`sleep-all by ${by}: ${asleep.length} host(s) put to sleep` +
+      `${skipped.length ? `; left on: ${skipped.map((s) => `${s.hostname} (${s.reason})`).join('; ')}` : ''}`);
+    return { asleep, skipped };
   }
 
   /** Sends Wake-on-LAN to every host that is asleep or down and has a MAC; the others are listed with the reason. */
@@ -219,6 +275,11 @@ function nextRunOf(expression: string): Date | null {
   } finally {
     void task.destroy();
   }
+}
+
+/** An agent at a loopback address runs on the controller's machine (`skyhost up`). */
+function onLoopback(h: HostRecord): boolean {
+  return isLoopback(addressOfUrl(h.agentUrl));
 }
 
 /** Why a host is not woken by a wake-all (undefined: it is woken). */

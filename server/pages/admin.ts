@@ -14,7 +14,7 @@ import { hostSparklines } from './hosts.ts';
 import { field, me, redirect } from './forms.ts';
 import { render } from './render.ts';
 
-const HOST_ACTIONS = ['approve', 'drain', 'undrain', 'wake', 'remove'] as const;
+const HOST_ACTIONS = ['approve', 'drain', 'undrain', 'wake', 'sleep', 'shutdown-vms-at', 'remove'] as const;
 
 export function adminPages(services: ControllerServices): Router {
   const r = express.Router();
@@ -28,7 +28,8 @@ export function adminPages(services: ControllerServices): Router {
       page: 'hosts', partial, title: 'Hosts', status: extra.status ?? 200,
       data: {
         spark: hostSparklines(services),
-        hosts: services.hosts.list().map((h) => hostRow(h, hostNames(services).labels(), hostNames(services).displayName(h.id))),
+        hosts: services.hosts.list().map((h) => ({ ...hostRow(h, hostNames(services).labels(), hostNames(services).displayName(h.id)), ...powerOf(h) })),
+        wake: services.room.schedule(), sleep: services.room.schedule('sleep'),
         install: {
           baseUrl: controllerBase(req, services), agentUrl: httpsBase(controllerBase(req, services), services) ?? controllerBase(req, services),
           loopback: loopbackNotice(requestBase(req), controllerBase(req, services)), uses: 1, tokens: services.joinTokens.list().slice(0, 10), ...install },
@@ -124,6 +125,34 @@ export function adminPages(services: ControllerServices): Router {
     redirect(req, res, '/hosts', { swap: true });
   });
 
+  // A room that sleeps: wake every sleeping host, and the schedule that wakes the room.
+  r.post('/hosts/wake-all', requireAdmin(), async (req, res) => {
+    const { woken, skipped } = await services.room.wakeAll(me(res).name);
+    const notice = woken.length ? `Wake-on-LAN sent to ${woken.map((w) => w.hostname).join(', ')}.` : 'No host is asleep with a known MAC address: nothing to wake.';
+    const noMac = skipped.filter((s) => /MAC/.test(s.reason ?? '')).map((s) => s.hostname);
+    hostsPage(req, res, {}, 'host-wake', { notes: { roomNotice: noMac.length ? `${notice} MAC unknown: ${noMac.join(', ')}.` : notice } });
+  });
+  r.post('/hosts/sleep-all', requireAdmin(), async (req, res) => {
+    const { asleep, skipped } = await services.room.sleepAll(me(res).name);
+    const notice = `${asleep.length ? `Put to sleep: ${asleep.map((a) => a.hostname).join(', ')}.` : 'No host was put to sleep.'}` +
+      `${skipped.length ? ` Left on: ${skipped.map((s) => `${s.hostname} (${s.reason})`).join('; ')}.` : ''}`;
+    hostsPage(req, res, {}, 'host-wake', { notes: { roomNotice: notice } });
+  });
+  for (const kind of ['wake', 'sleep'] as const) {
+    r.post(`/hosts/${kind}-schedule`, requireAdmin(), (req, res) => {
+      const text = field(req, 'schedule', 100);
+      try {
+        const s = services.room.setSchedule(text, me(res).name, kind);
+        const notice = s.schedule ? `The room ${kind === 'wake' ? 'wakes' : 'goes to sleep'} ${s.schedule}.` : `The room is no longer ${kind === 'wake' ? 'woken' : 'put to sleep'} on a schedule.`;
+        hostsPage(req, res, {}, 'host-wake', { notes: { roomNotice: notice } });
+      } catch (err) {
+        const sky = toSkyError(err);
+        if (sky.status >= 500) throw err;
+        hostsPage(req, res, {}, 'host-wake', { status: sky.status, notes: { [kind]: { ...services.room.schedule(kind), schedule: text, error: sky.message } } });
+      }
+    });
+  }
+
   r.post('/hosts/:id/:action', requireAdmin(), async (req, res) => {
     const id = String(req.params.id);
     const action = HOST_ACTIONS.find((a) => a === req.params.action);
@@ -133,6 +162,8 @@ export function adminPages(services: ControllerServices): Router {
     else if (action === 'drain') hosts.drain(id);
     else if (action === 'undrain') hosts.undrain(id);
     else if (action === 'wake') await hosts.wake(id);
+    else if (action === 'sleep') await hosts.sleep(id, me(res).name);
+    else if (action === 'shutdown-vms-at') hosts.setShutdownVmsAt(hosts.require(id), field(req, 'at', 40) || undefined);
     else hosts.remove(id);
     services.events.record({ source: 'pages', msg: `host ${id}: ${action} by ${me(res).name}`, hostId: id });
     redirect(req, res, '/hosts', { swap: true });
@@ -205,4 +236,11 @@ function httpsBase(base: string, services: ControllerServices): string | undefin
 /** The distinct sources in the event log (an index scan). */
 function eventSources(services: ControllerServices): string[] {
   return services.store.all<{ source: string }>('SELECT DISTINCT source FROM events ORDER BY source').map((r) => r.source);
+}
+
+/** What the hosts page needs to offer Wake and the drained host's shutdown time (a datetime-local value). */
+function powerOf(h: { mac?: string | undefined; shutdownVmsAt?: string | undefined }): { mac?: string; shutdownVmsLocal?: string } {
+  const at = h.shutdownVmsAt ? new Date(h.shutdownVmsAt) : undefined;
+  const local = at ? new Date(at.getTime() - at.getTimezoneOffset() * 60_000).toISOString().slice(0, 16) : undefined;
+  return { ...(h.mac ? { mac: h.mac } : {}), ...(local ? { shutdownVmsLocal: local } : {}) };
 }

@@ -45,11 +45,11 @@ describe('hosts page: a room that sleeps', function () {
     expect(page.text).to.contain('id="room-power"').and.contain('Wake all').and.contain('id="wake-schedule"');
     const bad = await admin.post('/hosts/wake-schedule', { schedule: 'every morning' }, hx);
     expect(bad.status).to.equal(422);
-    expect(bad.text).to.contain('value="every morning"').and.contain('aria-invalid="true"').and.contain('weekdays 07:30');
+    expect(bad.text).to.contain('value="every morning"').and.contain('aria-invalid="true"').and.contain('id="wake-schedule-error"').and.contain('weekdays 07:30');
     expect(controller.services.room.schedule().schedule).to.equal(null);
     const good = await admin.post('/hosts/wake-schedule', { schedule: 'weekdays 07:30' }, hx);
     expect(good.status).to.equal(200);
-    expect(good.text).to.contain('The room wakes weekdays 07:30.').and.contain('Next wake-up:');
+    expect(good.text).to.contain('The room wakes weekdays 07:30.').and.contain('Next: ');
     expect(controller.services.room.schedule()).to.deep.include({ schedule: 'weekdays 07:30', cron: '30 7 * * 1-5' });
     const off = await admin.post('/hosts/wake-schedule', { schedule: '' }, hx);
     expect(off.text).to.contain('no longer woken on a schedule');
@@ -64,6 +64,11 @@ describe('hosts page: a room that sleeps', function () {
     const woken = await admin.post('/hosts/wake-all', {}, hx);
     expect(woken.text).to.contain('No host is asleep with a known MAC address').and.contain('MAC unknown: lab-02');
     expect(controller.services.events.list({ limit: 50 }).map((e) => e.msg)).to.include('host lab-02: sleep by admin');
+    // The simulated hosts listen on 127.0.0.1, as `skyhost up`'s own agent does: the room's sleep leaves them on, and says why.
+    const sleepAll = await admin.post('/hosts/sleep-all', {}, hx);
+    expect(sleepAll.text).to.contain('No host was put to sleep.').and.contain('lab-01 (the controller&#x27;s own machine)');
+    const evening = await admin.post('/hosts/sleep-schedule', { schedule: 'weekdays 18:00' }, hx);
+    expect(evening.text).to.contain('The room goes to sleep weekdays 18:00.').and.contain('id="sleep-schedule" name="schedule" type="text" maxlength="100" value="weekdays 18:00"');
   });
 
   it('should set a drained host\'s VM shutdown time from its row', async () => {

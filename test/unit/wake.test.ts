@@ -175,6 +175,26 @@ describe('a room that sleeps (registry and simulated agents)', function () {
     expect(() => registry.drain(a.hostId, 'tomorrow')).to.throw('shutdownVmsAt');
   });
 
+  it('should put to sleep the hosts that are up and run no VM, leaving on those with VMs and the controller\'s own machine', async () => {
+    const busy = await join('52:54:00:aa:bb:10'); // agents[0]: runningVms says it runs web-1
+    const idle = await join('52:54:00:aa:bb:11');
+    // Simulated agents listen on 127.0.0.1, like `skyhost up`'s own agent: by default they are the controller's machine.
+    const own = await room.sleepAll('admin');
+    expect(own.asleep).to.deep.equal([]);
+    expect(own.skipped.map((s) => s.reason)).to.deep.equal(['the controller\'s own machine', 'the controller\'s own machine']);
+    const lab = new RoomPower({
+      store, hosts: registry, log: logger('test'), shutdownVm: async () => undefined, isControllerMachine: () => false,
+      runningVms: (hostId) => (hostId === busy.hostId ? [{ id: 'vm1', name: 'web-1' }] : []),
+    });
+    const outcome = await lab.sleepAll('the schedule "weekdays 18:00"');
+    expect(outcome.asleep.map((a) => a.hostname)).to.deep.equal([idle.hostname]);
+    expect(outcome.skipped).to.deep.equal([{ id: busy.hostId, hostname: busy.hostname, reason: '1 VM(s) running: web-1' }]);
+    expect(registry.get(idle.hostId).state).to.equal('asleep');
+    expect(registry.get(busy.hostId).state).to.equal('ready');
+    expect(lab.setSchedule('weekdays 18:00', 'admin', 'sleep')).to.deep.include({ schedule: 'weekdays 18:00', cron: '0 18 * * 1-5' });
+    expect(lab.schedule('wake')).to.deep.equal({ schedule: null });
+  });
+
   it('should keep the wake-up schedule in the settings, refuse a bad one without changing it, and remove it', () => {
     expect(room.schedule()).to.deep.equal({ schedule: null });
     room.start();

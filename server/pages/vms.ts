@@ -9,6 +9,7 @@ import { fromZod, NotFound } from '../../base/errors.ts';
 import { wantsFragment } from '../../base/views.ts';
 import type { ControllerServices } from '../services.ts';
 import { hostNames } from '../hosts/names.ts';
+import { wakeIfNoHostFits } from '../hosts/wake.ts';
 import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';
 import { render } from './render.ts';
@@ -101,7 +102,7 @@ export function vmPages(services: ControllerServices): Router {
     };
     const key = field(req, 'idempotencyKey', 64);
     try {
-      const answer = await services.vms.create(user, body, key || undefined);
+      const answer = await wakeIfNoHostFits(services.room, () => services.vms.create(user, body, key || undefined));
       if (!wantsFragment(req)) return redirect(req, res, '/vms');
       const fresh = freshForm();
       fresh.created = { id: answer.vm.id, name: answer.vm.name, hostname: answer.vm.hostname ?? answer.vm.host };

@@ -64,6 +64,8 @@ describe('hosts page: a room that sleeps', function () {
     const woken = await admin.post('/hosts/wake-all', {}, hx);
     expect(woken.text).to.contain('No host is asleep with a known MAC address').and.contain('MAC unknown: lab-02');
     expect(controller.services.events.list({ limit: 50 }).map((e) => e.msg)).to.include('host lab-02: sleep by admin');
+    await new Promise((r) => setTimeout(r, 1100)); // the dashboard's figures are computed at most once a second
+    expect((await admin.get('/')).text).to.match(/<b>1<\/b><span>hosts asleep<\/span>/);
     // The simulated hosts listen on 127.0.0.1, as `skyhost up`'s own agent does: the room's sleep leaves them on, and says why.
     const sleepAll = await admin.post('/hosts/sleep-all', {}, hx);
     expect(sleepAll.text).to.contain('No host was put to sleep.').and.contain('lab-01 (the controller&#x27;s own machine)');

@@ -79,4 +79,15 @@ describe('hosts page: a room that sleeps', function () {
     expect(controller.services.hosts.get('lab-01').shutdownVmsAt).to.equal(new Date('2026-06-30T16:00').toISOString());
     expect((await admin.get('/hosts', hx)).text).to.contain('value="2026-06-30T16:00"');
   });
+
+  it('should let the admin mark a host that is down as asleep (switched off by hand), which stops the alarm', async () => {
+    await agents[0]!.stop();
+    for (let i = 0; i < 3; i++) await controller.services.hosts.pollOne(controller.services.hosts.require('lab-01'));
+    expect(controller.services.hosts.get('lab-01').state).to.equal('down');
+    const list = (await admin.get('/hosts', hx)).text;
+    const row = list.slice(list.indexOf('id="host-lab-01"'), list.indexOf('</tr>', list.indexOf('id="host-lab-01"')));
+    expect(row).to.contain('Mark asleep').and.contain('>Wake<');
+    expect((await admin.post('/hosts/lab-01/sleep', {}, hx)).status).to.equal(303);
+    expect(controller.services.hosts.get('lab-01').state).to.equal('asleep');
+  });
 });

@@ -85,9 +85,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   let adminVm: string;
   let studentVm: string;
   let desktopVm: string;
+  let classId: string;
 
-  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/account/password'];
-  const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account/password'];
+  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/account', '/account/password'];
+  const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account', '/account/password'];
 
   before(async () => {
     work = mkdtempSync(path.join(tmpdir(), 'skyhost-a11y-'));
@@ -100,6 +101,8 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     const users = controller.services.users;
     await users.create({ name: 'alice', password: 'alice-pass-1', mustChangePassword: true });
     users.setSelfRegistration(true); // the login page then shows the register form too
+    classId = controller.services.classes.create({ name: '7b' }, 'admin').id;
+    controller.services.classes.addMember(classId, 'alice', 'student', 'admin');
     host = await new SimAgent({ hostId: 'lab-pc-1', hostname: 'lab-pc-1', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
     controller.services.hosts.enroll({
       hostId: host.hostId, hostname: 'lab-pc-1', agentUrl: host.url, agentKey: host.key, version: 'test', joinToken: controller.services.secrets.joinToken,
@@ -237,6 +240,15 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await page.click('#user-form button[type=submit]');
     await page.waitForSelector('#user-form .flash.ok');
     failures.push(await check(page, '/admin/users with a user created'));
+    await page.goto(`${base}/classes/${classId}`);
+    await page.fill('#import-prefix', '<b>');
+    await submitUnchecked(page, '#class-import');
+    await page.waitForSelector('#class-import .field-error');
+    failures.push(await check(page, '/classes/:id with an import error'), await errorsNamed(page, '#class-import'));
+    await page.fill('#import-csv', 'name,display name\nben,Ben B\n\n<b>x</b>\n');
+    await page.click('#class-import button[type=submit]');
+    await page.waitForSelector('#class-passwords');
+    failures.push(await check(page, 'the one-time passwords of an import, with its rejected rows'));
     await page.goto(`${base}/vms/${adminVm}`);
     await page.fill('#vm-save-name', 'Not A Name!');
     await submitUnchecked(page, '#vm-save-form');

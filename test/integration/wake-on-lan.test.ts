@@ -87,6 +87,8 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
       return h?.state === 'ready' && h.mac ? h : undefined;
     }, 60_000, 250);
     expect(h.mac).to.equal(mac);
+    // It came with the enrollment: a MAC first learnt from a /status poll would be logged as reported there.
+    expect(logs.get('c')).not.to.match(/reports MAC address/);
   });
 
   it('should refuse POST /sleep on the agent without its key', async () => {

@@ -6,7 +6,7 @@ import { Forbidden, NotFound, SkyError } from '../../base/errors.ts';
 import type { ControllerServices } from '../services.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import type { Role } from '../users/users.ts';
-import { minutesText, type Policies } from '../vms/leases.ts';
+import { minutesText, setTemplateLeaseDefault, templateLeaseDefaults, type Policies } from '../vms/leases.ts';
 import { RESOURCES, type Quota, type Resource, type UsageRow } from '../vms/quotas.ts';
 import { field, fieldErrors, localPath, me, redirect } from './forms.ts';
 import { render } from './render.ts';
@@ -115,12 +115,23 @@ export function quotaUsageView(rows: UsageRow[], own: Quota | undefined, opts: {
 export function policyPages(services: ControllerServices): Router {
   const r = express.Router();
 
-  const page = (req: Request, res: Response, status = 200, typed?: Record<string, string>, errors: Record<string, string> = {}, saved = false, error?: string) => {
+  /** Each template with its lease default (empty: none of its own), for the templates' form. */
+  const templateRows = (typed?: Record<string, string>, errors: Record<string, string> = {}) => {
+    const set = templateLeaseDefaults(services.store);
+    return services.templates.list().map((t) => ({
+      name: t.name, id: `template-lease-${t.name.replace(/[^a-z0-9-]/gi, '-')}`,
+      value: typed?.[t.name] ?? shown(set.get(t.name)), hint: set.has(t.name) ? minutesText(set.get(t.name)!) : 'the default lease', error: errors[t.name],
+    }));
+  };
+
+  const page = (req: Request, res: Response, status = 200, typed?: Record<string, string>, errors: Record<string, string> = {}, saved = false, error?: string,
+    templates: { typed?: Record<string, string>; errors?: Record<string, string>; saved?: boolean } = {}) => {
     const p = services.policies.current();
     render(req, res, {
       page: 'policies', title: 'Policies', status,
       data: {
         sections: policyForm(p, typed, errors), saved, error,
+        templates: templateRows(templates.typed, templates.errors), templatesSaved: templates.saved,
         usage: services.users.list().map((u) => ({ name: u.name, role: u.role, rows: services.quotas.usageOf(u) })),
       },
     });
@@ -137,6 +148,23 @@ export function policyPages(services: ControllerServices): Router {
       return page(req, res, 422, typed, fieldErrors(err), false, 'Nothing was saved: correct the marked fields.');
     }
     page(req, res, 200, undefined, {}, true);
+  });
+
+  // Each template's lease default: empty clears it; every field is checked before any is saved.
+  r.post('/admin/policies/templates', requireAdmin(), (req, res) => {
+    const typed: Record<string, string> = {};
+    const errors: Record<string, string> = {};
+    const values = new Map<string, number | null>();
+    for (const t of services.templates.list()) {
+      const text = typed[t.name] = field(req, `lease.${t.name}`, 16);
+      const minutes = text === '' ? null : /^\d+$/.test(text) ? Number(text) : Number.NaN;
+      if (minutes !== null && !(minutes >= 1 && minutes <= 525_600)) errors[t.name] = 'a whole number of minutes from 1 to 525600, or empty for none';
+      else values.set(t.name, minutes);
+    }
+    if (Object.keys(errors).length > 0) return page(req, res, 422, undefined, {}, false, undefined, { typed, errors });
+    for (const [name, minutes] of values) setTemplateLeaseDefault(services.store, name, minutes);
+    services.events.record({ source: 'policies', msg: `lease defaults of templates changed by ${me(res).name}`, data: { templates: Object.fromEntries(values), by: me(res).name } });
+    page(req, res, 200, undefined, {}, false, undefined, { saved: true });
   });
 
   // The lease's Extend button: the VM's card is answered (htmx) or the page (a plain form).

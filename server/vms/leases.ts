@@ -11,7 +11,7 @@
 //
 // Everything here is pure but PolicyStore: `now` is always a parameter, so tests drive the clock.
 import { z } from 'zod';
-import { InvalidField, SkyError } from '../../base/errors.ts';
+import { InvalidField, NotFound, SkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import { VM_LIMITS } from '../../wire/api.ts';
 import type { Store } from '../db/store.ts';
@@ -136,6 +136,24 @@ export function leaseDefaultsOf(store: Store, template: string, classId: string 
   const t = store.get('SELECT lease_default_minutes AS m FROM template_policies WHERE template = ?', template)?.m;
   const c = classId !== undefined ? store.get('SELECT lease_default_minutes AS m FROM classes WHERE id = ?', classId)?.m : undefined;
   return { ...(typeof c === 'number' && c > 0 ? { classMinutes: c } : {}), ...(typeof t === 'number' && t > 0 ? { templateMinutes: t } : {}) };
+}
+
+/** Sets (or with null clears) a template's lease default: new VMs of it take it where their class has none. */
+export function setTemplateLeaseDefault(store: Store, template: string, minutes: number | null): void {
+  store.run(`INSERT INTO template_policies (template, lease_default_minutes) VALUES (?, ?)
+    ON CONFLICT(template) DO UPDATE SET lease_default_minutes = excluded.lease_default_minutes`, template, minutes);
+}
+
+/** Sets (or with null clears) a class's lease default: new VMs of the class take it first; 404 for an unknown class. */
+export function setClassLeaseDefault(store: Store, classId: string, minutes: number | null): void {
+  if (store.run('UPDATE classes SET lease_default_minutes = ? WHERE id = ?', minutes, classId).changes === 0) throw new NotFound(`class "${classId}"`);
+}
+
+/** Every template's lease default that is set, by template name. */
+export function templateLeaseDefaults(store: Store): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const r of store.all('SELECT template, lease_default_minutes AS m FROM template_policies WHERE lease_default_minutes IS NOT NULL')) out.set(String(r.template), Number(r.m));
+  return out;
 }
 
 /**

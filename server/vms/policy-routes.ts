@@ -6,7 +6,7 @@ import { NotFound } from '../../base/errors.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
 import type { User } from '../users/users.ts';
-import { Policies } from './leases.ts';
+import { Policies, setClassLeaseDefault, setTemplateLeaseDefault } from './leases.ts';
 import { Quota } from './quotas.ts';
 import { Vm } from './schemas.ts';
 
@@ -42,6 +42,30 @@ export function policyRoutes(api: ApiRouter, services: ControllerServices): void
     const saved = policies.set(body);
     services.events.record({ source: 'policies', msg: `policies changed by ${me(res).name}`, data: { policies: saved, by: me(res).name } });
     res.json(saved);
+  });
+
+  const LeaseDefault = z.strictObject({
+    defaultMinutes: z.number().int().min(1).max(525_600).nullable().describe('the lease of new VMs, e.g. 90; null: none of its own'),
+  });
+  api.route({
+    method: 'put', path: '/api/templates/:name/lease', summary: 'A template\'s lease default (new VMs of it, unless their class has one); null clears it',
+    auth: 'admin', body: LeaseDefault, responses: { 200: LeaseDefault },
+  }, (req, res, { body }) => {
+    const name = param(req, 'name');
+    if (!services.templates.find(name)) throw new NotFound(`template "${name}"`);
+    setTemplateLeaseDefault(services.store, name, body.defaultMinutes);
+    services.events.record({ source: 'policies', msg: `lease default of template ${name} set to ${body.defaultMinutes ?? 'none'} by ${me(res).name}`, data: { template: name, ...body } });
+    res.json(body);
+  });
+  api.route({
+    method: 'put', path: '/api/classes/:id/lease', summary: 'A class\'s lease default (its VMs, before the template\'s); its teachers and admins; null clears it',
+    auth: 'user', body: LeaseDefault, responses: { 200: LeaseDefault },
+  }, (req, res, { body }) => {
+    const id = param(req, 'id');
+    if (!services.access.teaches(me(res), { id })) throw new NotFound(`class "${id}"`);
+    setClassLeaseDefault(services.store, id, body.defaultMinutes);
+    services.events.record({ source: 'policies', msg: `lease default of class ${id} set to ${body.defaultMinutes ?? 'none'} by ${me(res).name}`, data: { classId: id, ...body } });
+    res.json(body);
   });
 
   api.route({

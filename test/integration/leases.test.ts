@@ -10,7 +10,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { DEFAULT_POLICIES, type Policies } from '../../server/vms/leases.ts';
+import { DEFAULT_POLICIES, leaseDefaultsOf, type Policies } from '../../server/vms/leases.ts';
 import { freePort } from '../support/net.ts';
 import { PageClient } from '../support/page-client.ts';
 import { SimAgent } from '../support/sim-agent.ts';
@@ -162,6 +162,27 @@ describe('leases, housekeeping and quotas over the API', function () {
     expect((await api('DELETE', `/api/vms/${id}`, alice)).status).to.equal(204);
   });
 
+  it('a template\'s lease default applies to its new VMs, a class\'s comes before it; both set over the API', async () => {
+    expect((await api('PUT', '/api/templates/no-such/lease', admin, { defaultMinutes: 45 })).status).to.equal(404);
+    expect((await api('PUT', '/api/templates/alpine/lease', alice, { defaultMinutes: 45 })).status).to.equal(403);
+    const bad = await api('PUT', '/api/templates/alpine/lease', admin, { defaultMinutes: 0 });
+    expect(bad.status).to.equal(422);
+    expect(bad.json.error.details.fields[0].field).to.equal('defaultMinutes');
+    expect((await api('PUT', '/api/templates/alpine/lease', admin, { defaultMinutes: 45 })).status).to.equal(200);
+    const t = await api('POST', '/api/vms', alice, { template: 'alpine', name: 'template-lease' });
+    expect(Date.parse(t.json.expiresAt) - Date.parse(t.json.createdAt)).to.equal(45 * 60_000);
+
+    const cls = ctl.services.classes.create({ name: '7d', teachers: ['tom'] }, 'admin');
+    const tom = ctl.services.users.createToken('tom', 'test').token;
+    expect((await api('PUT', `/api/classes/${cls.id}/lease`, alice, { defaultMinutes: 30 })).status).to.equal(404);
+    expect((await api('PUT', `/api/classes/${cls.id}/lease`, tom, { defaultMinutes: 30 })).status).to.equal(200);
+    const { vm } = await ctl.services.vms.create(ctl.services.users.get('alice')!, { template: 'alpine', name: 'class-lease' }, undefined, { classId: cls.id });
+    expect(Date.parse(vm.expiresAt!) - Date.parse(vm.createdAt)).to.equal(30 * 60_000);
+
+    expect((await api('PUT', '/api/templates/alpine/lease', admin, { defaultMinutes: null })).status).to.equal(200);
+    for (const id of [t.json.id, vm.id]) expect((await api('DELETE', `/api/vms/${id}`, alice)).status).to.equal(204);
+  });
+
   it('housekeeping reaps exactly the VMs stopped for longer than the policy: not a running one, not one stopped for less', async () => {
     // Admin VMs without a lease, so that only the reaping acts.
     await api('PUT', '/api/policies', admin, policies({ lease: { defaultMinutes: null }, housekeeping: { reapStoppedAfterMinutes: 7 * 1440 } }));
@@ -283,6 +304,16 @@ describe('leases and policies on the pages', function () {
     const student = new PageClient(ctl.url);
     await student.login('bea', 'bea-password-1');
     expect((await student.get('/admin/policies')).status).to.equal(403);
+
+    // Each template's lease: a wrong value is marked and nothing is saved; empty clears it.
+    const wrong = await root.post('/admin/policies/templates', { 'lease.alpine': '90', 'lease.desktop': 'x' });
+    expect(wrong.status).to.equal(422);
+    expect(wrong.text).to.match(/id="template-lease-desktop-err"/);
+    expect(leaseDefaultsOf(ctl.services.store, 'alpine', undefined)).to.deep.equal({});
+    expect((await root.post('/admin/policies/templates', { 'lease.alpine': '90', 'lease.desktop': '' })).status).to.equal(200);
+    expect(leaseDefaultsOf(ctl.services.store, 'alpine', undefined)).to.deep.equal({ templateMinutes: 90 });
+    expect((await root.get('/admin/policies')).text).to.include('name="lease.alpine" type="text" inputmode="numeric" value="90"');
+    await root.post('/admin/policies/templates', { 'lease.alpine': '', 'lease.desktop': '' });
   });
 
   it('the users page shows each user\'s usage against their quota and sets it; the class page its VMs\' against the class\'s', async () => {

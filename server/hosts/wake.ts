@@ -145,7 +145,8 @@ export class RoomPower {
   }
 
   private arm(kind: ScheduleKind): void {
-    void this.tasks[kind]?.destroy();
+    const old = this.tasks[kind];
+    if (old) Promise.resolve(old.destroy()).catch((err: unknown) => this.log.warn(`the old ${kind} schedule did not stop cleanly`, { err }));
     delete this.tasks[kind];
     const { cron: expression, schedule } = this.scheduleOrNone(kind);
     if (!expression) return;
@@ -273,7 +274,8 @@ function nextRunOf(expression: string): Date | null {
   try {
     return task.getNextRuns(1)[0] ?? null; // getNextRun() is null until a task is started
   } finally {
-    void task.destroy();
+    // An unstarted task has no timer to stop; its destroy only leaves node-cron's list, which cannot fail.
+    void Promise.resolve(task.destroy()).catch(() => undefined);
   }
 }
 

@@ -4,6 +4,7 @@
 // and delete, refused in plain words while VMs use the template. Every user reads; admins change.
 import express, { type Request, type Response, type Router } from 'express';
 import { fromZod, toSkyError } from '../../base/errors.ts';
+import { hostNames } from '../hosts/names.ts';
 import type { ControllerServices } from '../services.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
@@ -22,7 +23,7 @@ export function templatePages(services: ControllerServices): Router {
   const { templates } = services;
 
   const page = async (req: Request, res: Response, opts: { form?: FormState; status?: number; partial?: string; notice?: { ok: boolean; text: string } } = {}) => {
-    const names = new Map(services.hosts.records().map((h) => [h.id, h.hostname]));
+    const names = hostNames(services).labels();
     const list = (await templates.refreshed()).map((t) => ({
       ...t, sizeMiB: t.bytes / 1048576,
       hostNames: t.hosts.map((id) => names.get(id) ?? id),

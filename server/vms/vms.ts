@@ -276,7 +276,7 @@ export class VmService {
       if (idempotencyKey !== undefined) this.keys.remember(user.name, idempotencyKey, hash!, id, vm.createdAt);
     });
     this.operations.set(id, { kind: 'create', hostId: host.id, sentAt: Date.now(), reserved: { vcpus: vm.vcpus, memoryMiB, diskGiB } });
-    this.log.info(`VM ${name} placed on ${host.hostname}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
+    this.log.info(`VM ${name} placed on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
 
     const call = placement.pull && this.opts.distribute ? this.pullThenCreate(vm, host, req) : this.callCreate(vm, host, req);
     const timer = new Promise<'wait'>((resolve) => setTimeout(() => resolve('wait'), this.opts.answerWithinMs ?? 5000).unref());
@@ -363,7 +363,7 @@ export class VmService {
       }
       if (this.stored.get(vm.id) === vm) {
         this.update(vm, reportedPatch(vm, info));
-        this.log.info(`VM ${vm.name} created on ${host.hostname} (${vm.state})`, { vmId: vm.id, hostId: host.id });
+        this.log.info(`VM ${vm.name} created on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)} (${vm.state})`, { vmId: vm.id, hostId: host.id });
       }
       return 'ok';
     } catch (err) {
@@ -372,7 +372,7 @@ export class VmService {
       try {
         if (this.stored.get(vm.id) === vm) {
           this.update(vm, { state: 'error', error: sky.message });
-          this.log.error(`VM ${vm.name} could not be created on ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+          this.log.error(`VM ${vm.name} could not be created on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
         }
       } catch (writeErr) {
         // the store is closed (shutdown): the next start finds the record `creating` and reconciles it

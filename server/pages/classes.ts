@@ -69,13 +69,15 @@ export function classPages(services: ControllerServices): Router {
     const members = new Set([...c.teachers, ...c.students]);
     const everyone = users.list();
     const byName = new Map(everyone.map((u) => [u.name, u]));
+    // Each student's usage against their quota (the admin can set it here too).
+    const studentQuota = (u: User | undefined) => (u ? { quota: quotaUsageView(services.quotas.usageOf(u), services.quotas.ofUser(u.name), { action: `/admin/users/${u.name}/quota`, admin: isAdmin, next: `/classes/${c.id}`, title: u.name }) } : {});
     const vmCount = new Map<string, number>();
     for (const vm of services.vms.records(user)) vmCount.set(vm.owner, (vmCount.get(vm.owner) ?? 0) + 1);
     render(req, res, {
       page: 'class', partial: extra.partial ?? 'class-members', title: `Class ${c.name}`, status: extra.status ?? 200,
       data: {
         cls: c, isAdmin, notice: extra.notice, error: extra.error,
-        students: c.students.map((n) => ({ ...byName.get(n), name: n, vms: vmCount.get(n) ?? 0 })),
+        students: c.students.map((n) => ({ ...byName.get(n), name: n, vms: vmCount.get(n) ?? 0, ...studentQuota(byName.get(n)) })),
         teachers: c.teachers.map((n) => ({ ...byName.get(n), name: n })),
         teacherOptions: isAdmin ? everyone.filter((u) => u.role !== 'student' && !members.has(u.name)) : [],
         studentOptions: everyone.filter((u) => u.role === 'student' && !members.has(u.name)).slice(0, 1000),

@@ -333,8 +333,10 @@ describe('leases and policies on the pages', function () {
     const cls = ctl.services.classes.create({ name: '7b' }, 'root');
     await ctl.services.vms.create(ctl.services.users.get('root')!, { template: 'alpine', name: 'class-vm', memoryMiB: 512 }, undefined, { classId: cls.id });
     expect((await root.post(`/classes/${cls.id}/quota`, { vms: '', vcpus: '', memoryMiB: '512', diskGiB: '', next: `/classes/${cls.id}` })).status).to.equal(303);
+    ctl.services.classes.addMember(cls.id, 'bea', 'student', 'root');
     const page = await root.get(`/classes/${cls.id}`);
     expect(page.status).to.equal(200);
+    expect(page.text).to.match(/<td data-label="VMs">1<div class="quota-usage">\s*<p class="small">Quota: VMs 1 of 1 <b>\(full\)<\/b>/);
     expect(page.text).to.match(/<td>memory<\/td><td data-label="Used">512 MiB<\/td><td data-label="Allowed">512 MiB <b>\(full\)<\/b>/);
     const classRefusal = await ctl.services.vms.create(ctl.services.users.get('root')!, { template: 'alpine', name: 'class-vm-2', memoryMiB: 256 }, undefined, { classId: cls.id })
       .catch((err: unknown) => err);

@@ -156,12 +156,30 @@ export async function sessionOnRealAgent(ctx: BenchContext): Promise<Figure[]> {
       if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
       return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
     });
+    /** Waits until VM `id` runs, then until its console shows the prompt (a console asked too early is asked again). */
+    const answers = async (id: string, until: number): Promise<void> => {
+      for (;;) {
+        const vm = (await api('GET', `/api/vms/${id}`)).body as { state?: string; error?: string };
+        if (vm.state === 'error') throw new Error(`VM ${id} failed: ${vm.error ?? ''}`);
+        if (vm.state === 'running') {
+          try {
+            await consoleShows(`${url.replace(/^http/, 'ws')}/api/vms/${id}/console`, token, GUEST_PROMPT, Math.max(1000, until - Date.now()));
+            return;
+          } catch (err) {
+            if (Date.now() > until) throw err;
+          }
+        }
+        if (Date.now() > until) throw new Error(`VM ${id} did not answer on its console within 300 s (state ${vm.state})`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    };
     /** Seconds from the start of a session of `classId` until every VM's console shows the prompt. */
     const ready = async (classId: string): Promise<number> => {
       const t0 = process.hrtime.bigint();
       const s = await startSession(api, classId, { template: TEMPLATE, vcpus: 1, memoryMiB: 128, minutes: 30 });
       try {
-        await Promise.all(s.vmIds.map((id) => consoleShows(`${url.replace(/^http/, 'ws')}/api/vms/${id}/console`, token, GUEST_PROMPT, 300_000)));
+        const until = Date.now() + 300_000;
+        await Promise.all(s.vmIds.map((id) => answers(id, until)));
         return msSince(t0) / 1000;
       } finally {
         await endSession(api, s.id);

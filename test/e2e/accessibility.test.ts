@@ -87,7 +87,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   let desktopVm: string;
   let classId: string;
 
-  const adminPages = () => ['/', '/hosts', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/account', '/account/password'];
+  const adminPages = () => ['/', '/hosts', '/hosts/lab-pc-1', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/account', '/account/password'];
   const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account', '/account/password'];
 
   before(async () => {

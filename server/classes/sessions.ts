@@ -308,11 +308,12 @@ export class SessionService {
       .map((s) => this.render(s, cls.teacher ? undefined : user.name));
   }
 
-  /** The sessions of every class `user` teaches or is in (an admin: all), newest first. */
-  mine(user: User): SessionView[] {
+  /** The newest `limit` sessions of every class `user` teaches or is in (an admin: all), newest first. */
+  mine(user: User, limit = 50): SessionView[] {
     const classes = user.role === 'admin' ? undefined : new Set(this.roster.classesOf(user));
     return [...this.sessions.values()].filter((s) => !classes || classes.has(s.classId))
       .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id))
+      .slice(0, limit)
       .map((s) => this.render(s, this.roster.teaches(user, s.classId) ? undefined : user.name));
   }
 

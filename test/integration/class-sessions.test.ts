@@ -235,6 +235,32 @@ describe('class sessions (simulated hosts)', function () {
     expect(kept.every((v: { state: string }) => v.state === 'shutoff')).to.equal(true);
   });
 
+  it('a VM whose host is down at the end is deleted when the host is back: the session stays ending until then', async () => {
+    const started = await api('POST', `/api/classes/${classId}/sessions`, 'ms-berg', { template: 'alpine', memoryMiB: 256, minutes: 30 });
+    expect(started.status, JSON.stringify(started.json)).to.equal(201);
+    const session = started.json;
+    await ctl.services.sessions.settled(session.id);
+    const away = fleet.agents[0]!;
+    const onAway = session.tiles.filter((t: { vm: { host: string } }) => t.vm.host === away.hostId).map((t: { vm: { id: string } }) => t.vm.id);
+    expect(onAway).to.not.have.length(0);
+    await away.stop();
+    for (let i = 0; i < 3; i++) await ctl.services.hosts.pollAll();
+    expect(ctl.services.hosts.record(away.hostId)?.state).to.equal('down');
+    await api('POST', `/api/sessions/${session.id}/end`, 'ms-berg');
+    await ctl.services.sessions.settled(session.id);
+    let now = (await api('GET', `/api/sessions/${session.id}`, 'ms-berg')).json;
+    expect(now.state).to.equal('ending');
+    expect(now.tiles.filter((t: { vm?: unknown }) => t.vm).map((t: { vm: { id: string } }) => t.vm.id)).to.have.members(onAway);
+    await away.start();
+    await ctl.services.hosts.pollAll();
+    await clock.advance(60_000); // the retry a minute later
+    await ctl.services.sessions.settled(session.id);
+    now = (await api('GET', `/api/sessions/${session.id}`, 'ms-berg')).json;
+    expect(now.state).to.equal('ended');
+    expect(now.counts).to.deep.equal({ deleted: STUDENTS });
+    expect([...away.vms.keys()].filter((id) => onAway.includes(id))).to.deep.equal([]);
+  });
+
   it('a controller back after the end time ends the session at once', async () => {
     const started = await api('POST', `/api/classes/${classId}/sessions`, 'ms-berg', { template: 'alpine', memoryMiB: 256, minutes: 30 });
     expect(started.status, JSON.stringify(started.json)).to.equal(201);

@@ -86,9 +86,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   let studentVm: string;
   let desktopVm: string;
   let classId: string;
+  let sessionId: string;
 
-  const adminPages = () => ['/', '/hosts', '/hosts/lab-pc-1', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/account', '/account/password'];
-  const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, '/templates', '/account', '/account/password'];
+  const adminPages = () => ['/', '/hosts', '/hosts/lab-pc-1', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/sessions', `/sessions/${sessionId}`, '/account', '/account/password'];
+  const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, `/sessions/${sessionId}`, '/templates', '/account', '/account/password'];
 
   before(async () => {
     work = mkdtempSync(path.join(tmpdir(), 'skyhost-a11y-'));
@@ -210,6 +211,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     })).vm.id;
     await controller.services.hosts.pollAll(); // lab-pc-3, the one with KVM, is known to be ready
     desktopVm = (await controller.services.vms.create(admin, { template: 'desktop', vcpus: 2, memoryMiB: 2048, name: 'desktop-demo' })).vm.id;
+    sessionId = (await controller.services.sessions.start(admin, classId, { template: 'alpine', vcpus: 1, memoryMiB: 512, minutes: 45 })).id;
     await controller.services.hosts.pollAll();
     for (const viewport of [DESKTOP, PHONE]) {
       await page.setViewportSize(viewport);
@@ -249,6 +251,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
     await page.click('#class-import button[type=submit]');
     await page.waitForSelector('#class-passwords');
     failures.push(await check(page, 'the one-time passwords of an import, with its rejected rows'));
+    await page.goto(`${base}/sessions?class=${classId}`);
+    await page.click('#session-form button[type=submit]'); // 7b has a session running: refused with a message
+    await page.waitForSelector('#session-form .flash.error');
+    failures.push(await check(page, '/sessions with a refused start'));
     await page.goto(`${base}/vms/${adminVm}`);
     await page.fill('#vm-save-name', 'Not A Name!');
     await submitUnchecked(page, '#vm-save-form');

@@ -345,6 +345,9 @@ describe('accessibility: the web installer steps meet WCAG 2 AA (axe-core)', fun
       await page.click('#options-next');
       await page.waitForSelector('#error-hostnamePrefix');
       failures.push(await check(page, `${w} options with a field error`));
+      await page.click('#test-controller');
+      await page.waitForSelector('#controller-check:not(:empty)');
+      failures.push(await check(page, `${w} options with the controller test's answer`));
       await page.fill('input[name=hostnamePrefix]', 'lab');
       await page.fill('input[name=controllerUrl]', 'http://skyhost-controller.local:8080');
       await page.fill('input[name=joinToken]', 'shj_a11y-join-token-0001');

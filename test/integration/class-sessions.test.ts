@@ -10,38 +10,10 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import type { Clock } from '../../server/services.ts';
 import type { ControllerServices } from '../../server/services.ts';
+import { TestClock } from '../support/clock.ts';
 import { PageClient } from '../support/page-client.ts';
 import { SimFleet } from '../support/sim-agent.ts';
-
-/** A clock the test moves: timers fire in order as `advance` passes their time. */
-class TestClock implements Clock {
-  t: number;
-  private timers: { at: number; fn: () => void }[] = [];
-  constructor(start: number) {
-    this.t = start;
-  }
-  now(): number { return this.t; }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const timer = { at: this.t + ms, fn };
-    this.timers.push(timer);
-    return timer;
-  }
-  clearTimeout(timer: unknown): void { this.timers = this.timers.filter((x) => x !== timer); }
-  async advance(ms: number): Promise<void> {
-    const end = this.t + ms;
-    for (;;) {
-      await new Promise((r) => setImmediate(r));
-      const due = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      this.timers = this.timers.filter((x) => x !== due);
-      this.t = due.at;
-      due.fn();
-    }
-    this.t = end;
-  }
-}
 
 const HOSTS = 8;
 const STUDENTS = 30;

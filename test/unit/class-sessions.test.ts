@@ -9,35 +9,9 @@ import { VmName } from '../../wire/api.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { sessionVmName } from '../../server/classes/sessions.ts';
 import { timeLeft } from '../../server/pages/sessions.ts';
-import { createServices, type Clock, type ControllerServices } from '../../server/services.ts';
+import { createServices, type ControllerServices } from '../../server/services.ts';
 import type { User } from '../../server/users/users.ts';
-
-class TestClock implements Clock {
-  t: number;
-  private timers: { at: number; fn: () => void }[] = [];
-  constructor(start: number) {
-    this.t = start;
-  }
-  now(): number { return this.t; }
-  setTimeout(fn: () => void, ms: number): unknown {
-    const timer = { at: this.t + ms, fn };
-    this.timers.push(timer);
-    return timer;
-  }
-  clearTimeout(timer: unknown): void { this.timers = this.timers.filter((x) => x !== timer); }
-  async advance(ms: number): Promise<void> {
-    const end = this.t + ms;
-    for (;;) {
-      await new Promise((r) => setImmediate(r));
-      const due = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (!due) break;
-      this.timers = this.timers.filter((x) => x !== due);
-      this.t = due.at;
-      due.fn();
-    }
-    this.t = end;
-  }
-}
+import { TestClock } from '../support/clock.ts';
 
 describe('class session VM names', () => {
   it('should be the class and the student, lowercase, valid VM names of at most 63 characters', () => {

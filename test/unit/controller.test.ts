@@ -10,7 +10,8 @@ import { Store } from '../../server/db/store.ts';
 import { EventLog } from '../../server/events/events.ts';
 import { HostRegistry, type RedeemJoinToken } from '../../server/hosts/registry.ts';
 import { magicPacket } from '../../server/hosts/wol.ts';
-import { createServices, repeatEvery, type Clock } from '../../server/services.ts';
+import { createServices, repeatEvery } from '../../server/services.ts';
+import { TestClock } from '../support/clock.ts';
 import { hashPassword, LOGIN_ATTEMPTS, Users, verifyPassword } from '../../server/users/users.ts';
 
 const quiet = () => configureLogging({ out: () => {} });
@@ -208,31 +209,6 @@ describe('controller helpers', () => {
 });
 
 describe('controller poll schedule', () => {
-  /** A clock the test moves: timers fire in order as `advance` passes their time. */
-  class TestClock implements Clock {
-    private t = 0;
-    private timers: { at: number; fn: () => void }[] = [];
-    now(): number { return this.t; }
-    setTimeout(fn: () => void, ms: number): unknown {
-      const timer = { at: this.t + ms, fn };
-      this.timers.push(timer);
-      return timer;
-    }
-    clearTimeout(timer: unknown): void { this.timers = this.timers.filter((x) => x !== timer); }
-    sleep(ms: number): Promise<void> { return new Promise((r) => this.setTimeout(r, ms)); }
-    async advance(ms: number): Promise<void> {
-      const end = this.t + ms;
-      for (;;) {
-        await new Promise((r) => setImmediate(r)); // let finished rounds set their next timer
-        const due = this.timers.filter((x) => x.at <= end).sort((a, b) => a.at - b.at)[0];
-        if (!due) break;
-        this.timers = this.timers.filter((x) => x !== due);
-        this.t = due.at;
-        due.fn();
-      }
-      this.t = end;
-    }
-  }
   const starts = async (intervalMs: number, forMs: number, roundMs = 0) => {
     const clock = new TestClock();
     const at: number[] = [];

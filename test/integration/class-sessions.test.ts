@@ -186,6 +186,19 @@ describe('class sessions (simulated hosts)', function () {
     await s.sessions.settled(big.json.id);
   });
 
+  it('lists a student their quota refuses, with the quota\'s words; the others get their VMs', async () => {
+    const s = ctl.services;
+    const id = await makeClass(s, 'q1', 'ms-berg', ['q1-01', 'q1-02']);
+    expect((await api('PUT', '/api/users/q1-02/quota', 'admin', { quota: { vms: 0 } })).status).to.equal(200);
+    const started = await api('POST', `/api/classes/${id}/sessions`, 'ms-berg', { template: 'alpine', memoryMiB: 256, minutes: 30 });
+    expect(started.status, JSON.stringify(started.json)).to.equal(201);
+    expect(started.json.failures.map((f: { student: string; code: string }) => [f.student, f.code])).to.deep.equal([['q1-02', 'quota_exceeded']]);
+    expect(started.json.failures[0].message).to.match(/quota exceeded: .*0 of 0 VMs/);
+    expect(started.json.tiles.map((t: { student: string; vm?: unknown }) => [t.student, t.vm !== undefined])).to.deep.equal([['q1-01', true], ['q1-02', false]]);
+    expect((await api('POST', `/api/sessions/${started.json.id}/end`, 'ms-berg')).status).to.equal(202);
+    await s.sessions.settled(started.json.id);
+  });
+
   it('"End now" with disks deleted: every VM of the session goes; the kept VMs of the last session stay', async () => {
     const started = await api('POST', `/api/classes/${classId}/sessions`, 'ms-berg', { template: 'alpine', memoryMiB: 256, minutes: 90 });
     expect(started.status, JSON.stringify(started.json)).to.equal(201);

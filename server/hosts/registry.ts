@@ -17,6 +17,7 @@ import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../../base/secrets.ts';
 import { AgentClient } from './agent-client.ts';
+import { hostNames } from './names.ts';
 import { addressOfUrl, broadcastFor, MAC_RE, sendWake, WAKE_PORT, type WakeSender } from './wol.ts';
 
 export const HostState = z.enum(['pending', 'ready', 'down', 'draining', 'asleep']);
@@ -385,7 +386,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.emit('enrolled', record);
     const how = !existing ? 'enrolled' : sameKey ? 'enrolled again' : 'replaced with a join token (new agent key)';
-    this.log.info(`host ${record.hostname} ${how} (${state})${sender}`, { hostId: record.id, url: record.agentUrl });
+    this.log.info(`host ${this.named(record)} ${how} (${state})${sender}`, { hostId: record.id, url: record.agentUrl });
     return answer;
   }
 
@@ -394,7 +395,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const h = this.require(id);
     if (h.state !== 'pending') throw new Conflict(`host ${h.hostname} is ${h.state}, not pending`);
     this.setState(h, h.missedPolls >= MISSED_POLLS_FOR_DOWN ? 'down' : 'ready', false);
-    this.log.info(`host ${h.hostname} approved`, { hostId: id });
+    this.log.info(`host ${this.named(h)} approved`, { hostId: id });
     if (!this.closed) {
       this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${h.hostname} after its approval failed`, { hostId: id, err }));
     }
@@ -410,7 +411,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
     this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'draining', true);
     if (shutdownVmsAt !== undefined) this.setShutdownVmsAt(h, shutdownVmsAt ?? undefined);
-    this.log.info(`host ${h.hostname} draining${h.shutdownVmsAt ? `; its VMs are shut down at ${h.shutdownVmsAt}` : ''}`, { hostId: id });
+    this.log.info(`host ${this.named(h)} draining${h.shutdownVmsAt ? `; its VMs are shut down at ${h.shutdownVmsAt}` : ''}`, { hostId: id });
     return toApiHost(h);
   }
 
@@ -419,7 +420,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     if (h.state !== 'draining' && !((h.state === 'down' || h.state === 'asleep') && h.drained)) throw new Conflict(`host ${h.hostname} is ${h.state}, not draining`);
     this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'ready', false);
     this.setShutdownVmsAt(h, undefined);
-    this.log.info(`host ${h.hostname} back in service`, { hostId: id });
+    this.log.info(`host ${this.named(h)} back in service`, { hostId: id });
     return toApiHost(h);
   }
 
@@ -650,7 +651,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       if (h.state === 'asleep') h.offSinceSleep = true; // switched off on purpose: no alarm
       if (h.missedPolls === MISSED_POLLS_FOR_DOWN && (h.state === 'ready' || h.state === 'draining')) {
         this.setState(h, 'down', h.state === 'draining');
-        this.log.warn(`host ${h.hostname} is down: ${MISSED_POLLS_FOR_DOWN} polls missed (${(err as Error).message})`, { hostId: h.id });
+        this.log.warn(`host ${this.named(h)} is down: ${MISSED_POLLS_FOR_DOWN} polls missed (${(err as Error).message})`, { hostId: h.id });
         this.emit('down', h);
       }
       return;
@@ -675,12 +676,17 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       returned = h.state;
       this.setState(h, h.drained ? 'draining' : 'ready', h.drained);
       h.sleptAt = undefined;
-      this.log.info(returned === 'asleep' ? `host ${h.hostname} woke up` : `host ${h.hostname} is back`, { hostId: h.id });
+      this.log.info(returned === 'asleep' ? `host ${this.named(h)} woke up` : `host ${this.named(h)} is back`, { hostId: h.id });
     } else if (previous && status.uptimeS < previous.uptimeS) {
       returned = 'restart'; // its agent started again between two polls (a quick reboot): what it ran may have stopped
     }
     if (returned) this.emit('returned', h, returned);
     this.emit('status', h, status, startedAt);
+  }
+
+  /** What the pages call the host (its label: another host may share its hostname, server/hosts/names.ts). */
+  private named(h: HostRecord): string {
+    return hostNames({ store: this.store, hosts: this }).label(h.id);
   }
 
   private setState(h: HostRecord, state: HostState, drained: boolean): void {

@@ -155,12 +155,15 @@ function rowToSession(r: Row): ClassSession {
   };
 }
 
-/** `7b-alice`: a valid VM name from the class's and the student's names (at most 63 characters). */
+/**
+ * `7b-alice`: a valid VM name from the class's and the student's names (at most 63 characters); a
+ * student named after the class already (`7b-01`, from a numbered import) keeps their name alone.
+ */
 export function sessionVmName(className: string, student: string): string {
   const slug = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/-{2,}/g, '-').replace(/^-+|-+$/g, '');
-  const who = slug(student).slice(0, 40) || 'student';
+  const who = slug(student).slice(0, 40).replace(/-+$/, '') || 'student';
   const cls = slug(className).slice(0, 62 - who.length).replace(/-+$/, '') || 'class';
-  return `${cls}-${who}`;
+  return who.startsWith(`${cls}-`) ? who : `${cls}-${who}`;
 }
 
 /** `name`, or `name-2`, `name-3`... whichever is free (kept within 63 characters). */

@@ -97,7 +97,7 @@ describe('a class session in a browser', function () {
     // One student's console: the VM page with its serial console connected.
     await page.click('#session-grid li.tile[data-student="7b-03"] a:has-text("Console")');
     await page.waitForURL(/\/vms\/[a-z0-9]{12}$/);
-    expect(await page.textContent('h1')).to.contain('7b-7b-03');
+    expect(await page.textContent('h1')).to.contain('7b-03');
     await page.waitForSelector('#console-status[data-state=connected]', { timeout: 30_000 });
 
     // End now (confirmed): the VMs are deleted, the grid says so and stops polling.

@@ -19,6 +19,8 @@ describe('class session VM names', () => {
     expect(sessionVmName('Networking 2', 'anna.b_c')).to.equal('networking-2-anna-b-c');
     expect(sessionVmName('<b>', 'x')).to.equal('b-x');
     expect(sessionVmName('!!!', '...')).to.equal('class-student');
+    expect(sessionVmName('7b', '7b-01')).to.equal('7b-01'); // a numbered import names students after the class
+    expect(sessionVmName('7b', '7bx')).to.equal('7b-7bx');
     const long = sessionVmName('A very long class name that goes on and on and on', 'a-student-with-a-rather-long-name-too-x');
     expect(long.length).to.be.at.most(63);
     for (const name of [long, sessionVmName('ß-Ü', '7b-01'), sessionVmName('-x-', '-y-')]) expect(VmName.safeParse(name).success, name).to.equal(true);

@@ -23,6 +23,7 @@ async function startLocalAgent(ctx: CommandContext, controller: RunningControlle
     joinToken: controller.services.joinTokens.clusterToken(),
     version: VERSION,
   });
+  controller.services.events.localHostId = agent.hostId; // its log lines name no host: they are this one's
   ctx.log.info(`local agent ${agent.hostId} enrolled (${answer.state})`, { hostId: agent.hostId });
   await controller.services.hosts.pollAll();
   return agent;

@@ -73,6 +73,8 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
   private lastTime: number;
   /** Looks up names for `record()` (set by the services once the VMs exist). */
   names: EventNames = {};
+  /** The host of an agent running in this process (`skyhost up`): its log lines carry no host id. */
+  localHostId: string | undefined;
 
   constructor(store: Store) {
     super();
@@ -187,7 +189,8 @@ export class EventLog extends EventEmitter<{ event: [Event] }> {
     const sink = (r: LogRecord) => {
       if (r.level === 'debug' || r.noEvent) return;
       const { time, level, component, msg, hostId, vmId, ...rest } = r;
-      this.record({ time, level, source: component, msg, hostId: str(hostId), vmId: str(vmId), data: rest });
+      const host = str(hostId) ?? (component === 'agent' ? this.localHostId : undefined);
+      this.record({ time, level, source: component, msg, hostId: host, vmId: str(vmId), data: rest });
     };
     this.unsink = addSink(sink);
     return () => this.unsink?.();

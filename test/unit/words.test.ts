@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { VmState } from '../../wire/vm.ts';
 import { HostState } from '../../server/hosts/registry.ts';
+import { configureLogging, logger } from '../../base/log.ts';
 import { Store } from '../../server/db/store.ts';
 import { EventLog } from '../../server/events/events.ts';
 import { hostLabels } from '../../server/hosts/names.ts';
@@ -120,6 +121,22 @@ describe('the event log (server/events/events.ts)', () => {
     expect(e.data).to.include({ vmName: 'web-1', user: 'student1' });
     const row = eventRow(e, new Map([['host-a', 'lab-pc (3f2a)']]));
     expect(row).to.include({ vm: 'web-1', user: 'student1', hostname: 'lab-pc (3f2a)' });
+  });
+
+  it('should name the host of the agent running in this process (skyhost up), whose lines carry none', () => {
+    configureLogging({ out: () => {} });
+    const stop = events.captureLogs();
+    try {
+      events.localHostId = 'local-host';
+      logger('agent').info('created the VM network', { network: 'sky-1' });
+      logger('vms').info('a controller line');
+    } finally {
+      stop();
+      configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    }
+    const [controllerLine, agentLine] = events.list({ limit: 2 });
+    expect(agentLine).to.include({ msg: 'created the VM network', hostId: 'local-host' });
+    expect(controllerLine!.hostId).to.equal(undefined);
   });
 
   it('should keep the name a record carries for a VM that is gone', () => {

@@ -377,7 +377,8 @@ describe('controller API (in-process, simulated agents)', function () {
       const ws = new WebSocket(wsUrl, { headers: { authorization: `Bearer ${alice}` } });
       const lines: string[] = [];
       await new Promise<void>((resolve, reject) => {
-        ws.on('message', (d) => {
+        ws.on('message', (d, binary) => {
+          if (!binary) return; // the console's notices (docs/api.md#consoles-websocket): the guest's bytes are binary
           lines.push(String(d));
           if (lines.length === 1) ws.send('ls\n');
           if (lines.length === 2) resolve();

@@ -430,7 +430,7 @@ export class SessionService {
       taken.add(name);
       const vmBody = { template: req.template, vcpus: req.vcpus, memoryMiB: req.memoryMiB, name, ...(req.diskGiB !== undefined ? { diskGiB: req.diskGiB } : {}) };
       // Not awaited one by one: each create records its VM `creating` (and reserves its host) before its agent call.
-      const call = this.opts.vms.create(owner, vmBody, undefined, { classId });
+      const call = this.opts.vms.create(owner, vmBody, undefined, { classId, actor: user.name });
       const made = this.opts.vms.records(system, { owner: owner.name }).find((v) => v.name === name);
       if (made) {
         this.vmMap(session.id).set(owner.name, made.id);

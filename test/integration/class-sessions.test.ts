@@ -194,6 +194,7 @@ describe('class sessions (simulated hosts)', function () {
     expect(started.status, JSON.stringify(started.json)).to.equal(201);
     expect(started.json.failures.map((f: { student: string; code: string }) => [f.student, f.code])).to.deep.equal([['q1-02', 'quota_exceeded']]);
     expect(started.json.failures[0].message).to.match(/quota exceeded: .*0 of 0 VMs/);
+    expect(started.json.failures[0].message, 'names the student, not "you": the teacher asked').to.contain('q1-02').and.not.match(/\byou\b/);
     expect(started.json.tiles.map((t: { student: string; vm?: unknown }) => [t.student, t.vm !== undefined])).to.deep.equal([['q1-01', true], ['q1-02', false]]);
     expect((await api('POST', `/api/sessions/${started.json.id}/end`, 'ms-berg')).status).to.equal(202);
     await s.sessions.settled(started.json.id);

@@ -2,7 +2,7 @@
 // TCG, real libvirt, a controller and a real agent: test/support/real-pair.ts). Reopened, it replays
 // the guest's old output and types nothing back into the guest (no answer to an old ESC[6n); after
 // Reboot the status goes rebooting -> connected by itself and a command typed then prints exactly its
-// output; after Shut down it says stopped.
+// output; after Shut down it says stopped, and after Start it is connected again by itself.
 import { expect } from 'chai';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
@@ -103,6 +103,14 @@ describe('the VM page\'s console tells the truth (real VM, chromium)', function 
     await page.waitForSelector('#console-status[data-state=stopped]', { timeout: 90_000 });
     expect(await page.textContent('#console-status')).to.match(/stopped/);
     await page.screenshot({ path: path.join(SHOTS, 'console-stopped.png'), fullPage: true });
+  });
+
+  it('after Start reconnects by itself and the guest answers', async () => {
+    await page.waitForSelector('#vm-detail button:has-text("Start")', { timeout: 30_000 });
+    await page.click('#vm-detail button:has-text("Start")');
+    await page.waitForSelector('#console-status[data-state=connected]', { timeout: 60_000 });
+    expect((await shown()).slice(-2)).to.deep.equal(['reconnecting', 'connected']);
+    expect(await runInTerminal(page, 'echo again')).to.deep.equal(['again']);
     expect(browser!.errors.filter((e) => !e.includes('ERR_NETWORK_CHANGED'))).to.deep.equal([]);
   });
 });

@@ -500,9 +500,10 @@ export class SessionService {
   private fail(session: ClassSession, student: string, err: SkyError): void {
     const failures = this.failuresOf.get(session.id)!;
     const failure: SessionFailure = { student, code: err.code, message: err.message };
-    const rejected = (err.details as { rejected?: Array<{ host: string; reason: string; message: string }> } | undefined)?.rejected;
+    const rejected = (err.details as { rejected?: Array<{ host: string; hostname?: string; reason: string; message: string }> } | undefined)?.rejected;
     if (err.code === 'no_host_fits' && Array.isArray(rejected)) {
-      failure.reasons = rejected.map((r) => ({ host: r.host, hostname: this.opts.hosts.record(r.host)?.hostname ?? r.host, reason: r.reason, message: r.message }));
+      // `hostname` in the refusal is the host's label (server/hosts/names.ts): two PCs may share a hostname
+      failure.reasons = rejected.map((r) => ({ host: r.host, hostname: r.hostname ?? this.opts.hosts.record(r.host)?.hostname ?? r.host, reason: r.reason, message: r.message }));
     }
     failures.push(failure);
     this.version++;

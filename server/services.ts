@@ -161,7 +161,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   });
   const system: User = { name: 'system', role: 'admin', mustChangePassword: false, createdAt: '1970-01-01T00:00:00.000Z' };
   const sessions = new SessionService({
-    store, vms, users, templates, hosts, log: logger('sessions'), system, roster: classRoster(classes, access, users), ...(opts.clock ? { clock: opts.clock } : {}),
+    store, vms, users, templates, hosts, log: logger('sessions'), system, roster: classRoster(classes, access, users), policies, ...(opts.clock ? { clock: opts.clock } : {}),
   });
   templates.usedBy = (name) => vms.records(system).filter((v) => v.template === name).map((v) => v.name);
   events.names.vm = (id) => { const v = vms.require(system, id); return { name: v.name, owner: v.owner, hostId: v.hostId }; };

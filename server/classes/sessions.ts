@@ -21,6 +21,7 @@ import type { User, Users } from '../users/users.ts';
 import type { VmRecord, VmService } from '../vms/vms.ts';
 import type { ClassAccess } from './access.ts';
 import type { Classes } from './classes.ts';
+import type { PolicyStore } from '../vms/leases.ts';
 
 /** The longest session, start to end (a school day and then some). */
 export const MAX_SESSION_MINUTES = 24 * 60;
@@ -138,6 +139,8 @@ export interface SessionServiceOptions {
   roster: Roster;
   /** The timers the end of sessions runs on (tests pass one they control). */
   clock?: Clock;
+  /** The lease policy: how long kept disks stay after the end (a teacher's longest lease). */
+  policies?: Pick<PolicyStore, 'current'>;
 }
 
 const realClock: Clock = {
@@ -542,10 +545,28 @@ export class SessionService {
     this.store.tx(() => {
       this.store.run("UPDATE class_sessions SET state = 'ending', ends_at = ? WHERE id = ?", session.endsAt, session.id);
       this.store.run('UPDATE vms SET start_on_boot = -1 WHERE session_id = ?', session.id); // -1: off (0 would be the template's default)
+      if (session.keepDisks) this.leaseKeptDisks(session);
     });
     this.version++;
     this.log.info(`class session ${session.id} ends (${why}): its VMs are ${session.keepDisks ? 'shut down, disks kept' : 'deleted'}`, { sessionId: session.id });
     this.runEnd(session);
+  }
+
+  /**
+   * Kept disks are the students' work: their leases run from the end for as long as a teacher may lease
+   * (30 days by default; no end when teachers have no maximum). The lease of the lesson itself would
+   * have them deleted a grace period after it.
+   */
+  private leaseKeptDisks(session: ClassSession): void {
+    const max = this.opts.policies?.current().lease.maxMinutes.teacher;
+    if (max === undefined) return;
+    const expiresAt = max === null ? undefined : new Date(Date.parse(session.endsAt) + max * 60_000).toISOString();
+    for (const id of this.vmsOf.get(session.id)?.values() ?? []) {
+      const vm = this.vmRecord(id);
+      if (vm?.expiresAt && (expiresAt === undefined || vm.expiresAt < expiresAt)) {
+        this.opts.vms.markLease(id, { expiresAt, leaseWarnedAt: undefined, leaseEndedAt: undefined });
+      }
+    }
   }
 
   private runEnd(session: ClassSession): void {

@@ -134,6 +134,9 @@ describe('class sessions (simulated hosts)', function () {
     const onHosts = fleet.agents.flatMap((a) => [...a.vms.entries()]).filter(([id]) => ids.includes(id));
     expect(onHosts.map(([, v]) => v.state)).to.deep.equal(ids.map(() => 'shutoff'));
     expect(ctl.services.store.all('SELECT DISTINCT start_on_boot FROM vms WHERE session_id = ?', session.id)).to.deep.equal([{ start_on_boot: -1 }]);
+    // The kept disks outlive the lesson's lease: a teacher's longest lease (30 days) from the end.
+    const keptUntil = new Date(Date.parse(session.endsAt) + 30 * 1440 * 60_000).toISOString();
+    expect(records.map((r) => r.expiresAt)).to.deep.equal(students.map(() => keptUntil));
   });
 
   it('a student of another class sees none of it; a student of the class sees only their own tile', async () => {

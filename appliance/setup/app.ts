@@ -72,7 +72,8 @@ export function buildSetupApp(deps: SetupDeps): Express {
   // "Test": from this PC, before anything is built (bounded: reach.ts REACH_TIMEOUT_MS).
   app.get('/check-controller', wrap(async (req, res) => {
     const url = typeof req.query.controllerUrl === 'string' ? req.query.controllerUrl.slice(0, 2048) : '';
-    renderStep(req, res, { view: 'controller-check', title: 'Controller test', data: { ...(await reachController(url)) } });
+    const token = typeof req.query.joinToken === 'string' ? req.query.joinToken.slice(0, 4096) : '';
+    renderStep(req, res, { view: 'controller-check', title: 'Controller test', data: { ...(await reachController(url, undefined, token)) } });
   }));
 
   app.get('/options', (req, res) => {

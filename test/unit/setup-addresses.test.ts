@@ -1,7 +1,12 @@
 // The address lab PCs use: what the controller hands out whatever address the admin's browser used
 // (server/install.ts), and what the web installer refuses or tests (appliance/setup/plan.ts, reach.ts).
 import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureIdentity } from '../../base/tls.ts';
 import { close, listen } from '../../base/http.ts';
 import { lanAddress } from '../../base/net.ts';
 import { checkOptionField, checkOptionsForm, emptyOptionsForm } from '../../appliance/setup/plan.ts';
@@ -126,6 +131,31 @@ describe('the web installer’s controller address (appliance/setup)', () => {
       expect(r.message).to.contain('SkyHost 9.9.9, cluster c0ffee01');
       const other = await reachController(`http://${ip}:${port}/sub`);
       expect(other.ok).to.equal(true); // /healthz is asked at the root of the address
+    });
+
+    it('should check an HTTPS controller’s certificate against the fingerprint the join token names', async function () {
+      const ip = lanAddress()?.ip;
+      if (!ip) this.skip(); // a machine with no LAN address has nothing but loopback to listen on
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-reach-'));
+      const identity = await ensureIdentity(dir, { commonName: 'reach-test', altNames: [ip!] });
+      const secure = createHttpsServer({ cert: identity.cert, key: identity.key }, (_req, res) => {
+        res.setHeader('content-type', 'application/json').end(JSON.stringify({ ok: true, version: '9.9.9', clusterId: 'c0ffee0123456789' }));
+      });
+      try {
+        const port = await listen(secure as unknown as Server, 0, ip!);
+        const url = `https://${ip}:${port}`;
+        const join = (fingerprint: string) => encodeJoinString({ addresses: [url], fingerprint, token: 'shj_abcdefgh1234' });
+        const same = await reachController(url, 4000, join(identity.fingerprint));
+        expect(same, same.message).to.include({ ok: true });
+        expect(same.message).to.contain('its certificate is the one the join token names');
+        const other = await reachController(url, 4000, join('b'.repeat(64)));
+        expect(other.ok).to.equal(false);
+        expect(other.message).to.contain('its certificate is not the one the join token names');
+      } finally {
+        secure.closeAllConnections();
+        await close(secure as unknown as Server);
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
   });
 });

@@ -20,7 +20,7 @@ import type { PowerState, SerialLine } from './hypervisor/driver.ts';
 export const SCROLLBACK_BYTES = 64 * 1024;
 const RETRY_MIN_MS = 250;
 const RETRY_MAX_MS = 5000;
-/** A reboot whose guest never says so, nor prints again after a silence, is over after this long. */
+/** A reboot whose guest never says so, nor prints again after a silence, is over after this long (3 min). */
 const REBOOT_MAX_MS = 180_000;
 /** Output after this much silence since a reboot was asked ends it (guests whose kernel does not announce the reset). */
 const REBOOT_QUIET_MS = 5000;
@@ -57,13 +57,15 @@ export class SerialBridge {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private readonly powerState: (() => Promise<PowerState | undefined>) | undefined;
+  private readonly rebootMaxMs: number;
   private lineState: ConsoleState = 'reconnecting';
   /** A reboot under way: when it began, whether the guest's kernel said it resets, its last output and the text since. */
   private reboot: { since: number; reset: boolean; lastOutput: number; tail: string } | undefined;
 
   /** `powerState` tells a stopped VM from a line that broke for another reason (when the line breaks). */
-  constructor(line: SerialLine, log: Logger, history?: Buffer, powerState?: () => Promise<PowerState | undefined>) {
+  constructor(line: SerialLine, log: Logger, history?: Buffer, powerState?: () => Promise<PowerState | undefined>, opts: { rebootMaxMs?: number } = {}) {
     this.line = line;
+    this.rebootMaxMs = opts.rebootMaxMs ?? REBOOT_MAX_MS;
     this.log = log;
     this.powerState = powerState;
     if (history) this.remember(history);
@@ -80,8 +82,12 @@ export class SerialBridge {
 
   /** A reboot is being asked for (call it first): viewers see `rebooting` until the guest prints again after its reset. */
   rebooting(): void {
-    this.reboot ??= { since: Date.now(), reset: false, lastOutput: Date.now(), tail: '' };
+    const reboot = this.reboot ??= { since: Date.now(), reset: false, lastOutput: Date.now(), tail: '' };
     this.setState('rebooting');
+    // a guest that ignores the request and stays silent is not rebooting for ever
+    setTimeout(() => {
+      if (this.reboot === reboot && !this.stopped) this.rebooted();
+    }, this.rebootMaxMs).unref();
   }
 
   /** The reboot was refused: the line is as it was. */
@@ -119,13 +125,13 @@ export class SerialBridge {
       r.tail = (r.tail + text).slice(-512);
       const m = KERNEL_RESET.exec(r.tail);
       if (!m) {
-        if (quietFor >= REBOOT_QUIET_MS || now - r.since >= REBOOT_MAX_MS) this.rebooted();
+        if (quietFor >= REBOOT_QUIET_MS || now - r.since >= this.rebootMaxMs) this.rebooted();
         return;
       }
       r.reset = true;
       after = r.tail.slice(m.index + m[0].length);
     }
-    if (/\S/.test(after) || now - r.since >= REBOOT_MAX_MS) this.rebooted();
+    if (/\S/.test(after) || now - r.since >= this.rebootMaxMs) this.rebooted();
   }
 
   private rebooted(): void {

@@ -118,6 +118,28 @@ describe('a line that breaks before its VM is called off', () => {
   });
 });
 
+describe('a reboot the guest ignores', () => {
+  it('should not say rebooting for ever: connected again after the longest reboot', async () => {
+    const [agentSide] = duplexPair();
+    const line = { connect: async () => agentSide, history: async () => Buffer.alloc(0) };
+    const bridge = new SerialBridge(line, new Logger('test'), undefined, async () => 'running', { rebootMaxMs: 300 });
+    const notices: string[] = [];
+    const viewer = { OPEN: 1, readyState: 1, send: (d: unknown) => { if (typeof d === 'string') notices.push(JSON.parse(d).console); }, on: () => viewer };
+    try {
+      bridge.attach(viewer as unknown as WebSocket);
+      const until = Date.now() + 5000;
+      while (bridge.state !== 'connected' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      bridge.rebooting();
+      expect(bridge.state).to.equal('rebooting');
+      await new Promise((r) => setTimeout(r, 500));
+      expect(notices).to.deep.equal(['reconnecting', 'connected', 'rebooting', 'connected']);
+    } finally {
+      bridge.stop(false);
+      agentSide.destroy();
+    }
+  });
+});
+
 describe('terminal queries in a replay', () => {
   it('should drop device status, attribute and colour queries and keep everything else', () => {
     const text = 'a\x1b[6nb\x1b[?6nc\x1b[5nd\x1b[ce\x1b[>cf\x1b[0cg\x1b]11;?\x07h\x1b]10;?\x1b\\i\x1b[?1$pj\x1b[14tk\x1bP$qm\x1b\\l';

@@ -363,7 +363,12 @@ export function installRouter(deps: InstallDeps = {}): Router {
       }
       let controllerUrl: string;
       try {
-        controllerUrl = checkControllerUrl(deps.publicUrl ?? handOutBase(requestBaseUrl(req), deps.lanAddresses?.() ?? {}));
+        // publicUrl (inside lanAddresses too) for its own scheme; a script fetched over HTTPS downloads over HTTPS, pinned
+        const lan = deps.lanAddresses?.() ?? {};
+        const pub = deps.publicUrl?.replace(/\/+$/, '');
+        controllerUrl = checkControllerUrl(handOutBase(requestBaseUrl(req), {
+          http: lan.http ?? pub, https: lan.https ?? (pub?.startsWith('https:') ? pub : undefined),
+        }));
       } catch {
         res.status(400).send(refusalScript("the address this controller was reached at cannot go into a script: set publicUrl in the controller's config"));
         return;

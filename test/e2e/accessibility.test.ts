@@ -88,7 +88,7 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
   let classId: string;
   let sessionId: string;
 
-  const adminPages = () => ['/', '/hosts', '/hosts/lab-pc-1', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/sessions', `/sessions/${sessionId}`, '/account', '/account/password'];
+  const adminPages = () => ['/', '/hosts', '/hosts/lab-pc-1', '/vms', '/vms?all=1', `/vms/${adminVm}`, `/vms/${studentVm}`, `/vms/${desktopVm}`, '/templates', '/admin/users', '/admin/events', '/classes', `/classes/${classId}`, '/sessions', `/sessions/${sessionId}`, '/account', '/admin/policies', '/account/password'];
   const studentPages = () => ['/', '/vms', `/vms/${studentVm}`, `/sessions/${sessionId}`, '/templates', '/account', '/account/password'];
 
   before(async () => {

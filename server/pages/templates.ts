@@ -1,11 +1,13 @@
 // The templates page: the controller's catalog with which hosts hold each template and which are
 // pulling it, imports by URL with their progress (the list polls while anything is under way), the
 // upload form (views/static/templates.js sends the file to POST /api/templates with a progress bar),
-// and delete, refused in plain words while VMs use the template. Every user reads; admins change.
+// "Copy to every host" and "Keep on every host" (server/templates/distribute.ts), and delete, refused
+// in plain words while VMs use the template. Every user reads; admins change.
 import express, { type Request, type Response, type Router } from 'express';
 import { fromZod, toSkyError } from '../../base/errors.ts';
 import { hostNames } from '../hosts/names.ts';
 import type { ControllerServices } from '../services.ts';
+import { TemplateName } from '../../wire/api.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { field, fieldErrors, redirect } from './forms.ts';
@@ -24,13 +26,18 @@ export function templatePages(services: ControllerServices): Router {
 
   const page = async (req: Request, res: Response, opts: { form?: FormState; status?: number; partial?: string; notice?: { ok: boolean; text: string } } = {}) => {
     const names = hostNames(services).labels();
+    const kept = new Set(services.distribute.kept());
+    const underWay = services.distribute.underWay();
     const list = (await templates.refreshed()).map((t) => ({
       ...t, sizeMiB: t.bytes / 1048576,
       hostNames: t.hosts.map((id) => names.get(id) ?? id),
       pulls: t.pulling.map((p) => ({ hostname: names.get(p.host) ?? p.host, percent: p.percent })),
+      // pulls the controller has asked for that the host has not reported yet
+      starting: underWay.filter((u) => u.template === t.name && !t.hosts.includes(u.host) && !t.pulling.some((p) => p.host === u.host)).map((u) => names.get(u.host) ?? u.host),
+      keep: kept.has(t.name),
     }));
     const imports = templates.imports().map((j) => ({ ...j, running: !j.finishedAt, failed: j.state === 'failed', mib: j.bytes / 1048576 }));
-    const busy = imports.some((j) => j.running) || list.some((t) => t.pulls.length > 0);
+    const busy = imports.some((j) => j.running) || list.some((t) => t.pulls.length > 0) || underWay.length > 0;
     render(req, res, {
       page: 'templates', partial: opts.partial ?? 'template-list', status: opts.status ?? 200, title: 'Templates',
       scripts: ['/static/templates.js'],
@@ -75,6 +82,56 @@ export function templatePages(services: ControllerServices): Router {
         : sky.message;
       await page(req, res, { notice: { ok: false, text }, status: 409 });
     }
+  });
+
+  // A template named in an action's URL: one the list shows (or, to unmark it, one still kept), else a 404 in words.
+  const known = async (req: Request, res: Response, extra?: (name: string) => boolean): Promise<string | undefined> => {
+    const name = String(req.params.name).slice(0, 128);
+    if (TemplateName.safeParse(name).success && ((await templates.refreshed()).some((t) => t.name === name) || extra?.(name))) return name;
+    await page(req, res, { notice: { ok: false, text: `There is no template called "${name.slice(0, 64)}" (it may have just been deleted): nothing was done.` }, status: 404 });
+    return undefined;
+  };
+
+  // Every ready host lacking the template pulls it, in chains; the list shows each host's progress.
+  r.post('/templates/:name/copy-to-all', requireAdmin(), async (req, res) => {
+    const name = await known(req, res);
+    if (!name) return;
+    try {
+      const { done, chains } = services.distribute.copyToAll(name);
+      void done; // each host's outcome is logged by the distributor; the list shows its progress
+      const labels = hostNames(services).labels();
+      const to = chains.flat().map((step) => labels.get(step.host) ?? step.host);
+      const text = to.length === 0
+        ? `Every host that is up already has ${name} or is pulling it: nothing to copy.`
+        : `Copying ${name} to ${to.join(', ')}: each host pulls it from the one before it, so every link carries one copy. The progress shows below.`;
+      res.setHeader('HX-Trigger', 'templates-changed');
+      await page(req, res, { notice: { ok: true, text } });
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500 && sky.code !== 'no_source') throw err;
+      await page(req, res, { notice: { ok: false, text: `${name} was not copied: ${sky.message}.` }, status: sky.status });
+    }
+  });
+
+  // "Keep on every host" on or off: when on, every host that lacks it (and every host that joins later) pulls it.
+  r.post('/templates/:name/keep', requireAdmin(), async (req, res) => {
+    const keep = field(req, 'keep', 8);
+    if (keep !== 'true' && keep !== 'false') {
+      return page(req, res, { notice: { ok: false, text: 'Keep on every host: the field keep must be true or false.' }, status: 400 });
+    }
+    const name = await known(req, res, (n) => keep === 'false' && services.distribute.kept().includes(n));
+    if (!name) return;
+    try {
+      services.distribute.keep(name, keep === 'true');
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      return page(req, res, { notice: { ok: false, text: `${name}: ${sky.message}.` }, status: sky.status });
+    }
+    const text = keep === 'true'
+      ? `${name} is now kept on every host: hosts that lack it pull it now, and hosts that join later pull it too.`
+      : `${name} is no longer kept on every host: hosts keep the copy they have, new hosts do not pull it.`;
+    await page(req, res, { notice: { ok: true, text } });
   });
 
   return r;

@@ -220,6 +220,11 @@ export class TemplateDistributor {
     }
   }
 
+  /** Pulls the controller follows now (for a VM, a copy or a kept template), including those whose host has not reported them yet. */
+  underWay(): { host: string; template: string }[] {
+    return [...this.following.keys()].map((k) => ({ host: k.split('\0')[0]!, template: k.split('\0')[1]! }));
+  }
+
   // ---- copy to all hosts ----
 
   /**

@@ -8,15 +8,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { run } from '../../base/exec.ts';
-import { CONFIG_KEYS, envName } from '../../base/config.ts';
-import { GiveUp, TestLan, waitFor } from '../support/netns.ts';
+import { GiveUp, LanProcesses, PLAIN_HTTP, plainControllerApi, TestLan, waitFor } from '../support/netns.ts';
 
 /** Seconds between polls; a poll of a host that does not answer gives up after 3 s (the controller's poll timeout). */
 const POLL_SECONDS = 1;
 const POLL_TIMEOUT_SECONDS = 3;
-
-const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
-  ([['httpsPort', '0'], ['trustedLan', 'true']] as const).filter(([k]) => (CONFIG_KEYS as string[]).includes(k)).map(([k, v]) => [envName(k), v]));
 
 interface HostView { id: string; url: string; state: string; missedPolls: number }
 interface VmView { id: string; host: string; state: string }
@@ -26,14 +22,10 @@ describe('partition: a host\'s link down and up (real controller, simulated agen
   const lan = new TestLan();
   let tmp: string;
   let token: string;
-  const logs = new Map<string, string>();
+  const procs = new LanProcesses(lan);
   const agents = new Map<string, { url: string; key: string }>();
 
-  const controllerUrl = () => `http://${lan.host('c').ip}:8080`;
-  const curl = async (args: string[]) => (await lan.exec('c', 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
-  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
-    JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json',
-      ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), controllerUrl() + route])) as T;
+  const { url: controllerUrl, curl, api } = plainControllerApi(lan, 'c', () => token);
   const hosts = async () => (await api<{ hosts: HostView[] }>('GET', '/api/hosts')).hosts;
   const vms = async () => (await api<{ vms: VmView[] }>('GET', '/api/vms')).vms;
   /** What an agent itself says it runs (asked from the controller's namespace with the agent's key). */
@@ -43,33 +35,19 @@ describe('partition: a host\'s link down and up (real controller, simulated agen
   };
   const hostOf = async (who: string) => (await hosts()).find((h) => h.url === agents.get(who)!.url)!;
 
-  const spawn = (who: string, script: string, args: string[], env: Record<string, string> = {}) => {
-    const child = lan.spawnNode(who, script, args, { env: { SKYHOST_LOG_FORMAT: 'json', ...env } });
-    logs.set(who, '');
-    child.stdout?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
-    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
-    void child.then((r) => {
-      if (!r.isTerminated && r.exitCode !== 0) logs.set(who, `${logs.get(who)}\n(exited ${r.exitCode})`);
-    });
-    return child;
-  };
-
   before(async () => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'skyhost-partition-'));
     await lan.create();
     for (const h of ['c', 'a', 'b']) await lan.addHost(h);
     const data = path.join(tmp, 'c');
-    const controller = spawn('c', 'appliance/main.ts', ['controller', '--data', data, '--port', '8080'],
+    procs.node('c', 'appliance/main.ts', ['controller', '--data', data, '--port', '8080'],
       { SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: String(POLL_SECONDS), ...PLAIN_HTTP });
-    await waitFor('the controller to answer', async () => {
-      if (controller.exitCode !== null && controller.exitCode !== undefined) throw new GiveUp(logs.get('c'));
-      return (await curl([`${controllerUrl()}/healthz`])).includes('"ok"');
-    }, 30_000, 200);
+    await waitFor('the controller to answer', async () => procs.alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 30_000, 200);
     token = readFileSync(path.join(data, 'secrets', 'admin-token'), 'utf8').trim();
     const joinToken = readFileSync(path.join(data, 'secrets', 'join-token'), 'utf8').trim();
     for (const who of ['a', 'b']) {
-      spawn(who, 'test/support/sim-agent.ts', ['--count', '1', '--listen', lan.host(who).ip, '--controller', controllerUrl(), '--join-token', joinToken]);
-      const line = await waitFor(`agent ${who} enrolled`, () => /(http:\/\/\S+) key=(\S+)/.exec(logs.get(who)!) ?? undefined, 30_000, 100);
+      procs.node(who, 'test/support/sim-agent.ts', ['--count', '1', '--listen', lan.host(who).ip, '--controller', controllerUrl(), '--join-token', joinToken]);
+      const line = await waitFor(`agent ${who} enrolled`, () => /(http:\/\/\S+) key=(\S+)/.exec(procs.log(who)) ?? undefined, 30_000, 100);
       agents.set(who, { url: line[1]!, key: line[2]! });
     }
     await waitFor('both hosts ready and polled', async () => {
@@ -79,9 +57,7 @@ describe('partition: a host\'s link down and up (real controller, simulated agen
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
-    }
+    procs.dumpIfFailed(this);
   });
 
   after(async () => {

@@ -11,7 +11,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { run } from '../../base/exec.ts';
-import { waitFor } from './net.ts';
+import { CONFIG_KEYS, envName } from '../../base/config.ts';
+import { GiveUp, waitFor } from './net.ts';
 
 // waitFor and GiveUp live in net.ts with the other polling helpers; kept importable from here.
 export { GiveUp, waitFor } from './net.ts';
@@ -156,6 +157,96 @@ export class TestLan {
       });
     }
     this.hosts.clear();
+  }
+}
+
+/** Environment for a controller that answers plain HTTP on its HTTP port (no HTTPS, LAN trusted), as far as its config knows those keys. */
+export const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
+  ([['httpsPort', '0'], ['trustedLan', 'true']] as const).filter(([k]) => (CONFIG_KEYS as string[]).includes(k)).map(([k, v]) => [envName(k), v]));
+
+/**
+ * Talking to a controller on plain HTTP port 8080 of host `from`, from that same namespace: its address,
+ * curl there, and its JSON API with the token `token()` gives at the time of the call.
+ */
+export function plainControllerApi(lan: TestLan, from: string, token: () => string) {
+  const url = () => `http://${lan.host(from).ip}:8080`;
+  const curl = async (args: string[]) => (await lan.exec(from, 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
+  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
+    JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token()}`, '-H', 'content-type: application/json',
+      ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), url() + route])) as T;
+  return { url, curl, api };
+}
+
+export interface LanProcessOptions {
+  /** Keep the log of this host's earlier process (a restart) instead of starting it afresh. */
+  appendLog?: boolean;
+}
+
+/**
+ * The long-lived processes of a test on a TestLan, one per host name, each with its output (stdout and
+ * stderr, JSON log lines) kept in a log. `alive()` fails a wait at once when one of them has exited;
+ * `dumpIfFailed(this)` in an afterEach prints the end of every log when the test failed.
+ */
+export class LanProcesses {
+  private readonly logs = new Map<string, string>();
+  /** Where the current process of each host starts in its log. */
+  private readonly starts = new Map<string, number>();
+  private readonly procs = new Map<string, ResultPromise>();
+  private readonly lan: TestLan;
+
+  constructor(lan: TestLan) {
+    this.lan = lan;
+  }
+
+  /** Starts `cmd args...` in host `who`'s namespace (in the repository, JSON logs); the log of `who` starts afresh unless `appendLog`. */
+  spawn(who: string, cmd: string, args: string[], env: Record<string, string> = {}, opts: LanProcessOptions = {}): ResultPromise {
+    const child = this.lan.spawn(who, cmd, args, { cwd: REPO, env: { SKYHOST_LOG_FORMAT: 'json', ...env } });
+    const earlier = opts.appendLog ? this.logs.get(who) : undefined;
+    this.logs.set(who, earlier ? `${earlier}\n--- restarted\n` : '');
+    this.starts.set(who, this.logs.get(who)!.length);
+    const add = (d: Buffer) => this.logs.set(who, this.logs.get(who) + String(d));
+    child.stdout?.on('data', add);
+    child.stderr?.on('data', add);
+    void child.then((r) => {
+      if (!r.isTerminated && r.exitCode !== 0) add(Buffer.from(`\n(exited ${r.exitCode})`));
+    });
+    this.procs.set(who, child);
+    return child;
+  }
+
+  /** Starts `node SCRIPT args...` (the pinned Node 24, SCRIPT relative to the repository), as `spawn`. */
+  node(who: string, script: string, args: string[], env: Record<string, string> = {}, opts: LanProcessOptions = {}): ResultPromise {
+    return this.spawn(who, NODE, [path.resolve(REPO, script), ...args], env, opts);
+  }
+
+  /** The current process of host `who`. */
+  process(who: string): ResultPromise {
+    const p = this.procs.get(who);
+    if (!p) throw new Error(`no process on ${who}`);
+    return p;
+  }
+
+  /** Everything host `who`'s processes wrote (earlier runs too where started with `appendLog`). */
+  log(who: string): string {
+    return this.logs.get(who) ?? '';
+  }
+
+  /** What host `who`'s current process wrote. */
+  currentLog(who: string): string {
+    return this.log(who).slice(this.starts.get(who) ?? 0);
+  }
+
+  /** Every process started is expected to keep running until killed: one that exited fails the wait at once. */
+  alive(): void {
+    for (const [who, p] of this.procs) {
+      if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${this.log(who).slice(-2000)}`);
+    }
+  }
+
+  /** For an afterEach: when the test failed, prints the last 25 lines of each log that are not debug records. */
+  dumpIfFailed(ctx: Mocha.Context): void {
+    if (ctx.currentTest?.state !== 'failed') return;
+    for (const [k, v] of this.logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
   }
 }
 

@@ -8,13 +8,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import type { ResultPromise } from 'execa';
-import { CONFIG_KEYS, envName } from '../../base/config.ts';
 import { ensureDaemons } from '../../host/hostsetup.ts';
-import { GiveUp, NODE, TestLan, waitFor } from '../support/netns.ts';
-
-const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
-  ([['httpsPort', '0'], ['trustedLan', 'true']] as const).filter(([k]) => (CONFIG_KEYS as string[]).includes(k)).map(([k, v]) => [envName(k), v]));
+import { LanProcesses, NODE, PLAIN_HTTP, plainControllerApi, TestLan, waitFor } from '../support/netns.ts';
 
 interface HostView { id: string; state: string; mac?: string; missedPolls: number }
 
@@ -30,28 +25,12 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
   const lan = new TestLan();
   let tmp: string;
   let token: string;
-  const logs = new Map<string, string>();
-  const procs = new Map<string, ResultPromise>();
+  const procs = new LanProcesses(lan);
   const powerOffFile = () => path.join(tmp, 'powered-off');
 
-  const controllerUrl = () => `http://${lan.host('c').ip}:8080`;
-  const curl = async (args: string[]) => (await lan.exec('c', 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
-  const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
-    JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token}`, '-H', 'content-type: application/json',
-      ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), controllerUrl() + route])) as T;
+  const { url: controllerUrl, curl, api } = plainControllerApi(lan, 'c', () => token);
   const host = async () => (await api<{ hosts: HostView[] }>('GET', '/api/hosts')).hosts.find((h) => h.id === 'id-a')!;
-  const alive = () => {
-    for (const [who, p] of procs) if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${logs.get(who)!.slice(-2000)}`);
-  };
-  const spawn = (who: string, cmd: string, args: string[], env: Record<string, string> = {}) => {
-    const child = lan.spawn(who, cmd, args, { cwd: path.resolve(import.meta.dirname, '../..'), env: { SKYHOST_LOG_FORMAT: 'json', ...env } });
-    logs.set(who, '');
-    child.stdout?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
-    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
-    procs.set(who, child);
-    return child;
-  };
-  const startAgent = (joinToken: string) => spawn('a', NODE, ['appliance/main.ts', 'agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081',
+  const startAgent = (joinToken: string) => procs.node('a', 'appliance/main.ts', ['agent', '--host-id', 'id-a', '--data', path.join(tmp, 'a'), '--port', '8081',
     '--controller', controllerUrl(), '--join-token', joinToken], { SKYHOST_ACCEL: 'tcg', SKYHOST_POWER_OFF_COMMAND: `touch ${powerOffFile()}` });
 
   before(async () => {
@@ -60,17 +39,15 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
     await lan.create();
     for (const h of ['c', 'a', 'w']) await lan.addHost(h);
     const data = path.join(tmp, 'c');
-    spawn('c', NODE, ['appliance/main.ts', 'controller', '--data', data, '--port', '8080'],
+    procs.node('c', 'appliance/main.ts', ['controller', '--data', data, '--port', '8080'],
       { SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: '1', ...PLAIN_HTTP });
-    await waitFor('the controller to answer', async () => alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 30_000, 200);
+    await waitFor('the controller to answer', async () => procs.alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 30_000, 200);
     token = readFileSync(path.join(data, 'secrets', 'admin-token'), 'utf8').trim();
     startAgent(readFileSync(path.join(data, 'secrets', 'join-token'), 'utf8').trim());
   });
 
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
-    }
+    procs.dumpIfFailed(this);
   });
 
   after(async () => {
@@ -82,13 +59,13 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
     const link = JSON.parse((await lan.exec('a', 'ip', ['-j', 'link', 'show', 'eth0'])).stdout) as Array<{ address: string }>;
     const mac = link[0]!.address;
     const h = await waitFor('the host ready with its MAC', async () => {
-      alive();
+      procs.alive();
       const h = await host().catch(() => undefined);
       return h?.state === 'ready' && h.mac ? h : undefined;
     }, 60_000, 250);
     expect(h.mac).to.equal(mac);
     // It came with the enrollment: a MAC first learnt from a /status poll would be logged as reported there.
-    expect(logs.get('c')).not.to.match(/reports MAC address/);
+    expect(procs.log('c')).not.to.match(/reports MAC address/);
   });
 
   it('should refuse POST /sleep on the agent without its key', async () => {
@@ -103,9 +80,8 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
     expect(answer.host.state).to.equal('asleep');
     await waitFor('the power-off command run', () => existsSync(powerOffFile()), 10_000, 100);
     // What the power-off would do: the agent is gone.
-    procs.get('a')!.kill('SIGKILL');
-    await procs.get('a');
-    procs.delete('a');
+    procs.process('a').kill('SIGKILL');
+    await procs.process('a');
     await waitFor('polls missed', async () => (await host()).missedPolls >= 4, 30_000, 250);
     expect((await host()).state).to.equal('asleep');
     const events = await api<{ events: Array<{ level: string; msg: string }> }>('GET', '/api/events?limit=200&level=warn');
@@ -114,11 +90,11 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
 
   it('should send the magic packet to the LAN\'s broadcast address, port 9, from the Wake of the API', async () => {
     const broadcast = `${lan.prefix}.255`;
-    const listener = spawn('w', NODE, ['-e', LISTENER, broadcast]);
-    await waitFor('the listener bound', () => alive() ?? /listening/.test(logs.get('w')!), 10_000, 50);
+    const listener = procs.spawn('w', NODE, ['-e', LISTENER, broadcast]);
+    await waitFor('the listener bound', () => procs.alive() ?? /listening/.test(procs.log('w')), 10_000, 50);
     const answer = await api<{ mac: string; address: string; port: number }>('POST', '/api/hosts/id-a/wake');
     expect(answer).to.deep.include({ address: broadcast, port: 9 });
-    const line = await waitFor('the packet on the bridge', () => /\{"hex".*\}/.exec(logs.get('w')!)?.[0], 10_000, 50);
+    const line = await waitFor('the packet on the bridge', () => /\{"hex".*\}/.exec(procs.log('w'))?.[0], 10_000, 50);
     const got = JSON.parse(line) as { hex: string; from: string };
     listener.kill('SIGKILL');
     const packet = Buffer.from(got.hex, 'hex');
@@ -131,6 +107,6 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
 
   it('should make the host ready at the first answer of its agent', async () => {
     startAgent(readFileSync(path.join(tmp, 'c', 'secrets', 'join-token'), 'utf8').trim());
-    await waitFor('the host ready again', async () => alive() ?? (await host()).state === 'ready', 60_000, 250);
+    await waitFor('the host ready again', async () => procs.alive() ?? (await host()).state === 'ready', 60_000, 250);
   });
 });

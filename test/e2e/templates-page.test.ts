@@ -1,21 +1,28 @@
 // The templates page in headless chromium: an admin uploads a disk image with the page's form (the
 // file goes as the raw body, a progress bar shows), an import by URL shows its progress while the list
 // polls, a refused upload says why, and deleting a template a VM uses is refused in plain words.
-// Every control has an accessible name. A real controller, a simulated host for the VM.
-import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+// Every control has an accessible name. A real controller, a simulated host for the VM. Then, with two
+// real agents: "Copy to every host" shows the hosts pulling, then the template on both; "Keep on
+// every host" toggles.
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Page } from 'playwright-core';
+import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
+import { defaults } from '../../base/config.ts';
 import { run } from '../../base/exec.ts';
+import { listen } from '../../base/http.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
+import { ensureDaemons } from '../../host/hostsetup.ts';
 import { launchBrowser, type TestBrowser } from '../support/browser.ts';
-import { freePort } from '../support/net.ts';
+import { freePort, waitFor } from '../support/net.ts';
 import { SimAgent, simTemplate } from '../support/sim-agent.ts';
 
 describe('templates page in a browser', function () {
@@ -160,5 +167,128 @@ describe('templates page in a browser', function () {
     await page.waitForSelector('#template-list .flash.error');
     expect(await page.textContent('#template-list .flash.error')).to.contain('the VM lesson-vm still uses it. Delete that VM first.');
     expect(await page.textContent('#template-list')).to.contain('busy');
+  });
+});
+
+/** Forwards GET requests to `target` (keeping Range and Authorization) at `bytesPerS`: a slow link to watch a pull on. */
+function slowLink(target: string, bytesPerS: number): Server {
+  return createServer((req, res) => {
+    const headers = { ...(req.headers.authorization ? { authorization: req.headers.authorization } : {}), ...(req.headers.range ? { range: req.headers.range } : {}) };
+    const up = httpRequest(target + req.url, { method: req.method, headers }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.on('data', (chunk: Buffer) => {
+        upRes.pause();
+        res.write(chunk);
+        setTimeout(() => upRes.resume(), (chunk.length / bytesPerS) * 1000);
+      });
+      upRes.on('end', () => res.end());
+      upRes.on('error', () => res.destroy());
+    });
+    up.on('error', () => res.destroy());
+    up.end();
+  });
+}
+
+describe('templates page in a browser: copy to every host, keep on every host (two real agents)', function () {
+  this.timeout(180_000);
+  const work = mkdtempSync(path.join(tmpdir(), 'skyhost-tpl-copy-'));
+  const runId = randomBytes(3).toString('hex');
+  const agents: RunningAgent[] = [];
+  let controller: RunningController;
+  let link: Server;
+  let browser: TestBrowser;
+  let page: Page;
+
+  const hostHas = (agent: RunningAgent, name: string) => controller.services.hosts.record(agent.hostId)?.status?.templates.some((t) => t.name === name) ?? false;
+
+  before(async function () {
+    this.timeout(300_000); // two agents starting on a machine other tests load too
+    configureLogging({ out: () => {} });
+    await ensureDaemons();
+    chmodSync(work, 0o711);
+    controller = await startController({
+      dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1,
+      pages: (services) => pageRouter(services, { log: logger('pages') }),
+    });
+    for (const [label, ports] of [['a', '43600-43609'], ['b', '43610-43619']] as const) {
+      const agent = await startAgent({
+        config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, label), listen: '127.0.0.1', sshPortRange: ports },
+        log: logger(`agent-${label}`), hostId: `tplcopy-${label}-${runId}`, port: 0, listen: '127.0.0.1', key: `tplcopy-key-${label}-0123456789abcdef`,
+      });
+      agents.push(agent);
+      const fingerprint = (agent as { fingerprint?: string }).fingerprint;
+      const enrolled = await fetch(`${controller.url}/api/enroll`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          hostId: agent.hostId, hostname: `room-${label}`, agentUrl: agent.url, agentKey: agent.key, joinToken: controller.services.secrets.joinToken, version: 'test',
+          ...(agent.url.startsWith('https:') && fingerprint ? { certFingerprint: fingerprint } : {}),
+        }),
+      });
+      expect(enrolled.status, await enrolled.text()).to.equal(200);
+    }
+    // 12 MiB in the catalog, which the hosts reach over a 3 MiB/s link: the pull lasts seconds.
+    const upload = await fetch(`${controller.url}/api/templates?name=room-image&os=test`, {
+      method: 'POST', headers: { authorization: `Bearer ${controller.services.secrets.adminToken}`, 'content-type': 'application/octet-stream' }, body: randomBytes(12 * 1024 * 1024),
+    });
+    expect(upload.status, await upload.text()).to.equal(201);
+    link = slowLink(controller.url, 3 * 1024 * 1024);
+    // these agents were enrolled by hand: their status names no controller, so the distributor's URL is used
+    controller.services.distribute.controllerUrl = `http://127.0.0.1:${await listen(link, 0, '127.0.0.1')}`;
+    await waitFor('both hosts to be ready', () => agents.every((a) => controller.services.hosts.record(a.hostId)?.state === 'ready'), 30_000);
+    browser = await launchBrowser();
+    page = await browser.newPage();
+    await page.goto(controller.url + '/login');
+    await page.fill('#login-name', 'admin');
+    await page.fill('#login-password', controller.services.secrets.adminToken);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForURL('**/account/password');
+    await page.fill('#pw-new', 'teacher-pass-1');
+    await page.fill('#pw-again', 'teacher-pass-1');
+    await page.click('#password-form button[type=submit]');
+    await page.waitForURL(controller.url + '/');
+  });
+
+  after(async function () {
+    this.timeout(120_000);
+    await browser?.close();
+    link?.closeAllConnections();
+    link?.close();
+    await controller?.stop().catch((err: Error) => console.warn(`stopping the controller: ${err.message}`));
+    for (const agent of agents) {
+      await agent.stop().catch((err: Error) => console.warn(`stopping ${agent.hostId}: ${err.message}`));
+      await removeNetwork(networkName(agent.hostId));
+    }
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('copies a template to every host: the list shows the hosts pulling, then the template on both', async () => {
+    await page.goto(controller.url + '/templates');
+    const row = '#template-list tr:has-text("room-image")';
+    expect(await page.textContent(`${row} td[data-label=Hosts]`)).to.contain('0 of 2');
+    await page.click(`${row} button:has-text("Copy room-image to every host")`);
+    await page.waitForSelector('#template-list .flash.ok:has-text("Copying room-image to")');
+    await page.waitForSelector(`${row} .pulling`);
+    const pulling = await page.textContent(`${row} td[data-label=Hosts]`);
+    expect(pulling).to.match(/room-[ab] (pulling \d+%|starting to pull)/);
+    expect(pulling).to.not.contain('2 of 2');
+    // the list polls while the pulls go on, and stops showing them when both hosts have the template
+    await page.waitForSelector(`${row} td[data-label=Hosts]:has-text("2 of 2")`, { timeout: 90_000 });
+    expect(await page.$$(`${row} .pulling`)).to.have.length(0);
+    expect(agents.every((a) => hostHas(a, 'room-image'))).to.equal(true);
+    expect(browser.errors).to.deep.equal([]);
+  });
+
+  it('toggles "keep on every host" and shows it', async () => {
+    const button = '#template-list tr:has-text("room-image") button:has-text("Keep room-image on every host")';
+    expect(await page.getAttribute(button, 'aria-pressed')).to.equal('false');
+    await page.click(button);
+    await page.waitForSelector(`${button}[aria-pressed=true]`);
+    expect(await page.textContent('#template-list')).to.contain('Kept on every host');
+    expect(controller.services.distribute.kept()).to.deep.equal(['room-image']);
+    await page.click(button);
+    await page.waitForSelector(`${button}[aria-pressed=false]`);
+    expect(await page.textContent('#template-list')).to.not.contain('Kept on every host');
+    expect(controller.services.distribute.kept()).to.deep.equal([]);
   });
 });

@@ -122,9 +122,16 @@ interface Readable {
 export class TemplatePuller {
   private readonly deps: PullerDeps;
   private readonly pulls = new Map<string, Pull>();
+  /** Settles once the store's leftovers of an earlier run are swept (TemplateStore.sweep); pulls start after it. */
+  readonly swept: Promise<void>;
 
   constructor(deps: PullerDeps) {
     this.deps = deps;
+    this.swept = deps.store.sweep(deps.log).then(
+      () => undefined,
+      // a leftover that cannot be removed wastes disk but harms no pull: say so and go on
+      (err: unknown) => deps.log.warn(`could not sweep the templates folder of leftovers: ${(err as Error).message}`),
+    );
   }
 
   /**
@@ -137,6 +144,7 @@ export class TemplatePuller {
     if (!parsed.success) throw fromZod(parsed.error);
     const req = parsed.data;
     const name = req.manifest.name;
+    await this.swept;
     const join = (): PullProgress | undefined => {
       const running = this.pulls.get(name);
       if (!running || running.state !== 'pulling') return undefined;

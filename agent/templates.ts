@@ -10,6 +10,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TemplateInfo, TemplateName } from '../wire/api.ts';
 import { Conflict, InvalidField, NotFound, SkyError } from '../base/errors.ts';
+import type { Logger } from '../base/log.ts';
 import { imageInfo } from './disks.ts';
 
 export interface ImportOptions {
@@ -213,6 +214,47 @@ export class TemplateStore implements TemplateCatalog {
       throw err;
     }
     return parsed;
+  }
+
+  /**
+   * Removes what a crash left in the templates folder; run once when the agent starts, before any
+   * pull. Always: `.rm-*` (a removal cut short) and `.upload-*` (the agent's own uploads). A `.pull-*`
+   * unless the next pull of the same files can resume it (its marker is readable, the template is not
+   * here, and it is younger than a week, as the catalog keeps its `.partial-*`). `.import-*` and
+   * `.build-*` older than a day (a younger one may be a CLI import running now). The controller's
+   * `.incoming-*` and `.partial-*` (this same folder under `skyhost up`) are its own to sweep.
+   * Answers the names removed.
+   */
+  async sweep(log: Logger): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []; // no template was ever here
+      throw err;
+    }
+    const now = Date.now();
+    const olderThan = async (n: string, ms: number) => now - (await stat(path.join(this.dir, n))).mtimeMs > ms;
+    const removed: string[] = [];
+    for (const n of names.sort()) {
+      let why: string | undefined;
+      if (n.startsWith('.rm-')) why = 'a removal the agent did not finish';
+      else if (n.startsWith('.upload-')) why = 'an upload the agent did not finish';
+      else if ((n.startsWith('.import-') || n.startsWith('.build-')) && (await olderThan(n, 24 * 3600_000))) why = 'an import or build not finished within a day';
+      else if (n.startsWith('.pull-')) {
+        const name = n.slice('.pull-'.length);
+        const marker = await readFile(path.join(this.dir, n, '.pull.json'), 'utf8').then((t) => t, () => undefined);
+        if (marker === undefined) why = 'a pull that left no marker to resume from';
+        else if (await this.get(name)) why = `a pull of ${name}, which is installed`;
+        else if (await olderThan(n, 7 * 24 * 3600_000)) why = 'a pull not resumed within a week';
+        else log.info(`kept ${n} in the templates folder: the next pull of ${name} continues from it`);
+      }
+      if (!why) continue;
+      await rm(path.join(this.dir, n), { recursive: true, force: true });
+      log.info(`removed ${n} from the templates folder: ${why}`);
+      removed.push(n);
+    }
+    return removed;
   }
 
   /** Removes a template; `inUse` names the VMs that still use it (then nothing is removed). */

@@ -6,9 +6,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import type { ResultPromise } from 'execa';
 import { ensureDaemons } from '../../host/hostsetup.ts';
-import { GiveUp, startAvahi, TestLan, waitFor } from '../support/netns.ts';
+import { LanProcesses, startAvahi, TestLan, waitFor } from '../support/netns.ts';
 
 const MAIN = 'appliance/main.ts';
 const ENV = { SKYHOST_LOG_FORMAT: 'json', SKYHOST_ACCEL: 'tcg' };
@@ -20,24 +19,14 @@ describe('zero-config enrollment: real controller and agents across network name
   this.timeout(180_000);
   const lan = new TestLan();
   let tmp: string;
-  const logs = new Map<string, string>();
-  const procs = new Map<string, ResultPromise>();
+  const procs = new LanProcesses(lan);
 
-  const spawn = (who: string, args: string[]) => {
-    const child = lan.spawnNode(who, MAIN, args, { env: ENV });
-    logs.set(who, logs.get(who) ?? '');
-    child.stderr?.on('data', (d: Buffer) => logs.set(who, logs.get(who) + String(d)));
-    procs.set(who, child);
-    return child;
-  };
+  // A host's log is kept across restarts: its end on failure shows the earlier run too.
+  const spawn = (who: string, args: string[]) => procs.node(who, MAIN, args, ENV, { appendLog: true });
   const secret = (dir: string, name: string) => readFileSync(path.join(tmp, dir, 'secrets', name), 'utf8').trim();
-  /** Every process started is expected to keep running: one that exited fails the wait at once. */
-  const alive = () => {
-    for (const [who, p] of procs) if (p.exitCode !== null && p.exitCode !== undefined && !p.killed) throw new GiveUp(`${who} exited (${p.exitCode}):\n${logs.get(who)!.slice(-2000)}`);
-  };
   const startController = async (who: string) => {
     spawn(who, ['controller', '--data', path.join(tmp, who), '--port', '8080']);
-    await waitFor(`${who} advertising`, () => alive() ?? /advertising SkyHost controller/.test(logs.get(who)!.split('"stopping').at(-1)!), 30_000);
+    await waitFor(`${who} advertising`, () => procs.alive() ?? /advertising SkyHost controller/.test(procs.currentLog(who)), 30_000);
   };
   const startAgent = (who: string, token?: string) =>
     spawn(who, ['agent', '--host-id', `id-${who}`, '--data', path.join(tmp, who), '--port', '8081', ...(token ? ['--join-token', token] : [])]);
@@ -49,7 +38,7 @@ describe('zero-config enrollment: real controller and agents across network name
   const agentStatus = async (who: string): Promise<AgentStatus> =>
     JSON.parse(await curl('c', ['-H', `authorization: Bearer ${secret(who, 'agent-key')}`, `https://${lan.host(who).ip}:8081/status`])) as AgentStatus;
   const statesOf = async (c = 'c') => {
-    alive();
+    procs.alive();
     return Object.fromEntries((await hosts(c)).map((h) => [h.id, h.state]));
   };
   const admin = async (method: string, route: string, body: unknown) =>
@@ -64,9 +53,7 @@ describe('zero-config enrollment: real controller and agents across network name
     for (const h of ['c', 'a1', 'a2', 'a3', 'a5', 'a6', 'c2', 'a4']) await lan.addHost(h);
   });
   afterEach(function () {
-    if (this.currentTest?.state === 'failed') {
-      for (const [k, v] of logs) console.log(`--- ${k}\n${v.split('\n').filter((l) => !l.includes('"debug"')).slice(-25).join('\n')}`);
-    }
+    procs.dumpIfFailed(this);
   });
   after(async () => {
     await lan.destroy();
@@ -103,9 +90,8 @@ describe('zero-config enrollment: real controller and agents across network name
 
   it('should keep one record per host after the controller is killed with SIGKILL and restarted', async () => {
     const before = (await hosts()).map((h) => h.id).sort();
-    procs.get('c')!.kill('SIGKILL');
-    await procs.get('c');
-    logs.set('c', logs.get('c') + '\n"stopping": killed\n');
+    procs.process('c').kill('SIGKILL');
+    await procs.process('c');
     await startController('c');
     await waitFor('every host ready again', async () => Object.values(await statesOf()).every((s) => s === 'ready'), 30_000, 250);
     const after = await hosts();
@@ -121,8 +107,8 @@ describe('zero-config enrollment: real controller and agents across network name
   });
 
   it('should update the record of a host reinstalled with the same id (new key, no memory) and the join token', async () => {
-    procs.get('a1')!.kill('SIGKILL');
-    await procs.get('a1');
+    procs.process('a1').kill('SIGKILL');
+    await procs.process('a1');
     rmSync(path.join(tmp, 'a1'), { recursive: true, force: true });
     startAgent('a1', secret('c', 'join-token'));
     await waitFor('a1 back', async () => (await agentStatus('a1')).controller?.state === 'ready', 30_000, 250);
@@ -160,7 +146,7 @@ describe('zero-config enrollment: real controller and agents across network name
       return s?.state === 'ambiguous' ? s : undefined;
     }, 30_000, 250);
     expect(s4.message).to.contain(secret('c', 'cluster-id')).and.to.contain(secret('c2', 'cluster-id'));
-    expect(logs.get('a4')).to.match(/controller: ambiguous/);
+    expect(procs.log('a4')).to.match(/controller: ambiguous/);
     await new Promise((r) => setTimeout(r, 3000));
     expect(await hosts('c2')).to.deep.equal([]);
     const mine = secret('c', 'cluster-id');
@@ -169,9 +155,9 @@ describe('zero-config enrollment: real controller and agents across network name
   });
 
   it('should say goodbye when the second controller stops: the new agent then tries the one left, whose token it lacks', async () => {
-    procs.get('c2')!.kill('SIGTERM');
-    await procs.get('c2');
-    expect(logs.get('c2')).to.match(/mDNS advertisement withdrawn/);
+    procs.process('c2').kill('SIGTERM');
+    await procs.process('c2');
+    expect(procs.log('c2')).to.match(/mDNS advertisement withdrawn/);
     const s4 = await waitFor('a4 turns to the remaining controller', async () => {
       const s = (await agentStatus('a4')).controller;
       return s?.state === 'refused' ? s : undefined;

@@ -10,24 +10,13 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import type { ControllerServices } from '../../server/services.ts';
+import { makeClass, password } from '../support/classroom.ts';
 import { TestClock } from '../support/clock.ts';
 import { PageClient } from '../support/page-client.ts';
 import { SimFleet } from '../support/sim-agent.ts';
 
 const HOSTS = 8;
 const STUDENTS = 30;
-const password = (name: string) => `${name}-password-1`;
-
-/** A class with its teacher and students (accounts made as needed), through the Classes service. */
-async function makeClass(services: ControllerServices, name: string, teacher: string, students: string[]): Promise<string> {
-  for (const [user, role] of [[teacher, 'teacher'], ...students.map((s) => [s, 'student'])] as Array<[string, 'teacher' | 'student']>) {
-    if (!services.users.get(user)) await services.users.create({ name: user, password: password(user), role });
-  }
-  const cls = services.classes.create({ name, teachers: [teacher] }, 'admin');
-  for (const s of students) services.classes.addMember(cls.id, s, 'student', 'admin');
-  return cls.id;
-}
 
 describe('class sessions (simulated hosts)', function () {
   this.timeout(120_000);

@@ -11,6 +11,7 @@ import { sessionVmName } from '../../server/classes/sessions.ts';
 import { timeLeft } from '../../server/pages/sessions.ts';
 import { createServices, type ControllerServices } from '../../server/services.ts';
 import type { User } from '../../server/users/users.ts';
+import { makeClass } from '../support/classroom.ts';
 import { TestClock } from '../support/clock.ts';
 
 describe('class session VM names', () => {
@@ -56,11 +57,8 @@ describe('class sessions: checks and the end timer (no hosts)', function () {
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-sessions-unit-'));
     clock = new TestClock(Date.parse('2026-12-02T08:00:00Z'));
     await open();
-    teacher = await services.users.create({ name: 'ms-berg', password: 'ms-berg-password', role: 'teacher' });
-    await services.users.create({ name: 'anna', password: 'anna-password', role: 'student' });
-    await services.users.create({ name: 'ben', password: 'ben-password', role: 'student' });
-    classId = services.classes.create({ name: '7b', teachers: ['ms-berg'] }, 'admin').id;
-    for (const s of ['anna', 'ben']) services.classes.addMember(classId, s, 'student', 'admin');
+    classId = await makeClass(services, '7b', 'ms-berg', ['anna', 'ben']);
+    teacher = services.users.get('ms-berg')!;
     // A template the catalog knows of: no host has it, so every student is refused with the scheduler's reasons.
     (services.templates as { find: (n: string) => unknown }).find = (n: string) => (n === 'tiny' ? { name: 'tiny' } : undefined);
   });

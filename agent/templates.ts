@@ -4,12 +4,13 @@
 // (a hidden folder renamed into place).
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { TemplateInfo, TemplateName } from '../wire/api.ts';
 import { Conflict, InvalidField, NotFound, SkyError } from '../base/errors.ts';
+import { renameIntoPlace } from '../base/files.ts';
 import type { Logger } from '../base/log.ts';
 import { imageInfo } from './disks.ts';
 
@@ -161,15 +162,7 @@ export class TemplateStore implements TemplateCatalog {
         ...(opts.cmdline !== undefined ? { cmdline: opts.cmdline } : {}),
         createdAt: new Date().toISOString(),
       });
-      await writeFile(path.join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
-      try {
-        await rename(tmp, path.join(this.dir, opts.name));
-      } catch (err) {
-        // another import of the same name won the race: the folder is there and not empty
-        const code = (err as NodeJS.ErrnoException).code;
-        if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${opts.name} already exists`);
-        throw err;
-      }
+      await renameIntoPlace(tmp, path.join(this.dir, opts.name), manifest, `template ${opts.name} already exists`);
       return manifest;
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });
@@ -205,14 +198,7 @@ export class TemplateStore implements TemplateCatalog {
     }
     await chmod(staged, 0o755);
     for (const f of parsed.files) await chmod(path.join(staged, f.file), 0o644);
-    await writeFile(path.join(staged, 'manifest.json'), JSON.stringify(parsed, null, 2) + '\n', { mode: 0o644 });
-    try {
-      await rename(staged, path.join(this.dir, parsed.name));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${parsed.name} already exists`);
-      throw err;
-    }
+    await renameIntoPlace(staged, path.join(this.dir, parsed.name), parsed, `template ${parsed.name} already exists`);
     return parsed;
   }
 

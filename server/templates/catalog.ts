@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { TemplateImportRequest, TemplateInfo, TemplateName } from '../../wire/api.ts';
 import { BadRequest, Conflict, DiskFull, InvalidField, NotFound, PayloadTooLarge, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
 import { run } from '../../base/exec.ts';
+import { renameIntoPlace } from '../../base/files.ts';
 import type { Logger } from '../../base/log.ts';
 
 type FileEntry = TemplateInfo['files'][number];
@@ -296,14 +297,7 @@ export class Catalog {
       files: [entry],
       createdAt: new Date().toISOString(),
     });
-    await writeFile(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o644 });
-    try {
-      await rename(staging, path.join(this.dir, meta.name));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOTEMPTY' || code === 'EEXIST') throw new Conflict(`template ${meta.name} already exists in the controller's catalog`);
-      throw err;
-    }
+    await renameIntoPlace(staging, path.join(this.dir, meta.name), manifest, `template ${meta.name} already exists in the controller's catalog`);
     return manifest;
   }
 

@@ -12,18 +12,12 @@
 // (kernel + busybox initramfs, test/support/guest.ts): a session of N students, until every VM's
 // serial console shows the guest's prompt through the controller's WebSocket; beside it (baseline)
 // N times the same for a session of one student.
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { ensureDaemons } from '../host/hostsetup.ts';
-import { TemplateStore } from '../agent/templates.ts';
-import { buildTestGuest, GUEST_PROMPT } from '../test/support/guest.ts';
+import { GUEST_PROMPT } from '../test/support/guest.ts';
 import { SimFleet } from '../test/support/sim-agent.ts';
 import type { BenchContext, Group } from './group.ts';
-import { cpuSeconds, removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { cpuSeconds, startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
 import { figure, median, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
-import { consoleShows } from './vm.ts';
+import { consoleShows, withRealAgent } from './vm.ts';
 
 const HOSTS = 200;
 const STUDENTS = 30;
@@ -139,23 +133,9 @@ export async function sessionOnSimulatedHosts(ctx: BenchContext): Promise<Figure
 }
 
 export async function sessionOnRealAgent(ctx: BenchContext): Promise<Figure[]> {
-  await ensureDaemons();
-  const guest = await buildTestGuest();
-  const hostId = `bench-class-${randomBytes(3).toString('hex')}`;
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-agent-'));
-  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
-  let controller: ControllerProcess | undefined;
-  let agent: AgentProcess | undefined;
-  try {
-    await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
-    controller = await startControllerProcess(ctx.root);
+  return withRealAgent(ctx, { hostIdPrefix: 'bench-class', template: TEMPLATE }, async ({ controller }) => {
     const { url, token } = controller;
     const api = apiOf(url, token);
-    agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex') });
-    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
-      if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
-      return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
-    });
     /** Waits until VM `id` runs, then until its console shows the prompt (a console asked too early is asked again). */
     const answers = async (id: string, until: number): Promise<void> => {
       for (;;) {
@@ -200,12 +180,7 @@ export async function sessionOnRealAgent(ctx: BenchContext): Promise<Figure[]> {
       note: `N = ${REAL_VMS} real VMs (the 2-core machine under TCG): session start to every VM's serial console showing the test guest's prompt through the controller's WebSocket ` +
         `(${controller.what} + real agent + libvirt, test guest 128 MiB), ${REAL_RUNS} runs; baseline: ${REAL_VMS} x a session of one student (median ${median(oneS).toFixed(1)} s)`,
     })];
-  } finally {
-    await agent?.stop();
-    await controller?.stop();
-    await removeAgentLeftovers(hostId);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 /** Each half fails on its own: the other's figure stands. */

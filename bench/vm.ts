@@ -25,6 +25,43 @@ interface CreateLog {
   steps: Record<string, number>;
 }
 
+/** A controller process and a real agent beside it, enrolled, whose templates hold the test guest. */
+export interface RealAgent {
+  controller: ControllerProcess;
+  agent: AgentProcess;
+}
+
+/**
+ * Runs `use` with a controller process and a real agent on this machine's libvirt (TCG), the test guest
+ * imported as template `o.template` in the agent's data folder, once the agent has enrolled and the
+ * controller lists that template; then stops both and removes the agent's VMs and folder.
+ */
+export async function withRealAgent<T>(ctx: BenchContext, o: { hostIdPrefix: string; template: string; logLevel?: string }, use: (r: RealAgent) => Promise<T>): Promise<T> {
+  await ensureDaemons();
+  const guest = await buildTestGuest();
+  const hostId = `${o.hostIdPrefix}-${randomBytes(3).toString('hex')}`;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-agent-'));
+  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
+  let controller: ControllerProcess | undefined;
+  let agent: AgentProcess | undefined;
+  try {
+    await new TemplateStore(dataDir).import({ name: o.template, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
+    const c = controller = await startControllerProcess(ctx.root);
+    const a = agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex'), ...(o.logLevel ? { logLevel: o.logLevel } : {}) });
+    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
+      if (a.exited()) throw new Error(`agent exited: ${a.stderr().trim().split('\n').pop()}`);
+      const res = await fetch(`${c.url}/api/templates`, { headers: { authorization: `Bearer ${c.token}` }, signal: AbortSignal.timeout(60_000) });
+      return (await res.text()).includes(`"${o.template}"`);
+    });
+    return await use({ controller: c, agent: a });
+  } finally {
+    await agent?.stop();
+    await controller?.stop();
+    await removeAgentLeftovers(hostId);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
 /** Resolves when the console WebSocket at `url` has shown `text`; the scrollback covers a late join. */
 export function consoleShows(url: string, token: string, text: string, ms: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -76,16 +113,7 @@ export const vmGroup: Group = {
     ['vm.request_to_ssh_ms', 'ms'],
   ],
   async run(ctx) {
-    await ensureDaemons();
-    const guest = await buildTestGuest();
-    const hostId = `bench-vm-${randomBytes(3).toString('hex')}`;
-    const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-agent-'));
-    chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
-    let controller: ControllerProcess | undefined;
-    let agent: AgentProcess | undefined;
-    try {
-      await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
-      controller = await startControllerProcess(ctx.root);
+    return withRealAgent(ctx, { hostIdPrefix: 'bench-vm', template: TEMPLATE, logLevel: 'info' }, async ({ controller, agent }) => {
       const { url, token } = controller;
       const auth = { authorization: `Bearer ${token}` };
       const api = async (method: string, p: string, body?: unknown) => {
@@ -98,7 +126,6 @@ export const vmGroup: Group = {
       };
 
       const creates = new Map<string, CreateLog>();
-      agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex'), logLevel: 'info' });
       agent.onLine((line) => {
         if (!line.includes('created VM')) return;
         try {
@@ -107,11 +134,6 @@ export const vmGroup: Group = {
         } catch {
           // not a JSON log line
         }
-      });
-      await waitUntil('the agent to enroll and report the template', 60_000, async () => {
-        if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
-        const t = await api('GET', '/api/templates');
-        return JSON.stringify(t.body).includes(`"${TEMPLATE}"`);
       });
 
       const running: number[] = [];
@@ -156,11 +178,6 @@ export const vmGroup: Group = {
           note: `request_to_running minus the time inside libvirt/QEMU (baseline, median ${insideMedian} ms: qemu-img and DHCP entry side by side, then virsh define and virsh start, as the agent timed them); controller and agent together`,
         }), { below: 150 }),
       ];
-    } finally {
-      await agent?.stop();
-      await controller?.stop();
-      await removeAgentLeftovers(hostId);
-      rmSync(dataDir, { recursive: true, force: true });
-    }
+    });
   },
 };

@@ -1,6 +1,11 @@
-// A class for tests, made through the controller's own services: its teacher and students get
-// accounts (where they have none yet), each with the password `password(name)`.
-import type { ControllerServices } from '../../server/services.ts';
+// The controller's services for tests without HTTP (a fresh data folder, logging silenced), and classes
+// made through them: their teacher and students get accounts (where they have none yet), each with the
+// password `password(name)`.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { configureLogging, logger } from '../../base/log.ts';
+import { createServices, type ControllerServices, type ServicesOptions } from '../../server/services.ts';
 
 /** The password a test account made here has. */
 export const password = (name: string) => `${name}-password-1`;
@@ -13,4 +18,36 @@ export async function makeClass(services: ControllerServices, name: string, teac
   const cls = services.classes.create({ name, teachers: [teacher] }, 'admin');
   for (const s of students) services.classes.addMember(cls.id, s, 'student', 'admin');
   return cls.id;
+}
+
+/**
+ * The controller's services over a data folder of their own, with logging silenced (and no log lines
+ * captured into the event log) until `close()`, which stops them, restores logging to stderr and removes
+ * the folder. `open()` again after `stop()` is a controller restart on the same data.
+ */
+export class TestServices {
+  readonly dir: string;
+  private current: ControllerServices | undefined;
+
+  constructor(prefix = 'skyhost-services-') {
+    configureLogging({ out: () => {} });
+    this.dir = mkdtempSync(path.join(tmpdir(), prefix));
+  }
+
+  /** Creates the services (not started: `services.start()` starts their timers). */
+  async open(opts: Omit<ServicesOptions, 'dataDir' | 'log'> = {}): Promise<ControllerServices> {
+    this.current = await createServices({ dataDir: this.dir, log: logger('test'), captureLogs: false, ...opts });
+    return this.current;
+  }
+
+  async stop(): Promise<void> {
+    await this.current?.stop();
+    this.current = undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
+    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }

@@ -1,17 +1,13 @@
 // Class sessions without hosts: the VM names, the time-left words, the request's checks, and the end
 // timer on a clock the test moves (at the end time exactly, and at once for a controller started
 // after it). The VMs themselves are test/integration/class-sessions.test.ts's.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { expect } from 'chai';
 import { VmName } from '../../wire/api.ts';
-import { configureLogging, logger } from '../../base/log.ts';
 import { sessionVmName } from '../../server/classes/sessions.ts';
 import { timeLeft } from '../../server/pages/sessions.ts';
-import { createServices, type ControllerServices } from '../../server/services.ts';
+import type { ControllerServices } from '../../server/services.ts';
 import type { User } from '../../server/users/users.ts';
-import { makeClass } from '../support/classroom.ts';
+import { makeClass, TestServices } from '../support/classroom.ts';
 import { TestClock } from '../support/clock.ts';
 
 describe('class session VM names', () => {
@@ -41,20 +37,19 @@ describe('class session time left', () => {
 
 describe('class sessions: checks and the end timer (no hosts)', function () {
   this.timeout(20_000);
-  let dir: string;
+  let controller: TestServices;
   let clock: TestClock;
   let services: ControllerServices;
   let teacher: User;
   let classId: string;
 
   const open = async () => {
-    services = await createServices({ dataDir: dir, log: logger('test'), captureLogs: false, clock });
+    services = await controller.open({ clock });
     services.start();
   };
 
   beforeEach(async () => {
-    configureLogging({ out: () => {} });
-    dir = mkdtempSync(path.join(tmpdir(), 'skyhost-sessions-unit-'));
+    controller = new TestServices('skyhost-sessions-unit-');
     clock = new TestClock(Date.parse('2026-12-02T08:00:00Z'));
     await open();
     classId = await makeClass(services, '7b', 'ms-berg', ['anna', 'ben']);
@@ -64,9 +59,7 @@ describe('class sessions: checks and the end timer (no hosts)', function () {
   });
 
   afterEach(async () => {
-    await services.stop();
-    configureLogging({ out: (line) => process.stderr.write(line + '\n') });
-    rmSync(dir, { recursive: true, force: true });
+    await controller.close();
   });
 
   it('should refuse what is not a session, naming the field, and a student starting one', async () => {
@@ -104,7 +97,7 @@ describe('class sessions: checks and the end timer (no hosts)', function () {
   it('should end a session whose end time passed while the controller was off as soon as it starts again, keeping its failures', async () => {
     const view = await services.sessions.start(teacher, classId, { template: 'tiny', endsAt: '2026-12-02T09:30:00+01:00' });
     expect(view.endsAt).to.equal('2026-12-02T08:30:00.000Z');
-    await services.stop();
+    await controller.stop();
     clock = new TestClock(Date.parse('2026-12-02T10:00:00Z'));
     await open();
     await services.sessions.settled(view.id);

@@ -10,7 +10,8 @@ import { Store } from '../../server/db/store.ts';
 import { EventLog } from '../../server/events/events.ts';
 import { HostRegistry, type RedeemJoinToken } from '../../server/hosts/registry.ts';
 import { magicPacket } from '../../server/hosts/wol.ts';
-import { createServices, repeatEvery } from '../../server/services.ts';
+import { repeatEvery } from '../../server/services.ts';
+import { TestServices } from '../support/classroom.ts';
 import { TestClock } from '../support/clock.ts';
 import { hashPassword, LOGIN_ATTEMPTS, Users, verifyPassword } from '../../server/users/users.ts';
 
@@ -246,11 +247,10 @@ describe('controller poll schedule', () => {
   });
 
   it('should poll the hosts at pollIntervalSeconds, in a loop that slow pending hosts do not hold up', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'skyhost-polls-'));
     const clock = new TestClock();
-    quiet();
-    const services = await createServices({ dataDir: dir, log: logger('test'), pollIntervalSeconds: 7, captureLogs: false, clock });
+    const controller = new TestServices('skyhost-polls-');
     try {
+      const services = await controller.open({ pollIntervalSeconds: 7, clock });
       const members: number[] = [];
       const pending: number[] = [];
       services.hosts.pollMembers = async () => { members.push(clock.now()); };
@@ -260,9 +260,7 @@ describe('controller poll schedule', () => {
       expect(members).to.deep.equal([0, 7000, 14_000, 21_000, 28_000, 35_000, 42_000, 49_000, 56_000, 63_000, 70_000]);
       expect(pending).to.deep.equal([0, 20_000, 40_000, 60_000]);
     } finally {
-      await services.stop();
-      loud();
-      rmSync(dir, { recursive: true, force: true });
+      await controller.close();
     }
   });
 });

@@ -2,12 +2,12 @@
 // the role's maximum), extensions within the maximum, the steps due at a moment (warn, shut down,
 // delete after the grace period), the policies as the admin stores them, and "time left".
 import { expect } from 'chai';
-import { SkyError } from '../../base/errors.ts';
 import { Store } from '../../server/db/store.ts';
 import {
   DEFAULT_POLICIES, extendedExpiry, leaseDefaultsOf, leaseMinutesFor, leaseSteps, PolicyStore, timeLeft, type LeasePolicy,
 } from '../../server/vms/leases.ts';
 import type { VmRecord } from '../../server/vms/records.ts';
+import { refusal } from '../support/refusal.ts';
 
 const T0 = new Date('2026-03-02T10:00:00.000Z');
 const at = (minutes: number) => new Date(T0.getTime() + minutes * 60_000);
@@ -19,16 +19,6 @@ function vm(o: Partial<VmRecord> = {}): VmRecord {
     id: o.id ?? 'vm0000000001', name: o.name ?? 'lab-1', owner: 'alice', template: 'tiny', hostId: 'h1', state: 'running', vcpus: 1, memoryMiB: 256,
     diskGiB: 1, console: 'serial', createdAt: T0.toISOString(), ...o,
   };
-}
-
-function refusal(fn: () => unknown): SkyError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof SkyError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
 }
 
 describe('leases: the lease a new VM gets', () => {

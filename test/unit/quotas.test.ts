@@ -2,11 +2,11 @@
 // one over is refused with 403 quota_exceeded naming what is used and what is allowed. Over an
 // in-memory store and a list of records (no hosts needed).
 import { expect } from 'chai';
-import { SkyError } from '../../base/errors.ts';
 import { Store } from '../../server/db/store.ts';
 import { overQuota, Quotas, RESOURCES, resolve, type Ask, type Quota, type Resource } from '../../server/vms/quotas.ts';
 import type { VmRecord } from '../../server/vms/records.ts';
 import type { Role } from '../../server/users/users.ts';
+import { refusal } from '../support/refusal.ts';
 
 const NOW = '2026-03-02T10:00:00.000Z';
 let n = 0;
@@ -16,16 +16,6 @@ function vm(o: Partial<VmRecord>): VmRecord {
     id: `vm${String(n).padStart(10, '0')}`, name: `vm-${n}`, owner: 'alice', template: 'tiny', hostId: 'h1', state: 'running', vcpus: 1,
     memoryMiB: 512, diskGiB: 10, console: 'serial', createdAt: NOW, ...o,
   };
-}
-
-function refusal(fn: () => unknown): SkyError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof SkyError) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal');
 }
 
 const small: Ask = { vcpus: 1, memoryMiB: 512, diskGiB: 10 };

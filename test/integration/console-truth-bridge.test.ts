@@ -89,6 +89,19 @@ describe('serial console notices (simulated agent)', function () {
   });
 });
 
+/** Attaches a stand-in viewer to `bridge`; the console notices it is sent, in order. */
+function noticesOf(bridge: SerialBridge): string[] {
+  const notices: string[] = [];
+  const viewer = { OPEN: 1, readyState: 1, send: (d: unknown) => { if (typeof d === 'string') notices.push(JSON.parse(d).console); }, on: () => viewer };
+  bridge.attach(viewer as unknown as WebSocket);
+  return notices;
+}
+
+/** Waits until `bridge` is in `state`, or `until` (a Date.now() time) has passed. */
+async function stateBy(bridge: SerialBridge, state: string, until: number): Promise<void> {
+  while (bridge.state !== state && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+}
+
 describe('a line that breaks before its VM is called off', () => {
   it('should say stopped once the hypervisor says the VM is off, not stay reconnecting', async () => {
     const [agentSide] = duplexPair();
@@ -103,14 +116,12 @@ describe('a line that breaks before its VM is called off', () => {
     // QEMU closes the socket while libvirt still says running; a moment later, shutoff
     const answers: PowerState[] = ['running', 'running'];
     const bridge = new SerialBridge(line, new Logger('test'), undefined, async () => answers.shift() ?? 'shutoff');
-    const notices: string[] = [];
-    const viewer = { OPEN: 1, readyState: 1, send: (d: unknown) => { if (typeof d === 'string') notices.push(JSON.parse(d).console); }, on: () => viewer };
     try {
-      bridge.attach(viewer as unknown as WebSocket);
+      const notices = noticesOf(bridge);
       const until = Date.now() + 5000;
-      while (bridge.state !== 'connected' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      await stateBy(bridge, 'connected', until);
       agentSide.destroy(); // QEMU went away
-      while (bridge.state !== 'stopped' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      await stateBy(bridge, 'stopped', until);
       expect(notices).to.deep.equal(['reconnecting', 'connected', 'reconnecting', 'stopped']);
     } finally {
       bridge.stop(false);
@@ -123,12 +134,9 @@ describe('a reboot the guest ignores', () => {
     const [agentSide] = duplexPair();
     const line = { connect: async () => agentSide, history: async () => Buffer.alloc(0) };
     const bridge = new SerialBridge(line, new Logger('test'), undefined, async () => 'running', { rebootMaxMs: 300 });
-    const notices: string[] = [];
-    const viewer = { OPEN: 1, readyState: 1, send: (d: unknown) => { if (typeof d === 'string') notices.push(JSON.parse(d).console); }, on: () => viewer };
     try {
-      bridge.attach(viewer as unknown as WebSocket);
-      const until = Date.now() + 5000;
-      while (bridge.state !== 'connected' && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+      const notices = noticesOf(bridge);
+      await stateBy(bridge, 'connected', Date.now() + 5000);
       bridge.rebooting();
       expect(bridge.state).to.equal('rebooting');
       await new Promise((r) => setTimeout(r, 500));

@@ -45,6 +45,8 @@ export class StatusSampler {
   };
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
+  /** The sample that follows the running one (asked for while it ran). */
+  private next: Promise<void> | undefined;
   private readonly startedAt = Date.now();
 
   constructor(deps: StatusDeps) {
@@ -67,7 +69,15 @@ export class StatusSampler {
 
   /** Samples now (also after a change the next poll should see at once, e.g. a template import); never rejects. */
   refresh(): Promise<void> {
-    this.running ??= this.takeSample().finally(() => (this.running = undefined));
+    if (this.running) {
+      // the sample under way may have read the templates before the caller's change: one more follows it
+      this.next ??= this.running.then(() => {
+        this.next = undefined;
+        return this.refresh();
+      });
+      return this.next;
+    }
+    this.running = this.takeSample().finally(() => (this.running = undefined));
     return this.running;
   }
 

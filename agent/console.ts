@@ -141,10 +141,12 @@ export class SerialBridge {
 
   /** Connects now (after a start or reboot) instead of waiting for the next retry. */
   poke(): void {
-    if (this.stopped || this.socket || this.connecting) return;
-    clearTimeout(this.timer);
-    this.retryMs = RETRY_MIN_MS;
+    if (this.stopped || this.socket) return;
+    // the VM was started: viewers see it at once, even when a retry is already on its way
     if (this.lineState === 'stopped') this.setState('reconnecting');
+    this.retryMs = RETRY_MIN_MS;
+    if (this.connecting) return;
+    clearTimeout(this.timer);
     this.connect();
   }
 

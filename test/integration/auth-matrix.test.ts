@@ -1,6 +1,7 @@
 // Who may call what, generated from the router itself: every registered operation × anonymous, a
-// student, another student, an admin and an enrolled host's agent key, with the answer each must get
-// derived from the operation's declared `auth` (and, for a VM's routes, who owns the VM). A route
+// student, another student, the student's teacher, a teacher of another class, an admin and an enrolled
+// host's agent key, with the answer each must get derived from the operation's declared `auth` (and,
+// for a VM's routes, who owns the VM and who teaches its owner). A route
 // added later is in the matrix without anyone typing it here.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,8 +14,8 @@ import { startController, type RunningController } from '../../server/controller
 import { freePort, jsonOrText } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
-type Role = 'anonymous' | 'student' | 'other student' | 'admin' | 'agent key';
-const ROLES: Role[] = ['anonymous', 'student', 'other student', 'admin', 'agent key'];
+type Role = 'anonymous' | 'student' | 'other student' | 'teacher' | 'other teacher' | 'admin' | 'agent key';
+const ROLES: Role[] = ['anonymous', 'student', 'other student', 'teacher', 'other teacher', 'admin', 'agent key'];
 
 /** What a role must get: `refused` with exactly this status, or `allowed` (anything but 401/403 and 5xx). */
 type Expected = { refused: 401 | 403 | 404 } | 'allowed';
@@ -22,14 +23,14 @@ type Expected = { refused: 401 | 403 | 404 } | 'allowed';
 /** Bodies that pass a route's schema, so that the answer is about who calls (a body is checked before the VM is looked up). */
 const VALID_BODIES: Record<string, unknown> = { '/api/vms/:id/save-as-template': { name: 'matrix-template' }, '/api/vms/:id/extend': { minutes: 60 } };
 
-/** The answer the declared `auth` promises; routes on one VM hide another student's VM (404). */
+/** The answer the declared `auth` promises; routes on one VM hide it (404) from all but its owner, the owner's teacher and an admin. */
 function expected(op: Operation, role: Role): Expected {
   if (op.auth === 'none') return 'allowed';
   if (role === 'anonymous') return { refused: 401 };
   if (op.auth === 'agent') return role === 'agent key' ? 'allowed' : { refused: 401 };
   if (role === 'agent key') return { refused: 401 };
   if (op.auth === 'admin') return role === 'admin' ? 'allowed' : { refused: 403 };
-  if (role === 'other student' && op.path.startsWith('/api/vms/:id')) return { refused: 404 };
+  if ((role === 'other student' || role === 'other teacher') && op.path.startsWith('/api/vms/:id')) return { refused: 404 };
   return 'allowed';
 }
 
@@ -55,8 +56,8 @@ describe('authorization matrix (generated from the router)', function () {
     return { status: res.status, json };
   }
 
-  async function studentToken(name: string): Promise<string> {
-    const made = await call('post', '/api/users', tokens.admin, { username: name, password: `${name}-password-1` });
+  async function userToken(name: string, role: 'student' | 'teacher' = 'student'): Promise<string> {
+    const made = await call('post', '/api/users', tokens.admin, { username: name, password: `${name}-password-1`, role });
     expect(made.status, JSON.stringify(made.json)).to.equal(201);
     const login = await fetch(`${ctl.url}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: name, password: `${name}-password-1` }) });
     const cookie = login.headers.get('set-cookie')!.split(';')[0]!;
@@ -86,8 +87,16 @@ describe('authorization matrix (generated from the router)', function () {
     expect(enrolled.status, JSON.stringify(enrolled.json)).to.be.oneOf([200, 201]);
     await ctl.services.hosts.pollAll();
     tokens['agent key'] = agent.key;
-    tokens.student = await studentToken('alice');
-    tokens['other student'] = await studentToken('bob');
+    tokens.student = await userToken('alice');
+    tokens['other student'] = await userToken('bob');
+    tokens.teacher = await userToken('tess', 'teacher');
+    tokens['other teacher'] = await userToken('otto', 'teacher');
+    // tess teaches alice; otto teaches a class without her
+    const made = await call('post', '/api/classes', tokens.admin, { name: '7b', teachers: ['tess'] });
+    expect(made.status, JSON.stringify(made.json)).to.equal(201);
+    const added = await call('post', `/api/classes/${made.json.class.id}/students`, tokens.admin, { user: 'alice' });
+    expect(added.status, JSON.stringify(added.json)).to.equal(200);
+    expect((await call('post', '/api/classes', tokens.admin, { name: '8c', teachers: ['otto'] })).status).to.equal(201);
   });
 
   after(async () => {
@@ -97,7 +106,7 @@ describe('authorization matrix (generated from the router)', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('every route × 5 roles answers as its declared auth says', async () => {
+  it('every route × 7 roles answers as its declared auth says', async () => {
     const sharedVm = await studentVm();
     const failures: string[] = [];
     let cells = 0;
@@ -109,8 +118,10 @@ describe('authorization matrix (generated from the router)', function () {
         const want = expected(op, role);
         const got = await call(op.method, p, tokens[role], VALID_BODIES[op.path]);
         cells++;
-        const ok = want === 'allowed' ? got.status < 500 && got.status !== 401 && got.status !== 403 : got.status === want.refused;
-        if (!ok) failures.push(`${op.method.toUpperCase()} ${op.path} as ${role} (auth ${op.auth}): want ${want === 'allowed' ? 'allowed' : want.refused}, got ${got.status} ${JSON.stringify(got.json).slice(0, 160)}`);
+        // The VM exists: those who may see it never get 404 for it (a teacher of its owner included).
+        const hidden = got.status === 404 && op.path.startsWith('/api/vms/:id');
+        const ok = want === 'allowed' ? got.status < 500 && got.status !== 401 && got.status !== 403 && !hidden : got.status === want.refused;
+        if (!ok) failures.push(`${op.method.toUpperCase()} ${op.path} as ${role} (auth ${op.auth}): want ${want === 'allowed' ? 'allowed' : want.refused}, got ${got.status} ${(JSON.stringify(got.json) ?? "").slice(0, 160)}`);
       }
     }
     console.log(`      ${operations.length} routes × ${ROLES.length} roles = ${cells} calls, ${failures.length} wrong`);

@@ -92,6 +92,17 @@ export function buildSetupApp(deps: SetupDeps): Express {
       renderOptions(req, res, form, errors, 422);
       return;
     }
+    // A controller address that does not answer from here is refused, unless the teacher says the
+    // controller is not running yet (sticks are often made first): every PC would look for it there.
+    const notRunningYet = (req.body as Record<string, unknown>).controllerNotRunning === 'yes';
+    if (form.role === 'agent' && form.controllerUrl && !notRunningYet) {
+      const reached = await reachController(form.controllerUrl, undefined, form.joinToken);
+      if (!reached.ok) {
+        const message = `${reached.message} Start the controller and press Next again, or tick “not running yet” to make the stick anyway.`;
+        renderOptions(req, res, form, { controllerUrl: message }, 422, { offerNotRunning: true });
+        return;
+      }
+    }
     const hash = form.password ? await hashPassword(form.password) : undefined;
     const plan = toInstallerOptions(form, hash);
     renderIso(req, res, plan, readIsoForm({}, { ubuntuMirror: deps.ubuntuMirror }), {});
@@ -178,12 +189,13 @@ export function buildSetupApp(deps: SetupDeps): Express {
     renderStep(req, res, { view: 'error', title: 'Problem', status: sky.status, data: { heading: sky.status === 404 ? 'Not found' : 'Something went wrong', message: sky.message } });
   }));
 
-  function renderOptions(req: Request, res: Response, form: OptionsForm, errors: FieldErrors, status = 200): void {
+  function renderOptions(req: Request, res: Response, form: OptionsForm, errors: FieldErrors, status = 200, extra: { offerNotRunning?: boolean } = {}): void {
     renderStep(req, res, {
       view: 'options',
       title: 'Options',
       status,
       data: {
+        ...extra,
         form: { ...form, password: '' },
         errors,
         errorCount: Object.keys(errors).length,

@@ -100,6 +100,14 @@ describe('web installer (skyhost setup) in headless Chromium', function () {
     await page.fill('input[name=hostnamePrefix]', 'lab');
     await page.fill('input[name=password]', 'correct horse battery');
     await page.click('#options-next');
+    // The controller's address does not answer from this PC: refused in plain words, everything kept.
+    await page.waitForSelector('#controller-not-running');
+    expect(await page.textContent('#error-controllerUrl')).to.contain(CONTROLLER).and.contain('not running yet');
+    expect(await page.inputValue('input[name=hostnamePrefix]')).to.equal('lab');
+    // The teacher makes the sticks before the controller runs: said so, the next step comes.
+    await page.check('#controller-not-running');
+    await page.fill('input[name=password]', 'correct horse battery');
+    await page.click('#options-next');
     await page.waitForSelector('#iso-form');
   });
 

@@ -100,4 +100,31 @@ describe('web installer offline (appliance/setup)', function () {
     expect(html).to.match(/<em class="error" id="error-controllerUrl">http:\/\/127\.0\.0\.1:8080 is this PC&#x27;s own address/);
     expect(html).to.contain('value="lab"');
   });
+
+  it('should refuse a controller that does not answer from this PC, unless the teacher says it is not running yet', async () => {
+    const form = { role: 'agent', controllerUrl: 'http://no-such-controller.invalid:8080', hostnamePrefix: 'lab', joinToken: plan.joinToken };
+    const refused = await asBrowser('/options', { method: 'POST', body: new URLSearchParams(form) });
+    expect(refused.status).to.equal(422);
+    const html = await refused.text();
+    expect(html).to.match(/<em class="error" id="error-controllerUrl">[^<]*no-such-controller\.invalid[^<]*not running yet/);
+    expect(html).to.contain('id="controller-not-running"').and.contain('value="lab"').and.not.contain('id="iso-form"');
+    const anyway = await asBrowser('/options', { method: 'POST', body: new URLSearchParams({ ...form, controllerNotRunning: 'yes' }) });
+    expect(anyway.status).to.equal(200);
+    expect(await anyway.text()).to.contain('id="iso-form"');
+  });
+
+  it('should go on to the ISO step when the controller answers from this PC', async () => {
+    // a stand-in controller on this machine's first non-loopback address (loopback is refused as such)
+    const lan = Object.values(os.networkInterfaces()).flat().find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+    if (!lan) throw new Error('this test needs a non-loopback IPv4 address on this machine');
+    const controller = createServer((_req, res) => res.end(JSON.stringify({ ok: true, version: '0.0.0-test', clusterId: '0123456789abcdef' })));
+    const port = await listen(controller, 0, lan);
+    try {
+      const r = await asBrowser('/options', { method: 'POST', body: new URLSearchParams({ role: 'agent', controllerUrl: `http://${lan}:${port}`, hostnamePrefix: 'lab' }) });
+      expect(r.status).to.equal(200);
+      expect(await r.text()).to.contain('id="iso-form"');
+    } finally {
+      await close(controller);
+    }
+  });
 });

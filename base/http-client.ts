@@ -132,8 +132,17 @@ export class HttpClient {
       throw new SkyError(502, 'untrusted_peer', `${this.opts.peer}: ${url.origin} is plain HTTP, but this peer is trusted by its certificate only (use https://)`);
     }
     let raw: { status: number; text: string };
+    const maxBytes = this.opts.maxAnswerBytes ?? 16 << 20;
     try {
-      raw = await exchange(url, method, headers, payload, timeoutMs, this.opts.connection, this.opts.maxAnswerBytes ?? 16 << 20, this.opts.pin);
+      try {
+        raw = await exchange(url, method, headers, payload, timeoutMs, this.opts.connection, maxBytes, this.opts.pin);
+      } catch (err) {
+        // A kept-alive connection the other side closed just as we sent on it: the request never reached
+        // its handler (nothing answered), so it is sent once more on a new connection. A streamed body
+        // cannot be sent twice.
+        if (!(err instanceof StaleConnection) || isStream(payload)) throw err;
+        raw = await exchange(url, method, headers, payload, timeoutMs, 'fresh', maxBytes, this.opts.pin);
+      }
     } catch (err) {
       if (err instanceof UntrustedPeer) throw new UntrustedPeer(err.expected, err.got, this.opts.peer);
       throw new Unavailable(`${this.opts.peer} is unreachable: ${(err as Error).message}`, this.opts.unreachableDetails, `${this.opts.codePrefix}_unreachable`);
@@ -169,6 +178,14 @@ export function errorOf(body: unknown): { code?: string; message?: string; detai
 
 function isStream(v: unknown): v is Readable {
   return typeof v === 'object' && v !== null && typeof (v as Readable).pipe === 'function';
+}
+
+/** A pooled connection that the other side had closed (its keep-alive timeout) when the request went out on it. */
+class StaleConnection extends Error {
+  constructor(cause: Error) {
+    super(cause.message, { cause });
+    this.name = 'StaleConnection';
+  }
 }
 
 /** One request with a deadline for the whole exchange; resolves with the status and the body text. */
@@ -210,7 +227,12 @@ function exchange(url: URL, method: string, headers: Record<string, string>, bod
       clearTimeout(timer);
       reject(err);
     }
-    req.on('error', fail);
+    let answered = false;
+    req.on('response', () => (answered = true));
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      const stale = req.reusedSocket && !answered && (err.code === 'ECONNRESET' || err.code === 'EPIPE');
+      fail(stale ? new StaleConnection(err) : err);
+    });
     if (body === undefined || typeof body === 'string') req.end(body);
     else {
       body.on('error', (err) => req.destroy(err));

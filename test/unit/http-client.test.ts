@@ -2,7 +2,7 @@
 // loopback: JSON and the bearer key, errors in the one error model, deadlines, pooled or fresh
 // connections.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { expect } from 'chai';
 import { HttpClient, RemoteError } from '../../base/http-client.ts';
@@ -119,5 +119,61 @@ describe('the shared HTTP client', () => {
     const fresh = client({ connection: 'fresh' });
     for (let i = 0; i < 3; i++) await fresh.call('GET', '/healthz');
     expect(connections).to.equal(3);
+  });
+  describe('a kept-alive connection the other side closes as a request goes out on it', () => {
+    // A raw server: the n-th request on a connection is answered when `answers(n)` says so, else the
+    // connection is reset (RST), as a server whose keep-alive timeout fired just then does.
+    let raw: ReturnType<typeof createTcpServer>;
+    let rawBase: string;
+    let rawConnections = 0;
+    let received: string[] = [];
+    let answers: (n: number) => boolean;
+    before(async () => {
+      raw = createTcpServer((socket: Socket) => {
+        rawConnections++;
+        let n = 0;
+        let buffered = '';
+        socket.on('data', (d: Buffer) => {
+          buffered += String(d);
+          for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
+            const head = buffered.slice(0, end);
+            const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+            if (buffered.length < end + 4 + length) return;
+            received.push(head.split('\r\n')[0]! + ' ' + buffered.slice(end + 4, end + 4 + length));
+            buffered = buffered.slice(end + 4 + length);
+            if (!answers(++n)) return void socket.resetAndDestroy();
+            const body = JSON.stringify({ request: n });
+            socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: keep-alive\r\n\r\n${body}`);
+          }
+        });
+      });
+      await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+      rawBase = `http://127.0.0.1:${(raw.address() as AddressInfo).port}`;
+    });
+    after(async () => {
+      await new Promise((r) => raw.close(r));
+    });
+    beforeEach(() => {
+      rawConnections = 0;
+      received = [];
+    });
+
+    it('should send the request once more on a new connection, and not twice to a handler', async () => {
+      answers = (n) => n === 1; // every connection answers its first request only
+      const pooled = client({ baseUrl: rawBase });
+      expect(await pooled.call('GET', '/status')).to.deep.equal({ request: 1 });
+      expect(await pooled.call('POST', '/vms', { name: 'web-1' })).to.deep.equal({ request: 1 });
+      expect(rawConnections).to.equal(2);
+      // the stale connection got the POST and reset it; the new one got it and answered it
+      expect(received).to.deep.equal(['GET /status HTTP/1.1 ', 'POST /vms HTTP/1.1 {"name":"web-1"}', 'POST /vms HTTP/1.1 {"name":"web-1"}']);
+    });
+
+    it('should not send again when a new connection is reset', async () => {
+      answers = () => false;
+      const e = await failure(client({ baseUrl: rawBase, connection: 'fresh' }).call('POST', '/vms', { name: 'web-1' }));
+      expect(e.status).to.equal(503);
+      expect(e.code).to.equal('agent_unreachable');
+      expect(rawConnections).to.equal(1);
+    });
   });
 });

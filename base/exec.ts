@@ -60,6 +60,8 @@ export interface StreamOptions extends RunOptions {
   onLine: (line: string, stream: 'stdout' | 'stderr') => void | 'stop';
   /** Aborting kills the process; the run rejects with a 499 `cancelled`. */
   signal?: AbortSignal;
+  /** Runs the process in a group of its own; aborting kills the whole group (its children too). */
+  processGroup?: boolean;
 }
 
 export interface StreamResult extends RunResult {
@@ -72,7 +74,16 @@ const KEEP_CHARS = 64 * 1024;
 
 /** Runs `command args...` and hands each line to `onLine` as it comes; otherwise as `run`. */
 export async function runStreaming(command: string, args: readonly string[], opts: StreamOptions): Promise<StreamResult> {
-  const child = execa(command, args, { ...execaOptions(opts), buffer: false, ...(opts.signal ? { cancelSignal: opts.signal } : {}) });
+  const child = execa(command, args, { ...execaOptions(opts), buffer: false, ...(opts.signal ? { cancelSignal: opts.signal } : {}), ...(opts.processGroup ? { detached: true } : {}) });
+  const killGroup = () => {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch (err) {
+      // ESRCH: the group has ended already
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+    }
+  };
+  if (opts.processGroup) opts.signal?.addEventListener('abort', killGroup, { once: true });
   let stopped = false;
   const kept = { stdout: '', stderr: '' };
   const pending = { stdout: '', stderr: '' };
@@ -95,7 +106,7 @@ export async function runStreaming(command: string, args: readonly string[], opt
       for (const line of lines) deliver(line, stream);
     });
   }
-  const result = await child;
+  const result = await child.finally(() => opts.signal?.removeEventListener('abort', killGroup));
   for (const stream of ['stdout', 'stderr'] as const) if (pending[stream]) deliver(pending[stream], stream);
   const output = { stdout: kept.stdout.replace(/\n$/, ''), stderr: kept.stderr.replace(/\n$/, '') };
   if (stopped) return { ...output, exitCode: result.exitCode ?? -1, stopped };

@@ -150,10 +150,39 @@ export class Catalog {
   async upload(meta: TemplateMeta, body: Readable, opts: { sha256?: string; declaredBytes?: number } = {}): Promise<TemplateInfo> {
     const name = await this.checkNew(meta.name);
     if (opts.declaredBytes !== undefined && opts.declaredBytes > this.maxBytes) throw new PayloadTooLarge(`${this.maxBytes} bytes`);
-    return this.staged(name, async (part) => {
+    return this.staged(name, async (staging) => {
+      const part = path.join(staging, 'image.part');
       const got = await writeHashing(body, part, this.maxBytes);
       if (got.bytes === 0) throw new BadRequest('the upload is empty');
       return this.finish(part, meta, got.sha256, opts.sha256);
+    });
+  }
+
+  /**
+   * A template made elsewhere with its manifest (one or more files: a kernel template's kernel, initrd
+   * and disk): `fill` puts every file the manifest it answers names into the staging folder, under
+   * that name (and may answer the sha256s it computed while writing them). Each file is then checked
+   * as an import's is: its sha256 and size against the manifest, a disk's format and no backing file,
+   * an ISO's volume descriptor. Nothing is kept when `fill` or a check fails.
+   */
+  async addMade(name: string, fill: (staging: string) => Promise<{ manifest: TemplateInfo; sha256s?: Map<string, string> }>): Promise<TemplateInfo> {
+    await this.checkNew(name);
+    return this.staged(name, async (staging) => {
+      const made = await fill(staging);
+      return this.finishMade(staging, name, made.manifest, made.sha256s ?? new Map());
+    });
+  }
+
+  /** Streams each file of `manifest` from `open` into the catalog (a template a host made), checked as `addMade` does. */
+  async copyIn(manifest: TemplateInfo, open: (entry: FileEntry) => Promise<Readable>): Promise<TemplateInfo> {
+    return this.addMade(manifest.name, async (staging) => {
+      const sha256s = new Map<string, string>();
+      for (const entry of manifest.files) {
+        safeFileName(entry.file);
+        const got = await writeHashing(await open(entry), path.join(staging, entry.file), this.maxBytes);
+        sha256s.set(entry.file, got.sha256);
+      }
+      return { manifest, sha256s };
     });
   }
 
@@ -176,7 +205,8 @@ export class Catalog {
       try {
         await this.checkNew(meta.name);
         await mkdir(partial, { recursive: true, mode: 0o755 });
-        const t = await this.staged(meta.name, async (part) => {
+        const t = await this.staged(meta.name, async (staging) => {
+          const part = path.join(staging, 'image.part');
           await this.download(meta.url, path.join(partial, 'image.part'), view);
           await rename(path.join(partial, 'image.part'), part);
           view.state = 'verifying';
@@ -250,13 +280,13 @@ export class Catalog {
     return name;
   }
 
-  /** Runs `fill` with a file in a fresh staging folder; the folder is removed when `fill` fails. */
-  private async staged(name: string, fill: (part: string) => Promise<TemplateInfo>): Promise<TemplateInfo> {
+  /** Runs `fill` with a fresh staging folder; the folder is removed when `fill` fails. */
+  private async staged(name: string, fill: (staging: string) => Promise<TemplateInfo>): Promise<TemplateInfo> {
     await mkdir(this.dir, { recursive: true, mode: 0o755 });
     const staging = path.join(this.dir, `.incoming-${name}-${randomBytes(4).toString('hex')}`);
     await mkdir(staging, { mode: 0o755 });
     try {
-      const t = await fill(path.join(staging, 'image.part'));
+      const t = await fill(staging);
       await this.refresh();
       return t;
     } catch (err) {
@@ -298,6 +328,40 @@ export class Catalog {
       createdAt: new Date().toISOString(),
     });
     await renameIntoPlace(staging, path.join(this.dir, meta.name), manifest, `template ${meta.name} already exists in the controller's catalog`);
+    return manifest;
+  }
+
+  /** Checks the files `made` names in `staging` against it, writes the manifest, renames the folder into place. */
+  private async finishMade(staging: string, name: string, made: TemplateInfo, sha256s: Map<string, string>): Promise<TemplateInfo> {
+    const refuse = (field: string, message: string, code = 'bad_template') => new SkyError(422, code, `${message}: nothing was kept`, { fields: [{ field, message }] });
+    if (made.name !== name) throw refuse('name', `the manifest names template ${made.name}, not ${name}`);
+    const roles = made.files.map((f) => f.role);
+    const wanted = made.kind === 'kernel' ? roles.includes('kernel') : roles.length === 1 && roles[0] === made.kind;
+    if (!wanted || new Set(made.files.map((f) => f.file)).size !== made.files.length) {
+      throw refuse('files', `a ${made.kind} template cannot have the files ${made.files.map((f) => `${f.role} ${f.file}`).join(', ') || '(none)'}`);
+    }
+    const files: FileEntry[] = [];
+    for (const entry of made.files) {
+      const file = path.join(staging, safeFileName(entry.file));
+      const sha256 = sha256s.get(entry.file) ?? await sha256File(file);
+      if (sha256 !== entry.sha256) {
+        throw new SkyError(422, 'checksum_mismatch', `sha256 of ${entry.file} is ${sha256}, its manifest says ${entry.sha256}: nothing was kept`,
+          { fields: [{ field: 'sha256', message: `${entry.file} does not match its manifest` }] });
+      }
+      const bytes = (await stat(file)).size;
+      if (bytes !== entry.bytes) throw refuse('files', `${entry.file} is ${bytes} bytes, its manifest says ${entry.bytes}`);
+      const checked: FileEntry = { role: entry.role, file: entry.file, bytes, sha256 };
+      if (entry.role === 'disk') {
+        const info = await probeImage(file);
+        Object.assign(checked, { format: info.format, virtualBytes: info.virtualBytes });
+      } else if (entry.role === 'iso') {
+        await probeIso(file);
+      }
+      await chmod(file, 0o644);
+      files.push(checked);
+    }
+    const manifest = TemplateInfo.parse({ ...made, files, createdAt: new Date().toISOString() });
+    await renameIntoPlace(staging, path.join(this.dir, name), manifest, `template ${name} already exists in the controller's catalog`);
     return manifest;
   }
 
@@ -449,6 +513,14 @@ export async function probeIso(file: string): Promise<void> {
   }
   const format = (JSON.parse((await run('qemu-img', ['info', '--output=json', '-U', file])).stdout) as { format?: string }).format;
   if (format !== 'raw') throw refuse(`qemu-img reads it as ${format ?? 'unknown'}`);
+}
+
+/** A file name of a manifest that stays in its folder (no path, not hidden, not the manifest itself). */
+function safeFileName(file: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(file) || file === 'manifest.json') {
+    throw new SkyError(422, 'bad_template', `the file name ${JSON.stringify(file.slice(0, 64))} is not allowed in a template: nothing was kept`, { fields: [{ field: 'files', message: 'a bad file name' }] });
+  }
+  return file;
 }
 
 /** Streams `body` to `file` while hashing it, refusing more than `limit` bytes. */

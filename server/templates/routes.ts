@@ -1,6 +1,7 @@
 // The JSON API of templates: the cluster's list (the controller's catalog and what hosts hold), import
-// from a URL or an upload (into the catalog, or onto one host), delete; and, for enrolled hosts, a
-// catalog template's manifest and files with HTTP Range (docs/api.md#templates).
+// from a URL or an upload (into the catalog, or onto one host), builds into the catalog with their live
+// log (builds.ts), delete; and, for enrolled hosts, a catalog template's manifest and files with HTTP
+// Range (docs/api.md#templates).
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
@@ -10,8 +11,9 @@ import { TemplateImportRequest, TemplateInfo, TemplateName } from '../../wire/ap
 import { Forbidden, InvalidField, NotFound, SkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import { logger } from '../../base/log.ts';
-import { agentHostId, param, parseBody, type ApiRouter } from '../api/route.ts';
+import { agentHostId, me, param, parseBody, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
+import { BuildJob, BuildRequest, BuildSummary } from './builds.ts';
 import { ImportJob } from './catalog.ts';
 import { ClusterTemplate, TemplateImport } from './templates.ts';
 
@@ -22,10 +24,38 @@ export function templateRoutes(api: ApiRouter, services: ControllerServices): vo
   const log = logger('templates');
 
   api.route({
-    method: 'get', path: '/api/templates', summary: "Templates: the controller's catalog and what each host holds or is pulling; imports under way", auth: 'user',
-    responses: { 200: z.object({ templates: z.array(ClusterTemplate), imports: z.array(ImportJob) }) },
+    method: 'get', path: '/api/templates', summary: "Templates: the controller's catalog and what each host holds or is pulling; imports and builds under way, and the recipes a build takes", auth: 'user',
+    responses: { 200: z.object({ templates: z.array(ClusterTemplate), imports: z.array(ImportJob), builds: z.array(BuildSummary), recipes: z.array(z.string()) }) },
   }, async (_req, res) => {
-    res.json({ templates: await templates.refreshed(), imports: templates.imports() });
+    res.json({ templates: await templates.refreshed(), imports: templates.imports(), builds: templates.builds.list(), recipes: templates.builds.recipes() });
+  });
+
+  api.route({
+    method: 'post', path: '/api/templates/build',
+    summary: "Build a template into the controller's catalog with `skyhost template build` (debian-12: a real Debian from the controller's package mirror; cached, so a recipe built once takes seconds); answers the build at once, its log follows at /api/templates/builds/{id}",
+    auth: 'admin', body: BuildRequest,
+    responses: {
+      202: z.object({ build: BuildJob, joined: z.boolean().describe('the same recipe was being built as the same template: this is that build') }),
+      409: 'the name is taken, or the recipe is being built as another template', 422: 'an unknown recipe or a bad name (the field is named)',
+    },
+  }, (_req, res, { body }) => {
+    res.status(202).json(templates.builds.start(body, me(res).name));
+  });
+
+  api.route({
+    method: 'get', path: '/api/templates/builds/:id', summary: 'A build: its state, stage, percent and log lines (with `after`, only the lines after that number)', auth: 'admin',
+    query: z.object({ after: z.coerce.number().int().min(0).optional().describe('the number of the last line already seen') }),
+    responses: { 200: BuildJob, 404: 'no such build (finished builds are kept 10 minutes)' },
+  }, (req, res, { query }) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.json(templates.builds.get(param(req, 'id'), query.after));
+  });
+
+  api.route({
+    method: 'delete', path: '/api/templates/builds/:id', summary: 'Cancel a build: its processes are killed and nothing it made is kept; answers the build once it has ended', auth: 'admin',
+    responses: { 200: BuildJob, 404: 'no such build', 409: 'the build has ended already' },
+  }, async (req, res) => {
+    res.json(await templates.builds.cancel(param(req, 'id'), me(res).name));
   });
 
   api.route({

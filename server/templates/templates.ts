@@ -1,6 +1,7 @@
 // Templates across the cluster: the controller's own catalog (catalog.ts, the source of truth hosts
 // pull from) joined with what every host reports in `/status` (which hosts hold each template, which
-// are pulling it). Imports and uploads go to the catalog, or to one host when a `host` is named.
+// are pulling it). Imports and uploads go to the catalog, or to one host when a `host` is named; builds
+// (builds.ts) and templates saved from a VM on a host go to the catalog.
 import type { Readable } from 'node:stream';
 import { z } from 'zod';
 import { TemplateImportRequest, type HostStatus, type TemplateInfo } from '../../wire/api.ts';
@@ -8,6 +9,7 @@ import { Conflict, NotFound, SkyError, Unavailable, toSkyError } from '../../bas
 import type { Logger } from '../../base/log.ts';
 import type { AgentClient } from '../hosts/agent-client.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
+import { TemplateBuilds } from './builds.ts';
 import type { Catalog, ImportJob, TemplateMeta } from './catalog.ts';
 
 /** A template as the controller lists it: the manifest plus which hosts have it. */
@@ -23,6 +25,8 @@ export const ClusterTemplate = z.object({
   ssh: z.boolean().optional(),
   /** Total size of its files. */
   bytes: z.number().int(),
+  /** sha256 of its disk image (an iso template: of its ISO) as its manifest records it. */
+  sha256: z.string().optional(),
   /** Size of its disk as the guest sees it, in GiB (rounded up); 0 for a kernel-only template. */
   diskGiB: z.number().int(),
   /** Ids of the hosts that have it. */
@@ -58,9 +62,10 @@ export interface HostResult {
 function toClusterTemplate(t: TemplateInfo): ClusterTemplate {
   const bytes = t.files.reduce((n, f) => n + f.bytes, 0);
   const disk = t.files.find((f) => f.role === 'disk');
+  const main = disk ?? t.files.find((f) => f.role === 'iso');
   return {
     name: t.name, kind: t.kind, os: t.os, ...(t.description ? { description: t.description } : {}),
-    minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, ...(t.ssh ? { ssh: true } : {}), bytes,
+    minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm, ...(t.ssh ? { ssh: true } : {}), bytes, ...(main ? { sha256: main.sha256 } : {}),
     diskGiB: disk ? Math.max(1, Math.ceil((disk.virtualBytes ?? disk.bytes) / GiB)) : 0, hosts: [], controller: false, pulling: [],
   };
 }
@@ -88,6 +93,8 @@ export class Templates {
   private readonly registry: HostRegistry;
   readonly catalog: Catalog;
   private readonly log: Logger;
+  /** Builds of templates into the catalog by the skyhost executable (builds.ts). */
+  readonly builds: TemplateBuilds;
   /** Names of the VMs that use a template (set by the services once the VM service exists). */
   usedBy: (template: string) => string[] = () => [];
 
@@ -95,6 +102,12 @@ export class Templates {
     this.registry = registry;
     this.catalog = catalog;
     this.log = log;
+    this.builds = new TemplateBuilds({ catalog, log, exists: (name) => this.find(name) !== undefined });
+  }
+
+  /** Stops the builds and imports under way (at shutdown); each removes its staging folder. */
+  async close(): Promise<void> {
+    await Promise.all([this.builds.close(), this.catalog.close()]);
   }
 
   /** Every template of the catalog or of some host, by name, with the hosts that have it and those pulling it. */
@@ -160,6 +173,17 @@ export class Templates {
     const t = await this.catalog.upload(meta, body, opts);
     this.log.info(`template ${t.name} uploaded into the catalog (${t.files[0]?.bytes ?? 0} bytes)`);
     return t;
+  }
+
+  /**
+   * Copies a template a host made (saved from a VM) into the catalog, every file of it (a kernel
+   * template's kernel, initrd and disk too), each checked against the host's manifest.
+   */
+  async copyFromHost(host: string, t: TemplateInfo): Promise<TemplateInfo> {
+    const client = this.registry.client(host);
+    const copied = await this.catalog.copyIn(t, (f) => client.templateFile(t.name, f.file));
+    this.log.info(`template ${t.name} copied into the catalog (${copied.files.map((f) => `${f.role} ${f.bytes} bytes`).join(', ')})`, { hostId: host });
+    return copied;
   }
 
   /**

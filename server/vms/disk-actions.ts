@@ -1,8 +1,8 @@
 // A VM's disk and its template, through the VM's host: "save as template" (the stopped VM's disk
 // flattened into a new template on that host) and "reset to template" (a fresh disk; same name, MAC
-// and address). The owner or an admin may do either; another user's VM is a 404. A saved template of
-// one disk is then sent into the controller's catalog (from the host's file, sha256 checked), so every
-// host can pull it; a kernel template (kernel, initrd and disk) stays on the host that made it.
+// and address). The owner or an admin may do either; another user's VM is a 404. A saved template is
+// then copied into the controller's catalog (every file from the host, sha256 checked: a kernel
+// template's kernel, initrd and disk too), so every host can pull it.
 // Also the request rule of installer ISOs, which the scheduler cannot check (it is always given a size).
 import { Conflict, SkyError, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
@@ -26,7 +26,7 @@ export interface SavedTemplate {
   host: { id: string; hostname: string };
   /** Whether the controller's catalog holds it too (then any host can pull it). */
   catalog: boolean;
-  /** Why it is not in the catalog, e.g. `a kernel template stays on its host`. */
+  /** Why it is not in the catalog, e.g. `it could not be copied into the controller's catalog (...)`. */
   catalogNote?: string;
 }
 
@@ -66,15 +66,10 @@ export async function saveVmAsTemplate(d: DiskActionDeps, user: User, id: string
   return { template, host: { id: host.id, hostname: host.hostname }, catalog: catalogNote === undefined, ...(catalogNote ? { catalogNote } : {}) };
 }
 
-/** Copies a one-disk template from its host into the catalog; answers why not when it did not (the template stays on its host either way). */
+/** Copies a saved template from its host into the catalog; answers why not when it did not (the template stays on its host either way). */
 async function intoCatalog(d: DiskActionDeps, host: HostRecord, t: TemplateInfo): Promise<string | undefined> {
-  const disk = t.files.find((f) => f.role === 'disk');
-  if (t.kind !== 'disk' || t.files.length !== 1 || !disk) return `a ${t.kind} template (kernel, initrd and disk) stays on the host that made it`;
   try {
-    const body = await d.hosts.client(host.id).templateFile(t.name, disk.file);
-    await d.templates.uploadToCatalog({
-      name: t.name, os: t.os, ...(t.description ? { description: t.description } : {}), minMemoryMiB: t.minMemoryMiB, console: t.console, needsKvm: t.needsKvm,
-    }, body, { sha256: disk.sha256, declaredBytes: disk.bytes });
+    await d.templates.copyFromHost(host.id, t);
     return undefined;
   } catch (err) {
     const sky = toSkyError(err);

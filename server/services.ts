@@ -219,7 +219,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       await step('stop the wake-up schedule', () => room.stop());
       await step('stop the end of class sessions', () => sessions.stop());
       await step('wait for the polls under way', () => hosts.close(1500));
-      await step('stop the template imports', () => templates.catalog.close());
+      await step('stop the template builds and imports', () => templates.close());
       await step("save the hosts' last-seen times", () => hosts.persistLastSeen());
       uncapture();
       await step('save the last events', () => events.close());

@@ -37,6 +37,7 @@ import { Quotas } from './vms/quotas.ts';
 import { StartOnBootService } from './vms/start-on-boot.ts';
 import { VmService } from './vms/vms.ts';
 import { RoomPower } from './hosts/wake.ts';
+import type { WakeSender } from './hosts/wol.ts';
 
 export interface ServicesOptions {
   dataDir: string;
@@ -56,6 +57,8 @@ export interface ServicesOptions {
   clock?: Clock;
   /** A backup into DATA/backups/ every night at 03:00, kept this many days (config `backupKeepDays`); none when 0 or absent. */
   backupKeepDays?: number;
+  /** Sends Wake-on-LAN packets (default: real UDP broadcasts; tests record them). */
+  sendWake?: WakeSender;
 }
 
 export interface ControllerServices {
@@ -144,6 +147,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     log: logger('hosts'),
     ...(opts.pollTimeoutMs ? { pollTimeoutMs: opts.pollTimeoutMs } : {}),
     ...(opts.pollConcurrency ? { pollConcurrency: opts.pollConcurrency } : {}),
+    ...(opts.sendWake ? { sendWake: opts.sendWake } : {}),
   });
   const history = new HostHistory().follow(hosts);
   const templates = new Templates(hosts, logger('templates'), new Catalog(opts.dataDir, { log: logger('templates') }));
@@ -171,6 +175,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
     shutdownVm: (id) => vms.action(system, id, 'shutdown'),
     runningVms: (hostId) => vms.records(system, { host: hostId, state: 'running' }),
   });
+  sessions.room = room; // a class session wakes sleeping hosts for the students no awake host fits
   const startOnBoot = new StartOnBootService({ store, hosts, vms, system, log: logger('vms') });
   const tasks: ScheduledTask[] = [];
   const polls: Repeater[] = [];

@@ -7,7 +7,7 @@ import { SessionRequest, type SessionService } from './sessions.ts';
 
 const SessionFailure = z.object({
   student: z.string(),
-  code: z.string().describe('e.g. no_host_fits, quota_exceeded, conflict, or the agent\'s error code'),
+  code: z.string().describe('e.g. no_host_fits, quota_exceeded, conflict, wake_timeout (no host woke in time), session_ended (ended while waiting for a host), or the agent\'s error code'),
   message: z.string(),
   reasons: z.array(z.object({ host: z.string(), hostname: z.string(), reason: z.string(), message: z.string() })).optional()
     .describe('for no_host_fits: why the scheduler left each host out'),
@@ -21,6 +21,10 @@ const SessionTile = z.object({
     error: z.string().optional(), progress: z.string().optional(), consoleUrl: z.string().describe('the VM page with its console'),
   }).optional().describe('absent when the student got no VM, or it was deleted'),
   failure: SessionFailure.optional(),
+  waiting: z.object({
+    student: z.string(), since: z.string(), until: z.string().describe('when the wait ends: the student then fails with wake_timeout'),
+    hosts: z.array(z.string()).describe('the hosts being woken'), message: z.string().describe('e.g. "waiting for a host to wake (lab-03, lab-04)"'),
+  }).optional().describe('no awake host fits this student: sleeping hosts are being woken, and the VM is made when one comes up'),
 });
 
 export const SessionView = z.object({
@@ -40,7 +44,7 @@ export const SessionView = z.object({
   secondsLeft: z.number().describe('0 once the end time passed'),
   tiles: z.array(SessionTile).describe('one per student (a student of the class sees only their own)'),
   failures: z.array(SessionFailure).describe('students without a working VM, with the reason'),
-  counts: z.record(z.string(), z.number()).describe('VMs by state; "none" a student without a VM, "deleted" a VM gone'),
+  counts: z.record(z.string(), z.number()).describe('VMs by state; "none" a student without a VM, "waiting" one waiting for a host to wake, "deleted" a VM gone'),
 });
 
 export function sessionRoutes(api: ApiRouter, sessions: SessionService): void {

@@ -7,15 +7,19 @@
 //            start_on_boot=1 ─▶ refusals listed per student (scheduler's reasons, quota, name)
 //   timer (clock) at ends_at, or end() ─▶ `ending` (start_on_boot=-1, off) ─▶ each VM shut down (keep) or
 //            deleted ─▶ `ended`; a VM that cannot be reached yet is retried every minute
+//   no awake host fits a student ─▶ every sleeping host is woken (RoomPower.wakeForDemand) ─▶ the student
+//            waits ("waiting for a host to wake") ─▶ placed when a host comes back (or every 30 s) ─▶ past
+//            WAKE_WAIT_MS, or once no host is left asleep and none fits: a failure with the reason (no VM made)
 //   controller start ─▶ sessions past ends_at still `running` end at once; `ending` ones resume
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { TemplateName, VM_LIMITS, type VmState } from '../../wire/api.ts';
-import { Conflict, Forbidden, InvalidField, NotFound, fromZod, toSkyError, type SkyError } from '../../base/errors.ts';
+import { Conflict, Forbidden, InvalidField, NotFound, SkyError, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import type { Clock } from '../services.ts';
-import type { HostRegistry } from '../hosts/registry.ts';
+import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
+import type { RoomPower } from '../hosts/wake.ts';
 import type { Templates } from '../templates/templates.ts';
 import type { User, Users } from '../users/users.ts';
 import type { VmRecord, VmService } from '../vms/vms.ts';
@@ -29,6 +33,10 @@ export const MAX_SESSION_MINUTES = 24 * 60;
 export const END_RETRY_MS = 60_000;
 /** Timers are set at most this far ahead (then set again): Node's timers overflow past ~24.8 days. */
 const MAX_TIMER_MS = 60 * 60_000;
+/** How long a student waits for sleeping hosts to wake before their VM is given up (a PC boots in a minute or two). */
+export const WAKE_WAIT_MS = 10 * 60_000;
+/** How often the waiting students are tried again, besides whenever a host comes back. */
+export const WAKE_RETRY_MS = 30_000;
 
 /** What a teacher asks for: `POST /api/classes/:id/sessions`. */
 export const SessionRequest = z.strictObject({
@@ -70,6 +78,18 @@ export interface SessionFailure {
   reasons?: Array<{ host: string; hostname: string; reason: string; message: string }>;
 }
 
+/** A student whose VM waits for sleeping hosts to wake: no VM is made (nothing reserved) until a host takes it. */
+export interface SessionWaiting {
+  student: string;
+  /** When the hosts were woken for it, and when the wait ends (then it is a failure). */
+  since: string;
+  until: string;
+  /** The hosts being woken (their labels). */
+  hosts: string[];
+  /** "waiting for a host to wake (lab-03, lab-04)". */
+  message: string;
+}
+
 /** One student's tile of the grid. */
 export interface SessionTile {
   student: string;
@@ -80,6 +100,8 @@ export interface SessionTile {
   } | undefined;
   /** Why this student has no VM (or a failed one), when that is the case. */
   failure?: SessionFailure | undefined;
+  /** The student's VM waits for a sleeping host to wake. */
+  waiting?: SessionWaiting | undefined;
 }
 
 /** A session as the API and the pages show it. */
@@ -89,7 +111,7 @@ export interface SessionView extends ClassSession {
   secondsLeft: number;
   tiles: SessionTile[];
   failures: SessionFailure[];
-  /** VMs by state, for the summary line. */
+  /** VMs by state, for the summary line ("waiting": students whose VM waits for a host to wake). */
   counts: Record<string, number>;
 }
 
@@ -132,7 +154,11 @@ export interface SessionServiceOptions {
   vms: VmService;
   users: Pick<Users, 'get'>;
   templates: Pick<Templates, 'find'>;
-  hosts: Pick<HostRegistry, 'record'>;
+  hosts: Pick<HostRegistry, 'record' | 'on' | 'off'>;
+  /** Wakes sleeping hosts when no awake one fits a student (the services set it; none: such students are refused). */
+  room?: Pick<RoomPower, 'wakeForDemand'> | undefined;
+  /** How long a student waits for a host to wake (default WAKE_WAIT_MS). */
+  wakeWaitMs?: number;
   log: Logger;
   /** The user the end-of-session job acts as. */
   system: User;
@@ -141,6 +167,18 @@ export interface SessionServiceOptions {
   clock?: Clock;
   /** The lease policy: how long kept disks stay after the end (a teacher's longest lease). */
   policies?: Pick<PolicyStore, 'current'>;
+}
+
+/** A student no awake host fits, with the scheduler's answer. */
+interface NoFit {
+  student: string;
+  err: SkyError;
+}
+
+/** "waiting for a host to wake (lab-03, lab-04)". */
+function waitingWords(hosts: string[]): string {
+  const shown = hosts.length > 5 ? `${hosts.slice(0, 5).join(', ')} and ${hosts.length - 5} more` : hosts.join(', ');
+  return `waiting for a host to wake (${shown})`;
 }
 
 const realClock: Clock = {
@@ -197,8 +235,25 @@ export class SessionService {
   /** Each session's VMs by student (from vms.session_id; a VM deleted since is simply missing from VmService). */
   private readonly vmsOf = new Map<string, Map<string, string>>();
   private readonly failuresOf = new Map<string, SessionFailure[]>();
-  /** The creates of a session just started, settled (an end waits for them: a VM being created cannot be deleted yet). */
-  private readonly creating = new Map<string, Promise<unknown>>();
+  /** The creates of each session under way, settled (an end waits for them: a VM being created cannot be deleted yet). */
+  private readonly creating = new Map<string, Set<Promise<unknown>>>();
+  /** Students whose VM waits for a sleeping host to wake, by session. */
+  private readonly waitingOf = new Map<string, SessionWaiting[]>();
+  /** The last "no host fits" of each waiting student (`session\0student`): the reasons of its failure at the deadline. */
+  private readonly lastNoFit = new Map<string, SkyError>();
+  /** When each session's waiting students are tried again. */
+  private readonly waitRetryAt = new Map<string, number>();
+  /** Placements of waiting students under way, by session. */
+  private readonly placing = new Map<string, Promise<void>>();
+  /** Wakes sleeping hosts for students no awake host fits (none: they are refused with the scheduler's reasons). */
+  room: Pick<RoomPower, 'wakeForDemand'> | undefined;
+  private readonly wakeWaitMs: number;
+  /** A host came back (woke, or was down): the waiting students may fit now (after its status is taken in). */
+  private readonly onHostBack = (_host: HostRecord) => {
+    setImmediate(() => {
+      for (const s of this.sessions.values()) if (s.state === 'running' && this.waitingOf.get(s.id)?.length) void this.placeWaiting(s);
+    });
+  };
   /** Ends under way, by session id. */
   private readonly ending = new Map<string, Promise<void>>();
   /** When an `ending` session tries its VMs again. */
@@ -216,6 +271,8 @@ export class SessionService {
     this.log = opts.log;
     this.clock = opts.clock ?? realClock;
     this.roster = opts.roster;
+    this.room = opts.room;
+    this.wakeWaitMs = opts.wakeWaitMs ?? WAKE_WAIT_MS;
     for (const r of this.store.all('SELECT * FROM class_sessions')) this.sessions.set(String(r.id), rowToSession(r));
     for (const r of this.store.all('SELECT id, owner, session_id FROM vms WHERE session_id IS NOT NULL')) {
       this.vmMap(String(r.session_id)).set(String(r.owner), String(r.id));
@@ -225,6 +282,15 @@ export class SessionService {
         this.failuresOf.set(String(r.key).slice('class-session-failures:'.length), JSON.parse(String(r.value)) as SessionFailure[]);
       } catch (err) {
         this.log.warn(`the failures list of a class session could not be read and is left out: ${(err as Error).message}`, { key: String(r.key) });
+      }
+    }
+    for (const r of this.store.all("SELECT key, value FROM settings WHERE key LIKE 'class-session-waiting:%'")) {
+      const id = String(r.key).slice('class-session-waiting:'.length);
+      try {
+        const list = JSON.parse(String(r.value)) as SessionWaiting[];
+        if (list.length > 0 && this.sessions.get(id)?.state === 'running') this.waitingOf.set(id, list);
+      } catch (err) {
+        this.log.warn(`the waiting students of class session ${id} could not be read and are left out: ${(err as Error).message}`, { key: String(r.key) });
       }
     }
   }
@@ -239,16 +305,18 @@ export class SessionService {
 
   /** Ends the sessions whose time is up (at once after a controller restart), then keeps the timer set. */
   startTimer(): void {
+    if (!this.started) this.opts.hosts.on('returned', this.onHostBack);
     this.started = true;
     this.tick();
   }
 
   /** Stops the timer; ends under way finish on their own (awaited up to `waitMs`). */
   async stop(waitMs = 1500): Promise<void> {
+    if (this.started) this.opts.hosts.off('returned', this.onHostBack);
     this.started = false;
     this.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    const under = [...this.ending.values()];
+    const under = [...this.ending.values(), ...this.placing.values()];
     if (under.length === 0) return;
     let wait: NodeJS.Timeout | undefined;
     await Promise.race([Promise.allSettled(under), new Promise((r) => { wait = setTimeout(r, waitMs); })]);
@@ -261,6 +329,7 @@ export class SessionService {
     const now = this.clock.now();
     for (const s of this.sessions.values()) {
       if (s.state === 'running' && Date.parse(s.endsAt) <= now) this.beginEnd(s, 'its end time came');
+      else if (s.state === 'running' && this.nextWaitCheck(s.id) <= now) void this.placeWaiting(s);
       else if (s.state === 'ending' && !this.ending.has(s.id) && (this.retryAt.get(s.id) ?? 0) <= now) this.runEnd(s);
     }
     this.schedule();
@@ -272,12 +341,19 @@ export class SessionService {
     if (!this.started) return;
     let next = Infinity;
     for (const s of this.sessions.values()) {
-      if (s.state === 'running') next = Math.min(next, Date.parse(s.endsAt));
+      if (s.state === 'running') next = Math.min(next, Date.parse(s.endsAt), this.nextWaitCheck(s.id));
       else if (s.state === 'ending' && !this.ending.has(s.id)) next = Math.min(next, this.retryAt.get(s.id) ?? 0);
     }
     if (next === Infinity) return;
     const delay = Math.min(Math.max(0, next - this.clock.now()), MAX_TIMER_MS);
     this.timer = this.clock.setTimeout(() => this.tick(), delay);
+  }
+
+  /** When the waiting students of a session are next tried again or given up (Infinity: none waits, or a try is under way). */
+  private nextWaitCheck(sessionId: string): number {
+    const list = this.waitingOf.get(sessionId);
+    if (!list?.length || this.placing.has(sessionId)) return Infinity;
+    return Math.min(this.waitRetryAt.get(sessionId) ?? 0, ...list.map((w) => Date.parse(w.until)));
   }
 
   // ---- reading ----
@@ -342,10 +418,11 @@ export class SessionService {
     const cls = this.roster.classInfo(session.classId);
     const vmIds = this.vmsOf.get(session.id) ?? new Map<string, string>();
     const failures = this.failuresOf.get(session.id) ?? [];
+    const waiting = this.waitingOf.get(session.id) ?? [];
     // Every student of the class, and anyone who had a VM in it and has left the class since.
     const students = this.roster.students(session.classId);
     const known = new Set(students.map((s) => s.name));
-    for (const name of [...vmIds.keys(), ...failures.map((f) => f.student)]) {
+    for (const name of [...vmIds.keys(), ...failures.map((f) => f.student), ...waiting.map((w) => w.student)]) {
       if (!known.has(name)) {
         known.add(name);
         students.push({ name });
@@ -358,6 +435,7 @@ export class SessionService {
       const id = vmIds.get(s.name);
       const vm = id ? this.vmRecord(id) : undefined;
       const failure = failures.find((f) => f.student === s.name);
+      const wait = vm ? undefined : waiting.find((w) => w.student === s.name);
       // Before the session started a student joined later has no VM and no failure: nothing to show but the name.
       const tile: SessionTile = { student: s.name, ...(s.displayName ? { displayName: s.displayName } : {}) };
       if (vm) {
@@ -368,9 +446,11 @@ export class SessionService {
         };
         counts[vm.state] = (counts[vm.state] ?? 0) + 1;
       } else {
-        counts[id ? 'deleted' : 'none'] = (counts[id ? 'deleted' : 'none'] ?? 0) + 1;
+        const what = wait ? 'waiting' : id ? 'deleted' : 'none';
+        counts[what] = (counts[what] ?? 0) + 1;
       }
       if (failure) tile.failure = failure;
+      if (wait) tile.waiting = wait;
       tiles.push(tile);
     }
     const secondsLeft = Math.max(0, Math.floor((Date.parse(session.endsAt) - this.clock.now()) / 1000));
@@ -416,24 +496,53 @@ export class SessionService {
     this.sessions.set(session.id, session);
     this.version++;
 
-    const system = this.opts.system;
-    const taken = new Set(this.opts.vms.records(system).map((v) => v.name));
     const failures: SessionFailure[] = [];
     this.failuresOf.set(session.id, failures);
-    const toTag: string[] = [];
-    this.batching.add(session.id);
-    const creates: Array<Promise<void>> = [];
+    const owners: User[] = [];
     for (const student of students) {
       const owner = this.opts.users.get(student.name);
-      if (!owner) {
-        failures.push({ student: student.name, code: 'not_found', message: `no user "${student.name}"` });
-        continue;
-      }
-      const name = freeName(sessionVmName(cls.name, student.name), taken);
+      if (owner) owners.push(owner);
+      else failures.push({ student: student.name, code: 'not_found', message: `no user "${student.name}"` });
+    }
+    this.batching.add(session.id);
+    const noFits: NoFit[] = [];
+    const { made, settled } = this.requestVms(session, cls.name, owners, this.room ? noFits : undefined);
+    const creatingMs = Math.round(performance.now() - began); // every VM recorded `creating`, its agent call under way
+    // Refusals before any agent call (no host fits, quota, name) settle at once: they are in the answer.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (noFits.length > 0) await this.waitForWake(session, noFits);
+    this.batching.delete(session.id);
+    this.saveFailures(session.id);
+    const waiting = this.waitingOf.get(session.id)?.length ?? 0;
+    this.log.info(`class session ${session.id} of class ${cls.name} started by ${user.name}: ${made} of ${students.length} VMs requested` +
+      `${waiting > 0 ? `, ${waiting} waiting for a host to wake` : ''}${failures.length > 0 ? `, ${failures.length} refused` : ''}; ` +
+      `ends at ${session.endsAt}, disks ${session.keepDisks ? 'kept' : 'deleted'}`,
+    { sessionId: session.id, classId, user: user.name, creatingMs });
+    void settled.then(() => {
+      const failed = this.failuresOf.get(session.id)?.length ?? 0;
+      if (failed > 0) this.log.warn(`class session ${session.id}: ${failed} of ${students.length} students have no working VM (the session page lists why)`, { sessionId: session.id });
+    });
+    this.schedule();
+    return this.render(session);
+  }
+
+  /**
+   * Requests the VMs of `owners` for the session, all at once: each create records its VM `creating`
+   * (and reserves its host) before its agent call, so the scheduler spreads them. A refusal before any
+   * record settles within a tick: "no host fits" goes to `noFits` when given (the room may be woken
+   * for it), any other refusal, and an agent's failure later, to the session's failures.
+   */
+  private requestVms(session: ClassSession, className: string, owners: User[], noFits?: NoFit[]): { made: number; settled: Promise<unknown> } {
+    const system = this.opts.system;
+    const taken = new Set(this.opts.vms.records(system).map((v) => v.name));
+    const toTag: string[] = [];
+    const creates: Array<Promise<void>> = [];
+    for (const owner of owners) {
+      const name = freeName(sessionVmName(className, owner.name), taken);
       taken.add(name);
-      const vmBody = { template: req.template, vcpus: req.vcpus, memoryMiB: req.memoryMiB, name, ...(req.diskGiB !== undefined ? { diskGiB: req.diskGiB } : {}) };
+      const vmBody = { template: session.template, vcpus: session.vcpus, memoryMiB: session.memoryMiB, name, ...(session.diskGiB !== undefined ? { diskGiB: session.diskGiB } : {}) };
       // Not awaited one by one: each create records its VM `creating` (and reserves its host) before its agent call.
-      const call = this.opts.vms.create(owner, vmBody, undefined, { classId, actor: user.name });
+      const call = this.opts.vms.create(owner, vmBody, undefined, { classId: session.classId, actor: session.teacher });
       const made = this.opts.vms.records(system, { owner: owner.name }).find((v) => v.name === name);
       if (made) {
         this.vmMap(session.id).set(owner.name, made.id);
@@ -448,29 +557,143 @@ export class SessionService {
           const sky = toSkyError(err);
           const vmId = (sky.details as { vm?: { id?: string } } | undefined)?.vm?.id;
           if (vmId && !made) this.adopt(session, owner.name, vmId);
-          this.fail(session, owner.name, sky);
+          if (noFits && sky.code === 'no_host_fits' && !made && !vmId) noFits.push({ student: owner.name, err: sky });
+          else this.fail(session, owner.name, sky);
         },
       ));
     }
     this.tag(session, toTag, true);
-    const creatingMs = Math.round(performance.now() - began); // every VM recorded `creating`, its agent call under way
-    // Refusals before any agent call (no host fits, quota, name) settle at once: they are in the answer.
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.batching.delete(session.id);
-    this.saveFailures(session.id);
-    const started = toTag.length;
-    this.log.info(`class session ${session.id} of class ${cls.name} started by ${user.name}: ${started} of ${students.length} VMs requested` +
-      `${failures.length > 0 ? `, ${failures.length} refused` : ''}; ends at ${session.endsAt}, disks ${session.keepDisks ? 'kept' : 'deleted'}`,
-    { sessionId: session.id, classId, user: user.name, creatingMs });
     const settled = Promise.allSettled(creates);
-    this.creating.set(session.id, settled);
+    let under = this.creating.get(session.id);
+    if (!under) this.creating.set(session.id, under = new Set());
+    under.add(settled);
     void settled.then(() => {
-      this.creating.delete(session.id);
-      const failed = this.failuresOf.get(session.id)?.length ?? 0;
-      if (failed > 0) this.log.warn(`class session ${session.id}: ${failed} of ${students.length} students have no working VM (the session page lists why)`, { sessionId: session.id });
+      under.delete(settled);
+      if (under.size === 0 && this.creating.get(session.id) === under) this.creating.delete(session.id);
     });
-    this.schedule();
-    return this.render(session);
+    return { made: toTag.length, settled };
+  }
+
+  // ---- students waiting for a host to wake ----
+
+  /**
+   * No awake host fits these students: wakes the sleeping hosts (every one asleep with a known MAC:
+   * which of them would fit is not known until they answer) and lets the students wait for them until
+   * the deadline. With nothing to wake, they are refused with the scheduler's reasons.
+   */
+  private async waitForWake(session: ClassSession, noFits: NoFit[]): Promise<void> {
+    const hosts = await this.wake(session);
+    if (hosts.length === 0) {
+      for (const n of noFits) this.fail(session, n.student, n.err);
+      return;
+    }
+    const now = this.clock.now();
+    const since = new Date(now).toISOString();
+    const until = new Date(now + this.wakeWaitMs).toISOString();
+    const list = this.waitingOf.get(session.id) ?? [];
+    for (const n of noFits) {
+      list.push({ student: n.student, since, until, hosts, message: waitingWords(hosts) });
+      this.lastNoFit.set(`${session.id}\0${n.student}`, n.err);
+    }
+    this.waitingOf.set(session.id, list);
+    this.waitRetryAt.set(session.id, now + WAKE_RETRY_MS);
+    this.saveWaiting(session.id);
+    this.version++;
+    this.log.info(`class session ${session.id}: no awake host fits ${noFits.length} student(s) (${noFits.map((n) => n.student).join(', ')}); ` +
+      `waking ${hosts.join(', ')}: their VMs are placed as hosts come up, or given up at ${until}`, { sessionId: session.id });
+  }
+
+  /** Wakes the sleeping hosts for a session (the room's own pause between two wakes applies); their labels, or none. */
+  private async wake(session: ClassSession): Promise<string[]> {
+    if (!this.room) return [];
+    try {
+      return await this.room.wakeForDemand();
+    } catch (err) {
+      this.log.warn(`class session ${session.id}: the sleeping hosts could not be woken: ${(err as Error).message}`, { sessionId: session.id });
+      return [];
+    }
+  }
+
+  /** Tries the waiting students of a running session again (one try at a time per session). */
+  private placeWaiting(session: ClassSession): Promise<void> {
+    const under = this.placing.get(session.id);
+    if (under) return under;
+    const job = this.placeWaitingNow(session).catch((err: unknown) => {
+      this.log.error(`class session ${session.id}: placing the students waiting for a host failed; tried again in ${WAKE_RETRY_MS / 1000} s`, { err, sessionId: session.id });
+    }).finally(() => {
+      this.placing.delete(session.id);
+      this.schedule();
+    });
+    this.placing.set(session.id, job);
+    return job;
+  }
+
+  /**
+   * Places the waiting students that fit now. Those that still do not fit keep waiting while hosts are
+   * being woken; past their deadline, or once no host is left asleep, they fail with the scheduler's
+   * reasons. A student who fails got no VM record at all: nothing is left half-made.
+   */
+  private async placeWaitingNow(session: ClassSession): Promise<void> {
+    const list = this.waitingOf.get(session.id);
+    this.waitRetryAt.set(session.id, this.clock.now() + WAKE_RETRY_MS);
+    if (!list?.length || session.state !== 'running') return;
+    const owners: User[] = [];
+    this.batching.add(session.id);
+    const noFits: NoFit[] = [];
+    try {
+      for (const w of list) {
+        const owner = this.opts.users.get(w.student);
+        if (owner) owners.push(owner);
+        else this.fail(session, w.student, new NotFound(`user "${w.student}"`));
+      }
+      const { made } = this.requestVms(session, this.roster.classInfo(session.classId)?.name ?? session.classId, owners, noFits);
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (made > 0) this.log.info(`class session ${session.id}: ${made} VM(s) of students who waited for a host placed`, { sessionId: session.id });
+      for (const n of noFits) this.lastNoFit.set(`${session.id}\0${n.student}`, n.err);
+      const still = new Set(noFits.map((n) => n.student));
+      let left = list.filter((w) => still.has(w.student));
+      const hosts = left.length > 0 ? await this.wake(session) : [];
+      if (session.state !== 'running') return; // ended meanwhile: the end dealt with the waiting students
+      const now = this.clock.now();
+      const keep: SessionWaiting[] = [];
+      for (const w of left) {
+        const last = this.lastNoFit.get(`${session.id}\0${w.student}`);
+        const reasons = last?.details;
+        const why = last ? `: ${last.message}` : '';
+        if (Date.parse(w.until) <= now) {
+          this.fail(session, w.student, new SkyError(503, 'wake_timeout',
+            `no host woke in time: waited ${Math.round((Date.parse(w.until) - Date.parse(w.since)) / 60_000)} min for ${w.hosts.join(', ')} to wake and take this VM, and none did${why}`, reasons));
+        } else if (hosts.length === 0) {
+          this.fail(session, w.student, new SkyError(503, 'no_host_fits', `no host is left asleep to wake, and none awake fits this VM${why}`, reasons));
+        } else {
+          keep.push({ ...w, hosts, message: waitingWords(hosts) });
+          continue;
+        }
+        this.lastNoFit.delete(`${session.id}\0${w.student}`);
+      }
+      left = keep;
+      for (const w of list) if (!still.has(w.student)) this.lastNoFit.delete(`${session.id}\0${w.student}`);
+      if (left.length > 0) this.waitingOf.set(session.id, left);
+      else this.waitingOf.delete(session.id);
+    } finally {
+      this.batching.delete(session.id);
+    }
+    this.saveWaiting(session.id);
+    this.saveFailures(session.id);
+    this.version++;
+  }
+
+  private saveWaiting(sessionId: string): void {
+    const list = this.waitingOf.get(sessionId) ?? [];
+    try {
+      if (list.length === 0) this.store.run('DELETE FROM settings WHERE key = ?', `class-session-waiting:${sessionId}`);
+      else {
+        this.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+          `class-session-waiting:${sessionId}`, JSON.stringify(list));
+      }
+    } catch (err) {
+      this.log.warn(`class session ${sessionId}: its waiting students were not saved: ${(err as Error).message}`, { sessionId });
+    }
   }
 
   /**
@@ -504,7 +727,7 @@ export class SessionService {
     const failures = this.failuresOf.get(session.id)!;
     const failure: SessionFailure = { student, code: err.code, message: err.message };
     const rejected = (err.details as { rejected?: Array<{ host: string; hostname?: string; reason: string; message: string }> } | undefined)?.rejected;
-    if (err.code === 'no_host_fits' && Array.isArray(rejected)) {
+    if (Array.isArray(rejected)) { // no_host_fits, or wake_timeout with the scheduler's last answer
       // `hostname` in the refusal is the host's label (server/hosts/names.ts): two PCs may share a hostname
       failure.reasons = rejected.map((r) => ({ host: r.host, hostname: r.hostname ?? this.opts.hosts.record(r.host)?.hostname ?? r.host, reason: r.reason, message: r.message }));
     }
@@ -542,6 +765,12 @@ export class SessionService {
     const endedEarly = Date.parse(session.endsAt) > this.clock.now();
     session.state = 'ending';
     if (endedEarly) session.endsAt = new Date(this.clock.now()).toISOString();
+    // Students still waiting for a host get no VM: none was made for them, so there is nothing to undo.
+    for (const w of this.waitingOf.get(session.id) ?? []) {
+      this.fail(session, w.student, new SkyError(503, 'session_ended', `the session ended before a host woke for this VM (${w.hosts.join(', ')} were being woken)`));
+      this.lastNoFit.delete(`${session.id}\0${w.student}`);
+    }
+    if (this.waitingOf.delete(session.id)) this.saveWaiting(session.id);
     this.store.tx(() => {
       this.store.run("UPDATE class_sessions SET state = 'ending', ends_at = ? WHERE id = ?", session.endsAt, session.id);
       this.store.run('UPDATE vms SET start_on_boot = -1 WHERE session_id = ?', session.id); // -1: off (0 would be the template's default)
@@ -598,7 +827,8 @@ export class SessionService {
   /** Shuts down or deletes each VM of the session; true when none is left to do. */
   private async endVms(session: ClassSession): Promise<boolean> {
     const system = this.opts.system;
-    await this.creating.get(session.id);
+    await this.placing.get(session.id);
+    await Promise.allSettled([...(this.creating.get(session.id) ?? [])]);
     const ids = [...(this.vmsOf.get(session.id)?.values() ?? [])];
     const outcomes = await Promise.all(ids.map(async (id): Promise<boolean> => {
       const vm = this.vmRecord(id);

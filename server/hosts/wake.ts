@@ -11,6 +11,7 @@ import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
 import { isLoopback } from '../../base/tls.ts';
 import type { HostRecord, HostRegistry } from './registry.ts';
+import { hostNames } from './names.ts';
 import { addressOfUrl } from './wol.ts';
 
 /** The settings key of the wake-up schedule (the admin's words, e.g. `weekdays 07:30`). */
@@ -222,9 +223,15 @@ export class RoomPower {
     return { woken, skipped };
   }
 
+  /** What the pages call a host: its label (two PCs may share a hostname, names.ts). */
+  private label(h: HostRecord): string {
+    return hostNames({ store: this.opts.store, hosts: this.opts.hosts }).label(h.id);
+  }
+
   /**
-   * No ready host fits a request: wakes the hosts asleep (switched off on purpose) that have a MAC and
-   * were not woken for this in the last minutes. Returns the names of the hosts woken (empty: none to wake).
+   * No ready host fits a request (or a class session's students): wakes the hosts asleep (switched off
+   * on purpose) that have a MAC and were not woken for this in the last minutes. Returns the labels of
+   * the hosts waking (empty: none to wake).
    */
   async wakeForDemand(now = Date.now()): Promise<string[]> {
     const names: string[] = [];
@@ -232,15 +239,15 @@ export class RoomPower {
       if (h.state !== 'asleep' || !h.mac) continue;
       const last = this.demandWakes.get(h.id);
       if (last !== undefined && now - last < DEMAND_WAKE_EVERY_MS) {
-        names.push(h.hostname); // still booting from the last wake: worth waiting for
+        names.push(this.label(h)); // still booting from the last wake: worth waiting for
         continue;
       }
       try {
         await this.opts.hosts.wake(h.id);
         this.demandWakes.set(h.id, now);
-        names.push(h.hostname);
+        names.push(this.label(h));
       } catch (err) {
-        this.log.warn(`could not wake ${h.hostname} for a request no ready host fits: ${(err as Error).message}`, { hostId: h.id });
+        this.log.warn(`could not wake ${this.label(h)} for a request no ready host fits: ${(err as Error).message}`, { hostId: h.id });
       }
     }
     if (names.length) this.log.info(`no ready host fits a request: waking ${names.join(', ')}`);

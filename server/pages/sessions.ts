@@ -57,7 +57,7 @@ function gridData(view: SessionView, teacher: boolean) {
     timeLeft: view.state === 'running' ? timeLeft(view.secondsLeft) : view.state === 'ending' ? 'ending' : 'ended',
     summary: Object.entries(view.counts).sort(([a], [b]) => a.localeCompare(b)).map(([state, n]) => ({ state, n })),
     vms,
-    tiles: view.tiles.map((t) => ({ ...t, name: t.displayName ?? t.student, state: t.vm?.state ?? (t.failure ? 'error' : 'none') })),
+    tiles: view.tiles.map((t) => ({ ...t, name: t.displayName ?? t.student, state: t.vm?.state ?? (t.waiting ? 'waiting' : t.failure ? 'error' : 'none') })),
   };
 }
 

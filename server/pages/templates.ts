@@ -2,12 +2,16 @@
 // pulling it, imports by URL with their progress (the list polls while anything is under way), the
 // upload form (views/static/templates.js sends the file to POST /api/templates with a progress bar),
 // "Copy to every host" and "Keep on every host" (server/templates/distribute.ts), and delete, refused
-// in plain words while VMs use the template. Every user reads; admins change.
+// in plain words while VMs use the template. Every user reads; admins change. Admins also build a
+// template (server/templates/builds.ts): the build panel's log tails live, its poller fetching the
+// lines after the last one shown every second (appended out of band to the role=log region).
 import express, { type Request, type Response, type Router } from 'express';
 import { fromZod, toSkyError } from '../../base/errors.ts';
+import { wantsFragment } from '../../base/views.ts';
 import { hostNames } from '../hosts/names.ts';
 import type { ControllerServices } from '../services.ts';
 import { TemplateName } from '../../wire/api.ts';
+import type { BuildJob } from '../templates/builds.ts';
 import { TemplateImport } from '../templates/templates.ts';
 import { requireAdmin, requireUser } from '../users/auth.ts';
 import { field, fieldErrors, redirect } from './forms.ts';
@@ -24,7 +28,13 @@ export function templatePages(services: ControllerServices): Router {
   const r = express.Router();
   const { templates } = services;
 
-  const page = async (req: Request, res: Response, opts: { form?: FormState; status?: number; partial?: string; notice?: { ok: boolean; text: string } } = {}) => {
+  /** A build as its panel shows it. */
+  const buildView = (b: BuildJob) => ({
+    ...b, running: b.state === 'running', failed: b.state === 'failed', cancelled: b.error?.code === 'cancelled', percent: b.percent ?? 0,
+    disk: b.template?.files.find((f) => f.role === 'disk'),
+  });
+
+  const page = async (req: Request, res: Response, opts: { form?: FormState; buildForm?: FormState; build?: BuildJob; status?: number; partial?: string; notice?: { ok: boolean; text: string } } = {}) => {
     const names = hostNames(services).labels();
     const kept = new Set(services.distribute.kept());
     const underWay = services.distribute.underWay();
@@ -38,12 +48,18 @@ export function templatePages(services: ControllerServices): Router {
     }));
     const imports = templates.imports().map((j) => ({ ...j, running: !j.finishedAt, failed: j.state === 'failed', mib: j.bytes / 1048576 }));
     const busy = imports.some((j) => j.running) || list.some((t) => t.pulls.length > 0) || underWay.length > 0;
+    // the build panel: the one just started or asked for, else the newest running one (a reload keeps tailing it)
+    const running = templates.builds.list().find((b) => b.state === 'running');
+    const build = opts.build ?? (running ? templates.builds.get(running.id) : undefined);
     render(req, res, {
       page: 'templates', partial: opts.partial ?? 'template-list', status: opts.status ?? 200, title: 'Templates',
       scripts: ['/static/templates.js'],
       data: {
         templates: list, imports, busy, notice: opts.notice, hostTotal: services.hosts.records().length,
         form: opts.form ?? { values: {}, errors: {} },
+        buildForm: opts.buildForm ?? { values: {}, errors: {} }, recipes: templates.builds.recipes(), ...(build ? { build: buildView(build) } : {}),
+        // the log's poll answer carries the panel's other parts out of band
+        oob: opts.partial === 'template-build-log',
       },
     });
   };
@@ -64,6 +80,48 @@ export function templatePages(services: ControllerServices): Router {
     }
     res.setHeader('HX-Trigger', 'templates-changed');
     await page(req, res, { form: { values: {}, errors: {}, started: values.name }, partial: 'template-form' });
+  });
+
+  // Build a template into the catalog: answers the form with the build's panel, whose log then tails itself.
+  r.post('/templates/build', requireAdmin(), async (req, res) => {
+    const values = { recipe: field(req, 'recipe', 64), desktop: field(req, 'desktop', 8), name: field(req, 'name', 128) };
+    try {
+      const { build } = templates.builds.start({ recipe: values.recipe, desktop: values.desktop === 'true', ...(values.name ? { name: values.name } : {}) }, res.locals.viewer?.name ?? 'admin');
+      await page(req, res, { build, partial: 'template-build', status: 202 });
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      await page(req, res, { buildForm: { values, errors: fieldErrors(sky), error: sky.message }, status: sky.status, partial: 'template-build' });
+    }
+  });
+
+  // The lines of a build after `after`, appended to its log out of band, with its state; the whole page without htmx.
+  r.get('/templates/builds/:id/log', requireAdmin(), async (req, res) => {
+    const after = /^\d{1,9}$/.test(String(req.query.after ?? '')) ? Number(req.query.after) : undefined;
+    let build: BuildJob;
+    try {
+      // a whole page (no htmx) shows every line kept
+      build = templates.builds.get(String(req.params.id).slice(0, 64), wantsFragment(req) ? after : undefined);
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status !== 404) throw err;
+      return page(req, res, { notice: { ok: false, text: `That build is no longer known (finished builds are listed for 10 minutes): ${sky.message}.` }, status: 404 });
+    }
+    // the list shows the new template once the build has ended
+    if (build.state !== 'running') res.setHeader('HX-Trigger', 'templates-changed');
+    await page(req, res, { build, partial: 'template-build-log' });
+  });
+
+  r.post('/templates/builds/:id/cancel', requireAdmin(), async (req, res) => {
+    let build: BuildJob;
+    try {
+      build = await templates.builds.cancel(String(req.params.id).slice(0, 64), res.locals.viewer?.name ?? 'admin');
+    } catch (err) {
+      const sky = toSkyError(err);
+      if (sky.status >= 500) throw err;
+      return page(req, res, { buildForm: { values: {}, errors: {}, error: sky.message }, status: sky.status, partial: 'template-build' });
+    }
+    await page(req, res, { build, partial: 'template-build' });
   });
 
   r.post('/templates/:name/delete', requireAdmin(), async (req, res) => {

@@ -51,3 +51,18 @@ if (form) {
     xhr.send(file);
   });
 }
+
+// The build log keeps its newest line in view, unless the reader has scrolled up to read.
+const atBottom = (log) => log.scrollHeight - log.scrollTop - log.clientHeight < 24;
+let followLog = true;
+const showNewest = () => {
+  const log = document.getElementById('build-log');
+  if (log && followLog) log.scrollTop = log.scrollHeight;
+};
+document.body.addEventListener('htmx:beforeSwap', (ev) => {
+  const log = document.getElementById('build-log');
+  if (log && ev.detail.elt && ev.detail.elt.id === 'build-poll') followLog = atBottom(log);
+  if (ev.detail.target && ev.detail.target.id === 'template-build') followLog = true;
+});
+document.body.addEventListener('htmx:afterSettle', showNewest);
+showNewest();

@@ -393,11 +393,11 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   /** pending -> ready; its status is asked for at once (a pending host is polled without its key). */
   approve(id: string): Host {
     const h = this.require(id);
-    if (h.state !== 'pending') throw new Conflict(`host ${h.hostname} is ${h.state}, not pending`);
+    if (h.state !== 'pending') throw new Conflict(`host ${this.named(h)} is ${h.state}, not pending`);
     this.setState(h, h.missedPolls >= MISSED_POLLS_FOR_DOWN ? 'down' : 'ready', false);
     this.log.info(`host ${this.named(h)} approved`, { hostId: id });
     if (!this.closed) {
-      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${h.hostname} after its approval failed`, { hostId: id, err }));
+      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${this.named(h)} after its approval failed`, { hostId: id, err }));
     }
     return toApiHost(h);
   }
@@ -408,7 +408,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
    */
   drain(id: string, shutdownVmsAt?: string | null): Host {
     const h = this.require(id);
-    if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
+    if (h.state === 'pending') throw new Conflict(`host ${this.named(h)} is pending: approve it first`);
     this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'draining', true);
     if (shutdownVmsAt !== undefined) this.setShutdownVmsAt(h, shutdownVmsAt ?? undefined);
     this.log.info(`host ${this.named(h)} draining${h.shutdownVmsAt ? `; its VMs are shut down at ${h.shutdownVmsAt}` : ''}`, { hostId: id });
@@ -417,7 +417,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
 
   undrain(id: string): Host {
     const h = this.require(id);
-    if (h.state !== 'draining' && !((h.state === 'down' || h.state === 'asleep') && h.drained)) throw new Conflict(`host ${h.hostname} is ${h.state}, not draining`);
+    if (h.state !== 'draining' && !((h.state === 'down' || h.state === 'asleep') && h.drained)) throw new Conflict(`host ${this.named(h)} is ${h.state}, not draining`);
     this.setState(h, h.state === 'down' || h.state === 'asleep' ? h.state : 'ready', false);
     this.setShutdownVmsAt(h, undefined);
     this.log.info(`host ${this.named(h)} back in service`, { hostId: id });
@@ -439,7 +439,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const h = this.require(id);
     const target = mac ?? h.mac;
     if (!target) {
-      throw new InvalidField('mac', `the MAC address of ${h.hostname} is not known (its agent reports it once it runs this version): ` +
+      throw new InvalidField('mac', `the MAC address of ${this.named(h)} is not known (its agent reports it once it runs this version): ` +
         'give it as { "mac": "aa:bb:cc:dd:ee:ff" }');
     }
     if (!MAC_RE.test(target)) throw new InvalidField('mac', 'must be a MAC address like aa:bb:cc:dd:ee:ff');
@@ -453,7 +453,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     } catch (err) {
       throw new Unavailable(`the Wake-on-LAN packet could not be sent to ${address}: ${(err as Error).message}`);
     }
-    this.log.info(`Wake-on-LAN sent to ${h.hostname} (${target}, broadcast ${address} port ${WAKE_PORT})`, { hostId: id });
+    this.log.info(`Wake-on-LAN sent to ${this.named(h)} (${target}, broadcast ${address} port ${WAKE_PORT})`, { hostId: id });
     return { host: toApiHost(h), sent: true, mac: target, address, port: WAKE_PORT };
   }
 
@@ -463,8 +463,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
    */
   async sleep(id: string, by: string): Promise<{ host: Host; poweredOff: boolean; message: string }> {
     const h = this.require(id);
-    if (h.state === 'pending') throw new Conflict(`host ${h.hostname} is pending: approve it first`);
-    if (h.state === 'asleep') return { host: toApiHost(h), poweredOff: false, message: `${h.hostname} is already asleep` };
+    if (h.state === 'pending') throw new Conflict(`host ${this.named(h)} is pending: approve it first`);
+    if (h.state === 'asleep') return { host: toApiHost(h), poweredOff: false, message: `${this.named(h)} is already asleep` };
     const wasUp = h.state === 'ready' || h.state === 'draining';
     h.sleptAt = Date.now();
     h.offSinceSleep = false;
@@ -475,23 +475,24 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     try {
       await this.client(id).sleep();
       poweredOff = true;
-      message = `${h.hostname} is switching off`;
+      message = `${this.named(h)} is switching off`;
     } catch (err) {
       // Off already, or it cannot switch itself off: it is asleep either way, and Wake brings it back.
       h.offSinceSleep = true;
-      message = `${h.hostname} is marked asleep; its agent did not switch it off: ${(err as Error).message}`;
+      message = `${this.named(h)} is marked asleep; its agent did not switch it off: ${(err as Error).message}`;
     }
-    this.log.info(`host ${h.hostname} put to sleep by ${by}: ${message}`, { hostId: id });
+    this.log.info(`host ${this.named(h)} put to sleep by ${by}: ${message}`, { hostId: id });
     return { host: toApiHost(h), poweredOff, message };
   }
 
   /** Forgets a host (its VMs' records are the VM service's business: see `removed`). */
   remove(id: string): void {
     const h = this.require(id);
+    const label = this.named(h); // gone from the labels once removed
     this.store.run('DELETE FROM hosts WHERE id = ?', id);
     this.hosts.delete(id);
     this.dropReplacementRequests(id);
-    this.log.info(`host ${h.hostname} removed`, { hostId: id });
+    this.log.info(`host ${label} removed`, { hostId: id });
     this.emit('removed', id);
   }
 
@@ -527,7 +528,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     this.log.info(`host ${h.hostname} (${h.id}) replaced by ${by}: agent key ${before.key} -> ${keyFingerprint(r.agentKey)}, ` +
       `URL ${before.url} -> ${r.agentUrl} (replacement request ${r.id}${r.from ? ` from ${r.from}` : ''})`, { hostId: h.id, url: r.agentUrl });
     if (!this.closed && h.state !== 'pending') {
-      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${h.hostname} after its replacement failed`, { hostId: h.id, err }));
+      this.pollOne(h).catch((err: Error) => this.log.error(`first poll of ${this.named(h)} after its replacement failed`, { hostId: h.id, err }));
     }
     return toApiHost(h);
   }
@@ -536,7 +537,8 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   rejectReplacement(requestId: string, by: string): void {
     const r = this.requireReplacement(requestId);
     this.replacementRequests.delete(r.id);
-    this.log.info(`replacement request ${r.id} for host ${r.hostId} (${r.agentUrl}${r.from ? ` from ${r.from}` : ''}, key ${keyFingerprint(r.agentKey)}) ` +
+    const host = this.hosts.get(r.hostId);
+    this.log.info(`replacement request ${r.id} for host ${host ? this.named(host) : r.hostId} (${r.agentUrl}${r.from ? ` from ${r.from}` : ''}, key ${keyFingerprint(r.agentKey)}) ` +
       `rejected by ${by}`, { hostId: r.hostId });
   }
 
@@ -645,7 +647,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       h.missedPolls++;
       if ((err as SkyError).code === 'untrusted_peer' && h.problem !== (err as Error).message) {
         h.problem = (err as Error).message;
-        this.log.warn(`host ${h.hostname} refused: ${h.problem} (a join token re-pins a reinstalled host)`, { hostId: h.id });
+        this.log.warn(`host ${this.named(h)} refused: ${h.problem} (a join token re-pins a reinstalled host)`, { hostId: h.id });
       }
       this.log.debug(`poll of ${h.hostname} failed`, { hostId: h.id, err: (err as Error).message });
       if (h.state === 'asleep') h.offSinceSleep = true; // switched off on purpose: no alarm
@@ -667,7 +669,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const previous = h.status;
     h.status = status;
     if (status.mac && status.mac.toLowerCase() !== h.mac) {
-      this.log.info(`host ${h.hostname} reports MAC address ${status.mac.toLowerCase()}${h.mac ? ` (was ${h.mac})` : ''}`, { hostId: h.id });
+      this.log.info(`host ${this.named(h)} reports MAC address ${status.mac.toLowerCase()}${h.mac ? ` (was ${h.mac})` : ''}`, { hostId: h.id });
       h.mac = status.mac.toLowerCase();
       this.store.run('UPDATE hosts SET mac = ? WHERE id = ?', h.mac, h.id);
     }

@@ -62,6 +62,7 @@ export function scheduleToCron(text: string): string {
 /** One host's outcome in a wake-all. */
 export interface WakeOutcome {
   id: string;
+  /** The host's label (its hostname, with a short id where two PCs share one: names.ts). */
   hostname: string;
   /** Sent: the MAC and where to; skipped: why not. */
   mac?: string;
@@ -182,19 +183,19 @@ export class RoomPower {
     for (const h of this.opts.hosts.records()) {
       if (h.state !== 'ready' && h.state !== 'draining') continue;
       if ((this.opts.isControllerMachine ?? onLoopback)(h)) {
-        skipped.push({ id: h.id, hostname: h.hostname, reason: 'the controller\'s own machine' });
+        skipped.push({ id: h.id, hostname: this.label(h), reason: 'the controller\'s own machine' });
         continue;
       }
       const running = this.opts.runningVms(h.id);
       if (running.length > 0) {
-        skipped.push({ id: h.id, hostname: h.hostname, reason: `${running.length} VM(s) running: ${running.map((v) => v.name).join(', ')}` });
+        skipped.push({ id: h.id, hostname: this.label(h), reason: `${running.length} VM(s) running: ${running.map((v) => v.name).join(', ')}` });
         continue;
       }
       try {
         await this.opts.hosts.sleep(h.id, by);
-        asleep.push({ id: h.id, hostname: h.hostname });
+        asleep.push({ id: h.id, hostname: this.label(h) });
       } catch (err) {
-        skipped.push({ id: h.id, hostname: h.hostname, reason: (err as Error).message });
+        skipped.push({ id: h.id, hostname: this.label(h), reason: (err as Error).message });
       }
     }
     this.log.info(`sleep-all by ${by}: ${asleep.length} host(s) put to sleep` +
@@ -209,14 +210,14 @@ export class RoomPower {
     for (const h of this.opts.hosts.records()) {
       const why = sleepingWithoutMac(h);
       if (why) {
-        skipped.push({ id: h.id, hostname: h.hostname, reason: why });
+        skipped.push({ id: h.id, hostname: this.label(h), reason: why });
         continue;
       }
       try {
         const sent = await this.opts.hosts.wake(h.id);
-        woken.push({ id: h.id, hostname: h.hostname, mac: sent.mac, address: sent.address });
+        woken.push({ id: h.id, hostname: this.label(h), mac: sent.mac, address: sent.address });
       } catch (err) {
-        skipped.push({ id: h.id, hostname: h.hostname, reason: (err as Error).message });
+        skipped.push({ id: h.id, hostname: this.label(h), reason: (err as Error).message });
       }
     }
     this.log.info(`wake-all by ${by}: ${woken.length} host(s) woken${woken.length ? ` (${woken.map((w) => w.hostname).join(', ')})` : ''}`);
@@ -261,13 +262,13 @@ export class RoomPower {
       if (!h.shutdownVmsAt || h.shutdownVmsAt > now.toISOString() || !h.drained) continue;
       this.opts.hosts.setShutdownVmsAt(h, undefined);
       const vms = this.opts.runningVms(h.id);
-      this.log.info(`drained host ${h.hostname}: shutting down its ${vms.length} running VM(s) as set for ${now.toISOString()}`, { hostId: h.id });
+      this.log.info(`drained host ${this.label(h)}: shutting down its ${vms.length} running VM(s) as set for ${now.toISOString()}`, { hostId: h.id });
       for (const vm of vms) {
         try {
           await this.opts.shutdownVm(vm.id);
           n++;
         } catch (err) {
-          this.log.warn(`VM ${vm.name} on drained host ${h.hostname} could not be shut down: ${(err as Error).message}`, { vmId: vm.id, hostId: h.id });
+          this.log.warn(`VM ${vm.name} on drained host ${this.label(h)} could not be shut down: ${(err as Error).message}`, { vmId: vm.id, hostId: h.id });
         }
       }
     }

@@ -82,10 +82,12 @@ export type ChangeKind = Change['kind'];
 export const INTERRUPTED_CREATE = 'the host never reported this VM (its creation was interrupted)';
 
 /**
- * The changes one host's report makes to the records.
- * @example reconcile(records, { hostId: 'pc-1', sentAt: Date.now(), sample: status.sampledAt, vms: status.vmList }, operations, Date.now())
+ * The changes one host's report makes to the records. `label` names a host in the reasons, which are
+ * logged as events (server/hosts/names.ts: two PCs may share a hostname; default: its id).
+ * @example reconcile(records, { hostId: 'pc-1', sentAt: Date.now(), sample: status.sampledAt, vms: status.vmList }, operations, Date.now(), names.label)
  */
-export function reconcile(records: RecordIndex, report: HostReport, pending: ReadonlyMap<string, Operation>, now: number): Change[] {
+export function reconcile(records: RecordIndex, report: HostReport, pending: ReadonlyMap<string, Operation>, now: number,
+  label: (hostId: string) => string = (id) => id): Change[] {
   const changes: Change[] = [];
   const sentAfter = (op: Operation | undefined): boolean => op?.settledAt !== undefined && report.sentAt > op.settledAt;
   const listed = new Set<string>();
@@ -109,7 +111,7 @@ export function reconcile(records: RecordIndex, report: HostReport, pending: Rea
     }
     if (!vm && op?.kind === 'delete' && op.hostId === report.hostId && !sentAfter(op)) continue; // deleted while this poll was out
     const reason = vm
-      ? `its id belongs to VM ${vm.name} on host ${vm.hostId}: a host cannot take another host's VM`
+      ? `its id belongs to VM ${vm.name} on host ${label(vm.hostId)}: a host cannot take another host's VM`
       : op?.kind === 'delete' && op.hostId === report.hostId
         ? 'the host still reports it after it was deleted'
         : 'the controller did not place it on this host';
@@ -121,30 +123,30 @@ export function reconcile(records: RecordIndex, report: HostReport, pending: Rea
     const op = pending.get(vm.id);
     if (op?.kind === 'delete') continue;
     if (op?.kind === 'create') {
-      if (sentAfter(op)) changes.push({ kind: 'forget', vmId: vm.id, reason: `VM ${vm.name} was created, then disappeared from host ${report.hostId}: record removed` });
+      if (sentAfter(op)) changes.push({ kind: 'forget', vmId: vm.id, reason: `VM ${vm.name} was created, then disappeared from host ${label(report.hostId)}: record removed` });
       continue; // created while this poll was out
     }
     if (vm.state === 'creating') {
       changes.push({ kind: 'mark-error', vmId: vm.id, error: INTERRUPTED_CREATE, reason: `VM ${vm.name}: ${INTERRUPTED_CREATE}` });
     } else if (vm.state !== 'error') {
-      changes.push({ kind: 'forget', vmId: vm.id, reason: `VM ${vm.name} is gone from host ${report.hostId}: record removed` });
+      changes.push({ kind: 'forget', vmId: vm.id, reason: `VM ${vm.name} is gone from host ${label(report.hostId)}: record removed` });
     }
   }
 
   for (const [vmId, op] of pending) {
     if (op.kind === 'delete' && op.hostId === report.hostId && sentAfter(op)) {
-      changes.push({ kind: 'settle', vmId, reason: `the deletion of VM ${vmId} is in a report of host ${report.hostId}` });
+      changes.push({ kind: 'settle', vmId, reason: `the deletion of VM ${vmId} is in a report of host ${label(report.hostId)}` });
     }
   }
   return changes;
 }
 
-/** A host went down: what it ran is now unknown (a create or delete in progress keeps its state: its call decides). */
-export function hostDown(records: RecordIndex, hostId: string): Change[] {
+/** A host went down: what it ran is now unknown (a create or delete in progress keeps its state: its call decides). `hostLabel` names it in the reasons. */
+export function hostDown(records: RecordIndex, hostId: string, hostLabel = hostId): Change[] {
   const changes: Change[] = [];
   for (const vm of records.onHost(hostId)) {
     if (vm.state === 'error' || vm.state === 'unknown' || vm.state === 'creating' || vm.state === 'deleting') continue;
-    changes.push({ kind: 'update', vmId: vm.id, patch: { state: 'unknown' }, reason: `VM ${vm.name}: unknown while host ${hostId} is down` });
+    changes.push({ kind: 'update', vmId: vm.id, patch: { state: 'unknown' }, reason: `VM ${vm.name}: unknown while host ${hostLabel} is down` });
   }
   return changes;
 }

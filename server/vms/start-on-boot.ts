@@ -9,6 +9,7 @@ import type { VmInfo } from '../../wire/api.ts';
 import type { Logger } from '../../base/log.ts';
 import type { Store } from '../db/store.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
+import { hostNames } from '../hosts/names.ts';
 import type { User } from '../users/users.ts';
 import { startAgain } from './reconcile.ts';
 import type { VmRecord, VmService } from './vms.ts';
@@ -109,7 +110,7 @@ export class StartOnBootService {
     this.returning.delete(h.id);
     this.opts.store.run('DELETE FROM settings WHERE key = ?', KEY_PREFIX + h.id);
     const index = { get: (id: string) => this.find(id), onHost: () => [] };
-    for (const { vmId, reason } of startAgain(index, h.id, ran, report, (vm) => this.wanted(vm), h.hostname)) {
+    for (const { vmId, reason } of startAgain(index, h.id, ran, report, (vm) => this.wanted(vm), hostNames(this.opts).label(h.id))) {
       const p = this.opts.vms.action(this.opts.system, vmId, 'start').then(
         () => this.opts.log.info(reason, { vmId, hostId: h.id }),
         (err: Error) => this.opts.log.warn(`${reason.replace('started again', 'was not started again')}: ${err.message}`, { vmId, hostId: h.id }),

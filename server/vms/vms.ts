@@ -116,10 +116,10 @@ export class VmService {
     this.stored = new VmRecords(store);
     this.keys = new IdempotencyKeys(store);
     registry.on('status', (host, status, sentAt) => {
-      const changes = reconcile(this.stored, { hostId: host.id, sentAt, sample: status.sampledAt, vms: status.vmList }, this.operations, Date.now());
+      const changes = reconcile(this.stored, { hostId: host.id, sentAt, sample: status.sampledAt, vms: status.vmList }, this.operations, Date.now(), (id) => this.hostLabel(id));
       this.applyReport(host, changes);
     });
-    registry.on('down', (host) => this.store.tx(() => this.apply(hostDown(this.stored, host.id))));
+    registry.on('down', (host) => this.store.tx(() => this.apply(hostDown(this.stored, host.id, this.hostLabel(host.id)))));
     registry.on('removed', (hostId) => this.hostRemoved(hostId));
     registry.on('enrolled', () => this.hostChanges++);
   }
@@ -276,7 +276,7 @@ export class VmService {
       if (idempotencyKey !== undefined) this.keys.remember(user.name, idempotencyKey, hash!, id, vm.createdAt);
     });
     this.operations.set(id, { kind: 'create', hostId: host.id, sentAt: Date.now(), reserved: { vcpus: vm.vcpus, memoryMiB, diskGiB } });
-    this.log.info(`VM ${name} placed on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
+    this.log.info(`VM ${name} placed on ${this.hostLabel(host.id)}: ${placement.explanation}`, { vmId: id, hostId: host.id, owner: user.name });
 
     const call = placement.pull && this.opts.distribute ? this.pullThenCreate(vm, host, req) : this.callCreate(vm, host, req);
     const timer = new Promise<'wait'>((resolve) => setTimeout(() => resolve('wait'), this.opts.answerWithinMs ?? 5000).unref());
@@ -339,7 +339,7 @@ export class VmService {
         // the store is closed (shutdown): the next start finds the record `creating` and reconciles it
         this.log.warn(`VM ${vm.name}: the failure of its template's pull was not recorded: ${(writeErr as Error).message}`, { vmId: vm.id });
       }
-      this.log.error(`VM ${vm.name}: template ${vm.template} could not be pulled to ${host.hostname}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+      this.log.error(`VM ${vm.name}: template ${vm.template} could not be pulled to ${this.hostLabel(host.id)}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
       return sky;
     }
     show(undefined);
@@ -363,7 +363,7 @@ export class VmService {
       }
       if (this.stored.get(vm.id) === vm) {
         this.update(vm, reportedPatch(vm, info));
-        this.log.info(`VM ${vm.name} created on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)} (${vm.state})`, { vmId: vm.id, hostId: host.id });
+        this.log.info(`VM ${vm.name} created on ${this.hostLabel(host.id)} (${vm.state})`, { vmId: vm.id, hostId: host.id });
       }
       return 'ok';
     } catch (err) {
@@ -372,7 +372,7 @@ export class VmService {
       try {
         if (this.stored.get(vm.id) === vm) {
           this.update(vm, { state: 'error', error: sky.message });
-          this.log.error(`VM ${vm.name} could not be created on ${hostNames({ store: this.store, hosts: this.registry }).label(host.id)}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
+          this.log.error(`VM ${vm.name} could not be created on ${this.hostLabel(host.id)}: ${sky.message}`, { vmId: vm.id, hostId: host.id });
         }
       } catch (writeErr) {
         // the store is closed (shutdown): the next start finds the record `creating` and reconciles it
@@ -413,7 +413,7 @@ export class VmService {
     if (op?.kind === 'delete') throw new Conflict(`VM ${vm.name} is already being deleted`);
     const host = this.registry.record(vm.hostId);
     if (host) {
-      if (host.state === 'down') throw new Unavailable(`host ${host.hostname} is down: the VM cannot be deleted now`);
+      if (host.state === 'down') throw new Unavailable(`host ${this.hostLabel(host.id)} is down: the VM cannot be deleted now`);
       const before = vm.state;
       const sentAt = Date.now();
       this.operations.set(id, { kind: 'delete', hostId: host.id, sentAt });
@@ -434,6 +434,11 @@ export class VmService {
     this.forget(vm, `VM ${vm.name} deleted by ${user.name}`);
   }
 
+  /** What events and messages call a host: its label (another host may share its hostname, server/hosts/names.ts). */
+  private hostLabel(hostId: string): string {
+    return hostNames({ store: this.store, hosts: this.registry }).label(hostId);
+  }
+
   /**
    * Makes a stranger a record (admins only): `owner` is a user of this controller, `name` defaults
    * to what the host calls it. A VM id that a record on another host has is never moved.
@@ -443,7 +448,7 @@ export class VmService {
     const stranger = this.strangerLists.get(hostId)?.get(vmId);
     if (!stranger) throw new NotFound(`VM "${vmId}" among the strangers of host "${hostId}"`);
     const taken = this.stored.get(vmId);
-    if (taken) throw new Conflict(`VM id ${vmId} belongs to VM ${taken.name} on host ${taken.hostId}: it cannot be adopted from host ${hostId}`);
+    if (taken) throw new Conflict(`VM id ${vmId} belongs to VM ${taken.name} on host ${this.hostLabel(taken.hostId)}: it cannot be adopted from host ${this.hostLabel(hostId)}`);
     if (!this.opts.users.get(opts.owner)) throw new InvalidField('owner', `no user "${opts.owner}"`);
     const name = opts.name ?? stranger.info.name;
     if (!VmName.safeParse(name).success) throw new InvalidField('name', 'must be 1-63 lowercase letters, digits or "-"');
@@ -456,7 +461,7 @@ export class VmService {
     };
     this.stored.insert(vm);
     this.strangerLists.get(hostId)!.delete(vmId);
-    this.log.info(`VM ${name} on host ${hostId} adopted by ${user.name} for ${opts.owner}`, { vmId, hostId });
+    this.log.info(`VM ${name} on host ${this.hostLabel(hostId)} adopted by ${user.name} for ${opts.owner}`, { vmId, hostId });
     return this.view(vm);
   }
 
@@ -492,7 +497,7 @@ export class VmService {
   private liveHost(vm: VmRecord): HostRecord {
     const host = this.registry.record(vm.hostId);
     if (!host) throw new Unavailable(`VM ${vm.name}'s host is no longer in the cluster`);
-    if (host.state === 'down') throw new Unavailable(`host ${host.hostname} is down`);
+    if (host.state === 'down') throw new Unavailable(`host ${this.hostLabel(host.id)} is down`);
     return host;
   }
 
@@ -509,17 +514,17 @@ export class VmService {
    */
   private fromAgent(err: unknown, host: HostRecord, what: string): SkyError {
     const sky = toSkyError(err);
-    if (!(err instanceof SkyError)) this.log.error(`${what} on ${host.hostname} failed: ${(err as Error)?.stack ?? String(err)}`, { hostId: host.id });
+    if (!(err instanceof SkyError)) this.log.error(`${what} on ${this.hostLabel(host.id)} failed: ${(err as Error)?.stack ?? String(err)}`, { hostId: host.id });
     if (sky.status < 500) {
       const fields = fieldsOf(sky);
       return new SkyError(sky.status, sky.code, sky.message, fields.fields ? fields : undefined);
     }
     if (sky.code === 'agent_unreachable') return new SkyError(sky.status, sky.code, sky.message);
     if (sky.code === 'command_failed' || sky.details !== undefined) {
-      this.log.warn(`${what} failed on ${host.hostname}: ${sky.message}`, { hostId: host.id, code: sky.code, details: sky.details });
+      this.log.warn(`${what} failed on ${this.hostLabel(host.id)}: ${sky.message}`, { hostId: host.id, code: sky.code, details: sky.details });
     }
     const message = sky.code === 'command_failed'
-      ? `host ${host.hostname} could not ${what}: a command failed there (the event log has its output)`
+      ? `host ${this.hostLabel(host.id)} could not ${what}: a command failed there (the event log has its output)`
       : sky.message;
     return new SkyError(sky.status, sky.code, message);
   }
@@ -538,7 +543,7 @@ export class VmService {
         firstSeen: known?.view.firstSeen ?? c.seenAt,
       };
       after.set(c.vm.id, { view, info: c.vm });
-      if (!known) this.log.warn(`host ${host.hostname} reports VM ${c.vm.id} ("${c.vm.name}") that is not its: ${c.reason}; kept as a stranger`, { hostId: host.id });
+      if (!known) this.log.warn(`host ${this.hostLabel(host.id)} reports VM ${c.vm.id} ("${c.vm.name}") that is not its: ${c.reason}; kept as a stranger`, { hostId: host.id });
     }
     if (after.size > 0) this.strangerLists.set(host.id, after);
     else this.strangerLists.delete(host.id);

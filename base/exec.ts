@@ -60,7 +60,10 @@ export interface StreamOptions extends RunOptions {
   onLine: (line: string, stream: 'stdout' | 'stderr') => void | 'stop';
   /** Aborting kills the process; the run rejects with a 499 `cancelled`. */
   signal?: AbortSignal;
-  /** Runs the process in a group of its own; aborting kills the whole group (its children too). */
+  /**
+   * Runs the process in a group of its own; aborting ends the whole group (its children too): SIGTERM,
+   * so that they can clean up, then SIGKILL after 3 s. The run settles once the group has ended.
+   */
   processGroup?: boolean;
 }
 
@@ -75,13 +78,21 @@ const KEEP_CHARS = 64 * 1024;
 /** Runs `command args...` and hands each line to `onLine` as it comes; otherwise as `run`. */
 export async function runStreaming(command: string, args: readonly string[], opts: StreamOptions): Promise<StreamResult> {
   const child = execa(command, args, { ...execaOptions(opts), buffer: false, ...(opts.signal ? { cancelSignal: opts.signal } : {}), ...(opts.processGroup ? { detached: true } : {}) });
-  const killGroup = () => {
+  /** Sends `sig` to the child's process group; false when the group has ended. */
+  const signalGroup = (sig: NodeJS.Signals | 0): boolean => {
     try {
-      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+      if (child.pid) process.kill(-child.pid, sig);
+      return child.pid !== undefined;
     } catch (err) {
-      // ESRCH: the group has ended already
       if ((err as NodeJS.ErrnoException).code !== 'ESRCH') throw err;
+      return false; // the group has ended already
     }
+  };
+  let killTimer: NodeJS.Timeout | undefined;
+  const killGroup = () => {
+    signalGroup('SIGTERM');
+    // a member that holds the output open keeps the run from settling: it gets SIGKILL with the rest
+    killTimer = setTimeout(() => signalGroup('SIGKILL'), 3000);
   };
   if (opts.processGroup) opts.signal?.addEventListener('abort', killGroup, { once: true });
   let stopped = false;
@@ -107,6 +118,12 @@ export async function runStreaming(command: string, args: readonly string[], opt
     });
   }
   const result = await child.finally(() => opts.signal?.removeEventListener('abort', killGroup));
+  if (opts.processGroup && opts.signal?.aborted) {
+    // what the group's leader left running gets the rest of the 3 s to clean up, then SIGKILL
+    for (let waited = 0; signalGroup(0) && waited < 3000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    signalGroup('SIGKILL');
+    clearTimeout(killTimer);
+  }
   for (const stream of ['stdout', 'stderr'] as const) if (pending[stream]) deliver(pending[stream], stream);
   const output = { stdout: kept.stdout.replace(/\n$/, ''), stderr: kept.stderr.replace(/\n$/, '') };
   if (stopped) return { ...output, exitCode: result.exitCode ?? -1, stopped };

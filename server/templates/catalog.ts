@@ -2,7 +2,9 @@
 // host's store (wire TemplateInfo), the source of truth hosts pull from. In `skyhost up` the local agent
 // uses the same data folder, so a template built or imported on the controller's machine is in the
 // catalog at once. Files arrive in a hidden staging folder (.incoming-NAME-XXXX) and appear only by one
-// rename once checked (sha256, format, no backing file); a failure removes the staging folder.
+// rename once checked (sha256, format, no backing file); a failure removes the staging folder. Besides
+// uploads and imports of one file, a template made elsewhere arrives with its manifest (`addMade`,
+// `copyIn`: a build by builds.ts, a VM saved as a template on a host, a kernel template's three files).
 // Its own code rather than agent/templates.ts's TemplateStore: the controller may not import the agent,
 // and it streams uploads and downloads straight into staging instead of copying a local file.
 import { createHash, randomBytes } from 'node:crypto';

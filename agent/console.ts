@@ -56,6 +56,8 @@ export class SerialBridge {
   private retryMs = RETRY_MIN_MS;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
+  /** A start was announced (`starting`) and its `poke` has not come yet: the line is not called stopped meanwhile. */
+  private startAsked = false;
   private readonly powerState: (() => Promise<PowerState | undefined>) | undefined;
   private readonly rebootMaxMs: number;
   private lineState: ConsoleState = 'reconnecting';
@@ -139,8 +141,20 @@ export class SerialBridge {
     this.setState(this.socket ? 'connected' : 'reconnecting');
   }
 
+  /**
+   * A start is being asked for (call it first, then `poke` once the hypervisor answered): viewers see
+   * `reconnecting` at once. Otherwise a retry may reach the new QEMU before the start call returns, and
+   * the console would go from stopped straight to connected, saying stopped while the VM starts.
+   */
+  starting(): void {
+    if (this.stopped || this.socket) return;
+    this.startAsked = true;
+    if (this.lineState === 'stopped') this.setState('reconnecting');
+  }
+
   /** Connects now (after a start or reboot) instead of waiting for the next retry. */
   poke(): void {
+    this.startAsked = false;
     if (this.stopped || this.socket) return;
     // the VM was started: viewers see it at once, even when a retry is already on its way
     if (this.lineState === 'stopped') this.setState('reconnecting');
@@ -193,8 +207,8 @@ export class SerialBridge {
     if (this.stopped) return;
     if (!this.powerState) return this.setState('reconnecting');
     this.powerState().then((power) => {
-      // a start meanwhile reconnected the line: that state stands
-      if (!this.socket && !this.stopped) this.setState(power === 'shutoff' || power === undefined ? 'stopped' : 'reconnecting');
+      // a start meanwhile reconnected the line, or is under way: that state stands
+      if (!this.socket && !this.stopped && !this.startAsked) this.setState(power === 'shutoff' || power === undefined ? 'stopped' : 'reconnecting');
     }, (err: unknown) => {
       this.log.debug('could not read the VM\'s power state after its console line broke', { err });
       if (!this.socket) this.setState('reconnecting');

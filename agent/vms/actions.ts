@@ -23,9 +23,13 @@ export async function runAction(m: VmManager, id: string, action: VmAction, opts
     vm.state = now;
     switch (action) {
       case 'start':
-        if (now === 'paused') await hv.resume(id);
-        else if (now !== 'running') await hv.start(id);
-        m.bridges.get(id)?.poke();
+        m.bridges.get(id)?.starting(); // before: a retry of the line may reach the new QEMU before the call returns
+        try {
+          if (now === 'paused') await hv.resume(id);
+          else if (now !== 'running') await hv.start(id);
+        } finally {
+          m.bridges.get(id)?.poke(); // a refused start: the line's next try finds the VM off again
+        }
         break;
       case 'poweroff':
         await hv.poweroff(id);

@@ -129,6 +129,38 @@ describe('a line that breaks before its VM is called off', () => {
   });
 });
 
+describe('a start whose QEMU answers before the start call returns', () => {
+  it('should say reconnecting from the moment the start is asked for, never stopped until the line is up', async () => {
+    const [agentSide] = duplexPair();
+    let up = false;
+    let failed = 0;
+    const line = {
+      connect: async () => {
+        if (up) return agentSide;
+        failed++;
+        throw new Error('no QEMU');
+      },
+      history: async () => Buffer.alloc(0),
+    };
+    const bridge = new SerialBridge(line, new Logger('test'), undefined, async () => (up ? 'running' : 'shutoff'));
+    try {
+      const notices = noticesOf(bridge);
+      await stateBy(bridge, 'stopped', Date.now() + 5000);
+      bridge.starting();
+      // a retry of the line fails while the hypervisor still says shutoff, the next reaches the new QEMU
+      const before = failed;
+      while (failed === before) await new Promise((r) => setTimeout(r, 20));
+      up = true;
+      await stateBy(bridge, 'connected', Date.now() + 10_000);
+      bridge.poke(); // the start call returns
+      expect(notices).to.deep.equal(['reconnecting', 'stopped', 'reconnecting', 'connected']);
+    } finally {
+      bridge.stop(false);
+      agentSide.destroy();
+    }
+  });
+});
+
 describe('a reboot the guest ignores', () => {
   it('should not say rebooting for ever: connected again after the longest reboot', async () => {
     const [agentSide] = duplexPair();

@@ -108,6 +108,21 @@ describe('templates page: build a template with its log tailing live (browser)',
     expect(browser.errors).to.deep.equal([]);
   });
 
+  it('fits a phone (375 px) with the build panel and its long log lines, without horizontal scroll', async () => {
+    await page.setViewportSize({ width: 375, height: 812 });
+    try {
+      await page.goto(base + '/templates');
+      await page.fill('#build-name', 'deb-phone');
+      await page.click('#build-form button[type=submit]');
+      await page.waitForSelector('#build-log >> text=--data', { timeout: 30_000 });
+      const overflow = await page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
+      expect(overflow).to.be.at.most(0);
+      await page.waitForSelector('#build-status:has-text("Done")', { timeout: 100_000 });
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
   it('refuses a taken name as text under the name field', async () => {
     await page.goto(base + '/templates');
     await page.selectOption('#build-recipe', 'debian-12');

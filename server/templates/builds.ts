@@ -70,6 +70,13 @@ const KEEP_FINISHED_MS = 10 * 60_000;
 const BUILD_TIMEOUT_MS = 3 * 3600_000;
 /** The command's stage line on stdout: `  12 s [2/4] filesystem: ext4 file system of 2 GiB`. */
 const STAGE_LINE = /\[(\d+)\/(\d+)\] ([a-z]+)/;
+/** Where each stage of `template build` begins, in percent (installing the packages takes most of a cold build). */
+const STAGE_START: Record<string, number> = { packages: 0, filesystem: 60, image: 72, hash: 85 };
+/** mmdebstrap's steps inside the packages stage (its `I:` lines), and the percent each begins at. */
+const PACKAGE_STEPS: [RegExp, number][] = [
+  [/^I: running apt-get update/, 2], [/^I: downloading packages/, 5], [/^I: extracting archives/, 15],
+  [/^I: installing essential packages/, 20], [/^I: installing remaining packages/, 30], [/^I: running --customize-hook/, 55],
+];
 
 /**
  * The recipes `skyhost template build` knows on this machine: debian-12 and debian-13, and on an Ubuntu
@@ -254,7 +261,10 @@ export class TemplateBuilds {
           onLine: (line, stream) => {
             if (/^\s+at /.test(line)) return void stackLines.push(line); // a stack is for the controller's log, not the page
             const text = stream === 'stdout' ? this.stageLine(job, line) : logLine(line);
-            if (text) job.add(text);
+            if (!text) return;
+            const step = job.view.stage === 'packages' ? PACKAGE_STEPS.find(([re]) => re.test(text)) : undefined;
+            if (step) job.view.percent = Math.max(job.view.percent ?? 0, step[1]);
+            job.add(text);
           },
         });
       } catch (err) {
@@ -282,9 +292,10 @@ export class TemplateBuilds {
     const text = line.trim();
     const m = STAGE_LINE.exec(text);
     if (m) {
-      const [at, of] = [Number(m[1]), Number(m[2])];
-      if (of > 0 && at >= 1 && at <= of) job.view.percent = Math.max(job.view.percent ?? 0, Math.floor(((at - 1) * 90) / of));
-      job.view.stage = m[3]!;
+      const [at, of, stage] = [Number(m[1]), Number(m[2]), m[3]!];
+      const start = STAGE_START[stage] ?? (of > 0 && at >= 1 && at <= of ? Math.floor(((at - 1) * 90) / of) : undefined);
+      if (start !== undefined) job.view.percent = Math.max(job.view.percent ?? 0, start);
+      job.view.stage = stage;
     }
     return text;
   }

@@ -173,11 +173,13 @@ export class TemplateBuilds {
     if (this.exists(name) || this.catalog.imports().some((j) => j.name === name && !j.finishedAt)) {
       throw new Conflict(`template ${name} already exists: choose another name, or delete it first`, { fields: [{ field: 'name', message: 'already in use' }] });
     }
+    // no executable to run (a checkout without `npm run build`): refused before anything starts
+    const executable = this.executable();
     const job = new Build({ id: randomBytes(6).toString('hex'), recipe: req.recipe, desktop, name, state: 'running', percent: 0, startedAt: new Date().toISOString() });
     this.jobs.set(job.view.id, job);
     job.add(`building ${req.recipe}${desktop ? ' with the desktop' : ''} as template ${name} (asked by ${by})`);
     this.log.info(`building template ${name} from recipe ${req.recipe}${desktop ? ' with the desktop' : ''}`, { build: job.view.id, by });
-    job.done = this.run(job).then(() => {
+    job.done = this.run(job, executable).then(() => {
       job.view.state = 'done';
       job.view.percent = 100;
       job.view.stage = 'done';
@@ -245,9 +247,8 @@ export class TemplateBuilds {
   }
 
   /** The command into a staging folder, then what it made into the catalog. */
-  private async run(job: Build): Promise<void> {
+  private async run(job: Build, executable: string): Promise<void> {
     const { recipe, desktop, name } = job.view;
-    const executable = this.executable();
     job.template = await this.catalog.addMade(name, async (staging) => {
       const made = path.join(staging, 'made');
       const args = ['template', 'build', recipe, ...(desktop ? ['--desktop'] : []), '--as', name, '--data', made, '--log-level', 'debug'];

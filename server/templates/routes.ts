@@ -37,6 +37,7 @@ export function templateRoutes(api: ApiRouter, services: ControllerServices): vo
     responses: {
       202: z.object({ build: BuildJob, joined: z.boolean().describe('the same recipe was being built as the same template: this is that build') }),
       409: 'the name is taken, or the recipe is being built as another template', 422: 'an unknown recipe or a bad name (the field is named)',
+      503: 'no skyhost executable to run (`binary_missing`: a checkout without `npm run build`)',
     },
   }, (_req, res, { body }) => {
     res.status(202).json(templates.builds.start(body, me(res).name));

@@ -7,7 +7,9 @@
 //     └─ disk image checked (qcow2/raw, no backing file), manifest written, folder renamed into place
 //
 //   GET /templates/NAME/files/FILE (Range)   an installed file, or one still arriving: a range past what
-//     has arrived waits for the bytes (up to RELAY_WAIT_MS without progress), so pullers can chain.
+//     has arrived waits for the bytes (up to RELAY_WAIT_MS without progress), so pullers can chain; a
+//     template neither here nor being pulled waits up to PULL_START_WAIT_MS for its pull to start (the
+//     controller starts a chain's pulls together, so a host may be asked before its own request came).
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rm, stat, statfs, truncate, writeFile, type FileHandle } from 'node:fs/promises';
@@ -24,6 +26,8 @@ import { sameFiles, type TemplateStore } from './templates.ts';
 
 /** How long a reader of a file still arriving waits for more bytes before giving up. */
 export const RELAY_WAIT_MS = 30_000;
+/** How long a reader of a template that is neither here nor being pulled waits for a pull of it to start. */
+export const PULL_START_WAIT_MS = 10_000;
 /** A source that sends nothing for this long is dropped for the next one. */
 const SOURCE_IDLE_MS = 45_000;
 /** Rounds over every source before a pull gives up (a source is retried after the others failed). */
@@ -122,6 +126,8 @@ interface Readable {
 export class TemplatePuller {
   private readonly deps: PullerDeps;
   private readonly pulls = new Map<string, Pull>();
+  /** Readers waiting for a pull to start (woken at every start). */
+  private readonly startWaiters = new Set<() => void>();
   /** Settles once the store's leftovers of an earlier run are swept (TemplateStore.sweep); pulls start after it. */
   readonly swept: Promise<void>;
 
@@ -163,6 +169,7 @@ export class TemplatePuller {
     if (again) return again;
     const pull = new Pull(req, this.deps.store.stagingDir(name));
     this.pulls.set(name, pull);
+    for (const wake of this.startWaiters) wake();
     pull.done = this.run(pull);
     pull.done.then(
       () => void 0,
@@ -203,21 +210,27 @@ export class TemplatePuller {
     try {
       await this.prepare(pull, dir);
       for (const f of pull.files) await this.fetchFile(pull, f);
+      const received = Date.now();
       await checkDisk(pull, dir);
+      const checked = Date.now();
       const t = await store.install(dir, pull.manifest);
       const s = (Date.now() - started) / 1000;
-      log.info(`template ${pull.name} pulled and verified in ${s.toFixed(1)} s (${(pull.totalBytes / 1e6 / Math.max(s, 0.001)).toFixed(1)} MB/s)`);
+      const phases = `bytes and sha256 ${secs(received - started)} s, image check ${secs(checked - received)} s, install ${secs(Date.now() - checked)} s`;
+      log.info(`template ${pull.name} pulled and verified in ${s.toFixed(1)} s (${(pull.totalBytes / 1e6 / Math.max(s, 0.001)).toFixed(1)} MB/s; ${phases})`);
       await this.deps.installed?.(); // `done` is said once `/status` lists the template
       pull.finishedAt = Date.now();
       pull.state = 'done';
       return t;
     } catch (err) {
       const sky = toSkyError(err);
+      // Bad bytes are never kept; files cut short by unreachable sources are, for the next pull to continue.
+      // Removed before the pull says `failed`: whoever reads that finds nothing half-made.
+      if (sky.code !== 'pull_failed') {
+        await rm(dir, { recursive: true, force: true }).catch((e: Error) => log.warn(`could not remove ${dir} after the failed pull: ${e.message}`));
+      }
       pull.state = 'failed';
       pull.finishedAt = Date.now();
       pull.error = sky.status >= 500 && sky.code !== 'pull_failed' && sky.code !== 'no_room' ? new SkyError(502, 'pull_failed', `pull of template ${pull.name} failed: ${sky.message}`) : sky;
-      // Bad bytes are never kept; files cut short by unreachable sources are, for the next pull to continue.
-      if (sky.code !== 'pull_failed') await rm(dir, { recursive: true, force: true });
       log.warn(`pull of template ${pull.name} failed: ${sky.message}`, { code: sky.code });
       throw pull.error;
     } finally {
@@ -321,9 +334,30 @@ export class TemplatePuller {
     return here ? { path: here.path, total: here.bytes } : undefined;
   }
 
+  /** Resolves once a pull of `name` is under way here, or after `ms`. */
+  private async pullStarted(name: string, ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (this.pulls.get(name)?.state !== 'pulling' && Date.now() < until) {
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.startWaiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, until - Date.now());
+        this.startWaiters.add(wake);
+      });
+    }
+  }
+
   /** `GET /templates/:name/files/:file` with an optional `Range: bytes=A-B`. */
   async serve(req: Request, res: Response, name: string, file: string): Promise<void> {
-    const src = await this.readable(name, file);
+    let src = await this.readable(name, file);
+    if (!src && !(await this.deps.store.get(name))) {
+      // A chain's pulls start together: the reader may have had its request before this host had its own.
+      await this.pullStarted(name, PULL_START_WAIT_MS);
+      src = await this.readable(name, file);
+    }
     if (!src) throw new NotFound(`file ${file} of template ${name}`);
     const range = parseRange(req.headers.range, src.total);
     if (range === 'unsatisfiable') {
@@ -556,6 +590,10 @@ function sumBytes(t: TemplateInfo): number {
 
 function mib(bytes: number): string {
   return (bytes / 1024 / 1024).toFixed(1);
+}
+
+function secs(ms: number): string {
+  return (ms / 1000).toFixed(2);
 }
 
 function sleep(ms: number): Promise<void> {

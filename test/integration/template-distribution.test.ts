@@ -295,6 +295,35 @@ describe('template distribution between real agents', function () {
     await removeTemplate(b);
     await removeTemplate(c);
   });
+
+  it('makes a reader that asks before the pull started here wait for it, and streams to it before the pull ends', async () => {
+    // The controller starts a chain's pulls together: C may ask B before B had its own request.
+    const fromB = await relay(b, c);
+    const cStarted = await call(c, 'POST', '/templates/pull', { manifest, sources: [fromB.source] });
+    expect(cStarted.status).to.equal(202);
+    await new Promise((r) => setTimeout(r, 2500)); // longer than C's rounds over a source that answers 404 at once
+    const slow = await relay(a, b);
+    slow.r.rate = 8 * 1024 * 1024; // ~3 s for the file
+    expect((await call(b, 'POST', '/templates/pull', { manifest, sources: [slow.source] })).status).to.equal(202);
+    // C has bytes while B is still pulling: the relay streams, it does not wait for B's copy to be whole.
+    const overlap = await waitFor('C to have bytes while B still pulls', async () => {
+      const [bp, cp] = await Promise.all([b, c].map(async (x) => (await call(x, 'GET', `/templates/pulls/${manifest.name}`)).json as PullProgress));
+      expect(cp!.state, cp!.error).to.not.equal('failed');
+      if (bp!.state !== 'pulling') throw new Error(`B's pull ended (${bp!.state}) before C had a byte`);
+      return cp!.doneBytes > 0 && cp!.doneBytes < SIZE ? { b: bp!.doneBytes, c: cp!.doneBytes } : undefined;
+    }, 20_000, 20);
+    expect(overlap.c).to.be.below(SIZE);
+    const cDone = await waitFor('C\'s pull to end', async () => {
+      const p = (await call(c, 'GET', `/templates/pulls/${manifest.name}`)).json as PullProgress;
+      return p.state !== 'pulling' ? p : undefined;
+    }, 60_000, 50);
+    expect(cDone.state, cDone.error).to.equal('done');
+    expect(fromB.r.asked, 'C asked B once and waited for its pull').to.deep.equal(['bytes=0-']);
+    expect(sha256File(path.join(work, 'c', 'templates', manifest.name, 'disk.raw'))).to.equal(manifest.files[0]!.sha256);
+    await waitFor('B\'s pull to end', async () => ((await call(b, 'GET', `/templates/pulls/${manifest.name}`)).json as PullProgress).state === 'done', 60_000, 50);
+    await removeTemplate(b);
+    await removeTemplate(c);
+  });
 });
 
 describe('the controller putting templates on hosts (real agents, libvirt + QEMU under TCG)', function () {

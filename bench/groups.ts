@@ -11,6 +11,7 @@ import { discoveryGroup } from './discovery.ts';
 import { isoGroup } from './iso.ts';
 import { usbGroup } from './usb.ts';
 import { templateGroup } from './template.ts';
+import { desktopGroup } from './desktop.ts';
 import { withDistribution } from './distribute.ts';
 import { classGroup } from './class.ts';
 
@@ -26,5 +27,7 @@ export const GROUPS: readonly Group[] = [
   usbGroup,
   // one `template` group: the build figures and the distribution figures (bench/distribute.ts)
   withDistribution(templateGroup),
+  // the XFCE template: a build and a first boot under TCG to the desktop (about 30 min on 2 busy cores)
+  desktopGroup,
   classGroup,
 ];

@@ -3,8 +3,8 @@
 // as an import is taken. The image comes from the machine's build cache, which the suite fills the
 // way test/support/debian-image.ts does (minutes the first time on a machine, seconds after). Also:
 // the refusals (unknown recipe, bad name, a taken name, the same recipe as another template), a second
-// request joining the build under way, cancel leaving nothing behind, and the catalog's checks of a
-// template made elsewhere (sha256, backing file, file names).
+// request joining the build under way, cancel leaving nothing behind, a build the command refuses, and
+// the catalog's checks of a template made elsewhere (sha256, backing file, file names).
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { expect } from 'chai';
 import { run } from '../../base/exec.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
+import { TemplateBuilds } from '../../server/templates/builds.ts';
 import { Catalog } from '../../server/templates/catalog.ts';
 import type { TemplateInfo } from '../../wire/api.ts';
 import { buildDebianImage } from '../support/debian-image.ts';
@@ -146,6 +147,34 @@ describe('controller: building a template into the catalog (real skyhost templat
     expect(list.json.templates.map((t: { name: string }) => t.name)).to.not.include('deb-cancel');
     expect(list.json.builds.find((b: { id: string }) => b.id === id)).to.include({ state: 'failed' });
     expect(list.json.recipes).to.include('debian-12');
+  });
+});
+
+describe('controller: a build the command refuses fails in its words, keeping nothing', function () {
+  this.timeout(30_000);
+
+  it('answers the command\'s own refusal as the build\'s error, with no stack and no staging folder left', async () => {
+    const work = mkdtempSync(path.join(tmpdir(), 'skyhost-build-fail-'));
+    configureLogging({ out: () => {} });
+    try {
+      const catalog = new Catalog(path.join(work, 'data'), { log: logger('test') });
+      // a recipe the controller would take but the executable has not: its refusal ends the build
+      const builds = new TemplateBuilds({ catalog, log: logger('test'), exists: () => false, recipes: () => ['debian-12', 'nosuch-1'] });
+      const { build } = builds.start({ recipe: 'nosuch-1' }, 'tester');
+      const end = await waitFor('the build to end', () => {
+        const b = builds.get(build.id);
+        return b.state === 'running' ? undefined : b;
+      }, 25_000);
+      expect(end.state).to.equal('failed');
+      expect(end.error).to.deep.include({ code: 'build_failed' });
+      expect(end.error!.message).to.match(/no recipe nosuch-1: choose debian-12.*nothing was kept/);
+      expect(end.lines.map((l) => l.text).join('\n')).to.not.match(/\n\s+at /);
+      expect(readdirSync(catalog.dir)).to.deep.equal([]);
+      expect(await catalog.read('nosuch-1')).to.equal(undefined);
+    } finally {
+      configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });
 

@@ -2,7 +2,7 @@
 // polls, each host's and each VM's CPU and memory, and the process's memory. Counters live in memory;
 // gauges are read when scraped (docs/monitoring.md). Names follow Prometheus' conventions: base units
 // in the name (`_bytes`, `_ratio` for 0..1), `_total` for counters only, one label per dimension.
-import { getHeapStatistics } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics } from 'node:v8';
 import type { RequestHandler } from 'express';
 import type { HostStatus } from '../wire/api.ts';
 import type { ControllerServices } from './services.ts';
@@ -70,6 +70,10 @@ export class Metrics {
     metric('nodejs_external_memory_bytes', 'gauge', 'memory outside the V8 heap (buffers)', [`nodejs_external_memory_bytes ${mem.external}`]);
     metric('nodejs_array_buffers_bytes', 'gauge', 'ArrayBuffers and Buffers, part of the external memory', [`nodejs_array_buffers_bytes ${mem.arrayBuffers}`]);
     metric('nodejs_v8_malloced_bytes', 'gauge', 'memory V8 itself has from malloc (compiler zones, tables)', [`nodejs_v8_malloced_bytes ${getHeapStatistics().malloced_memory}`]);
+    const spaces = getHeapSpaceStatistics();
+    metric('nodejs_heap_space_size_bytes', 'gauge', 'V8 heap reserved, by space (new_space is the young generation, old_space and large_object_space the old)',
+      spaces.map((sp) => `nodejs_heap_space_size_bytes{space="${sp.space_name}"} ${sp.space_size}`));
+    metric('nodejs_heap_space_used_bytes', 'gauge', 'V8 heap in use, by space', spaces.map((sp) => `nodejs_heap_space_used_bytes{space="${sp.space_name}"} ${sp.space_used_size}`));
     return out.join('\n') + '\n';
   }
 }

@@ -51,7 +51,8 @@ export class HostNames {
   readonly #store: Store;
   readonly #registry: HostRegistry;
   readonly #given = new Map<string, string>();
-  #labels: { key: string; at: number; map: Map<string, string> } | undefined;
+  /** The labels as last worked out; dropped when a host enrolls, changes its record or is removed, or is renamed. */
+  #labels: Map<string, string> | undefined;
 
   constructor(store: Store, registry: HostRegistry) {
     this.#store = store;
@@ -59,6 +60,9 @@ export class HostNames {
     for (const r of store.all<{ id: string; display_name: string | null }>('SELECT id, display_name FROM hosts WHERE display_name IS NOT NULL')) {
       if (r.display_name) this.#given.set(String(r.id), String(r.display_name));
     }
+    // A hostname changes only as its host enrolls again ('enrolled'), so these events are every change a label can see.
+    registry.on('enrolled', () => (this.#labels = undefined));
+    registry.on('removed', () => (this.#labels = undefined));
   }
 
   /** The name an admin gave the host, if any. */
@@ -68,22 +72,15 @@ export class HostNames {
 
   /** Every host's label by id (worked out again when a host comes, goes, changes its hostname or is renamed). */
   labels(): Map<string, string> {
+    if (this.#labels) return this.#labels;
     const records = this.#registry.records();
-    const key = records.map((h) => `${h.id}\0${h.hostname}`).join('\n');
-    if (this.#labels?.key === key) {
-      this.#labels.at = Date.now();
-      return this.#labels.map;
-    }
-    const map = hostLabels(records.map((h) => ({ id: h.id, hostname: h.hostname, displayName: this.#given.get(h.id) })));
-    this.#labels = { key, at: Date.now(), map };
-    return map;
+    this.#labels = hostLabels(records.map((h) => ({ id: h.id, hostname: h.hostname, displayName: this.#given.get(h.id) })));
+    return this.#labels;
   }
 
   /** The host's label; an id no host has any more stays as it is. */
   label(id: string): string {
-    // A list of VMs asks once per VM: the labels of the last 200 ms do, unless this host is new.
-    const recent = this.#labels && Date.now() - this.#labels.at < 200 ? this.#labels.map.get(id) : undefined;
-    return recent ?? this.labels().get(id) ?? id;
+    return this.labels().get(id) ?? id;
   }
 
   /** Gives the host a name for the pages (`undefined` or '': its hostname again). 404 for an unknown host. */

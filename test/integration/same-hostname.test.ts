@@ -89,4 +89,26 @@ describe('hosts with the same hostname', function () {
     const events = (await admin.get('/admin/events')).text;
     expect(events).to.contain('renamed back to its hostname by admin').and.contain('renamed &quot;PC 7 (window)&quot; by');
   });
+  it('should tell them apart no more once one enrolls again under a new hostname, and again once it is gone', async () => {
+    // b's PC was renamed in the OS and its agent enrolls again with its own key: the labels change at once, without a poll
+    const renamedPc = new SimAgent({ hostId: b.hostId, key: b.key, hostname: 'lab-pc-2', memoryMiB: 2048, threads: 2 });
+    await renamedPc.start();
+    try {
+      await renamedPc.enroll(controller.url);
+      expect((await api('GET', `/api/hosts/${a.hostId}`)).json.label).to.equal('lab-pc');
+      expect((await api('GET', `/api/hosts/${b.hostId}`)).json.label).to.equal('lab-pc-2');
+      const back = new SimAgent({ hostId: b.hostId, key: b.key, hostname: 'lab-pc', memoryMiB: 2048, threads: 2 });
+      await back.start();
+      try {
+        await back.enroll(controller.url);
+        expect((await api('GET', `/api/hosts/${a.hostId}`)).json.label).to.equal(labelA);
+        expect((await api('DELETE', `/api/hosts/${b.hostId}`)).status).to.be.oneOf([200, 204]);
+        expect((await api('GET', `/api/hosts/${a.hostId}`)).json.label).to.equal('lab-pc');
+      } finally {
+        await back.stop();
+      }
+    } finally {
+      await renamedPc.stop();
+    }
+  });
 });

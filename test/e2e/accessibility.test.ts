@@ -16,7 +16,7 @@ import { SetupJobs } from '../../appliance/setup/jobs.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
 import { axeViolations, formatViolations } from '../support/axe.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { freePort } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
@@ -61,15 +61,6 @@ async function checkPages(page: Page, base: string, urls: string[], label: strin
 async function submitUnchecked(page: Page, form: string): Promise<void> {
   await page.$eval(form, (f) => { (f as unknown as { noValidate: boolean }).noValidate = true; });
   await page.click(`${form} button[type=submit]`);
-}
-
-async function login(page: Page, base: string, name: string, password: string): Promise<void> {
-  await page.context().clearCookies();
-  await page.goto(base + '/login');
-  await page.fill('#login-name', name);
-  await page.fill('#login-password', password);
-  await page.click('#login-form button[type=submit]');
-  await page.waitForURL((u) => !u.pathname.startsWith('/login'));
 }
 
 describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
@@ -190,18 +181,17 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
 
   it('the first-login password change, with its error, then every admin page', async () => {
     await page.setViewportSize(DESKTOP);
-    await login(page, base, 'admin', controller.services.secrets.adminToken);
-    await page.waitForURL('**/account/password');
-    const failures = [await check(page, 'admin forced /account/password')];
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-2');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForSelector('#password-form .field-error');
-    failures.push(await check(page, 'admin /account/password with a field error'), await errorsNamed(page, '#password-form'));
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-1');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    const failures: string[] = [];
+    await firstLogin(page, base, 'admin', controller.services.secrets.adminToken, 'teacher-pass-1', {
+      onPasswordPage: async () => {
+        failures.push(await check(page, 'admin forced /account/password'));
+        await page.fill('#pw-new', 'teacher-pass-1');
+        await page.fill('#pw-again', 'teacher-pass-2');
+        await page.click('#password-form button[type=submit]');
+        await page.waitForSelector('#password-form .field-error');
+        failures.push(await check(page, 'admin /account/password with a field error'), await errorsNamed(page, '#password-form'));
+      },
+    });
     const admin = controller.services.users.get('admin')!;
     const alice = controller.services.users.get('alice')!;
     adminVm = (await controller.services.vms.create(admin, { template: 'alpine', vcpus: 1, memoryMiB: 512, name: 'teacher-demo' })).vm.id;
@@ -265,13 +255,10 @@ describe('accessibility: every page meets WCAG 2 AA (axe-core)', function () {
 
   it('the student: first-login password change, every page, the request form with a field error', async () => {
     await page.setViewportSize(DESKTOP);
-    await login(page, base, 'alice', 'alice-pass-1');
-    await page.waitForURL('**/account/password');
-    const failures = [await check(page, 'student forced /account/password')];
-    await page.fill('#pw-new', 'alice-pass-2');
-    await page.fill('#pw-again', 'alice-pass-2');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    const failures: string[] = [];
+    await firstLogin(page, base, 'alice', 'alice-pass-1', 'alice-pass-2', {
+      onPasswordPage: async () => void failures.push(await check(page, 'student forced /account/password')),
+    });
     for (const viewport of [DESKTOP, PHONE]) {
       await page.setViewportSize(viewport);
       const w = `[${viewport.width}px]`;

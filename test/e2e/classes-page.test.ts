@@ -10,7 +10,7 @@ import type { Page } from 'playwright-core';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, login, type TestBrowser } from '../support/browser.ts';
 
 describe('classes pages in a browser', function () {
   this.timeout(120_000);
@@ -19,14 +19,6 @@ describe('classes pages in a browser', function () {
   let browser: TestBrowser;
   let page: Page;
   let base: string;
-
-  async function login(name: string, password: string): Promise<void> {
-    await page.context().clearCookies();
-    await page.goto(base + '/login');
-    await page.fill('#login-name', name);
-    await page.fill('#login-password', password);
-    await page.click('#login-form button[type=submit]');
-  }
 
   before(async () => {
     configureLogging({ out: () => {} });
@@ -49,7 +41,7 @@ describe('classes pages in a browser', function () {
   });
 
   it('the admin creates a teacher (the table shows them without a reload) and a class for them', async () => {
-    await login('admin2', 'admin2-pass-1');
+    await login(page, base, 'admin2', 'admin2-pass-1');
     await page.waitForURL(base + '/');
     await page.goto(base + '/admin/users');
     await page.fill('#new-user-name', 'berg');
@@ -70,7 +62,7 @@ describe('classes pages in a browser', function () {
   });
 
   it('the teacher imports a CSV file with bad rows; the sheet of one-time passwords prints without the menus; a student\'s first login asks for a password', async () => {
-    await login('berg', 'berg-pass-12');
+    await login(page, base, 'berg', 'berg-pass-12');
     await page.waitForURL(base + '/');
     expect(await page.locator('nav a[href="/classes"]').count(), 'a teacher has Classes in the menu').to.equal(1);
     await page.goto(base + '/classes');
@@ -90,12 +82,7 @@ describe('classes pages in a browser', function () {
     expect(await page.locator('#class-passwords table.passwords').isVisible()).to.equal(true);
     await page.emulateMedia({ media: 'screen' });
     const annaPassword = rows[0]![2]!;
-    await login('anna', annaPassword);
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', 'anna-own-pass');
-    await page.fill('#pw-again', 'anna-own-pass');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    await firstLogin(page, base, 'anna', annaPassword, 'anna-own-pass');
     expect(await page.locator('nav a[href="/classes"]').count(), 'a student has no Classes menu').to.equal(0);
     await page.goto(base + '/account');
     expect(await page.locator('main').textContent()).to.contain('a student').and.contain('7b');

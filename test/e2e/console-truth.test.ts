@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { buildTestGuest, ConsoleSession, GUEST_PROMPT } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
 import { startRealPair, type RealPair } from '../support/real-pair.ts';
@@ -47,15 +47,7 @@ describe('the VM page\'s console tells the truth (real VM, chromium)', function 
     page = await browser.newPage();
     page.on('dialog', (d) => void d.accept());
     mkdirSync(SHOTS, { recursive: true });
-    await page.goto(pair.ctl.url + '/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', pair.ctl.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-1');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(pair.ctl.url + '/');
+    await firstLogin(page, pair.ctl.url, 'admin', pair.ctl.services.secrets.adminToken, 'teacher-pass-1');
   });
 
   after(async function () {

@@ -13,7 +13,7 @@ import { defaults } from '../../base/config.ts';
 import { logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { buildTestGuest, GUEST_PROMPT } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
 
@@ -74,14 +74,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
   it('first login: admin with the admin token, then a new password', async () => {
     await page.goto(base + '/');
     expect(new URL(page.url()).pathname).to.equal('/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', controller!.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', password);
-    await page.fill('#pw-again', password);
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    await firstLogin(page, base, 'admin', controller!.services.secrets.adminToken, password);
     await page.waitForSelector('.tiles >> text=lab-pc-1');
     expect(await page.textContent('.tiles')).to.contain('ready');
   });

@@ -22,7 +22,7 @@ import { close, listen } from '../../base/http.ts';
 import { logger } from '../../base/log.ts';
 import { lanAddress } from '../../base/net.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, login, type TestBrowser } from '../support/browser.ts';
 import { buildTestGuest, type TestGuest } from '../support/guest.ts';
 import { waitFor } from '../support/net.ts';
 
@@ -93,14 +93,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
   it('should take the first login at http://localhost: the admin token, then a new password', async () => {
     await page.goto(base + '/');
     expect(new URL(page.url()).pathname).to.equal('/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', controller!.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', password);
-    await page.fill('#pw-again', password);
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    await firstLogin(page, base, 'admin', controller!.services.secrets.adminToken, password);
   });
 
   it('should say on the dashboard that the page came through loopback, and list the first steps', async () => {
@@ -164,11 +157,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
   });
 
   it('should show a student’s first VM in plain words from request to running', async () => {
-    await browser!.context.clearCookies();
-    await page.goto(base + '/login');
-    await page.fill('#login-name', 'student1');
-    await page.fill('#login-password', 'student-pass-1');
-    await page.click('#login-form button[type=submit]');
+    await login(page, base, 'student1', 'student-pass-1');
     await page.waitForURL(base + '/');
     await page.goto(base + '/vms');
     await page.fill('#vm-name', 'first-vm');
@@ -191,11 +180,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
   });
 
   it('should show the events in time order, each naming its VM, host and user, with the day in every date', async () => {
-    await browser!.context.clearCookies();
-    await page.goto(base + '/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', password);
-    await page.click('#login-form button[type=submit]');
+    await login(page, base, 'admin', password);
     await page.waitForURL(base + '/');
     await waitFor('the agent’s "created VM" record', () => controller!.services.events.list({ source: 'agent', limit: 50 }).some((e) => e.msg === 'created VM first-vm'), 20_000, 250);
     await page.goto(base + '/admin/events');

@@ -21,9 +21,22 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
 import { ensureDaemons } from '../../host/hostsetup.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { freePort, waitFor } from '../support/net.ts';
 import { SimAgent, simTemplate } from '../support/sim-agent.ts';
+
+/** A browser signed in to the controller as the admin, for the first time: the admin token as a one-time password, then a password of our own. */
+async function adminBrowser(controller: RunningController): Promise<{ browser: TestBrowser; page: Page }> {
+  const browser = await launchBrowser();
+  try {
+    const page = await browser.newPage();
+    await firstLogin(page, controller.url, 'admin', controller.services.secrets.adminToken, 'teacher-pass-1');
+    return { browser, page };
+  } catch (err) {
+    await browser.close();
+    throw err;
+  }
+}
 
 describe('templates page in a browser', function () {
   this.timeout(120_000);
@@ -73,19 +86,8 @@ describe('templates page in a browser', function () {
       res.on('close', () => clearInterval(timer));
     });
     await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
-    browser = await launchBrowser();
-    page = await browser.newPage();
+    ({ browser, page } = await adminBrowser(controller));
     page.on('dialog', (d) => void d.accept());
-    // first login: the admin token as a one-time password, then a password of our own
-    await page.goto(base + '/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', controller.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-1');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
   });
 
   after(async () => {
@@ -239,17 +241,7 @@ describe('templates page in a browser: copy to every host, keep on every host (t
     // these agents were enrolled by hand: their status names no controller, so the distributor's URL is used
     controller.services.distribute.controllerUrl = `http://127.0.0.1:${await listen(link, 0, '127.0.0.1')}`;
     await waitFor('both hosts to be ready', () => agents.every((a) => controller.services.hosts.record(a.hostId)?.state === 'ready'), 30_000);
-    browser = await launchBrowser();
-    page = await browser.newPage();
-    await page.goto(controller.url + '/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', controller.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-1');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(controller.url + '/');
+    ({ browser, page } = await adminBrowser(controller));
   });
 
   after(async function () {

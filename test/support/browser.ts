@@ -1,8 +1,10 @@
 // Headless Debian chromium through playwright-core, for every browser test: one launch recipe, a
-// fresh profile folder per launch, removed on close.
+// fresh profile folder per launch, removed on close; signing in, and the first sign-in with a one-time
+// password (the admin token, or one from a class import) that asks for a password of one's own.
 //
 //   const b = await launchBrowser();
 //   try { const page = await b.newPage({ width: 375, height: 800 }); await page.goto(url); } finally { await b.close(); }
+//   await firstLogin(page, base, 'admin', services.secrets.adminToken, 'teacher-pass-1');
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -60,4 +62,30 @@ export async function launchBrowser(opts: { timeoutMs?: number } = {}): Promise<
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/** Signs in as `name` on the login page of `base` (the cookies of whoever was signed in are cleared first); resolves once the page left /login. */
+export async function login(page: Page, base: string, name: string, password: string): Promise<void> {
+  await page.context().clearCookies();
+  await page.goto(base + '/login');
+  await page.fill('#login-name', name);
+  await page.fill('#login-password', password);
+  await page.click('#login-form button[type=submit]');
+  await page.waitForURL((u) => !u.pathname.startsWith('/login'));
+}
+
+/**
+ * A first sign-in: `name` with a one-time password, the page that asks for a password of one's own,
+ * then `newPassword` typed twice; resolves on the dashboard. `onPasswordPage` runs on that page before
+ * the new password is typed (an accessibility check, a mismatched try).
+ */
+export async function firstLogin(page: Page, base: string, name: string, oneTimePassword: string, newPassword: string,
+  opts: { onPasswordPage?: () => Promise<void> } = {}): Promise<void> {
+  await login(page, base, name, oneTimePassword);
+  await page.waitForURL('**/account/password');
+  await opts.onPasswordPage?.();
+  await page.fill('#pw-new', newPassword);
+  await page.fill('#pw-again', newPassword);
+  await page.click('#password-form button[type=submit]');
+  await page.waitForURL(base + '/');
 }

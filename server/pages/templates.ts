@@ -47,15 +47,16 @@ export function templatePages(services: ControllerServices): Router {
       keep: kept.has(t.name),
     }));
     const imports = templates.imports().map((j) => ({ ...j, running: !j.finishedAt, failed: j.state === 'failed', mib: j.bytes / 1048576 }));
-    const busy = imports.some((j) => j.running) || list.some((t) => t.pulls.length > 0) || underWay.length > 0;
+    const builds = templates.builds.list().map((b) => ({ ...b, running: b.state === 'running', failed: b.state === 'failed', percent: b.percent ?? 0 }));
+    const busy = imports.some((j) => j.running) || builds.some((b) => b.running) || list.some((t) => t.pulls.length > 0) || underWay.length > 0;
     // the build panel: the one just started or asked for, else the newest running one (a reload keeps tailing it)
-    const running = templates.builds.list().find((b) => b.state === 'running');
+    const running = builds.find((b) => b.running);
     const build = opts.build ?? (running ? templates.builds.get(running.id) : undefined);
     render(req, res, {
       page: 'templates', partial: opts.partial ?? 'template-list', status: opts.status ?? 200, title: 'Templates',
       scripts: ['/static/templates.js'],
       data: {
-        templates: list, imports, busy, notice: opts.notice, hostTotal: services.hosts.records().length,
+        templates: list, imports, builds, busy, notice: opts.notice, hostTotal: services.hosts.records().length,
         form: opts.form ?? { values: {}, errors: {} },
         buildForm: opts.buildForm ?? { values: {}, errors: {} }, recipes: templates.builds.recipes(), ...(build ? { build: buildView(build) } : {}),
         // the log's poll answer carries the panel's other parts out of band
@@ -87,6 +88,8 @@ export function templatePages(services: ControllerServices): Router {
     const values = { recipe: field(req, 'recipe', 64), desktop: field(req, 'desktop', 8), name: field(req, 'name', 128) };
     try {
       const { build } = templates.builds.start({ recipe: values.recipe, desktop: values.desktop === 'true', ...(values.name ? { name: values.name } : {}) }, res.locals.viewer?.name ?? 'admin');
+      // the list shows the build too (and polls while it runs)
+      res.setHeader('HX-Trigger', 'templates-changed');
       await page(req, res, { build, partial: 'template-build', status: 202 });
     } catch (err) {
       const sky = toSkyError(err);

@@ -101,6 +101,8 @@ describe('templates page: build a template with its log tailing live (browser)',
     expect(await page.evaluate<number>('window.__seen.length')).to.be.greaterThan(1);
     expect(await page.textContent('#build-status')).to.match(/sha256 [0-9a-f]{64}/);
     await page.waitForSelector('#template-list tr:has-text("deb-page") >> text=in the catalog');
+    // the list names the build for everyone who looks at the page
+    expect(await page.textContent('#template-list li:has-text("deb-page")')).to.match(/from the recipe debian-12:\s+done/);
     // the poll has stopped, and nothing on the page shows a stack
     expect(await page.getAttribute('#build-poll', 'hx-get')).to.equal(null);
     expect(await page.textContent('body')).to.not.match(/\n\s+at /);

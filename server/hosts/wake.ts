@@ -236,6 +236,7 @@ export class RoomPower {
    */
   async wakeForDemand(now = Date.now()): Promise<string[]> {
     const names: string[] = [];
+    const sent: string[] = [];
     for (const h of this.opts.hosts.records()) {
       if (h.state !== 'asleep' || !h.mac) continue;
       const last = this.demandWakes.get(h.id);
@@ -247,11 +248,13 @@ export class RoomPower {
         await this.opts.hosts.wake(h.id);
         this.demandWakes.set(h.id, now);
         names.push(this.label(h));
+        sent.push(this.label(h));
       } catch (err) {
         this.log.warn(`could not wake ${this.label(h)} for a request no ready host fits: ${(err as Error).message}`, { hostId: h.id });
       }
     }
-    if (names.length) this.log.info(`no ready host fits a request: waking ${names.join(', ')}`);
+    // said once per wake, not at every request (or class session's retry) that waits for the same hosts
+    if (sent.length) this.log.info(`no ready host fits a request: waking ${sent.join(', ')}`);
     return names;
   }
 

@@ -254,9 +254,11 @@ export class TemplateBuilds {
       const args = ['template', 'build', recipe, ...(desktop ? ['--desktop'] : []), '--as', name, '--data', made, '--log-level', 'debug'];
       job.add(`$ skyhost ${args.join(' ')}`);
       const stackLines: string[] = [];
+      // the limit ends the whole process group as a cancel does (a timeout of the command alone would leave mmdebstrap running)
+      const limit = AbortSignal.timeout(BUILD_TIMEOUT_MS);
       try {
         await runStreaming(executable, args, {
-          timeout: BUILD_TIMEOUT_MS, signal: job.abort.signal, processGroup: true,
+          timeout: 0, signal: AbortSignal.any([job.abort.signal, limit]), processGroup: true,
           // the command's log as JSON lines, whatever a config file says
           env: { SKYHOST_LOG_FORMAT: 'json' },
           onLine: (line, stream) => {
@@ -270,6 +272,7 @@ export class TemplateBuilds {
         });
       } catch (err) {
         if (stackLines.length > 0) this.log.warn(`the build command of ${name} crashed`, { build: job.view.id, stack: stackLines.join('\n') });
+        if (limit.aborted && !job.abort.signal.aborted) throw new SkyError(504, 'build_timeout', `the build took longer than ${BUILD_TIMEOUT_MS / 3600_000} hours and was stopped: nothing was kept`);
         throw buildFailure(err, job);
       }
       job.view.stage = 'catalog';

@@ -62,6 +62,10 @@ export async function buildBinary(opts: { root?: string; quiet?: boolean } = {})
     // (controller under load measured 163 -> 137-140 MB), for slightly more frequent scavenges.
     // An old generation sized from the start: without it V8 lets the first burst of load pile up
     // garbage to ~76 MB before its first full GC learns the real live size (~22 MB for 200 hosts).
+    // And an old generation that grows by half its live size before the next full collection, not by
+    // up to 4× as V8 allows a busy process: the controller under wrk load, 200 hosts, peaked at 190 MB
+    // (old space swinging 26 -> 63 MB) without it and 137 MB (old space 25-26 MB) with it; 1,000
+    // hosts 207 MB (target 250). More full collections, each of a small heap (see docs/performance.md).
     execArgv: V8_FLAGS,
     assets,
   };
@@ -87,7 +91,7 @@ export async function buildBinary(opts: { root?: string; quiet?: boolean } = {})
 }
 
 /** V8 flags of the executable (see the sea config). */
-const V8_FLAGS = ['--max-semi-space-size=2', '--initial-old-space-size=24'];
+const V8_FLAGS = ['--max-semi-space-size=2', '--initial-old-space-size=24', '--heap-growing-percent=50'];
 
 /**
  * Writes `file` back and drops it from the page cache. Written in one piece, a file sits in the cache

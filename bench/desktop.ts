@@ -2,9 +2,9 @@
 // takes with the packages already downloaded, how big the image is, and how long a VM of it takes under
 // TCG from `virsh start` until the XFCE desktop is on its VNC display (read from `virsh screenshot`).
 //
-// The template is marked needs-kvm, so the scheduler and the agent's admission never place it on this
-// machine (KVM guests hang here; QEMU runs under TCG). This bench boots it anyway, and only here: it
-// drives the libvirt driver directly (folder, overlay, seed, DHCP entry, define with accel tcg, start),
+// The template is marked needs-kvm, so the scheduler and the agent's admission never place it on a host
+// without KVM (the development PC runs QEMU under TCG). This bench boots it under TCG anyway, and only
+// here, as a check that the recipe works: it drives the libvirt driver directly (folder, overlay, seed, DHCP entry, define with accel tcg, start),
 // which is the agent's own create path without the admission check. Screenshots go to
 // .cache/bench/desktop/ as PNG files, so that a person can look at what the check decided.
 import { randomBytes } from 'node:crypto';

@@ -11,11 +11,12 @@
 //
 // Plain HTTP between hosts (config trustedLan), as curl's baseline is: the figures are the transfer's.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ResultPromise } from 'execa';
 import { run } from '../base/exec.ts';
+import { ensureDaemons } from '../host/hostsetup.ts';
 import { makeTicket } from '../base/tickets.ts';
 import { skyhostCommand, logRecord } from './discovery.ts';
 import type { Group } from './group.ts';
@@ -53,7 +54,9 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
   const key = (name: string) => `bench-distrib-key-${name}-0123456789`;
   const data = (name: string) => path.join(tmp, name);
   const has = (name: string) => existsSync(path.join(data(name), 'templates', TEMPLATE, 'manifest.json'));
+  const logOf = (name: string) => path.join(tmp, `${name}.log`);
   try {
+    await ensureDaemons(); // every agent checks libvirt when it starts (this group may run on its own)
     await lan.create();
     await lan.addHost('ctl');
     for (const n of names) await lan.addHost(n);
@@ -69,15 +72,13 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
     await logRecord(controller, (r) => /listening|advertising/.test(String(r.msg)), 60_000);
     const token = await waitFor('join token', () => readFileSync(path.join(data('controller'), 'secrets', 'join-token'), 'utf8').trim(), 30_000);
     const admin = readFileSync(path.join(data('controller'), 'secrets', 'admin-token'), 'utf8').trim();
-    // Nobody reads the controller's log from here on: it flows away (a full pipe would stop the process at its next line).
-    controller.stdout?.resume();
-    controller.stderr?.resume();
+    // The processes' logs flow into files (a full pipe would stop a process at its next line); the timeline reads them.
+    keepLog(controller, logOf('ctl'));
     for (const n of names) {
       const ip = lan.host(n).ip;
       const agent = lan.spawn(n, sky.cmd, [...sky.pre, 'agent', '--host-id', `bench-${n}`, '--data', data(n), '--port', '8081', '--key', key(n),
         '--controller', `http://${ctlIp}:8080`, '--join-token', token], { env: { ...env, SKYHOST_AGENT_URL: `http://${ip}:8081` }, cwd: REPO });
-      agent.stdout?.resume();
-      agent.stderr?.resume();
+      keepLog(agent, logOf(n));
       children.push(agent);
     }
     const api = (method: string, p: string, body?: unknown) =>
@@ -91,40 +92,65 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
     const seedUrl = `http://${lan.host('seed').ip}:8081/templates/${TEMPLATE}`;
     const ticket = (reader: string) => makeTicket(key('seed'), { t: TEMPLATE, h: `bench-${reader}`, exp: Math.floor(Date.now() / 1000) + 3600 });
     const manifest = JSON.parse(readFileSync(path.join(data('seed'), 'templates', TEMPLATE, 'manifest.json'), 'utf8')) as unknown;
-    const removeFrom = async (n: string) => {
-      await curl(lan, 'ctl', ['-X', 'DELETE', '-H', `Authorization: Bearer ${key(n)}`, `http://${lan.host(n).ip}:8081/templates/${TEMPLATE}`]);
+    const agentGet = async (n: string, p: string) => JSON.parse(await curl(lan, 'ctl', ['-H', `Authorization: Bearer ${key(n)}`, `http://${lan.host(n).ip}:8081${p}`])) as unknown;
+    /**
+     * Removes the template from `hosts` and waits until the controller has seen them without it. A host's
+     * status sampled just before a removal may still list it: a copy planned on that would take the host
+     * for a holder (a chain head that answers 404) and leave it out of the copy.
+     */
+    const pullDone = (n: string) => waitFor(`${n}'s pull to be done`, async () => ((await agentGet(n, `/templates/pulls/${TEMPLATE}`)) as { state: string }).state === 'done', 60_000, 50);
+    const removeFrom = async (hosts: string[]) => {
+      for (const n of hosts) {
+        // the pull's `done` waits for the agent's status to list the template: no older sample can come after the removal
+        await pullDone(n);
+        await curl(lan, 'ctl', ['-X', 'DELETE', '-H', `Authorization: Bearer ${key(n)}`, `http://${lan.host(n).ip}:8081/templates/${TEMPLATE}`]);
+        await waitFor(`${n}'s status without the template`, async () => !((await agentGet(n, '/status')) as { templates: { name: string }[] }).templates.some((t) => t.name === TEMPLATE), 30_000, 100);
+      }
+      const removed = Date.now();
+      await waitFor('the controller to see the template gone', async () => {
+        const seen = (JSON.parse(await api('GET', '/api/hosts')) as { hosts: { id: string; lastSeen?: string; templates: string[] }[] }).hosts
+          .filter((h) => hosts.includes(h.id.replace(/^bench-/, '')));
+        return seen.length === hosts.length && seen.every((h) => Date.parse(h.lastSeen ?? '') > removed && !h.templates.includes(TEMPLATE));
+      }, 30_000, 200);
     };
 
     // One transfer on one link: curl, then the agent's pull, alternately.
     const curlS: number[] = [];
+    const curlOwnS: number[] = [];
     const pullS: number[] = [];
     for (let i = 0; i < RUNS; i++) {
-      const out = await curl(lan, 't1', ['-o', '/dev/null', '-w', '%{time_total}', '-H', `Authorization: ${ticket('t1')}`, `${seedUrl}/files/disk.raw`]);
-      curlS.push(Number(out));
+      // Both are timed from here around one `ip netns exec curl` (the pull's is the POST that starts it):
+      // curl's own time_total would leave out the process start the pull's figure includes.
+      const c0 = process.hrtime.bigint();
+      const own = await curl(lan, 't1', ['-o', '/dev/null', '-w', '%{time_total}', '-H', `Authorization: ${ticket('t1')}`, `${seedUrl}/files/disk.raw`]);
+      curlS.push(Number(process.hrtime.bigint() - c0) / 1e9);
+      curlOwnS.push(Number(own));
       const t0 = process.hrtime.bigint();
+      const pullWall0 = Date.now();
       await curl(lan, 'ctl', ['-X', 'POST', '-H', `Authorization: Bearer ${key('t1')}`, '-H', 'content-type: application/json',
         '-d', JSON.stringify({ manifest, sources: [{ url: seedUrl, authorization: ticket('t1') }] }), `http://${lan.host('t1').ip}:8081/templates/pull`]);
       await waitFor('t1 to have the template', () => has('t1'), 300_000, 10);
       pullS.push(Number(process.hrtime.bigint() - t0) / 1e9);
-      say(`template: one transfer: curl ${curlS.at(-1)!.toFixed(2)} s, pull ${pullS.at(-1)!.toFixed(2)} s`);
-      await removeFrom('t1');
+      await removeFrom(['t1']); // (after the pull's `done`: its log says how long each part took)
+      say(`template: one transfer: curl ${curlS.at(-1)!.toFixed(2)} s (its own time_total ${curlOwnS.at(-1)!.toFixed(2)} s), pull ${pullS.at(-1)!.toFixed(2)} s (${hop(logOf('t1'), pullWall0)})`);
     }
 
     // Copy to all hosts: the seed holds it; 8 hosts lack it.
     const distS: number[] = [];
     let chains = '';
     for (let i = 0; i < 2; i++) {
-      await waitFor('the controller to see the template gone from the targets', async () => {
-        const hosts = JSON.parse(await api('GET', '/api/hosts')) as { hosts: { id: string; templates: string[] }[] };
-        return hosts.hosts.filter((h) => h.id !== 'bench-seed' && h.templates.includes(TEMPLATE)).length === 0;
-      }, 30_000, 200);
       const t0 = process.hrtime.bigint();
+      const wall0 = Date.now();
       const plan = JSON.parse(await api('POST', `/api/templates/${TEMPLATE}/copy-to-all`)) as { chains: { host: string; from: string }[][] };
+      const planned = plan.chains.flat().length;
+      if (planned !== TARGETS) throw new Error(`copy to all hosts planned ${planned} pulls, not ${TARGETS}: ${JSON.stringify(plan)}`);
       chains = plan.chains.map((c) => [c[0]!.from, ...c.map((s) => s.host)].join('→')).join(' ; ');
       await waitFor('every target to have the template', () => names.slice(1).every(has), 600_000, 20);
       distS.push(Number(process.hrtime.bigint() - t0) / 1e9);
       say(`template: copy to ${TARGETS} hosts in ${distS.at(-1)!.toFixed(2)} s (${chains})`);
-      if (i === 0) for (const n of names.slice(1)) await removeFrom(n);
+      for (const n of names.slice(1)) await pullDone(n); // each host has logged its pull's end
+      say(`template: per host, s after the request: ${names.slice(1).map((n) => `${n} ${hop(logOf(n), wall0)}`).join(', ')}`);
+      if (i === 0) await removeFrom(names.slice(1));
     }
 
     const mbit = (s: number) => (bytes * 8) / 1e6 / s;
@@ -134,7 +160,7 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
       withTarget(figure('template.pull_mbps', 'Mbit/s', pullS.map(mbit), {
         baseline: curlS.map(mbit),
         note: `${FILE_MIB} MiB template from the seed agent to another host over a ${RATE_MBIT} Mbit/s link (tc tbf both ways), request to installed (Range, sha256, qemu-img check); ` +
-          `baseline: curl of the same file on the same link; pull ${(100 * median(pullS.map(mbit)) / median(curlS.map(mbit))).toFixed(0)}% of curl; load average ${load} on ${os.cpus().length} cores`,
+          `baseline: curl of the same file on the same link, both timed around one \`ip netns exec curl\` (curl's own time_total: median ${median(curlOwnS).toFixed(2)} s); pull ${(100 * median(pullS.map(mbit)) / median(curlS.map(mbit))).toFixed(0)}% of curl; load average ${load} on ${os.cpus().length} cores`,
       }), { atLeast: 0.9 * median(curlS.map(mbit)) }),
       withTarget(figure('template.distribute_s', 's', distS, {
         baseline: curlS,
@@ -145,8 +171,37 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
   } finally {
     await lan.destroy();
     for (const c of children) c.kill('SIGKILL');
+    // BENCH_DISTRIBUTION_LOGS=DIR keeps the processes' logs (ctl.log, seed.log, t1.log ...) for a closer look.
+    if (process.env.BENCH_DISTRIBUTION_LOGS) cpSync(tmp, process.env.BENCH_DISTRIBUTION_LOGS, { recursive: true, filter: (f) => !f.includes(`${path.sep}image.raw`) && !/templates|secrets|\.db/.test(path.relative(tmp, f)) });
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** Sends a process's log (JSON lines on stderr) to a file. */
+function keepLog(child: ResultPromise, file: string): void {
+  child.stdout?.resume();
+  child.stderr?.pipe(createWriteStream(file));
+}
+
+/** When a host's pull started and ended after `since` (ms), from its log: `start→end (phases)`. */
+function hop(logFile: string, since: number): string {
+  let start: number | undefined;
+  let end = '';
+  for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+    let r: { time?: string; msg?: string };
+    try {
+      r = JSON.parse(line) as typeof r;
+    } catch {
+      continue; // not a log record
+    }
+    const at = Date.parse(r.time ?? '');
+    if (!(at >= since)) continue;
+    const rel = ((at - since) / 1000).toFixed(2);
+    if (r.msg?.startsWith(`pulling template ${TEMPLATE}`)) start = at;
+    else if (r.msg?.startsWith(`template ${TEMPLATE} pulled`) && start !== undefined) end = `${((start - since) / 1000).toFixed(2)}→${rel} (${/; (.*)\)$/.exec(r.msg)?.[1] ?? ''})`;
+    else if (/failed|stopped/.test(r.msg ?? '')) end += ` [${rel}: ${r.msg}]`;
+  }
+  return end || (start === undefined ? 'no pull logged' : 'no end logged');
 }
 
 /** The distribution ids as a group of their own (`template`), for a registry that has no other `template` group. */
@@ -156,12 +211,20 @@ export const distributeGroup: Group = {
   run: (ctx) => measureDistribution(ctx.say),
 };
 
-/** `group` and the distribution figures under one name (`template`): each group name appears once in the registry. */
+/**
+ * `group` and the distribution figures under one name (`template`): each group name appears once in the
+ * registry. `BENCH_TEMPLATE_PART=distribution` runs only the distribution figures (the build ones take a
+ * Debian build), `BENCH_TEMPLATE_PART=build` only the group's own.
+ */
 export function withDistribution(group: Group): Group {
   return {
     name: group.name,
     ids: [...group.ids, ...DISTRIBUTION_IDS],
     async run(ctx) {
+      const part = process.env.BENCH_TEMPLATE_PART;
+      if (part !== undefined && part !== 'build' && part !== 'distribution') throw new Error(`BENCH_TEMPLATE_PART is "${part}": build or distribution`);
+      if (part === 'distribution') return measureDistribution(ctx.say);
+      if (part === 'build') return group.run(ctx);
       const own = await group.run(ctx).catch((err: Error): Figure[] => {
         ctx.say(`${group.name}: ${err.message}; the distribution figures are measured anyway`);
         return [];

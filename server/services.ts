@@ -155,7 +155,7 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
   const distribute = new TemplateDistributor({ registry: hosts, store, log: logger('templates'), catalog: () => templates.catalog.snapshot(), controllerFingerprint: tls.fingerprint });
   const policies = new PolicyStore(store, logger('policies'));
   const quotas: Quotas = new Quotas({
-    store, records: () => vms.records(system), roleDefaults: () => policies.current().quota,
+    store, records: () => vms.all(), roleDefaults: () => policies.current().quota,
     audit: (msg, data) => events.record({ source: 'quotas', msg, data }),
   });
   const vms = new VmService(store, hosts, templates, {

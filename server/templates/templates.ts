@@ -112,10 +112,16 @@ export class Templates {
 
   /** Every template of the catalog or of some host, by name, with the hosts that have it and those pulling it. */
   list(): ClusterTemplate[] {
+    return this.collect();
+  }
+
+  /** The templates (only the one named `only`, when given) with the hosts that have or pull each. */
+  private collect(only?: string): ClusterTemplate[] {
     const byName = new Map<string, ClusterTemplate>();
-    for (const t of this.catalog.snapshot()) byName.set(t.name, { ...toClusterTemplate(t), controller: true });
+    for (const t of this.catalog.snapshot()) if (only === undefined || t.name === only) byName.set(t.name, { ...toClusterTemplate(t), controller: true });
     for (const h of this.registry.records()) {
       for (const t of h.status?.templates ?? []) {
+        if (only !== undefined && t.name !== only) continue;
         let entry = byName.get(t.name);
         if (!entry) byName.set(t.name, entry = toClusterTemplate(t));
         entry.hosts.push(h.id);
@@ -133,7 +139,8 @@ export class Templates {
 
   /** One template by name, or undefined. */
   find(name: string): ClusterTemplate | undefined {
-    return this.list().find((t) => t.name === name);
+    // every VM request asks: only this template's entry is put together (a district has 1,000 hosts' lists)
+    return this.collect(name)[0];
   }
 
   /** Imports by URL into the catalog running or finished lately. */

@@ -146,6 +146,11 @@ export class VmService {
     return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id.localeCompare(b.id)));
   }
 
+  /** Every record, in no order: for sums and counts (quotas), where sorting 10,000 records per request is waste. */
+  all(): Iterable<Readonly<VmRecord>> {
+    return this.stored.values();
+  }
+
   list(user: User, filter: { host?: string; state?: string; owner?: string } = {}): VmView[] {
     return this.records(user, filter).map((vm) => this.view(vm));
   }

@@ -125,7 +125,7 @@ export const templateBuildCommand: Command = {
     const [name, ...extra] = ctx.args;
     if (!name || extra.length > 0) throw new UsageError('template build: give exactly one NAME (see skyhost template build --help)');
     const store = new TemplateStore(ctx.config.dataDir);
-    if (ctx.flags.busybox !== true) return buildDistroTemplate(ctx, store, name);
+    if (ctx.flags.busybox !== true) return stoppable((signal) => buildDistroTemplate(ctx, store, name, signal));
     if (!TemplateName.safeParse(name).success) throw new UsageError(`template build: ${TemplateName.safeParse(name).error!.issues[0]!.message}`);
     const work = await mkdtemp(path.join(os.tmpdir(), 'skyhost-build-'));
     try {
@@ -141,8 +141,37 @@ export const templateBuildCommand: Command = {
   },
 };
 
+/**
+ * Runs a build that SIGTERM or SIGINT (Ctrl-C) stops: its children are stopped and waited for, its work
+ * folder removed, and the command ends with 128 + the signal's number and one line saying so. A second
+ * signal ends it at once (the next build sweeps what is left).
+ */
+async function stoppable(build: (signal: AbortSignal) => Promise<void>): Promise<number | void> {
+  const stop = new AbortController();
+  let by: NodeJS.Signals | undefined;
+  const on = (sig: NodeJS.Signals) => {
+    if (by) process.exit(128 + os.constants.signals[sig]);
+    by = sig;
+    stop.abort();
+  };
+  process.on('SIGINT', on);
+  process.on('SIGTERM', on);
+  try {
+    await build(stop.signal);
+  } catch (err) {
+    if (!by) throw err;
+    // the build's own failure once it was stopped (a child killed, `cancelled`) is the stop itself
+  } finally {
+    process.off('SIGINT', on);
+    process.off('SIGTERM', on);
+  }
+  if (!by) return;
+  process.stderr.write(`${process.stdout.isTTY ? '\n' : ''}skyhost: template build stopped by ${by}: its work folder was removed, nothing was kept\n`);
+  return 128 + os.constants.signals[by];
+}
+
 /** `template build debian-12 [--desktop]`: the recipe's image (built or cached), imported into the store. */
-async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, target: string): Promise<void> {
+async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, target: string, signal: AbortSignal): Promise<void> {
   const { buildDistroImage, distroRecipe, distroTargets, BUILD_STAGES } = await import('./debian-template.ts');
   if (!distroTargets().includes(target)) {
     throw new UsageError(`template build: no recipe ${target}: choose ${distroTargets().join(', ')}, or NAME --busybox`);
@@ -160,7 +189,9 @@ async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, ta
     rebuild: ctx.flags.rebuild === true,
     onProgress: (stage, detail) => line(`${stageOf(stage)}: ${detail}`, Math.round((performance.now() - t0) / 1000)),
     onLine: (l) => ctx.log.debug('mmdebstrap', { line: l }),
+    signal, log: ctx.log,
   });
+  if (signal.aborted) return;
   if (built.cached) line(`${stageOf('image')}: from the cache ${built.dir}`, 0);
   line(`${stageOf('hash')}: sha256 of the files, into ${store.dir}/${name}`, Math.round((performance.now() - t0) / 1000));
   const t = await store.import({
@@ -169,6 +200,8 @@ async function buildDistroTemplate(ctx: CommandContext, store: TemplateStore, ta
     minMemoryMiB: recipe.minMemoryMiB, console: recipe.desktop ? 'vnc' : 'serial', needsKvm: recipe.desktop, ssh: true,
     description: `${recipe.distro} ${recipe.suite}${recipe.desktop ? ' with the XFCE desktop' : ''}: cloud-init (NoCloud), OpenSSH, user ${recipe.user} (key-only)`,
   });
+  // stopped while the files were taken in: the template goes too (the image stays in the build cache)
+  if (signal.aborted) return void (await store.remove(name, async () => []));
   line.done();
   const disk = t.files.find((f) => f.role === 'disk')!;
   const secs = Math.round((performance.now() - t0) / 100) / 10;

@@ -13,8 +13,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { InvalidField, Unavailable } from '../base/errors.ts';
+import { InvalidField, SkyError, Unavailable } from '../base/errors.ts';
 import { run, runStreaming } from '../base/exec.ts';
+import type { Logger } from '../base/log.ts';
 
 /** Bump when the steps below change in a way the recipe's text does not show. */
 const RECIPE_VERSION = 1;
@@ -288,6 +289,97 @@ export interface BuildOptions {
   onProgress?: (stage: BuildStage, detail: string) => void;
   /** A line of mmdebstrap's output (for a log). */
   onLine?: (line: string) => void;
+  /** Aborting stops the build: its children get SIGTERM (then SIGKILL), its work folder goes; rejects with a 499 `cancelled`. */
+  signal?: AbortSignal;
+  /** Where the sweep of abandoned work folders says what it removed. */
+  log?: Logger;
+}
+
+/** Who is building in a `.build-*` work folder (its `owner` file): a process is known by its pid, boot and start time. */
+export interface BuildOwner {
+  pid: number;
+  bootId: string;
+  /** The process's start time in clock ticks since boot (/proc/PID/stat field 22): a reused pid has another. */
+  startTicks: number;
+}
+
+/** A work folder without an owner file (a build of an older version, or one killed before writing it) counts as abandoned after this. */
+export const OWNERLESS_ABANDONED_MS = 24 * 3600_000;
+
+function bootId(): string {
+  return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+}
+
+/** The start time of process `pid` (clock ticks since boot), or undefined when there is no such process. */
+function startTicks(pid: number | 'self'): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined; // no such process
+  }
+  // the command name (field 2) is in parentheses and may hold spaces: count fields after its last ')'
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+}
+
+/** This process as the owner of a work folder. */
+export function thisBuildOwner(): BuildOwner {
+  return { pid: process.pid, bootId: bootId(), startTicks: startTicks('self') ?? 0 };
+}
+
+/** Whether the process that wrote `owner` still runs (same boot, same pid, same start time). */
+export function ownerAlive(owner: BuildOwner): boolean {
+  return owner.bootId === bootId() && startTicks(owner.pid) === owner.startTicks;
+}
+
+export interface WorkFolder {
+  name: string;
+  /** The owner file's content; undefined when there is none or it cannot be read. */
+  owner?: BuildOwner;
+  mtimeMs: number;
+}
+
+/** The `.build-*` work folders among `folders` that no running build owns: the owner is gone, or ownerless and older than a day. */
+export function abandonedWorkFolders(folders: WorkFolder[], isAlive: (o: BuildOwner) => boolean, now = Date.now()): string[] {
+  return folders
+    .filter((f) => f.name.startsWith('.build-'))
+    .filter((f) => (f.owner ? !isAlive(f.owner) : now - f.mtimeMs > OWNERLESS_ABANDONED_MS))
+    .map((f) => f.name);
+}
+
+function readOwner(dir: string): BuildOwner | undefined {
+  try {
+    const o = JSON.parse(readFileSync(path.join(dir, 'owner'), 'utf8')) as Partial<BuildOwner>;
+    if (typeof o.pid === 'number' && typeof o.bootId === 'string' && typeof o.startTicks === 'number') return o as BuildOwner;
+  } catch {
+    // no owner file, or a half-written one: the folder's age decides
+  }
+  return undefined;
+}
+
+/** Removes what builds killed hard (SIGKILL, power cut) left in `templatesDir`; returns the names removed. */
+export async function sweepAbandonedBuilds(templatesDir: string, opts: { log?: Logger; isAlive?: (o: BuildOwner) => boolean; now?: number } = {}): Promise<string[]> {
+  let names: string[];
+  try {
+    names = (await readdir(templatesDir)).filter((n) => n.startsWith('.build-'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []; // no build has run here yet
+    throw err;
+  }
+  const folders: WorkFolder[] = [];
+  for (const name of names) {
+    const dir = path.join(templatesDir, name);
+    const st = await stat(dir).catch(() => undefined); // removed by its own build meanwhile: nothing to sweep
+    if (!st?.isDirectory()) continue;
+    const owner = readOwner(dir);
+    folders.push({ name, mtimeMs: st.mtimeMs, ...(owner ? { owner } : {}) });
+  }
+  const gone = abandonedWorkFolders(folders, opts.isAlive ?? ownerAlive, opts.now);
+  for (const name of gone) {
+    await rm(path.join(templatesDir, name), { recursive: true, force: true });
+    opts.log?.info(`removed the work folder of a build that was killed: ${name}`, { dir: templatesDir });
+  }
+  return gone;
 }
 
 /** Builds (or takes from the cache) the kernel, initrd and qcow2 disk of a recipe. Needs root. */
@@ -302,13 +394,26 @@ export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {})
   if (!opts.rebuild && existsSync(path.join(dir, 'recipe.json'))) return result(true);
   if (process.getuid?.() !== 0) throw new Unavailable('building a Debian/Ubuntu template needs root (the image keeps its files\' owners): run it with sudo');
   for (const tool of ['mmdebstrap', 'mkfs.ext4', 'qemu-img', 'tar']) await requireTool(tool);
+  const { signal } = opts;
+  const stopped = () => new SkyError(499, 'cancelled', 'the build was stopped');
+  // each child in a group of its own: a stop ends it and what it started (SIGTERM, SIGKILL 3 s later), and waits for them
+  const step = (command: string, args: string[], timeout: number, onLine: (line: string) => void = () => {}, env?: Record<string, string>) => {
+    if (signal?.aborted) throw stopped();
+    return runStreaming(command, args, { timeout, onLine, processGroup: true, ...(signal ? { signal } : {}), ...(env ? { env } : {}) });
+  };
 
   const progress = opts.onProgress ?? (() => {});
   const packageCache = path.join(cacheDir, 'apt', `${r.distro}-${r.suite}`);
   await mkdir(packageCache, { recursive: true });
   await mkdir(path.dirname(dir), { recursive: true });
+  await sweepAbandonedBuilds(path.dirname(dir), opts.log ? { log: opts.log } : {});
   const work = await mkdtemp(path.join(path.dirname(dir), `.build-${recipeKey(r)}-`));
   try {
+    // who builds here: the next build removes the folder if this process dies without doing so
+    await writeFile(path.join(work, 'owner'), JSON.stringify(thisBuildOwner()) + '\n');
+    // mmdebstrap's temporary folders (its root, gpg home) go into the work folder, and with it
+    const tmp = path.join(work, 'tmp');
+    await mkdir(tmp);
     const stage = path.join(work, 'stage');
     for (const [file, text] of Object.entries(r.files)) {
       await mkdir(path.join(stage, path.dirname(file)), { recursive: true });
@@ -341,20 +446,17 @@ export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {})
         'rm -rf "$1"/var/lib/apt/lists/* "$1"/var/log/*.log "$1"/var/lib/cloud/* "$1"/tmp/* "$1"/var/tmp/*',
       r.suite, tarball, ...mirrorArgs,
     ];
-    await runStreaming('mmdebstrap', args, {
-      timeout: 3_600_000,
-      onLine: (line) => {
-        opts.onLine?.(line);
-        const m = /^I: (.*)/.exec(line);
-        if (m) progress('packages', m[1]!.slice(0, 100));
-      },
-    });
+    await step('mmdebstrap', args, 3_600_000, (line) => {
+      opts.onLine?.(line);
+      const m = /^I: (.*)/.exec(line);
+      if (m) progress('packages', m[1]!.slice(0, 100));
+    }, { TMPDIR: tmp });
 
     progress('filesystem', `ext4 file system of ${r.sizeGiB} GiB`);
     const tree = path.join(work, 'root');
     await mkdir(tree);
     // unpacked as root so that owners, modes and device nodes stay what the packages made them
-    await run('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tarball, '-C', tree], { timeout: 600_000 });
+    await step('tar', ['--numeric-owner', '--xattrs', '--xattrs-include=*', '-xpf', tarball, '-C', tree], 600_000);
     await rm(tarball);
     const boot = await readdir(path.join(tree, 'boot'));
     const vmlinuz = boot.filter((f) => f.startsWith('vmlinuz-')).sort().at(-1);
@@ -365,14 +467,15 @@ export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {})
     await rename(path.join(tree, 'boot', vmlinuz), path.join(out, 'vmlinuz'));
     await rename(path.join(tree, 'boot', initrd), path.join(out, 'initrd.img'));
     const raw = path.join(work, 'disk.raw');
-    await run('mkfs.ext4', ['-q', '-F', '-L', 'skyroot', '-d', tree, raw, `${r.sizeGiB}G`], { timeout: 1_200_000 });
+    await step('mkfs.ext4', ['-q', '-F', '-L', 'skyroot', '-d', tree, raw, `${r.sizeGiB}G`], 1_200_000);
     await rm(tree, { recursive: true, force: true });
 
     progress('image', 'compressed qcow2');
-    await run('qemu-img', ['convert', '-c', '-O', 'qcow2', raw, path.join(out, 'disk.qcow2')], { timeout: 1_800_000 });
+    await step('qemu-img', ['convert', '-c', '-O', 'qcow2', raw, path.join(out, 'disk.qcow2')], 1_800_000);
     await rm(raw);
     const sizes = { disk: (await stat(path.join(out, 'disk.qcow2'))).size, kernel: vmlinuz, initrd };
     await writeFile(path.join(out, 'recipe.json'), JSON.stringify({ key: recipeKey(r), builtAt: new Date().toISOString(), ...sizes, recipe: r }, null, 2) + '\n');
+    if (signal?.aborted) throw stopped();
     await rm(dir, { recursive: true, force: true });
     await rename(out, dir);
   } finally {

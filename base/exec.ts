@@ -65,6 +65,8 @@ export interface StreamOptions extends RunOptions {
    * so that they can clean up, then SIGKILL after 3 s. The run settles once the group has ended.
    */
   processGroup?: boolean;
+  /** With `processGroup`: milliseconds between SIGTERM and SIGKILL (default 3000). */
+  killGraceMs?: number;
 }
 
 export interface StreamResult extends RunResult {
@@ -89,10 +91,11 @@ export async function runStreaming(command: string, args: readonly string[], opt
     }
   };
   let killTimer: NodeJS.Timeout | undefined;
+  const grace = opts.killGraceMs ?? 3000;
   const killGroup = () => {
     signalGroup('SIGTERM');
     // a member that holds the output open keeps the run from settling: it gets SIGKILL with the rest
-    killTimer = setTimeout(() => signalGroup('SIGKILL'), 3000);
+    killTimer = setTimeout(() => signalGroup('SIGKILL'), grace);
   };
   if (opts.processGroup) opts.signal?.addEventListener('abort', killGroup, { once: true });
   let stopped = false;
@@ -119,8 +122,8 @@ export async function runStreaming(command: string, args: readonly string[], opt
   }
   const result = await child.finally(() => opts.signal?.removeEventListener('abort', killGroup));
   if (opts.processGroup && opts.signal?.aborted) {
-    // what the group's leader left running gets the rest of the 3 s to clean up, then SIGKILL
-    for (let waited = 0; signalGroup(0) && waited < 3000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+    // what the group's leader left running gets the rest of the grace to clean up, then SIGKILL
+    for (let waited = 0; signalGroup(0) && waited < grace; waited += 100) await new Promise((r) => setTimeout(r, 100));
     signalGroup('SIGKILL');
     clearTimeout(killTimer);
   }

@@ -8,7 +8,8 @@
 //     skyhost template build RECIPE [--desktop] --as NAME --data DATA/templates/.incoming-NAME-X/made
 //       stdout "[2/4] filesystem: ..."  → stage and percent;  stderr (JSON log) → the job's log lines
 //     made/templates/NAME/{manifest.json, vmlinuz, initrd, disk.qcow2} ─▶ checked ─▶ DATA/templates/NAME
-//   DELETE /api/templates/builds/:id  kills the process group; the staging folder is removed.
+//   DELETE /api/templates/builds/:id  SIGTERM to the process group (the command cleans up), SIGKILL if it
+//     has not ended 30 s later; answers once the group is gone; the staging folder is removed.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { readFile, rename, rm } from 'node:fs/promises';
@@ -66,6 +67,13 @@ export type BuildJob = z.infer<typeof BuildJob>;
 export const MAX_LOG_LINES = 2000;
 /** How long a finished build stays listed. */
 const KEEP_FINISHED_MS = 10 * 60_000;
+/**
+ * Between SIGTERM and SIGKILL of a cancelled build's process group. On SIGTERM the command stops its own
+ * children (mmdebstrap gets 3 s to end its chroot's processes) and removes its work folder in the build
+ * cache, a half-installed system of up to a few GB: seconds, more on a busy disk. A SIGKILL before that
+ * leaves the folder until the next build sweeps it. Cancel still answers as soon as the group is gone.
+ */
+const CANCEL_GRACE_MS = 30_000;
 /** A build that runs longer than this is stopped (a cold desktop build on a slow mirror takes under an hour). */
 const BUILD_TIMEOUT_MS = 3 * 3600_000;
 /** The command's stage line on stdout: `  12 s [2/4] filesystem: ext4 file system of 2 GiB`. */
@@ -258,7 +266,7 @@ export class TemplateBuilds {
       const limit = AbortSignal.timeout(BUILD_TIMEOUT_MS);
       try {
         await runStreaming(executable, args, {
-          timeout: 0, signal: AbortSignal.any([job.abort.signal, limit]), processGroup: true,
+          timeout: 0, signal: AbortSignal.any([job.abort.signal, limit]), processGroup: true, killGraceMs: CANCEL_GRACE_MS,
           // the command's log as JSON lines, whatever a config file says
           env: { SKYHOST_LOG_FORMAT: 'json' },
           onLine: (line, stream) => {

@@ -1,7 +1,8 @@
 // `skyhost template build debian-12` stopped by SIGTERM (the controller's cancel) or SIGINT (Ctrl-C) while
 // the real mmdebstrap runs: the command stops mmdebstrap and waits for it, removes its work folder in
 // the build cache (with mmdebstrap's temporary folders, which it puts there), leaves no process behind,
-// and ends with 143/130 and one line saying it was stopped. A cache folder of its own (XDG_CACHE_HOME),
+// and ends with 143/130 and one line saying it was stopped. The controller's cancel of a cold build (the
+// built executable, dist/skyhost) leaves nothing either. A cache folder of its own (XDG_CACHE_HOME),
 // so that the machine's cache and a build running there are left alone. Needs root, as the build does.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -9,6 +10,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { run } from '../../base/exec.ts';
+import { configureLogging, logger } from '../../base/log.ts';
+import { TemplateBuilds } from '../../server/templates/builds.ts';
+import { Catalog } from '../../server/templates/catalog.ts';
+import { waitFor } from '../support/net.ts';
 
 interface Stopped {
   code: number | null;
@@ -89,5 +94,39 @@ describe('template build debian-12: stopped by a signal, it keeps nothing', func
     expect(ran.code, ran.stderr.slice(-2000)).to.equal(130);
     expect(ran.stderr).to.include('skyhost: template build stopped by SIGINT');
     await expectNothingLeft(ran);
+  });
+
+  it('a cold build cancelled through the controller while mmdebstrap runs: nothing in the build cache, cancel answers once it has ended', async () => {
+    const data = path.join(work, 'controller');
+    configureLogging({ out: () => {} });
+    const before = process.env.XDG_CACHE_HOME;
+    process.env.XDG_CACHE_HOME = cache; // the command inherits it: a build cache of the test's own
+    try {
+      const catalog = new Catalog(data, { log: logger('test') });
+      const builds = new TemplateBuilds({ catalog, log: logger('test'), exists: () => false });
+      const { build } = builds.start({ recipe: 'debian-12', name: 'deb-stop' }, 'tester');
+      const tempdir = await waitFor('mmdebstrap to make its root folder', () => {
+        const text = builds.get(build.id).lines.map((l) => l.text).join('\n');
+        return /^I: using (\S+) as tempdir$/m.exec(text)?.[1];
+      }, 120_000);
+      await new Promise((r) => setTimeout(r, 4000));
+      expect(readdirSync(templates)).to.have.length(1);
+      const t0 = performance.now();
+      const cancelled = await builds.cancel(build.id, 'tester');
+      const ms = performance.now() - t0;
+      expect(cancelled.state).to.equal('failed');
+      expect(cancelled.error).to.deep.include({ code: 'cancelled' });
+      // the command's own word, not the controller's SIGKILL
+      expect(cancelled.lines.map((l) => l.text)).to.include('skyhost: template build stopped by SIGTERM: its work folder was removed, nothing was kept');
+      expect(ms).to.be.below(30_000);
+      expect(existsSync(tempdir)).to.equal(false);
+      expect(readdirSync(templates)).to.deep.equal([]);
+      expect(readdirSync(catalog.dir)).to.deep.equal([]);
+      expect((await run('pgrep', ['-f', templates], { okCodes: [1] })).stdout).to.equal('');
+    } finally {
+      if (before === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = before;
+      configureLogging({ out: (line) => process.stderr.write(line + '\n') });
+    }
   });
 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { abandonedWorkFolders, ownerAlive, sweepAbandonedBuilds, thisBuildOwner, type BuildOwner } from '../../agent/debian-template.ts';
+import type { Logger } from '../../base/log.ts';
 
 const HOUR = 3600_000;
 const NOW = Date.parse('2026-12-02T06:00:00Z');
@@ -53,7 +54,7 @@ describe('template build: sweeping abandoned work folders', () => {
       writeFileSync(path.join(dir, '.build-k-file'), 'not a folder');
       mkdirSync(path.join(dir, 'debian-bookworm-k'));
       const lines: string[] = [];
-      const log = { info: (msg: string) => void lines.push(msg) } as unknown as Parameters<typeof sweepAbandonedBuilds>[1]['log'];
+      const log = { info: (msg: string) => void lines.push(msg) } as unknown as Logger;
       const removed = await sweepAbandonedBuilds(dir, { log });
       expect(removed.sort()).to.deep.equal(['.build-k-killed', '.build-k-old']);
       expect(readdirSync(dir).sort()).to.deep.equal(['.build-k-file', '.build-k-new', '.build-k-running', 'debian-bookworm-k']);

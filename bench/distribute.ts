@@ -1,5 +1,5 @@
 // Template distribution (part of group `template`): a real controller and nine real agents, each in
-// its own network namespace on one bridge, every host's link limited with `tc` (tbf, both directions)
+// its own network namespace on one bridge, every host's link limited with `tc` (both directions, limitLink)
 // like a school's 100 Mbit/s switch ports. One agent (the seed) holds a template.
 //
 //   template.pull_mbps      one host pulls the template from the seed (agent/pull.ts: Range, sha256,
@@ -31,12 +31,28 @@ const RATE_MBIT = 100;
 const FILE_MIB = 48;
 const RUNS = 3;
 
-/** A host's link to the bridge limited to `RATE_MBIT` both ways: its own side (upload) and the bridge's (download). */
+/**
+ * A host's link to the bridge limited to `RATE_MBIT` both ways: its own side (upload) and the bridge's
+ * (download), each with a 50 ms queue for bulk data. Small packets (TCP ACKs without data) go ahead of
+ * that queue, as a PC's own queue (Linux's default fq_codel) lets them. With one FIFO (tbf alone, as
+ * this bench had), a host that receives and sends at once waits for each peer's ACKs behind up to 50 ms
+ * of its own data on both sides: every relaying host of a chain did, curl's one transfer never does.
+ * (This kernel has no fq_codel or fq: an htb with two classes and a u32 filter does it.)
+ */
 async function limitLink(lan: TestLan, name: string, index: number): Promise<void> {
-  const tbf = ['root', 'tbf', 'rate', `${RATE_MBIT}mbit`, 'burst', '64kb', 'latency', '50ms'];
-  await run('ip', ['netns', 'exec', lan.host(name).ns, 'tc', 'qdisc', 'add', 'dev', 'eth0', ...tbf]);
+  const rate = `${RATE_MBIT}mbit`;
+  const queueBytes = String(Math.round((RATE_MBIT * 1e6 / 8) * 0.05) + 65536);
   // TestLan names the bridge side of the n-th host's veth `sv<run><n>b`
-  await run('ip', ['netns', 'exec', lan.bridgeNs, 'tc', 'qdisc', 'add', 'dev', `sv${lan.runId}${index}b`, ...tbf]);
+  for (const [ns, dev] of [[lan.host(name).ns, 'eth0'], [lan.bridgeNs, `sv${lan.runId}${index}b`]] as const) {
+    const add = (kind: 'qdisc' | 'class' | 'filter', ...args: string[]) => run('ip', ['netns', 'exec', ns, 'tc', kind, 'add', 'dev', dev, ...args]);
+    await add('qdisc', 'root', 'handle', '1:', 'htb', 'default', '20', 'r2q', '100');
+    await add('class', 'parent', '1:', 'classid', '1:1', 'htb', 'rate', rate, 'burst', '64kb');
+    await add('class', 'parent', '1:1', 'classid', '1:10', 'htb', 'rate', '5mbit', 'ceil', rate, 'prio', '0');
+    await add('class', 'parent', '1:1', 'classid', '1:20', 'htb', 'rate', `${RATE_MBIT - 5}mbit`, 'ceil', rate, 'prio', '1');
+    await add('qdisc', 'parent', '1:20', 'bfifo', 'limit', queueBytes);
+    // TCP packets shorter than 128 bytes (IP total length): ACKs without data
+    await add('filter', 'parent', '1:', 'protocol', 'ip', 'prio', '1', 'u32', 'match', 'ip', 'protocol', '6', '0xff', 'match', 'u16', '0x0000', '0xff80', 'at', '2', 'flowid', '1:10');
+  }
 }
 
 /** `curl` inside a namespace: answers stdout. */
@@ -159,7 +175,7 @@ export async function measureDistribution(say: (m: string) => void): Promise<Fig
     return [
       withTarget(figure('template.pull_mbps', 'Mbit/s', pullS.map(mbit), {
         baseline: curlS.map(mbit),
-        note: `${FILE_MIB} MiB template from the seed agent to another host over a ${RATE_MBIT} Mbit/s link (tc tbf both ways), request to installed (Range, sha256, qemu-img check); ` +
+        note: `${FILE_MIB} MiB template from the seed agent to another host over a ${RATE_MBIT} Mbit/s link (tc both ways, ACKs ahead of bulk data), request to installed (Range, sha256, qemu-img check); ` +
           `baseline: curl of the same file on the same link, both timed around one \`ip netns exec curl\` (curl's own time_total: median ${median(curlOwnS).toFixed(2)} s); pull ${(100 * median(pullS.map(mbit)) / median(curlS.map(mbit))).toFixed(0)}% of curl; load average ${load} on ${os.cpus().length} cores`,
       }), { atLeast: 0.9 * median(curlS.map(mbit)) }),
       withTarget(figure('template.distribute_s', 's', distS, {

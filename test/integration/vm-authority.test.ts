@@ -120,7 +120,8 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
     // Both are the rogue host's strangers, each with its reason, and the event log says so.
     const strangers = ctl.services.vms.strangers(ctl.services.system, 'host-rogue');
     expect(strangers.map((s) => [s.id, s.reason])).to.have.deep.members([
-      [victim.id, 'its id belongs to VM homework on host host-honest: a host cannot take another host\'s VM'],
+      // the victim's host by its label (the hostname it enrolled with), as every reason names hosts
+      [victim.id, 'its id belongs to VM homework on host pc-host-honest: a host cannot take another host\'s VM'],
       ['invented0001', 'the controller did not place it on this host'],
     ]);
     expect(ctl.services.vms.strangers(ctl.services.system, 'host-honest')).to.deep.equal([]);

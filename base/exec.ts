@@ -79,7 +79,15 @@ const KEEP_CHARS = 64 * 1024;
 
 /** Runs `command args...` and hands each line to `onLine` as it comes; otherwise as `run`. */
 export async function runStreaming(command: string, args: readonly string[], opts: StreamOptions): Promise<StreamResult> {
-  const child = execa(command, args, { ...execaOptions(opts), buffer: false, ...(opts.signal ? { cancelSignal: opts.signal } : {}), ...(opts.processGroup ? { detached: true } : {}) });
+  const grace = opts.killGraceMs ?? 3000;
+  // A process group is stopped by killGroup below, not by execa: execa's cancel stops reading the
+  // output, and the last lines a leader prints as it cleans up (a template build: "stopped by SIGTERM")
+  // are what the caller most needs to see.
+  const child = execa(command, args, {
+    ...execaOptions(opts), buffer: false,
+    ...(opts.signal && !opts.processGroup ? { cancelSignal: opts.signal } : {}),
+    ...(opts.processGroup ? { detached: true } : {}),
+  });
   /** Sends `sig` to the child's process group; false when the group has ended. */
   const signalGroup = (sig: NodeJS.Signals | 0): boolean => {
     try {
@@ -91,13 +99,15 @@ export async function runStreaming(command: string, args: readonly string[], opt
     }
   };
   let killTimer: NodeJS.Timeout | undefined;
-  const grace = opts.killGraceMs ?? 3000;
   const killGroup = () => {
     signalGroup('SIGTERM');
     // a member that holds the output open keeps the run from settling: it gets SIGKILL with the rest
     killTimer = setTimeout(() => signalGroup('SIGKILL'), grace);
   };
-  if (opts.processGroup) opts.signal?.addEventListener('abort', killGroup, { once: true });
+  if (opts.processGroup) {
+    opts.signal?.addEventListener('abort', killGroup, { once: true });
+    if (opts.signal?.aborted) killGroup();
+  }
   let stopped = false;
   const kept = { stdout: '', stderr: '' };
   const pending = { stdout: '', stderr: '' };
@@ -130,7 +140,7 @@ export async function runStreaming(command: string, args: readonly string[], opt
   for (const stream of ['stdout', 'stderr'] as const) if (pending[stream]) deliver(pending[stream], stream);
   const output = { stdout: kept.stdout.replace(/\n$/, ''), stderr: kept.stderr.replace(/\n$/, '') };
   if (stopped) return { ...output, exitCode: result.exitCode ?? -1, stopped };
-  if (result.isCanceled) throw new SkyError(499, 'cancelled', `${command} was cancelled`);
+  if (result.isCanceled || (opts.processGroup && opts.signal?.aborted)) throw new SkyError(499, 'cancelled', `${command} was cancelled`);
   const failed = failure(command, args, result, opts, output.stderr);
   if (failed) throw failed;
   return { ...output, exitCode: result.exitCode ?? -1, stopped };

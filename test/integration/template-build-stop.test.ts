@@ -117,7 +117,7 @@ describe('template build debian-12: stopped by a signal, it keeps nothing', func
       expect(cancelled.state).to.equal('failed');
       expect(cancelled.error).to.deep.include({ code: 'cancelled' });
       // the command's own word, not the controller's SIGKILL
-      expect(cancelled.lines.map((l) => l.text)).to.include('skyhost: template build stopped by SIGTERM: its work folder was removed, nothing was kept');
+      expect(cancelled.lines.map((l) => l.text), cancelled.lines.map((l) => l.text).join('\n')).to.include('skyhost: template build stopped by SIGTERM: its work folder was removed, nothing was kept');
       expect(ms).to.be.below(30_000);
       expect(existsSync(tempdir)).to.equal(false);
       expect(readdirSync(templates)).to.deep.equal([]);

@@ -13,7 +13,7 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { pageRouter } from '../../server/pages/index.ts';
 import { axeViolations, formatViolations } from '../support/axe.ts';
-import { launchBrowser, type TestBrowser } from '../support/browser.ts';
+import { firstLogin, launchBrowser, type TestBrowser } from '../support/browser.ts';
 import { buildDebianImage } from '../support/debian-image.ts';
 
 describe('templates page: build a template with its log tailing live (browser)', function () {
@@ -41,15 +41,7 @@ describe('templates page: build a template with its log tailing live (browser)',
     base = controller.url;
     browser = await launchBrowser();
     page = await browser.newPage();
-    await page.goto(base + '/login');
-    await page.fill('#login-name', 'admin');
-    await page.fill('#login-password', controller.services.secrets.adminToken);
-    await page.click('#login-form button[type=submit]');
-    await page.waitForURL('**/account/password');
-    await page.fill('#pw-new', 'teacher-pass-1');
-    await page.fill('#pw-again', 'teacher-pass-1');
-    await page.click('#password-form button[type=submit]');
-    await page.waitForURL(base + '/');
+    await firstLogin(page, base, 'admin', controller.services.secrets.adminToken, 'teacher-pass-1');
   });
 
   after(async () => {

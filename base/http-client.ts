@@ -133,15 +133,19 @@ export class HttpClient {
     }
     let raw: { status: number; text: string };
     const maxBytes = this.opts.maxAnswerBytes ?? 16 << 20;
+    const deadline = performance.now() + timeoutMs;
     try {
       try {
-        raw = await exchange(url, method, headers, payload, timeoutMs, this.opts.connection, maxBytes, this.opts.pin);
+        raw = await exchange(url, method, headers, payload, timeoutMs, timeoutMs, this.opts.connection, maxBytes, this.opts.pin);
       } catch (err) {
         // A kept-alive connection the other side closed just as we sent on it: the request never reached
-        // its handler (nothing answered), so it is sent once more on a new connection. A streamed body
-        // cannot be sent twice.
+        // its handler (nothing answered), so it is sent once more on a new connection, within what is left
+        // of the same deadline (the caller's timeout bounds the whole call). A streamed body cannot be
+        // sent twice.
         if (!(err instanceof StaleConnection) || isStream(payload)) throw err;
-        raw = await exchange(url, method, headers, payload, timeoutMs, 'fresh', maxBytes, this.opts.pin);
+        const left = Math.floor(deadline - performance.now());
+        if (left <= 0) throw new Error(`no answer within ${timeoutMs} ms`, { cause: err });
+        raw = await exchange(url, method, headers, payload, left, timeoutMs, 'fresh', maxBytes, this.opts.pin);
       }
     } catch (err) {
       if (err instanceof UntrustedPeer) throw new UntrustedPeer(err.expected, err.got, this.opts.peer);
@@ -188,8 +192,11 @@ class StaleConnection extends Error {
   }
 }
 
-/** One request with a deadline for the whole exchange; resolves with the status and the body text. */
-function exchange(url: URL, method: string, headers: Record<string, string>, body: string | Readable | undefined, timeoutMs: number,
+/**
+ * One request with a deadline `waitMs` from now for the whole exchange; resolves with the status and
+ * the body text. `timeoutMs` is the call's whole timeout, named in the message when the deadline passes.
+ */
+function exchange(url: URL, method: string, headers: Record<string, string>, body: string | Readable | undefined, waitMs: number, timeoutMs: number,
   connection: 'pooled' | 'fresh', maxBytes: number, pin: string | undefined): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const secure = url.protocol === 'https:';
@@ -220,7 +227,7 @@ function exchange(url: URL, method: string, headers: Record<string, string>, bod
     const timer = setTimeout(() => {
       fail(new Error(`no answer within ${timeoutMs} ms`));
       req.destroy();
-    }, timeoutMs);
+    }, waitMs);
     function fail(err: Error): void {
       if (settled) return; // the first failure is the one reported (a destroyed request adds its own)
       settled = true;

@@ -121,16 +121,22 @@ describe('the shared HTTP client', () => {
     expect(connections).to.equal(3);
   });
   describe('a kept-alive connection the other side closes as a request goes out on it', () => {
-    // A raw server: the n-th request on a connection is answered when `answers(n)` says so, else the
-    // connection is reset (RST), as a server whose keep-alive timeout fired just then does.
+    // A raw server: the n-th request on the c-th connection is answered when `answers(n, c)` says
+    // true, else the connection is reset (RST), as a server whose keep-alive timeout fired just then
+    // does: at once on false, after that many ms on a number; 'silent' never answers.
     let raw: ReturnType<typeof createTcpServer>;
     let rawBase: string;
     let rawConnections = 0;
     let received: string[] = [];
-    let answers: (n: number) => boolean;
+    let answers: (n: number, connection: number) => boolean | number | 'silent';
+    /** Runs when a connection is reset (after a delay too). */
+    let onReset: () => void = () => {};
+    const sockets = new Set<Socket>();
     before(async () => {
       raw = createTcpServer((socket: Socket) => {
-        rawConnections++;
+        const connection = ++rawConnections;
+        sockets.add(socket);
+        socket.on('close', () => sockets.delete(socket));
         let n = 0;
         let buffered = '';
         socket.on('data', (d: Buffer) => {
@@ -141,7 +147,10 @@ describe('the shared HTTP client', () => {
             if (buffered.length < end + 4 + length) return;
             received.push(head.split('\r\n')[0]! + ' ' + buffered.slice(end + 4, end + 4 + length));
             buffered = buffered.slice(end + 4 + length);
-            if (!answers(++n)) return void socket.resetAndDestroy();
+            const answer = answers(++n, connection);
+            if (answer === 'silent') return;
+            if (answer === false) return void (onReset(), socket.resetAndDestroy());
+            if (typeof answer === 'number') return void setTimeout(() => (onReset(), socket.resetAndDestroy()), answer);
             const body = JSON.stringify({ request: n });
             socket.write(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\nconnection: keep-alive\r\n\r\n${body}`);
           }
@@ -156,6 +165,10 @@ describe('the shared HTTP client', () => {
     beforeEach(() => {
       rawConnections = 0;
       received = [];
+      onReset = () => {};
+    });
+    afterEach(() => {
+      for (const socket of sockets) socket.destroy(); // the silent ones
     });
 
     it('should send the request once more on a new connection, and not twice to a handler', async () => {
@@ -174,6 +187,41 @@ describe('the shared HTTP client', () => {
       expect(e.status).to.equal(503);
       expect(e.code).to.equal('agent_unreachable');
       expect(rawConnections).to.equal(1);
+    });
+
+    it('should give the new connection only what is left of the call\'s deadline', async () => {
+      // The kept-alive connection is reset 500 ms after the request went out on it; the new one never
+      // answers. The call must end at its 800 ms timeout, not 500 ms + a fresh 800 ms.
+      answers = (n, connection) => (connection === 1 ? (n === 1 ? true : 500) : 'silent');
+      const pooled = client({ baseUrl: rawBase });
+      await pooled.call('GET', '/status');
+      const t0 = performance.now();
+      const e = await failure(pooled.call('POST', '/vms', { name: 'web-1' }, { timeoutMs: 800 }));
+      const took = performance.now() - t0;
+      expect(e).to.include({ status: 503, message: 'host pc-1 is unreachable: no answer within 800 ms' });
+      expect(rawConnections, 'it was sent again on a new connection').to.equal(2);
+      expect(took).to.be.within(780, 800 + 200);
+    });
+
+    it('should not send again when the deadline has passed by the time the reset is seen', async () => {
+      // The clock jumps past the deadline as the kept-alive connection is reset (the event loop was
+      // busy that long): there is no time left for a new connection, so none is opened.
+      answers = (n) => n === 1;
+      const pooled = client({ baseUrl: rawBase });
+      await pooled.call('GET', '/status');
+      const realNow = performance.now.bind(performance);
+      onReset = () => {
+        performance.now = () => realNow() + 10_000;
+      };
+      try {
+        const e = await failure(pooled.call('POST', '/vms', { name: 'web-1' }, { timeoutMs: 5000 }));
+        expect(e).to.include({ status: 503, message: 'host pc-1 is unreachable: no answer within 5000 ms' });
+      } finally {
+        Reflect.deleteProperty(performance, 'now');
+      }
+      expect(performance.now()).to.be.below(realNow() + 1000); // the clock is the real one again
+      expect(rawConnections).to.equal(1);
+      expect(received).to.have.length(2);
     });
   });
 });

@@ -202,6 +202,9 @@ SendSIGHUP=yes
 WantedBy=getty.target
 `;
 
+// an Ubuntu release's own pocket is what it shipped with (noble: kernel 6.8.0-31, April 2024); the fixes are in -updates and -security
+const UBUNTU_MIRROR = (suite: string) => ['', '-updates', '-security'].map((pocket) => `deb http://archive.ubuntu.com/ubuntu ${suite}${pocket} main universe\n`).join('');
+
 /** The recipe of `target` (e.g. `debian-12`), or InvalidField naming the choices. */
 export async function distroRecipe(target: string, opts: { desktop?: boolean } = {}, host = hostRelease()): Promise<DistroRecipe> {
   const desktop = opts.desktop === true;
@@ -222,7 +225,8 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
   const packages = [
     kernel, 'initramfs-tools', 'systemd', 'systemd-sysv', 'systemd-resolved', 'udev', 'dbus', 'openssh-server',
     'cloud-init', 'cloud-guest-utils', 'e2fsprogs', 'sudo', 'ca-certificates', 'iproute2', 'iputils-ping', 'less', 'nano',
-    ...(desktop ? ['xfce4', 'xfce4-terminal', 'lightdm', 'xserver-xorg-core', 'xserver-xorg-input-libinput', 'dbus-x11', 'at-spi2-core', 'fonts-dejavu-core'] : []),
+    // polkitd: logind asks it whether the user at the screen may shut down (XFCE's Shut Down); without it only root may
+    ...(desktop ? ['xfce4', 'xfce4-terminal', 'lightdm', 'xserver-xorg-core', 'xserver-xorg-input-libinput', 'dbus-x11', 'at-spi2-core', 'fonts-dejavu-core', 'polkitd'] : []),
   ].sort();
   const files: Record<string, string> = {
     '/etc/cloud/cloud.cfg.d/90-skyhost.cfg': CLOUD_CFG(user),
@@ -244,7 +248,7 @@ export async function distroRecipe(target: string, opts: { desktop?: boolean } =
   const own = distro === host.id && suite === host.codename ? hostSources(distro, suite) : [];
   const mirrors = own.length > 0
     ? own
-    : [{ name: 'default', text: distro === 'debian' ? `deb http://deb.debian.org/debian ${suite} main` : `deb http://archive.ubuntu.com/ubuntu ${suite} main universe` }];
+    : [{ name: 'default', text: distro === 'debian' ? `deb http://deb.debian.org/debian ${suite} main` : UBUNTU_MIRROR(suite) }];
   return {
     target, distro, suite, desktop, packages, files, enable, mask, mirrors,
     aptOptions: await hostAptOptions(),
@@ -293,6 +297,12 @@ export interface BuildOptions {
   signal?: AbortSignal;
   /** Where the sweep of abandoned work folders says what it removed. */
   log?: Logger;
+  /**
+   * The archive's key, for building another distribution's release than this host's (the Ubuntu bench on a
+   * Debian PC): apt as run by mmdebstrap trusts it, the image does not keep it (its own keyring package does).
+   * Not needed on the host's own release: its apt already trusts its archive.
+   */
+  keyring?: string;
 }
 
 /** Who is building in a `.build-*` work folder (its `owner` file): a process is known by its pid, boot and start time. */
@@ -433,6 +443,7 @@ export async function buildDistroImage(r: DistroRecipe, opts: BuildOptions = {})
       `--include=${r.packages.join(',')}`,
       ...r.aptOptions.map((o) => `--aptopt=${o}`),
       ...(r.distro === 'ubuntu' ? ['--components=main,universe'] : []),
+      ...(opts.keyring ? [`--keyring=${opts.keyring}`] : []),
       // downloaded packages are kept between builds: a second build downloads nothing
       '--skip=essential/unlink',
       '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',

@@ -23,6 +23,20 @@ describe('debian-12 template recipe', () => {
     expect((err as SkyError).message).to.include('debian-12');
   });
 
+  it('should build an Ubuntu host\'s release as user ubuntu with the virtual kernel, from main and universe with the fixes', async () => {
+    const r = await distroRecipe('ubuntu-24.04', {}, UBUNTU);
+    expect(r).to.deep.include({ distro: 'ubuntu', suite: 'noble', user: 'ubuntu' });
+    expect(r.packages).to.include.members(['linux-image-virtual', 'openssh-server', 'cloud-init']);
+    expect(r.files['/etc/cloud/cloud.cfg.d/90-skyhost.cfg']).to.include('key-only login as ubuntu');
+    // this Debian PC has no noble sources of its own: Ubuntu's archive, the release and its -updates and -security pockets
+    expect(r.mirrors.map((m) => m.text).join('')).to.equal([
+      'deb http://archive.ubuntu.com/ubuntu noble main universe',
+      'deb http://archive.ubuntu.com/ubuntu noble-updates main universe',
+      'deb http://archive.ubuntu.com/ubuntu noble-security main universe',
+    ].map((l) => `${l}\n`).join(''));
+    expect(recipeKey(r)).to.match(/^ubuntu-noble-[0-9a-f]{16}$/);
+  });
+
   it('should make a serial template that reads only the NoCloud seed, on the whole disk, with a login on ttyS0', async () => {
     const r = await distroRecipe('debian-12', {}, DEBIAN);
     expect(r.suite).to.equal('bookworm');
@@ -40,6 +54,13 @@ describe('debian-12 template recipe', () => {
     expect(r.files['/etc/lightdm/lightdm.conf.d/50-skyhost.conf']).to.include('autologin-user=debian');
     expect(r.cmdline).to.include('console=tty0');
     expect(r.minMemoryMiB).to.be.at.least(1024);
+  });
+
+  it('should let the user at the desktop shut it down: polkitd answers logind (bookworm and noble name it so)', async () => {
+    for (const [target, host] of [['debian-12', DEBIAN], ['ubuntu-24.04', UBUNTU]] as const) {
+      expect((await distroRecipe(target, { desktop: true }, host)).packages, target).to.include('polkitd');
+      expect((await distroRecipe(target, {}, host)).packages, target).to.not.include('polkitd');
+    }
   });
 
   it('should keep what made the desktop show under TCG: X\'s modesetting driver, LightDM enabled after cloud-init, the xfce session', async () => {

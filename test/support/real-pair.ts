@@ -4,6 +4,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
 import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { defaults } from '../../base/config.ts';
 import { configureLogging, logger } from '../../base/log.ts';
@@ -48,8 +49,8 @@ export interface RealPairOptions {
   name: string;
   /** The agent's SSH forwarding ports, distinct per test file, e.g. `42200-42299`. */
   sshPortRange: string;
-  /** Puts the template(s) into the agent's store before it enrolls. */
-  templates: (agent: RunningAgent, work: string) => Promise<void>;
+  /** Puts the template(s) into the agent's store before it starts, so its first status sample lists them. */
+  templates: (agent: Pick<RunningAgent, 'templates'>, work: string) => Promise<void>;
   /** The template the controller must have heard of before the tests start. */
   waitForTemplate: string;
   accel?: AccelReport;
@@ -75,12 +76,15 @@ export async function startRealPair(opts: RealPairOptions): Promise<RealPair> {
   try {
     configureLogging({ out: () => {} });
     chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
+    const dataDir = path.join(work, 'agent');
+    // Filled before the agent starts: a template added later would reach the controller only with the
+    // agent's next status sample (every 5 s), which the tests would wait for.
+    await opts.templates({ templates: new TemplateStore(dataDir) }, work);
     agent = await startAgent({
-      config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: opts.sshPortRange },
+      config: { ...defaults({ isRoot: true, cwd: work }), dataDir, listen: '127.0.0.1', sshPortRange: opts.sshPortRange },
       log: logger('agent'), hostId, port: 0, listen: '127.0.0.1', key: `${opts.name}-agent-key-0123456789`,
       ...(opts.accel ? { accel: opts.accel } : {}),
     });
-    await opts.templates(agent, work);
     ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1 });
     const enrolled = await fetch(`${ctl.url}/api/enroll`, {
       method: 'POST', headers: { 'content-type': 'application/json' },

@@ -58,7 +58,7 @@ export function buildApp(deps: ControllerDeps): Express {
   app.use(authenticate(services.users));
   app.use(csrfProtect());
   app.get('/metrics', (_req, res) => {
-    res.type('text/plain; version=0.0.4').send(metrics.render(services));
+    res.type('text/plain; version=0.0.4').send(metrics.scrape(services));
   });
   const api = apiRoutes(services);
   sessionRoutes(api, services.sessions);

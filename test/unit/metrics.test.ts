@@ -1,7 +1,7 @@
 // `/metrics` (server/metrics.ts): per-host and per-VM gauges, named as Prometheus' conventions say.
 import { expect } from 'chai';
 import type { HostStatus } from '../../wire/api.ts';
-import { Metrics } from '../../server/metrics.ts';
+import { Metrics, REUSE_MS } from '../../server/metrics.ts';
 import type { ControllerServices } from '../../server/services.ts';
 
 function status(o: { loadPct: number; totalMiB: number; freeMiB: number; vmList?: HostStatus['vmList'] }): HostStatus {
@@ -18,18 +18,20 @@ const vmInfo = (id: string, usage?: { cpuRatio?: number; memoryUsedMiB?: number 
   ...(usage ? { usage } : {}),
 });
 
-function services(): ControllerServices {
+type FakeVm = { id: string; name: string; hostId: string; owner: string; state: string; vcpus: number; memoryMiB: number };
+
+function services(o: { vms?: FakeVm[] } = {}): ControllerServices {
   const hosts = [
     { id: 'h1', hostname: 'lab-"pc"-1', state: 'ready', status: status({ loadPct: 37.5, totalMiB: 8192, freeMiB: 2048, vmList: [vmInfo('vm000001', { cpuRatio: 0.25, memoryUsedMiB: 300 })] }) },
     { id: 'h2', hostname: 'lab-pc-2', state: 'down', status: status({ loadPct: 90, totalMiB: 4096, freeMiB: 0 }) },
   ];
-  const vms = [
-    { id: 'vm000001', name: 'web-1', host: 'h1', owner: 'alice', state: 'running', vcpus: 2, memoryMiB: 512 },
-    { id: 'vm000002', name: 'db-1', host: 'h2', owner: 'bob', state: 'shutoff', vcpus: 1, memoryMiB: 1024 },
+  const vms = o.vms ?? [
+    { id: 'vm000001', name: 'web-1', hostId: 'h1', owner: 'alice', state: 'running', vcpus: 2, memoryMiB: 512 },
+    { id: 'vm000002', name: 'db-1', hostId: 'h2', owner: 'bob', state: 'shutoff', vcpus: 1, memoryMiB: 1024 },
   ];
   return {
     hosts: { records: () => hosts },
-    vms: { counts: () => ({ running: 1, shutoff: 1 }), list: () => vms },
+    vms: { counts: () => ({ running: 1, shutoff: 1 }), all: () => vms },
     system: { name: 'system', role: 'admin' },
   } as unknown as ControllerServices;
 }
@@ -53,7 +55,7 @@ function parse(text: string): Map<string, { type?: string; help?: string; sample
 }
 
 describe('/metrics', () => {
-  const text = new Metrics().render(services());
+  const text = new Metrics().render(services()).toString();
   const families = parse(text);
 
   it('should give each host its CPU as a ratio and its memory in bytes, labelled by host id and hostname', () => {
@@ -89,5 +91,46 @@ describe('/metrics', () => {
       }
       for (const sample of f.samples) expect(sample, sample).to.match(/^[a-z_:][a-z0-9_:]*(\{([a-z_]+="([^"\\]|\\.)*",?)*\})? -?[0-9.e+]+$|^[a-z_:][a-z0-9_:]*\{.*\} [0-9.e+-]+$/);
     }
+  });
+
+  it('should write every line of a text far larger than its first buffer', () => {
+    const vms = Array.from({ length: 3000 }, (_, i) => ({ id: `vm${String(i).padStart(6, '0')}`, name: `lab-${i}`, hostId: 'h1', owner: 'élève', state: 'shutoff', vcpus: 1, memoryMiB: 256 }));
+    const big = new Metrics().render(services({ vms })).toString();
+    const running = big.split('\n').filter((l) => l.startsWith('skyhost_vm_running{'));
+    expect(running).to.have.length(3000);
+    expect(running[2999]).to.equal('skyhost_vm_running{vm="vm002999",name="lab-2999",host="h1",owner="élève"} 0');
+    expect(big.endsWith('\n')).to.equal(true);
+  });
+
+  it('should label a VM by its name, host and owner as they are now, and drop a VM that is gone', () => {
+    const vms: FakeVm[] = [
+      { id: 'vm000001', name: 'web-1', hostId: 'h1', owner: 'alice', state: 'running', vcpus: 2, memoryMiB: 512 },
+      { id: 'vm000002', name: 'db-1', hostId: 'h2', owner: 'bob', state: 'shutoff', vcpus: 1, memoryMiB: 1024 },
+    ];
+    const metrics = new Metrics();
+    const fake = services({ vms });
+    expect(metrics.render(fake).toString()).to.include('skyhost_vm_vcpus{vm="vm000001",name="web-1",host="h1",owner="alice"} 2\n');
+    vms[0] = { ...vms[0]!, name: 'web-"one"', owner: 'carol' };
+    vms.pop();
+    const after = metrics.render(fake).toString();
+    expect(after).to.include('skyhost_vm_vcpus{vm="vm000001",name="web-\\"one\\"",host="h1",owner="carol"} 2\n');
+    expect(after).not.to.include('owner="alice"');
+    expect(after).not.to.include('vm000002');
+  });
+
+  it('should send the same text to scrapes within REUSE_MS of it, and a new one after', () => {
+    let now = 1000;
+    const metrics = new Metrics({ now: () => now });
+    const fake = services();
+    const first = metrics.scrape(fake);
+    now += REUSE_MS - 1;
+    expect(metrics.scrape(fake)).to.equal(first);
+    now += 1;
+    const second = metrics.scrape(fake);
+    expect(second).not.to.equal(first);
+    expect(second.toString()).to.include('skyhost_vm_running{vm="vm000001"');
+    // with no window, every scrape renders
+    const always = new Metrics({ reuseMs: 0, now: () => now });
+    expect(always.scrape(fake)).not.to.equal(always.scrape(fake));
   });
 });

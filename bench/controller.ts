@@ -30,6 +30,7 @@ import { SimFleet } from '../test/support/sim-agent.ts';
 import type { Group } from './group.ts';
 import { cpuSeconds, privateMb, rssMb, startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
 import { parseWrk } from './wrk.ts';
+import { REUSE_MS } from '../server/metrics.ts';
 import { figure, median, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
 
 const VMS_PER_HOST = 10;
@@ -62,6 +63,7 @@ export function sizeIds(size: ControllerSize): Array<[id: string, unit: string]>
     [`controller.api_vms_p99_ms${s}`, 'ms'],
     [`controller.api_vms_p99_gzip_ms${s}`, 'ms'],
     [`controller.api_vms_walk_ms${s}`, 'ms'],
+    [`controller.metrics_ms${s}`, 'ms'],
     ...(size.extras ? [['controller.api_vms_p99_autocannon_ms', 'ms'] as [string, string]] : []),
     [`controller.rss_mb${s}`, 'MB'],
     [`controller.create_rate${s}`, 'VMs/s'],
@@ -285,6 +287,7 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
     const all = [...dashboard, ...apiVms, ...apiVmsGzip, ...apiVmsAutocannon];
     const hostsAfter = (await (await get('/api/hosts')).json()) as { hosts?: Array<{ state: string }> };
     const readyAfter = (hostsAfter.hosts ?? []).filter((h) => h.state === 'ready').length;
+    const metrics = await metricsScrapes(url, `controller.metrics_ms${s}`, scale);
 
     const pagesWhat = `GET /api/vms, the ${pages.length} pages of every VM (admin) in turn, following next`;
     const figures: Figure[] = [
@@ -295,6 +298,7 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
         note: `one client (fetch, identity) reading all ${vmTotal} VMs page by page (${pages.length} pages of up to 500, following next), no other load, 5 walks; ${scale}`,
       }),
     ];
+    figures.push(metrics);
     if (size.extras) figures.push(p99Figure('controller.api_vms_p99_autocannon_ms', apiVmsAutocannon, 'GET /api/vms, its first page only', apiProbe, scale, 'autocannon'));
     figures.push(
       withTarget(figure(`controller.rss_mb${s}`, 'MB', all.map((r) => r.maxRssMb), {
@@ -312,6 +316,29 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
     await fleet?.stop();
     rmSync(scratch, { recursive: true, force: true });
   }
+}
+
+/**
+ * GET /metrics as Prometheus scrapes it, with no other load, each scrape more than the controller's
+ * reuse window (server/metrics.ts) after the one before, so every one is rendered anew. The figure is
+ * the time to the answer's headers: the controller sends them with the whole text once it is made, so
+ * this is about how long a scrape holds the controller's event loop (plus this process's own delay).
+ */
+async function metricsScrapes(url: string, id: string, scale: string): Promise<Figure> {
+  const ms: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < 6; i++) {
+    if (i > 0) await new Promise((r) => setTimeout(r, REUSE_MS + 100));
+    const t0 = process.hrtime.bigint();
+    const answer = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    ms.push(msSince(t0));
+    bytes = (await answer.arrayBuffer()).byteLength;
+    if (answer.status !== 200) return notMeasured(id, 'ms', `GET /metrics answered HTTP ${answer.status}: not measured`);
+  }
+  const [first, ...rest] = ms;
+  return figure(id, 'ms', rest, {
+    note: `GET /metrics (${(bytes / 2 ** 20).toFixed(1)} MiB of text), time to the answer's headers, ${rest.length} scrapes ${((REUSE_MS + 100) / 1000).toFixed(1)} s apart after a first one (${first!.toFixed(1)} ms, every VM's labels made), no other load; ${scale}`,
+  });
 }
 
 /** A class of 30 pressing "Request VM" at once, 3 times. */

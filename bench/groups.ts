@@ -12,6 +12,7 @@ import { isoGroup } from './iso.ts';
 import { usbGroup } from './usb.ts';
 import { templateGroup } from './template.ts';
 import { desktopGroup } from './desktop.ts';
+import { ubuntuGroup } from './ubuntu.ts';
 import { withDistribution } from './distribute.ts';
 import { classGroup } from './class.ts';
 
@@ -29,5 +30,7 @@ export const GROUPS: readonly Group[] = [
   withDistribution(templateGroup),
   // the XFCE template: a build and a first boot under TCG to the desktop (about 30 min on 2 busy cores)
   desktopGroup,
+  // the ubuntu-24.04 recipe built from Ubuntu's archive and logged into over SSH under TCG (only where that archive is reachable)
+  ubuntuGroup,
   classGroup,
 ];

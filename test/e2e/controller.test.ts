@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
 import { defaults } from '../../base/config.ts';
 import { logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
@@ -34,13 +35,15 @@ describe('controller pages in a browser (real agent, real VM)', function () {
   before(async function () {
     chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
     const guest = await buildTestGuest();
+    // in the store before the agent starts: its first status lists them (the next sample is 5 s later)
+    const store = new TemplateStore(path.join(work, 'agent'));
+    await store.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
+    await store.import({ name: 'guest-vnc', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox on a screen', minMemoryMiB: 256, console: 'vnc' });
     agent = await startAgent({
       config: { ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42000-42099' },
       log: log.child({ side: 'agent' }), hostId, port: 0, listen: '127.0.0.1', key: 'e2e-agent-key-0123456789',
     });
     for (const vm of agent.vms.list()) await agent.vms.delete(vm.id); // left by an earlier run that was killed
-    await agent.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
-    await agent.templates.import({ name: 'guest-vnc', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox on a screen', minMemoryMiB: 256, console: 'vnc' });
     controller = await startController({
       dataDir: path.join(work, 'controller'), log: log.child({ side: 'controller' }), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1,
       pages: (services) => pageRouter(services, { log }),

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
 import { loadHypervisor } from '../../agent/hypervisor/load.ts';
 import { networkName, removeNetwork } from '../../agent/hypervisor/libvirt/network.ts';
 import { defaults } from '../../base/config.ts';
@@ -41,8 +42,9 @@ describe('start on boot with a real agent (libvirt + QEMU, TCG)', function () {
     configureLogging({ out: () => {} });
     work = mkdtempSync(path.join(tmpdir(), 'skyhost-boot-'));
     chmodSync(work, 0o711); // QEMU (libvirt-qemu) walks into the agent's data folder below it
+    // in the store before the agent starts: its first status lists the template (the next sample is 5 s later)
+    await new TemplateStore(path.join(work, 'agent')).import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
     const a = await runAgent();
-    await a.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
     ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1 });
     const started = ctl;
     api = bearerApi(() => started.url, () => started.services.secrets.adminToken);

@@ -368,14 +368,16 @@ describe('the controller putting templates on hosts (real agents, libvirt + QEMU
     // answerWithinMs 0: a request is answered at once (202), showing what the VM waits for
     ctl = await startController({ dataDir: path.join(work, 'controller'), log: logger('controller'), port: 0, listen: '127.0.0.1', pollIntervalSeconds: 1, answerWithinMs: 0 });
     token = ctl.services.secrets.adminToken;
-    a = await startOne('a', '42330-42339');
-    b = await startOne('b', '42340-42349');
+    // A's templates are in its store before it starts, so its first status lists them (the next sample is 5 s later)
+    const storeA = new TemplateStore(path.join(work, 'a'));
     const guest = await buildTestGuest();
-    await a.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
+    await storeA.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
     const image = path.join(work, 'image.raw');
     writeFileSync(image, randomBytes(8 * 1024 * 1024));
-    await a.templates.import({ name: 'lab-image', disk: image, os: 'test' });
-    await waitFor('host A to report its templates', () => hostHas(a, 'guest') && hostHas(a, 'lab-image'), 20_000);
+    await storeA.import({ name: 'lab-image', disk: image, os: 'test' });
+    a = await startOne('a', '42330-42339');
+    b = await startOne('b', '42340-42349');
+    await waitFor('host A to report its templates, and B its status', () => hostHas(a, 'guest') && hostHas(a, 'lab-image') && ctl.services.hosts.record(b.hostId)?.status != null, 20_000);
   });
 
   after(async function () {

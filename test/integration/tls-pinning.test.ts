@@ -14,6 +14,7 @@ import { expect } from 'chai';
 import type { ResultPromise } from 'execa';
 import WebSocket from 'ws';
 import { startAgent, type RunningAgent } from '../../agent/service.ts';
+import { TemplateStore } from '../../agent/templates.ts';
 import { defaults } from '../../base/config.ts';
 import { configureLogging, logger } from '../../base/log.ts';
 import { execa } from 'execa';
@@ -49,6 +50,8 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
     agentPort = await freePort();
     const joinString = ctl.services.joinTokens.joinString(ctl.services.joinTokens.clusterToken())!;
     expect(parseJoin(joinString)).to.deep.equal({ token: ctl.services.joinTokens.clusterToken(), addresses: [ctl.httpsUrl], fingerprint: ctl.fingerprint });
+    // in the store before the agent starts: its first status lists the template (the next sample is 5 s later)
+    await new TemplateStore(path.join(work, 'agent')).import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
     agent = await startAgent({
       config: {
         ...defaults({ isRoot: true, cwd: work }), dataDir: path.join(work, 'agent'), listen: '127.0.0.1', sshPortRange: '42300-42399',
@@ -56,7 +59,6 @@ describe('TLS between hosts, pinned: controller and agent in this process', func
       },
       log: logger('agent'), hostId, port: agentPort, listen: '127.0.0.1', key, enroll: true,
     });
-    await agent.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox', minMemoryMiB: 128 });
   });
 
   after(async function () {

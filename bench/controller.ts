@@ -337,7 +337,7 @@ async function metricsScrapes(url: string, id: string, scale: string): Promise<F
   }
   const [first, ...rest] = ms;
   return figure(id, 'ms', rest, {
-    note: `GET /metrics (${(bytes / 2 ** 20).toFixed(1)} MiB of text), time to the answer's headers, ${rest.length} scrapes ${((REUSE_MS + 100) / 1000).toFixed(1)} s apart after a first one (${first!.toFixed(1)} ms, every VM's labels made), no other load; ${scale}`,
+    note: `GET /metrics (${Math.round(bytes / 1024)} KiB of text), time to the answer's headers, ${rest.length} scrapes ${((REUSE_MS + 100) / 1000).toFixed(1)} s apart after a first one (${first!.toFixed(1)} ms, every VM's labels made), no other load; ${scale}`,
   });
 }
 

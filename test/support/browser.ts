@@ -1,14 +1,13 @@
-// Headless Debian chromium through playwright-core, for every browser test: one launch recipe, a
-// fresh profile folder per launch, removed on close; signing in, and the first sign-in with a one-time
-// password (the admin token, or one from a class import) that asks for a password of one's own.
+// Headless Debian chromium through playwright-core, for every browser test: one chromium for the whole
+// run (a launch costs seconds, paid once instead of per file), each launchBrowser() a fresh context of
+// it (its own cookies, storage and cache, as a fresh profile had), closed on close(); signing in, and the
+// first sign-in with a one-time password (the admin token, or one from a class import) that asks for a
+// password of one's own.
 //
 //   const b = await launchBrowser();
 //   try { const page = await b.newPage({ width: 375, height: 800 }); await page.goto(url); } finally { await b.close(); }
 //   await firstLogin(page, base, 'admin', services.secrets.adminToken, 'teacher-pass-1');
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 export const CHROMIUM = '/usr/bin/chromium';
 
@@ -26,22 +25,36 @@ export interface TestBrowser {
   close(): Promise<void>;
 }
 
-/** Launches chromium with a fresh `--user-data-dir` (playwright passes it for a persistent context). */
-export async function launchBrowser(opts: { timeoutMs?: number } = {}): Promise<TestBrowser> {
-  const profile = mkdtempSync(path.join(tmpdir(), 'skyhost-chromium-'));
-  let context: BrowserContext;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ARGS,
-      viewport: { width: 1280, height: 800 },
-      timeout: opts.timeoutMs ?? 30_000,
-    });
-  } catch (err) {
-    rmSync(profile, { recursive: true, force: true });
+let shared: Promise<Browser> | undefined;
+
+/** The run's chromium, launched at the first call (again after a failed launch, or if it went away). */
+function sharedChromium(timeoutMs: number): Promise<Browser> {
+  shared ??= chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS, timeout: timeoutMs });
+  const launching = shared;
+  return launching.then((browser) => {
+    if (browser.isConnected()) return browser;
+    if (shared === launching) shared = undefined;
+    return sharedChromium(timeoutMs);
+  }, (err: unknown) => {
+    if (shared === launching) shared = undefined;
     throw err;
-  }
+  });
+}
+
+// Closed after the last test of the run (a root hook: this module is loaded while mocha reads the test
+// files); playwright also kills it if the process exits first.
+if (typeof after === 'function') {
+  after(async () => {
+    const running = await shared?.catch(() => undefined);
+    shared = undefined;
+    await running?.close();
+  });
+}
+
+/** A fresh browser context (no cookies, storage or cache of any other) of the run's chromium. */
+export async function launchBrowser(opts: { timeoutMs?: number } = {}): Promise<TestBrowser> {
+  const browser = await sharedChromium(opts.timeoutMs ?? 30_000);
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   context.setDefaultTimeout(15_000);
   const errors: string[] = [];
   const watch = (page: Page) => {
@@ -58,8 +71,8 @@ export async function launchBrowser(opts: { timeoutMs?: number } = {}): Promise<
       return page;
     },
     async close() {
-      await context.close().catch(() => {});
-      rmSync(profile, { recursive: true, force: true });
+      // a context already gone with its browser is closed: nothing else to do
+      await context.close().catch((err: Error) => process.stderr.write(`browser context close: ${err.message}\n`));
     },
   };
 }

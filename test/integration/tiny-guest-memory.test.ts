@@ -5,12 +5,12 @@ import { TINY_MIN_MEMORY_MIB } from '../../agent/tinyguest.ts';
 import { runStreaming } from '../../base/exec.ts';
 import { buildTestGuest } from '../support/guest.ts';
 
-/** Boots the test guest with `memoryMiB`: whether the kernel handed over to init before QEMU stopped (it does not reboot). */
+/** Boots the test guest with `memoryMiB` (its kernel as the template has it, the bzImage): whether the kernel handed over to init before QEMU stopped (it does not reboot). */
 async function bootsToPrompt(memoryMiB: number): Promise<boolean> {
   const guest = await buildTestGuest();
   const r = await runStreaming('qemu-system-x86_64', [
     '-accel', 'tcg', '-m', String(memoryMiB), '-nographic', '-no-reboot', '-nodefaults', '-serial', 'stdio',
-    '-kernel', guest.kernel, '-initrd', guest.initrd, '-append', 'console=ttyS0 panic=-1', // not quiet: the kernel says when it runs init
+    '-kernel', guest.bzImage, '-initrd', guest.initrd, '-append', 'console=ttyS0 panic=-1', // not quiet: the kernel says when it runs init
   ], {
     timeout: 150_000,
     onLine: (line) => (line.includes('Run /init as init process') ? 'stop' : undefined),

@@ -48,7 +48,7 @@ export async function makeBootableIso(guest: TestGuest, out: string): Promise<vo
   const dir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-iso-boot-'));
   try {
     mkdirSync(path.join(dir, 'boot/grub'), { recursive: true });
-    copyFileSync(guest.kernel, path.join(dir, 'boot/vmlinuz'));
+    copyFileSync(guest.bzImage, path.join(dir, 'boot/vmlinuz')); // GRUB's linux loads a bzImage
     await guestInitrdWithDisk(guest, path.join(dir, 'boot/initrd.gz'));
     writeFileSync(path.join(dir, 'boot/grub/grub.cfg'), [
       'serial --unit=0 --speed=115200',

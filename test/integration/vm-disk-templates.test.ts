@@ -156,9 +156,9 @@ describe('VM disks and templates on real libvirt/QEMU: save as template, reset, 
       expect(await readMarker(s)).to.equal('');
       // the guest takes the same address by DHCP (its MAC's reservation)
       let addr = '';
-      for (let i = 0; i < 30 && !addr.includes(`${writer.ip}/`); i++) {
+      for (let i = 0; i < 120 && !addr.includes(`${writer.ip}/`); i++) {
         addr = await s.run('ip -4 addr show eth0');
-        if (!addr.includes(`${writer.ip}/`)) await new Promise((r) => setTimeout(r, 2000));
+        if (!addr.includes(`${writer.ip}/`)) await new Promise((r) => setTimeout(r, 500));
       }
       expect(addr).to.include(`${writer.ip}/`);
       expect((await api('DELETE', `/vms/${writer.id}`)).status).to.equal(204);

@@ -406,9 +406,9 @@ export function agentContract(label: string, setup: () => Promise<ContractTarget
           const command = `echo ${marker.slice(0, 4)}""${marker.slice(4)}\n`;
           const until = Date.now() + 240_000;
           for (;;) {
-            session.send(command); // again every few seconds: the guest may still be booting
+            session.send(command); // again every second until it answers: the guest may still be booting
             try {
-              await session.waitFor(new RegExp(`[\r\n]${marker}\r?\n`), 5000, from);
+              await session.waitFor(new RegExp(`[\r\n]${marker}\r?\n`), 1000, from);
               break;
             } catch (err) {
               if (Date.now() > until) throw err;

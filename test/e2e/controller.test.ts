@@ -121,7 +121,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     await waitFor('the guest shell prompt', async () => {
       await page.keyboard.press('Enter');
       return (await terminalText(page)).includes(GUEST_PROMPT.trim());
-    }, 90_000, 2000);
+    }, 90_000, 500);
     await page.keyboard.type('echo sky-$((6*7))');
     await page.keyboard.press('Enter');
     await waitFor('the command output', async () => (await terminalText(page)).includes('sky-42'), 20_000, 250);

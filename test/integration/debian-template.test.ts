@@ -79,7 +79,7 @@ describe('debian-12 template: a real OS through the controller (TCG)', function 
         last = (err as Error).message.split('\n').slice(-2).join(' ');
         return undefined;
       }
-    }, 600_000, 3000).catch((err: Error) => {
+    }, 600_000, 1000).catch((err: Error) => {
       throw new Error(`${err.message}; last ssh error: ${last}`);
     });
     expect(out.split('\n')[0]).to.equal('deb-student');

@@ -63,10 +63,20 @@ export function consoleUpgrade(services: ControllerServices, log: Logger): (req:
       refuse(socket, res.statusCode === 404 ? 404 : 503, `the host refused the ${kind} console (${res.statusCode})`);
     });
     upstream.on('error', (err) => {
+      // terminated because the browser left (browserGone logged it): there is no one to answer
+      if (!client && socket.destroyed) return log.debug(`the connection to the host's ${kind} console ended before it opened`, { err, vmId: target.vm.id });
       if (!client) return refuse(socket, 503, `the host's ${kind} console is unreachable: ${err.message}`);
       client.close(1011, 'host console failed');
     });
+    // the browser left while the agent was being dialled: nothing would ever close the agent's side
+    const browserGone = () => {
+      if (client || upstream.readyState === WebSocket.CLOSING || upstream.readyState === WebSocket.CLOSED) return;
+      log.debug(`the browser left before the host's ${kind} console answered: closing the connection to the host`, { vmId: target.vm.id, hostId: target.host.id });
+      upstream.terminate();
+    };
+    socket.once('close', browserGone);
     upstream.on('open', () => {
+      if (socket.destroyed || !socket.writable) return browserGone();
       wss.handleUpgrade(req, socket, head, (ws) => {
         client = ws;
         log.info(`${kind === 'vnc' ? 'graphical' : 'serial'} console of VM ${target.vm.name} opened by ${auth.user.name}`,
@@ -76,7 +86,10 @@ export function consoleUpgrade(services: ControllerServices, log: Logger): (req:
           if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary });
         });
         ws.on('close', () => upstream.close());
-        ws.on('error', () => upstream.terminate());
+        ws.on('error', (err) => {
+          log.debug(`the browser's ${kind} console connection broke`, { err, vmId: target.vm.id });
+          upstream.terminate();
+        });
       });
     });
     upstream.on('message', (data, binary) => {

@@ -45,7 +45,7 @@ export interface AgentApp {
   app: Express;
   /** Handles `upgrade` events of the HTTP server: the serial and VNC console WebSockets. */
   onUpgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
-  /** Ends every console WebSocket (the agent is stopping). */
+  /** Ends every console WebSocket (the agent is stopping): call it before closing the HTTP server, whose close waits for them. */
   close(): void;
 }
 
@@ -214,7 +214,11 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   app.use(jsonErrors(log));
 
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
+  // every console connection, upgraded or still being answered: the HTTP server's close waits for each of them
+  const consoleSockets = new Set<Duplex>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    consoleSockets.add(socket);
+    socket.once('close', () => consoleSockets.delete(socket));
     // a client gone mid-handshake: nothing to answer, and the socket is closed either way
     socket.on('error', (err) => log.debug('console client connection broke', { err }));
     void (async () => {
@@ -243,6 +247,7 @@ export function buildAgentApp(deps: AgentAppDeps): AgentApp {
   const closeConsoles = () => {
     for (const ws of wss.clients) ws.terminate();
     wss.close();
+    for (const socket of consoleSockets) socket.destroy();
   };
   return { app, onUpgrade, close: closeConsoles };
 }

@@ -282,6 +282,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       stopped ??= (async () => {
         await events?.stop();
         await discovery?.stop();
+        agent.close(); // open consoles first: the server's close waits for them
         await server.close();
         await agent.stop();
       })();

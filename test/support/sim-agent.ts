@@ -326,6 +326,7 @@ export class SimAgent {
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
+    this.agent?.close(); // open consoles first: the server's close waits for them
     if (server) await close(server);
     await this.agent?.stop();
     this.agent = undefined;

@@ -209,13 +209,23 @@ export function tlsOrPlainServer(handler: http.RequestListener, identity: TlsIde
     socket.setTimeout(20_000, () => socket.destroy()); // said nothing at all in 20 s (cleared at the first byte)
     sort(socket);
   });
+  // plain and secure never listen themselves, and Node tracks a server's connections only from its
+  // 'listening' event: without it closeIdleConnections() found none and close() waited out graceMs
+  server.on('listening', () => {
+    plain.emit('listening');
+    secure.emit('listening');
+  });
+  // with tracking on, Node would cut a request still arriving after 5 min: a large upload may take longer
+  plain.requestTimeout = 0;
+  secure.requestTimeout = 0;
   return {
     net: server, secure, plain,
     close(graceMs = 2000) {
       return new Promise((resolve) => {
         server.close(() => resolve());
-        plain.closeIdleConnections();
-        secure.closeIdleConnections();
+        // also stops their connection-checking timers
+        plain.close();
+        secure.close();
         setTimeout(() => {
           for (const s of sockets) s.destroy();
         }, graceMs).unref();

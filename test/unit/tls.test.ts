@@ -7,7 +7,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { ensureIdentity, fingerprintOf, normalizeFingerprint, PinnedAgent, showFingerprint, type TlsIdentity } from '../../base/tls.ts';
+import http from 'node:http';
+import { listen } from '../../base/http.ts';
+import { ensureIdentity, fingerprintOf, normalizeFingerprint, PinnedAgent, showFingerprint, tlsOrPlainServer, type TlsIdentity } from '../../base/tls.ts';
 
 describe('pinned TLS between machines', function () {
   this.timeout(30_000);
@@ -81,5 +83,36 @@ describe('pinned TLS between machines', function () {
     expect(normalizeFingerprint(`sha256:${real.fingerprint}`)).to.equal(real.fingerprint);
     expect(fingerprintOf(real.cert)).to.equal(real.fingerprint);
     expect(() => normalizeFingerprint('abc')).to.throw(/fingerprint/);
+  });
+
+  it('closes at once with idle keep-alive clients on both protocols, and still lets a busy request finish', async () => {
+    let release!: () => void;
+    const both = tlsOrPlainServer((req, res) => {
+      if (req.url === '/slow') release = () => res.end('late');
+      else res.end('{"ok":true}');
+    }, real, () => true);
+    const port = await listen(both.net, 0, '127.0.0.1');
+    const plainAgent = new http.Agent({ keepAlive: true });
+    const tlsAgent = new PinnedAgent(real.fingerprint, { keepAlive: true });
+    const fetchText = (mod: typeof http | typeof https, agent: http.Agent, p: string) => new Promise<string>((resolve, reject) => {
+      mod.get(`${mod === http ? 'http' : 'https'}://127.0.0.1:${port}${p}`, { agent }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    expect(await fetchText(http, plainAgent, '/')).to.equal('{"ok":true}');
+    expect(await fetchText(https, tlsAgent, '/')).to.equal('{"ok":true}');
+    // both connections now idle in their pools: before the servers tracked them, close() waited its whole grace
+    const slow = fetchText(http, new http.Agent({ keepAlive: false }), '/slow');
+    await new Promise((r) => setTimeout(r, 100));
+    const started = performance.now();
+    const closed = both.close(5000);
+    setTimeout(() => release(), 300);
+    expect(await slow).to.equal('late');
+    await closed;
+    expect(performance.now() - started).to.be.below(2500);
+    plainAgent.destroy();
+    tlsAgent.destroy();
   });
 });

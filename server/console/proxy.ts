@@ -36,7 +36,10 @@ function sameOrigin(req: IncomingMessage): boolean {
 export function consoleUpgrade(services: ControllerServices, log: Logger): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   const wss = new WebSocketServer({ noServer: true, maxPayload: 4 * 1024 * 1024 });
   return (req, socket, head) => {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', (err) => {
+      log.debug('a browser\'s console connection broke', { err });
+      socket.destroy();
+    });
     const url = new URL(req.url ?? '/', 'http://controller');
     const m = PATH.exec(url.pathname);
     if (!m) return refuse(socket, 404, 'no WebSocket here');

@@ -187,7 +187,8 @@ export async function createServices(opts: ServicesOptions): Promise<ControllerS
       const every = Math.max(1, opts.pollIntervalSeconds ?? 5);
       const clock = opts.clock ? { clock: opts.clock } : {};
       // Two loops: pending hosts (anyone may enroll one) never hold up the polls of approved hosts.
-      polls.push(repeatEvery(every * 1000, () => hosts.pollMembers(), { name: 'poll of the hosts', log, ...clock }));
+      const spreadMs = hosts.pollSpreadMs(every * 1000);
+      polls.push(repeatEvery(every * 1000, () => hosts.pollMembers({ spreadMs }), { name: 'poll of the hosts', log, ...clock }));
       polls.push(repeatEvery(every * 1000, () => hosts.pollPending(), { name: 'poll of the pending hosts', log, ...clock }));
       // a template the CLI built or imported into DATA/templates joins the catalog by the next round
       polls.push(repeatEvery(every * 1000, async () => void await templates.catalog.refresh(), { name: "reading the templates' folder", log, ...clock }));

@@ -597,9 +597,22 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     await Promise.all([this.pollMembers(), this.pollPending()]);
   }
 
-  /** Polls every approved host (ready, draining, down), `pollConcurrency` at a time; concurrent calls share one round. */
-  pollMembers(): Promise<void> {
-    return this.round('members', (h) => h.state !== 'pending', this.opts.pollConcurrency ?? 32);
+  /**
+   * Polls every approved host (ready, draining, down), `pollConcurrency` at a time; concurrent calls
+   * share one round. With `spreadMs`, the polls start evenly over that time instead of all at once.
+   */
+  pollMembers(opts: { spreadMs?: number } = {}): Promise<void> {
+    return this.round('members', (h) => h.state !== 'pending', this.opts.pollConcurrency ?? 32, opts.spreadMs ?? 0);
+  }
+
+  /**
+   * How long the scheduled rounds spread their polls over, for rounds `intervalMs` apart: as long as
+   * the last poll can still time out before the next round is due, at most half the interval.
+   * A round that let 1,000 polls start at once kept the controller busy with their answers for most
+   * of a second, and every page asked for meanwhile waited (the 1,000-host dashboard p99).
+   */
+  pollSpreadMs(intervalMs: number): number {
+    return Math.max(0, Math.min(intervalMs / 2, intervalMs - (this.opts.pollTimeoutMs ?? 3000) - 500));
   }
 
   /**
@@ -610,13 +623,22 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     return this.round('pending', (h) => h.state === 'pending', PENDING_POLL_CONCURRENCY);
   }
 
-  private round(kind: 'members' | 'pending', which: (h: HostRecord) => boolean, concurrency: number): Promise<void> {
+  private round(kind: 'members' | 'pending', which: (h: HostRecord) => boolean, concurrency: number, spreadMs = 0): Promise<void> {
     if (this.closed) return Promise.resolve();
     const running = this.rounds[kind];
     if (running) return running;
     const queue = [...this.hosts.values()].filter(which);
+    const startedAt = Date.now();
+    // a room's 30 PCs are still polled at once (60 ms); a district's 1,000 over `spreadMs`
+    const gapMs = queue.length > 1 ? Math.min(spreadMs / queue.length, MAX_POLL_GAP_MS) : 0;
+    let next = 0;
     const workers = Array.from({ length: Math.min(concurrency, queue.length) }, async () => {
-      for (let h = queue.shift(); h; h = queue.shift()) await this.pollOne(h);
+      while (next < queue.length && !this.closed) {
+        const i = next++;
+        const wait = startedAt + i * gapMs - Date.now();
+        if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
+        await this.pollOne(queue[i]!);
+      }
     });
     const done = Promise.all(workers).then(() => undefined).finally(() => {
       this.rounds[kind] = undefined;
@@ -712,6 +734,9 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     });
   }
 }
+
+/** The most time between two poll starts of a spread round (ms). */
+const MAX_POLL_GAP_MS = 2;
 
 /** Counts, per address, enrollments in the current minute. Bounded: the oldest addresses go first. */
 class EnrollLimit {

@@ -47,7 +47,7 @@ describe('poll rounds spread over time', function () {
     expect(span()).to.be.below(200);
   });
 
-  it('starts a room's 30 polls at most 2 ms apart, however long the spread', async () => {
+  it('starts the 30 polls of a room at most 2 ms apart, however long the spread', async () => {
     enroll(30);
     await registry.pollMembers({ spreadMs: 2500 });
     expect(starts).to.have.length(30);

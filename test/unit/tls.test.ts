@@ -91,7 +91,8 @@ describe('pinned TLS between machines', function () {
       if (req.url === '/slow') release = () => res.end('late');
       else res.end('{"ok":true}');
     }, real, () => true);
-    const port = await listen(both.net, 0, '127.0.0.1');
+    await new Promise<void>((resolve) => both.net.listen(0, '127.0.0.1', resolve));
+    const port = (both.net.address() as AddressInfo).port;
     const plainAgent = new http.Agent({ keepAlive: true });
     const tlsAgent = new PinnedAgent(real.fingerprint, { keepAlive: true });
     const fetchText = (mod: typeof http | typeof https, agent: http.Agent, p: string) => new Promise<string>((resolve, reject) => {

@@ -133,9 +133,16 @@ function startSerial(box) {
   window.skyhostConsole = { term, send, copySelection, state: () => status?.dataset.state };
 }
 
+// A load cut short because the browser is leaving the page is no failure: reloading would take over
+// the navigation the user asked for.
+let leaving = false;
+addEventListener('beforeunload', () => { leaving = true; });
+addEventListener('pagehide', () => { leaving = true; });
+
 // A browser keeps a failed script or module load (a network change on the way cuts one short), so
 // the one retry that works is a fresh page: at most one every 30 s. Answers false when it will not.
 function reloadOnce() {
+  if (leaving) return true;
   const last = Number(sessionStorage.getItem('skyhost-console-reload') || 0);
   if (Date.now() - last < 30000) return false;
   sessionStorage.setItem('skyhost-console-reload', String(Date.now()));

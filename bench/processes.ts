@@ -158,3 +158,33 @@ export async function removeAgentLeftovers(hostId: string): Promise<void> {
   }
   await removeNetwork(networkName(hostId)).catch(() => undefined);
 }
+
+/** A JSON call to the controller's API as its admin: the status and the parsed body. */
+export type ControllerApi = (method: string, p: string, body?: unknown) => Promise<{ status: number; body: Record<string, any> }>;
+
+/** `ControllerApi` for `c` (its admin token), each call bounded to 60 s. */
+export function controllerApi(c: { url: string; token: string }): ControllerApi {
+  return async (method, p, body) => {
+    const res = await fetch(c.url + p, {
+      method, headers: { authorization: `Bearer ${c.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(60_000),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) as Record<string, any> : {} };
+  };
+}
+
+/** Requests a VM (`POST /api/vms`) and waits until it runs with its SSH port forwarded: its id and that port. */
+export async function requestVmWithSsh(api: ControllerApi, request: Record<string, unknown>): Promise<{ id: string; port: number }> {
+  const created = await api('POST', '/api/vms', request);
+  if (created.status !== 201 && created.status !== 202) throw new Error(`POST /api/vms answered ${created.status}: ${JSON.stringify(created.body)}`);
+  const id = String(created.body.id);
+  let port = 0;
+  await waitUntil(`VM ${id} to run`, 120_000, async () => {
+    const vm = (await api('GET', `/api/vms/${id}`)).body;
+    if (vm.state === 'error') throw new Error(`VM ${id} failed: ${String(vm.error ?? '')}`);
+    port = vm.ssh?.port ?? 0;
+    return vm.state === 'running' && port > 0;
+  }, 100);
+  return { id, port };
+}

@@ -12,7 +12,7 @@ import { TemplateStore } from '../agent/templates.ts';
 import { run } from '../base/exec.ts';
 import { ensureDaemons } from '../host/hostsetup.ts';
 import type { BenchContext, Group } from './group.ts';
-import { removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { controllerApi, removeAgentLeftovers, requestVmWithSsh, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
 import { figure, msSince, type Figure } from './stats.ts';
 
 const TEMPLATE = 'bench-debian';
@@ -58,32 +58,16 @@ export async function requestToSshFigures(ctx: BenchContext): Promise<Figure[]> 
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dataDir, 'key')]);
     controller = await startControllerProcess(ctx.root);
     const { url, token } = controller;
-    const api = async (method: string, p: string, body?: unknown) => {
-      const res = await fetch(url + p, {
-        method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(60_000),
-      });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) as Record<string, any> : {} };
-    };
+    const api = controllerApi({ url, token });
     agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex') });
     await waitUntil('the agent to enroll and report the template', 60_000, async () => {
       if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
       return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
     });
     const t1 = process.hrtime.bigint();
-    const created = await api('POST', '/api/vms', {
+    const { id, port } = await requestVmWithSsh(api, {
       name: 'bench-debian-1', template: TEMPLATE, memoryMiB: 512, sshKey: readFileSync(path.join(dataDir, 'key.pub'), 'utf8').trim(),
     });
-    if (created.status !== 201 && created.status !== 202) throw new Error(`POST /api/vms answered ${created.status}: ${JSON.stringify(created.body)}`);
-    const id = String(created.body.id);
-    let port = 0;
-    await waitUntil(`VM ${id} to run`, 120_000, async () => {
-      const vm = (await api('GET', `/api/vms/${id}`)).body;
-      if (vm.state === 'error') throw new Error(`VM ${id} failed: ${String(vm.error ?? '')}`);
-      port = vm.ssh?.port ?? 0;
-      return vm.state === 'running' && port > 0;
-    }, 100);
     await waitUntil('an SSH login', 600_000, async () => {
       const r = await run('ssh', ['-i', path.join(dataDir, 'key'), '-p', String(port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=no',
         '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=5', '-o', 'LogLevel=ERROR', 'debian@127.0.0.1', 'true'], { timeout: 30_000 })

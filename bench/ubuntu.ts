@@ -17,7 +17,7 @@ import { TemplateStore } from '../agent/templates.ts';
 import { run } from '../base/exec.ts';
 import { ensureDaemons } from '../host/hostsetup.ts';
 import { ROOT, type BenchContext, type Group } from './group.ts';
-import { removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { controllerApi, removeAgentLeftovers, requestVmWithSsh, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
 import { figure, msSince, type Figure } from './stats.ts';
 import { consoleShows } from './vm.ts';
 
@@ -131,14 +131,7 @@ export async function requestToSsh(ctx: BenchContext, image: BuiltImage, recipe:
     const key = path.join(dataDir, 'key');
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'student@lab', '-f', key]);
     const c = controller = await startControllerProcess(ctx.root);
-    const api = async (method: string, p: string, body?: unknown) => {
-      const res = await fetch(c.url + p, {
-        method, headers: { authorization: `Bearer ${c.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-        ...(body ? { body: JSON.stringify(body) } : {}), signal: AbortSignal.timeout(60_000),
-      });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) as Record<string, any> : {} };
-    };
+    const api = controllerApi(c);
     const a = agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller: c, key: randomBytes(24).toString('hex') });
     await waitUntil('the agent to enroll and report the template', 60_000, async () => {
       if (a.exited()) throw new Error(`agent exited: ${a.stderr().trim().split('\n').pop()}`);
@@ -146,19 +139,10 @@ export async function requestToSsh(ctx: BenchContext, image: BuiltImage, recipe:
     });
 
     const t1 = process.hrtime.bigint();
-    const created = await api('POST', '/api/vms', {
+    const { id, port } = await requestVmWithSsh(api, {
       name: VM_NAME, template: TEMPLATE, memoryMiB: 512, sshKey: readFileSync(`${key}.pub`, 'utf8').trim(),
       userData: `#cloud-config\nruncmd:\n  - [sh, -c, "echo ${MARKER} > /var/tmp/marker"]\n`,
     });
-    if (created.status !== 201 && created.status !== 202) throw new Error(`POST /api/vms answered ${created.status}: ${JSON.stringify(created.body)}`);
-    const id = String(created.body.id);
-    let port = 0;
-    await waitUntil(`VM ${id} to run`, 120_000, async () => {
-      const vm = (await api('GET', `/api/vms/${id}`)).body;
-      if (vm.state === 'error') throw new Error(`VM ${id} failed: ${String(vm.error ?? '')}`);
-      port = vm.ssh?.port ?? 0;
-      return vm.state === 'running' && port > 0;
-    }, 100);
     // the serial login starts after cloud-init's first stage: its prompt carries the name cloud-init gave
     await consoleShows(`${c.url.replace(/^http/, 'ws')}/api/vms/${id}/console`, c.token, `${VM_NAME} login:`, 900_000);
     const consoleMs = msSince(t1);

@@ -54,23 +54,21 @@ export async function buildTestGuest(): Promise<TestGuest> {
   rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
   await buildTinyGuest(work, OPTIONS);
-  const pvh = await pvhKernel(path.join(work, 'vmlinuz'), path.join(work, 'vmlinux'));
-  writeFileSync(path.join(work, 'done'), pvh ? 'kernel: vmlinux (PVH)\n' : `kernel: vmlinuz (no PVH ELF: ${pvhMissing})\n`);
+  const missing = await pvhKernel(path.join(work, 'vmlinuz'), path.join(work, 'vmlinux'));
+  writeFileSync(path.join(work, 'done'), missing ? `kernel: vmlinuz (no PVH ELF: ${missing})\n` : 'kernel: vmlinux (PVH)\n');
   rmSync(dir, { recursive: true, force: true });
   renameSync(work, dir);
   return guest(dir);
 }
 
-let pvhMissing = '';
-
 /**
  * Unpacks a bzImage's kernel (xz as Debian packs it, or zstd) into `out` when it is an ELF with a PVH
- * entry note, which QEMU boots directly; false (and nothing written) otherwise.
+ * entry note, which QEMU boots directly; otherwise writes nothing and answers why not.
  */
-async function pvhKernel(bzImage: string, out: string): Promise<boolean> {
+async function pvhKernel(bzImage: string, out: string): Promise<string | undefined> {
   const image = readFileSync(bzImage);
   // x86 boot protocol: the compressed payload's place, from the protected-mode code after the setup sectors
-  if (image.toString('latin1', 0x202, 0x206) !== 'HdrS') return (pvhMissing = 'not a bzImage', false);
+  if (image.toString('latin1', 0x202, 0x206) !== 'HdrS') return 'not a bzImage';
   const code = ((image[0x1f1] || 4) + 1) * 512;
   const payload = image.subarray(code + image.readUInt32LE(0x248), code + image.readUInt32LE(0x248) + image.readUInt32LE(0x24c));
   let elf: Buffer;
@@ -83,13 +81,13 @@ async function pvhKernel(bzImage: string, out: string): Promise<boolean> {
     elf = zstdDecompressSync(payload);
     writeFileSync(out, elf);
   } else {
-    return (pvhMissing = 'compressed with neither xz nor zstd', false);
+    return 'compressed with neither xz nor zstd';
   }
   if (!hasPvhNote(elf)) {
     rmSync(out, { force: true });
-    return (pvhMissing = 'no PVH entry note', false);
+    return 'no PVH entry note';
   }
-  return true;
+  return undefined;
 }
 
 /** Whether a 64-bit ELF has the Xen PHYS32_ENTRY note (type 18) by which QEMU starts a kernel without its decompressor. */

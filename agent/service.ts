@@ -108,6 +108,20 @@ export async function assembleAgent(p: AgentParts): Promise<AssembledAgent> {
   };
 }
 
+/**
+ * Stops an agent and the HTTP server that serves it, in the one order that finishes: its console
+ * WebSockets (and consoles still being answered) first, then the server, then the agent itself.
+ * A server's close waits for every open connection: a console whose browser left it half-open kept
+ * that close from finishing (test/integration/console-half-open.test.ts). The agent itself stops
+ * last, once nothing reaches it.
+ * `closeServer` is absent when the agent never got a listening server.
+ */
+export async function stopServedAgent(agent: AssembledAgent, closeServer?: () => Promise<void>): Promise<void> {
+  agent.close();
+  if (closeServer) await closeServer();
+  await agent.stop();
+}
+
 export interface StartAgentOptions {
   config: Config;
   log: Logger;
@@ -282,9 +296,7 @@ export async function startAgent(opts: StartAgentOptions): Promise<RunningAgent>
       stopped ??= (async () => {
         await events?.stop();
         await discovery?.stop();
-        agent.close(); // open consoles first: the server's close waits for them
-        await server.close();
-        await agent.stop();
+        await stopServedAgent(agent, () => server.close());
       })();
       return stopped;
     },

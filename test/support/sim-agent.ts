@@ -27,7 +27,7 @@ import type { PowerState, VmMetadata } from '../../agent/hypervisor/driver.ts';
 import type { FakeHypervisor } from '../../agent/hypervisor/fake.ts';
 import { loadHypervisor } from '../../agent/hypervisor/load.ts';
 import type { HostFacts, HostResources, HostSample } from '../../agent/resources.ts';
-import { assembleAgent, type AssembledAgent } from '../../agent/service.ts';
+import { assembleAgent, stopServedAgent, type AssembledAgent } from '../../agent/service.ts';
 import type { ImportOptions, TemplateCatalog } from '../../agent/templates.ts';
 import { freeIp, newMac } from '../../agent/vms/addresses.ts';
 
@@ -326,9 +326,7 @@ export class SimAgent {
   async stop(): Promise<void> {
     const server = this.server;
     this.server = undefined;
-    this.agent?.close(); // open consoles first: the server's close waits for them
-    if (server) await close(server);
-    await this.agent?.stop();
+    if (this.agent) await stopServedAgent(this.agent, server ? () => close(server) : undefined);
     this.agent = undefined;
   }
 

@@ -12,6 +12,7 @@ import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { makeClass, password } from '../support/classroom.ts';
 import { TestClock } from '../support/clock.ts';
+import { waitFor } from '../support/net.ts';
 import { PageClient } from '../support/page-client.ts';
 import { SimFleet } from '../support/sim-agent.ts';
 
@@ -94,8 +95,7 @@ describe('class sessions (simulated hosts)', function () {
     expect(records.map((r) => r.expiresAt)).to.deep.equal(students.map(() => session.endsAt));
 
     // The VMs come up; the teacher's grid page shows a tile per student with a console button.
-    for (let i = 0; i < 100 && records.some((r) => r.state !== 'running'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(records.map((r) => r.state)).to.deep.equal(students.map(() => 'running'));
+    await waitFor('every VM running', () => records.every((r) => r.state === 'running'), 60_000, 50);
     const teacher = new PageClient(ctl.url);
     await teacher.login('ms-berg', password('ms-berg'));
     const page = await teacher.get(`/sessions/${session.id}`);

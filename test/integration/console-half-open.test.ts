@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
+import { waitFor } from '../support/net.ts';
 import { SimAgent } from '../support/sim-agent.ts';
 
 /** A TCP relay in front of the agent that can hold new connections (nothing reaches the agent until released). */
@@ -69,6 +70,12 @@ class Relay {
   }
 }
 
+/**
+ * An agent that stops at once, on a machine however loaded: below the 2 s after which base/http.ts
+ * close() forces the connections it knows of (a stop that had to wait for that is not "at once").
+ */
+const STOPS_AT_ONCE_MS = 1800;
+
 /** Resolves with the time `p` took, or rejects once `ms` passed. */
 async function within(ms: number, what: string, p: Promise<unknown>): Promise<number> {
   const t0 = Date.now();
@@ -127,18 +134,20 @@ describe('a console left half-open (controller proxy and simulated agent)', func
     browser.on('error', () => browser.destroy()); // the controller may reset it: this side is leaving anyway
     browser.write(`GET /api/vms/${vm.id}/console HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
       `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ${Buffer.from('half-open-socket').toString('base64')}\r\nAuthorization: Bearer ${admin}\r\n\r\n`);
-    await within(5000, 'the controller dialling the agent', dialed);
+    await within(20_000, 'the controller dialling the agent', dialed);
     browser.destroy();
     await sleep(200); // the controller sees the browser gone before the agent answers
     relay.release();
 
     const upstream = relay.upstreams.at(-1)!;
-    await within(2000, 'the controller closing its connection to the agent', upstream.closed);
-    await sleep(100);
-    expect(sim.agentVms()!.bridge(vm.id).viewerCount(), 'viewers left on the agent').to.equal(0);
-    const stopMs = await within(5000, 'the agent stopping', sim.stop());
+    // what went wrong was a connection kept forever: the bounds below leave a loaded machine its time
+    await within(15_000, 'the controller closing its connection to the agent', upstream.closed);
+    const bridge = sim.agentVms()!.bridge(vm.id);
+    await waitFor('the agent to drop the viewer', () => bridge.viewerCount() === 0, 10_000, 20).catch(() => undefined);
+    expect(bridge.viewerCount(), 'viewers left on the agent').to.equal(0);
+    const stopMs = await within(15_000, 'the agent stopping', sim.stop());
     sim = undefined;
-    expect(stopMs).to.be.below(1000);
+    expect(stopMs).to.be.below(STOPS_AT_ONCE_MS);
   });
 
   it('ends the console WebSockets still open on an agent that stops', async () => {
@@ -154,9 +163,9 @@ describe('a console left half-open (controller proxy and simulated agent)', func
     const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
 
     // the viewer never closes its side: the agent's stop must
-    const stopMs = await within(5000, 'the agent stopping with a console open', sim.stop());
+    const stopMs = await within(15_000, 'the agent stopping with a console open', sim.stop());
     sim = undefined;
-    expect(stopMs).to.be.below(1000);
-    await within(1000, 'the viewer seeing its console end', closed);
+    expect(stopMs).to.be.below(STOPS_AT_ONCE_MS);
+    await within(10_000, 'the viewer seeing its console end', closed);
   });
 });

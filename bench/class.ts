@@ -17,7 +17,7 @@ import { SimFleet } from '../test/support/sim-agent.ts';
 import type { BenchContext, Group } from './group.ts';
 import { cpuSeconds, startControllerProcess, waitUntil, type ControllerProcess } from './processes.ts';
 import { figure, median, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
-import { consoleShows, withRealAgent } from './vm.ts';
+import { consoleShows, withTestGuestAgent } from './vm.ts';
 
 const HOSTS = 200;
 const STUDENTS = 30;
@@ -133,7 +133,7 @@ export async function sessionOnSimulatedHosts(ctx: BenchContext): Promise<Figure
 }
 
 export async function sessionOnRealAgent(ctx: BenchContext): Promise<Figure[]> {
-  return withRealAgent(ctx, { hostIdPrefix: 'bench-class', template: TEMPLATE }, async ({ controller }) => {
+  return withTestGuestAgent(ctx, { hostIdPrefix: 'bench-class', template: TEMPLATE }, async ({ controller }) => {
     const { url, token } = controller;
     const api = apiOf(url, token);
     /** Waits until VM `id` runs, then until its console shows the prompt (a console asked too early is asked again). */

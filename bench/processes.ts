@@ -1,13 +1,17 @@
 // Real SkyHost processes for the bench groups: a controller (and an agent) started from the sources
 // with the pinned Node, each in its own process with its own data folder, stopped and removed after.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { hostTag } from '../agent/hypervisor/libvirt/domain.ts';
 import { listDomains, removeDomain } from '../agent/hypervisor/libvirt/libvirt.ts';
 import { networkName, removeNetwork } from '../agent/hypervisor/libvirt/network.ts';
+import { TemplateStore, type ImportOptions } from '../agent/templates.ts';
+import { ensureDaemons } from '../host/hostsetup.ts';
 import { skyhostCommand } from './discovery.ts';
+import type { BenchContext } from './group.ts';
 import { freePort, waitFor } from '../test/support/net.ts';
 
 export { freePort };
@@ -187,4 +191,46 @@ export async function requestVmWithSsh(api: ControllerApi, request: Record<strin
     return vm.state === 'running' && port > 0;
   }, 100);
   return { id, port };
+}
+
+/** A controller process and a real agent beside it, enrolled, whose templates hold the one given. */
+export interface RealAgent {
+  controller: ControllerProcess;
+  agent: AgentProcess;
+  /** The controller's API as its admin. */
+  api: ControllerApi;
+  /** The agent's data folder, removed afterwards: room for the bench's own files (an SSH key). */
+  dataDir: string;
+}
+
+/**
+ * Runs `use` with a controller process and a real agent on this machine's libvirt, `o.template`
+ * imported into the agent's data folder before it starts, once the agent has enrolled and the
+ * controller lists that template; then stops both and removes the agent's VMs, network and folder.
+ */
+export async function withRealAgent<T>(
+  ctx: BenchContext, o: { hostIdPrefix: string; template: ImportOptions; logLevel?: string }, use: (r: RealAgent) => Promise<T>,
+): Promise<T> {
+  await ensureDaemons();
+  const hostId = `${o.hostIdPrefix}-${randomBytes(3).toString('hex')}`;
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), `skyhost-${o.hostIdPrefix}-`));
+  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
+  let controller: ControllerProcess | undefined;
+  let agent: AgentProcess | undefined;
+  try {
+    await new TemplateStore(dataDir).import(o.template);
+    const c = controller = await startControllerProcess(ctx.root);
+    const api = controllerApi(c);
+    const a = agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller: c, key: randomBytes(24).toString('hex'), ...(o.logLevel ? { logLevel: o.logLevel } : {}) });
+    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
+      if (a.exited()) throw new Error(`agent exited: ${a.stderr().trim().split('\n').pop()}`);
+      return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${o.template.name}"`);
+    });
+    return await use({ controller: c, agent: a, api, dataDir });
+  } finally {
+    await agent?.stop();
+    await controller?.stop();
+    await removeAgentLeftovers(hostId);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 }

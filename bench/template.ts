@@ -3,16 +3,12 @@
 // is not) and how big the image is. `vm.request_to_ssh_ms` (reported by the `vm` group, whose name
 // its id carries) is measured here too: a VM of it from the request to a real SSH login
 // (controller + real agent in their own processes, QEMU under TCG, OpenSSH client).
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { buildDistroImage, distroRecipe } from '../agent/debian-template.ts';
-import { TemplateStore } from '../agent/templates.ts';
 import { run } from '../base/exec.ts';
-import { ensureDaemons } from '../host/hostsetup.ts';
 import type { BenchContext, Group } from './group.ts';
-import { controllerApi, removeAgentLeftovers, requestVmWithSsh, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { requestVmWithSsh, waitUntil, withRealAgent } from './processes.ts';
 import { figure, msSince, type Figure } from './stats.ts';
 
 const TEMPLATE = 'bench-debian';
@@ -43,27 +39,11 @@ export const templateGroup: Group = {
 
 /** `vm.request_to_ssh_ms`: a debian-12 VM requested through the controller until `ssh debian@` succeeds. */
 export async function requestToSshFigures(ctx: BenchContext): Promise<Figure[]> {
-  await ensureDaemons();
   const recipe = await distroRecipe('debian-12');
   const warm = await buildDistroImage(recipe, { onProgress: (s, d) => ctx.say(`template: ${s}: ${d}`) });
-  const figures: Figure[] = [];
-
-  const hostId = `bench-tpl-${randomBytes(3).toString('hex')}`;
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-tpl-'));
-  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
-  let controller: ControllerProcess | undefined;
-  let agent: AgentProcess | undefined;
-  try {
-    await new TemplateStore(dataDir).import({ name: TEMPLATE, kernel: warm.kernel, initrd: warm.initrd, disk: warm.disk, cmdline: warm.cmdline, os: 'debian', minMemoryMiB: recipe.minMemoryMiB });
+  const template = { name: TEMPLATE, kernel: warm.kernel, initrd: warm.initrd, disk: warm.disk, cmdline: warm.cmdline, os: 'debian', minMemoryMiB: recipe.minMemoryMiB };
+  return withRealAgent(ctx, { hostIdPrefix: 'bench-tpl', template }, async ({ api, dataDir }) => {
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dataDir, 'key')]);
-    controller = await startControllerProcess(ctx.root);
-    const { url, token } = controller;
-    const api = controllerApi({ url, token });
-    agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex') });
-    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
-      if (agent?.exited()) throw new Error(`agent exited: ${agent.stderr().trim().split('\n').pop()}`);
-      return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
-    });
     const t1 = process.hrtime.bigint();
     const { id, port } = await requestVmWithSsh(api, {
       name: 'bench-debian-1', template: TEMPLATE, memoryMiB: 512, sshKey: readFileSync(path.join(dataDir, 'key.pub'), 'utf8').trim(),
@@ -76,15 +56,10 @@ export async function requestToSshFigures(ctx: BenchContext): Promise<Figure[]> 
     }, 1000);
     const sshMs = msSince(t1);
     ctx.say(`template: SSH login to VM ${id} after ${Math.round(sshMs)} ms`);
-    figures.push(figure('vm.request_to_ssh_ms', 'ms', [sshMs], {
+    const figures = [figure('vm.request_to_ssh_ms', 'ms', [sshMs], {
       note: 'debian-12 under TCG, 1 vCPU, 512 MiB: POST /api/vms (controller + real agent processes) to `ssh debian@` through the agent\'s forwarded port succeeding (tried every second); 1 run',
-    }));
+    })];
     await api('DELETE', `/api/vms/${id}`);
     return figures;
-  } finally {
-    await agent?.stop();
-    await controller?.stop();
-    await removeAgentLeftovers(hostId);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  });
 }

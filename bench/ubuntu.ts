@@ -8,16 +8,15 @@
 // forwarded port and finds the startup script's marker. Any of these failing fails the group: no figure.
 //
 // Not in `npm test`: CI's machines reach only Debian's mirror and the npm registry.
-import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buildDistroImage, defaultCacheDir, distroRecipe, hostRelease, type BuiltImage, type DistroRecipe } from '../agent/debian-template.ts';
-import { TemplateStore } from '../agent/templates.ts';
 import { run } from '../base/exec.ts';
 import { ensureDaemons } from '../host/hostsetup.ts';
 import { ROOT, type BenchContext, type Group } from './group.ts';
-import { controllerApi, removeAgentLeftovers, requestVmWithSsh, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { requestVmWithSsh, waitUntil, withRealAgent } from './processes.ts';
 import { figure, msSince, type Figure } from './stats.ts';
 import { consoleShows } from './vm.ts';
 
@@ -118,25 +117,10 @@ async function measure(ctx: BenchContext): Promise<Figure[]> {
  * login prompt with the VM's name and the startup script's marker is there.
  */
 export async function requestToSsh(ctx: BenchContext, image: BuiltImage, recipe: DistroRecipe): Promise<Figure> {
-  await ensureDaemons();
-  const hostId = `bench-ubu-${randomBytes(3).toString('hex')}`;
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-ubuntu-'));
-  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
-  let controller: ControllerProcess | undefined;
-  let agent: AgentProcess | undefined;
-  try {
-    await new TemplateStore(dataDir).import({
-      name: TEMPLATE, kernel: image.kernel, initrd: image.initrd, disk: image.disk, cmdline: image.cmdline, os: 'ubuntu', minMemoryMiB: recipe.minMemoryMiB,
-    });
+  const template = { name: TEMPLATE, kernel: image.kernel, initrd: image.initrd, disk: image.disk, cmdline: image.cmdline, os: 'ubuntu', minMemoryMiB: recipe.minMemoryMiB };
+  return withRealAgent(ctx, { hostIdPrefix: 'bench-ubu', template }, async ({ controller: c, api, dataDir }) => {
     const key = path.join(dataDir, 'key');
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'student@lab', '-f', key]);
-    const c = controller = await startControllerProcess(ctx.root);
-    const api = controllerApi(c);
-    const a = agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller: c, key: randomBytes(24).toString('hex') });
-    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
-      if (a.exited()) throw new Error(`agent exited: ${a.stderr().trim().split('\n').pop()}`);
-      return JSON.stringify((await api('GET', '/api/templates')).body).includes(`"${TEMPLATE}"`);
-    });
 
     const t1 = process.hrtime.bigint();
     const { id, port } = await requestVmWithSsh(api, {
@@ -179,12 +163,7 @@ export async function requestToSsh(ctx: BenchContext, image: BuiltImage, recipe:
     const del = await api('DELETE', `/api/vms/${id}`);
     if (del.status >= 300) throw new Error(`DELETE /api/vms/${id} answered ${del.status}`);
     return sshFigure;
-  } finally {
-    await agent?.stop();
-    await controller?.stop();
-    await removeAgentLeftovers(hostId);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 export const ubuntuGroup: Group = {

@@ -5,16 +5,11 @@
 // virsh net-update for the DHCP entry, virsh define, virsh start), which the agent measures per step
 // and logs with "created VM".
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import WebSocket from 'ws';
-import { ensureDaemons } from '../host/hostsetup.ts';
-import { TemplateStore } from '../agent/templates.ts';
 import { buildTestGuest, GUEST_PROMPT } from '../test/support/guest.ts';
 import type { BenchContext, Group } from './group.ts';
 import { requestToSshFigures } from './template.ts';
-import { removeAgentLeftovers, startAgentProcess, startControllerProcess, waitUntil, type AgentProcess, type ControllerProcess } from './processes.ts';
+import { waitUntil, withRealAgent, type RealAgent } from './processes.ts';
 import { figure, msSince, notMeasured, withTarget, type Figure } from './stats.ts';
 
 const RUNS = 5;
@@ -25,41 +20,14 @@ interface CreateLog {
   steps: Record<string, number>;
 }
 
-/** A controller process and a real agent beside it, enrolled, whose templates hold the test guest. */
-export interface RealAgent {
-  controller: ControllerProcess;
-  agent: AgentProcess;
-}
-
 /**
  * Runs `use` with a controller process and a real agent on this machine's libvirt (TCG), the test guest
- * imported as template `o.template` in the agent's data folder, once the agent has enrolled and the
- * controller lists that template; then stops both and removes the agent's VMs and folder.
+ * imported as template `o.template` (processes.ts `withRealAgent`).
  */
-export async function withRealAgent<T>(ctx: BenchContext, o: { hostIdPrefix: string; template: string; logLevel?: string }, use: (r: RealAgent) => Promise<T>): Promise<T> {
-  await ensureDaemons();
+export async function withTestGuestAgent<T>(ctx: BenchContext, o: { hostIdPrefix: string; template: string; logLevel?: string }, use: (r: RealAgent) => Promise<T>): Promise<T> {
   const guest = await buildTestGuest();
-  const hostId = `${o.hostIdPrefix}-${randomBytes(3).toString('hex')}`;
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-agent-'));
-  chmodSync(dataDir, 0o711); // libvirt-qemu reaches the VM folders inside
-  let controller: ControllerProcess | undefined;
-  let agent: AgentProcess | undefined;
-  try {
-    await new TemplateStore(dataDir).import({ name: o.template, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' });
-    const c = controller = await startControllerProcess(ctx.root);
-    const a = agent = await startAgentProcess(ctx.root, { dataDir, hostId, controller, key: randomBytes(24).toString('hex'), ...(o.logLevel ? { logLevel: o.logLevel } : {}) });
-    await waitUntil('the agent to enroll and report the template', 60_000, async () => {
-      if (a.exited()) throw new Error(`agent exited: ${a.stderr().trim().split('\n').pop()}`);
-      const res = await fetch(`${c.url}/api/templates`, { headers: { authorization: `Bearer ${c.token}` }, signal: AbortSignal.timeout(60_000) });
-      return (await res.text()).includes(`"${o.template}"`);
-    });
-    return await use({ controller: c, agent: a });
-  } finally {
-    await agent?.stop();
-    await controller?.stop();
-    await removeAgentLeftovers(hostId);
-    rmSync(dataDir, { recursive: true, force: true });
-  }
+  const template = { name: o.template, kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox' };
+  return withRealAgent(ctx, { hostIdPrefix: o.hostIdPrefix, template, ...(o.logLevel ? { logLevel: o.logLevel } : {}) }, use);
 }
 
 /** Resolves when the console WebSocket at `url` has shown `text`; the scrollback covers a late join. */
@@ -113,7 +81,7 @@ export const vmGroup: Group = {
     ['vm.request_to_ssh_ms', 'ms'],
   ],
   async run(ctx) {
-    return withRealAgent(ctx, { hostIdPrefix: 'bench-vm', template: TEMPLATE, logLevel: 'info' }, async ({ controller, agent }) => {
+    return withTestGuestAgent(ctx, { hostIdPrefix: 'bench-vm', template: TEMPLATE, logLevel: 'info' }, async ({ controller, agent }) => {
       const { url, token } = controller;
       const auth = { authorization: `Bearer ${token}` };
       const api = async (method: string, p: string, body?: unknown) => {

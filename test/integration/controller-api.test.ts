@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import WebSocket from 'ws';
 import { configureLogging, logger } from '../../base/log.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
-import { freePort, jsonOrText } from '../support/net.ts';
+import { freePort, GiveUp, jsonOrText, waitFor } from '../support/net.ts';
 import { SimAgent, SimFleet } from '../support/sim-agent.ts';
 
 async function simAgent(hostId: string): Promise<SimAgent> {
@@ -58,7 +58,8 @@ describe('controller API (in-process, simulated agents)', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-ctl-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 500, answerWithinMs: 1000 });
+    // polls of a simulated agent get 5 s (a loaded machine); the slow-agent test needs answerWithinMs below its createDelayMs
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 1000 });
     base = ctl.url;
     adminToken = ctl.services.secrets.adminToken;
     joinToken = ctl.services.secrets.joinToken;
@@ -322,8 +323,8 @@ describe('controller API (in-process, simulated agents)', function () {
         expect(r.status).to.equal(202);
         expect(r.json.state).to.equal('creating');
         expect(r.json.host).to.equal('host-slow');
-        await new Promise((res) => setTimeout(res, 1000));
-        expect((await call('GET', `/api/vms/${r.json.id}`, { token: alice })).json.state).to.equal('running');
+        // the agent answers 1.5 s after the call (later on a loaded machine): the record follows it
+        await waitFor('the record to follow the agent', async () => (await call('GET', `/api/vms/${r.json.id}`, { token: alice })).json.state === 'running', 30_000, 100);
       } finally {
         await call('POST', '/api/hosts/host-a/undrain', { token: adminToken });
         await call('POST', '/api/hosts/host-b/undrain', { token: adminToken });
@@ -540,7 +541,7 @@ describe('controller placement under a burst (in-flight reservations)', function
 });
 
 describe('controller durability (child process, kill -9)', function () {
-  this.timeout(60_000);
+  this.timeout(150_000); // two starts of a controller process, each as slow as a loaded machine makes it
   let dir: string;
   let child: import('node:child_process').ChildProcess | undefined;
   let agent: SimAgent;
@@ -554,14 +555,11 @@ describe('controller durability (child process, kill -9)', function () {
     });
     let err = '';
     child.stderr!.on('data', (d) => { err += String(d); });
-    for (let i = 0; i < 100; i++) {
-      try {
-        if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return;
-      } catch { /* not yet */ }
-      if (child.exitCode !== null) throw new Error(`controller exited: ${err}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    throw new Error(`controller did not start: ${err}`);
+    const started = child;
+    await waitFor('the controller to answer /healthz', async () => {
+      if (started.exitCode !== null) throw new GiveUp(`controller exited: ${err}`);
+      return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+    }, 60_000, 100).catch((e: Error) => { throw e instanceof GiveUp ? e : new Error(`${e.message}; its log: ${err}`); });
   }
 
   function killHard(): Promise<void> {
@@ -593,11 +591,10 @@ describe('controller durability (child process, kill -9)', function () {
     const joinToken = readFileSync(path.join(dir, 'secrets', 'join-token'), 'utf8').trim();
     const auth = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     expect((await agent.enroll(base, joinToken)).state).to.equal('ready');
-    for (let i = 0; i < 50; i++) {
+    await waitFor('the host to report its template', async () => {
       const hosts = await (await fetch(`${base}/api/hosts`, { headers: auth })).json() as { hosts: Array<{ templates: string[] }> };
-      if (hosts.hosts[0]?.templates.includes('alpine')) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+      return hosts.hosts[0]?.templates.includes('alpine');
+    }, 30_000, 100);
     const created = await fetch(`${base}/api/vms`, { method: 'POST', headers: auth, body: JSON.stringify({ template: 'alpine', name: 'durable' }) });
     expect(created.status).to.equal(201);
     const vm = await created.json() as { id: string };

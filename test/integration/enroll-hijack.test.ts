@@ -53,7 +53,7 @@ describe('enrollment cannot be hijacked (real controller app)', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-hijack-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 500 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000 }); // a simulated agent's answer on a loaded machine; the hole test waits this once
   });
   after(async () => {
     await ctl?.stop();
@@ -191,7 +191,9 @@ describe('enrollment cannot be hijacked (real controller app)', function () {
       if (r.status === 200) accepted++;
       else refused = r;
     }
-    expect(accepted).to.be.within(1, 29); // earlier tests here used part of this address's minute
+    // at most the limit; fewer when earlier tests here used part of this address's minute (whether they
+    // did depends on how long they took: the window is a minute from its first enrollment)
+    expect(accepted).to.be.within(1, 30);
     expect(refused?.status).to.equal(429);
     expect(refused?.json.error).to.include({ code: 'too_many_enrollments' });
     expect(refused?.json.error.message).to.match(/more than 30 enrollments a minute without a valid join token from 127\.0\.0\.1: try again in \d+ s/);

@@ -25,7 +25,7 @@ describe('hosts page: replacement requests and strangers in a browser', function
 
   before(async () => {
     configureLogging({ out: () => {} });
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 500 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000 }); // the simulated agent's answer on a loaded machine; the stranger's port refuses at once
     await ctl.services.users.create({ name: 'teacher', password: 'teacher-pass-1', role: 'admin' });
     await ctl.services.users.create({ name: 'alice', password: 'alice-pass-1' });
     agent = await new SimAgent({ hostId: 'pc-7', hostname: 'lab-pc-7', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();

@@ -39,7 +39,7 @@ describe('hosts page: replacement requests and strangers (HTTP, CSRF)', function
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-hostreq-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 500 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000 }); // the simulated agent's answer on a loaded machine; strangers' ports refuse at once
     await ctl.services.users.create({ name: 'alice', password: 'alice-pass-1' });
     admin = new PageClient(ctl.url);
     await admin.firstAdminLogin(ctl.services.secrets.adminToken, 'teacher-pass-1');

@@ -53,7 +53,7 @@ describe('start on boot: controller services and a simulated agent', function ()
   beforeEach(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-boot-'));
-    services = await createServices({ dataDir: dir, log: logger('test'), pollTimeoutMs: 500 });
+    services = await createServices({ dataDir: dir, log: logger('test'), pollTimeoutMs: 5000 }); // a stopped agent refuses at once; a running one may answer late on a loaded machine
     admin = services.users.get('admin')!;
     agent = await new SimAgent({ hostname: 'lab-03' }).start();
     services.hosts.enroll({ hostId: agent.hostId, hostname: agent.hostname, agentUrl: agent.url, agentKey: agent.key, version: '1', joinToken: services.joinTokens.clusterToken() });

@@ -15,7 +15,7 @@ import { close, listen } from '../../base/http.ts';
 import { logger } from '../../base/log.ts';
 
 describe('web installer offline (appliance/setup)', function () {
-  this.timeout(30_000);
+  this.timeout(90_000); // a job on a loaded machine: jobPage waits up to 40 s
   const key = setupKey();
   let dir: string;
   let server: Server;
@@ -52,10 +52,10 @@ describe('web installer offline (appliance/setup)', function () {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Polls a job's page until `done` says so. */
+  /** Polls a job's page until `done` says so (or 40 s have passed: a loaded machine, not 10 s of polls). */
   async function jobPage(jobPath: string, done: (html: string) => boolean): Promise<string> {
     let html = '';
-    for (let i = 0; i < 100 && !done(html); i++) {
+    for (const end = Date.now() + 40_000; !done(html) && Date.now() < end;) {
       await new Promise((r) => setTimeout(r, 100));
       html = await (await asBrowser(jobPath)).text();
     }

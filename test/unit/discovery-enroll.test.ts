@@ -26,7 +26,7 @@ describe('discovery: the enroll loop', () => {
     });
     return discovery;
   };
-  const until = async (what: string, ok: () => boolean, ms = 3000) => {
+  const until = async (what: string, ok: () => boolean, ms = 20_000) => { // generous: a loaded machine; the wrong outcomes never arrive
     const end = Date.now() + ms;
     while (!ok()) {
       if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(discovery?.state())}`);

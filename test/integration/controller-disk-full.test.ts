@@ -26,7 +26,7 @@ describe('controller on a full disk (tmpfs data folder, child process)', functio
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     child.stderr!.on('data', (d) => { stderr += String(d); });
-    for (let i = 0; i < 150; i++) {
+    for (const end = Date.now() + 60_000; Date.now() < end;) { // a process start on a loaded machine: not 15 s
       try {
         if ((await fetch(`${base}/healthz`)).ok) return;
       } catch { /* not listening yet */ }
@@ -50,6 +50,15 @@ describe('controller on a full disk (tmpfs data folder, child process)', functio
       });
       c.kill(signal);
     });
+  }
+
+  /**
+   * The controller ended its stop itself: a stop that hangs is cut off STOP_LIMIT_MS (4 s) after the
+   * signal with this log line. (A bound on the elapsed time measured a loaded machine as much.)
+   */
+  function expectStoppedByItself(): void {
+    expect(stderr).to.contain('stopping on SIGTERM');
+    expect(stderr, 'stopped by the limit, not by itself').not.to.match(/not stopped \d+ ms after SIGTERM/);
   }
 
   async function call(method: string, p: string, body?: unknown): Promise<{ status: number; json: any }> {
@@ -115,10 +124,10 @@ describe('controller on a full disk (tmpfs data folder, child process)', functio
     expect((await call('GET', '/api/users')).status).to.equal(200); // reads still work
   });
 
-  it('given the disk is full and events are waiting to be written, should exit within 5 s of SIGTERM', async () => {
+  it('given the disk is full and events are waiting to be written, should stop by itself on SIGTERM, before its 4 s limit', async () => {
     expect((await call('POST', '/api/users', { username: 'last', password: 'last-password' })).status).to.equal(507);
-    const ms = await stopChild('SIGTERM'); // at once: the failed write's events are still buffered
-    expect(ms, stderr).to.be.below(5000);
+    await stopChild('SIGTERM'); // at once: the failed write's events are still buffered
+    expectStoppedByItself();
     expect(stderr).not.to.contain('no transaction is active');
     expect(stderr).to.contain('stopping on SIGTERM');
   });
@@ -131,6 +140,7 @@ describe('controller on a full disk (tmpfs data folder, child process)', functio
     const names = (await call('GET', '/api/users')).json.users.map((u: { name: string }) => u.name);
     expect(names).to.include.members(['admin', 'before', 'after']).and.not.include('during');
     expect((await call('POST', '/api/join-tokens', { label: 'room 12' })).status).to.equal(201);
-    expect(await stopChild('SIGTERM')).to.be.below(5000);
+    await stopChild('SIGTERM');
+    expectStoppedByItself();
   });
 });

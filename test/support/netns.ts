@@ -170,7 +170,8 @@ export const PLAIN_HTTP: Record<string, string> = Object.fromEntries(
  */
 export function plainControllerApi(lan: TestLan, from: string, token: () => string) {
   const url = () => `http://${lan.host(from).ip}:8080`;
-  const curl = async (args: string[]) => (await lan.exec(from, 'curl', ['-sS', '--max-time', '5', ...args])).stdout;
+  // 20 s for one answer: a node process on a loaded machine (5 s was a quiet machine's figure)
+  const curl = async (args: string[]) => (await lan.exec(from, 'curl', ['-sS', '--max-time', '20', ...args])).stdout;
   const api = async <T>(method: string, route: string, body?: unknown): Promise<T> =>
     JSON.parse(await curl(['-X', method, '-H', `authorization: Bearer ${token()}`, '-H', 'content-type: application/json',
       ...(body === undefined ? [] : ['--data', JSON.stringify(body)]), url() + route])) as T;

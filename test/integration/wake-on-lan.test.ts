@@ -41,7 +41,7 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
     const data = path.join(tmp, 'c');
     procs.node('c', 'appliance/main.ts', ['controller', '--data', data, '--port', '8080'],
       { SKYHOST_ADVERTISE: 'false', SKYHOST_POLL_INTERVAL_SECONDS: '1', ...PLAIN_HTTP });
-    await waitFor('the controller to answer', async () => procs.alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 30_000, 200);
+    await waitFor('the controller to answer', async () => procs.alive() ?? (await curl([`${controllerUrl()}/healthz`])).includes('"ok"'), 60_000, 200); // a node process on a loaded machine
     token = readFileSync(path.join(data, 'secrets', 'admin-token'), 'utf8').trim();
     startAgent(readFileSync(path.join(data, 'secrets', 'join-token'), 'utf8').trim());
   });
@@ -78,7 +78,7 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
     const answer = await api<{ host: HostView; poweredOff: boolean }>('POST', '/api/hosts/id-a/sleep');
     expect(answer.poweredOff).to.equal(true);
     expect(answer.host.state).to.equal('asleep');
-    await waitFor('the power-off command run', () => existsSync(powerOffFile()), 10_000, 100);
+    await waitFor('the power-off command run', () => existsSync(powerOffFile()), 30_000, 100);
     // What the power-off would do: the agent is gone.
     procs.process('a').kill('SIGKILL');
     await procs.process('a');
@@ -91,10 +91,10 @@ describe('Wake-on-LAN with a real agent in a network namespace', function () {
   it('should send the magic packet to the LAN\'s broadcast address, port 9, from the Wake of the API', async () => {
     const broadcast = `${lan.prefix}.255`;
     const listener = procs.spawn('w', NODE, ['-e', LISTENER, broadcast]);
-    await waitFor('the listener bound', () => procs.alive() ?? /listening/.test(procs.log('w')), 10_000, 50);
+    await waitFor('the listener bound', () => procs.alive() ?? /listening/.test(procs.log('w')), 30_000, 50); // node starting on a loaded machine
     const answer = await api<{ mac: string; address: string; port: number }>('POST', '/api/hosts/id-a/wake');
     expect(answer).to.deep.include({ address: broadcast, port: 9 });
-    const line = await waitFor('the packet on the bridge', () => /\{"hex".*\}/.exec(procs.log('w'))?.[0], 10_000, 50);
+    const line = await waitFor('the packet on the bridge', () => /\{"hex".*\}/.exec(procs.log('w'))?.[0], 30_000, 50);
     const got = JSON.parse(line) as { hex: string; from: string };
     listener.kill('SIGKILL');
     const packet = Buffer.from(got.hex, 'hex');

@@ -301,7 +301,10 @@ describe('template distribution between real agents', function () {
     const fromB = await relay(b, c);
     const cStarted = await call(c, 'POST', '/templates/pull', { manifest, sources: [fromB.source] });
     expect(cStarted.status).to.equal(202);
-    await new Promise((r) => setTimeout(r, 2500)); // longer than C's rounds over a source that answers 404 at once
+    // C's request has reached B (on a loaded machine that is not at once), and then longer than C's
+    // rounds over a source that answers 404 at once
+    await waitFor('C to ask B', () => fromB.r.asked.length > 0, 30_000, 20);
+    await new Promise((r) => setTimeout(r, 2500));
     const slow = await relay(a, b);
     slow.r.rate = 8 * 1024 * 1024; // ~3 s for the file
     expect((await call(b, 'POST', '/templates/pull', { manifest, sources: [slow.source] })).status).to.equal(202);
@@ -377,7 +380,7 @@ describe('the controller putting templates on hosts (real agents, libvirt + QEMU
     await storeA.import({ name: 'lab-image', disk: image, os: 'test' });
     a = await startOne('a', '42330-42339');
     b = await startOne('b', '42340-42349');
-    await waitFor('host A to report its templates, and B its status', () => hostHas(a, 'guest') && hostHas(a, 'lab-image') && ctl.services.hosts.record(b.hostId)?.status != null, 20_000);
+    await waitFor('host A to report its templates, and B its status', () => hostHas(a, 'guest') && hostHas(a, 'lab-image') && ctl.services.hosts.record(b.hostId)?.status != null, 60_000);
   });
 
   after(async function () {

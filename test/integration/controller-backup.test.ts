@@ -118,7 +118,9 @@ describe('controller backup and restore', function () {
       let writing = true;
       const failures: string[] = [];
       const writer = async (w: number) => {
-        for (let n = 0; writing && n < 40; n++) {
+        // writes until told to stop: 40 each once ran out before the backup process ended on a loaded
+        // machine, and then nothing was written after it (the cap only bounds a run gone wrong)
+        for (let n = 0; writing && n < 400; n++) {
           const vm = w % 2 === 1 && n < 12;
           const r = vm
             ? await call(a, 'POST', '/api/vms', { template: 'alpine', name: `w${w}-${n}`, vcpus: 1, memoryMiB: 128 })
@@ -135,7 +137,7 @@ describe('controller backup and restore', function () {
       expect(made, made.err).to.include({ code: 0, err: '' });
       expect(made.out).to.contain(`backup of cluster ${a.services.clusterId} written to ${file()}`);
       const ackedAfter = () => acked.filter((x) => x.at > backupEndedAt).length;
-      while (ackedAfter() < 20 && acked.length < WRITERS * 40) await new Promise((r) => setTimeout(r, 10));
+      while (ackedAfter() < 20 && acked.length < WRITERS * 400) await new Promise((r) => setTimeout(r, 10));
       writing = false;
       await Promise.all(writers);
       expect(failures).to.deep.equal([]);

@@ -89,7 +89,7 @@ describe('a class session in a browser', function () {
 
     // The grid updates by itself: the same document (a mark set in it survives), every tile running.
     await page.evaluate('window.__stillTheSamePage = true');
-    await waitFor('every tile running', async () => (await tileStates()).every((s) => s === 'running'), 20_000, 250);
+    await waitFor('every tile running', async () => (await tileStates()).every((s) => s === 'running'), 60_000, 250); // the VMs of a whole class on a loaded machine
     expect(page.url()).to.equal(gridUrl);
     expect(await page.evaluate('window.__stillTheSamePage === true')).to.equal(true);
     expect(await page.locator('#session-grid li.tile a:has-text("Console")').count()).to.equal(STUDENTS);

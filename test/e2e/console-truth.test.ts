@@ -69,7 +69,7 @@ describe('the VM page\'s console tells the truth (real VM, chromium)', function 
       new MutationObserver(note).observe(el, { attributes: true, attributeFilter: ['data-state'] });
     })()`);
     await page.waitForSelector('#console-status[data-state=connected]');
-    await waitFor('the replayed history', async () => (await terminalLines(page)).some((l) => l.includes('query:')), 10_000, 200);
+    await waitFor('the replayed history', async () => (await terminalLines(page)).some((l) => l.includes('query:')), 30_000, 200);
     await page.waitForTimeout(500);
     // xterm answers a cursor-position query with ESC[row;colR: none may go out for a replay
     expect(sent.filter((f) => /\x1b\[\d+;\d+R/.test(f)), 'terminal answers sent to the guest').to.deep.equal([]);

@@ -54,7 +54,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
       body: JSON.stringify({ hostId, hostname: 'lab-pc-1', agentUrl: agent.url, agentKey: agent.key, joinToken: controller.services.joinTokens.clusterToken(), version: 'e2e' }),
     });
     expect(enrolled.status, await enrolled.clone().text()).to.be.oneOf([200, 201]);
-    await waitFor('the host to report its template', () => controller!.services.templates.find('guest-vnc') !== undefined, 20_000, 250);
+    await waitFor('the host to report its template', () => controller!.services.templates.find('guest-vnc') !== undefined, 60_000, 250);
     browser = await launchBrowser();
     page = await browser.newPage();
     page.on('dialog', (d) => void d.accept());
@@ -124,14 +124,14 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     }, 90_000, 500);
     await page.keyboard.type('echo sky-$((6*7))');
     await page.keyboard.press('Enter');
-    await waitFor('the command output', async () => (await terminalText(page)).includes('sky-42'), 20_000, 250);
+    await waitFor('the command output', async () => (await terminalText(page)).includes('sky-42'), 60_000, 250); // a TCG guest on a loaded machine
     // Paste: the browser's paste event on the terminal sends the text to the VM.
     await page.evaluate(`(() => {
       const data = new DataTransfer();
       data.setData('text/plain', 'echo pasted-$((40+2))\\r');
       document.querySelector('#terminal textarea').dispatchEvent(new ClipboardEvent('paste', { clipboardData: data, bubbles: true, cancelable: true }));
     })()`);
-    await waitFor('the pasted command output', async () => (await terminalText(page)).includes('pasted-42'), 20_000, 250);
+    await waitFor('the pasted command output', async () => (await terminalText(page)).includes('pasted-42'), 60_000, 250);
     await page.screenshot({ path: path.join(SHOTS, 'vm-console.png'), fullPage: true });
     // Copy: the selection is what the terminal shows.
     const selected = await page.evaluate<string>('(() => { skyhostConsole.term.selectAll(); return skyhostConsole.copySelection(); })()');
@@ -185,7 +185,7 @@ describe('controller pages in a browser (real agent, real VM)', function () {
     expect(await page.textContent('#install-cmd')).to.match(new RegExp(`^curl -fsSL '${base.replaceAll('.', '\\.')}/install\\.sh\\?token=shs_[0-9a-f]{12}_[\\w-]+' \\| sudo sh$`));
     await page.goto(base + '/admin/events');
     controller!.services.events.record({ source: 'e2e', level: 'warn', msg: 'a live event from the test' });
-    await page.waitForSelector('#event-log >> text=a live event from the test', { timeout: 10_000 });
+    await page.waitForSelector('#event-log >> text=a live event from the test', { timeout: 30_000 });
     await page.selectOption('#ev-level', 'error');
     await page.waitForSelector('#event-log >> text=a live event from the test', { state: 'detached' });
     expect(page.url()).to.contain('level=error');

@@ -115,7 +115,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
     await shot('templates-empty');
     // what `skyhost template build tiny --busybox` leaves on the host: the agent reports it, the controller lists it
     await agent!.templates.import({ name: 'guest', kernel: guest.kernel, initrd: guest.initrd, cmdline: guest.cmdline, os: 'busybox test guest', minMemoryMiB: 256 });
-    await waitFor('the host to report its template', () => controller!.services.templates.find('guest') !== undefined, 20_000, 250);
+    await waitFor('the host to report its template', () => controller!.services.templates.find('guest') !== undefined, 60_000, 250);
   });
 
   it('should give the Hosts page’s commands and links with the LAN address, not 127.0.0.1, and the one-liner whole in its box', async () => {
@@ -182,7 +182,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
   it('should show the events in time order, each naming its VM, host and user, with the day in every date', async () => {
     await login(page, base, 'admin', password);
     await page.waitForURL(base + '/');
-    await waitFor('the agent’s "created VM" record', () => controller!.services.events.list({ source: 'agent', limit: 50 }).some((e) => e.msg === 'created VM first-vm'), 20_000, 250);
+    await waitFor('the agent’s "created VM" record', () => controller!.services.events.list({ source: 'agent', limit: 50 }).some((e) => e.msg === 'created VM first-vm'), 60_000, 250);
     await page.goto(base + '/admin/events');
     const created = page.locator('#event-log li', { hasText: 'created VM first-vm' }).first();
     const row = (await created.textContent())!;
@@ -217,7 +217,7 @@ describe('a teacher’s first day, from localhost (real controller, real agent, 
     await page.waitForSelector('#options-form');
     expect(await page.inputValue('input[name=controllerUrl]')).to.equal(lanUrl);
     await page.click('#test-controller');
-    await page.waitForSelector('#controller-check:not(:empty)', { timeout: 10_000 });
+    await page.waitForSelector('#controller-check:not(:empty)', { timeout: 30_000 });
     const tested = (await page.textContent('#controller-check'))!;
     if (realLan) expect(tested).to.contain(`The controller at ${lanUrl} answers: SkyHost`);
     else expect(tested).to.contain(`No answer from ${lanUrl}`);

@@ -240,7 +240,7 @@ describe('templates page in a browser: copy to every host, keep on every host (t
     link = slowLink(controller.url, 3 * 1024 * 1024);
     // these agents were enrolled by hand: their status names no controller, so the distributor's URL is used
     controller.services.distribute.controllerUrl = `http://127.0.0.1:${await listen(link, 0, '127.0.0.1')}`;
-    await waitFor('both hosts to be ready', () => agents.every((a) => controller.services.hosts.record(a.hostId)?.state === 'ready'), 30_000);
+    await waitFor('both hosts to be ready', () => agents.every((a) => controller.services.hosts.record(a.hostId)?.state === 'ready'), 60_000);
     ({ browser, page } = await adminBrowser(controller));
   });
 

@@ -92,7 +92,7 @@ export async function startRealPair(opts: RealPairOptions): Promise<RealPair> {
     });
     if (enrolled.status !== 200) throw new Error(`enrollment answered ${enrolled.status}: ${await enrolled.text()}`);
     const started = ctl;
-    await waitFor(`the host to report template ${opts.waitForTemplate}`, () => started.services.templates.find(opts.waitForTemplate) !== undefined, 20_000);
+    await waitFor(`the host to report template ${opts.waitForTemplate}`, () => started.services.templates.find(opts.waitForTemplate) !== undefined, 60_000); // the first status on a loaded machine
     return { work, hostId, agent, ctl, api: bearerApi(() => started.url, () => started.services.secrets.adminToken), stop };
   } catch (err) {
     await stop();

@@ -38,7 +38,7 @@ describe('a room that sleeps (registry and simulated agents)', function () {
     shutdowns = [];
     events.length = 0;
     registry = new HostRegistry(store, {
-      clusterId: 'c1', redeemJoinToken: () => ({ ok: true }), log: logger('test'), pollTimeoutMs: 500,
+      clusterId: 'c1', redeemJoinToken: () => ({ ok: true }), log: logger('test'), pollTimeoutMs: 5000, // a simulated agent's answer on a loaded machine; stopped ones refuse at once
       sendWake: async (mac, address, port) => void sent.push({ mac, address, port }),
     });
     registry.on('down', (h) => events.push(`down ${h.hostname}`));

@@ -42,7 +42,7 @@ describe('class sessions wake sleeping hosts (simulated hosts)', function () {
 
   const open = async () => {
     controller = await startController({
-      dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, clock, pollTimeoutMs: 1000, answerWithinMs: 2000,
+      dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, clock, pollTimeoutMs: 5000, answerWithinMs: 2000, // polls: a simulated agent's answer on a loaded machine; the sleeping hosts refuse at once
       sendWake: async (mac) => void sent.push(mac),
     });
     services = controller.services;

@@ -38,7 +38,8 @@ describe('a class session in a browser', function () {
     });
     base = controller.url;
     for (const i of [1, 2]) {
-      const host = await new SimAgent({ hostId: `lab-pc-${i}`, hostname: `lab-pc-${i}`, memoryMiB: 8192, hypervisor: 'tcg', port: await freePort(), createDelayMs: 2000 }).start();
+      // VMs take 6 s to start: the grid's first view must come before that, which 2 s did not leave a loaded machine
+      const host = await new SimAgent({ hostId: `lab-pc-${i}`, hostname: `lab-pc-${i}`, memoryMiB: 8192, hypervisor: 'tcg', port: await freePort(), createDelayMs: 6000 }).start();
       hosts.push(host);
       controller.services.hosts.enroll({
         hostId: host.hostId, hostname: host.hostname, agentUrl: host.url, agentKey: host.key, version: 'test', joinToken: controller.services.secrets.joinToken,
@@ -84,7 +85,7 @@ describe('a class session in a browser', function () {
     const gridUrl = page.url();
     expect(await page.locator('#session-grid li.tile').count()).to.equal(STUDENTS);
     const first = await tileStates();
-    expect(first.filter((s) => s === 'creating'), 'VMs take 2 s to start: the grid first shows them starting').to.not.have.length(0);
+    expect(first.filter((s) => s === 'creating'), 'VMs take 6 s to start: the grid first shows them starting').to.not.have.length(0);
     expect(await page.textContent('#session-time-left')).to.match(/^4[45] min left$/);
 
     // The grid updates by itself: the same document (a mark set in it survives), every tile running.

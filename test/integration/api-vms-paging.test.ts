@@ -62,7 +62,7 @@ describe('GET /api/vms in pages', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-paging-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     token = ctl.services.secrets.adminToken;
     // A host's network has ~250 addresses: three hosts for the 505 VMs.
     for (const hostId of ['host-a', 'host-b', 'host-c']) {

@@ -77,7 +77,7 @@ describe('authorization matrix (generated from the router)', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-authz-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 1000 }); // polls: a simulated agent's answer on a loaded machine
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 }); // a simulated agent's answers on a loaded machine
     operations = [...((ctl.server.listeners('request')[0] as Express).locals.api as ApiRouter).operations];
     tokens.admin = ctl.services.secrets.adminToken;
     agent = await new SimAgent({ hostId: 'matrix-host', hostname: 'pc-matrix', memoryMiB: 65_536, hypervisor: 'tcg', port: await freePort() }).start();

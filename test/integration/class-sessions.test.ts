@@ -39,7 +39,7 @@ describe('class sessions (simulated hosts)', function () {
   }
 
   async function start(opts: { clock: TestClock }) {
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000, clock: opts.clock });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000, clock: opts.clock });
     ctl.services.sessions.startTimer();
     tokens.admin = ctl.services.secrets.adminToken;
   }

@@ -51,7 +51,7 @@ describe('classes: roles, bulk students, who sees which VM', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-classes-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     agent = await new SimAgent({ hostId: 'host-a', hostname: 'pc-a', memoryMiB: 16384, hypervisor: 'tcg', port: await freePort() }).start();
     admin = ctl.services.secrets.adminToken;
     const enrolled = await fetch(`${ctl.url}/api/enroll`, {

@@ -26,7 +26,7 @@ describe('controller: save a VM as a template, reset it, install from an ISO', f
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-vm-disks-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     const installer = simTemplate('installer', {
       kind: 'iso', console: 'vnc', os: 'alpine-installer',
       files: [{ role: 'iso', file: 'installer.iso', bytes: 60 * 1024 * 1024, sha256: 'a'.repeat(64) }],

@@ -49,7 +49,7 @@ describe('leases, housekeeping and quotas over the API', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-leases-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     admin = ctl.services.secrets.adminToken;
     agent = await new SimAgent({ hostId: 'host-lease', memoryMiB: 65536, threads: 32, hypervisor: 'kvm', port: await freePort() }).start();
     await agent.enroll(ctl.url, ctl.services.secrets.joinToken);
@@ -247,7 +247,7 @@ describe('leases and policies on the pages', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-lease-pages-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     agent = await new SimAgent({ hostId: 'host-pages', memoryMiB: 16384, hypervisor: 'kvm', port: await freePort() }).start();
     await agent.enroll(ctl.url, ctl.services.secrets.joinToken);
     await ctl.services.hosts.pollAll();

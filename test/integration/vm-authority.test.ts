@@ -43,7 +43,7 @@ describe('controller: the authority on VMs (a rogue host\'s report)', function (
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-vm-authority-'));
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 2000, answerWithinMs: 2000 });
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 10_000 });
     honest = await new SimAgent({ hostId: 'host-honest', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
     rogueAgent = await new SimAgent({ hostId: 'host-rogue', memoryMiB: 8192, hypervisor: 'tcg', port: await freePort() }).start();
     // The rogue host as the controller sees it: its agent, with the injected VMs added to /status and

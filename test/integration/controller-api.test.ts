@@ -58,8 +58,9 @@ describe('controller API (in-process, simulated agents)', function () {
   before(async () => {
     configureLogging({ out: () => {} });
     dir = mkdtempSync(path.join(tmpdir(), 'skyhost-ctl-'));
-    // polls of a simulated agent get 5 s (a loaded machine); the slow-agent test needs answerWithinMs below its createDelayMs
-    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 1000 });
+    // A simulated agent's answers on a loaded machine: polls get 5 s, creates 5 s before a 202 (1 s made a
+    // create some tests expect as 201 a 202); the slow-agent test's createDelayMs is longer than that.
+    ctl = await startController({ dataDir: dir, log: logger('controller'), port: 0, listen: '127.0.0.1', poll: false, pollTimeoutMs: 5000, answerWithinMs: 5000 });
     base = ctl.url;
     adminToken = ctl.services.secrets.adminToken;
     joinToken = ctl.services.secrets.joinToken;
@@ -313,7 +314,7 @@ describe('controller API (in-process, simulated agents)', function () {
     it('answers 202 creating when the agent is slow, and the record follows the agent', async () => {
       const slow = await simAgent('host-slow');
       agents.push(slow);
-      slow.opts.createDelayMs = 1500;
+      slow.opts.createDelayMs = 7000;
       await enroll(slow);
       await call('POST', '/api/hosts/host-a/drain', { token: adminToken });
       await call('POST', '/api/hosts/host-b/drain', { token: adminToken });
@@ -323,7 +324,7 @@ describe('controller API (in-process, simulated agents)', function () {
         expect(r.status).to.equal(202);
         expect(r.json.state).to.equal('creating');
         expect(r.json.host).to.equal('host-slow');
-        // the agent answers 1.5 s after the call (later on a loaded machine): the record follows it
+        // the agent answers 7 s after the call (later on a loaded machine): the record follows it
         await waitFor('the record to follow the agent', async () => (await call('GET', `/api/vms/${r.json.id}`, { token: alice })).json.state === 'running', 30_000, 100);
       } finally {
         await call('POST', '/api/hosts/host-a/undrain', { token: adminToken });

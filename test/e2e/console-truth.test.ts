@@ -135,7 +135,7 @@ async function runInTerminal(page: Page, command: string): Promise<string[]> {
   await waitFor(`the output of ${command}`, async () => {
     lines = (await terminalLines(page)).slice(before - 1);
     return lines.length >= 2 && lines.at(-1)!.startsWith(GUEST_PROMPT.trim());
-  }, 20_000, 200);
+  }, 60_000, 200); // a TCG guest on a loaded machine
   // lines: the command line, its output, the next prompt
   expect(lines[0]).to.equal(GUEST_PROMPT + command);
   return lines.slice(1, -1);

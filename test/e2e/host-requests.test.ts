@@ -36,7 +36,7 @@ describe('hosts page: replacement requests and strangers in a browser', function
     await waitFor('the stranger reported', async () => {
       await ctl.services.hosts.pollAll();
       return ctl.services.vms.strangers(ctl.services.system).length === 1;
-    }, 10_000);
+    }, 30_000);
     const refused = await fetch(`${ctl.url}/api/enroll`, {
       method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ hostId: 'pc-7', hostname: 'lab-pc-7', agentUrl: 'http://127.0.0.1:9', agentKey: 'someone-elses-key-01', version: 'e2e' }),

@@ -154,7 +154,7 @@ describe('hosts page: replacement requests and strangers (HTTP, CSRF)', function
     await waitFor('the stranger reported', async () => {
       await ctl.services.hosts.pollAll(); // the first poll may meet the old agent's closed connection
       return ctl.services.vms.strangers(ctl.services.system).length === 1;
-    }, 10_000);
+    }, 30_000);
 
     const page = await admin.get('/hosts');
     expect(page.text).to.contain('VMs SkyHost did not place').and.contain(`id="stranger-${vmId}"`).and.contain('handmade');

@@ -70,7 +70,8 @@ describe('templates page in a browser', function () {
     });
     expect(enrolled.status).to.equal(200);
     await controller.services.hosts.pollAll();
-    // A slow file server: 64 KiB every 40 ms, so the import's progress can be seen.
+    // A slow file server: 64 KiB every 120 ms (about 4 s for the image), so the import's progress can be
+    // seen: at 40 ms a page refreshed late on a loaded machine could find the import already done.
     files = createServer((_req, res) => {
       res.writeHead(200, { 'content-length': image.length });
       let at = 0;
@@ -82,7 +83,7 @@ describe('templates page in a browser', function () {
         }
         res.write(image.subarray(at, at + 65536));
         at += 65536;
-      }, 40);
+      }, 120);
       res.on('close', () => clearInterval(timer));
     });
     await new Promise<void>((resolve) => files.listen(0, '127.0.0.1', resolve));
@@ -141,7 +142,7 @@ describe('templates page in a browser', function () {
     await page.click('#template-form button[type=submit]');
     await page.waitForSelector('#template-form .flash.ok:has-text("Import of lesson2 started")');
     await page.waitForSelector('#template-list progress[aria-label="Import of lesson2"]');
-    await page.waitForSelector('#template-list tr:has-text("lesson2") >> text=in the catalog', { timeout: 30_000 });
+    await page.waitForSelector('#template-list tr:has-text("lesson2") >> text=in the catalog', { timeout: 60_000 });
     expect(await page.textContent('#template-list')).to.contain('done');
   });
 

@@ -55,7 +55,9 @@ export interface Discovery {
 
 /** Deadline of an enrollment, and of a controller's `/healthz` when two clusters are heard. */
 const ENROLL_TIMEOUT_MS = 5000;
-const HEALTH_TIMEOUT_MS = 1000;
+// 3 s as the controller gives a poll: 1 s was a quiet machine's figure, and a busy controller left out
+// of the count made an agent that hears two clusters pick the other instead of saying it cannot choose.
+const HEALTH_TIMEOUT_MS = 3000;
 
 /** Enrolls this agent with its controller and keeps its record current. */
 export function startDiscovery(opts: DiscoveryOptions): Discovery {
@@ -220,7 +222,7 @@ function firstUse(url: string, timeoutMs = ENROLL_TIMEOUT_MS): Promise<string> {
   return peerFingerprint(u.hostname.replace(/^\[|\]$/g, ''), Number(u.port || 443), timeoutMs);
 }
 
-/** Whether the controller at `url` answers `/healthz` within a second (nothing secret is sent: any certificate will do). */
+/** Whether the controller at `url` answers `/healthz` within HEALTH_TIMEOUT_MS (nothing secret is sent: any certificate will do). */
 async function answersHealth(url: string): Promise<boolean> {
   try {
     const pin = url.startsWith('https:') ? await firstUse(url, HEALTH_TIMEOUT_MS) : undefined;

@@ -300,10 +300,17 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
     const apiVmsGzip: LoadRun[] = [];
     const cpu0 = process.cpuUsage();
     const t0 = process.hrtime.bigint();
+    // Each window on its own progress line, with the time: a window with a tail can then be found in a
+    // profile or a log of the same minutes (the figures keep only the median and spread).
+    const window = async (runs: LoadRun[], what: string, run: Promise<LoadRun>) => {
+      const r = await run;
+      ctx.say(`controller: ${new Date().toISOString().slice(11, 19)} ${what}: p99 ${r.p99.toFixed(1)} ms, ${Math.round(r.rps)} req/s, peak RSS ${r.maxRssMb.toFixed(0)} MB`);
+      runs.push(r);
+    };
     for (let i = 0; i < RUNS; i++) {
-      if (dashboardProbe.status < 300) dashboard.push(await load(ctx.root, `${url}/`, token, pid));
-      apiVms.push(await load(ctx.root, `${url}/api/vms`, token, pid, 'wrk', false, allPages));
-      apiVmsGzip.push(await load(ctx.root, `${url}/api/vms`, token, pid, 'wrk', true, allPages));
+      if (dashboardProbe.status < 300) await window(dashboard, 'dashboard', load(ctx.root, `${url}/`, token, pid));
+      await window(apiVms, 'GET /api/vms', load(ctx.root, `${url}/api/vms`, token, pid, 'wrk', false, allPages));
+      await window(apiVmsGzip, 'GET /api/vms gzip', load(ctx.root, `${url}/api/vms`, token, pid, 'wrk', true, allPages));
     }
     // What the fleet costs this process while the controller is loaded (it answers every poll).
     const benchCpuPct = cpuPctSince(cpu0, msSince(t0));

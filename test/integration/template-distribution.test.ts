@@ -18,7 +18,7 @@ import { makeTicket } from '../../base/tickets.ts';
 import type { PullProgress, PullRequest, TemplateInfo } from '../../wire/api.ts';
 import { startController, type RunningController } from '../../server/controller.ts';
 import { buildTestGuest, ConsoleSession, sha256File } from '../support/guest.ts';
-import { waitFor } from '../support/net.ts';
+import { GiveUp, waitFor } from '../support/net.ts';
 
 /** An agent's URL for this test's own calls: plain HTTP, which an agent takes from loopback. */
 const plain = (agent: RunningAgent) => agent.url.replace(/^https:/, 'http:');
@@ -407,7 +407,8 @@ describe('the controller putting templates on hosts (real agents, libvirt + QEMU
     await waitFor('the VM to run on B', async () => {
       const vm = (await api('GET', `/api/vms/${id}`)).json;
       seen.add(vm.progress ?? vm.state);
-      expect(vm.state).to.be.oneOf(['creating', 'running']);
+      // any other state is final: say it, with the VM's error, at once
+      if (vm.state !== 'creating' && vm.state !== 'running') throw new GiveUp(`the VM is ${vm.state}${vm.error ? `: ${vm.error}` : ''}`);
       return vm.state === 'running';
     }, 120_000, 20);
     expect([...seen].filter((s) => !/^pulling \d+%$/.test(s)), 'pulling, then creating, then running').to.deep.equal(['creating', 'running']);

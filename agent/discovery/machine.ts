@@ -16,6 +16,7 @@
 import { EnrollResponse, type EnrollRequest } from '../../wire/api.ts';
 import type { ControllerAd } from '../../wire/mdns.ts';
 import { errorOf } from '../../base/http-client.ts';
+import { compareNames } from '../../base/order.ts';
 import type { Remembered } from './remembered.ts';
 
 /** What `/status` shows under `controller` (HostStatus.controller in wire/api.ts). */
@@ -133,7 +134,7 @@ const SEARCHING = 'searching the LAN for a SkyHost controller (mDNS _skyhost._tc
  * between two.
  */
 export function chooseController(ads: ControllerAd[], myClusterId?: string, myUrl?: string): Choice {
-  const byName = [...ads].sort((a, b) => a.name.localeCompare(b.name));
+  const byName = [...ads].sort((a, b) => compareNames(a.name, b.name));
   if (myClusterId) {
     // Two advertisements claiming our cluster: the address we enrolled with first.
     const mine = byName.find((a) => a.clusterId === myClusterId && a.url === myUrl) ?? byName.find((a) => a.clusterId === myClusterId);

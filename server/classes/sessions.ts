@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { TemplateName, VM_LIMITS, type VmState } from '../../wire/api.ts';
 import { Conflict, Forbidden, InvalidField, NotFound, SkyError, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
+import { compareCodeUnits, compareNames } from '../../base/order.ts';
 import type { Row, Store } from '../db/store.ts';
 import type { Clock } from '../services.ts';
 import type { HostRecord, HostRegistry } from '../hosts/registry.ts';
@@ -386,7 +387,7 @@ export class SessionService {
   list(user: User, classId: string): SessionView[] {
     const cls = this.requireClass(user, classId);
     return [...this.sessions.values()].filter((s) => s.classId === classId)
-      .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id))
+      .sort((a, b) => compareCodeUnits(b.createdAt, a.createdAt) || compareCodeUnits(a.id, b.id))
       .map((s) => this.render(s, cls.teacher ? undefined : user.name));
   }
 
@@ -394,7 +395,7 @@ export class SessionService {
   mine(user: User, limit = 50): SessionView[] {
     const classes = user.role === 'admin' ? undefined : new Set(this.roster.classesOf(user));
     return [...this.sessions.values()].filter((s) => !classes || classes.has(s.classId))
-      .sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.id.localeCompare(b.id))
+      .sort((a, b) => compareCodeUnits(b.createdAt, a.createdAt) || compareCodeUnits(a.id, b.id))
       .slice(0, limit)
       .map((s) => this.render(s, this.roster.teaches(user, s.classId) ? undefined : user.name));
   }
@@ -402,7 +403,7 @@ export class SessionService {
   /** The classes `user` may start a session for (id and name). */
   classesToTeach(user: User): Array<{ id: string; name: string }> {
     return this.roster.classesOf(user).filter((id) => this.roster.teaches(user, id)).map((id) => this.roster.classInfo(id))
-      .filter((c): c is { id: string; name: string } => c !== undefined).sort((a, b) => a.name.localeCompare(b.name));
+      .filter((c): c is { id: string; name: string } => c !== undefined).sort((a, b) => compareNames(a.name, b.name));
   }
 
   private vmRecord(id: string): VmRecord | undefined {

@@ -16,6 +16,7 @@ import { Conflict, InvalidField, NotFound, SkyError, Unavailable, fromZod } from
 import type { Logger } from '../../base/log.ts';
 import type { Row, Store } from '../db/store.ts';
 import { sameSecret } from '../../base/secrets.ts';
+import { compareCodeUnits, compareNames } from '../../base/order.ts';
 import { AgentClient } from './agent-client.ts';
 import { hostNames } from './names.ts';
 import { addressOfUrl, broadcastFor, MAC_RE, sendWake, WAKE_PORT, type WakeSender } from './wol.ts';
@@ -230,7 +231,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
 
   /** Every host record (in memory), sorted by hostname. */
   records(): HostRecord[] {
-    return [...this.hosts.values()].sort((a, b) => a.hostname.localeCompare(b.hostname) || a.id.localeCompare(b.id));
+    return [...this.hosts.values()].sort((a, b) => compareNames(a.hostname, b.hostname) || compareCodeUnits(a.id, b.id));
   }
 
   record(id: string): HostRecord | undefined {
@@ -506,7 +507,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       const h = this.hosts.get(r.hostId);
       if (h) out.push(toApiReplacement(r, h));
     }
-    return out.sort((a, b) => a.firstAsked.localeCompare(b.firstAsked) || a.id.localeCompare(b.id));
+    return out.sort((a, b) => compareCodeUnits(a.firstAsked, b.firstAsked) || compareCodeUnits(a.id, b.id));
   }
 
   /**

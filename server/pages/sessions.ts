@@ -12,6 +12,7 @@ import { requireUser } from '../users/auth.ts';
 import { field, fieldErrors, formError, me, redirect } from './forms.ts';
 import { render } from './render.ts';
 import { PRESETS } from './vms.ts';
+import { compareCodeUnits } from '../../base/order.ts';
 
 /** How long a session lasts, in minutes (the API also takes an exact end time). */
 export const DURATIONS = [
@@ -55,7 +56,7 @@ function gridData(view: SessionView, teacher: boolean) {
     teacher,
     live: view.state !== 'ended',
     timeLeft: view.state === 'running' ? timeLeft(view.secondsLeft) : view.state === 'ending' ? 'ending' : 'ended',
-    summary: Object.entries(view.counts).sort(([a], [b]) => a.localeCompare(b)).map(([state, n]) => ({ state, n })),
+    summary: Object.entries(view.counts).sort(([a], [b]) => compareCodeUnits(a, b)).map(([state, n]) => ({ state, n })),
     vms,
     tiles: view.tiles.map((t) => ({ ...t, name: t.displayName ?? t.student, state: t.vm?.state ?? (t.waiting ? 'waiting' : t.failure ? 'error' : 'none') })),
   };

@@ -20,6 +20,7 @@ import { Conflict, InvalidField, NotFound, SkyError, toSkyError } from '../../ba
 import { runStreaming } from '../../base/exec.ts';
 import { skyhostExecutable } from '../../base/executable.ts';
 import type { Logger } from '../../base/log.ts';
+import { compareCodeUnits } from '../../base/order.ts';
 import type { Catalog } from './catalog.ts';
 
 /** Body of `POST /api/templates/build`. */
@@ -215,7 +216,7 @@ export class TemplateBuilds {
   /** Builds running or finished lately, newest first. */
   list(): BuildSummary[] {
     this.forget();
-    return [...this.jobs.values()].map((j) => ({ ...j.view })).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+    return [...this.jobs.values()].map((j) => ({ ...j.view })).sort((a, b) => compareCodeUnits(b.startedAt, a.startedAt));
   }
 
   /** Cancels a running build: its process group is killed and its staging folder removed; answers it once it has ended. */

@@ -19,6 +19,7 @@ import { BadRequest, Conflict, DiskFull, InvalidField, NotFound, PayloadTooLarge
 import { run } from '../../base/exec.ts';
 import { renameIntoPlace } from '../../base/files.ts';
 import type { Logger } from '../../base/log.ts';
+import { compareCodeUnits } from '../../base/order.ts';
 
 type FileEntry = TemplateInfo['files'][number];
 
@@ -145,7 +146,7 @@ export class Catalog {
     for (const [k, j] of this.jobs) {
       if (j.view.finishedAt && now - Date.parse(j.view.finishedAt) > KEEP_FINISHED_MS) this.jobs.delete(k);
     }
-    return [...this.jobs.values()].map((j) => ({ ...j.view })).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+    return [...this.jobs.values()].map((j) => ({ ...j.view })).sort((a, b) => compareCodeUnits(b.startedAt, a.startedAt));
   }
 
   /** An upload streamed from `body`; `sha256` (optional) is checked. Answers the new template. */

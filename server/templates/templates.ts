@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { TemplateImportRequest, type HostStatus, type TemplateInfo } from '../../wire/api.ts';
 import { Conflict, NotFound, SkyError, Unavailable, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
+import { compareNames } from '../../base/order.ts';
 import type { AgentClient } from '../hosts/agent-client.ts';
 import type { HostRegistry } from '../hosts/registry.ts';
 import { TemplateBuilds } from './builds.ts';
@@ -128,7 +129,7 @@ export class Templates {
       }
       for (const p of pullsReported(h.status)) byName.get(p.template)?.pulling.push({ host: h.id, percent: p.percent });
     }
-    return [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...byName.values()].sort((a, b) => compareNames(a.name, b.name));
   }
 
   /** Reads the catalog's folder again, then lists (what the CLI added there shows). */

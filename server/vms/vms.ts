@@ -11,6 +11,7 @@ import {
 } from '../../wire/api.ts';
 import { Conflict, Forbidden, InvalidField, NotFound, SkyError, Unavailable, fromZod, toSkyError } from '../../base/errors.ts';
 import type { Logger } from '../../base/log.ts';
+import { compareCodeUnits } from '../../base/order.ts';
 import type { Store } from '../db/store.ts';
 import { hostNames } from '../hosts/names.ts';
 import { controllerAddressOf, reachableSsh } from '../install.ts';
@@ -143,7 +144,7 @@ export class VmService {
       if (filter.owner && vm.owner !== filter.owner) continue;
       out.push(vm);
     }
-    return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : a.id.localeCompare(b.id)));
+    return out.sort((a, b) => (a.createdAt < b.createdAt ? 1 : a.createdAt > b.createdAt ? -1 : compareCodeUnits(a.id, b.id)));
   }
 
   /** Every record, in no order: for sums and counts (quotas), where sorting 10,000 records per request is waste. */
@@ -206,7 +207,7 @@ export class VmService {
   strangers(user: User, hostId?: string): VmStranger[] {
     if (user.role !== 'admin') throw new Forbidden('only an admin sees the VMs hosts report that are not theirs');
     const lists = hostId !== undefined ? [this.strangerLists.get(hostId)] : [...this.strangerLists.values()];
-    return lists.flatMap((l) => (l ? [...l.values()].map((s) => s.view) : [])).sort((a, b) => a.firstSeen.localeCompare(b.firstSeen) || a.id.localeCompare(b.id));
+    return lists.flatMap((l) => (l ? [...l.values()].map((s) => s.view) : [])).sort((a, b) => compareCodeUnits(a.firstSeen, b.firstSeen) || compareCodeUnits(a.id, b.id));
   }
 
   // ---- creating ----

@@ -22,6 +22,7 @@ import { Conflict, InvalidField, NotFound, SkyError, Unavailable } from '../../b
 import { close, listen } from '../../base/http.ts';
 import { Logger } from '../../base/log.ts';
 import { VERSION } from '../../base/version.ts';
+import { compareNames } from '../../base/order.ts';
 import type { SshForwarder } from '../../agent/forwarder.ts';
 import type { PowerState, VmMetadata } from '../../agent/hypervisor/driver.ts';
 import type { FakeHypervisor } from '../../agent/hypervisor/fake.ts';
@@ -103,7 +104,7 @@ export class MemoryTemplates implements TemplateCatalog {
   }
 
   async list(): Promise<TemplateInfo[]> {
-    return [...this.byName.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return [...this.byName.values()].sort((a, b) => compareNames(a.name, b.name));
   }
 
   async get(name: string): Promise<TemplateInfo | undefined> {

@@ -235,7 +235,10 @@ async function runSize(ctx: Parameters<Group['run']>[0], size: ControllerSize): 
   let fleet: SimFleet | undefined;
   const scratch = mkdtempSync(path.join(os.tmpdir(), 'skyhost-bench-controller-'));
   try {
-    controller = await startControllerProcess(ctx.root);
+    // BENCH_CONTROLLER_NODE_OPTIONS reaches only the controller, e.g. "--cpu-prof --cpu-prof-dir=DIR" to
+    // profile the windows (this process's own Node refuses --cpu-prof in NODE_OPTIONS).
+    const nodeOptions = process.env.BENCH_CONTROLLER_NODE_OPTIONS;
+    controller = await startControllerProcess(ctx.root, nodeOptions ? { NODE_OPTIONS: nodeOptions } : {});
     const { url, token, joinToken, pid } = controller;
     const auth = { authorization: `Bearer ${token}` };
     const get = (p: string) => fetch(url + p, { headers: auth, signal: AbortSignal.timeout(10_000) });

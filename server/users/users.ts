@@ -4,7 +4,7 @@ import { createHash, randomBytes, scrypt as scryptCb, type ScryptOptions } from 
 import { z } from 'zod';
 import { Conflict, Forbidden, NotFound, Unauthorized } from '../../base/errors.ts';
 import { sameSecret } from '../../base/secrets.ts';
-import type { Row, Store } from '../db/store.ts';
+import type { Param, Row, Store } from '../db/store.ts';
 import { addressKey, LoginThrottle } from './login-throttle.ts';
 
 export { LOGIN_ATTEMPTS, LOGIN_WINDOW_MS } from './login-throttle.ts';
@@ -86,6 +86,50 @@ function rowToUser(r: Row): User {
   };
 }
 
+/**
+ * Who a token or session cookie (by its hash) turned out to be a moment ago. Every API call and
+ * page asks, and the database answers with a join: profiled under the bench's load (1,000 hosts,
+ * ~4,000 dashboard requests a second) that join was ~14 % of the controller's CPU. Users empties it
+ * on each of its own writes (it is the only writer of users, sessions and tokens); an entry also
+ * lives at most TTL_MS, for a change made by another process on the same database. Misses are not
+ * kept, so unknown tokens cannot fill it; past MAX entries the oldest goes first.
+ */
+class RecentCredentials<T extends object> {
+  static readonly TTL_MS = 2000;
+  static readonly MAX = 10_000;
+  private readonly entries = new Map<string, { at: number; value: T }>();
+  private readonly now: () => number;
+
+  constructor(now: () => number) {
+    this.now = now;
+  }
+
+  get(hash: string): T | undefined {
+    const e = this.entries.get(hash);
+    if (!e) return undefined;
+    if (this.now() - e.at < RecentCredentials.TTL_MS) return e.value;
+    this.entries.delete(hash);
+    return undefined;
+  }
+
+  /** Keeps `value` (frozen: every request that asks shares it) and returns it. */
+  set(hash: string, value: T): T {
+    if (this.entries.size >= RecentCredentials.MAX) this.entries.delete(this.entries.keys().next().value!);
+    deepFreeze(value);
+    this.entries.set(hash, { at: this.now(), value });
+    return value;
+  }
+
+  clear(): void {
+    this.entries.clear();
+  }
+}
+
+function deepFreeze(o: object): void {
+  Object.freeze(o);
+  for (const v of Object.values(o)) if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) deepFreeze(v);
+}
+
 /** Letters and digits nobody confuses on paper (no 0/O, 1/l/I). */
 const READABLE = 'abcdefghjkmnpqrstuvwxyz23456789';
 
@@ -117,11 +161,20 @@ export class Users {
   private readonly throttle: LoginThrottle;
   private readonly audit: ((e: AuditEvent) => void) | undefined;
   private readonly removedListeners: Array<(name: string) => void> = [];
+  /** The clock of sessions' ends, the login back-off and the credentials kept in memory. */
+  private readonly now: () => number;
+  /** Who an API token is, by its hash, as read a moment ago (RecentCredentials). */
+  private readonly tokenUsers: RecentCredentials<User>;
+  /** Who a session cookie is, by its hash, with the session's CSRF token and end. */
+  private readonly sessionUsers: RecentCredentials<Session>;
 
-  /** `now` drives the login back-off (tests pass a clock they control); `audit` receives the audit events. */
+  /** `now` drives the login back-off and sessions' ends (tests pass a clock they control); `audit` receives the audit events. */
   constructor(store: Store, opts: { now?: () => number; audit?: (e: AuditEvent) => void } = {}) {
     this.store = store;
     this.throttle = new LoginThrottle(opts.now ? { now: opts.now } : {});
+    this.now = opts.now ?? Date.now;
+    this.tokenUsers = new RecentCredentials(this.now);
+    this.sessionUsers = new RecentCredentials(this.now);
     this.audit = opts.audit;
     this.throttle.onRefusal = (name, from, refusal) => {
       if (!refusal.firstTime) return; // once per name or address and window, not per request
@@ -164,7 +217,7 @@ export class Users {
     this.store.tx(() => {
       for (const a of accounts) {
         if (this.get(a.name)) throw new Conflict(`user "${a.name}" already exists`);
-        this.store.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at, display_name) VALUES (?, ?, ?, ?, ?, ?)',
+        this.run('INSERT INTO users (name, role, password_hash, must_change_password, created_at, display_name) VALUES (?, ?, ?, ?, ?, ?)',
           a.name, a.role, a.hash, a.mustChangePassword ? 1 : 0, at, a.displayName ?? null);
       }
     });
@@ -173,7 +226,7 @@ export class Users {
   /** Sets or clears (undefined) how people call a user. */
   setDisplayName(name: string, displayName: string | undefined): User {
     const value = displayName ? DisplayName.parse(displayName) : null;
-    if (this.store.run('UPDATE users SET display_name = ? WHERE name = ?', value, name).changes === 0) throw new NotFound(`user "${name}"`);
+    if (this.run('UPDATE users SET display_name = ? WHERE name = ?', value, name).changes === 0) throw new NotFound(`user "${name}"`);
     return this.get(name)!;
   }
 
@@ -181,13 +234,13 @@ export class Users {
   async ensureAdmin(adminToken: string): Promise<void> {
     if (this.get('admin')) return;
     const hash = await hashPassword(adminToken);
-    this.store.run(`INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES ('admin', 'admin', ?, 1, ?)`,
+    this.run(`INSERT INTO users (name, role, password_hash, must_change_password, created_at) VALUES ('admin', 'admin', ?, 1, ?)`,
       hash, new Date().toISOString());
   }
 
   remove(name: string): void {
     if (name === 'admin') throw new Forbidden('the admin user cannot be removed');
-    if (this.store.run('DELETE FROM users WHERE name = ?', name).changes === 0) throw new NotFound(`user "${name}"`);
+    if (this.run('DELETE FROM users WHERE name = ?', name).changes === 0) throw new NotFound(`user "${name}"`);
     for (const fn of this.removedListeners) fn(name);
   }
 
@@ -200,7 +253,7 @@ export class Users {
   setRole(name: string, role: Role, by?: string): User {
     if (name === 'admin' && role !== 'admin') throw new Forbidden('the admin user stays an admin');
     const before = this.get(name);
-    if (this.store.run('UPDATE users SET role = ? WHERE name = ?', role, name).changes === 0) throw new NotFound(`user "${name}"`);
+    if (this.run('UPDATE users SET role = ? WHERE name = ?', role, name).changes === 0) throw new NotFound(`user "${name}"`);
     if (before && before.role !== role) {
       this.audit?.({ level: 'info', msg: `role of "${name}" changed from ${before.role} to ${role}${by ? ` by "${by}"` : ''}`,
         data: { user: name, was: before.role, role, ...(by ? { by } : {}) } });
@@ -235,8 +288,8 @@ export class Users {
     this.throttle.succeeded(name);
     const sessionId = newSecret();
     const csrfToken = newSecret();
-    const expiresAt = new Date(Date.now() + SESSION_DAYS * 86400_000).toISOString();
-    this.store.run('INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
+    const expiresAt = new Date(this.now() + SESSION_DAYS * 86400_000).toISOString();
+    this.run('INSERT INTO sessions (id_hash, user_name, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
       tokenHash(sessionId), user.name, csrfToken, new Date().toISOString(), expiresAt);
     this.audit?.({ level: 'info', msg: `"${user.name}" signed in${from !== undefined ? ` from ${who.from}` : ''}`, data: who });
     return { sessionId, session: { user, csrfToken, expiresAt } };
@@ -244,23 +297,26 @@ export class Users {
 
   /** The live session for a cookie value, or undefined. */
   session(sessionId: string): Session | undefined {
-    const r = this.store.get(
-      'SELECT s.csrf, s.expires_at, u.* FROM sessions s JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?', tokenHash(sessionId));
+    const hash = tokenHash(sessionId);
+    const now = new Date(this.now()).toISOString();
+    const known = this.sessionUsers.get(hash);
+    if (known && known.expiresAt >= now) return known;
+    const r = this.store.get('SELECT s.csrf, s.expires_at, u.* FROM sessions s JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?', hash);
     if (!r) return undefined;
-    if (String(r.expires_at) < new Date().toISOString()) {
+    if (String(r.expires_at) < now) {
       this.logout(sessionId);
       return undefined;
     }
-    return { user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) };
+    return this.sessionUsers.set(hash, { user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) });
   }
 
   /** Deletes expired sessions (run by the periodic job). */
   pruneSessions(now = new Date()): number {
-    return this.store.run('DELETE FROM sessions WHERE expires_at < ?', now.toISOString()).changes;
+    return this.run('DELETE FROM sessions WHERE expires_at < ?', now.toISOString()).changes;
   }
 
   logout(sessionId: string): void {
-    this.store.run('DELETE FROM sessions WHERE id_hash = ?', tokenHash(sessionId));
+    this.run('DELETE FROM sessions WHERE id_hash = ?', tokenHash(sessionId));
   }
 
   /** Sets a new password; ends the user's other sessions. `current` is checked unless an admin (`by`) resets it. */
@@ -268,10 +324,10 @@ export class Users {
     if (opts.current !== undefined) await this.authenticate(name, opts.current);
     const hash = await hashPassword(Password.parse(newPassword));
     this.store.tx(() => {
-      if (this.store.run('UPDATE users SET password_hash = ?, must_change_password = 0 WHERE name = ?', hash, name).changes === 0) {
+      if (this.run('UPDATE users SET password_hash = ?, must_change_password = 0 WHERE name = ?', hash, name).changes === 0) {
         throw new NotFound(`user "${name}"`);
       }
-      this.store.run('DELETE FROM sessions WHERE user_name = ? AND id_hash != ?', name, opts.keepSession ? tokenHash(opts.keepSession) : '');
+      this.run('DELETE FROM sessions WHERE user_name = ? AND id_hash != ?', name, opts.keepSession ? tokenHash(opts.keepSession) : '');
     });
     const by = opts.by && opts.by !== name ? ` by "${opts.by}"` : '';
     this.audit?.({ level: 'info', msg: `password of "${name}" changed${by}`, data: { user: name, ...(opts.by ? { by: opts.by } : {}) } });
@@ -282,7 +338,7 @@ export class Users {
   createToken(name: string, label: string, token = newSecret()): { token: string; info: ApiToken } {
     const id = randomBytes(6).toString('hex');
     const createdAt = new Date().toISOString();
-    this.store.run('INSERT INTO api_tokens (id, user_name, token_hash, label, created_at) VALUES (?, ?, ?, ?, ?)',
+    this.run('INSERT INTO api_tokens (id, user_name, token_hash, label, created_at) VALUES (?, ?, ?, ?, ?)',
       id, name, tokenHash(token), label, createdAt);
     return { token, info: { id, label, createdAt } };
   }
@@ -299,13 +355,27 @@ export class Users {
   }
 
   revokeToken(name: string, id: string): void {
-    if (this.store.run('DELETE FROM api_tokens WHERE id = ? AND user_name = ?', id, name).changes === 0) throw new NotFound(`token "${id}"`);
+    if (this.run('DELETE FROM api_tokens WHERE id = ? AND user_name = ?', id, name).changes === 0) throw new NotFound(`token "${id}"`);
   }
 
   /** The user an API token belongs to, or undefined. */
   byToken(token: string): User | undefined {
-    const r = this.store.get('SELECT u.* FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?', tokenHash(token));
-    return r ? rowToUser(r) : undefined;
+    const hash = tokenHash(token);
+    const known = this.tokenUsers.get(hash);
+    if (known) return known;
+    const r = this.store.get('SELECT u.* FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?', hash);
+    return r ? this.tokenUsers.set(hash, rowToUser(r)) : undefined;
+  }
+
+  /**
+   * Every write of this class to users, sessions and API tokens goes through here: it forgets the
+   * credentials read so far, so a revoked token, an ended session, a removed user or a changed role
+   * counts from the next request on.
+   */
+  private run(sql: string, ...params: Param[]): { changes: number; lastInsertRowid: number } {
+    this.tokenUsers.clear();
+    this.sessionUsers.clear();
+    return this.store.run(sql, ...params);
   }
 
   /** Whether anyone may create an account on the login page (off by default). */
@@ -314,7 +384,7 @@ export class Users {
   }
 
   setSelfRegistration(on: boolean): void {
-    this.store.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', 'selfRegistration', String(on));
+    this.run('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', 'selfRegistration', String(on));
   }
 
   /** Self-registration: a plain user, only while the setting is on. */

@@ -137,7 +137,7 @@ export function pageRouter(services: ControllerServices, opts: PageOptions): Rou
     const admin = me(res).role === 'admin';
     render(req, res, {
       page: 'dashboard', partial: 'dashboard', title: 'Dashboard', memo: { scope: services, key: `dashboard:${admin}`, ms: 1000 },
-      data: { ...dashboardData(services), loopback: loopbackFor(req, services) },
+      data: dashboardData(services), pageData: { loopback: loopbackFor(req, services) },
     });
   });
   r.use(policyPages(services)); // before vmPages: its /vms/:id/:action would take /vms/:id/extend

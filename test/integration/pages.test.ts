@@ -117,6 +117,18 @@ describe('controller pages (HTTP)', function () {
     expect((await head.arrayBuffer()).byteLength).to.equal(0);
   });
 
+  it('keeps the page around the kept dashboard per viewer: users asking within the same second each get their own name and CSRF token', async () => {
+    const pageOf = async (c: Client) => (await fetch(`${controller.url}/`, { headers: { accept: 'text/html', cookie: c.cookie } })).text();
+    const csrfOf = (html: string) => /hx-headers='\{"X-CSRF-Token": "([^"]+)"\}'/.exec(html)?.[1];
+    const whoOf = (html: string) => /<span>([a-z0-9._-]+)(?: <span class="badge admin">admin<\/span>)?<\/span>/.exec(html)?.[1];
+    const [a1, b1, a2, b2] = await Promise.all([pageOf(alice), pageOf(bob), pageOf(alice), pageOf(bob)]);
+    expect([whoOf(a1), whoOf(b1), whoOf(a2), whoOf(b2)]).to.deep.equal(['alice', 'bob', 'alice', 'bob']);
+    expect(csrfOf(a1)).to.be.a('string').and.equal(csrfOf(a2)).and.not.equal(csrfOf(b1));
+    expect(csrfOf(b1)).to.be.a('string').and.equal(csrfOf(b2));
+    expect(a1).to.contain(`name="_csrf" value="${csrfOf(a1)}"`).and.not.contain(csrfOf(b1)!);
+    expect(b1).to.not.contain(csrfOf(a1)!);
+  });
+
   it('re-renders the request form with 422, the messages inline and the input kept', async () => {
     await alice.get('/vms');
     const res = await alice.post('/vms', { template: '', size: 'huge', name: 'my <b>box</b>', sshKey: 'ssh-ed25519 AAAA x', lease: '7' });

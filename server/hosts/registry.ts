@@ -212,6 +212,12 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
   private readonly opts: RegistryOptions;
   private readonly log: Logger;
   private readonly hosts = new Map<string, HostRecord>();
+  /**
+   * The records sorted by hostname, kept until a record comes, goes, is replaced or renamed (enroll,
+   * replacement, remove): at 1,000 hosts the sort was a millisecond or two of every create's
+   * placement and of the dashboard's data, recomputed once a second (docs/performance.md).
+   */
+  private order: HostRecord[] | undefined;
   private readonly rounds: { members?: Promise<void> | undefined; pending?: Promise<void> | undefined } = {};
   private readonly untrusted = new EnrollLimit();
   /** Refused enrollments with a host's id and a new key, kept for the admin's explicit "replace" (by request id). */
@@ -226,12 +232,14 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     for (const r of store.all('SELECT * FROM hosts ORDER BY id')) {
       const h = rowToHost(r);
       this.hosts.set(h.id, h);
+      this.order = undefined;
     }
   }
 
   /** Every host record (in memory), sorted by hostname. */
   records(): HostRecord[] {
-    return [...this.hosts.values()].sort((a, b) => compareNames(a.hostname, b.hostname) || compareCodeUnits(a.id, b.id));
+    this.order ??= [...this.hosts.values()].sort((a, b) => compareNames(a.hostname, b.hostname) || compareCodeUnits(a.id, b.id));
+    return [...this.order];
   }
 
   record(id: string): HostRecord | undefined {
@@ -384,6 +392,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       record.id, record.hostname, record.agentUrl, record.agentKey, record.state, record.version, record.mac ?? null, record.enrolledAt,
       record.drained ? 1 : 0, record.agentFingerprint ?? null);
     this.hosts.set(record.id, record);
+    this.order = undefined;
     if (!sameKey) this.dropReplacementRequests(record.id); // replaced with a token (or new): older requests are moot
     this.emit('enrolled', record);
     const how = !existing ? 'enrolled' : sameKey ? 'enrolled again' : 'replaced with a join token (new agent key)';
@@ -492,6 +501,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     const label = this.named(h); // gone from the labels once removed
     this.store.run('DELETE FROM hosts WHERE id = ?', id);
     this.hosts.delete(id);
+    this.order = undefined;
     this.dropReplacementRequests(id);
     this.log.info(`host ${label} removed`, { hostId: id });
     this.emit('removed', id);
@@ -524,6 +534,7 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
       hostname: r.hostname, agentUrl: r.agentUrl, agentKey: r.agentKey, version: r.version, mac: r.mac ?? h.mac, agentFingerprint: r.certFingerprint,
       problem: undefined, status: null, missedPolls: 0,
     });
+    this.order = undefined; // the hostname may have changed
     this.dropReplacementRequests(h.id);
     this.emit('enrolled', h);
     this.log.info(`host ${h.hostname} (${h.id}) replaced by ${by}: agent key ${before.key} -> ${keyFingerprint(r.agentKey)}, ` +

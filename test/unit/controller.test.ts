@@ -129,6 +129,25 @@ describe('controller host registry: enrollment', () => {
     expect(() => registry.enroll(req({ agentUrl: 'file:///etc/passwd' }))).to.throw('agentUrl');
   });
 
+  it('should list the hosts by name, and keep the order true as hosts enroll, change their name, come again with a new key and go', () => {
+    const token = { joinToken: 'shj_good_token' };
+    const names = () => registry.records().map((h) => h.hostname);
+    registry.enroll(req({ ...token, hostId: 'id-b', hostname: 'Lab-b' }));
+    registry.enroll(req({ ...token, hostId: 'id-a', hostname: 'lab-a' }));
+    expect(names()).to.deep.equal(['lab-a', 'Lab-b']);
+    registry.enroll(req({ ...token, hostId: 'id-c', hostname: 'aula-1' }));
+    expect(names()).to.deep.equal(['aula-1', 'lab-a', 'Lab-b']);
+    registry.enroll(req({ ...token, hostId: 'id-a', hostname: 'zz-renamed' })); // same key, new hostname
+    expect(names()).to.deep.equal(['aula-1', 'Lab-b', 'zz-renamed']);
+    registry.enroll(req({ ...token, hostId: 'id-b', hostname: 'aaa-new-disk', agentKey: 'n'.repeat(20) })); // a new key with a token
+    expect(names()).to.deep.equal(['aaa-new-disk', 'aula-1', 'zz-renamed']);
+    expect(registry.records().find((h) => h.id === 'id-b')).to.equal(registry.record('id-b')); // the record as it is now
+    registry.remove('id-c');
+    expect(names()).to.deep.equal(['aaa-new-disk', 'zz-renamed']);
+    registry.records().reverse(); // a caller's copy: sorting or reversing it leaves the registry's order alone
+    expect(names()).to.deep.equal(['aaa-new-disk', 'zz-renamed']);
+  });
+
   it('given a wrong token, should refuse with the reason and record nothing', () => {
     expect(() => registry.enroll(req({ joinToken: 'shj_bad_token' }))).to.throw('not known');
     expect(registry.records()).to.have.length(0);

@@ -232,7 +232,6 @@ export class HostRegistry extends EventEmitter<RegistryEvents> {
     for (const r of store.all('SELECT * FROM hosts ORDER BY id')) {
       const h = rowToHost(r);
       this.hosts.set(h.id, h);
-      this.order = undefined;
     }
   }
 

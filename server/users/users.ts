@@ -2,6 +2,7 @@
 // self-registration setting. Pure service over the store: the HTTP side is in auth.ts.
 import { createHash, randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import { z } from 'zod';
+import { VersionedCache } from '../../base/cache.ts';
 import { Conflict, Forbidden, NotFound, Unauthorized } from '../../base/errors.ts';
 import { sameSecret } from '../../base/secrets.ts';
 import type { Param, Row, Store } from '../db/store.ts';
@@ -87,47 +88,20 @@ function rowToUser(r: Row): User {
 }
 
 /**
- * Who a token or session cookie (by its hash) turned out to be a moment ago. Every API call and
- * page asks, and the database answers with a join: profiled under the bench's load (1,000 hosts,
- * ~4,000 dashboard requests a second) that join was ~14 % of the controller's CPU. Users empties it
- * on each of its own writes (it is the only writer of users, sessions and tokens); an entry also
- * lives at most TTL_MS, for a change made by another process on the same database. Misses are not
- * kept, so unknown tokens cannot fill it; past MAX entries the oldest goes first.
+ * How long who a token or session cookie is may be answered from memory at most. Every API call
+ * and page asks, and the database answers with a join: profiled under the bench's load (1,000 hosts,
+ * ~4,000 dashboard requests a second) that join was ~14 % of the controller's CPU. Users' own writes
+ * end the kept answers at once (Users.version); this bound is for a change made by another process
+ * on the same database.
  */
-class RecentCredentials<T extends object> {
-  static readonly TTL_MS = 2000;
-  static readonly MAX = 10_000;
-  private readonly entries = new Map<string, { at: number; value: T }>();
-  private readonly now: () => number;
+const CREDENTIALS_KEPT_MS = 2000;
+/** At most this many tokens and as many cookies are remembered (the oldest go first). */
+const CREDENTIALS_KEPT = 10_000;
 
-  constructor(now: () => number) {
-    this.now = now;
-  }
-
-  get(hash: string): T | undefined {
-    const e = this.entries.get(hash);
-    if (!e) return undefined;
-    if (this.now() - e.at < RecentCredentials.TTL_MS) return e.value;
-    this.entries.delete(hash);
-    return undefined;
-  }
-
-  /** Keeps `value` (frozen: every request that asks shares it) and returns it. */
-  set(hash: string, value: T): T {
-    if (this.entries.size >= RecentCredentials.MAX) this.entries.delete(this.entries.keys().next().value!);
-    deepFreeze(value);
-    this.entries.set(hash, { at: this.now(), value });
-    return value;
-  }
-
-  clear(): void {
-    this.entries.clear();
-  }
-}
-
-function deepFreeze(o: object): void {
-  Object.freeze(o);
-  for (const v of Object.values(o)) if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) deepFreeze(v);
+/** An answer every request that asks shares: frozen, so none can change what the next one sees. */
+function shared<T extends { user: User } | User>(value: T): T {
+  if ('user' in value) Object.freeze(value.user);
+  return Object.freeze(value);
 }
 
 /** Letters and digits nobody confuses on paper (no 0/O, 1/l/I). */
@@ -163,18 +137,18 @@ export class Users {
   private readonly removedListeners: Array<(name: string) => void> = [];
   /** The clock of sessions' ends, the login back-off and the credentials kept in memory. */
   private readonly now: () => number;
-  /** Who an API token is, by its hash, as read a moment ago (RecentCredentials). */
-  private readonly tokenUsers: RecentCredentials<User>;
+  /** Writes to users, sessions and tokens so far: part of the version of the answers kept below. */
+  private writes = 0;
+  /** Who an API token is, by its hash, as read since the last write (CREDENTIALS_KEPT_MS). */
+  private readonly tokenUsers = new VersionedCache<User | undefined>(CREDENTIALS_KEPT);
   /** Who a session cookie is, by its hash, with the session's CSRF token and end. */
-  private readonly sessionUsers: RecentCredentials<Session>;
+  private readonly sessionUsers = new VersionedCache<Session | undefined>(CREDENTIALS_KEPT);
 
   /** `now` drives the login back-off and sessions' ends (tests pass a clock they control); `audit` receives the audit events. */
   constructor(store: Store, opts: { now?: () => number; audit?: (e: AuditEvent) => void } = {}) {
     this.store = store;
     this.throttle = new LoginThrottle(opts.now ? { now: opts.now } : {});
     this.now = opts.now ?? Date.now;
-    this.tokenUsers = new RecentCredentials(this.now);
-    this.sessionUsers = new RecentCredentials(this.now);
     this.audit = opts.audit;
     this.throttle.onRefusal = (name, from, refusal) => {
       if (!refusal.firstTime) return; // once per name or address and window, not per request
@@ -297,17 +271,15 @@ export class Users {
 
   /** The live session for a cookie value, or undefined. */
   session(sessionId: string): Session | undefined {
-    const hash = tokenHash(sessionId);
-    const now = new Date(this.now()).toISOString();
-    const known = this.sessionUsers.get(hash);
-    if (known && known.expiresAt >= now) return known;
-    const r = this.store.get('SELECT s.csrf, s.expires_at, u.* FROM sessions s JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?', hash);
-    if (!r) return undefined;
-    if (String(r.expires_at) < now) {
-      this.logout(sessionId);
+    const session = this.sessionUsers.get(this.version(), tokenHash(sessionId), () => {
+      const r = this.store.get('SELECT s.csrf, s.expires_at, u.* FROM sessions s JOIN users u ON u.name = s.user_name WHERE s.id_hash = ?', tokenHash(sessionId));
+      return r ? shared({ user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) }) : undefined;
+    });
+    if (session && session.expiresAt < new Date(this.now()).toISOString()) {
+      this.logout(sessionId); // a write: the kept answer is gone with it
       return undefined;
     }
-    return this.sessionUsers.set(hash, { user: rowToUser(r), csrfToken: String(r.csrf), expiresAt: String(r.expires_at) });
+    return session;
   }
 
   /** Deletes expired sessions (run by the periodic job). */
@@ -361,10 +333,15 @@ export class Users {
   /** The user an API token belongs to, or undefined. */
   byToken(token: string): User | undefined {
     const hash = tokenHash(token);
-    const known = this.tokenUsers.get(hash);
-    if (known) return known;
-    const r = this.store.get('SELECT u.* FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?', hash);
-    return r ? this.tokenUsers.set(hash, rowToUser(r)) : undefined;
+    return this.tokenUsers.get(this.version(), hash, () => {
+      const r = this.store.get('SELECT u.* FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_hash = ?', hash);
+      return r ? shared(rowToUser(r)) : undefined;
+    });
+  }
+
+  /** What the kept credentials were read at: this class's writes so far and the current CREDENTIALS_KEPT_MS slice of time. */
+  private version(): string {
+    return `${this.writes}:${Math.floor(this.now() / CREDENTIALS_KEPT_MS)}`;
   }
 
   /**
@@ -373,8 +350,7 @@ export class Users {
    * counts from the next request on.
    */
   private run(sql: string, ...params: Param[]): { changes: number; lastInsertRowid: number } {
-    this.tokenUsers.clear();
-    this.sessionUsers.clear();
+    this.writes++;
     return this.store.run(sql, ...params);
   }
 

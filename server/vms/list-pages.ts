@@ -68,35 +68,6 @@ export interface PageAnswer {
   next?: string;
 }
 
-/**
- * Values kept until any VM changes (`version`): pollers read the same first page again and again,
- * and a client walking the list reads each page once. Bounded: a flood of distinct queries cannot
- * grow it past `max` entries (the oldest goes first).
- */
-export class VersionedCache<V> {
-  #version = '';
-  readonly #entries = new Map<string, V>();
-  readonly #max: number;
-
-  constructor(max: number) {
-    this.#max = max;
-  }
-
-  /** The value for `key` at `version`, made by `make` on a miss. */
-  get(version: string, key: string, make: () => V): V {
-    if (version !== this.#version) {
-      this.#entries.clear();
-      this.#version = version;
-    }
-    let value = this.#entries.get(key);
-    if (value === undefined) {
-      if (this.#entries.size >= this.#max) this.#entries.delete(this.#entries.keys().next().value!);
-      value = make();
-      this.#entries.set(key, value);
-    }
-    return value;
-  }
-}
 
 /** The page's bytes gzipped, made once per page. */
 export function gzipped(page: PageAnswer): Buffer {

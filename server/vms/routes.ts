@@ -3,6 +3,7 @@
 import { z } from 'zod';
 import { TemplateInfo, VmAction, VmName, VmSaveAsTemplateRequest } from '../../wire/api.ts';
 import { NotFound } from '../../base/errors.ts';
+import { VersionedCache } from '../../base/cache.ts';
 import { logger } from '../../base/log.ts';
 import { me, param, type ApiRouter } from '../api/route.ts';
 import type { ControllerServices } from '../services.ts';
@@ -10,7 +11,7 @@ import { wakeIfNoHostFits } from '../hosts/wake.ts';
 import { UserName } from '../users/users.ts';
 import { resetVm, saveVmAsTemplate } from './disk-actions.ts';
 import { RequestVmAnswer, Vm, VmList, VmRequest, VmStranger } from './schemas.ts';
-import { decodeCursor, gzipped, listOrder, nextUrl, pageOf, PAGE_DEFAULT, VersionedCache, VmListQuery, type PageAnswer } from './list-pages.ts';
+import { decodeCursor, gzipped, listOrder, nextUrl, pageOf, PAGE_DEFAULT, VmListQuery, type PageAnswer } from './list-pages.ts';
 import type { VmRecord } from './records.ts';
 
 /** A page of the list: `next` is the URL of the page after it, sent as `Link: <next>; rel="next"` too. */

@@ -1,6 +1,7 @@
 // The pages of GET /api/vms (server/vms/list-pages.ts): the order, the cursor, and a page's bounds.
 import { expect } from 'chai';
-import { decodeCursor, encodeCursor, listOrder, pageOf, VersionedCache } from '../../server/vms/list-pages.ts';
+import { VersionedCache } from '../../base/cache.ts';
+import { decodeCursor, encodeCursor, listOrder, pageOf } from '../../server/vms/list-pages.ts';
 
 const vm = (id: string, createdAt: string) => ({ id, createdAt });
 
